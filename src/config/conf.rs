@@ -1,0 +1,327 @@
+//! The `NODE.conf` parser: `key = value` lines, `#` comments, every key
+//! documented in `docs/CONFIG.md`. Produces a [`NodeConf`] with defaults
+//! filled in, or every problem found with its line. Touches only the one
+//! file it is given; cross-file rules live in `config::load`.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::ConfigError;
+use super::values::{ChunkParams, parse_bool, parse_duration, parse_percent};
+
+/// Default QUIC port of the mirror receiver.
+pub const DEFAULT_PORT: u16 = 7788;
+/// Default UDP port of the heartbeats.
+pub const DEFAULT_HEARTBEAT_PORT: u16 = 7789;
+
+/// Failure-detection timers. The defaults aim at a client-visible outage
+/// under one second after a node dies (see `docs/FAILOVER.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Timers {
+    /// Interval between heartbeats on each link.
+    pub keepalive: Duration,
+    /// Silence on a link after which a warning is logged.
+    pub warntime: Duration,
+    /// Silence on all links after which the peer is declared dead.
+    pub deadtime: Duration,
+    /// Deadtime used right after start-up, while links come up.
+    pub initdead: Duration,
+    /// Extra wait of the non-preferred node before it acquires a group
+    /// when scores are equal and there is no contact.
+    pub takeover_delay: Duration,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            keepalive: Duration::from_millis(100),
+            warntime: Duration::from_millis(300),
+            deadtime: Duration::from_millis(600),
+            initdead: Duration::from_secs(10),
+            takeover_delay: Duration::from_millis(1000),
+        }
+    }
+}
+
+/// Per-set settings that `NODE.conf` may override with `F<name>.<key>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetOverrides {
+    pub chunk: Option<ChunkParams>,
+    pub delete_limit: Option<u8>,
+    /// Line of the first override, to report a set that does not exist.
+    pub line: usize,
+}
+
+/// Everything one `NODE.conf` says, with defaults filled in.
+#[derive(Debug, Clone)]
+pub struct NodeConf {
+    pub address: IpAddr,
+    pub lan: Option<IpAddr>,
+    pub port: u16,
+    pub heartbeat_port: u16,
+    pub root: PathBuf,
+    pub state: PathBuf,
+    pub key: PathBuf,
+    pub fingerprint: Option<String>,
+    pub heartbeat_key: Option<PathBuf>,
+    pub timers: Timers,
+    pub auto_failback: bool,
+    pub preferred: Option<String>,
+    pub chunk: ChunkParams,
+    pub delete_limit: u8,
+    pub rescan_interval: Duration,
+    pub set_overrides: BTreeMap<String, SetOverrides>,
+    /// The line each key was set on, for messages about cross-file rules.
+    pub lines: BTreeMap<String, usize>,
+}
+
+/// The keys `NODE.conf` accepts, for the "expected one of" message.
+pub const KEYS: &[&str] = &[
+    "address",
+    "lan",
+    "port",
+    "heartbeat_port",
+    "root",
+    "state",
+    "key",
+    "fingerprint",
+    "heartbeat_key",
+    "keepalive",
+    "warntime",
+    "deadtime",
+    "initdead",
+    "takeover_delay",
+    "auto_failback",
+    "preferred",
+    "chunk",
+    "delete_limit",
+    "rescan_interval",
+];
+
+/// Parses `text` (the contents of `file`) for node `node`. Relative paths
+/// are resolved against `config_dir`.
+pub fn parse(file: &Path, text: &str, node: &str, config_dir: &Path) -> Result<NodeConf, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let mut values: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    let mut overrides: BTreeMap<String, SetOverrides> = BTreeMap::new();
+    let err = |line: usize, msg: String| ConfigError::at(file, line, msg);
+
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let content = raw.split('#').next().unwrap_or("").trim();
+        if content.is_empty() {
+            continue;
+        }
+        let Some((key, value)) = content.split_once('=') else {
+            errors.push(err(line, format!("expected `key = value`, found {content:?}")));
+            continue;
+        };
+        let (key, value) = (key.trim(), value.trim());
+        if value.is_empty() {
+            errors.push(err(line, format!("`{key}` has no value")));
+            continue;
+        }
+        if let Some((set, opt)) = key.split_once('.').filter(|(s, _)| s.starts_with('F')) {
+            let o = overrides.entry(set.to_string()).or_insert_with(|| SetOverrides {
+                line,
+                ..Default::default()
+            });
+            match opt {
+                "chunk" => match ChunkParams::parse(value) {
+                    Ok(p) => o.chunk = Some(p),
+                    Err(e) => errors.push(err(line, format!("`{key}`: {e}"))),
+                },
+                "delete_limit" => match parse_percent(value) {
+                    Ok(p) => o.delete_limit = Some(p),
+                    Err(e) => errors.push(err(line, format!("`{key}`: {e}"))),
+                },
+                _ => errors.push(err(
+                    line,
+                    format!("unknown set option `{opt}` in `{key}`; expected F<name>.chunk or F<name>.delete_limit"),
+                )),
+            }
+            continue;
+        }
+        if !KEYS.contains(&key) {
+            errors.push(err(
+                line,
+                format!("unknown key `{key}`; expected one of: {}", KEYS.join(", ")),
+            ));
+            continue;
+        }
+        if let Some((_, first)) = values.get(key) {
+            errors.push(err(line, format!("`{key}` is set twice (first on line {first})")));
+            continue;
+        }
+        values.insert(key.to_string(), (value.to_string(), line));
+    }
+
+    // Typed extraction: each helper records an error and yields None.
+    let mut get = |key: &str, parse: &dyn Fn(&str) -> Result<(), String>| -> Option<(String, usize)> {
+        let (v, line) = values.get(key)?.clone();
+        match parse(&v) {
+            Ok(()) => Some((v, line)),
+            Err(e) => {
+                errors.push(err(line, format!("`{key}`: {e}")));
+                None
+            }
+        }
+    };
+    let ip = |s: &str| {
+        s.parse::<IpAddr>()
+            .map(|_| ())
+            .map_err(|_| format!("expected an IP address, found {s:?}"))
+    };
+    let port = |s: &str| match s.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("expected a port from 1 to 65535, found {s:?}")),
+    };
+    let dur = |s: &str| parse_duration(s).map(|_| ());
+    let boolean = |s: &str| parse_bool(s).map(|_| ());
+    let fp = |s: &str| {
+        if crate::config::is_fingerprint(s) {
+            Ok(())
+        } else {
+            Err(format!(
+                "expected a fingerprint like sha256:<64 hex digits> (as printed by `hamirror init`), found {s:?}"
+            ))
+        }
+    };
+    let name = |s: &str| {
+        if crate::config::is_node_name(s) {
+            Ok(())
+        } else {
+            Err(format!(
+                "expected a node name (letters, digits, '-', '_', '.'), found {s:?}"
+            ))
+        }
+    };
+    let chunk = |s: &str| ChunkParams::parse(s).map(|_| ());
+    let pct = |s: &str| parse_percent(s).map(|_| ());
+    let path = |s: &str| {
+        if s.contains('\0') {
+            Err("path contains NUL".into())
+        } else {
+            Ok(())
+        }
+    };
+
+    let address = get("address", &ip);
+    let lan = get("lan", &ip);
+    let port_v = get("port", &port);
+    let hb_port = get("heartbeat_port", &port);
+    let root = get("root", &path);
+    let state = get("state", &path);
+    let key = get("key", &path);
+    let fingerprint = get("fingerprint", &fp);
+    let heartbeat_key = get("heartbeat_key", &path);
+    let keepalive = get("keepalive", &dur);
+    let warntime = get("warntime", &dur);
+    let deadtime = get("deadtime", &dur);
+    let initdead = get("initdead", &dur);
+    let takeover_delay = get("takeover_delay", &dur);
+    let auto_failback = get("auto_failback", &boolean);
+    let preferred = get("preferred", &name);
+    let chunk_v = get("chunk", &chunk);
+    let delete_limit = get("delete_limit", &pct);
+    let rescan = get("rescan_interval", &dur);
+
+    if address.is_none() && !values.contains_key("address") {
+        errors.push(ConfigError::file(
+            file,
+            "missing required key `address` (this node's crossover-link IP address)".to_string(),
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+
+    let resolve = |p: &str| {
+        let p = PathBuf::from(p);
+        if p.is_absolute() { p } else { config_dir.join(p) }
+    };
+    let d = Timers::default();
+    let td = |v: Option<(String, usize)>, def: Duration| v.map_or(def, |(s, _)| parse_duration(&s).expect("validated"));
+    let state_dir = state.map_or_else(|| PathBuf::from("/var/lib/hamirror").join(node), |(s, _)| resolve(&s));
+    Ok(NodeConf {
+        address: address.expect("checked above").0.parse().expect("validated"),
+        lan: lan.map(|(s, _)| s.parse().expect("validated")),
+        port: port_v.map_or(DEFAULT_PORT, |(s, _)| s.parse().expect("validated")),
+        heartbeat_port: hb_port.map_or(DEFAULT_HEARTBEAT_PORT, |(s, _)| s.parse().expect("validated")),
+        root: root.map_or_else(|| PathBuf::from("/"), |(s, _)| resolve(&s)),
+        key: key.map_or_else(|| state_dir.join("identity.pem"), |(s, _)| resolve(&s)),
+        state: state_dir,
+        fingerprint: fingerprint.map(|(s, _)| s),
+        heartbeat_key: heartbeat_key.map(|(s, _)| resolve(&s)),
+        timers: Timers {
+            keepalive: td(keepalive, d.keepalive),
+            warntime: td(warntime, d.warntime),
+            deadtime: td(deadtime, d.deadtime),
+            initdead: td(initdead, d.initdead),
+            takeover_delay: td(takeover_delay, d.takeover_delay),
+        },
+        auto_failback: auto_failback.is_some_and(|(s, _)| parse_bool(&s).expect("validated")),
+        preferred: preferred.map(|(s, _)| s),
+        chunk: chunk_v.map_or_else(ChunkParams::default, |(s, _)| {
+            ChunkParams::parse(&s).expect("validated")
+        }),
+        delete_limit: delete_limit.map_or(50, |(s, _)| parse_percent(&s).expect("validated")),
+        rescan_interval: td(rescan, Duration::from_secs(3600)),
+        set_overrides: overrides,
+        lines: values.into_iter().map(|(k, (_, l))| (k, l)).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<NodeConf, Vec<ConfigError>> {
+        parse(Path::new("/c/serv1.conf"), text, "serv1", Path::new("/c"))
+    }
+
+    #[test]
+    fn defaults_fill_in_and_relative_paths_resolve_against_the_config_dir() {
+        let c = p("address = 10.0.0.1\nroot = roots/serv1 # comment\n").unwrap();
+        assert_eq!(c.port, DEFAULT_PORT);
+        assert_eq!(c.root, PathBuf::from("/c/roots/serv1"));
+        assert_eq!(c.state, PathBuf::from("/var/lib/hamirror/serv1"));
+        assert_eq!(c.key, PathBuf::from("/var/lib/hamirror/serv1/identity.pem"));
+        assert_eq!(c.timers, Timers::default());
+        assert!(!c.auto_failback);
+        assert_eq!(c.lines["root"], 2);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_line() {
+        let errs = p("address = nope\nport = 0\nfrobnicate = 1\njust words\nkeepalive = soon\n").unwrap_err();
+        let lines: Vec<_> = errs.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![Some(3), Some(4), Some(1), Some(2), Some(5)], "{errs:?}");
+        assert!(
+            errs[0]
+                .to_string()
+                .starts_with("/c/serv1.conf:3: unknown key `frobnicate`"),
+            "{}",
+            errs[0]
+        );
+        assert!(errs[2].msg.contains("expected an IP address"));
+    }
+
+    #[test]
+    fn missing_address_and_duplicate_keys_are_errors() {
+        let errs = p("port = 1\nport = 2\n").unwrap_err();
+        assert!(errs.iter().any(|e| e.msg.contains("set twice (first on line 1)")));
+        assert!(errs.iter().any(|e| e.msg.contains("missing required key `address`")));
+    }
+
+    #[test]
+    fn set_overrides_are_parsed() {
+        let c = p("address = ::1\nFsmbd.chunk = 8K/32K/128K\nFsmbd.delete_limit = 10%\n").unwrap();
+        let o = &c.set_overrides["Fsmbd"];
+        assert_eq!(o.chunk.unwrap().avg, 32 << 10);
+        assert_eq!(o.delete_limit, Some(10));
+        assert!(p("address = ::1\nFsmbd.colour = red\n").is_err());
+    }
+}

@@ -1,0 +1,619 @@
+//! Reading the `cluster.d` directory: which nodes exist, each node's mirror
+//! sets and hooks, the reachlist, and the rules that span files (two nodes,
+//! unique set names, non-overlapping roots, timers that agree). Every
+//! problem is collected; nothing stops at the first one.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use super::conf::{self, NodeConf};
+use super::values::{ChunkParams, human_duration};
+use super::{Cluster, ConfigError, Group, Node, is_node_name};
+
+/// One path of a set, as written in its `F` file (trailing `/` removed).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SetRoot {
+    /// Absolute path as the cluster knows it (`/var/spool/lpd`).
+    pub path: PathBuf,
+    /// Written with a trailing `/`: the directory and all it contains.
+    pub dir: bool,
+    pub line: usize,
+}
+
+/// A mirror set: one `F<name>` file.
+#[derive(Debug, Clone)]
+pub struct MirrorSet {
+    /// The file name, `Fsmbd`.
+    pub name: String,
+    pub file: PathBuf,
+    pub roots: Vec<SetRoot>,
+    pub chunk: ChunkParams,
+    /// Refuse a sync that would delete more than this share (%) of the replica.
+    pub delete_limit: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum HookKind {
+    Start,
+    Stop,
+    Notify,
+}
+
+/// An `S<NN>name`, `K<NN>name` or `N<NN>name` executable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hook {
+    pub kind: HookKind,
+    pub order: u32,
+    /// The file name, `S10ipaddr`.
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// One reachlist host: probed with ICMP echo, or with a TCP connect.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReachHost {
+    pub host: String,
+    pub tcp_port: Option<u16>,
+    pub line: usize,
+}
+
+/// Keys whose value must be the same in every `NODE.conf`: the arbiter on
+/// each side reasons with the other side's timers.
+const CLUSTER_WIDE: &[&str] = &[
+    "keepalive",
+    "warntime",
+    "deadtime",
+    "initdead",
+    "takeover_delay",
+    "auto_failback",
+    "preferred",
+];
+
+pub(super) fn load(dir: &Path) -> Result<Cluster, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(rd) => {
+            let mut v: Vec<_> = rd.filter_map(Result::ok).map(|e| e.path()).collect();
+            v.sort();
+            v
+        }
+        Err(e) => {
+            return Err(vec![ConfigError::file(
+                dir,
+                format!("cannot read the configuration directory: {e}"),
+            )]);
+        }
+    };
+
+    let mut nodes = Vec::new();
+    for path in &entries {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(node) = name.strip_suffix(".conf") else {
+            if path.is_dir()
+                && !entries
+                    .iter()
+                    .any(|p| p.file_name().and_then(|n| n.to_str()) == Some(&format!("{name}.conf")))
+            {
+                warnings.push(ConfigError::file(
+                    path,
+                    format!("directory without a {name}.conf; ignored"),
+                ));
+            }
+            continue;
+        };
+        if !is_node_name(node) {
+            errors.push(ConfigError::file(
+                path,
+                format!("{node:?} is not a valid node name (letters, digits, '-', '_', '.')"),
+            ));
+            continue;
+        }
+        let text = match fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(ConfigError::file(path, format!("cannot read: {e}")));
+                continue;
+            }
+        };
+        let conf = match conf::parse(path, &text, node, dir) {
+            Ok(c) => c,
+            Err(mut e) => {
+                errors.append(&mut e);
+                continue;
+            }
+        };
+        let group = load_group(&dir.join(node), node, &conf, path, &mut errors, &mut warnings);
+        nodes.push(Node {
+            name: node.to_string(),
+            conf_file: path.clone(),
+            conf,
+            group,
+        });
+    }
+
+    let reach_file = dir.join("reachlist");
+    let reachlist = load_reachlist(&reach_file, &mut errors);
+    check_cluster(dir, &nodes, &mut errors, &mut warnings);
+
+    if errors.is_empty() {
+        Ok(Cluster {
+            dir: dir.to_path_buf(),
+            nodes,
+            reachlist,
+            warnings,
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+/// Reads `DIR/NODE/`: its `F` sets and `S`/`K`/`N` hooks.
+fn load_group(
+    node_dir: &Path,
+    node: &str,
+    conf: &NodeConf,
+    conf_file: &Path,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) -> Group {
+    let mut group = Group {
+        name: node.to_string(),
+        owner: node.to_string(),
+        sets: vec![],
+        start: vec![],
+        stop: vec![],
+        notify: vec![],
+    };
+    let files = match fs::read_dir(node_dir) {
+        Ok(rd) => {
+            let mut v: Vec<_> = rd.filter_map(Result::ok).map(|e| e.path()).collect();
+            v.sort();
+            v
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            warnings.push(ConfigError::file(
+                node_dir,
+                format!("no directory: node {node} has no sets and no hooks"),
+            ));
+            vec![]
+        }
+        Err(e) => {
+            errors.push(ConfigError::file(node_dir, format!("cannot read: {e}")));
+            vec![]
+        }
+    };
+    for path in files {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+            errors.push(ConfigError::file(&path, "file name is not UTF-8".into()));
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        if is_backup_name(&name) {
+            warnings.push(ConfigError::file(&path, "looks like a backup copy; ignored".into()));
+            continue;
+        }
+        let first = name.chars().next().unwrap_or(' ');
+        match first {
+            'F' => {
+                if let Some(set) = load_set(&path, &name, conf, errors) {
+                    group.sets.push(set);
+                }
+            }
+            'S' | 'K' | 'N' => {
+                if let Some(hook) = load_hook(&path, &name, errors) {
+                    match hook.kind {
+                        HookKind::Start => group.start.push(hook),
+                        HookKind::Stop => group.stop.push(hook),
+                        HookKind::Notify => group.notify.push(hook),
+                    }
+                }
+            }
+            _ => errors.push(ConfigError::file(
+                &path,
+                "unexpected file; expected F<name> (mirror set), S<NN><name> (start hook), K<NN><name> (stop hook) or N<NN><name> (notify hook)".into(),
+            )),
+        }
+    }
+    for hooks in [&mut group.start, &mut group.stop, &mut group.notify] {
+        hooks.sort_by(|a, b| (a.order, &a.name).cmp(&(b.order, &b.name)));
+    }
+    for (set, o) in &conf.set_overrides {
+        if !group.sets.iter().any(|s| &s.name == set) {
+            errors.push(ConfigError::at(
+                conf_file,
+                o.line,
+                format!("`{set}.…` names a set that {} does not hold", node_dir.display()),
+            ));
+        }
+    }
+    group
+}
+
+fn is_backup_name(name: &str) -> bool {
+    name.ends_with('~')
+        || [
+            ".bak",
+            ".orig",
+            ".swp",
+            ".dpkg-old",
+            ".dpkg-new",
+            ".dpkg-dist",
+            ".rpmnew",
+            ".rpmsave",
+        ]
+        .iter()
+        .any(|s| name.ends_with(s))
+}
+
+fn load_set(path: &Path, name: &str, conf: &NodeConf, errors: &mut Vec<ConfigError>) -> Option<MirrorSet> {
+    if name.len() < 2
+        || !name[1..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        errors.push(ConfigError::file(
+            path,
+            "a set file is named F<name> with letters, digits, '-', '_', '.' in the name".into(),
+        ));
+        return None;
+    }
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(ConfigError::file(path, format!("cannot read: {e}")));
+            return None;
+        }
+    };
+    let before = errors.len();
+    let mut roots: Vec<SetRoot> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let content = line.split('#').next().unwrap_or("");
+        for word in content.split_whitespace() {
+            match parse_root(word) {
+                Ok((p, dir)) => {
+                    if let Some(prev) = roots.iter().find(|r| r.path == p) {
+                        errors.push(ConfigError::at(
+                            path,
+                            i + 1,
+                            format!("{word} is listed twice (first on line {})", prev.line),
+                        ));
+                    } else {
+                        roots.push(SetRoot {
+                            path: p,
+                            dir,
+                            line: i + 1,
+                        });
+                    }
+                }
+                Err(msg) => errors.push(ConfigError::at(path, i + 1, msg)),
+            }
+        }
+    }
+    if roots.is_empty() && errors.len() == before {
+        errors.push(ConfigError::file(
+            path,
+            "the set lists no paths; expected absolute paths, directories ending in '/'".into(),
+        ));
+    }
+    let o = conf.set_overrides.get(name);
+    Some(MirrorSet {
+        name: name.to_string(),
+        file: path.to_path_buf(),
+        roots,
+        chunk: o.and_then(|o| o.chunk).unwrap_or(conf.chunk),
+        delete_limit: o.and_then(|o| o.delete_limit).unwrap_or(conf.delete_limit),
+    })
+}
+
+/// Validates one path word of an `F` file.
+fn parse_root(word: &str) -> Result<(PathBuf, bool), String> {
+    if !word.starts_with('/') {
+        return Err(format!(
+            "{word:?} is not an absolute path; expected a path starting with '/'"
+        ));
+    }
+    let dir = word.ends_with('/');
+    let p = Path::new(word);
+    if p.components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+        || word.contains("/./")
+        || word.ends_with("/.")
+    {
+        return Err(format!("{word:?} contains '.' or '..'; expected a plain absolute path"));
+    }
+    let clean: PathBuf = p.components().collect();
+    if clean == Path::new("/") {
+        return Err("\"/\" cannot be mirrored as a whole; list the directories to mirror".into());
+    }
+    Ok((clean, dir))
+}
+
+fn load_hook(path: &Path, name: &str, errors: &mut Vec<ConfigError>) -> Option<Hook> {
+    let kind = match &name[..1] {
+        "S" => HookKind::Start,
+        "K" => HookKind::Stop,
+        _ => HookKind::Notify,
+    };
+    let digits: String = name[1..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    let Ok(order) = digits.parse::<u32>() else {
+        errors.push(ConfigError::file(
+            path,
+            format!(
+                "a hook is named {}<NN><name> with a run-order number, like {}10{}",
+                &name[..1],
+                &name[..1],
+                &name[1..]
+            ),
+        ));
+        return None;
+    };
+    match fs::metadata(path) {
+        Ok(m) if !m.is_file() => errors.push(ConfigError::file(path, "a hook must be a regular file".into())),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => errors.push(ConfigError::file(
+            path,
+            format!("hook is not executable; run: chmod +x {}", path.display()),
+        )),
+        Ok(_) => {
+            return Some(Hook {
+                kind,
+                order,
+                name: name.to_string(),
+                path: path.to_path_buf(),
+            });
+        }
+        Err(e) => errors.push(ConfigError::file(path, format!("cannot read: {e}"))),
+    }
+    None
+}
+
+fn load_reachlist(file: &Path, errors: &mut Vec<ConfigError>) -> Vec<ReachHost> {
+    let text = match fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(ConfigError::file(
+                file,
+                format!("cannot read ({e}); the reachlist names the LAN hosts each node must reach, one per line, so the arbiter can tell an isolated node from a dead peer"),
+            ));
+            return vec![];
+        }
+    };
+    let mut hosts = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let words: Vec<&str> = line.split('#').next().unwrap_or("").split_whitespace().collect();
+        let host = match words.as_slice() {
+            [] => continue,
+            [h] => Ok(ReachHost {
+                host: h.to_string(),
+                tcp_port: None,
+                line: i + 1,
+            }),
+            [h, t] => match t
+                .strip_prefix("tcp:")
+                .and_then(|p| p.parse::<u16>().ok())
+                .filter(|p| *p > 0)
+            {
+                Some(p) => Ok(ReachHost {
+                    host: h.to_string(),
+                    tcp_port: Some(p),
+                    line: i + 1,
+                }),
+                None => Err(format!("expected `tcp:PORT` after the host, found {t:?}")),
+            },
+            _ => Err("expected `HOST` or `HOST tcp:PORT`".to_string()),
+        };
+        match host {
+            Ok(h) if !is_host(&h.host) => errors.push(ConfigError::at(
+                file,
+                i + 1,
+                format!("{:?} is not an IP address or host name", h.host),
+            )),
+            Ok(h) => hosts.push(h),
+            Err(msg) => errors.push(ConfigError::at(file, i + 1, msg)),
+        }
+    }
+    if hosts.is_empty() && errors.is_empty() {
+        errors.push(ConfigError::file(
+            file,
+            "the reachlist is empty; expected at least one LAN host (router, DNS server, a switch) per line".into(),
+        ));
+    }
+    hosts
+}
+
+fn is_host(s: &str) -> bool {
+    s.parse::<std::net::IpAddr>().is_ok()
+        || (!s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b)))
+}
+
+/// Rules that span files.
+fn check_cluster(dir: &Path, nodes: &[Node], errors: &mut Vec<ConfigError>, warnings: &mut Vec<ConfigError>) {
+    if nodes.len() != 2 && errors.is_empty() {
+        let names: Vec<_> = nodes.iter().map(|n| format!("{}.conf", n.name)).collect();
+        errors.push(ConfigError::file(
+            dir,
+            format!(
+                "a cluster has exactly two nodes, each with a NODE.conf; found {} ({})",
+                nodes.len(),
+                names.join(", ")
+            ),
+        ));
+    }
+    check_sets(nodes, errors);
+    check_endpoints(nodes, errors);
+    for n in nodes {
+        check_timers(n, errors);
+        if n.conf.fingerprint.is_none() {
+            warnings.push(ConfigError::file(
+                &n.conf_file,
+                format!(
+                    "no `fingerprint`: run `hamirror init` on {} and put the fingerprint it prints here",
+                    n.name
+                ),
+            ));
+        }
+        if let Some(p) = &n.conf.preferred
+            && !nodes.iter().any(|m| &m.name == p)
+        {
+            errors.push(ConfigError::at(
+                &n.conf_file,
+                n.conf.lines["preferred"],
+                format!("`preferred` names {p:?}, which is not a node of this cluster"),
+            ));
+        }
+    }
+    if let [a, b] = nodes {
+        for key in CLUSTER_WIDE {
+            let (va, vb) = (cluster_value(&a.conf, key), cluster_value(&b.conf, key));
+            if va != vb {
+                let line = b.conf.lines.get(*key).or(a.conf.lines.get(*key)).copied();
+                let file = if b.conf.lines.contains_key(*key) {
+                    &b.conf_file
+                } else {
+                    &a.conf_file
+                };
+                errors.push(ConfigError {
+                    file: file.clone(),
+                    line,
+                    msg: format!(
+                        "`{key}` is {va} on {} but {vb} on {}; it must be the same on both nodes",
+                        a.name, b.name
+                    ),
+                });
+            }
+        }
+    }
+}
+
+fn cluster_value(c: &NodeConf, key: &str) -> String {
+    let t = &c.timers;
+    match key {
+        "keepalive" => human_duration(t.keepalive),
+        "warntime" => human_duration(t.warntime),
+        "deadtime" => human_duration(t.deadtime),
+        "initdead" => human_duration(t.initdead),
+        "takeover_delay" => human_duration(t.takeover_delay),
+        "auto_failback" => if c.auto_failback { "yes" } else { "no" }.to_string(),
+        "preferred" => c.preferred.clone().unwrap_or_else(|| "(unset)".into()),
+        _ => unreachable!("CLUSTER_WIDE lists only the keys above"),
+    }
+}
+
+/// Timer arithmetic the arbiter relies on (reasoning in `docs/FAILOVER.md`).
+fn check_timers(n: &Node, errors: &mut Vec<ConfigError>) {
+    let t = &n.conf.timers;
+    let line = |k: &str| n.conf.lines.get(k).copied();
+    let mut bad = |key: &str, msg: String| {
+        errors.push(ConfigError {
+            file: n.conf_file.clone(),
+            line: line(key),
+            msg,
+        })
+    };
+    if t.keepalive.is_zero() {
+        bad("keepalive", "`keepalive` must be greater than 0".into());
+        return;
+    }
+    if t.deadtime <= t.keepalive * 2 {
+        bad(
+            "deadtime",
+            format!(
+                "`deadtime` ({}) must be more than twice `keepalive` ({}), or one late heartbeat declares the peer dead",
+                human_duration(t.deadtime),
+                human_duration(t.keepalive)
+            ),
+        );
+    }
+    if t.warntime < t.keepalive || t.warntime >= t.deadtime {
+        bad(
+            "warntime",
+            format!(
+                "`warntime` ({}) must lie between `keepalive` ({}) and `deadtime` ({})",
+                human_duration(t.warntime),
+                human_duration(t.keepalive),
+                human_duration(t.deadtime)
+            ),
+        );
+    }
+    if t.initdead < t.deadtime {
+        bad(
+            "initdead",
+            format!(
+                "`initdead` ({}) must be at least `deadtime` ({})",
+                human_duration(t.initdead),
+                human_duration(t.deadtime)
+            ),
+        );
+    }
+}
+
+/// Set names unique across nodes; no path mirrored by two sets.
+fn check_sets(nodes: &[Node], errors: &mut Vec<ConfigError>) {
+    let mut by_name: BTreeMap<&str, &MirrorSet> = BTreeMap::new();
+    let all: Vec<&MirrorSet> = nodes.iter().flat_map(|n| &n.group.sets).collect();
+    for s in &all {
+        if let Some(prev) = by_name.insert(&s.name, s) {
+            errors.push(ConfigError::file(
+                &s.file,
+                format!(
+                    "set {} is also defined in {}; a set name must be unique in the cluster",
+                    s.name,
+                    prev.file.display()
+                ),
+            ));
+        }
+    }
+    let roots: Vec<(&MirrorSet, &SetRoot)> = all.iter().flat_map(|s| s.roots.iter().map(move |r| (*s, r))).collect();
+    for (i, (a, ra)) in roots.iter().enumerate() {
+        for (b, rb) in &roots[i + 1..] {
+            let overlap = (ra.dir && rb.path.starts_with(&ra.path))
+                || (rb.dir && ra.path.starts_with(&rb.path))
+                || ra.path == rb.path;
+            if overlap {
+                errors.push(ConfigError::at(
+                    &b.file,
+                    rb.line,
+                    format!(
+                        "{} overlaps {} ({}:{}); a path may belong to one set only",
+                        rb.path.display(),
+                        ra.path.display(),
+                        a.file.display(),
+                        ra.line
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// Two nodes sharing an address (one test machine) need distinct ports.
+fn check_endpoints(nodes: &[Node], errors: &mut Vec<ConfigError>) {
+    let mut seen: BTreeMap<(std::net::IpAddr, u16), &str> = BTreeMap::new();
+    for n in nodes {
+        let c = &n.conf;
+        let mut eps = vec![
+            (c.address, c.port, "port"),
+            (c.address, c.heartbeat_port, "heartbeat_port"),
+        ];
+        if let Some(lan) = c.lan {
+            eps.push((lan, c.port, "port"));
+            eps.push((lan, c.heartbeat_port, "heartbeat_port"));
+        }
+        eps.dedup();
+        for (ip, port, key) in eps {
+            if let Some(other) = seen.insert((ip, port), &n.name) {
+                errors.push(ConfigError {
+                    file: n.conf_file.clone(),
+                    line: c.lines.get(key).copied(),
+                    msg: format!("{ip} port {port} is already used by {other}; two nodes on one address need different `port` and `heartbeat_port`"),
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! hamirror: a two-node Linux high-availability cluster in one binary.
+//!
+//! The library holds two pipelines that meet only in the daemon:
+//! * mirror: [`scan`] → [`index`] → plan → transfer → apply;
+//! * failover: probe → arbiter → actions.
+//!
+//! [`config`] reads the classic `cluster.d` layout for both. The binary
+//! (`src/main.rs`, `src/cli/`) is the only place that uses `anyhow`.
+
+pub mod cli;
+pub mod config;
