@@ -89,6 +89,7 @@ pub(super) fn load(dir: &Path) -> Result<Cluster, Vec<ConfigError>> {
     };
 
     let mut nodes = Vec::new();
+    let mut broken = Vec::new();
     for path in &entries {
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
@@ -120,25 +121,29 @@ pub(super) fn load(dir: &Path) -> Result<Cluster, Vec<ConfigError>> {
                 continue;
             }
         };
-        let conf = match conf::parse(path, &text, node, dir) {
-            Ok(c) => c,
+        match conf::parse(path, &text, node, dir) {
+            Ok(conf) => {
+                let group = load_group(&dir.join(node), node, &conf, path, &mut errors, &mut warnings);
+                nodes.push(Node {
+                    name: node.to_string(),
+                    conf_file: path.clone(),
+                    conf,
+                    group,
+                });
+            }
             Err(mut e) => {
                 errors.append(&mut e);
-                continue;
+                // Still read the node's sets and hooks so their problems are listed too.
+                let fallback = conf::parse(path, "address = 0.0.0.0", node, dir).expect("minimal conf parses");
+                load_group(&dir.join(node), node, &fallback, path, &mut errors, &mut warnings);
+                broken.push(node.to_string());
             }
-        };
-        let group = load_group(&dir.join(node), node, &conf, path, &mut errors, &mut warnings);
-        nodes.push(Node {
-            name: node.to_string(),
-            conf_file: path.clone(),
-            conf,
-            group,
-        });
+        }
     }
 
     let reach_file = dir.join("reachlist");
     let reachlist = load_reachlist(&reach_file, &mut errors);
-    check_cluster(dir, &nodes, &mut errors, &mut warnings);
+    check_cluster(dir, &nodes, &broken, &mut errors, &mut warnings);
 
     if errors.is_empty() {
         Ok(Cluster {
@@ -433,14 +438,26 @@ fn is_host(s: &str) -> bool {
 }
 
 /// Rules that span files.
-fn check_cluster(dir: &Path, nodes: &[Node], errors: &mut Vec<ConfigError>, warnings: &mut Vec<ConfigError>) {
-    if nodes.len() != 2 && errors.is_empty() {
-        let names: Vec<_> = nodes.iter().map(|n| format!("{}.conf", n.name)).collect();
+fn check_cluster(
+    dir: &Path,
+    nodes: &[Node],
+    broken: &[String],
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) {
+    let count = nodes.len() + broken.len();
+    if count != 2 {
+        let mut names: Vec<_> = nodes
+            .iter()
+            .map(|n| &n.name)
+            .chain(broken)
+            .map(|n| format!("{n}.conf"))
+            .collect();
+        names.sort();
         errors.push(ConfigError::file(
             dir,
             format!(
-                "a cluster has exactly two nodes, each with a NODE.conf; found {} ({})",
-                nodes.len(),
+                "a cluster has exactly two nodes, each with a NODE.conf; found {count} ({})",
                 names.join(", ")
             ),
         ));
@@ -460,6 +477,7 @@ fn check_cluster(dir: &Path, nodes: &[Node], errors: &mut Vec<ConfigError>, warn
         }
         if let Some(p) = &n.conf.preferred
             && !nodes.iter().any(|m| &m.name == p)
+            && !broken.contains(p)
         {
             errors.push(ConfigError::at(
                 &n.conf_file,

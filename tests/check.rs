@@ -1,0 +1,192 @@
+//! `hamirror check` through the real binary: the shipped example is valid
+//! and described in full; each kind of mistake is reported with its file,
+//! line and what was expected, and exits 2.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::{TempConfig, stderr, stdout};
+
+#[test]
+fn example_configuration_is_valid_and_printed_in_run_order() {
+    let c = TempConfig::example();
+    let out = c.run(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let s = stdout(&out);
+    assert!(s.contains("nodes serv1 and serv2"), "{s}");
+    assert!(s.contains("set Fsmbd"), "{s}");
+    assert!(s.contains("/var/lib/samba/  (directory"), "{s}");
+    assert!(s.contains("/etc/printcap  (file"), "{s}");
+    assert!(s.contains("start: S10ipaddr → S20smbd → S30lpd"), "{s}");
+    assert!(s.contains("stop:  K10lpd → K20smbd → K90ipaddr"), "{s}");
+    assert!(s.contains("set Fhttpd"), "{s}");
+    assert!(s.contains("192.168.1.5 (tcp:445)"), "{s}");
+    assert!(s.contains("delete limit 20%"), "{s}");
+}
+
+/// Applies `mutate` to a fresh copy of the example and asserts that `check`
+/// exits 2 and reports each `expected` fragment (typically `file:line: msg`).
+fn rejects(mutate: impl FnOnce(&TempConfig), expected: &[&str]) {
+    let c = TempConfig::example();
+    mutate(&c);
+    let out = c.run(&["check"]);
+    let err = stderr(&out).replace(&format!("{}/", c.dir().display()), "");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "expected failure, got:\n{}{err}",
+        stdout(&out)
+    );
+    for e in expected {
+        assert!(err.contains(e), "missing {e:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn unknown_key_names_file_line_and_the_keys_expected() {
+    rejects(
+        |c| c.append("serv1.conf", "colour = blue\n"),
+        &["serv1.conf:14: unknown key `colour`; expected one of: address"],
+    );
+}
+
+#[test]
+fn bad_values_name_what_was_expected() {
+    rejects(
+        |c| {
+            c.set("serv2.conf", "port", "port = 99999");
+            c.set("serv2.conf", "lan", "lan = 192.168.1");
+        },
+        &[
+            "serv2.conf:3: `lan`: expected an IP address",
+            "serv2.conf:4: `port`: expected a port from 1 to 65535",
+        ],
+    );
+}
+
+#[test]
+fn set_paths_must_be_absolute_and_plain() {
+    rejects(
+        |c| c.write("serv1/Fmail", "/var/mail/\nspool/\n/var/../etc\n"),
+        &[
+            "serv1/Fmail:2: \"spool/\" is not an absolute path",
+            "serv1/Fmail:3: \"/var/../etc\" contains '.' or '..'",
+        ],
+    );
+}
+
+#[test]
+fn overlapping_roots_and_duplicate_set_names_are_refused() {
+    rejects(
+        |c| {
+            c.write("serv2/Fsmbd", "/srv/other/\n");
+            c.write("serv2/Flogs", "/var/www/logs/\n");
+        },
+        &[
+            "set Fsmbd is also defined in",
+            "serv2/Flogs:1: /var/www/logs overlaps /var/www",
+        ],
+    );
+}
+
+#[test]
+fn hooks_must_be_executable_and_numbered() {
+    rejects(
+        |c| {
+            let p = c.path("serv1/S20smbd");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+            c.write("serv1/Sapache", "#!/bin/sh\n");
+            std::fs::set_permissions(c.path("serv1/Sapache"), std::fs::Permissions::from_mode(0o755)).unwrap();
+            c.write("serv1/README", "notes\n");
+        },
+        &[
+            "serv1/S20smbd: hook is not executable; run: chmod +x",
+            "serv1/Sapache: a hook is named S<NN><name> with a run-order number",
+            "serv1/README: unexpected file; expected F<name>",
+        ],
+    );
+}
+
+#[test]
+fn backup_copies_of_hooks_are_ignored_with_a_warning() {
+    let c = TempConfig::example();
+    std::fs::copy(c.path("serv1/S20smbd"), c.path("serv1/S20smbd~")).unwrap();
+    let out = c.run(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("S20smbd~: looks like a backup copy; ignored"));
+    assert!(!stdout(&out).contains("S20smbd~"));
+}
+
+#[test]
+fn reachlist_must_exist_and_parse() {
+    rejects(
+        |c| std::fs::remove_file(c.path("reachlist")).unwrap(),
+        &["reachlist: cannot read"],
+    );
+    rejects(
+        |c| c.write("reachlist", "10.1.1.1\n10.1.1.2 udp:53\n"),
+        &["reachlist:2: expected `tcp:PORT` after the host"],
+    );
+}
+
+#[test]
+fn timers_must_agree_between_nodes_and_keep_their_arithmetic() {
+    rejects(
+        |c| c.set("serv2.conf", "deadtime", "deadtime = 2s"),
+        &["serv2.conf:9: `deadtime` is 600ms on serv1 but 2s on serv2"],
+    );
+    rejects(
+        |c| {
+            for n in ["serv1.conf", "serv2.conf"] {
+                c.set(n, "deadtime", "deadtime = 200ms");
+            }
+        },
+        &["serv1.conf:9: `deadtime` (200ms) must be more than twice `keepalive` (100ms)"],
+    );
+}
+
+#[test]
+fn a_cluster_has_exactly_two_nodes() {
+    rejects(
+        |c| c.write("serv3.conf", "address = 10.0.0.3\n"),
+        &["a cluster has exactly two nodes"],
+    );
+    rejects(
+        |c| std::fs::remove_file(c.path("serv2.conf")).unwrap(),
+        &["found 1 (serv1.conf)"],
+    );
+}
+
+#[test]
+fn missing_configuration_directory_is_a_clear_error() {
+    let out = common::hamirror(std::path::Path::new("/nonexistent/cluster.d"), &["check"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("/nonexistent/cluster.d: cannot read the configuration directory"));
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_teaches() {
+    let c = TempConfig::example();
+    let out = c.run(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+    let help = c.run(&["--help"]);
+    let s = stdout(&help);
+    assert!(s.contains("Exit codes: 0 ok, 1 partial"), "{s}");
+    assert!(s.contains("--config <DIR>"), "{s}");
+}
+
+#[test]
+fn every_problem_is_listed_even_when_a_node_conf_is_broken() {
+    rejects(
+        |c| {
+            c.append("serv1.conf", "colour = blue\n");
+            c.write("serv1/Fweb", "/var/www2/x/ relative\n");
+        },
+        &[
+            "serv1.conf:14: unknown key `colour`",
+            "serv1/Fweb:1: \"relative\" is not an absolute path",
+            "2 problems found",
+        ],
+    );
+}
