@@ -10,4 +10,5 @@
 pub mod apply;
 pub mod cli;
 pub mod config;
+pub mod hooks;
 pub mod plan;
