@@ -55,7 +55,7 @@ impl EntryBatcher {
     /// Adds an entry; returns the messages now ready to send (usually none).
     pub fn entry(&mut self, e: Entry) -> Vec<Message> {
         self.counts.entries += 1;
-        self.counts.bytes += e.size;
+        self.counts.bytes = self.counts.bytes.saturating_add(e.size);
         let mut out = vec![];
         if e.kind == EntryKind::File && e.chunks.len() > INLINE_CHUNKS {
             // A split file must not interleave with a batch: flush first.

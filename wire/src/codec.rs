@@ -206,6 +206,25 @@ mod tests {
     }
 
     #[test]
+    fn bool_and_u128_frozen_bytes() {
+        let mut w = Writer::new();
+        w.bool(true).bool(false).u128(0x0102);
+        let mut want = vec![1, 0];
+        want.extend_from_slice(&[0; 14]);
+        want.extend_from_slice(&[1, 2]);
+        assert_eq!(w.buf, want);
+        let mut r = Reader::new(&w.buf);
+        assert_eq!(
+            (r.bool("a"), r.bool("b"), r.u128("c")),
+            (Ok(true), Ok(false), Ok(0x0102))
+        );
+        assert!(matches!(
+            Reader::new(&[2]).bool("flag"),
+            Err(DecodeError::Invalid { value: 2, .. })
+        ));
+    }
+
+    #[test]
     fn overlong_and_overflowing_varints_are_rejected() {
         assert_eq!(Reader::new(&[0xff; 11]).varint("v"), Err(DecodeError::BadVarint));
         let mut over = vec![0xff; 9];

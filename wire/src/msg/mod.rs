@@ -24,7 +24,7 @@ use crate::frame::{Frame, FrameDecoder, FrameError, HEADER_LEN, seal_frame};
 pub use code::ErrorCode;
 pub use offer::{FileHead, Listing, OfferEnd};
 pub use report::{Applied, Failure, Failures, ManifestEnd};
-pub use session::{ErrorMsg, Goodbye, Hello, HelloOk, Mode, Position, clip_reason};
+pub use session::{Chunking, ErrorMsg, Goodbye, Hello, HelloOk, Mode, Position, clip_reason};
 pub use transfer::{Chunk, ChunkView, Compression, NeedEnd};
 
 /// Longest node, set or group name, in bytes.

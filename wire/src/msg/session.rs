@@ -4,6 +4,7 @@
 //! holder, or an epoch is stale, is decided by the caller.
 
 use crate::codec::{DecodeError, Reader, Writer};
+use crate::entry::MAX_CHUNK;
 use crate::msg::code::ErrorCode;
 use crate::msg::{MAX_NAME, MAX_REASON};
 
@@ -35,6 +36,41 @@ fn get_position(r: &mut Reader<'_>, what: &'static str) -> Result<Option<Positio
         index: r.u128(what)?,
         generation: r.varint(what)?,
     }))
+}
+
+/// The set's content-defined chunking parameters (bytes), as the opener's
+/// configuration has them. The peer uses them whenever it chunks files of
+/// this set itself (verify, rebuilding its index), so hashes are comparable
+/// and chunks reusable even if its own copy of the configuration differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Chunking {
+    pub min: u32,
+    pub avg: u32,
+    pub max: u32,
+}
+
+impl Chunking {
+    fn encode(&self, w: &mut Writer) {
+        w.varint(self.min.into())
+            .varint(self.avg.into())
+            .varint(self.max.into());
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Chunking, DecodeError> {
+        let limit = MAX_CHUNK.into();
+        let c = Chunking {
+            min: r.bounded("chunk min", limit)? as u32,
+            avg: r.bounded("chunk avg", limit)? as u32,
+            max: r.bounded("chunk max", limit)? as u32,
+        };
+        if c.min == 0 || c.min > c.avg || c.avg > c.max {
+            return Err(DecodeError::Invalid {
+                what: "chunking (needs 0 < min <= avg <= max)",
+                value: c.avg.into(),
+            });
+        }
+        Ok(c)
+    }
 }
 
 /// What the opener of the conversation wants.
@@ -91,6 +127,7 @@ pub struct Hello {
     pub group: String,
     /// The group epoch the opener knows.
     pub epoch: u64,
+    pub chunking: Chunking,
     /// Push: the opener's index position it is about to offer.
     pub offer: Option<Position>,
     /// Pull: the peer's index position the opener last applied.
@@ -109,6 +146,7 @@ impl Hello {
             .str(&self.set)
             .str(&self.group)
             .varint(self.epoch);
+        self.chunking.encode(w);
         put_position(w, &self.offer);
         put_position(w, &self.acked);
     }
@@ -134,6 +172,7 @@ impl Hello {
             set: r.str("set name", MAX_NAME)?.to_owned(),
             group: r.str("group name", MAX_NAME)?.to_owned(),
             epoch: r.varint("epoch")?,
+            chunking: Chunking::decode(r)?,
             offer: get_position(r, "offered position")?,
             acked: get_position(r, "acknowledged position")?,
         })

@@ -63,11 +63,16 @@ fn samples() -> Vec<(Message, &'static str)> {
                 set: "Flpd".into(),
                 group: "s1".into(),
                 epoch: 1,
+                chunking: Chunking {
+                    min: 16 << 10,
+                    avg: 64 << 10,
+                    max: 256 << 10,
+                },
                 offer: Some(pos),
                 acked: None,
             }),
-            "00000028010100010702733102733204466c7064027331010101020304050607\
-             08090a0b0c0d0e0f10ac0200",
+            "00000031010100010702733102733204466c7064027331018080018080048080\
+             10010102030405060708090a0b0c0d0e0f10ac0200",
         ),
         (
             Message::HelloOk(HelloOk {
@@ -288,6 +293,8 @@ fn chunk_sizes_are_bounded() {
         data: vec![0; MAX_CHUNK as usize],
     });
     assert_eq!(round_trip(&big), big);
+    // PROTOCOL.md: the largest chunk frame has L = 16 MiB + 52 bytes.
+    assert_eq!(big.encode_frame().unwrap().len(), 4 + (16 << 20) + 52);
 }
 
 #[test]
@@ -384,6 +391,18 @@ fn a_future_hello_still_shows_its_version() {
 }
 
 #[test]
+fn impossible_chunking_is_refused() {
+    let Message::Hello(mut h) = samples()[0].0.clone() else {
+        panic!("the first sample is a Hello");
+    };
+    for (min, avg, max) in [(0, 1, 2), (3, 2, 4), (1, 5, 4), (1, 2, MAX_CHUNK + 1)] {
+        h.chunking = Chunking { min, avg, max };
+        let p = Message::Hello(h.clone()).payload();
+        assert!(Message::decode(MsgType::Hello as u8, &p).is_err(), "{min} {avg} {max}");
+    }
+}
+
+#[test]
 fn unknown_error_codes_survive_the_trip() {
     let m = Message::Error(ErrorMsg::new(ErrorCode::Other(4242), "from the future"));
     assert_eq!(round_trip(&m), m);
@@ -467,30 +486,33 @@ fn arb_failures() -> impl Strategy<Value = Failures> {
 fn arb_hello() -> impl Strategy<Value = Hello> {
     let mode = prop_oneof![Just(Mode::Push), Just(Mode::Pull), Just(Mode::Verify)];
     let names = (arb_name(), arb_name(), arb_name(), arb_name());
-    (
-        any::<u32>(),
-        mode,
-        any::<(bool, bool, u64, u64)>(),
-        names,
-        arb_position(),
-        arb_position(),
+    let chunking = proptest::array::uniform3(1..=MAX_CHUNK).prop_map(|mut c| {
+        c.sort();
+        Chunking {
+            min: c[0],
+            avg: c[1],
+            max: c[2],
+        }
+    });
+    let flags = any::<(bool, bool, u64, u64)>();
+    let positions = (arb_position(), arb_position());
+    (any::<u32>(), mode, flags, names, chunking, positions).prop_map(
+        |(version, mode, (dry_run, force, session, epoch), (from, to, set, group), chunking, (offer, acked))| Hello {
+            version,
+            mode,
+            dry_run,
+            force,
+            session,
+            from,
+            to,
+            set,
+            group,
+            epoch,
+            chunking,
+            offer,
+            acked,
+        },
     )
-        .prop_map(
-            |(version, mode, (dry_run, force, session, epoch), (from, to, set, group), offer, acked)| Hello {
-                version,
-                mode,
-                dry_run,
-                force,
-                session,
-                from,
-                to,
-                set,
-                group,
-                epoch,
-                offer,
-                acked,
-            },
-        )
 }
 
 fn arb_chunk() -> impl Strategy<Value = Chunk> {
