@@ -130,8 +130,10 @@ impl FrameDecoder {
         FrameDecoder::with_max(MAX_FRAME)
     }
 
-    /// A decoder with a lower limit, e.g. for a control stream that never
-    /// carries chunk data. Clamped to `1..=MAX_FRAME`.
+    /// A decoder with a lower limit (tests, fuzzing). The protocol lets a
+    /// peer send frames up to [`MAX_FRAME`] on any stream (a `ChunkList` or
+    /// a big entry can pass 1 MiB), so real streams use [`Self::new`].
+    /// Clamped to `1..=MAX_FRAME`.
     pub fn with_max(max: u32) -> Self {
         FrameDecoder {
             buf: Vec::new(),
