@@ -9,6 +9,7 @@
 
 pub mod codec;
 pub mod entry;
+pub mod heartbeat;
 
 pub use codec::{DecodeError, Reader, Writer};
 pub use entry::{ChunkRef, Entry, EntryKind, Hash};
