@@ -7,5 +7,7 @@
 //! [`config`] reads the classic `cluster.d` layout for both. The binary
 //! (`src/main.rs`, `src/cli/`) is the only place that uses `anyhow`.
 
+pub mod arbiter;
 pub mod cli;
 pub mod config;
+pub mod failover;
