@@ -200,7 +200,7 @@ fn crossover_cut_only_warns_and_changes_nothing() {
 
 #[test]
 fn lan_cut_of_one_node_sends_it_to_standby_and_the_peer_takes_over_after_the_release() {
-    for (victim, group) in NODES.iter().enumerate() {
+    for (victim, victim_group) in NODES.iter().enumerate() {
         let mut s = default_settled();
         let t0 = s.now();
         s.set_nic(victim, LAN, false);
@@ -216,7 +216,7 @@ fn lan_cut_of_one_node_sends_it_to_standby_and_the_peer_takes_over_after_the_rel
             .first_event(
                 survivor,
                 t0,
-                |e| matches!(e, Event::Acquired { group, .. } if group == NODES[victim]),
+                |e| matches!(e, Event::Acquired { group, .. } if group == victim_group),
             )
             .unwrap();
         // probe latency + score hold + release + one heartbeat + acquire.
