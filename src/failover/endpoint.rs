@@ -223,10 +223,9 @@ impl Worker {
             if rc <= 0 {
                 continue;
             }
-            for i in 0..self.sockets.len() {
-                if fds[i].revents != 0 {
-                    self.receive(i, &mut buf);
-                }
+            let ready: Vec<usize> = (0..self.sockets.len()).filter(|i| fds[*i].revents != 0).collect();
+            for i in ready {
+                self.receive(i, &mut buf);
             }
             if fds[self.sockets.len()].revents != 0 {
                 let mut woke = false;
