@@ -115,6 +115,13 @@ impl Arbiter {
             }
         } else {
             self.worse_since = None;
+            // Only around the verdict: a peer that is merely cut off acts
+            // within its own deadtime (+ delay) of ours. Long after, this node
+            // is the only one left, and a LAN outage is no reason to drop
+            // services the LAN will want back.
+            if !self.in_partition_window(now) {
+                return;
+            }
             let peer_last = self.peer.state.as_ref().and_then(|s| s.reach);
             if isolated(me) {
                 self.enter_standby(StandbyReason::Isolated);
@@ -124,6 +131,17 @@ impl Arbiter {
                 // The peer, if it lives, saw us worse and takes over at once.
                 self.enter_standby(StandbyReason::ReachWorse);
             }
+        }
+    }
+
+    /// Shortly after the peer was declared dead (or found absent), when a
+    /// live but cut-off peer could still be taking over.
+    fn in_partition_window(&self, now: Millis) -> bool {
+        match self.peer.status {
+            PeerStatus::Dead { since, .. } => {
+                now.since(since) <= self.cfg.timers.deadtime + self.cfg.timers.takeover_delay
+            }
+            _ => false,
         }
     }
 
@@ -273,6 +291,7 @@ impl Arbiter {
                 }
                 let me = self.reach?;
                 if isolated(Some(me)) {
+                    // Nobody could use it; and the LAN may be the peer's way out.
                     return None;
                 }
                 let peer_last = self.peer.state.as_ref().and_then(|s| s.reach);
