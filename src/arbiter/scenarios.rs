@@ -117,11 +117,19 @@ fn start_up_isolated_and_alone_waits_without_a_standby_lock() {
 
 /// Kills `victim` at a random phase; returns (detection, takeover) delays.
 fn death(victim: usize, seed: u64) -> (Duration, Duration) {
-    let mut s = settled(SimConfig {
-        seed,
-        ..Default::default()
-    });
-    s.run_for(ms(seed * 7 % 50));
+    death_with(
+        SimConfig {
+            seed,
+            ..Default::default()
+        },
+        victim,
+    )
+}
+
+fn death_with(cfg: SimConfig, victim: usize) -> (Duration, Duration) {
+    let phase = ms(cfg.seed * 7 % cfg.timers.keepalive.as_millis() as u64);
+    let mut s = settled(cfg);
+    s.run_for(phase);
     let t0 = s.now();
     s.crash(victim);
     s.run_for(secs(2));
@@ -711,4 +719,28 @@ fn figures_of_detection_and_takeover_times() {
     );
     assert!(rows[2].1.2 < 1000, "outage target");
     assert!(rows[0].1.2 <= t.deadtime.as_millis() as u64 + 2);
+}
+
+#[test]
+fn fast_timers_fail_over_within_a_quarter_second() {
+    let fast = crate::config::Timers {
+        keepalive: ms(20),
+        warntime: ms(60),
+        deadtime: ms(160),
+        initdead: secs(5),
+        takeover_delay: ms(40),
+    };
+    let (mut pref, mut other) = (vec![], vec![]);
+    for seed in 1..=50 {
+        let cfg = SimConfig {
+            timers: fast,
+            seed,
+            ..Default::default()
+        };
+        pref.push(death_with(cfg.clone(), 1).1.as_millis() as u64);
+        other.push(death_with(cfg, 0).1.as_millis() as u64);
+    }
+    let (p, o) = (spread(pref), spread(other));
+    eprintln!("fast timers: preferred survivor {p:?} ms, other {o:?} ms (min, median, max)");
+    assert!(p.2 <= 200 && o.2 <= 250, "{p:?} {o:?}");
 }
