@@ -29,6 +29,8 @@ pub mod sim;
 
 #[cfg(test)]
 mod scenarios;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
