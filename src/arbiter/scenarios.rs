@@ -744,3 +744,82 @@ fn fast_timers_fail_over_within_a_quarter_second() {
     eprintln!("fast timers: preferred survivor {p:?} ms, other {o:?} ms (min, median, max)");
     assert!(p.2 <= 200 && o.2 <= 250, "{p:?} {o:?}");
 }
+
+/// Random link, reach, operator and hook-speed faults for a minute, always
+/// leaving at least one link between the nodes: with contact, no group may
+/// ever be up on both nodes, and after healing each group has one holder.
+#[test]
+fn random_faults_with_contact_never_double_hold() {
+    let mut total_moves = 0;
+    for seed in 1..=40 {
+        let mut s = settled(SimConfig {
+            seed,
+            auto_failback: seed % 2 == 0,
+            ..Default::default()
+        });
+        let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let (mut cross_up, mut lan_nic) = (true, [true, true]);
+        for _ in 0..60 {
+            let node = next(2) as usize;
+            match next(7) {
+                0 if lan_nic == [true, true] => {
+                    cross_up = !cross_up;
+                    s.set_link(CROSSOVER, cross_up);
+                }
+                1 if cross_up => {
+                    lan_nic[node] = !lan_nic[node];
+                    s.set_nic(node, LAN, lan_nic[node]);
+                }
+                2 => s.set_reach(node, next(4) as u16),
+                3 => {
+                    let _ = s.command(node, Command::Standby);
+                }
+                4 => {
+                    let _ = s.command(node, Command::ClearStandby);
+                }
+                5 => {
+                    let _ = s.command(node, Command::Takeover(NODES[next(2) as usize].into()));
+                }
+                _ => s.slow_hooks(node, ms(next(300)), ms(next(300))),
+            }
+            s.run_for(ms(50 + next(1500)));
+        }
+        total_moves += s.moves(G1) + s.moves(G2);
+        assert_eq!(
+            s.max_overlap(),
+            Duration::ZERO,
+            "seed {seed}: {:?}",
+            [s.holdings(G1), s.holdings(G2)]
+        );
+        assert_eq!(
+            s.count_events(0, is_dead) + s.count_events(1, is_dead),
+            0,
+            "seed {seed}"
+        );
+        // Heal everything and clear both standby locks.
+        s.set_link(CROSSOVER, true);
+        for n in 0..2 {
+            s.set_nic(n, LAN, true);
+            s.set_reach(n, 3);
+            s.slow_hooks(n, Duration::ZERO, Duration::ZERO);
+        }
+        s.run_for(secs(2));
+        for n in 0..2 {
+            let _ = s.command(n, Command::ClearStandby);
+        }
+        s.run_for(secs(15));
+        assert_eq!(s.max_overlap(), Duration::ZERO, "seed {seed}");
+        let [a, b] = s.holding_map();
+        assert_eq!((a.len(), b.len()), (1, 1), "seed {seed}: {:?}", s.holding_map());
+    }
+    assert!(
+        total_moves > 100,
+        "the faults moved groups around ({total_moves} moves)"
+    );
+}
