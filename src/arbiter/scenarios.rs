@@ -823,3 +823,35 @@ fn random_faults_with_contact_never_double_hold() {
         "the faults moved groups around ({total_moves} moves)"
     );
 }
+
+#[test]
+fn a_daemon_restarted_within_deadtime_cleans_up_and_takes_its_group_back() {
+    let mut s = default_settled();
+    let t = s.cfg.timers;
+    s.kill(0);
+    s.run_for(t.deadtime / 4);
+    s.start(0);
+    s.run_for(secs(2));
+    assert_eq!(s.holding_map(), [vec![0], vec![1]]);
+    assert_eq!(s.count_events(1, is_dead), 0);
+    assert_eq!(s.count_events(1, |e| matches!(e, Event::PeerRestarted { .. })), 1);
+    no_overlap(&s);
+}
+
+#[test]
+fn a_daemon_killed_for_long_leaves_its_address_up_until_its_clean_up() {
+    // The documented limit: the machine keeps the service address while
+    // the peer takes over; the restarted daemon's clean-up ends it.
+    let mut s = default_settled();
+    let t = s.cfg.timers;
+    s.kill(0);
+    s.run_for(secs(3));
+    assert_eq!(s.holders(G1), vec![0, 1]);
+    s.start(0);
+    s.run_for(secs(1));
+    assert_eq!(s.holding_map(), [vec![1], vec![1]]);
+    // From the takeover (at the earliest deadtime − keepalive + delay after
+    // the kill) to the end of the restarted daemon's clean-up.
+    let bound = secs(3) - (t.deadtime - t.keepalive) - t.takeover_delay + s.cfg.release_time + ms(5);
+    assert!(s.overlap(G1) <= bound, "{:?}", s.overlap(G1));
+}

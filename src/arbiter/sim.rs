@@ -297,6 +297,17 @@ impl Sim {
         }
     }
 
+    /// The daemon process dies but the machine runs on: what its hooks
+    /// started stays up until a restarted daemon's clean-up stops it.
+    pub fn kill(&mut self, n: usize) {
+        let node = &mut self.nodes[n];
+        node.run = Run::Down;
+        node.life += 1;
+        node.arbiter = None;
+        node.hooks.clear();
+        node.hook_running = false;
+    }
+
     /// SIGSTOP: the process does nothing; packets and hook completions
     /// queue up (socket buffer, child exit status) until `resume`.
     pub fn freeze(&mut self, n: usize) {
