@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use hamirror_wire::heartbeat::{Heartbeat, HeartbeatKeys, ReplayWindow};
+use hamirror_wire::heartbeat::{Heartbeat, HeartbeatError, HeartbeatKeys, ReplayWindow};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::rt::{self, monotonic_ms};
@@ -28,7 +28,8 @@ use crate::arbiter::{LinkId, NodeState};
 const SOCKET_PRIORITY: u32 = 6;
 /// IP TOS / traffic class: CS6, network control.
 const TOS_CS6: u32 = 0xc0;
-/// Rejected datagrams are reported at most this often per link.
+/// Rejected datagrams are reported at most this often per link and kind
+/// of rejection (a flood must not flood the log).
 const REJECT_REPORT_EVERY: u64 = 1000;
 
 /// One link: where this node listens and where the peer listens.
@@ -150,7 +151,8 @@ struct Worker {
     window: ReplayWindow,
     last_accepted: Option<u64>,
     send_failing: Vec<bool>,
-    last_reject_report: Vec<Option<u64>>,
+    /// Last report time per (link, kind of rejection), and counts per link.
+    last_reject_report: std::collections::HashMap<(usize, &'static str), u64>,
     rejected: Vec<u64>,
 }
 
@@ -175,7 +177,7 @@ impl Worker {
             window: ReplayWindow::new(),
             last_accepted: None,
             send_failing: vec![false; n],
-            last_reject_report: vec![None; n],
+            last_reject_report: Default::default(),
             rejected: vec![0; n],
         }
     }
@@ -293,16 +295,29 @@ impl Worker {
         }
     }
 
-    fn accept(&mut self, i: usize, packet: &[u8], at: u64) -> Result<(), String> {
+    /// Accepts a datagram or says why not: (kind, detail).
+    fn accept(&mut self, i: usize, packet: &[u8], at: u64) -> Result<(), (&'static str, String)> {
         let link = &self.cfg.links[i];
-        let hb = Heartbeat::open(packet, &self.cfg.keys).map_err(|e| e.to_string())?;
+        let hb = Heartbeat::open(packet, &self.cfg.keys).map_err(|e| {
+            let kind = match e {
+                HeartbeatError::BadMac => "mac",
+                _ => "format",
+            };
+            (kind, e.to_string())
+        })?;
         if hb.sender != self.cfg.peer {
-            return Err(format!("sender {:?} is not the peer {:?}", hb.sender, self.cfg.peer));
+            return Err((
+                "sender",
+                format!("sender {:?} is not the peer {:?}", hb.sender, self.cfg.peer),
+            ));
         }
         if hb.link != link.id.0 {
-            return Err(format!(
-                "sent on link {} but arrived on link {} (routing mixes the links)",
-                hb.link, link.id.0
+            return Err((
+                "link",
+                format!(
+                    "sent on link {} but arrived on link {} (routing mixes the links)",
+                    hb.link, link.id.0
+                ),
             ));
         }
         let silent = self
@@ -310,7 +325,7 @@ impl Worker {
             .is_none_or(|t| at.saturating_sub(t) >= self.cfg.deadtime.as_millis() as u64);
         self.window
             .check(hb.incarnation, hb.seq, silent)
-            .map_err(|e| format!("replay: {e}"))?;
+            .map_err(|e| ("replay", format!("replay: {e}")))?;
         self.last_accepted = Some(at);
         let _ = self.tx.send(Input::Heartbeat {
             at: crate::arbiter::Millis(at),
@@ -321,11 +336,11 @@ impl Worker {
         Ok(())
     }
 
-    fn reject(&mut self, i: usize, from: SocketAddr, reason: String, at: u64) {
+    fn reject(&mut self, i: usize, from: SocketAddr, (kind, reason): (&'static str, String), at: u64) {
         self.rejected[i] += 1;
-        let due = self.last_reject_report[i].is_none_or(|t| at.saturating_sub(t) >= REJECT_REPORT_EVERY);
-        if due {
-            self.last_reject_report[i] = Some(at);
+        let last = self.last_reject_report.get(&(i, kind));
+        if last.is_none_or(|t| at.saturating_sub(*t) >= REJECT_REPORT_EVERY) {
+            self.last_reject_report.insert((i, kind), at);
             let _ = self.tx.send(Input::Rejected {
                 at: crate::arbiter::Millis(at),
                 link: self.cfg.links[i].id,
@@ -334,5 +349,132 @@ impl Worker {
                 count: self.rejected[i],
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::{Receiver, channel};
+
+    use hamirror_wire::heartbeat::NodeState;
+
+    use super::*;
+
+    const KEY: [u8; 32] = [7; 32];
+
+    fn free_port() -> u16 {
+        UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    fn endpoint(listen: u16, peer: u16, keepalive: Duration) -> (Endpoint, Receiver<Input>) {
+        let (tx, rx) = channel();
+        let cfg = EndpointConfig {
+            local: "serv1".into(),
+            peer: "serv2".into(),
+            links: vec![LinkAddr {
+                id: LinkId(0),
+                name: "crossover".into(),
+                local: format!("127.0.0.1:{listen}").parse().unwrap(),
+                peer: format!("127.0.0.1:{peer}").parse().unwrap(),
+            }],
+            keepalive,
+            deadtime: keepalive * 8,
+            keys: HeartbeatKeys::from_secrets(&[KEY]).unwrap(),
+            incarnation: 1,
+            realtime: false,
+        };
+        (Endpoint::start(cfg, NodeState::default(), tx).unwrap(), rx)
+    }
+
+    fn next(rx: &Receiver<Input>, f: impl Fn(&Input) -> bool) -> Input {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(i) if f(&i) => return i,
+                Ok(_) => {}
+                Err(e) => panic!("no matching input: {e}"),
+            }
+        }
+    }
+
+    fn sealed(sender: &str, seq: u64, link: u8, key: [u8; 32]) -> Vec<u8> {
+        Heartbeat {
+            sender: sender.into(),
+            incarnation: 9,
+            seq,
+            link,
+            state: NodeState {
+                standby: true,
+                ..Default::default()
+            },
+        }
+        .seal(HeartbeatKeys::from_secrets(&[key]).unwrap().signing())
+        .unwrap()
+    }
+
+    #[test]
+    fn accepts_the_peer_and_refuses_forgeries_replays_and_strangers() {
+        let port = free_port();
+        let (ep, rx) = endpoint(port, free_port(), Duration::from_millis(20));
+        let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let attacker = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let kind = |k: &'static str| move |i: &Input| matches!(i, Input::Rejected { reason, .. } if reason.contains(k));
+
+        let good = sealed("serv2", 1, 0, KEY);
+        attacker.send_to(&good, to).unwrap();
+        match next(&rx, |i| matches!(i, Input::Heartbeat { .. })) {
+            Input::Heartbeat { incarnation, state, .. } => assert!(incarnation == 9 && state.standby),
+            _ => unreachable!(),
+        }
+        attacker.send_to(&good, to).unwrap();
+        next(&rx, kind("replay"));
+        attacker.send_to(&sealed("serv2", 2, 0, [8; 32]), to).unwrap();
+        next(&rx, kind("bad MAC"));
+        attacker.send_to(&sealed("serv3", 3, 0, KEY), to).unwrap();
+        next(&rx, kind("is not the peer"));
+        attacker.send_to(&sealed("serv2", 4, 1, KEY), to).unwrap();
+        next(&rx, kind("arrived on link"));
+        attacker.send_to(&[b'x'; 64], to).unwrap();
+        next(&rx, kind("bad magic"));
+        drop(ep);
+    }
+
+    #[test]
+    fn two_endpoints_exchange_state_and_send_at_once_on_change() {
+        let (pa, pb) = (free_port(), free_port());
+        // serv1 sends every 5 s: only the immediate send on a change can
+        // deliver the new state quickly.
+        let (a, _rx_a) = endpoint(pa, pb, Duration::from_secs(5));
+        // The second endpoint plays serv2 towards serv1.
+        let (tx, rx_b) = channel();
+        let cfg = EndpointConfig {
+            local: "serv2".into(),
+            peer: "serv1".into(),
+            links: vec![LinkAddr {
+                id: LinkId(0),
+                name: "crossover".into(),
+                local: format!("127.0.0.1:{pb}").parse().unwrap(),
+                peer: format!("127.0.0.1:{pa}").parse().unwrap(),
+            }],
+            keepalive: Duration::from_secs(5),
+            deadtime: Duration::from_secs(15),
+            keys: HeartbeatKeys::from_secrets(&[KEY]).unwrap(),
+            incarnation: 2,
+            realtime: false,
+        };
+        let _b = Endpoint::start(cfg, NodeState::default(), tx).unwrap();
+        next(&rx_b, |i| matches!(i, Input::Heartbeat { state, .. } if !state.standby));
+        a.set_state(NodeState {
+            standby: true,
+            ..Default::default()
+        });
+        let t0 = monotonic_ms();
+        next(&rx_b, |i| matches!(i, Input::Heartbeat { state, .. } if state.standby));
+        assert!(
+            monotonic_ms() - t0 < 1000,
+            "state change took {} ms",
+            monotonic_ms() - t0
+        );
     }
 }

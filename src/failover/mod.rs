@@ -37,7 +37,7 @@ pub enum Input {
         state: NodeState,
     },
     /// A datagram refused (bad MAC, wrong sender, replay…); reported at
-    /// most once a second per link, with the running count.
+    /// most once a second per link and kind, with the link's running count.
     Rejected {
         at: Millis,
         link: LinkId,
