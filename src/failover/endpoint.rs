@@ -443,9 +443,6 @@ mod tests {
     #[test]
     fn two_endpoints_exchange_state_and_send_at_once_on_change() {
         let (pa, pb) = (free_port(), free_port());
-        // serv1 sends every 5 s: only the immediate send on a change can
-        // deliver the new state quickly.
-        let (a, _rx_a) = endpoint(pa, pb, Duration::from_secs(5));
         // The second endpoint plays serv2 towards serv1.
         let (tx, rx_b) = channel();
         let cfg = EndpointConfig {
@@ -464,6 +461,9 @@ mod tests {
             realtime: false,
         };
         let _b = Endpoint::start(cfg, NodeState::default(), tx).unwrap();
+        // serv1 sends every 5 s: only the immediate send on a change can
+        // deliver the new state quickly.
+        let (a, _rx_a) = endpoint(pa, pb, Duration::from_secs(5));
         next(&rx_b, |i| matches!(i, Input::Heartbeat { state, .. } if !state.standby));
         a.set_state(NodeState {
             standby: true,
