@@ -8,7 +8,9 @@
 //!
 //! Needs root and iproute2 (CI runs as root). Without them the test fails
 //! with a message; set HAMIRROR_SKIP_NETNS=1 to skip it explicitly.
-//! Namespaces are named after this process and deleted even on panic.
+//! Namespaces are named after this process (`hmhb<pid>a|b|l`) and deleted
+//! even on panic; ones left by a run that was killed outright are removed
+//! by the next run.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -82,10 +84,28 @@ fn netns_available() -> bool {
     true
 }
 
+/// Deletes namespaces left by runs of this test that were killed outright
+/// (no Drop): `hmhb<pid><role>` whose process is gone.
+fn remove_stale_namespaces() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(rest) = name.strip_prefix("hmhb") else {
+            continue;
+        };
+        let pid = &rest[..rest.len().saturating_sub(1)];
+        if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) && !Path::new("/proc").join(pid).exists() {
+            let _ = Command::new("ip").args(["netns", "del", name]).output();
+        }
+    }
+}
+
 fn setup_network(tag: &str) -> (Namespaces, [String; 2]) {
+    remove_stale_namespaces();
     let [a, b, lan] = ["a", "b", "l"].map(|s| format!("hmhb{tag}{s}"));
-    let guard = Namespaces(vec![]);
-    let mut guard = guard;
+    let mut guard = Namespaces(vec![]);
     for ns in [&a, &b, &lan] {
         ip(&["netns", "add", ns]);
         guard.0.push(ns.clone());
@@ -242,7 +262,7 @@ fn two_processes_cutting_one_link_warns_cutting_both_declares_the_peer_dead_with
     if !netns_available() {
         return;
     }
-    let tag = format!("{}", std::process::id() % 100_000);
+    let tag = std::process::id().to_string();
     let (_ns, ns) = setup_network(&tag);
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path());
