@@ -187,15 +187,17 @@ impl Arbiter {
                 while l.onsets.front().is_some_and(|t| now.since(*t) > window) {
                     l.onsets.pop_front();
                 }
-                if l.flapping {
-                } else if l.onsets.len() >= onsets_to_flap {
-                    l.flapping = true;
-                    events.push(Event::LinkFlapping { link: l.name.clone() });
-                } else {
-                    events.push(Event::LinkSilent {
-                        link: l.name.clone(),
-                        silent_ms: now.since(reference.unwrap_or(now)).as_millis() as u64,
-                    });
+                // While flapping, individual silences are not reported.
+                if !l.flapping {
+                    if l.onsets.len() >= onsets_to_flap {
+                        l.flapping = true;
+                        events.push(Event::LinkFlapping { link: l.name.clone() });
+                    } else {
+                        events.push(Event::LinkSilent {
+                            link: l.name.clone(),
+                            silent_ms: now.since(reference.unwrap_or(now)).as_millis() as u64,
+                        });
+                    }
                 }
             }
             if l.flapping && l.onsets.back().is_none_or(|t| now.since(*t) >= window) {
