@@ -194,14 +194,14 @@ impl Event {
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
     /// Persist `epoch` for the group, then run its S hooks with it; report
-    /// with [`Arbiter::handle_acquired`]. On failure, stop what was started
+    /// with [`Arbiter::handle_acquired`](super::Arbiter::handle_acquired). On failure, stop what was started
     /// before reporting.
     Acquire {
         group: String,
         epoch: u64,
         reason: AcquireReason,
     },
-    /// Run the group's K hooks; report with [`Arbiter::handle_released`].
+    /// Run the group's K hooks; report with [`Arbiter::handle_released`](super::Arbiter::handle_released).
     Release {
         group: String,
         epoch: u64,
