@@ -100,6 +100,9 @@ pub fn run(global: &Global, args: &LinksArgs) -> anyhow::Result<i32> {
         json: args.json,
         node: name.clone(),
     };
+    if let Some(w) = failover::key_file_warning(&key_file) {
+        out.line(rt::now(), "note", json!({"note": w}));
+    }
     let realtime = !args.no_realtime;
     if realtime && let Err(e) = rt::lock_memory() {
         out.line(rt::now(), "note", json!({"note": format!("memory not locked: {e}")}));

@@ -106,6 +106,22 @@ pub fn load_keys(path: &Path) -> Result<HeartbeatKeys, FailoverError> {
     })
 }
 
+/// A remark when the key file can be read by others than its owner (the
+/// daemon and `links` log it; not fatal, the keys may be on a read-only
+/// image with other protection).
+pub fn key_file_warning(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "heartbeat key file {} is readable by group or others (mode {:o}); run: chmod 600 {}",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        )
+    })
+}
+
 /// The links between `local` and its peer, in [`crate::arbiter`] order:
 /// the crossover (`address`), then the LAN (`lan`) when both nodes have one.
 pub fn links(cluster: &Cluster, local: &str) -> Option<Vec<LinkAddr>> {
