@@ -8,7 +8,9 @@
 //! (`src/main.rs`, `src/cli/`) is the only place that uses `anyhow`.
 
 pub mod apply;
+pub mod arbiter;
 pub mod cli;
 pub mod config;
+pub mod failover;
 pub mod hooks;
 pub mod plan;

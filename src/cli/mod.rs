@@ -4,6 +4,7 @@
 //! outcomes to the documented exit codes.
 
 mod check;
+mod links;
 
 use std::path::PathBuf;
 
@@ -53,6 +54,13 @@ pub enum Command {
     ///
     /// Lists every problem with its file and line. Exit 0 when valid, 2 when not.
     Check(check::CheckArgs),
+    /// Run this node's heartbeats, prober and arbiter in the foreground and
+    /// print link, peer and reach events and the arbiter's decisions.
+    ///
+    /// Diagnostic: hooks are not run (each start/stop is reported done at
+    /// once) and nothing is written. Do not run it while the daemon runs on
+    /// this node (the heartbeat port is taken anyway).
+    Links(links::LinksArgs),
 }
 
 impl Global {
@@ -90,6 +98,7 @@ pub fn run(cli: Cli) -> i32 {
     init_logging();
     let result = match &cli.command {
         Command::Check(a) => check::run(&cli.global, a),
+        Command::Links(a) => links::run(&cli.global, a),
     };
     match result {
         Ok(code) => code,

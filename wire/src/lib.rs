@@ -29,6 +29,7 @@ pub mod batch;
 pub mod codec;
 pub mod entry;
 pub mod frame;
+pub mod heartbeat;
 pub mod msg;
 
 pub use batch::{Counts, EntryAssembler, EntryBatcher};
