@@ -7,5 +7,8 @@
 //! [`config`] reads the classic `cluster.d` layout for both. The binary
 //! (`src/main.rs`, `src/cli/`) is the only place that uses `anyhow`.
 
+pub mod chunk;
 pub mod cli;
 pub mod config;
+pub mod index;
+pub mod scan;

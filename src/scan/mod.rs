@@ -1,0 +1,309 @@
+//! Scanning one mirror set: walk its roots on this node, compare each path
+//! with the index, chunk and hash only the files whose fingerprint changed,
+//! and commit the differences as one new generation.
+//!
+//! [`scan_set`] is the whole stage: `walk` (one `lstat` per path) → quick
+//! check against the fingerprints read from the index in one transaction →
+//! `read` (changed files, in parallel) → [`Index::commit`]. A no-change scan
+//! reads no file and writes nothing. Per-path problems never abort: they
+//! are collected in the [`ScanReport`] and the path keeps its previous index
+//! state. Only the index itself (or invalid parameters) can fail a scan.
+//!
+//! Hard links: regular files seen with the same (device, inode) more than
+//! once within the set are one file; the first name in byte order is a
+//! `File` entry, each further name a `HardLink` whose target is that name.
+//!
+//! Upstream of this module: `config`, `chunk`, `index`. It knows nothing of
+//! peers or the network.
+
+mod read;
+mod report;
+mod walk;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::Metadata;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hamirror_wire::{Entry, EntryKind};
+use thiserror::Error;
+
+use crate::chunk::ChunkError;
+use crate::config::MirrorSet;
+use crate::index::{Index, IndexError, Upsert};
+
+pub use read::READ_ATTEMPTS;
+pub use report::{Problem, ScanReport, show_path};
+
+/// Default for [`ScanOptions::racy_window`]: comfortably more than the
+/// timestamp granularity of local Linux filesystems (one clock tick, at
+/// most 10 ms). Filesystems with coarser timestamps (FAT, some network
+/// filesystems) need a larger window.
+pub const RACY_WINDOW: Duration = Duration::from_millis(100);
+
+/// Why a scan failed as a whole. Per-path problems are not errors: they are
+/// in [`ScanReport::errors`].
+#[derive(Debug, Error)]
+pub enum ScanError {
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Chunk(#[from] ChunkError),
+    #[error("cannot start the hashing threads: {0}")]
+    Threads(String),
+}
+
+impl ScanError {
+    /// Whether running the scan again later can help.
+    pub fn retryable(&self) -> bool {
+        match self {
+            ScanError::Index(e) => e.retryable(),
+            ScanError::Chunk(_) => false,
+            ScanError::Threads(_) => true,
+        }
+    }
+}
+
+/// How to scan.
+#[derive(Debug, Clone)]
+pub struct ScanOptions {
+    /// Hashing threads; 0 = one per CPU.
+    pub threads: usize,
+    /// Files whose last change is this recent when we start reading them
+    /// are stored with an unknown fingerprint and read again next time.
+    pub racy_window: Duration,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions {
+            threads: 0,
+            racy_window: RACY_WINDOW,
+        }
+    }
+}
+
+/// Progress notifications (a progress bar, a daemon's metrics). Called
+/// from the hashing threads; the default methods do nothing.
+pub trait ScanObserver: Sync {
+    /// The walk is done; `files` files of `bytes` bytes will be read.
+    fn reading(&self, _files: u64, _bytes: u64) {}
+    /// `bytes` more bytes were chunked and hashed.
+    fn progress(&self, _bytes: u64) {}
+    /// One file was finished (read, or failed).
+    fn file_done(&self) {}
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Quiet;
+impl ScanObserver for Quiet {}
+
+/// Scans `set` as it lies under this node's `node_root` and commits the
+/// changes to `index`. Returns the report, which holds the committed
+/// generation.
+///
+/// # Errors
+/// Only whole-scan failures: the index ([`ScanError::Index`]), invalid
+/// chunk parameters, or no threads. Unreadable paths are reported in
+/// [`ScanReport::errors`] instead.
+pub fn scan_set(
+    index: &Index,
+    set: &MirrorSet,
+    node_root: &Path,
+    opts: &ScanOptions,
+    observer: &dyn ScanObserver,
+) -> Result<ScanReport, ScanError> {
+    let start = Instant::now();
+    let racy_ns = i64::try_from(opts.racy_window.as_nanos()).unwrap_or(i64::MAX);
+    let previous_generation = index.generation(&set.name)?;
+    let mut known = index.fingerprints(&set.name)?;
+    let walk_started = now_ns();
+    let walked = walk::walk(&set.roots, node_root);
+    let mut report = ScanReport {
+        set: set.name.clone(),
+        previous_generation,
+        skipped: walked.skipped,
+        errors: walked.errors,
+        missing_roots: walked.missing_roots,
+        ..ScanReport::default()
+    };
+    let keep: BTreeSet<Vec<u8>> = walked.keep.into_iter().collect();
+    let mut found = walked.found;
+    found.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    let primaries = hard_link_primaries(&found);
+
+    let mut upserts: Vec<Upsert> = Vec::new();
+    let mut jobs = Vec::new();
+    // Further names of an inode, emitted once we know its first name was read.
+    let mut links: Vec<(Upsert, Vec<u8>)> = Vec::new();
+    let stable = |fp| (!read::is_racy(&fp, walk_started, racy_ns)).then_some(fp);
+    for f in &found {
+        let hit = known.remove(&f.path) == Some(Some(f.fp));
+        let t = f.meta.file_type();
+        if t.is_dir() {
+            report.dirs += 1;
+            if !hit {
+                upserts.push(Upsert {
+                    entry: base_entry(f.path.clone(), EntryKind::Dir, &f.meta),
+                    stat: stable(f.fp),
+                });
+            }
+        } else if t.is_symlink() {
+            report.symlinks += 1;
+            if !hit {
+                match std::fs::read_link(&f.local) {
+                    Ok(target) if !target.as_os_str().is_empty() => {
+                        let mut entry = base_entry(f.path.clone(), EntryKind::Symlink, &f.meta);
+                        entry.target = target.as_os_str().as_bytes().to_vec();
+                        upserts.push(Upsert {
+                            entry,
+                            stat: stable(f.fp),
+                        });
+                    }
+                    Ok(_) => report.errors.push(problem(&f.path, "symlink with an empty target")),
+                    Err(e) => report
+                        .errors
+                        .push(problem(&f.path, &format!("cannot read symlink: {e}"))),
+                }
+            }
+        } else {
+            match primaries.get(&(f.fp.dev, f.fp.ino)) {
+                Some(first) if *first != f.path => {
+                    report.hardlinks += 1;
+                    if !hit {
+                        let mut entry = base_entry(f.path.clone(), EntryKind::HardLink, &f.meta);
+                        entry.target = first.clone();
+                        let stat = stable(f.fp);
+                        links.push((Upsert { entry, stat }, first.clone()));
+                    }
+                }
+                _ => {
+                    report.files += 1;
+                    report.bytes += f.fp.size;
+                    if hit {
+                        report.files_unchanged += 1;
+                    } else {
+                        jobs.push(read::Job {
+                            path: f.path.clone(),
+                            local: f.local.clone(),
+                            size: f.fp.size,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    drop(found);
+
+    let total: u64 = jobs.iter().map(|j| j.size).sum();
+    observer.reading(jobs.len() as u64, total);
+    let threads = match opts.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let mut failed: BTreeSet<Vec<u8>> = BTreeSet::new();
+    for r in read::read_all(jobs, set.chunk, threads, racy_ns, observer)? {
+        match r {
+            Ok(read) => {
+                report.files_read += 1;
+                report.bytes_read += read.entry.size;
+                report.chunks_hashed += read.chunks;
+                upserts.push(Upsert {
+                    entry: read.entry,
+                    stat: read.stat,
+                });
+            }
+            Err(p) => {
+                failed.insert(p.path.clone());
+                report.errors.push(p);
+            }
+        }
+    }
+    for (link, first) in links {
+        if failed.contains(&first) {
+            let why = format!("hard link to {}, which could not be read", show_path(&first));
+            report.errors.push(problem(&link.entry.path, &why));
+        } else {
+            upserts.push(link);
+        }
+    }
+
+    // What the index knows but the walk did not find is gone, unless it lies
+    // at or below a path that could not be examined.
+    let mut deletes: Vec<Vec<u8>> = known.into_keys().filter(|p| !is_kept(p, &keep)).collect();
+    deletes.sort_unstable();
+    let outcome = index.commit(&set.name, &upserts, &deletes)?;
+    report.new = outcome.new;
+    report.changed = outcome.changed;
+    report.deleted = outcome.deleted;
+    report.generation = outcome.generation;
+    report.errors.sort_by(|a, b| a.path.cmp(&b.path));
+    report.skipped.sort_by(|a, b| a.path.cmp(&b.path));
+    report.elapsed_s = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// For each inode seen more than once among regular files: its first name
+/// in byte order. `found` is sorted by path.
+fn hard_link_primaries(found: &[walk::Found]) -> HashMap<(u64, u64), Vec<u8>> {
+    let mut first = HashMap::new();
+    for f in found {
+        if f.meta.file_type().is_file() && f.meta.nlink() > 1 {
+            first.entry((f.fp.dev, f.fp.ino)).or_insert_with(|| f.path.clone());
+        }
+    }
+    first
+}
+
+/// Whether `path` is, or lies below, one of `keep`.
+fn is_kept(path: &[u8], keep: &BTreeSet<Vec<u8>>) -> bool {
+    if keep.is_empty() {
+        return false;
+    }
+    keep.contains(path)
+        || path
+            .iter()
+            .enumerate()
+            .any(|(i, b)| *b == b'/' && keep.contains(&path[..i]))
+}
+
+fn problem(path: &[u8], reason: &str) -> Problem {
+    Problem {
+        path: path.to_vec(),
+        reason: reason.to_string(),
+    }
+}
+
+/// An entry with the metadata every kind carries; size, hash, chunks and
+/// target are filled in by the caller where they apply.
+pub(crate) fn base_entry(path: Vec<u8>, kind: EntryKind, meta: &Metadata) -> Entry {
+    Entry {
+        path,
+        kind,
+        mode: meta.mode() & hamirror_wire::entry::MODE_MASK,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        mtime_ns: meta
+            .mtime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(meta.mtime_nsec()),
+        size: 0,
+        file_hash: [0; 32],
+        chunks: vec![],
+        target: vec![],
+    }
+}
+
+/// Wall-clock time in nanoseconds since the epoch, the clock file
+/// timestamps use.
+pub(crate) fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests;
