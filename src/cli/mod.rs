@@ -4,6 +4,7 @@
 //! outcomes to the documented exit codes.
 
 mod check;
+mod scan;
 
 use std::path::PathBuf;
 
@@ -53,6 +54,13 @@ pub enum Command {
     ///
     /// Lists every problem with its file and line. Exit 0 when valid, 2 when not.
     Check(check::CheckArgs),
+    /// Scan one mirror set on this node and update the index.
+    ///
+    /// Walks the set's roots under this node's `root`, reads only files whose
+    /// (device, inode, size, mtime, ctime) changed, and commits the changes as
+    /// a new generation in `<state>/index.redb`. Exit 0 ok, 1 partial (failed
+    /// paths are named on stderr), 2 failed.
+    Scan(scan::ScanArgs),
 }
 
 impl Global {
@@ -90,6 +98,7 @@ pub fn run(cli: Cli) -> i32 {
     init_logging();
     let result = match &cli.command {
         Command::Check(a) => check::run(&cli.global, a),
+        Command::Scan(a) => scan::run(&cli.global, a),
     };
     match result {
         Ok(code) => code,
