@@ -21,9 +21,7 @@ mod report;
 mod walk;
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -36,6 +34,7 @@ use crate::index::{Index, IndexError, Upsert};
 
 pub use read::READ_ATTEMPTS;
 pub use report::{Problem, ScanReport, show_path};
+use walk::{Kind, Stat};
 
 /// Default for [`ScanOptions::racy_window`]: comfortably more than the
 /// timestamp granularity of local Linux filesystems (one clock tick, at
@@ -51,7 +50,7 @@ pub enum ScanError {
     Index(#[from] IndexError),
     #[error(transparent)]
     Chunk(#[from] ChunkError),
-    #[error("cannot start the hashing threads: {0}")]
+    #[error("cannot start the scan threads: {0}")]
     Threads(String),
 }
 
@@ -118,10 +117,26 @@ pub fn scan_set(
 ) -> Result<ScanReport, ScanError> {
     let start = Instant::now();
     let racy_ns = i64::try_from(opts.racy_window.as_nanos()).unwrap_or(i64::MAX);
+    let threads = match opts.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("hamirror-scan-{i}"))
+        .build()
+        .map_err(|e| ScanError::Threads(e.to_string()))?;
     let previous_generation = index.generation(&set.name)?;
-    let mut known = index.fingerprints(&set.name)?;
     let walk_started = now_ns();
-    let walked = walk::walk(&set.roots, node_root);
+    // The stored fingerprints are read while the walk runs.
+    let (known, walked) = pool.install(|| {
+        rayon::join(
+            || index.fingerprints(&set.name),
+            || walk::walk(&set.roots, node_root, &pool),
+        )
+    });
+    let mut known = known?;
+    let walk_done = start.elapsed();
     let mut report = ScanReport {
         set: set.name.clone(),
         previous_generation,
@@ -140,72 +155,75 @@ pub fn scan_set(
     // Further names of an inode, emitted once we know its first name was read.
     let mut links: Vec<(Upsert, Vec<u8>)> = Vec::new();
     let stable = |fp| (!read::is_racy(&fp, walk_started, racy_ns)).then_some(fp);
-    for f in &found {
-        let hit = known.remove(&f.path) == Some(Some(f.fp));
-        let t = f.meta.file_type();
-        if t.is_dir() {
-            report.dirs += 1;
-            if !hit {
-                upserts.push(Upsert {
-                    entry: base_entry(f.path.clone(), EntryKind::Dir, &f.meta),
-                    stat: stable(f.fp),
-                });
-            }
-        } else if t.is_symlink() {
-            report.symlinks += 1;
-            if !hit {
-                match std::fs::read_link(&f.local) {
-                    Ok(target) if !target.as_os_str().is_empty() => {
-                        let mut entry = base_entry(f.path.clone(), EntryKind::Symlink, &f.meta);
-                        entry.target = target.as_os_str().as_bytes().to_vec();
-                        upserts.push(Upsert {
-                            entry,
-                            stat: stable(f.fp),
-                        });
-                    }
-                    Ok(_) => report.errors.push(problem(&f.path, "symlink with an empty target")),
-                    Err(e) => report
-                        .errors
-                        .push(problem(&f.path, &format!("cannot read symlink: {e}"))),
+    for f in found {
+        let fp = f.stat.fp;
+        let hit = known.remove(&f.path) == Some(Some(fp));
+        match f.kind {
+            Kind::Dir => {
+                report.dirs += 1;
+                if !hit {
+                    upserts.push(Upsert {
+                        entry: base_entry(f.path, EntryKind::Dir, &f.stat),
+                        stat: stable(fp),
+                    });
                 }
             }
-        } else {
-            match primaries.get(&(f.fp.dev, f.fp.ino)) {
+            Kind::Symlink => {
+                report.symlinks += 1;
+                if !hit {
+                    match std::fs::read_link(walk::local_path(node_root, &f.path)) {
+                        Ok(target) if !target.as_os_str().is_empty() => {
+                            let mut entry = base_entry(f.path, EntryKind::Symlink, &f.stat);
+                            entry.target = target.as_os_str().as_bytes().to_vec();
+                            upserts.push(Upsert {
+                                entry,
+                                stat: stable(fp),
+                            });
+                        }
+                        Ok(_) => report.errors.push(problem(&f.path, "symlink with an empty target")),
+                        Err(e) => report
+                            .errors
+                            .push(problem(&f.path, &format!("cannot read symlink: {e}"))),
+                    }
+                }
+            }
+            Kind::File => match primaries.get(&(fp.dev, fp.ino)) {
                 Some(first) if *first != f.path => {
                     report.hardlinks += 1;
                     if !hit {
-                        let mut entry = base_entry(f.path.clone(), EntryKind::HardLink, &f.meta);
+                        let mut entry = base_entry(f.path, EntryKind::HardLink, &f.stat);
                         entry.target = first.clone();
-                        let stat = stable(f.fp);
-                        links.push((Upsert { entry, stat }, first.clone()));
+                        links.push((
+                            Upsert {
+                                entry,
+                                stat: stable(fp),
+                            },
+                            first.clone(),
+                        ));
                     }
                 }
                 _ => {
                     report.files += 1;
-                    report.bytes += f.fp.size;
+                    report.bytes += fp.size;
                     if hit {
                         report.files_unchanged += 1;
                     } else {
                         jobs.push(read::Job {
-                            path: f.path.clone(),
-                            local: f.local.clone(),
-                            size: f.fp.size,
+                            local: walk::local_path(node_root, &f.path),
+                            path: f.path,
+                            size: fp.size,
                         });
                     }
                 }
-            }
+            },
         }
     }
-    drop(found);
 
+    let classified = start.elapsed();
     let total: u64 = jobs.iter().map(|j| j.size).sum();
     observer.reading(jobs.len() as u64, total);
-    let threads = match opts.threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
     let mut failed: BTreeSet<Vec<u8>> = BTreeSet::new();
-    for r in read::read_all(jobs, set.chunk, threads, racy_ns, observer)? {
+    for r in read::read_all(jobs, set.chunk, &pool, racy_ns, observer)? {
         match r {
             Ok(read) => {
                 report.files_read += 1;
@@ -233,6 +251,7 @@ pub fn scan_set(
 
     // What the index knows but the walk did not find is gone, unless it lies
     // at or below a path that could not be examined.
+    let read_done = start.elapsed();
     let mut deletes: Vec<Vec<u8>> = known.into_keys().filter(|p| !is_kept(p, &keep)).collect();
     deletes.sort_unstable();
     let outcome = index.commit(&set.name, &upserts, &deletes)?;
@@ -243,6 +262,14 @@ pub fn scan_set(
     report.errors.sort_by(|a, b| a.path.cmp(&b.path));
     report.skipped.sort_by(|a, b| a.path.cmp(&b.path));
     report.elapsed_s = start.elapsed().as_secs_f64();
+    tracing::debug!(
+        set = %set.name,
+        ?walk_done,
+        ?classified,
+        ?read_done,
+        committed = ?start.elapsed(),
+        "scan phases (cumulative)"
+    );
     Ok(report)
 }
 
@@ -251,8 +278,10 @@ pub fn scan_set(
 fn hard_link_primaries(found: &[walk::Found]) -> HashMap<(u64, u64), Vec<u8>> {
     let mut first = HashMap::new();
     for f in found {
-        if f.meta.file_type().is_file() && f.meta.nlink() > 1 {
-            first.entry((f.fp.dev, f.fp.ino)).or_insert_with(|| f.path.clone());
+        if f.kind == Kind::File && f.stat.nlink > 1 {
+            first
+                .entry((f.stat.fp.dev, f.stat.fp.ino))
+                .or_insert_with(|| f.path.clone());
         }
     }
     first
@@ -279,17 +308,14 @@ fn problem(path: &[u8], reason: &str) -> Problem {
 
 /// An entry with the metadata every kind carries; size, hash, chunks and
 /// target are filled in by the caller where they apply.
-pub(crate) fn base_entry(path: Vec<u8>, kind: EntryKind, meta: &Metadata) -> Entry {
+pub(crate) fn base_entry(path: Vec<u8>, kind: EntryKind, stat: &Stat) -> Entry {
     Entry {
         path,
         kind,
-        mode: meta.mode() & hamirror_wire::entry::MODE_MASK,
-        uid: meta.uid(),
-        gid: meta.gid(),
-        mtime_ns: meta
-            .mtime()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(meta.mtime_nsec()),
+        mode: stat.mode & hamirror_wire::entry::MODE_MASK,
+        uid: stat.uid,
+        gid: stat.gid,
+        mtime_ns: stat.mtime_ns,
         size: 0,
         file_hash: [0; 32],
         chunks: vec![],

@@ -21,6 +21,7 @@ use std::time::Duration;
 use hamirror_wire::{Entry, EntryKind};
 
 use super::report::Problem;
+use super::walk::Stat;
 use super::{ScanError, ScanObserver, base_entry, now_ns};
 use crate::chunk::Chunker;
 use crate::config::ChunkParams;
@@ -47,24 +48,22 @@ pub(super) struct Read {
     pub chunks: u64,
 }
 
-/// Reads every job on `threads` workers. Results come back in no
+/// Reads every job on the pool's threads. Results come back in no
 /// particular order.
 pub(super) fn read_all(
     mut jobs: Vec<Job>,
     params: ChunkParams,
-    threads: usize,
+    pool: &rayon::ThreadPool,
     racy_ns: i64,
     observer: &dyn ScanObserver,
 ) -> Result<Vec<Result<Read, Problem>>, ScanError> {
-    jobs.sort_by(|a, b| b.size.cmp(&a.size));
-    let threads = threads.clamp(1, jobs.len().max(1));
     // Validates the parameters once, before any thread starts.
     Chunker::new(params)?;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("hamirror-hash-{i}"))
-        .build()
-        .map_err(|e| ScanError::Threads(e.to_string()))?;
+    if jobs.is_empty() {
+        return Ok(vec![]);
+    }
+    jobs.sort_by(|a, b| b.size.cmp(&a.size));
+    let threads = pool.current_num_threads().min(jobs.len());
     let next = AtomicUsize::new(0);
     let results = Mutex::new(Vec::with_capacity(jobs.len()));
     pool.scope(|s| {
@@ -151,7 +150,7 @@ fn read_one(job: &Job, chunker: &mut Chunker, racy_ns: i64, observer: &dyn ScanO
 }
 
 fn file_entry(path: &[u8], meta: &Metadata) -> Entry {
-    base_entry(path.to_vec(), EntryKind::File, meta)
+    base_entry(path.to_vec(), EntryKind::File, &Stat::of(meta))
 }
 
 /// A fingerprint is trusted only when the file's last change (ctime) lies
