@@ -53,10 +53,10 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("streamcdc_cut_and_blake3", |b| {
         b.iter(|| {
-            let n = StreamCDC::new(&data[..], min, avg, max)
-                .map(|c| blake3::hash(&c.expect("slice read").data))
-                .count();
-            black_box(n)
+            let x = StreamCDC::new(&data[..], min, avg, max).fold(0u8, |acc, c| {
+                acc ^ blake3::hash(&c.expect("slice read").data).as_bytes()[0]
+            });
+            black_box(x)
         })
     });
     g.finish();

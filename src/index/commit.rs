@@ -97,6 +97,10 @@ impl Index {
             };
             let mut out = CommitOutcome::default();
             let mut logged: Vec<&[u8]> = Vec::new();
+            // B-tree inserts in key order touch each page once. A stable sort
+            // keeps the caller's order among duplicates (the last one wins).
+            let mut upserts: Vec<&Upsert> = upserts.iter().collect();
+            upserts.sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
             for u in upserts {
                 let path = &u.entry.path[..];
                 let stat = u.stat.map(|f| f.encode());

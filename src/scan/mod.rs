@@ -146,8 +146,7 @@ pub fn scan_set(
         ..ScanReport::default()
     };
     let keep: BTreeSet<Vec<u8>> = walked.keep.into_iter().collect();
-    let mut found = walked.found;
-    found.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    let found = walked.found;
     let primaries = hard_link_primaries(&found);
 
     let mut upserts: Vec<Upsert> = Vec::new();

@@ -62,7 +62,7 @@ pub(super) fn read_all(
     if jobs.is_empty() {
         return Ok(vec![]);
     }
-    jobs.sort_by(|a, b| b.size.cmp(&a.size));
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.size));
     let threads = pool.current_num_threads().min(jobs.len());
     let next = AtomicUsize::new(0);
     let results = Mutex::new(Vec::with_capacity(jobs.len()));
