@@ -38,6 +38,7 @@ now() { echo "$EPOCHREALTIME"; }
 elapsed() { python3 -c "print(f'{$2 - $1:.3f}')"; }
 json() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
 rss_mb() { awk '/Maximum resident set size/ { printf "%.1f", $6 / 1024 }' "$1"; }
+cpu_s() { awk '/User time|System time/ { s += $NF } END { printf "%.2f", s }' "$1"; }
 
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(free -g | awk '/Mem:/ {print $2}') GiB RAM"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)  (other processes share these cores)"
@@ -53,17 +54,19 @@ cat_s=$(elapsed "$t0" "$t1")
 /usr/bin/time -v "$bin" scan Fbench --json > "$work/first.json" 2> "$work/first.time"
 first_s=$(json "$work/first.json" elapsed_s)
 first_rss=$(rss_mb "$work/first.time")
+first_cpu=$(cpu_s "$work/first.time")
 read_bytes=$(json "$work/first.json" bytes_read)
 
 t0=$(now); cat_tree; t1=$(now)
 cat2_s=$(elapsed "$t0" "$t1")
 
-python3 - "$bytes" "$cat_s" "$cat2_s" "$read_bytes" "$first_s" "$first_rss" <<'EOF'
+python3 - "$bytes" "$cat_s" "$cat2_s" "$read_bytes" "$first_s" "$first_rss" "$first_cpu" <<'EOF'
 import sys
-b, c1, c2, rb, s, rss = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
+b, c1, c2, rb, s, rss, cpu = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), sys.argv[6], float(sys.argv[7])
 cat = min(c1, c2)
 print(f"cat to /dev/null (warm): {cat:.2f} s = {b / cat / 1e9:.2f} GB/s  (runs: {c1:.2f} s, {c2:.2f} s)")
 print(f"first scan: {s:.2f} s for {rb} bytes = {rb / s / 1e9:.2f} GB/s; scan/cat time ratio {s / cat:.2f}; peak RSS {rss} MB")
+print(f"  CPU {cpu:.2f} s (user+sys) = {rb / cpu / 1e9:.2f} GB per CPU-second; on 2 idle cores that is {2 * rb / cpu / 1e9:.2f} GB/s")
 EOF
 
 runs=()
