@@ -62,19 +62,31 @@ impl Index {
     /// when both lists are empty.
     ///
     /// # Errors
-    /// An invalid path or hard-link target ([`IndexError::InvalidPath`]; nothing
-    /// is written), storage errors, or a stored entry that does not decode.
+    /// An entry that would not decode again, such as an unsafe path or
+    /// hard-link target, a size that is not the sum of the chunks, an empty
+    /// symlink target ([`IndexError::InvalidEntry`]; nothing is written),
+    /// storage errors, or a stored entry that does not decode.
     pub fn commit(&self, set: &str, upserts: &[Upsert], deletes: &[Vec<u8>]) -> Result<CommitOutcome, IndexError> {
-        for p in upserts.iter().map(|u| &u.entry.path).chain(deletes).chain(
-            upserts
-                .iter()
-                .filter(|u| u.entry.kind == EntryKind::HardLink)
-                .map(|u| &u.entry.target),
-        ) {
-            check_path(p).map_err(|why| IndexError::InvalidPath {
-                path: String::from_utf8_lossy(p).into_owned(),
-                why,
-            })?;
+        let invalid = |p: &[u8], why: String| IndexError::InvalidEntry {
+            path: String::from_utf8_lossy(p).into_owned(),
+            why,
+        };
+        for p in deletes {
+            check_path(p).map_err(|why| invalid(p, why.into()))?;
+        }
+        // Everything stored must read back: encode and decode each entry.
+        let mut bodies = Vec::with_capacity(upserts.len());
+        for u in upserts {
+            let e = &u.entry;
+            check_path(&e.path).map_err(|why| invalid(&e.path, why.into()))?;
+            let mut w = Writer::new();
+            e.encode_body(&mut w);
+            let mut r = Reader::new(&w.buf);
+            let back = Entry::decode_body(&mut r, e.path.clone()).map_err(|err| invalid(&e.path, err.to_string()))?;
+            if back != *e {
+                return Err(invalid(&e.path, "has fields its kind does not keep".into()));
+            }
+            bodies.push(w.buf);
         }
         if upserts.is_empty() && deletes.is_empty() {
             return self.generation(set).map(|generation| CommitOutcome {
@@ -99,17 +111,15 @@ impl Index {
             let mut logged: Vec<&[u8]> = Vec::new();
             // B-tree inserts in key order touch each page once. A stable sort
             // keeps the caller's order among duplicates (the last one wins).
-            let mut upserts: Vec<&Upsert> = upserts.iter().collect();
-            upserts.sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
-            for u in upserts {
+            let mut order: Vec<(&Upsert, &Vec<u8>)> = upserts.iter().zip(&bodies).collect();
+            order.sort_by(|a, b| a.0.entry.path.cmp(&b.0.entry.path));
+            for (u, body) in order {
                 let path = &u.entry.path[..];
                 let stat = u.stat.map(|f| f.encode());
                 t.stat.insert(path, stat.as_ref().map_or(&[][..], |s| &s[..]))?;
-                let mut w = Writer::new();
-                u.entry.encode_body(&mut w);
                 let old = t.entries.get(path)?.map(|v| v.value().to_vec());
                 match old {
-                    Some(old) if old == w.buf => {
+                    Some(old) if old == *body => {
                         out.refreshed += 1;
                         continue;
                     }
@@ -120,7 +130,7 @@ impl Index {
                     }
                     None => out.new += 1,
                 }
-                t.entries.insert(path, &w.buf[..])?;
+                t.entries.insert(path, &body[..])?;
                 locate(&mut t.chunks, &u.entry)?;
                 logged.push(path);
             }

@@ -67,8 +67,8 @@ pub enum IndexError {
     Storage(#[from] redb::Error),
     #[error("index is corrupt: {0}")]
     Corrupt(String),
-    #[error("invalid path {path:?} in a commit: {why}")]
-    InvalidPath { path: String, why: &'static str },
+    #[error("invalid entry {path:?} in a commit: {why}")]
+    InvalidEntry { path: String, why: String },
     #[error("cannot create the index id: {0}")]
     Random(std::io::Error),
 }

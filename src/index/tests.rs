@@ -178,18 +178,36 @@ fn id_and_state_persist_across_reopen_and_a_second_opener_is_refused() {
 }
 
 #[test]
-fn invalid_paths_are_refused_and_nothing_is_written() {
+fn entries_that_would_not_read_back_are_refused_and_nothing_is_written() {
     let (_d, idx) = open();
     let mut bad = file("ok", &[(1, 1)], 1);
     bad.path = b"../etc/passwd".to_vec();
     let err = idx
         .commit("Fx", &[up(file("fine", &[(1, 1)], 1)), up(bad)], &[])
         .unwrap_err();
-    assert!(matches!(err, IndexError::InvalidPath { .. }), "{err}");
+    assert!(matches!(err, IndexError::InvalidEntry { .. }), "{err}");
     let mut link = dir("l");
     link.kind = EntryKind::HardLink;
     link.target = b"/abs".to_vec();
     assert!(idx.commit("Fx", &[up(link)], &[]).is_err());
+    let mut sym = dir("s");
+    sym.kind = EntryKind::Symlink;
+    assert!(idx.commit("Fx", &[up(sym)], &[]).is_err(), "empty symlink target");
+    let mut lying = file("f", &[(1, 10)], 1);
+    lying.size = 11;
+    assert!(
+        idx.commit("Fx", &[up(lying)], &[]).is_err(),
+        "size is not the sum of the chunks"
+    );
+    let mut modebits = dir("m");
+    modebits.mode = 0o40755;
+    assert!(idx.commit("Fx", &[up(modebits)], &[]).is_err(), "kind bits in the mode");
+    let mut stray = dir("d2");
+    stray.target = b"x".to_vec();
+    assert!(
+        idx.commit("Fx", &[up(stray)], &[]).is_err(),
+        "a directory with a target would lose it"
+    );
     assert!(idx.commit("Fx", &[], &[b"a//b".to_vec()]).is_err());
     assert_eq!(idx.info("Fx").unwrap(), SetInfo::default());
 }
