@@ -30,7 +30,7 @@ use thiserror::Error;
 
 use crate::chunk::ChunkError;
 use crate::config::MirrorSet;
-use crate::index::{Index, IndexError, Upsert};
+use crate::index::{Fingerprint, Index, IndexError, Upsert};
 
 pub use read::READ_ATTEMPTS;
 pub use report::{Problem, ScanReport, show_path};
@@ -146,77 +146,12 @@ pub fn scan_set(
         ..ScanReport::default()
     };
     let keep: BTreeSet<Vec<u8>> = walked.keep.into_iter().collect();
-    let found = walked.found;
-    let primaries = hard_link_primaries(&found);
-
-    let mut upserts: Vec<Upsert> = Vec::new();
-    let mut jobs = Vec::new();
-    // Further names of an inode, emitted once we know its first name was read.
-    let mut links: Vec<(Upsert, Vec<u8>)> = Vec::new();
-    let stable = |fp| (!read::is_racy(&fp, walk_started, racy_ns)).then_some(fp);
-    for f in found {
-        let fp = f.stat.fp;
-        let hit = known.remove(&f.path) == Some(Some(fp));
-        match f.kind {
-            Kind::Dir => {
-                report.dirs += 1;
-                if !hit {
-                    upserts.push(Upsert {
-                        entry: base_entry(f.path, EntryKind::Dir, &f.stat),
-                        stat: stable(fp),
-                    });
-                }
-            }
-            Kind::Symlink => {
-                report.symlinks += 1;
-                if !hit {
-                    match std::fs::read_link(walk::local_path(node_root, &f.path)) {
-                        Ok(target) if !target.as_os_str().is_empty() => {
-                            let mut entry = base_entry(f.path, EntryKind::Symlink, &f.stat);
-                            entry.target = target.as_os_str().as_bytes().to_vec();
-                            upserts.push(Upsert {
-                                entry,
-                                stat: stable(fp),
-                            });
-                        }
-                        Ok(_) => report.errors.push(problem(&f.path, "symlink with an empty target")),
-                        Err(e) => report
-                            .errors
-                            .push(problem(&f.path, &format!("cannot read symlink: {e}"))),
-                    }
-                }
-            }
-            Kind::File => match primaries.get(&(fp.dev, fp.ino)) {
-                Some(first) if *first != f.path => {
-                    report.hardlinks += 1;
-                    if !hit {
-                        let mut entry = base_entry(f.path, EntryKind::HardLink, &f.stat);
-                        entry.target = first.clone();
-                        links.push((
-                            Upsert {
-                                entry,
-                                stat: stable(fp),
-                            },
-                            first.clone(),
-                        ));
-                    }
-                }
-                _ => {
-                    report.files += 1;
-                    report.bytes += fp.size;
-                    if hit {
-                        report.files_unchanged += 1;
-                    } else {
-                        jobs.push(read::Job {
-                            local: walk::local_path(node_root, &f.path),
-                            path: f.path,
-                            size: fp.size,
-                        });
-                    }
-                }
-            },
-        }
-    }
+    let trust = |fp| (!read::is_racy(&fp, walk_started, racy_ns)).then_some(fp);
+    let Pending {
+        mut upserts,
+        jobs,
+        links,
+    } = classify(walked.found, &mut known, node_root, trust, &mut report);
 
     let classified = start.elapsed();
     let total: u64 = jobs.iter().map(|j| j.size).sum();
@@ -272,16 +207,102 @@ pub fn scan_set(
     Ok(report)
 }
 
-/// For each inode seen more than once among regular files: its first name
-/// in byte order. `found` is sorted by path.
-fn hard_link_primaries(found: &[walk::Found]) -> HashMap<(u64, u64), Vec<u8>> {
-    let mut first = HashMap::new();
+/// What the quick check left to do.
+struct Pending {
+    /// Directories and symlinks whose fingerprint changed (no read needed).
+    upserts: Vec<Upsert>,
+    /// Files to read.
+    jobs: Vec<read::Job>,
+    /// Further names of an inode, with their first name: emitted once the
+    /// first name was read successfully.
+    links: Vec<(Upsert, Vec<u8>)>,
+}
+
+/// Counts what the walk found and compares each path's fingerprint with
+/// `known` (removing it, so what remains in `known` was not found). `trust`
+/// turns a fingerprint into the one to store (`None` if too recent).
+fn classify(
+    found: Vec<walk::Found>,
+    known: &mut HashMap<Vec<u8>, Option<Fingerprint>>,
+    node_root: &Path,
+    trust: impl Fn(Fingerprint) -> Option<Fingerprint>,
+    report: &mut ScanReport,
+) -> Pending {
+    let primaries = hard_link_primaries(&found);
+    let mut p = Pending {
+        upserts: vec![],
+        jobs: vec![],
+        links: vec![],
+    };
     for f in found {
-        if f.kind == Kind::File && f.stat.nlink > 1 {
-            first
-                .entry((f.stat.fp.dev, f.stat.fp.ino))
-                .or_insert_with(|| f.path.clone());
+        let fp = f.stat.fp;
+        let hit = known.remove(&f.path) == Some(Some(fp));
+        match f.kind {
+            Kind::Dir => {
+                report.dirs += 1;
+                if !hit {
+                    let entry = base_entry(f.path, EntryKind::Dir, &f.stat);
+                    p.upserts.push(Upsert { entry, stat: trust(fp) });
+                }
+            }
+            Kind::Symlink => {
+                report.symlinks += 1;
+                if hit {
+                    continue;
+                }
+                match std::fs::read_link(walk::local_path(node_root, &f.path)) {
+                    Ok(target) if !target.as_os_str().is_empty() => {
+                        let mut entry = base_entry(f.path, EntryKind::Symlink, &f.stat);
+                        entry.target = target.as_os_str().as_bytes().to_vec();
+                        p.upserts.push(Upsert { entry, stat: trust(fp) });
+                    }
+                    Ok(_) => report.errors.push(problem(&f.path, "symlink with an empty target")),
+                    Err(e) => report
+                        .errors
+                        .push(problem(&f.path, &format!("cannot read symlink: {e}"))),
+                }
+            }
+            Kind::File => match primaries.get(&(fp.dev, fp.ino)) {
+                Some(first) if *first != f.path => {
+                    report.hardlinks += 1;
+                    if !hit {
+                        let mut entry = base_entry(f.path, EntryKind::HardLink, &f.stat);
+                        entry.target = first.clone();
+                        p.links.push((Upsert { entry, stat: trust(fp) }, first.clone()));
+                    }
+                }
+                _ => {
+                    report.files += 1;
+                    report.bytes += fp.size;
+                    if hit {
+                        report.files_unchanged += 1;
+                    } else {
+                        p.jobs.push(read::Job {
+                            local: walk::local_path(node_root, &f.path),
+                            path: f.path,
+                            size: fp.size,
+                        });
+                    }
+                }
+            },
         }
+    }
+    p
+}
+
+/// For each multiply linked regular file: its first name in byte order
+/// among the names the walk found (which come in no particular order).
+fn hard_link_primaries(found: &[walk::Found]) -> HashMap<(u64, u64), Vec<u8>> {
+    let mut first: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    for f in found.iter().filter(|f| f.kind == Kind::File && f.stat.nlink > 1) {
+        first
+            .entry((f.stat.fp.dev, f.stat.fp.ino))
+            .and_modify(|p| {
+                if f.path < *p {
+                    p.clone_from(&f.path);
+                }
+            })
+            .or_insert_with(|| f.path.clone());
     }
     first
 }

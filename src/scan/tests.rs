@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::{ChunkParams, SetRoot};
+use crate::index::Fingerprint;
 
 struct Fixture {
     _tmp: tempfile::TempDir,
@@ -302,4 +303,36 @@ fn many_files_use_all_threads_and_agree_with_a_single_thread() {
     scan_set(&other, &f.set, &f.node_root, &one, &Quiet).unwrap();
     let again: Vec<Entry> = other.entries(&f.set.name).unwrap().map(Result::unwrap).collect();
     assert_eq!(all, again);
+}
+
+#[test]
+fn the_first_name_of_a_hard_link_does_not_depend_on_walk_order() {
+    let stat = |ino, nlink| walk::Stat {
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        nlink,
+        mtime_ns: 0,
+        fp: Fingerprint {
+            dev: 1,
+            ino,
+            size: 1,
+            mtime_ns: 0,
+            ctime_ns: 0,
+        },
+    };
+    let found = |path: &str, ino, nlink| walk::Found {
+        path: path.as_bytes().to_vec(),
+        kind: walk::Kind::File,
+        stat: stat(ino, nlink),
+    };
+    let names = ["a/z", "a-b", "a/b", "b"];
+    for rotation in 0..names.len() {
+        let mut list: Vec<walk::Found> = names.iter().map(|n| found(n, 7, 4)).collect();
+        list.rotate_left(rotation);
+        list.push(found("single", 8, 1));
+        let first = hard_link_primaries(&list);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[&(1, 7)], b"a-b", "rotation {rotation}");
+    }
 }
