@@ -74,10 +74,16 @@ pub enum IndexError {
 }
 
 impl IndexError {
-    /// Whether trying again later can help (another process holds the file,
-    /// or an I/O error that may be transient such as a full disk).
+    /// Whether trying again later can help: another process holds the file,
+    /// or an I/O error that may be transient (a full disk). Corruption, a
+    /// wrong format or an invalid entry will fail the same way again.
     pub fn retryable(&self) -> bool {
-        matches!(self, IndexError::InUse { .. } | IndexError::Storage(_))
+        matches!(
+            self,
+            IndexError::InUse { .. }
+                | IndexError::StateDir { .. }
+                | IndexError::Storage(redb::Error::Io(_) | redb::Error::PreviousIo)
+        )
     }
 }
 

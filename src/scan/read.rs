@@ -41,7 +41,7 @@ pub(super) struct Job {
 
 /// A file read to the end without changing underneath.
 #[derive(Debug)]
-pub(super) struct Read {
+pub(super) struct Hashed {
     pub entry: Entry,
     /// `None` when its ctime is too recent to trust later (see `racy_ns`).
     pub stat: Option<Fingerprint>,
@@ -56,7 +56,7 @@ pub(super) fn read_all(
     pool: &rayon::ThreadPool,
     racy_ns: i64,
     observer: &dyn ScanObserver,
-) -> Result<Vec<Result<Read, Problem>>, ScanError> {
+) -> Result<Vec<Result<Hashed, Problem>>, ScanError> {
     // Validates the parameters once, before any thread starts.
     Chunker::new(params)?;
     if jobs.is_empty() {
@@ -90,9 +90,11 @@ pub(super) fn read_all(
 
 fn open(local: &std::path::Path) -> io::Result<File> {
     // O_NOFOLLOW: a file replaced by a symlink since the walk is not followed.
+    // O_NONBLOCK: a file replaced by a FIFO does not block the open (the
+    // fstat that follows refuses it); no effect on regular files.
     // O_NOATIME: reading for a mirror is not an access (allowed for the
     // owner and root; anyone else falls back to a plain open).
-    let base = libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let base = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
     match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(base | libc::O_NOATIME)
@@ -114,7 +116,7 @@ fn describe(e: &io::Error) -> String {
 }
 
 /// Reads one file, retrying while it changes underneath.
-fn read_one(job: &Job, chunker: &mut Chunker, racy_ns: i64, observer: &dyn ScanObserver) -> Result<Read, String> {
+fn read_one(job: &Job, chunker: &mut Chunker, racy_ns: i64, observer: &dyn ScanObserver) -> Result<Hashed, String> {
     for attempt in 1..=READ_ATTEMPTS {
         if attempt > 1 {
             // A writer is busy with this file; give it a moment.
@@ -142,7 +144,7 @@ fn read_one(job: &Job, chunker: &mut Chunker, racy_ns: i64, observer: &dyn ScanO
         let chunks = chunked.chunks.len() as u64;
         entry.chunks = chunked.chunks;
         let stat = (!is_racy(&fp1, started, racy_ns)).then_some(fp1);
-        return Ok(Read { entry, stat, chunks });
+        return Ok(Hashed { entry, stat, chunks });
     }
     Err(format!(
         "changed while being read ({READ_ATTEMPTS} attempts); not recorded, will be read again next scan"

@@ -336,3 +336,21 @@ fn the_first_name_of_a_hard_link_does_not_depend_on_walk_order() {
         assert_eq!(first[&(1, 7)], b"a-b", "rotation {rotation}");
     }
 }
+
+#[test]
+fn a_file_replaced_by_a_fifo_before_reading_is_refused_without_blocking() {
+    let f = Fixture::new();
+    let fifo = f.p("data/was-a-file");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let job = read::Job {
+        path: b"data/was-a-file".to_vec(),
+        local: fifo,
+        size: 10,
+    };
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let out = read::read_all(vec![job], f.set.chunk, &pool, 0, &Quiet).unwrap();
+    let err = out.into_iter().next().unwrap().unwrap_err();
+    assert_eq!(err.reason, "no longer a regular file");
+}
