@@ -9,8 +9,11 @@
 
 pub mod apply;
 pub mod arbiter;
+pub mod chunk;
 pub mod cli;
 pub mod config;
 pub mod failover;
 pub mod hooks;
+pub mod index;
 pub mod plan;
+pub mod scan;

@@ -5,6 +5,7 @@
 
 mod check;
 mod links;
+mod scan;
 
 use std::path::PathBuf;
 
@@ -61,6 +62,12 @@ pub enum Command {
     /// once) and nothing is written. Do not run it while the daemon runs on
     /// this node (the heartbeat port is taken anyway).
     Links(links::LinksArgs),
+    /// Scan one mirror set on this node and update the index.
+    /// Walks the set's roots under this node's `root`, reads only files whose
+    /// (device, inode, size, mtime, ctime) changed, and commits the changes as
+    /// a new generation in `<state>/index.redb`. Exit 0 ok, 1 partial (failed
+    /// paths are named on stderr), 2 failed.
+    Scan(scan::ScanArgs),
 }
 
 impl Global {
@@ -99,6 +106,7 @@ pub fn run(cli: Cli) -> i32 {
     let result = match &cli.command {
         Command::Check(a) => check::run(&cli.global, a),
         Command::Links(a) => links::run(&cli.global, a),
+        Command::Scan(a) => scan::run(&cli.global, a),
     };
     match result {
         Ok(code) => code,
