@@ -398,7 +398,7 @@ impl Shared {
         match e {
             quinn::ConnectionError::ConnectionClosed(c) if is_crypto_code(u64::from(c.error_code)) => {
                 let alert = u64::from(c.error_code) - 0x100;
-                let reason = String::from_utf8_lossy(&c.reason).into_owned();
+                let reason = tls::refusal_reason(&String::from_utf8_lossy(&c.reason)).to_string();
                 if is_certificate_alert(alert) {
                     TransportError::RefusedByPeer {
                         peer,

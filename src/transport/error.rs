@@ -25,7 +25,7 @@ pub enum TransportError {
     PeerKeyRejected(PinError),
     /// The peer refused this node's key (it pins another fingerprint, or
     /// none); `reason` is what the peer said, when it said anything.
-    #[error("peer {peer} refused this node's key {ours}: {reason}")]
+    #[error("peer {peer} refused this node's key {ours}; {peer} says: {reason}")]
     RefusedByPeer {
         peer: String,
         ours: Fingerprint,

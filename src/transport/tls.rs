@@ -71,6 +71,36 @@ pub enum PinError {
     BadCertificate { peer: String, reason: String },
 }
 
+/// A [`PinError`] whose `Debug` is its message. rustls formats a custom
+/// certificate error with `Debug`, and quinn sends that text as the reason
+/// of its CONNECTION_CLOSE: this is how the refused side learns both
+/// fingerprints ([`refusal_reason`] extracts the message again).
+struct Refusal(PinError);
+
+impl std::fmt::Debug for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+/// The refusal message inside the close reason a peer's verifier produced
+/// (`invalid peer certificate: Other(OtherError(<message>))`), or the whole
+/// reason when it has another form.
+pub fn refusal_reason(reason: &str) -> &str {
+    reason
+        .split_once("OtherError(")
+        .and_then(|(_, rest)| rest.strip_suffix("))"))
+        .unwrap_or(reason)
+}
+
 /// The verifier for one handshake with the peer: accepts exactly the
 /// certificate whose key has the pinned fingerprint. Used on both sides
 /// (server verifying the client, client verifying the server).
@@ -128,7 +158,7 @@ impl PinnedPeer {
             *slot = Some(refusal.clone());
         }
         Err(rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(
-            Arc::new(refusal),
+            Arc::new(Refusal(refusal)),
         ))))
     }
 
@@ -325,6 +355,17 @@ mod tests {
         let junk = CertificateDer::from(vec![0x30, 0x03, 0x01, 0x01]);
         assert!(ClientCertVerifier::verify_client_cert(&pin, &junk, &[], UnixTime::now()).is_err());
         assert!(matches!(pin.take_refusal(), Some(PinError::BadCertificate { .. })));
+    }
+
+    #[test]
+    fn the_refusal_message_survives_the_trip_through_rustls_and_back() {
+        let id = Identity::generate("serv2").unwrap();
+        let pin = PinnedPeer::new("serv2", "serv2.conf", None);
+        let err = ClientCertVerifier::verify_client_cert(&pin, id.cert(), &[], UnixTime::now()).unwrap_err();
+        let want = pin.take_refusal().unwrap().to_string();
+        // What quinn puts in CONNECTION_CLOSE is the rustls error's Display.
+        assert_eq!(refusal_reason(&err.to_string()), want);
+        assert_eq!(refusal_reason("no_application_protocol"), "no_application_protocol");
     }
 
     #[test]
