@@ -124,7 +124,7 @@ impl Endpoint {
         for &addr in binds {
             let bound = udp_socket(addr, ep.shared.tuning.socket_buffer).and_then(|sock| {
                 quinn::Endpoint::new(
-                    quinn::EndpointConfig::default(),
+                    ep.shared.tuning.endpoint_config(),
                     Some(default_server.clone()),
                     sock,
                     Arc::new(quinn::TokioRuntime),
@@ -271,7 +271,7 @@ impl Endpoint {
         let sock = udp_socket(bind, self.shared.tuning.socket_buffer)
             .map_err(|source| TransportError::Bind { addr: bind, source })?;
         let q = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
+            self.shared.tuning.endpoint_config(),
             None,
             sock,
             Arc::new(quinn::TokioRuntime),

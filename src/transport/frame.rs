@@ -7,6 +7,7 @@
 //! The length is checked before any of the body is read or allocated, so
 //! a hostile length costs the reader nothing.
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::error::TransportError;
@@ -54,8 +55,15 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: u32) -> Result<Opt
         return Err(TransportError::FrameTooLarge { len: len.into(), max });
     }
     let ty = r.read_u8().await?;
-    let mut payload = vec![0u8; len as usize - 1];
-    r.read_exact(&mut payload).await?;
+    // Read into spare capacity: no zero-filling of up to 16 MiB first.
+    let n = len as usize - 1;
+    let mut payload = Vec::with_capacity(n);
+    let mut body = (&mut *r).take(n as u64);
+    while payload.len() < n {
+        if body.read_buf(&mut payload).await? == 0 {
+            return Err(TransportError::Truncated);
+        }
+    }
     Ok(Some((ty, payload)))
 }
 
@@ -74,6 +82,23 @@ impl FrameSender {
     /// control may make this wait for the peer to read).
     pub async fn send(&mut self, ty: u8, payload: &[u8]) -> Result<(), TransportError> {
         write_frame(&mut self.stream, ty, payload).await
+    }
+
+    /// [`FrameSender::send`] without copying the payload: quinn keeps the
+    /// buffer itself until the peer has acknowledged it. For bulk chunks
+    /// (`Vec<u8>` converts for free).
+    pub async fn send_bytes(&mut self, ty: u8, payload: impl Into<Bytes>) -> Result<(), TransportError> {
+        let payload = payload.into();
+        let len = payload.len() as u64 + 1;
+        if len > u64::from(MAX_FRAME) {
+            return Err(TransportError::FrameTooLarge { len, max: MAX_FRAME });
+        }
+        let mut head = [0u8; 5];
+        head[..4].copy_from_slice(&(len as u32).to_be_bytes());
+        head[4] = ty;
+        let mut chunks = [Bytes::copy_from_slice(&head), payload];
+        self.stream.write_all_chunks(&mut chunks).await?;
+        Ok(())
     }
 
     /// Ends the stream after the frames already sent; the peer's
