@@ -2,7 +2,10 @@
 //! pinned keys talk over a control stream and many parallel uni streams; a
 //! wrong or missing pin is refused on both sides with a message naming both
 //! fingerprints; an oversize frame is refused before its body is read; an
-//! unreachable crossover address falls back to the LAN address.
+//! unreachable crossover address falls back to the LAN address; endpoints
+//! built from a real cluster.d pin each other from the peer's NODE.conf.
+
+mod common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -302,4 +305,84 @@ async fn a_closed_connection_reports_the_peers_reason() {
         c.open_uni().await,
         Err(TransportError::PeerClosed { code: 9, .. })
     ));
+}
+
+/// A UDP port free at the time of asking.
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind(LOCALHOST)
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_from_cluster_config_pin_each_other_from_the_peers_node_conf() {
+    let c = common::TempConfig::example();
+    for (node, id) in [("serv1", identity("serv1")), ("serv2", identity("serv2"))] {
+        let key = c.path(&format!("keys/{node}.pem"));
+        id.save(&key, false).unwrap();
+        c.set(&format!("{node}.conf"), "address", "address = 127.0.0.1");
+        c.set(&format!("{node}.conf"), "port", &format!("port = {}", free_port()));
+        c.set(
+            &format!("{node}.conf"),
+            "fingerprint",
+            &format!("fingerprint = {}", id.fingerprint()),
+        );
+        c.append(
+            &format!("{node}.conf"),
+            &format!("key = keys/{node}.pem\nheartbeat_port = {}\n", free_port()),
+        );
+    }
+    let cluster = hamirror::config::Cluster::load(&c.dir()).unwrap();
+    let (serv1, serv2) = (cluster.node("serv1").unwrap(), cluster.node("serv2").unwrap());
+
+    // serv2's LAN address (192.168.1.12) is not on this machine: it is
+    // skipped with a warning, the crossover address is enough.
+    let server = Endpoint::server(serv2, serv1).unwrap();
+    assert_eq!(
+        server.local_addrs(),
+        vec![SocketAddr::new(serv2.conf.address, serv2.conf.port)]
+    );
+    let client = Endpoint::client(serv1, serv2).unwrap();
+    assert_eq!(client.peer().conf, "serv2.conf");
+    assert_eq!(client.peer().addrs.len(), 2, "crossover, then LAN");
+    let (to2, from1) = tokio::join!(client.connect(), server.accept());
+    assert_eq!(to2.unwrap().peer().name, "serv2");
+    assert_eq!(from1.unwrap().unwrap().peer().fingerprint, fp("serv1"));
+
+    // serv1 regenerates its key but its NODE.conf still has the old one:
+    // serv2 refuses it, naming serv1.conf and both fingerprints.
+    Identity::generate("serv1")
+        .unwrap()
+        .save(&serv1.conf.key, true)
+        .unwrap();
+    let client = Endpoint::client(serv1, serv2).unwrap();
+    let (to2, from1) = tokio::join!(client.connect(), server.accept());
+    let refused = from1.unwrap().unwrap_err().to_string();
+    assert!(
+        refused.contains(&format!("serv1.conf pins {}", fp("serv1"))),
+        "{refused}"
+    );
+    assert!(refused.contains("if serv1's key was regenerated"), "{refused}");
+    assert!(matches!(to2, Err(TransportError::RefusedByPeer { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_listens_on_every_link_address() {
+    let server = Endpoint::listen(
+        identity("serv2"),
+        spec("serv1", Some(fp("serv1")), vec![]),
+        &["127.0.0.1:0".parse().unwrap(), "127.0.0.2:0".parse().unwrap()],
+        quick(),
+    )
+    .unwrap();
+    let addrs = server.local_addrs();
+    assert_eq!(addrs.len(), 2);
+    let client = Endpoint::connector(identity("serv1"), spec("serv2", Some(fp("serv2")), vec![]), quick()).unwrap();
+    for addr in addrs {
+        let (c, s) = tokio::join!(client.connect_to(addr), server.accept());
+        assert_eq!(c.unwrap().peer().addr, addr);
+        assert!(s.unwrap().is_ok());
+    }
 }
