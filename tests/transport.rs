@@ -83,6 +83,16 @@ async fn pinned_peers_talk_over_a_control_stream_and_many_parallel_uni_streams()
     assert_eq!(srx.recv().await.unwrap(), Some((1, b"hello from serv1".to_vec())));
     stx.send(2, b"hello from serv2").await.unwrap();
     assert_eq!(rx.recv().await.unwrap(), Some((2, b"hello from serv2".to_vec())));
+    // A frame built by the caller (header, then data), handed over without a copy.
+    let data = bytes::Bytes::from_static(b"chunk data");
+    let head = bytes::Bytes::from(vec![0, 0, 0, 1 + 4 + 10, 0x30, 1, 2, 3, 4]);
+    tx.send_prebuilt([head, data]).await.unwrap();
+    tx.send_bytes(4, b"owned".to_vec()).await.unwrap();
+    assert_eq!(
+        srx.recv().await.unwrap(),
+        Some((0x30, b"\x01\x02\x03\x04chunk data".to_vec()))
+    );
+    assert_eq!(srx.recv().await.unwrap(), Some((4, b"owned".to_vec())));
     let big: Vec<u8> = (0..MAX_FRAME as usize - 1).map(|i| (i % 251) as u8).collect();
     let send_big = async {
         tx.send(3, &big).await.unwrap();

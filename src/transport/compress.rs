@@ -56,8 +56,9 @@ thread_local! {
 /// send; `Encoding::Raw` means send `raw` itself (returned as `None` to
 /// avoid a copy).
 pub fn compress_chunk(raw: &[u8]) -> (Encoding, Option<Vec<u8>>) {
-    // Worth it only if the result can be at least MIN_SAVING_PERCENT smaller.
-    let limit = raw.len() - raw.len() * MIN_SAVING_PERCENT / 100;
+    // Worth it only if the result is at least MIN_SAVING_PERCENT smaller,
+    // and always strictly shorter (the wire protocol relies on it).
+    let limit = (raw.len() - raw.len() * MIN_SAVING_PERCENT / 100).min(raw.len().saturating_sub(1));
     if limit < 16 {
         return (Encoding::Raw, None);
     }
@@ -92,9 +93,9 @@ pub fn decompress_chunk(encoding: Encoding, data: &[u8], declared: usize) -> Res
         }),
         Encoding::Zstd => {
             let corrupt = |reason: String| CompressError::Corrupt { declared, reason };
-            // Capacity declared + 1: a stream that decodes to more than
-            // `declared` bytes is caught as too long, not silently cut.
-            let mut out = Vec::with_capacity(declared + 1);
+            // zstd writes only into this capacity and fails with "destination
+            // buffer too small" rather than grow it: more output is an error.
+            let mut out = Vec::with_capacity(declared);
             DECOMPRESSOR.with(|d| {
                 let mut d = d.borrow_mut();
                 if d.is_none() {

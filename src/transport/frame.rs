@@ -101,6 +101,15 @@ impl FrameSender {
         Ok(())
     }
 
+    /// Writes bytes that already form whole frames, without copying them:
+    /// e.g. the wire crate's `ChunkView::frame_head()` followed by the chunk
+    /// data. The caller answers for the framing.
+    pub async fn send_prebuilt(&mut self, parts: impl IntoIterator<Item = Bytes>) -> Result<(), TransportError> {
+        let mut parts: Vec<Bytes> = parts.into_iter().collect();
+        self.stream.write_all_chunks(&mut parts).await?;
+        Ok(())
+    }
+
     /// Ends the stream after the frames already sent; the peer's
     /// [`FrameReceiver::recv`] then returns `Ok(None)`. Keep the connection
     /// open until the peer has read them (see [`FrameSender::finished`]).
