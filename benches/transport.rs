@@ -295,4 +295,8 @@ fn main() {
         let qn = median(qn);
         println!("median: quic x{} {qn:.0} MB/s, ratio quic/tcp {:.2}", o.streams, qn / t);
     }
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct we own.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    println!("peak RSS of the process (both ends): {} MiB", ru.ru_maxrss / 1024);
 }

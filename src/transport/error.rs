@@ -35,7 +35,7 @@ pub enum TransportError {
     #[error("TLS handshake with {peer} failed: {reason}")]
     Handshake { peer: String, reason: String },
     /// No address of the peer answered.
-    #[error("cannot reach {peer}: {}", attempts.iter().map(|(a, e)| format!("{a}: {e}")).collect::<Vec<_>>().join("; "))]
+    #[error("cannot reach {peer}: {}", describe_attempts(attempts))]
     Unreachable {
         peer: String,
         attempts: Vec<(SocketAddr, String)>,
@@ -77,6 +77,14 @@ impl TransportError {
             Truncated | Io(_) => true,
         }
     }
+}
+
+fn describe_attempts(attempts: &[(SocketAddr, String)]) -> String {
+    if attempts.is_empty() {
+        return "no address configured".into();
+    }
+    let each: Vec<String> = attempts.iter().map(|(a, e)| format!("{a}: {e}")).collect();
+    each.join("; ")
 }
 
 /// QUIC transport error codes 0x100..=0x1ff carry a TLS alert (RFC 9001 §4.8).
