@@ -9,6 +9,8 @@
 //! A refused key is reported on both sides with both fingerprints: the
 //! refusing side from its verifier, the refused side from the reason in
 //! the peer's CONNECTION_CLOSE (a TLS alert alone carries only a code).
+//! Both `accept` and `connect` log a refusal at error level (the daemon's
+//! log is where an operator looks) and return it as a typed error.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -219,6 +221,14 @@ impl Endpoint {
     /// Connects to the peer at one address. Returns once the peer has
     /// confirmed the handshake, i.e. accepted this node's key too.
     pub async fn connect_to(&self, addr: SocketAddr) -> Result<Connection, TransportError> {
+        let result = self.try_connect(addr).await;
+        if let Err(e @ (TransportError::PeerKeyRejected(_) | TransportError::RefusedByPeer { .. })) = &result {
+            tracing::error!("refused connection to {addr}: {e}");
+        }
+        result
+    }
+
+    async fn try_connect(&self, addr: SocketAddr) -> Result<Connection, TransportError> {
         let shared = &self.shared;
         let unreachable = |why: String| TransportError::Unreachable {
             peer: shared.peer.name.clone(),
