@@ -7,6 +7,11 @@
 //! [`config`] reads the classic `cluster.d` layout for both. The binary
 //! (`src/main.rs`, `src/cli/`) is the only place that uses `anyhow`.
 
+pub mod apply;
+pub mod arbiter;
 pub mod cli;
 pub mod config;
+pub mod failover;
+pub mod hooks;
+pub mod plan;
 pub mod transport;

@@ -134,15 +134,15 @@ fn reachlist_must_exist_and_parse() {
 fn timers_must_agree_between_nodes_and_keep_their_arithmetic() {
     rejects(
         |c| c.set("serv2.conf", "deadtime", "deadtime = 2s"),
-        &["serv2.conf:9: `deadtime` is 600ms on serv1 but 2s on serv2"],
+        &["serv2.conf:9: `deadtime` is 400ms on serv1 but 2s on serv2"],
     );
     rejects(
         |c| {
             for n in ["serv1.conf", "serv2.conf"] {
-                c.set(n, "deadtime", "deadtime = 200ms");
+                c.set(n, "deadtime", "deadtime = 100ms");
             }
         },
-        &["serv1.conf:9: `deadtime` (200ms) must be more than twice `keepalive` (100ms)"],
+        &["serv1.conf:9: `deadtime` (100ms) must be more than twice `keepalive` (50ms)"],
     );
 }
 

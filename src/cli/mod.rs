@@ -5,6 +5,7 @@
 
 mod check;
 mod init;
+mod links;
 
 use std::path::PathBuf;
 
@@ -60,6 +61,13 @@ pub enum Command {
     /// `fingerprint = ...` line to put in that NODE.conf: the peer pins this node's
     /// key from it. Refuses to replace an existing key unless --force.
     Init(init::InitArgs),
+    /// Run this node's heartbeats, prober and arbiter in the foreground and
+    /// print link, peer and reach events and the arbiter's decisions.
+    ///
+    /// Diagnostic: hooks are not run (each start/stop is reported done at
+    /// once) and nothing is written. Do not run it while the daemon runs on
+    /// this node (the heartbeat port is taken anyway).
+    Links(links::LinksArgs),
 }
 
 impl Global {
@@ -98,6 +106,7 @@ pub fn run(cli: Cli) -> i32 {
     let result = match &cli.command {
         Command::Check(a) => check::run(&cli.global, a),
         Command::Init(a) => init::run(&cli.global, a),
+        Command::Links(a) => links::run(&cli.global, a),
     };
     match result {
         Ok(code) => code,

@@ -34,14 +34,51 @@ pub struct Timers {
 }
 
 impl Default for Timers {
+    /// 50 ms heartbeats; a peer is dead after 400 ms of silence on every
+    /// link (8 heartbeats lost on each). Worst-case client-visible outage
+    /// after a node dies: 400 ms (+ 200 ms takeover delay when the survivor
+    /// is not the preferred node) + the start hooks. Arithmetic in
+    /// `docs/FAILOVER.md`.
     fn default() -> Self {
         Timers {
-            keepalive: Duration::from_millis(100),
-            warntime: Duration::from_millis(300),
-            deadtime: Duration::from_millis(600),
+            keepalive: Duration::from_millis(50),
+            warntime: Duration::from_millis(150),
+            deadtime: Duration::from_millis(400),
             initdead: Duration::from_secs(10),
-            takeover_delay: Duration::from_millis(1000),
+            takeover_delay: Duration::from_millis(200),
         }
+    }
+}
+
+impl Timers {
+    /// Consecutive failed probes before a reachlist host counts as
+    /// unreachable (and successes before it counts as reachable again).
+    pub const PROBE_FALL: u32 = 3;
+    pub const PROBE_RISE: u32 = 3;
+
+    /// The prober sends one round of probes every keepalive; each probe
+    /// waits one keepalive for its answer.
+    pub fn probe_interval(&self) -> Duration {
+        self.keepalive
+    }
+
+    /// Worst case from a cut of the LAN to the reach score showing it: the
+    /// last good round just before the cut, then `PROBE_FALL` failed rounds
+    /// each reported one interval after it was sent.
+    pub fn probe_latency(&self) -> Duration {
+        self.keepalive * (Self::PROBE_FALL + 1)
+    }
+
+    /// Time an isolated node has to finish its stop hooks before a
+    /// preferred survivor starts the same group (add `takeover_delay` when
+    /// the survivor is not preferred): the survivor acts at the earliest
+    /// `deadtime - keepalive` after the cut; the isolated node starts
+    /// releasing at the latest `max(warntime, probe_latency)` after it.
+    /// Zero when the timers leave no time at all.
+    pub fn release_budget(&self) -> Duration {
+        self.deadtime
+            .saturating_sub(self.keepalive)
+            .saturating_sub(self.warntime.max(self.probe_latency()))
     }
 }
 

@@ -486,6 +486,19 @@ fn check_cluster(
             ));
         }
     }
+    if let [a, b] = nodes
+        && a.conf.preferred.is_none()
+        && b.conf.preferred.is_none()
+    {
+        warnings.push(ConfigError::file(
+            &a.conf_file,
+            format!(
+                "no `preferred` node: when the nodes lose contact with equal reach scores both wait `takeover_delay` \
+                 before taking over; set `preferred = {}` (or {}) in both files so one acts first (docs/FAILOVER.md)",
+                a.name, b.name
+            ),
+        ));
+    }
     if let [a, b] = nodes {
         for key in CLUSTER_WIDE {
             let (va, vb) = (cluster_value(&a.conf, key), cluster_value(&b.conf, key));
@@ -556,6 +569,31 @@ fn check_timers(n: &Node, errors: &mut Vec<ConfigError>) {
                 human_duration(t.warntime),
                 human_duration(t.keepalive),
                 human_duration(t.deadtime)
+            ),
+        );
+    }
+    if t.deadtime > t.keepalive * 2 && t.release_budget() < t.keepalive {
+        // The never-both-hold rule without contact: an isolated node must be
+        // able to stop its groups before the survivor starts them.
+        let need = t.keepalive * 2 + t.warntime.max(t.probe_latency());
+        bad(
+            "deadtime",
+            format!(
+                "`deadtime` ({}) leaves an isolated node no time to stop its groups before the peer takes them over: \
+                 it must be at least 2 × keepalive + max(warntime, {} × keepalive) = {} (see docs/FAILOVER.md, release budget)",
+                human_duration(t.deadtime),
+                super::Timers::PROBE_FALL + 1,
+                human_duration(need)
+            ),
+        );
+    }
+    if t.takeover_delay < t.keepalive * 2 {
+        bad(
+            "takeover_delay",
+            format!(
+                "`takeover_delay` ({}) must be at least twice `keepalive` ({}), so a link that heals meanwhile delivers a heartbeat before the non-preferred node acts",
+                human_duration(t.takeover_delay),
+                human_duration(t.keepalive)
             ),
         );
     }
@@ -633,5 +671,89 @@ fn check_endpoints(nodes: &[Node], errors: &mut Vec<ConfigError>) {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod timer_tests {
+    use super::*;
+
+    fn node(timers: &str) -> Node {
+        let file = Path::new("/c/serv1.conf");
+        let text = format!("address = 10.0.0.1\n{timers}");
+        let conf = conf::parse(file, &text, "serv1", Path::new("/c")).expect("parses");
+        Node {
+            name: "serv1".into(),
+            conf_file: file.to_path_buf(),
+            conf,
+            group: Group {
+                name: "serv1".into(),
+                owner: "serv1".into(),
+                sets: vec![],
+                start: vec![],
+                stop: vec![],
+                notify: vec![],
+            },
+        }
+    }
+
+    fn errors(timers: &str) -> Vec<String> {
+        let mut errors = Vec::new();
+        check_timers(&node(timers), &mut errors);
+        errors.into_iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn the_defaults_and_the_examples_pass() {
+        assert!(errors("").is_empty(), "{:?}", errors(""));
+        let fast = "keepalive = 20ms\nwarntime = 60ms\ndeadtime = 160ms\ntakeover_delay = 40ms\ninitdead = 5s\n";
+        assert!(errors(fast).is_empty(), "{:?}", errors(fast));
+        let classic = "keepalive = 1\nwarntime = 5\ndeadtime = 10\ntakeover_delay = 2\ninitdead = 60\n";
+        assert!(errors(classic).is_empty(), "{:?}", errors(classic));
+    }
+
+    #[test]
+    fn deadtime_of_two_keepalives_or_less_is_rejected() {
+        let e = errors("keepalive = 100ms\nwarntime = 150ms\ndeadtime = 200ms\n");
+        assert!(e[0].contains("more than twice `keepalive`"), "{e:?}");
+        assert!(e[0].starts_with("/c/serv1.conf:4: "), "{e:?}");
+    }
+
+    #[test]
+    fn deadtime_without_a_release_budget_is_rejected() {
+        // 50 ms keepalive: the prober needs 200 ms to see an isolated LAN,
+        // so deadtime must be at least 100 + 200 = 300 ms.
+        let e = errors("keepalive = 50ms\nwarntime = 100ms\ndeadtime = 250ms\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("no time to stop its groups") && e[0].contains("= 300ms"),
+            "{e:?}"
+        );
+        assert!(errors("keepalive = 50ms\nwarntime = 100ms\ndeadtime = 300ms\n").is_empty());
+        // A late warntime also eats the budget: 2 × 50 + 280 = 380 ms.
+        let e = errors("keepalive = 50ms\nwarntime = 280ms\ndeadtime = 350ms\n");
+        assert!(e.iter().any(|m| m.contains("= 380ms")), "{e:?}");
+    }
+
+    #[test]
+    fn short_takeover_delay_and_misordered_timers_are_rejected() {
+        let e = errors("takeover_delay = 50ms\n");
+        assert!(
+            e.iter()
+                .any(|m| m.contains("`takeover_delay` (50ms) must be at least twice")),
+            "{e:?}"
+        );
+        let e = errors("warntime = 400ms\n");
+        assert!(
+            e.iter().any(|m| m.contains("`warntime` (400ms) must lie between")),
+            "{e:?}"
+        );
+        let e = errors("initdead = 300ms\n");
+        assert!(
+            e.iter().any(|m| m.contains("`initdead` (300ms) must be at least")),
+            "{e:?}"
+        );
+        let e = errors("keepalive = 0\n");
+        assert_eq!(e.len(), 1, "{e:?}");
     }
 }

@@ -13,8 +13,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::error::TransportError;
 
 /// The largest frame length L accepted: a maximal 16 MiB chunk plus room for
-/// its header. The same value as `hamirror_wire::MAX_FRAME`.
-pub const MAX_FRAME: u32 = (16 << 20) + (64 << 10);
+/// its header. The wire crate owns the value.
+pub use hamirror_wire::MAX_FRAME;
 
 /// Writes one frame. Refuses (before writing anything) a payload the peer
 /// would refuse.

@@ -21,10 +21,10 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherEr
 
 use super::identity::{Fingerprint, Identity};
 
-/// The application protocol both sides must announce (ALPN). A peer that
-/// speaks another protocol, or another major version of this one, fails the
-/// handshake instead of misreading frames.
-pub const ALPN: &[u8] = b"hamirror/1";
+/// The application protocol both sides must announce (ALPN), owned by the
+/// wire crate. A peer that speaks another protocol, or another major
+/// version of this one, fails the handshake instead of misreading frames.
+pub use hamirror_wire::ALPN;
 
 /// The name the client asks for (SNI). Meaningless with pinned keys, but
 /// TLS needs one; fixed so that node names need not be DNS names.

@@ -18,6 +18,10 @@ pub enum DecodeError {
     BadVarint,
     #[error("{0} trailing bytes after the message")]
     Trailing(usize),
+    #[error("unknown message type 0x{0:02x}")]
+    UnknownType(u8),
+    #[error("message out of sequence: {0}")]
+    OutOfSequence(&'static str),
 }
 
 /// Appends encoded values to a byte vector.
@@ -59,6 +63,14 @@ impl Writer {
     /// Length-prefixed UTF-8 string.
     pub fn str(&mut self, s: &str) -> &mut Self {
         self.bytes(s.as_bytes())
+    }
+    /// One byte, 0 or 1.
+    pub fn bool(&mut self, v: bool) -> &mut Self {
+        self.u8(u8::from(v))
+    }
+    /// 16 bytes, big endian (index ids are random, so a varint would not help).
+    pub fn u128(&mut self, v: u128) -> &mut Self {
+        self.raw(&v.to_be_bytes())
     }
     /// Fixed-size bytes, no prefix.
     pub fn raw(&mut self, b: &[u8]) -> &mut Self {
@@ -116,6 +128,20 @@ impl<'a> Reader<'a> {
     }
     pub fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
         Ok(self.bounded(what, u64::from(u32::MAX))? as u32)
+    }
+    /// One byte that must be 0 or 1.
+    pub fn bool(&mut self, what: &'static str) -> Result<bool, DecodeError> {
+        match self.u8(what)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            v => Err(DecodeError::Invalid { what, value: v.into() }),
+        }
+    }
+    /// 16 bytes, big endian.
+    pub fn u128(&mut self, what: &'static str) -> Result<u128, DecodeError> {
+        let mut b = [0u8; 16];
+        b.copy_from_slice(self.raw(16, what)?);
+        Ok(u128::from_be_bytes(b))
     }
     pub fn ivarint(&mut self, what: &'static str) -> Result<i64, DecodeError> {
         let v = self.varint(what)?;
@@ -177,6 +203,25 @@ mod tests {
         let mut w = Writer::new();
         w.varint(0).varint(127).varint(128).varint(300).ivarint(-1).ivarint(1);
         assert_eq!(w.buf, [0x00, 0x7f, 0x80, 0x01, 0xac, 0x02, 0x01, 0x02]);
+    }
+
+    #[test]
+    fn bool_and_u128_frozen_bytes() {
+        let mut w = Writer::new();
+        w.bool(true).bool(false).u128(0x0102);
+        let mut want = vec![1, 0];
+        want.extend_from_slice(&[0; 14]);
+        want.extend_from_slice(&[1, 2]);
+        assert_eq!(w.buf, want);
+        let mut r = Reader::new(&w.buf);
+        assert_eq!(
+            (r.bool("a"), r.bool("b"), r.u128("c")),
+            (Ok(true), Ok(false), Ok(0x0102))
+        );
+        assert!(matches!(
+            Reader::new(&[2]).bool("flag"),
+            Err(DecodeError::Invalid { value: 2, .. })
+        ));
     }
 
     #[test]

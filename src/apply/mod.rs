@@ -1,0 +1,586 @@
+//! Carrying out a receiver's [`Plan`] on the destination tree, so that a file
+//! on the replica is always either its old or its new complete version.
+//!
+//! Three steps, driven by the sync session:
+//! 1. [`Applier::prepare`] creates directories, and for each file to build a
+//!    temporary file in its target directory (a deterministic name, so an
+//!    interrupted run's temp file is found and its verified pieces kept),
+//!    copies the pieces the replica already holds (each verified by BLAKE3),
+//!    and returns the chunk hashes still needed from the sender.
+//! 2. [`Applier::deliver`] writes each received chunk, verified, to every
+//!    place that needs it.
+//! 3. [`Applier::finish`] sets owner, mode and mtime on the temp files, makes
+//!    them durable with one `syncfs`, renames them into place, then creates
+//!    symlinks and hard links, deletes, sets directory metadata last, and
+//!    clears the journal of temp files.
+//!
+//! Disk full and permission errors stop the set: temp files are removed and
+//! nothing has been renamed, so the old replica is intact. Other per-file
+//! errors are recorded and the rest goes on (exit code 1). Depends on the
+//! plan and the filesystem only; no network, no index.
+
+mod dest;
+mod journal;
+pub mod meta;
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use hamirror_wire::{Entry, Hash};
+
+use crate::plan::{FileBuild, Plan};
+
+pub use dest::Dest;
+pub use journal::Journal;
+
+/// Why applying stopped, or why one path failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("refusing path {path:?}: {why}")]
+    UnsafePath { path: String, why: &'static str },
+    #[error(
+        "disk full while writing {path}; nothing was renamed, the old replica is intact — free space and run again"
+    )]
+    DiskFull { path: String },
+    #[error("permission denied on {path}: {source}; nothing was renamed, the old replica is intact")]
+    Permission { path: String, source: io::Error },
+    #[error("chunk {hash} does not match its BLAKE3 hash")]
+    BadChunk { hash: String },
+    #[error("chunk {hash} was not asked for")]
+    Unexpected { hash: String },
+    #[error("{count} needed chunks never arrived")]
+    Missing { count: usize },
+    #[error("{path}: {source}")]
+    Io { path: String, source: io::Error },
+}
+
+impl ApplyError {
+    /// Whether running again later can succeed without a change elsewhere
+    /// (a network hiccup can; a hostile path or a full disk cannot).
+    pub fn retryable(&self) -> bool {
+        matches!(self, ApplyError::Missing { .. } | ApplyError::Io { .. })
+    }
+
+    fn from_io(path: &Path, e: io::Error) -> Self {
+        let path = path.display().to_string();
+        match e.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => ApplyError::DiskFull { path },
+            Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => ApplyError::Permission { path, source: e },
+            _ => ApplyError::Io { path, source: e },
+        }
+    }
+
+    /// Disk-full and permission errors stop the whole set.
+    fn stops_set(&self) -> bool {
+        matches!(
+            self,
+            ApplyError::DiskFull { .. } | ApplyError::Permission { .. } | ApplyError::UnsafePath { .. }
+        )
+    }
+}
+
+/// A path that could not be applied, and why.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub path: Vec<u8>,
+    pub reason: String,
+}
+
+/// What [`Applier::finish`] did.
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    /// Paths created or changed (their new state is what the plan offered).
+    pub applied: Vec<Entry>,
+    pub deleted: Vec<Vec<u8>>,
+    pub failures: Vec<Failure>,
+    /// Bytes written into files from received chunks.
+    pub received_bytes: u64,
+    /// Bytes copied from chunks the replica already held.
+    pub reused_bytes: u64,
+    /// Bytes found already in place in an interrupted run's temp file.
+    pub resumed_bytes: u64,
+}
+
+/// Suffix of hamirror's temporary files; scanners skip such names.
+pub const TEMP_SUFFIX: &[u8] = b".hamirror-tmp";
+
+/// Whether a file name is one of hamirror's temporary files.
+pub fn is_temp_name(name: &[u8]) -> bool {
+    name.starts_with(b".") && name.ends_with(TEMP_SUFFIX)
+}
+
+/// The temp file for building `entry` at `final_path`: hidden, in the same
+/// directory (so the rename is atomic), named after the path and content so
+/// a rerun finds it again.
+fn temp_path(final_path: &Path, tag_source: &[u8], content: &Hash) -> PathBuf {
+    let name = final_path.file_name().map(|n| n.as_bytes()).unwrap_or(b"x");
+    let short = &name[..name.len().min(200)];
+    let mut h = blake3::Hasher::new();
+    h.update(tag_source);
+    h.update(content);
+    let tag = h.finalize();
+    let hex: String = tag.as_bytes()[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let mut file = b".".to_vec();
+    file.extend_from_slice(short);
+    file.push(b'.');
+    file.extend_from_slice(hex.as_bytes());
+    file.extend_from_slice(TEMP_SUFFIX);
+    final_path.with_file_name(std::ffi::OsStr::from_bytes(&file))
+}
+
+struct Building {
+    entry: Entry,
+    final_path: PathBuf,
+    temp: PathBuf,
+    remaining: usize,
+    failed: Option<String>,
+}
+
+/// A small cache of open files: building thousands of files must not open
+/// thousands of descriptors at once, nor reopen a file for every chunk.
+#[derive(Default)]
+struct Fds {
+    open: HashMap<PathBuf, File>,
+}
+
+impl Fds {
+    const MAX: usize = 128;
+
+    fn get(&mut self, path: &Path, write: bool) -> io::Result<&File> {
+        if !self.open.contains_key(path) {
+            if self.open.len() >= Self::MAX {
+                self.open.clear();
+            }
+            let f = if write {
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(path)?
+            } else {
+                OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(path)?
+            };
+            self.open.insert(path.to_path_buf(), f);
+        }
+        Ok(&self.open[path])
+    }
+}
+
+/// Carries out one plan. See the module documentation for the three steps.
+pub struct Applier {
+    dest: Dest,
+    plan: Plan,
+    files: Vec<Building>,
+    waiting: HashMap<Hash, Vec<(usize, u64, u32)>>,
+    need: Vec<Hash>,
+    fds: Fds,
+    journal: Journal,
+    /// Directories touched (temp files, renames), with their mtime before,
+    /// to restore it where the plan does not set it.
+    touched: HashMap<PathBuf, Option<i64>>,
+    report: ApplyReport,
+}
+
+fn mtime_ns(m: &std::fs::Metadata) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    m.mtime() * 1_000_000_000 + m.mtime_nsec()
+}
+
+impl Applier {
+    /// Step 1: directories, temp files, local pieces. Returns the applier;
+    /// [`Applier::need`] lists the chunks to ask the sender for.
+    pub fn prepare(dest: Dest, plan: Plan, mut journal: Journal) -> Result<Applier, ApplyError> {
+        let mut a = Applier {
+            dest,
+            files: Vec::with_capacity(plan.files.len()),
+            waiting: HashMap::new(),
+            need: Vec::new(),
+            fds: Fds::default(),
+            journal: Journal::default(),
+            touched: HashMap::new(),
+            report: ApplyReport::default(),
+            plan: Plan::default(),
+        };
+        let mut plan = plan;
+        let builds = std::mem::take(&mut plan.files);
+        // Resolve every path first: a hostile path refuses the whole offer
+        // before anything is written.
+        let mut targets = Vec::with_capacity(builds.len());
+        for fb in &builds {
+            let final_path = a.dest.resolve(&fb.entry.path)?;
+            let temp = temp_path(&final_path, &fb.entry.path, &fb.entry.file_hash);
+            targets.push((final_path, temp));
+        }
+        for e in plan
+            .dirs
+            .iter()
+            .chain(&plan.symlinks)
+            .chain(&plan.hardlinks)
+            .chain(&plan.retouch)
+        {
+            a.dest.resolve(&e.path)?;
+        }
+        for d in &plan.deletes {
+            a.dest.resolve(d)?;
+        }
+        journal
+            .record(targets.iter().map(|(_, t)| t.as_path()))
+            .map_err(|e| ApplyError::from_io(journal.path(), e))?;
+        a.journal = journal;
+        a.plan = plan;
+        let result = a.prepare_inner(builds, targets);
+        if let Err(e) = result {
+            a.abort();
+            return Err(e);
+        }
+        Ok(a)
+    }
+
+    fn prepare_inner(&mut self, builds: Vec<FileBuild>, targets: Vec<(PathBuf, PathBuf)>) -> Result<(), ApplyError> {
+        let dirs = std::mem::take(&mut self.plan.dirs);
+        for d in &dirs {
+            let p = self.dest.local(&d.path);
+            self.ensure_dir(&p)?;
+        }
+        self.plan.dirs = dirs;
+        for (i, (fb, (final_path, temp))) in builds.into_iter().zip(targets).enumerate() {
+            let mut b = Building {
+                entry: fb.entry,
+                final_path,
+                temp,
+                remaining: 0,
+                failed: None,
+            };
+            match self.prepare_file(i, &mut b, &fb.pieces) {
+                Ok(()) => {}
+                Err(e) if e.stops_set() => return Err(e),
+                Err(e) => b.failed = Some(e.to_string()),
+            }
+            self.files.push(b);
+        }
+        Ok(())
+    }
+
+    fn prepare_file(
+        &mut self,
+        index: usize,
+        b: &mut Building,
+        pieces: &[crate::plan::Piece],
+    ) -> Result<(), ApplyError> {
+        if let Some(parent) = b.final_path.parent() {
+            self.ensure_dir(parent)?;
+        }
+        let f = self
+            .fds
+            .get(&b.temp, true)
+            .map_err(|e| ApplyError::from_io(&b.temp, e))?;
+        let have = f.metadata().map_err(|e| ApplyError::from_io(&b.temp, e))?.len();
+        f.set_len(b.entry.size).map_err(|e| ApplyError::from_io(&b.temp, e))?;
+        let mut buf = Vec::new();
+        for piece in pieces {
+            let len = piece.len as usize;
+            buf.resize(len, 0);
+            // An interrupted run may have left this piece in place already.
+            if piece.offset + u64::from(piece.len) <= have {
+                let f = self
+                    .fds
+                    .get(&b.temp, true)
+                    .map_err(|e| ApplyError::from_io(&b.temp, e))?;
+                if f.read_exact_at(&mut buf, piece.offset).is_ok() && *blake3::hash(&buf).as_bytes() == piece.hash {
+                    self.report.resumed_bytes += u64::from(piece.len);
+                    continue;
+                }
+            }
+            if let Some(loc) = &piece.local
+                && self.copy_local(&loc.path, loc.offset, &mut buf, &piece.hash)
+            {
+                let f = self
+                    .fds
+                    .get(&b.temp, true)
+                    .map_err(|e| ApplyError::from_io(&b.temp, e))?;
+                f.write_all_at(&buf, piece.offset)
+                    .map_err(|e| ApplyError::from_io(&b.temp, e))?;
+                self.report.reused_bytes += u64::from(piece.len);
+                continue;
+            }
+            let slots = self.waiting.entry(piece.hash).or_default();
+            if slots.is_empty() {
+                self.need.push(piece.hash);
+            }
+            slots.push((index, piece.offset, piece.len));
+            b.remaining += 1;
+        }
+        Ok(())
+    }
+
+    /// Reads a piece the replica holds and checks it still has the expected
+    /// content (the replica may have changed since the index saw it).
+    fn copy_local(&mut self, path: &[u8], offset: u64, buf: &mut [u8], hash: &Hash) -> bool {
+        let Ok(src) = self.dest.resolve(path) else { return false };
+        let Ok(f) = self.fds.get(&src, false) else { return false };
+        f.read_exact_at(buf, offset).is_ok() && blake3::hash(buf).as_bytes() == hash
+    }
+
+    fn ensure_dir(&mut self, p: &Path) -> Result<(), ApplyError> {
+        match std::fs::symlink_metadata(p) {
+            Ok(m) if m.is_dir() => return Ok(()),
+            Ok(_) => {
+                self.touch_parent(p);
+                std::fs::remove_file(p).map_err(|e| ApplyError::from_io(p, e))?;
+            }
+            Err(_) => {}
+        }
+        if let Some(parent) = p.parent() {
+            if std::fs::symlink_metadata(parent).is_err() {
+                self.ensure_dir(parent)?;
+            }
+            self.touch_parent(p);
+        }
+        match std::fs::create_dir(p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(ApplyError::from_io(p, e)),
+        }
+    }
+
+    /// Remembers the mtime of `p`'s directory before the first change in it.
+    fn touch_parent(&mut self, p: &Path) {
+        if let Some(parent) = p.parent()
+            && !self.touched.contains_key(parent)
+        {
+            let m = std::fs::symlink_metadata(parent).ok().map(|m| mtime_ns(&m));
+            self.touched.insert(parent.to_path_buf(), m);
+        }
+    }
+
+    /// The chunk hashes to ask the sender for, each once, in first-use order.
+    pub fn need(&self) -> &[Hash] {
+        &self.need
+    }
+
+    /// Bytes of the needed chunks.
+    pub fn need_bytes(&self) -> u64 {
+        self.waiting
+            .values()
+            .filter_map(|v| v.first())
+            .map(|&(_, _, len)| u64::from(len))
+            .sum()
+    }
+
+    /// Step 2: writes a received chunk wherever it is needed.
+    pub fn deliver(&mut self, hash: &Hash, data: &[u8]) -> Result<(), ApplyError> {
+        let hex = || hash.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>();
+        if blake3::hash(data).as_bytes() != hash {
+            return Err(ApplyError::BadChunk { hash: hex() });
+        }
+        let slots = self
+            .waiting
+            .remove(hash)
+            .ok_or_else(|| ApplyError::Unexpected { hash: hex() })?;
+        for (i, offset, len) in slots {
+            if data.len() != len as usize {
+                return Err(ApplyError::BadChunk { hash: hex() });
+            }
+            let b = &mut self.files[i];
+            if b.failed.is_some() {
+                continue;
+            }
+            b.remaining -= 1;
+            let temp = b.temp.clone();
+            let res = self.fds.get(&temp, true).and_then(|f| f.write_all_at(data, offset));
+            if let Err(e) = res {
+                let e = ApplyError::from_io(&temp, e);
+                if e.stops_set() {
+                    self.abort();
+                    return Err(e);
+                }
+                self.files[i].failed = Some(e.to_string());
+            }
+            self.report.received_bytes += u64::from(len);
+        }
+        Ok(())
+    }
+
+    /// Removes this run's temp files after a disk-full or permission error
+    /// (they only take space); nothing was renamed. A run that is merely
+    /// interrupted keeps them so the next run resumes.
+    pub fn abort(&mut self) {
+        self.fds.open.clear();
+        for b in &self.files {
+            let _ = std::fs::remove_file(&b.temp);
+        }
+        let _ = self.journal.clear();
+    }
+
+    /// Step 3: metadata, durability, renames, links, deletions, directories.
+    pub fn finish(mut self) -> Result<ApplyReport, ApplyError> {
+        if !self.waiting.is_empty() {
+            // Temp files stay: the next run resumes from what arrived.
+            return Err(ApplyError::Missing {
+                count: self.waiting.len(),
+            });
+        }
+        self.fds.open.clear();
+        let files = std::mem::take(&mut self.files);
+        for b in &files {
+            if b.failed.is_none()
+                && let Err(e) = File::options()
+                    .write(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&b.temp)
+                    .and_then(|f| meta::set_on_file(&f, &b.entry))
+            {
+                self.fail(&b.entry.path, ApplyError::from_io(&b.temp, e));
+            }
+        }
+        let base = self.dest.root_paths().map(|(p, _)| p).find(|p| p.exists());
+        if let Some(base) = &base {
+            meta::syncfs(base).map_err(|e| ApplyError::from_io(base, e))?;
+        }
+        for b in files {
+            if let Some(reason) = b.failed {
+                let _ = std::fs::remove_file(&b.temp);
+                self.report.failures.push(Failure {
+                    path: b.entry.path.clone(),
+                    reason,
+                });
+                continue;
+            }
+            self.touch_parent(&b.final_path);
+            match replace(&b.temp, &b.final_path) {
+                Ok(()) => self.report.applied.push(b.entry),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&b.temp);
+                    self.fail(&b.entry.path, ApplyError::from_io(&b.final_path, e));
+                }
+            }
+        }
+        let plan = std::mem::take(&mut self.plan);
+        for e in plan.symlinks.iter().chain(&plan.hardlinks) {
+            let res = self.link(e);
+            self.outcome(e, res);
+        }
+        for e in &plan.retouch {
+            let p = self.dest.local(&e.path);
+            let res = match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.is_file() => meta::set_on_path(&p, e, false),
+                Ok(_) => Err(io::Error::other("not a regular file on the replica")),
+                Err(err) => Err(err),
+            };
+            self.outcome(e, res.map_err(|err| ApplyError::from_io(&p, err)));
+        }
+        for d in &plan.deletes {
+            let p = self.dest.local(d);
+            self.touch_parent(&p);
+            let res = match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.is_dir() => std::fs::remove_dir_all(&p),
+                Ok(_) => std::fs::remove_file(&p),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            };
+            match res {
+                Ok(()) => self.report.deleted.push(d.clone()),
+                Err(e) => self.fail(d, ApplyError::from_io(&p, e)),
+            }
+        }
+        // Directory metadata last, deepest first: nothing changes them after.
+        let mut set_dirs: HashMap<PathBuf, ()> = HashMap::new();
+        for d in plan.dirs.iter().rev() {
+            let p = self.dest.local(&d.path);
+            let res = meta::set_on_path(&p, d, false).map_err(|e| ApplyError::from_io(&p, e));
+            set_dirs.insert(p, ());
+            self.outcome(d, res);
+        }
+        let mut touched: Vec<_> = self.touched.drain().collect();
+        touched.sort_by(|a, b| b.0.cmp(&a.0));
+        for (dir, before) in touched {
+            if let Some(ns) = before
+                && !set_dirs.contains_key(&dir)
+            {
+                let _ = restore_mtime(&dir, ns);
+            }
+        }
+        if let Some(base) = &base {
+            meta::syncfs(base).map_err(|e| ApplyError::from_io(base, e))?;
+        }
+        self.journal
+            .clear()
+            .map_err(|e| ApplyError::from_io(self.journal.path(), e))?;
+        Ok(std::mem::take(&mut self.report))
+    }
+
+    fn link(&mut self, e: &Entry) -> Result<(), ApplyError> {
+        let p = self.dest.local(&e.path);
+        let tmp = temp_path(&p, &e.path, blake3::hash(&e.target).as_bytes());
+        let _ = std::fs::remove_file(&tmp);
+        self.touch_parent(&p);
+        let made = if e.kind == hamirror_wire::EntryKind::Symlink {
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&e.target), &tmp)
+                .and_then(|()| meta::set_on_path(&tmp, e, true))
+        } else {
+            let target = self.dest.resolve(&e.target)?;
+            std::fs::hard_link(&target, &tmp)
+        };
+        made.and_then(|()| replace(&tmp, &p)).map_err(|err| {
+            let _ = std::fs::remove_file(&tmp);
+            ApplyError::from_io(&p, err)
+        })
+    }
+
+    fn outcome(&mut self, e: &Entry, res: Result<(), ApplyError>) {
+        match res {
+            Ok(()) => self.report.applied.push(e.clone()),
+            Err(err) => self.fail(&e.path, err),
+        }
+    }
+
+    fn fail(&mut self, path: &[u8], e: ApplyError) {
+        tracing::warn!("{}: {e}", String::from_utf8_lossy(path));
+        self.report.failures.push(Failure {
+            path: path.to_vec(),
+            reason: e.to_string(),
+        });
+    }
+}
+
+/// Renames `from` over `to`; a directory in the way (the sender replaced a
+/// directory by a file or link) is removed first.
+fn replace(from: &Path, to: &Path) -> io::Result<()> {
+    if let Ok(m) = std::fs::symlink_metadata(to)
+        && m.is_dir()
+    {
+        std::fs::remove_dir_all(to)?;
+    }
+    std::fs::rename(from, to)
+}
+
+fn restore_mtime(dir: &Path, ns: i64) -> io::Result<()> {
+    let m = std::fs::symlink_metadata(dir)?;
+    use std::os::unix::fs::MetadataExt;
+    let e = Entry {
+        path: vec![],
+        kind: hamirror_wire::EntryKind::Dir,
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        mtime_ns: ns,
+        size: 0,
+        file_hash: [0; 32],
+        chunks: vec![],
+        target: vec![],
+    };
+    meta::set_on_path(dir, &e, false)
+}
+
+#[cfg(test)]
+mod tests;

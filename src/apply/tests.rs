@@ -1,0 +1,192 @@
+//! Applier tests on a real temporary directory: build from received and
+//! reused chunks, resume after an interruption, refuse hostile paths.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+
+use hamirror_wire::entry::file_hash;
+use hamirror_wire::{ChunkRef, Entry, EntryKind, Hash};
+
+use super::*;
+use crate::config::{ChunkParams, MirrorSet, SetRoot};
+use crate::plan::{Location, Replica, plan};
+
+fn set() -> MirrorSet {
+    MirrorSet {
+        name: "Fx".into(),
+        file: "/c/Fx".into(),
+        roots: vec![SetRoot {
+            path: "/srv".into(),
+            dir: true,
+            line: 1,
+        }],
+        chunk: ChunkParams::default(),
+        delete_limit: 50,
+    }
+}
+
+fn chunks_of(data: &[&[u8]]) -> Vec<ChunkRef> {
+    data.iter()
+        .map(|d| ChunkRef {
+            hash: *blake3::hash(d).as_bytes(),
+            len: d.len() as u32,
+        })
+        .collect()
+}
+
+fn file(path: &str, data: &[&[u8]], mtime_ns: i64) -> Entry {
+    let chunks = chunks_of(data);
+    Entry {
+        path: path.as_bytes().to_vec(),
+        kind: EntryKind::File,
+        mode: 0o640,
+        uid: 0,
+        gid: 0,
+        mtime_ns,
+        size: chunks.iter().map(|c| u64::from(c.len)).sum(),
+        file_hash: file_hash(&chunks),
+        chunks,
+        target: vec![],
+    }
+}
+
+fn dir(path: &str, mtime_ns: i64) -> Entry {
+    Entry {
+        kind: EntryKind::Dir,
+        size: 0,
+        chunks: vec![],
+        file_hash: [0; 32],
+        mode: 0o755,
+        ..file(path, &[], mtime_ns)
+    }
+}
+
+#[derive(Default)]
+struct Fake(HashMap<Vec<u8>, Entry>, HashMap<Hash, Location>);
+impl Replica for Fake {
+    fn current(&self, p: &[u8]) -> Option<Entry> {
+        self.0.get(p).cloned()
+    }
+    fn locate(&self, h: &Hash) -> Option<Location> {
+        self.1.get(h).cloned()
+    }
+}
+
+fn uid() -> u32 {
+    // SAFETY: no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+#[test]
+fn builds_files_from_received_and_reused_chunks_with_metadata() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("root");
+    std::fs::create_dir_all(base.join("srv")).unwrap();
+    std::fs::write(base.join("srv/old"), b"hello ").unwrap();
+    let mut replica = Fake::default();
+    replica.1.insert(
+        *blake3::hash(b"hello ").as_bytes(),
+        Location {
+            path: b"srv/old".to_vec(),
+            offset: 0,
+        },
+    );
+    replica.0.insert(b"srv/old".to_vec(), file("srv/old", &[b"hello "], 1));
+
+    let mut f = file("srv/sub/new", &[b"hello ", b"world"], 1_600_000_000_123_456_789);
+    f.uid = uid();
+    let mut d = dir("srv/sub", 1_500_000_000_000_000_007);
+    d.uid = uid();
+    let link = Entry {
+        kind: EntryKind::Symlink,
+        target: b"new".to_vec(),
+        ..dir("srv/sub/ln", 1_400_000_000_000_000_000)
+    };
+    let p = plan(&[d, f.clone(), link], &[b"srv/old".to_vec()], &replica, &HashMap::new());
+    let dest = Dest::new(&base, &set());
+    let journal = Journal::open(&tmp.path().join("state/journal/Fx")).unwrap();
+    let mut a = Applier::prepare(dest, p, journal).unwrap();
+    assert_eq!(a.need(), &[*blake3::hash(b"world").as_bytes()]);
+    assert!(matches!(a.deliver(&[9; 32], b"junk"), Err(ApplyError::BadChunk { .. })));
+    a.deliver(blake3::hash(b"world").as_bytes(), b"world").unwrap();
+    let report = a.finish().unwrap();
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!((report.received_bytes, report.reused_bytes), (5, 6));
+
+    let new = base.join("srv/sub/new");
+    assert_eq!(std::fs::read(&new).unwrap(), b"hello world");
+    let m = std::fs::metadata(&new).unwrap();
+    assert_eq!(m.mode() & 0o7777, 0o640);
+    assert_eq!(m.mtime() * 1_000_000_000 + m.mtime_nsec(), 1_600_000_000_123_456_789);
+    let dm = std::fs::metadata(base.join("srv/sub")).unwrap();
+    assert_eq!(
+        dm.mtime() * 1_000_000_000 + dm.mtime_nsec(),
+        1_500_000_000_000_000_007,
+        "dir mtime set last"
+    );
+    assert_eq!(
+        std::fs::read_link(base.join("srv/sub/ln")).unwrap(),
+        std::path::Path::new("new")
+    );
+    assert!(!base.join("srv/old").exists());
+    let names: Vec<_> = std::fs::read_dir(base.join("srv/sub"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "no temp files left: {names:?}");
+}
+
+#[test]
+fn an_interrupted_build_resumes_without_needing_received_chunks_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("root");
+    std::fs::create_dir_all(base.join("srv")).unwrap();
+    let parts: [&[u8]; 3] = [b"aaaa", b"bbbb", b"cccc"];
+    let f = file("srv/big", &parts, 1);
+    let jpath = tmp.path().join("journal");
+    let mk = || {
+        let p = plan(std::slice::from_ref(&f), &[], &Fake::default(), &HashMap::new());
+        Applier::prepare(Dest::new(&base, &set()), p, Journal::open(&jpath).unwrap()).unwrap()
+    };
+    let mut a = mk();
+    assert_eq!(a.need().len(), 3);
+    a.deliver(blake3::hash(b"aaaa").as_bytes(), b"aaaa").unwrap();
+    a.deliver(blake3::hash(b"cccc").as_bytes(), b"cccc").unwrap();
+    drop(a); // the connection died here
+    assert!(!base.join("srv/big").exists(), "no partial file under the real name");
+    let mut a = mk();
+    assert_eq!(a.need(), &[*blake3::hash(b"bbbb").as_bytes()]);
+    a.deliver(blake3::hash(b"bbbb").as_bytes(), b"bbbb").unwrap();
+    let r = a.finish().unwrap();
+    assert_eq!(r.resumed_bytes, 8);
+    assert_eq!(std::fs::read(base.join("srv/big")).unwrap(), b"aaaabbbbcccc");
+    assert_eq!(std::fs::read_dir(base.join("srv")).unwrap().count(), 1);
+}
+
+#[test]
+fn a_hostile_offer_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("root");
+    std::fs::create_dir_all(base.join("srv")).unwrap();
+    std::os::unix::fs::symlink(tmp.path(), base.join("srv/escape")).unwrap();
+    for path in ["srv/escape/owned", "etc/passwd"] {
+        let p = plan(
+            &[file("srv/ok", &[b"x"], 1), file(path, &[b"evil"], 1)],
+            &[],
+            &Fake::default(),
+            &HashMap::new(),
+        );
+        let err = Applier::prepare(
+            Dest::new(&base, &set()),
+            p,
+            Journal::open(&tmp.path().join("j")).unwrap(),
+        );
+        assert!(matches!(err, Err(ApplyError::UnsafePath { .. })), "{path}");
+    }
+    assert!(!tmp.path().join("owned").exists());
+    assert_eq!(
+        std::fs::read_dir(base.join("srv")).unwrap().count(),
+        1,
+        "nothing created"
+    );
+}

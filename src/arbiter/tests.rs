@@ -1,0 +1,305 @@
+//! Unit tests of the arbiter's contract, driven by hand (the scenarios
+//! drive it through the simulator): deadlines, adverts, refusals, and a
+//! property test that no input sequence panics or breaks the basics.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::config::Timers;
+
+fn cfg() -> ArbiterConfig {
+    let mut c = ArbiterConfig::new("serv1", "serv2", Timers::default(), true);
+    c.preferred = Some(Side::Local);
+    c
+}
+
+fn drain(a: &mut Arbiter) -> Vec<Action> {
+    std::iter::from_fn(|| a.poll_action()).collect()
+}
+
+/// Plays every hook as done at once.
+fn settle_hooks(a: &mut Arbiter, now: Millis) -> Vec<Action> {
+    let mut all = vec![];
+    loop {
+        let batch = drain(a);
+        if batch.is_empty() {
+            return all;
+        }
+        for act in &batch {
+            match act {
+                Action::Acquire { group, .. } => a.handle_acquired(now, group, true),
+                Action::Release { group, .. } => a.handle_released(now, group, true),
+                _ => {}
+            }
+        }
+        all.extend(batch);
+    }
+}
+
+fn peer_state(groups: &[(&str, u64, Claim)]) -> NodeState {
+    NodeState {
+        reach: Some(Reach { up: 3, total: 3 }),
+        groups: groups
+            .iter()
+            .map(|(g, e, c)| GroupClaim {
+                group: g.to_string(),
+                epoch: *e,
+                claim: *c,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn start_up_cleans_every_group_then_joins_on_contact() {
+    let mut a = Arbiter::new(cfg(), Millis(0), Startup::default());
+    let first = drain(&mut a);
+    assert_eq!(first.len(), 2);
+    assert!(first.iter().all(|x| matches!(
+        x,
+        Action::Release {
+            reason: ReleaseReason::Cleanup,
+            ..
+        }
+    )));
+    assert!(a.advert().starting);
+    assert!(a.advert().groups.iter().all(|c| c.claim == Claim::Releasing));
+    a.handle_released(Millis(5), "serv1", true);
+    a.handle_released(Millis(5), "serv2", true);
+    a.handle_heartbeat(Millis(10), LinkId(0), 7, peer_state(&[("serv2", 3, Claim::Held)]));
+    let acts = settle_hooks(&mut a, Millis(10));
+    assert!(acts.contains(&Action::Acquire {
+        group: "serv1".into(),
+        epoch: 1,
+        reason: AcquireReason::Owner
+    }));
+    assert!(
+        !acts
+            .iter()
+            .any(|x| matches!(x, Action::Acquire { group, .. } if group == "serv2"))
+    );
+    assert!(matches!(a.mode(), Mode::Active { .. }));
+    assert_eq!(a.phase("serv1"), Some(Phase::Held { epoch: 1 }));
+    let adv = a.advert();
+    assert!(!adv.starting);
+    assert_eq!(adv.claim("serv1").map(|c| (c.epoch, c.claim)), Some((1, Claim::Held)));
+}
+
+#[test]
+fn epochs_continue_from_the_persisted_and_the_peer_s() {
+    let mut epochs = std::collections::BTreeMap::new();
+    epochs.insert("serv1".to_string(), 41);
+    let mut a = Arbiter::new(
+        cfg(),
+        Millis(0),
+        Startup {
+            standby_lock: false,
+            epochs,
+        },
+    );
+    settle_hooks(&mut a, Millis(0));
+    // The peer once held serv1 at epoch 50 and released it.
+    a.handle_heartbeat(Millis(10), LinkId(1), 7, peer_state(&[("serv1", 50, Claim::Failed)]));
+    let acts = settle_hooks(&mut a, Millis(10));
+    assert!(
+        acts.iter()
+            .any(|x| matches!(x, Action::Acquire { group, epoch: 51, .. } if group == "serv1"))
+    );
+}
+
+#[test]
+fn poll_timeout_is_always_ahead_and_within_one_keepalive() {
+    let mut a = Arbiter::new(cfg(), Millis(1000), Startup::default());
+    let ka = Timers::default().keepalive;
+    for step in 0..200u64 {
+        let now = Millis(1000 + step * 7);
+        a.handle_timeout(now);
+        settle_hooks(&mut a, now);
+        let t = a.poll_timeout();
+        assert!(t > now && t <= now + ka, "{t:?} at {now:?}");
+    }
+}
+
+#[test]
+fn heartbeats_on_an_unknown_link_are_ignored() {
+    let mut a = Arbiter::new(cfg(), Millis(0), Startup::default());
+    settle_hooks(&mut a, Millis(0));
+    a.handle_heartbeat(Millis(10), LinkId(9), 7, peer_state(&[]));
+    assert!(!a.peer_alive());
+}
+
+#[test]
+fn a_diagnostic_peer_is_treated_as_holding_nothing() {
+    let mut a = Arbiter::new(cfg(), Millis(0), Startup::default());
+    settle_hooks(&mut a, Millis(0));
+    a.handle_reach(Millis(1), Reach { up: 3, total: 3 });
+    let mut s = peer_state(&[("serv1", 99, Claim::Held), ("serv2", 99, Claim::Held)]);
+    s.observer = true;
+    a.handle_heartbeat(Millis(10), LinkId(0), 7, s);
+    settle_hooks(&mut a, Millis(10));
+    a.handle_timeout(Millis(200));
+    settle_hooks(&mut a, Millis(200));
+    // It never yields to the observer's claims and takes its group too.
+    assert!(matches!(a.phase("serv1"), Some(Phase::Held { .. })));
+    assert!(matches!(a.phase("serv2"), Some(Phase::Held { .. })));
+}
+
+#[test]
+fn commands_are_refused_with_reasons() {
+    let mut a = Arbiter::new(cfg(), Millis(0), Startup::default());
+    assert_eq!(
+        a.handle_command(Millis(1), Command::Takeover("serv2".into())),
+        Err(CommandError::Starting)
+    );
+    assert_eq!(
+        a.handle_command(Millis(1), Command::ClearStandby),
+        Err(CommandError::NotInStandby)
+    );
+    a.handle_command(Millis(2), Command::Standby).unwrap();
+    let acts = drain(&mut a);
+    assert!(acts.contains(&Action::WriteStandbyLock {
+        reason: StandbyReason::Operator
+    }));
+    assert_eq!(
+        a.handle_command(Millis(3), Command::Takeover("serv2".into())),
+        Err(CommandError::InStandby)
+    );
+    a.handle_command(Millis(4), Command::ClearStandby).unwrap();
+    assert!(drain(&mut a).contains(&Action::ClearStandbyLock));
+}
+
+#[test]
+fn a_locked_start_stays_in_standby_and_says_so() {
+    let mut a = Arbiter::new(
+        cfg(),
+        Millis(0),
+        Startup {
+            standby_lock: true,
+            ..Default::default()
+        },
+    );
+    settle_hooks(&mut a, Millis(0));
+    a.handle_reach(Millis(100), Reach { up: 3, total: 3 });
+    a.handle_timeout(Millis(60_000));
+    let acts = settle_hooks(&mut a, Millis(60_000));
+    assert!(!acts.iter().any(|x| matches!(x, Action::Acquire { .. })));
+    assert!(a.advert().standby);
+    assert_eq!(
+        a.mode(),
+        Mode::Standby {
+            reason: StandbyReason::Locked
+        }
+    );
+}
+
+#[derive(Debug, Clone)]
+enum Input {
+    Advance(u16),
+    Heartbeat(u8, u8, Vec<(u8, u8, u8)>, bool, u8),
+    Reach(u8),
+    HookOk(bool),
+    HookFail,
+    Cmd(u8),
+}
+
+fn input() -> impl Strategy<Value = Input> {
+    prop_oneof![
+        (0u16..600).prop_map(Input::Advance),
+        (
+            0u8..3,
+            0u8..3,
+            proptest::collection::vec((0u8..3, 0u8..6, 1u8..6), 0..3),
+            any::<bool>(),
+            0u8..4
+        )
+            .prop_map(|(l, i, g, sb, r)| Input::Heartbeat(l, i, g, sb, r)),
+        (0u8..4).prop_map(Input::Reach),
+        any::<bool>().prop_map(Input::HookOk),
+        Just(Input::HookFail),
+        (0u8..4).prop_map(Input::Cmd),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn no_input_sequence_panics_or_breaks_the_contract(inputs in proptest::collection::vec(input(), 1..120)) {
+        let names = ["serv1", "serv2", "other"];
+        let claims = [Claim::Acquiring, Claim::Held, Claim::Releasing, Claim::Requested, Claim::Failed];
+        let mut now = Millis(0);
+        let mut a = Arbiter::new(cfg(), now, Startup::default());
+        let mut pending: Vec<Action> = vec![];
+        for inp in inputs {
+            match inp {
+                Input::Advance(ms) => {
+                    now = now + Duration::from_millis(ms.into());
+                    a.handle_timeout(now);
+                }
+                Input::Heartbeat(link, inc, groups, standby, reach) => {
+                    let state = NodeState {
+                        standby,
+                        reach: (reach > 0).then(|| Reach { up: u16::from(reach) - 1, total: 3 }),
+                        groups: groups
+                            .iter()
+                            .map(|(g, e, c)| GroupClaim {
+                                group: names[usize::from(*g)].into(),
+                                epoch: (*e).into(),
+                                claim: claims[usize::from(*c) - 1],
+                            })
+                            .collect(),
+                        ..Default::default()
+                    };
+                    a.handle_heartbeat(now, LinkId(link), inc.into(), state);
+                }
+                Input::Reach(up) => a.handle_reach(now, Reach { up: up.into(), total: 3 }),
+                Input::HookOk(first) => {
+                    let pick = if first { pending.first() } else { pending.last() };
+                    if let Some(act) = pick.cloned() {
+                        pending.retain(|p| p != &act);
+                        match act {
+                            Action::Acquire { group, .. } => a.handle_acquired(now, &group, true),
+                            Action::Release { group, .. } => a.handle_released(now, &group, true),
+                            _ => {}
+                        }
+                    }
+                }
+                Input::HookFail => {
+                    if let Some(act) = pending.pop() {
+                        match act {
+                            Action::Acquire { group, .. } => a.handle_acquired(now, &group, false),
+                            Action::Release { group, .. } => a.handle_released(now, &group, false),
+                            _ => {}
+                        }
+                    }
+                }
+                Input::Cmd(c) => {
+                    let cmd = match c {
+                        0 => Command::Standby,
+                        1 => Command::ClearStandby,
+                        2 => Command::Takeover("serv2".into()),
+                        _ => Command::Takeover("nope".into()),
+                    };
+                    let _ = a.handle_command(now, cmd);
+                }
+            }
+            for act in drain(&mut a) {
+                if matches!(act, Action::Acquire { .. }) {
+                    // Acquisitions come only from an active node.
+                    prop_assert!(matches!(a.mode(), Mode::Active { .. }), "{:?} in {:?}", act, a.mode());
+                }
+                if matches!(act, Action::Acquire { .. } | Action::Release { .. }) {
+                    pending.push(act);
+                }
+            }
+            prop_assert!(a.poll_timeout() > now);
+            // Every claim it advertises matches a phase, and back.
+            for g in ["serv1", "serv2"] {
+                let phase = a.phase(g).unwrap();
+                let claim = a.advert().claim(g).map(|c| c.claim);
+                prop_assert_eq!(phase.holds(), claim.is_some_and(|c| c.holds()), "{} {:?} {:?}", g, phase, claim);
+            }
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! The arbiter's vocabulary towards the daemon: why things happen
+//! (reasons), what it tells (events with their level), what it asks for
+//! (actions), operator commands and their refusals, the node's mode, a
+//! group's phase, and the status snapshot. Plain data; the logic is in
+//! `rules.rs` and `liveness.rs`.
+
+use hamirror_wire::heartbeat::{Claim, Reach};
+use thiserror::Error;
+
+use super::{Millis, Side};
+
+/// Why a group is started here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AcquireReason {
+    /// This node owns it and the peer does not hold it.
+    Owner,
+    /// The peer was declared dead.
+    PeerDead,
+    /// No peer was heard since start-up (initdead passed).
+    PeerAbsent,
+    /// The peer is in standby and has released it.
+    PeerStandby,
+    /// The peer's start hooks failed for it.
+    PeerFailed,
+    /// An operator asked for it (`takeover GROUP`).
+    Operator,
+}
+
+/// Why a group is stopped here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseReason {
+    /// Start-up: stop whatever a previous run may have left running.
+    Cleanup,
+    /// This node goes (or is) in standby.
+    Standby,
+    /// The peer holds it with a newer epoch: this node was frozen or cut
+    /// off and is the stale holder.
+    StaleEpoch,
+    /// An operator on the peer asked for it.
+    PeerRequest,
+    /// `auto_failback`: its owner is back.
+    Failback,
+}
+
+/// Why this node is in standby.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StandbyReason {
+    /// `hamirror standby`.
+    Operator,
+    /// No reachlist host answers and the peer is silent: this node is cut off.
+    Isolated,
+    /// It reaches fewer reachlist hosts than the peer.
+    ReachWorse,
+    /// It started with a standby lock.
+    Locked,
+}
+
+/// What the arbiter tells the world. Severity in [`Event::level`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    LinkSilent {
+        link: String,
+        silent_ms: u64,
+    },
+    LinkUp {
+        link: String,
+    },
+    LinkFlapping {
+        link: String,
+    },
+    LinkStable {
+        link: String,
+        up: bool,
+    },
+    PeerAlive {
+        incarnation: u64,
+    },
+    PeerRestarted {
+        incarnation: u64,
+    },
+    /// The peer was declared dead but it comes back without a restart:
+    /// the silence was a fault of the links or a freeze. Flap damping
+    /// stretches the deadtime to `deadtime_ms`.
+    PeerReturned {
+        silent_ms: u64,
+        flap_level: u32,
+        deadtime_ms: u64,
+    },
+    PeerDead {
+        silent_ms: u64,
+        deadtime_ms: u64,
+    },
+    FlapDampingEased {
+        flap_level: u32,
+        deadtime_ms: u64,
+    },
+    Started {
+        contact: bool,
+    },
+    /// initdead has passed without a peer and without any reachlist host.
+    IsolatedAtStart,
+    StandbyEntered {
+        reason: StandbyReason,
+    },
+    StandbyCleared,
+    Acquired {
+        group: String,
+        epoch: u64,
+    },
+    AcquireFailed {
+        group: String,
+        epoch: u64,
+    },
+    Released {
+        group: String,
+        epoch: u64,
+        reason: ReleaseReason,
+    },
+    ReleaseFailed {
+        group: String,
+        epoch: u64,
+    },
+    /// Both hold the group; the peer's claim is newer, this node steps down.
+    SteppingDown {
+        group: String,
+        epoch: u64,
+        peer_epoch: u64,
+    },
+    /// Both hold the group; this node's claim is newer, the peer must step down.
+    Conflict {
+        group: String,
+        epoch: u64,
+        peer_epoch: u64,
+    },
+    /// This process did not run for `gap_ms` (SIGSTOP, starvation).
+    Stalled {
+        gap_ms: u64,
+    },
+    /// The peer's heartbeats name a group this configuration lacks.
+    UnknownGroup {
+        group: String,
+    },
+}
+
+/// How loudly to report an [`Event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Event {
+    pub fn level(&self) -> Level {
+        use Event::*;
+        match self {
+            LinkUp { .. }
+            | LinkStable { .. }
+            | PeerAlive { .. }
+            | Started { .. }
+            | StandbyCleared
+            | Acquired { .. }
+            | Released { .. }
+            | FlapDampingEased { .. } => Level::Info,
+            LinkSilent { .. }
+            | LinkFlapping { .. }
+            | PeerRestarted { .. }
+            | PeerReturned { .. }
+            | Stalled { .. }
+            | UnknownGroup { .. }
+            | Conflict { .. }
+            | SteppingDown { .. } => Level::Warning,
+            PeerDead { .. } | IsolatedAtStart | StandbyEntered { .. } | AcquireFailed { .. } | ReleaseFailed { .. } => {
+                Level::Critical
+            }
+        }
+    }
+
+    /// The snake_case name used in JSON and by notification hooks.
+    pub fn name(&self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.get("event").and_then(|e| e.as_str()).map(str::to_string))
+            .unwrap_or_default()
+    }
+}
+
+/// What the daemon must do. Carry them out in the order given.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Persist `epoch` for the group, then run its S hooks with it; report
+    /// with [`Arbiter::handle_acquired`](super::Arbiter::handle_acquired). On failure, stop what was started
+    /// before reporting.
+    Acquire {
+        group: String,
+        epoch: u64,
+        reason: AcquireReason,
+    },
+    /// Run the group's K hooks; report with [`Arbiter::handle_released`](super::Arbiter::handle_released).
+    Release {
+        group: String,
+        epoch: u64,
+        reason: ReleaseReason,
+    },
+    /// Announce the group's service addresses again (gratuitous ARP /
+    /// unsolicited neighbour advertisement): a stale holder may have
+    /// answered for them.
+    Reannounce { group: String, epoch: u64 },
+    /// Write the standby lock in `state` (durably) before anything else.
+    WriteStandbyLock { reason: StandbyReason },
+    /// Remove the standby lock.
+    ClearStandbyLock,
+    /// Log it and run the notification hooks.
+    Notify(Event),
+}
+
+/// An operator command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Standby,
+    ClearStandby,
+    Takeover(String),
+}
+
+/// Why an operator command was refused. Retrying the same command in the
+/// same state gives the same answer.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CommandError {
+    #[error("no group named {0:?} in this cluster")]
+    UnknownGroup(String),
+    #[error("this node is in standby; clear it first (`hamirror standby --clear`)")]
+    InStandby,
+    #[error("this node is not in standby")]
+    NotInStandby,
+    #[error("this node is still starting (initdead); try again when it has joined")]
+    Starting,
+    #[error("this node already holds (or is starting) group {0}")]
+    AlreadyHeld(String),
+}
+
+/// The node's mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum Mode {
+    /// Clean-up and initdead: holds nothing, takes nothing.
+    Starting {
+        since: Millis,
+    },
+    Active {
+        since: Millis,
+    },
+    Standby {
+        reason: StandbyReason,
+    },
+}
+
+/// Where one group stands on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum Phase {
+    Released,
+    Acquiring {
+        epoch: u64,
+    },
+    Held {
+        epoch: u64,
+    },
+    Releasing {
+        epoch: u64,
+        reason: ReleaseReason,
+    },
+    /// The release failed; it is tried again at `retry_at`. Still claimed.
+    Stuck {
+        epoch: u64,
+        reason: ReleaseReason,
+        retry_at: Millis,
+    },
+}
+
+impl Phase {
+    /// Whether the group may be running here (the never-both-hold unit).
+    pub fn holds(self) -> bool {
+        !matches!(self, Phase::Released)
+    }
+    pub(super) fn epoch(self) -> Option<u64> {
+        match self {
+            Phase::Released => None,
+            Phase::Acquiring { epoch }
+            | Phase::Held { epoch }
+            | Phase::Releasing { epoch, .. }
+            | Phase::Stuck { epoch, .. } => Some(epoch),
+        }
+    }
+}
+
+/// A snapshot for `status` and diagnostics.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    pub node: String,
+    pub peer: String,
+    pub mode: Mode,
+    pub peer_alive: bool,
+    pub flap_level: u32,
+    pub deadtime_ms: u64,
+    #[serde(serialize_with = "ser_reach")]
+    pub reach: Option<Reach>,
+    #[serde(serialize_with = "ser_reach")]
+    pub peer_reach: Option<Reach>,
+    pub links: Vec<LinkStatus>,
+    pub groups: Vec<GroupStatus>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LinkStatus {
+    pub link: String,
+    pub last_heard: Option<Millis>,
+    pub silent: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GroupStatus {
+    pub group: String,
+    pub owner: Side,
+    pub phase: Phase,
+    pub epoch: u64,
+    #[serde(serialize_with = "ser_claim")]
+    pub peer_claim: Option<Claim>,
+}
+
+/// `{"up": 2, "total": 3}` or null (the wire crate has no serde).
+pub fn ser_reach<S: serde::Serializer>(r: &Option<Reach>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::Serialize;
+    r.map(|r| serde_json::json!({"up": r.up, "total": r.total}))
+        .serialize(s)
+}
+
+/// A claim as its snake_case name, or null.
+pub fn ser_claim<S: serde::Serializer>(c: &Option<Claim>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::Serialize;
+    c.map(claim_name).serialize(s)
+}
+
+/// The snake_case name of a claim.
+pub fn claim_name(c: Claim) -> &'static str {
+    match c {
+        Claim::Acquiring => "acquiring",
+        Claim::Held => "held",
+        Claim::Releasing => "releasing",
+        Claim::Requested => "requested",
+        Claim::Failed => "failed",
+    }
+}

@@ -1,0 +1,480 @@
+//! The heartbeat endpoint: one UDP socket per link, bound to this node's
+//! address on that link, and one dedicated OS thread (real-time priority
+//! when permitted) that sends the node's state to the peer on every link
+//! every keepalive — and at once when the state changes — and receives,
+//! authenticates (MAC, sender, link, replay window) and timestamps the
+//! peer's heartbeats. What it accepts goes to the driver as
+//! [`Input::Heartbeat`]; it decides nothing. No tokio: a saturated runtime
+//! must not delay a heartbeat.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use hamirror_wire::heartbeat::{Heartbeat, HeartbeatError, HeartbeatKeys, ReplayWindow};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::rt::{self, monotonic_ms};
+use super::{FailoverError, Input};
+use crate::arbiter::{LinkId, NodeState};
+
+/// Linux `SO_PRIORITY` of heartbeats: `TC_PRIO_INTERACTIVE`, the first band
+/// of the default queueing disciplines, ahead of bulk mirror traffic.
+const SOCKET_PRIORITY: u32 = 6;
+/// IP TOS / traffic class: CS6, network control.
+const TOS_CS6: u32 = 0xc0;
+/// Rejected datagrams are reported at most this often per link and kind
+/// of rejection (a flood must not flood the log).
+const REJECT_REPORT_EVERY: u64 = 1000;
+
+/// One link: where this node listens and where the peer listens.
+#[derive(Debug, Clone)]
+pub struct LinkAddr {
+    pub id: LinkId,
+    pub name: String,
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+}
+
+/// Everything the endpoint thread needs.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    pub local: String,
+    pub peer: String,
+    pub links: Vec<LinkAddr>,
+    pub keepalive: Duration,
+    /// An older incarnation of the peer is accepted once the current one
+    /// has been silent this long (see `ReplayWindow`).
+    pub deadtime: Duration,
+    pub keys: HeartbeatKeys,
+    /// This run's incarnation (e.g. the start time in µs since the epoch).
+    pub incarnation: u64,
+    pub realtime: bool,
+}
+
+/// The running endpoint. Dropping it stops the thread.
+#[derive(Debug)]
+pub struct Endpoint {
+    state: Arc<Mutex<NodeState>>,
+    wake: UnixDatagram,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Opens a UDP socket bound to `local` with heartbeat priorities.
+/// `IP_FREEBIND` lets it bind before the address is configured (a link
+/// coming up late at boot); sends then fail until it is.
+fn open_socket(local: SocketAddr) -> Result<UdpSocket, FailoverError> {
+    let err = |what: &str, e: std::io::Error| FailoverError::Socket {
+        addr: local,
+        what: what.to_string(),
+        source: e,
+    };
+    let s = Socket::new(Domain::for_address(local), Type::DGRAM, Some(Protocol::UDP)).map_err(|e| err("socket", e))?;
+    match local {
+        SocketAddr::V4(_) => {
+            s.set_freebind_v4(true).map_err(|e| err("IP_FREEBIND", e))?;
+            let _ = s.set_tos_v4(TOS_CS6);
+        }
+        SocketAddr::V6(_) => {
+            s.set_freebind_v6(true).map_err(|e| err("IPV6_FREEBIND", e))?;
+            let _ = s.set_tclass_v6(TOS_CS6);
+        }
+    }
+    let _ = s.set_priority(SOCKET_PRIORITY);
+    s.set_nonblocking(true).map_err(|e| err("O_NONBLOCK", e))?;
+    s.bind(&local.into()).map_err(|e| err("bind", e))?;
+    Ok(s.into())
+}
+
+impl Endpoint {
+    /// Binds every link's socket (errors here: a port in use, a bad
+    /// address) and starts the thread, which reports on `tx`.
+    pub fn start(cfg: EndpointConfig, initial: NodeState, tx: Sender<Input>) -> Result<Endpoint, FailoverError> {
+        let sockets = cfg
+            .links
+            .iter()
+            .map(|l| open_socket(l.local))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (wake, wake_rx) = UnixDatagram::pair().map_err(FailoverError::Wake)?;
+        wake_rx.set_nonblocking(true).map_err(FailoverError::Wake)?;
+        wake.set_nonblocking(true).map_err(FailoverError::Wake)?;
+        let state = Arc::new(Mutex::new(initial));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (state, stop) = (state.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("heartbeat".into())
+                .spawn(move || Worker::new(cfg, sockets, wake_rx, state, stop, tx).run())
+                .map_err(FailoverError::Thread)?
+        };
+        Ok(Endpoint {
+            state,
+            wake,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Replaces the advertised state and sends it at once on every link.
+    pub fn set_state(&self, state: NodeState) {
+        if let Ok(mut s) = self.state.lock() {
+            *s = state;
+        }
+        let _ = self.wake.send(&[1]);
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.wake.send(&[0]);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Worker {
+    cfg: EndpointConfig,
+    sockets: Vec<UdpSocket>,
+    wake: UnixDatagram,
+    state: Arc<Mutex<NodeState>>,
+    stop: Arc<AtomicBool>,
+    tx: Sender<Input>,
+    seq: u64,
+    window: ReplayWindow,
+    last_accepted: Option<u64>,
+    send_failing: Vec<bool>,
+    /// Last report time per (link, kind of rejection), and counts per link.
+    last_reject_report: std::collections::HashMap<(usize, &'static str), u64>,
+    rejected: Vec<u64>,
+}
+
+impl Worker {
+    fn new(
+        cfg: EndpointConfig,
+        sockets: Vec<UdpSocket>,
+        wake: UnixDatagram,
+        state: Arc<Mutex<NodeState>>,
+        stop: Arc<AtomicBool>,
+        tx: Sender<Input>,
+    ) -> Self {
+        let n = sockets.len();
+        Worker {
+            cfg,
+            sockets,
+            wake,
+            state,
+            stop,
+            tx,
+            seq: 0,
+            window: ReplayWindow::new(),
+            last_accepted: None,
+            send_failing: vec![false; n],
+            last_reject_report: Default::default(),
+            rejected: vec![0; n],
+        }
+    }
+
+    fn note(&self, msg: String) {
+        let _ = self.tx.send(Input::Note(msg));
+    }
+
+    fn run(mut self) {
+        if self.cfg.realtime {
+            match rt::set_realtime(rt::HEARTBEAT_PRIORITY) {
+                Ok(()) => self.note(format!(
+                    "heartbeat thread runs SCHED_FIFO priority {}",
+                    rt::HEARTBEAT_PRIORITY
+                )),
+                Err(e) => self.note(format!(
+                    "heartbeat thread stays at normal priority (SCHED_FIFO not permitted: {e})"
+                )),
+            }
+        }
+        let keepalive = self.cfg.keepalive.as_millis().max(1) as u64;
+        let mut next_send = monotonic_ms();
+        let mut buf = [0u8; 2048];
+        while !self.stop.load(Ordering::Relaxed) {
+            let now = monotonic_ms();
+            if now >= next_send {
+                self.send_all();
+                // Keep the cadence, but never try to catch up after a stall.
+                next_send = (next_send + keepalive).max(now + 1);
+            }
+            let timeout = next_send.saturating_sub(monotonic_ms()).min(i32::MAX as u64) as i32;
+            let mut fds: Vec<libc::pollfd> = self
+                .sockets
+                .iter()
+                .map(|s| s.as_raw_fd())
+                .chain(std::iter::once(self.wake.as_raw_fd()))
+                .map(|fd| libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+            // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs.
+            let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+            if rc <= 0 {
+                continue;
+            }
+            let ready: Vec<usize> = (0..self.sockets.len()).filter(|i| fds[*i].revents != 0).collect();
+            for i in ready {
+                self.receive(i, &mut buf);
+            }
+            if fds[self.sockets.len()].revents != 0 {
+                let mut woke = false;
+                while self.wake.recv(&mut buf).is_ok() {
+                    woke = true;
+                }
+                if woke && !self.stop.load(Ordering::Relaxed) {
+                    self.send_all();
+                }
+            }
+        }
+    }
+
+    fn send_all(&mut self) {
+        let state = match self.state.lock() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        for i in 0..self.sockets.len() {
+            self.seq += 1;
+            let link = &self.cfg.links[i];
+            let hb = Heartbeat {
+                sender: self.cfg.local.clone(),
+                incarnation: self.cfg.incarnation,
+                seq: self.seq,
+                link: link.id.0,
+                state: state.clone(),
+            };
+            let result = hb
+                .seal(self.cfg.keys.signing())
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| self.sockets[i].send_to(&bytes, link.peer).map_err(|e| e.to_string()));
+            match result {
+                Ok(_) if self.send_failing[i] => {
+                    self.send_failing[i] = false;
+                    self.note(format!("heartbeats on link {} can be sent again", link.name));
+                }
+                Err(error) if !self.send_failing[i] => {
+                    self.send_failing[i] = true;
+                    let _ = self.tx.send(Input::SendFailed {
+                        at: rt::now(),
+                        link: link.id,
+                        error: format!("to {}: {error}", link.peer),
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn receive(&mut self, i: usize, buf: &mut [u8]) {
+        loop {
+            let (n, from) = match self.sockets[i].recv_from(buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                // ICMP errors from earlier sends (port unreachable) surface
+                // here; they are not heartbeats.
+                Err(_) => return,
+            };
+            let at = monotonic_ms();
+            if let Err(reason) = self.accept(i, &buf[..n], at) {
+                self.reject(i, from, reason, at);
+            }
+        }
+    }
+
+    /// Accepts a datagram or says why not: (kind, detail).
+    fn accept(&mut self, i: usize, packet: &[u8], at: u64) -> Result<(), (&'static str, String)> {
+        let link = &self.cfg.links[i];
+        let hb = Heartbeat::open(packet, &self.cfg.keys).map_err(|e| {
+            let kind = match e {
+                HeartbeatError::BadMac => "mac",
+                _ => "format",
+            };
+            (kind, e.to_string())
+        })?;
+        if hb.sender != self.cfg.peer {
+            return Err((
+                "sender",
+                format!("sender {:?} is not the peer {:?}", hb.sender, self.cfg.peer),
+            ));
+        }
+        if hb.link != link.id.0 {
+            return Err((
+                "link",
+                format!(
+                    "sent on link {} but arrived on link {} (routing mixes the links)",
+                    hb.link, link.id.0
+                ),
+            ));
+        }
+        let silent = self
+            .last_accepted
+            .is_none_or(|t| at.saturating_sub(t) >= self.cfg.deadtime.as_millis() as u64);
+        self.window
+            .check(hb.incarnation, hb.seq, silent)
+            .map_err(|e| ("replay", format!("replay: {e}")))?;
+        self.last_accepted = Some(at);
+        let _ = self.tx.send(Input::Heartbeat {
+            at: crate::arbiter::Millis(at),
+            link: link.id,
+            incarnation: hb.incarnation,
+            state: hb.state,
+        });
+        Ok(())
+    }
+
+    fn reject(&mut self, i: usize, from: SocketAddr, (kind, reason): (&'static str, String), at: u64) {
+        self.rejected[i] += 1;
+        let last = self.last_reject_report.get(&(i, kind));
+        if last.is_none_or(|t| at.saturating_sub(*t) >= REJECT_REPORT_EVERY) {
+            self.last_reject_report.insert((i, kind), at);
+            let _ = self.tx.send(Input::Rejected {
+                at: crate::arbiter::Millis(at),
+                link: self.cfg.links[i].id,
+                from,
+                reason,
+                count: self.rejected[i],
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::{Receiver, channel};
+
+    use hamirror_wire::heartbeat::NodeState;
+
+    use super::*;
+
+    const KEY: [u8; 32] = [7; 32];
+
+    fn free_port() -> u16 {
+        UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    fn endpoint(listen: u16, peer: u16, keepalive: Duration) -> (Endpoint, Receiver<Input>) {
+        let (tx, rx) = channel();
+        let cfg = EndpointConfig {
+            local: "serv1".into(),
+            peer: "serv2".into(),
+            links: vec![LinkAddr {
+                id: LinkId(0),
+                name: "crossover".into(),
+                local: format!("127.0.0.1:{listen}").parse().unwrap(),
+                peer: format!("127.0.0.1:{peer}").parse().unwrap(),
+            }],
+            keepalive,
+            deadtime: keepalive * 8,
+            keys: HeartbeatKeys::from_secrets(&[KEY]).unwrap(),
+            incarnation: 1,
+            realtime: false,
+        };
+        (Endpoint::start(cfg, NodeState::default(), tx).unwrap(), rx)
+    }
+
+    fn next(rx: &Receiver<Input>, f: impl Fn(&Input) -> bool) -> Input {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(i) if f(&i) => return i,
+                Ok(_) => {}
+                Err(e) => panic!("no matching input: {e}"),
+            }
+        }
+    }
+
+    fn sealed(sender: &str, seq: u64, link: u8, key: [u8; 32]) -> Vec<u8> {
+        Heartbeat {
+            sender: sender.into(),
+            incarnation: 9,
+            seq,
+            link,
+            state: NodeState {
+                standby: true,
+                ..Default::default()
+            },
+        }
+        .seal(HeartbeatKeys::from_secrets(&[key]).unwrap().signing())
+        .unwrap()
+    }
+
+    #[test]
+    fn accepts_the_peer_and_refuses_forgeries_replays_and_strangers() {
+        let port = free_port();
+        let (ep, rx) = endpoint(port, free_port(), Duration::from_millis(20));
+        let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let attacker = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let kind = |k: &'static str| move |i: &Input| matches!(i, Input::Rejected { reason, .. } if reason.contains(k));
+
+        let good = sealed("serv2", 1, 0, KEY);
+        attacker.send_to(&good, to).unwrap();
+        match next(&rx, |i| matches!(i, Input::Heartbeat { .. })) {
+            Input::Heartbeat { incarnation, state, .. } => assert!(incarnation == 9 && state.standby),
+            _ => unreachable!(),
+        }
+        attacker.send_to(&good, to).unwrap();
+        next(&rx, kind("replay"));
+        attacker.send_to(&sealed("serv2", 2, 0, [8; 32]), to).unwrap();
+        next(&rx, kind("bad MAC"));
+        attacker.send_to(&sealed("serv3", 3, 0, KEY), to).unwrap();
+        next(&rx, kind("is not the peer"));
+        attacker.send_to(&sealed("serv2", 4, 1, KEY), to).unwrap();
+        next(&rx, kind("arrived on link"));
+        attacker.send_to(&[b'x'; 64], to).unwrap();
+        next(&rx, kind("bad magic"));
+        drop(ep);
+    }
+
+    #[test]
+    fn two_endpoints_exchange_state_and_send_at_once_on_change() {
+        let (pa, pb) = (free_port(), free_port());
+        // The second endpoint plays serv2 towards serv1.
+        let (tx, rx_b) = channel();
+        let cfg = EndpointConfig {
+            local: "serv2".into(),
+            peer: "serv1".into(),
+            links: vec![LinkAddr {
+                id: LinkId(0),
+                name: "crossover".into(),
+                local: format!("127.0.0.1:{pb}").parse().unwrap(),
+                peer: format!("127.0.0.1:{pa}").parse().unwrap(),
+            }],
+            keepalive: Duration::from_secs(5),
+            deadtime: Duration::from_secs(15),
+            keys: HeartbeatKeys::from_secrets(&[KEY]).unwrap(),
+            incarnation: 2,
+            realtime: false,
+        };
+        let _b = Endpoint::start(cfg, NodeState::default(), tx).unwrap();
+        // serv1 sends every 5 s: only the immediate send on a change can
+        // deliver the new state quickly.
+        let (a, _rx_a) = endpoint(pa, pb, Duration::from_secs(5));
+        next(&rx_b, |i| matches!(i, Input::Heartbeat { state, .. } if !state.standby));
+        a.set_state(NodeState {
+            standby: true,
+            ..Default::default()
+        });
+        let t0 = monotonic_ms();
+        next(&rx_b, |i| matches!(i, Input::Heartbeat { state, .. } if state.standby));
+        assert!(
+            monotonic_ms() - t0 < 1000,
+            "state change took {} ms",
+            monotonic_ms() - t0
+        );
+    }
+}

@@ -1,0 +1,396 @@
+//! The receiver's plan for one offer: given the entries a sender offers, the
+//! replica's current entries and where the receiver already holds chunks,
+//! decide what to create, rebuild, retouch, link and delete, and which chunk
+//! hashes to ask for. Pure: no I/O, no clock, no tokio — the caller supplies
+//! lookups and `apply` carries the plan out. `--dry-run` prints it.
+
+use std::collections::{HashMap, HashSet};
+
+use hamirror_wire::{Entry, EntryKind, Hash};
+
+/// Where the receiver already holds a chunk: a replica file and an offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub path: Vec<u8>,
+    pub offset: u64,
+}
+
+/// What the planner needs to know about the receiver's side.
+pub trait Replica {
+    /// The entry the replica holds now at `path`, as its index records it.
+    fn current(&self, path: &[u8]) -> Option<Entry>;
+    /// A trustworthy local copy of chunk `hash`, if any.
+    fn locate(&self, hash: &Hash) -> Option<Location>;
+}
+
+/// One chunk-sized piece of a file to build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    /// Offset in the new file.
+    pub offset: u64,
+    pub len: u32,
+    pub hash: Hash,
+    /// `Some` when the data is copied from the replica, `None` when it comes
+    /// from the sender.
+    pub local: Option<Location>,
+}
+
+/// A regular file to (re)build in a temporary file and rename into place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileBuild {
+    pub entry: Entry,
+    pub pieces: Vec<Piece>,
+}
+
+/// What kind of change an entry is, for the itemized dry-run listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Create,
+    Content,
+    Metadata,
+    Delete,
+}
+
+/// Everything an offer asks of the receiver, in the order `apply` performs it.
+#[derive(Debug, Default, Clone)]
+pub struct Plan {
+    /// Directories to create (parents first); their metadata is set last.
+    pub dirs: Vec<Entry>,
+    pub files: Vec<FileBuild>,
+    /// Files whose content is already right: only mode, owner or mtime change.
+    pub retouch: Vec<Entry>,
+    pub symlinks: Vec<Entry>,
+    pub hardlinks: Vec<Entry>,
+    /// Paths to remove (children before parents).
+    pub deletes: Vec<Vec<u8>>,
+    /// Chunk hashes to ask the sender for, each once, in first-use order.
+    pub need: Vec<Hash>,
+    /// Bytes of the chunks in `need`.
+    pub need_bytes: u64,
+    /// Offered entries that already match the replica.
+    pub unchanged: u64,
+    /// Chunks copied from the replica instead of sent.
+    pub reused_chunks: u64,
+    pub reused_bytes: u64,
+    /// One line per change, for `--dry-run` and logs.
+    pub items: Vec<(Change, EntryKind, Vec<u8>)>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.dirs.is_empty()
+            && self.files.is_empty()
+            && self.retouch.is_empty()
+            && self.symlinks.is_empty()
+            && self.hardlinks.is_empty()
+            && self.deletes.is_empty()
+    }
+}
+
+fn same_meta(a: &Entry, b: &Entry) -> bool {
+    a.mode == b.mode && a.uid == b.uid && a.gid == b.gid && a.mtime_ns == b.mtime_ns
+}
+
+/// Builds the plan for `offered` entries and `deleted` paths.
+///
+/// `held` lists chunks the receiver holds outside its index (e.g. in
+/// temporary files left by an interrupted run); they count as local.
+pub fn plan(offered: &[Entry], deleted: &[Vec<u8>], replica: &dyn Replica, held: &HashMap<Hash, Location>) -> Plan {
+    let mut p = Plan::default();
+    let mut asked: HashSet<Hash> = HashSet::new();
+    for e in offered {
+        let cur = replica.current(&e.path);
+        let same_kind = cur.as_ref().is_some_and(|c| c.kind == e.kind);
+        let change = if same_kind { Change::Content } else { Change::Create };
+        match e.kind {
+            EntryKind::Dir => {
+                if same_kind && cur.as_ref().is_some_and(|c| same_meta(c, e)) {
+                    p.unchanged += 1;
+                } else {
+                    p.items.push((
+                        if same_kind { Change::Metadata } else { Change::Create },
+                        e.kind,
+                        e.path.clone(),
+                    ));
+                    p.dirs.push(e.clone());
+                }
+            }
+            EntryKind::File => {
+                let content_same = same_kind
+                    && cur
+                        .as_ref()
+                        .is_some_and(|c| c.file_hash == e.file_hash && c.size == e.size);
+                if content_same {
+                    if cur.as_ref().is_some_and(|c| same_meta(c, e)) {
+                        p.unchanged += 1;
+                    } else {
+                        p.items.push((Change::Metadata, e.kind, e.path.clone()));
+                        p.retouch.push(e.clone());
+                    }
+                    continue;
+                }
+                p.items.push((change, e.kind, e.path.clone()));
+                let mut pieces = Vec::with_capacity(e.chunks.len());
+                let mut offset = 0u64;
+                for c in &e.chunks {
+                    let local = held.get(&c.hash).cloned().or_else(|| replica.locate(&c.hash));
+                    if local.is_some() {
+                        p.reused_chunks += 1;
+                        p.reused_bytes += u64::from(c.len);
+                    } else if asked.insert(c.hash) {
+                        p.need.push(c.hash);
+                        p.need_bytes += u64::from(c.len);
+                    }
+                    pieces.push(Piece {
+                        offset,
+                        len: c.len,
+                        hash: c.hash,
+                        local,
+                    });
+                    offset += u64::from(c.len);
+                }
+                p.files.push(FileBuild {
+                    entry: e.clone(),
+                    pieces,
+                });
+            }
+            EntryKind::Symlink | EntryKind::HardLink => {
+                let same = same_kind && cur.as_ref().is_some_and(|c| c.target == e.target && same_meta(c, e));
+                if same {
+                    p.unchanged += 1;
+                    continue;
+                }
+                p.items.push((change, e.kind, e.path.clone()));
+                if e.kind == EntryKind::Symlink {
+                    p.symlinks.push(e.clone())
+                } else {
+                    p.hardlinks.push(e.clone())
+                }
+            }
+        }
+    }
+    // A rebuilt file is a new inode: every offered further name of it must be
+    // linked again even if the link entry itself did not change.
+    let rebuilt: HashSet<&[u8]> = p.files.iter().map(|f| f.entry.path.as_slice()).collect();
+    let relink: Vec<Entry> = offered
+        .iter()
+        .filter(|e| e.kind == EntryKind::HardLink && rebuilt.contains(e.target.as_slice()))
+        .filter(|e| !p.hardlinks.iter().any(|h| h.path == e.path))
+        .cloned()
+        .collect();
+    for e in relink {
+        p.unchanged -= 1;
+        p.items.push((Change::Content, e.kind, e.path.clone()));
+        p.hardlinks.push(e);
+    }
+    // Parents before children for creation; children before parents for removal.
+    p.dirs.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut deletes: Vec<Vec<u8>> = deleted
+        .iter()
+        .filter(|d| replica.current(d).is_some())
+        .cloned()
+        .collect();
+    deletes.sort_by(|a, b| b.cmp(a));
+    for d in &deletes {
+        let kind = replica.current(d).map_or(EntryKind::File, |c| c.kind);
+        p.items.push((Change::Delete, kind, d.clone()));
+    }
+    p.deletes = deletes;
+    p
+}
+
+/// The mass-delete guard: refuse when more than `limit_percent` of the
+/// replica's `replica_count` entries would be deleted (an unmounted disk on
+/// the sender looks exactly like that).
+pub fn too_many_deletes(deletes: usize, replica_count: usize, limit_percent: u8) -> bool {
+    if deletes == 0 || replica_count == 0 {
+        return false;
+    }
+    deletes * 100 > replica_count * usize::from(limit_percent)
+}
+
+/// rsync-style one-line item: `>f+++++ path`, `.f..tp. path`, `*deleting path`.
+pub fn itemize(change: Change, kind: EntryKind, path: &[u8]) -> String {
+    let k = match kind {
+        EntryKind::File => 'f',
+        EntryKind::Dir => 'd',
+        EntryKind::Symlink => 'L',
+        EntryKind::HardLink => 'h',
+    };
+    let p = String::from_utf8_lossy(path);
+    match change {
+        Change::Create => format!("+{k} {p}"),
+        Change::Content => format!(">{k} {p}"),
+        Change::Metadata => format!(".{k} {p}"),
+        Change::Delete => format!("-{k} {p}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hamirror_wire::ChunkRef;
+    use hamirror_wire::entry::file_hash;
+
+    #[derive(Default)]
+    struct Fake {
+        entries: HashMap<Vec<u8>, Entry>,
+        chunks: HashMap<Hash, Location>,
+    }
+    impl Replica for Fake {
+        fn current(&self, path: &[u8]) -> Option<Entry> {
+            self.entries.get(path).cloned()
+        }
+        fn locate(&self, hash: &Hash) -> Option<Location> {
+            self.chunks.get(hash).cloned()
+        }
+    }
+
+    fn file(path: &str, chunks: &[(u8, u32)]) -> Entry {
+        let chunks: Vec<ChunkRef> = chunks.iter().map(|&(h, len)| ChunkRef { hash: [h; 32], len }).collect();
+        Entry {
+            path: path.as_bytes().to_vec(),
+            kind: EntryKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 1,
+            size: chunks.iter().map(|c| u64::from(c.len)).sum(),
+            file_hash: file_hash(&chunks),
+            chunks,
+            target: vec![],
+        }
+    }
+
+    fn holding(entries: &[Entry]) -> Fake {
+        let mut f = Fake::default();
+        for e in entries {
+            let mut off = 0;
+            for c in &e.chunks {
+                f.chunks.insert(
+                    c.hash,
+                    Location {
+                        path: e.path.clone(),
+                        offset: off,
+                    },
+                );
+                off += u64::from(c.len);
+            }
+            f.entries.insert(e.path.clone(), e.clone());
+        }
+        f
+    }
+
+    #[test]
+    fn a_renamed_file_costs_no_data() {
+        let old = file("srv/a", &[(1, 100), (2, 50)]);
+        let replica = holding(std::slice::from_ref(&old));
+        let moved = Entry {
+            path: b"srv/b".to_vec(),
+            ..old.clone()
+        };
+        let p = plan(&[moved], &[b"srv/a".to_vec()], &replica, &HashMap::new());
+        assert!(p.need.is_empty());
+        assert_eq!(p.reused_chunks, 2);
+        assert_eq!(
+            p.files[0].pieces[1],
+            Piece {
+                offset: 100,
+                len: 50,
+                hash: [2; 32],
+                local: Some(Location {
+                    path: b"srv/a".to_vec(),
+                    offset: 100
+                })
+            }
+        );
+        assert_eq!(p.deletes, vec![b"srv/a".to_vec()]);
+    }
+
+    #[test]
+    fn only_missing_chunks_are_asked_for_once() {
+        let replica = holding(&[file("srv/a", &[(1, 10)])]);
+        let offered = [
+            file("srv/x", &[(1, 10), (3, 20), (3, 20)]),
+            file("srv/y", &[(3, 20), (4, 5)]),
+        ];
+        let p = plan(&offered, &[], &replica, &HashMap::new());
+        assert_eq!(p.need, vec![[3; 32], [4; 32]]);
+        assert_eq!(p.need_bytes, 25);
+    }
+
+    #[test]
+    fn unchanged_and_metadata_only_entries_are_not_rebuilt() {
+        let a = file("srv/a", &[(1, 10)]);
+        let replica = holding(std::slice::from_ref(&a));
+        let chmod = Entry {
+            mode: 0o600,
+            ..a.clone()
+        };
+        assert_eq!(
+            plan(std::slice::from_ref(&a), &[], &replica, &HashMap::new()).unchanged,
+            1
+        );
+        let p = plan(&[chmod], &[], &replica, &HashMap::new());
+        assert!(p.files.is_empty());
+        assert_eq!(p.retouch.len(), 1);
+        assert_eq!(itemize(p.items[0].0, p.items[0].1, &p.items[0].2), ".f srv/a");
+    }
+
+    #[test]
+    fn chunks_left_by_an_interrupted_run_count_as_held() {
+        let replica = Fake::default();
+        let held = HashMap::from([(
+            [7; 32],
+            Location {
+                path: b"srv/.tmp".to_vec(),
+                offset: 0,
+            },
+        )]);
+        let p = plan(&[file("srv/z", &[(7, 10), (8, 10)])], &[], &replica, &held);
+        assert_eq!(p.need, vec![[8; 32]]);
+    }
+
+    #[test]
+    fn deletes_run_children_first_and_ignore_unknown_paths() {
+        let mut replica = holding(&[file("srv/d/f", &[(1, 1)])]);
+        let dir = Entry {
+            kind: EntryKind::Dir,
+            size: 0,
+            chunks: vec![],
+            file_hash: [0; 32],
+            ..file("srv/d", &[])
+        };
+        replica.entries.insert(b"srv/d".to_vec(), dir);
+        let p = plan(
+            &[],
+            &[b"srv/d".to_vec(), b"srv/d/f".to_vec(), b"srv/nope".to_vec()],
+            &replica,
+            &HashMap::new(),
+        );
+        assert_eq!(p.deletes, vec![b"srv/d/f".to_vec(), b"srv/d".to_vec()]);
+    }
+
+    #[test]
+    fn hard_links_to_a_rebuilt_file_are_linked_again() {
+        let a = file("srv/a", &[(1, 10)]);
+        let link = Entry {
+            kind: EntryKind::HardLink,
+            target: b"srv/a".to_vec(),
+            ..file("srv/b", &[])
+        };
+        let replica = holding(&[a.clone(), link.clone()]);
+        let a2 = file("srv/a", &[(2, 10)]);
+        let p = plan(&[a2, link], &[], &replica, &HashMap::new());
+        assert_eq!(p.hardlinks.len(), 1);
+        assert_eq!(p.unchanged, 0);
+    }
+
+    #[test]
+    fn mass_delete_guard_threshold() {
+        assert!(!too_many_deletes(5, 10, 50));
+        assert!(too_many_deletes(6, 10, 50));
+        assert!(!too_many_deletes(0, 0, 0));
+        assert!(too_many_deletes(1, 1, 0));
+    }
+}
