@@ -262,6 +262,9 @@ fn main() {
         }
     );
     let (mut t, mut q1, mut qn) = (Vec::new(), Vec::new(), Vec::new());
+    // Ratios within a round: the load of a shared machine drifts less
+    // within one round than across rounds.
+    let (mut r1, mut rn) = (Vec::new(), Vec::new());
     let line = |what: &str, r: &Run| {
         println!(
             "  {what:<8} {:8.0} MB/s  cpu {:5.2} s  wall {:5.2} s",
@@ -276,24 +279,39 @@ fn main() {
             let r = tcp(&o, &data, &server).await;
             line("tcp", &r);
             t.push(r.mbps(moved));
+            let tcp_rate = r.mbps(moved);
             let r = quic(&o, &data, 1, &server).await;
             line("quic x1", &r);
+            println!("  ratio quic x1/tcp this round: {:.2}", r.mbps(moved) / tcp_rate);
             q1.push(r.mbps(moved));
+            r1.push(r.mbps(moved) / tcp_rate);
             if o.streams > 1 {
                 let r = quic(&o, &data, o.streams, &server).await;
                 line(&format!("quic x{}", o.streams), &r);
+                println!(
+                    "  ratio quic x{}/tcp this round: {:.2}",
+                    o.streams,
+                    r.mbps(moved) / tcp_rate
+                );
                 qn.push(r.mbps(moved));
+                rn.push(r.mbps(moved) / tcp_rate);
             }
         }
     });
-    let (t, q1) = (median(t), median(q1));
     println!(
-        "median: tcp {t:.0} MB/s, quic x1 {q1:.0} MB/s, ratio quic/tcp {:.2}",
-        q1 / t
+        "median: tcp {:.0} MB/s, quic x1 {:.0} MB/s; median of per-round ratios quic x1/tcp {:.2}",
+        median(t),
+        median(q1),
+        median(r1)
     );
     if !qn.is_empty() {
-        let qn = median(qn);
-        println!("median: quic x{} {qn:.0} MB/s, ratio quic/tcp {:.2}", o.streams, qn / t);
+        println!(
+            "median: quic x{} {:.0} MB/s; median of per-round ratios quic x{}/tcp {:.2}",
+            o.streams,
+            median(qn),
+            o.streams,
+            median(rn)
+        );
     }
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: getrusage writes into the struct we own.
