@@ -39,8 +39,8 @@ pub struct Tuning {
     /// SO_RCVBUF and SO_SNDBUF asked for each UDP socket. As large as the
     /// connection window: the peer may burst that much before it must wait
     /// for us, and a smaller buffer drops the tail of the burst (measured on
-    /// loopback: 8 MiB lost thousands of packets per 2 GiB with four streams
-    /// and halved the rate; 16 and 32 MiB lost none).
+    /// loopback: 8 MiB lost thousands of packets per 2 GiB with four streams;
+    /// 16 and 32 MiB lost none).
     pub socket_buffer: usize,
     /// Largest UDP payload path-MTU discovery may probe for (and that we
     /// advertise). Above ~1500 it pays on links with jumbo frames (a
