@@ -17,3 +17,4 @@ pub mod hooks;
 pub mod index;
 pub mod plan;
 pub mod scan;
+pub mod transport;

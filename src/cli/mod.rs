@@ -4,6 +4,7 @@
 //! outcomes to the documented exit codes.
 
 mod check;
+mod init;
 mod links;
 mod scan;
 
@@ -55,6 +56,12 @@ pub enum Command {
     ///
     /// Lists every problem with its file and line. Exit 0 when valid, 2 when not.
     Check(check::CheckArgs),
+    /// Create this node's key and certificate and print its fingerprint.
+    ///
+    /// Writes the `key` file of this node's NODE.conf (mode 0600) and prints the
+    /// `fingerprint = ...` line to put in that NODE.conf: the peer pins this node's
+    /// key from it. Refuses to replace an existing key unless --force.
+    Init(init::InitArgs),
     /// Run this node's heartbeats, prober and arbiter in the foreground and
     /// print link, peer and reach events and the arbiter's decisions.
     ///
@@ -105,6 +112,7 @@ pub fn run(cli: Cli) -> i32 {
     init_logging();
     let result = match &cli.command {
         Command::Check(a) => check::run(&cli.global, a),
+        Command::Init(a) => init::run(&cli.global, a),
         Command::Links(a) => links::run(&cli.global, a),
         Command::Scan(a) => scan::run(&cli.global, a),
     };
