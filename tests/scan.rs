@@ -78,8 +78,8 @@ impl Cluster {
         scan_json(self.cmd(&["scan", set, "--json"]).output().unwrap())
     }
 
-    fn index(&self) -> Index {
-        Index::open(&self.tmp.path().join("state")).unwrap()
+    fn index(&self, set: &str) -> Index {
+        Index::open_set(&self.tmp.path().join("state"), set).unwrap()
     }
 }
 
@@ -168,7 +168,7 @@ fn counts_are_exact_after_touch_edit_add_delete_and_rename() {
     assert_eq!(counts(&r), (2, 1, 2, 1), "{r}");
     assert_eq!(counts(&c.scan("Fsmbd").0), (0, 0, 0, 0));
 
-    let index = c.index();
+    let index = c.index("Fsmbd");
     assert_eq!(index.generation("Fsmbd").unwrap(), 7);
     assert_eq!(
         index.changes_since("Fsmbd", 5).unwrap(),
@@ -195,7 +195,7 @@ fn names_with_spaces_newlines_and_invalid_utf8_are_recorded_byte_exact() {
     let (r, code, _) = c.scan("Fsmbd");
     assert_eq!((code, r["files"].as_u64()), (0, Some(4)));
     assert_eq!(counts(&c.scan("Fsmbd").0), (0, 0, 0, 0));
-    let index = c.index();
+    let index = c.index("Fsmbd");
     for n in names {
         let mut path = b"srv/samba/".to_vec();
         path.extend_from_slice(n);
@@ -225,7 +225,7 @@ fn hard_links_and_symlinks_are_recorded_as_such() {
         ),
         (Some(1), Some(1), Some(2), Some(1))
     );
-    let index = c.index();
+    let index = c.index("Fsmbd");
     let link = index.entry("Fsmbd", b"srv/samba/orig").unwrap().unwrap();
     assert_eq!(
         (link.kind, link.target),
@@ -297,7 +297,7 @@ fn unreadable_paths_make_the_scan_partial_and_keep_their_state() {
     assert_eq!(r["errors"].as_array().map(Vec::len), Some(2), "{r}");
     // Nothing was deleted: closed/inner could not be listed, so it is kept.
     assert_eq!(r["deleted"].as_u64(), Some(0), "{r}");
-    let index = c.index();
+    let index = c.index("Fsmbd");
     let secret = index.entry("Fsmbd", b"srv/samba/secret").unwrap().unwrap();
     assert_eq!(secret.size, 1, "the old entry is kept, not a torn or empty one");
     assert!(index.entry("Fsmbd", b"srv/samba/closed/inner").unwrap().is_some());

@@ -33,6 +33,8 @@ use std::path::{Path, PathBuf};
 use hamirror_wire::{Entry, Hash};
 
 use crate::plan::{FileBuild, Plan};
+use crate::scan::TEMP_SUFFIX;
+pub use crate::scan::is_temp_name;
 
 pub use dest::Dest;
 pub use journal::Journal;
@@ -103,14 +105,6 @@ pub struct ApplyReport {
     pub reused_bytes: u64,
     /// Bytes found already in place in an interrupted run's temp file.
     pub resumed_bytes: u64,
-}
-
-/// Suffix of hamirror's temporary files; scanners skip such names.
-pub const TEMP_SUFFIX: &[u8] = b".hamirror-tmp";
-
-/// Whether a file name is one of hamirror's temporary files.
-pub fn is_temp_name(name: &[u8]) -> bool {
-    name.starts_with(b".") && name.ends_with(TEMP_SUFFIX)
 }
 
 /// The temp file for building `entry` at `final_path`: hidden, in the same

@@ -72,7 +72,7 @@ pub enum Command {
     /// Scan one mirror set on this node and update the index.
     /// Walks the set's roots under this node's `root`, reads only files whose
     /// (device, inode, size, mtime, ctime) changed, and commits the changes as
-    /// a new generation in `<state>/index.redb`. Exit 0 ok, 1 partial (failed
+    /// a new generation in `<state>/sets/<SET>.redb`. Exit 0 ok, 1 partial (failed
     /// paths are named on stderr), 2 failed.
     Scan(scan::ScanArgs),
 }
@@ -105,6 +105,15 @@ impl Global {
 /// Looks up a node that `load_local` has already validated.
 pub fn local<'a>(cluster: &'a Cluster, name: &str) -> &'a Node {
     cluster.node(name).expect("validated by Global::load_local")
+}
+
+/// Finds a set by name (`Fsmbd` or `smbd`), or lists the sets there are.
+pub fn find_set<'a>(cluster: &'a Cluster, name: &str) -> anyhow::Result<(&'a Node, &'a crate::config::MirrorSet)> {
+    cluster.find_set(name).ok_or_else(|| {
+        let names: Vec<&str> =
+            cluster.nodes.iter().flat_map(|n| n.group.sets.iter().map(|s| s.name.as_str())).collect();
+        anyhow::anyhow!("no set {name:?} in {}; its sets are: {}", cluster.dir.display(), names.join(", "))
+    })
 }
 
 /// Runs a command and returns the process exit code.

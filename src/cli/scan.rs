@@ -33,20 +33,8 @@ pub struct ScanArgs {
 pub fn run(global: &Global, args: &ScanArgs) -> anyhow::Result<i32> {
     let (cluster, me) = global.load_local()?;
     let node = super::local(&cluster, &me);
-    let Some((owner, set)) = cluster.find_set(&args.set) else {
-        let names: Vec<&str> = cluster
-            .nodes
-            .iter()
-            .flat_map(|n| n.group.sets.iter().map(|s| s.name.as_str()))
-            .collect();
-        anyhow::bail!(
-            "no set {:?} in {}; its sets are: {}",
-            args.set,
-            cluster.dir.display(),
-            names.join(", ")
-        );
-    };
-    let index = Index::open(&node.conf.state).with_context(|| format!("node {me}"))?;
+    let (owner, set) = super::find_set(&cluster, &args.set)?;
+    let index = Index::open_set(&node.conf.state, &set.name).with_context(|| format!("node {me}"))?;
     let opts = ScanOptions {
         threads: args.jobs.unwrap_or(0),
         ..ScanOptions::default()

@@ -9,7 +9,7 @@ use hamirror_wire::entry::check_path;
 use hamirror_wire::{Entry, EntryKind, Hash, Reader, Writer};
 use redb::{MultimapTable, ReadableTable, Table};
 
-use super::{ChunkLocation, Fingerprint, Index, IndexError, SETS, SetInfo, SetTables, decode_entry};
+use super::{ACKS, Position, ChunkLocation, Fingerprint, Index, IndexError, SETS, SetInfo, SetTables, decode_entry};
 
 /// One path to store: its entry and the local stat fingerprint of the file
 /// it describes. `stat: None` stores "unknown": the next quick check misses
@@ -67,6 +67,23 @@ impl Index {
     /// symlink target ([`IndexError::InvalidEntry`]; nothing is written),
     /// storage errors, or a stored entry that does not decode.
     pub fn commit(&self, set: &str, upserts: &[Upsert], deletes: &[Vec<u8>]) -> Result<CommitOutcome, IndexError> {
+        self.commit_with_ack(set, upserts, deletes, None)
+    }
+
+    /// [`Index::commit`], and in the same transaction records `ack` as the
+    /// peer position this set's replica is now in step with (a receiver
+    /// commits what it applied and what it acknowledges atomically, so a
+    /// crash can never leave an acknowledgement of data it does not hold).
+    ///
+    /// # Errors
+    /// As [`Index::commit`].
+    pub fn commit_with_ack(
+        &self,
+        set: &str,
+        upserts: &[Upsert],
+        deletes: &[Vec<u8>],
+        ack: Option<Position>,
+    ) -> Result<CommitOutcome, IndexError> {
         let invalid = |p: &[u8], why: String| IndexError::InvalidEntry {
             path: String::from_utf8_lossy(p).into_owned(),
             why,
@@ -88,7 +105,7 @@ impl Index {
             }
             bodies.push(w.buf);
         }
-        if upserts.is_empty() && deletes.is_empty() {
+        if upserts.is_empty() && deletes.is_empty() && ack.is_none() {
             return self.generation(set).map(|generation| CommitOutcome {
                 generation,
                 ..CommitOutcome::default()
@@ -154,6 +171,9 @@ impl Index {
                 trim_log(&mut log, &mut info, self.log_keep_min)?;
             }
             sets.insert(set, &info.encode()[..])?;
+            if let Some(ack) = ack {
+                txn.open_table(ACKS)?.insert(set, &ack.encode()[..])?;
+            }
             out.generation = info.generation;
             out
         };

@@ -51,6 +51,35 @@ pub const LOG_KEEP_MIN: u64 = 100_000;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const SETS: TableDefinition<&str, &[u8]> = TableDefinition::new("sets");
+/// Per set: the peer position ([`Position`]) this replica is in step with.
+const ACKS: TableDefinition<&str, &[u8]> = TableDefinition::new("acks");
+
+/// Where a node's index of one set stands: its index id and generation.
+/// A receiver stores the sender's position it last applied completely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Position {
+    pub index: u128,
+    pub generation: u64,
+}
+
+impl Position {
+    fn encode(&self) -> [u8; 24] {
+        let mut b = [0u8; 24];
+        b[..16].copy_from_slice(&self.index.to_le_bytes());
+        b[16..].copy_from_slice(&self.generation.to_le_bytes());
+        b
+    }
+
+    fn decode(b: &[u8]) -> Result<Position, IndexError> {
+        let b: &[u8; 24] =
+            b.try_into().map_err(|_| IndexError::Corrupt(format!("acknowledgement of {} bytes", b.len())))?;
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&b[..16]);
+        let mut generation = [0u8; 8];
+        generation.copy_from_slice(&b[16..]);
+        Ok(Position { index: u128::from_le_bytes(id), generation: u64::from_le_bytes(generation) })
+    }
+}
 
 /// Why the index could not be read or written.
 #[derive(Debug, Error)]
@@ -275,6 +304,18 @@ impl std::fmt::Debug for Index {
 }
 
 impl Index {
+    /// Opens (creating it and the directory if needed) the index of one set,
+    /// `<state>/sets/<set>.redb`. One file per set lets a node receive one
+    /// set (`serve`) while it sends another (`sync`) from another process.
+    ///
+    /// # Errors
+    /// As [`Index::open`].
+    pub fn open_set(state_dir: &Path, set: &str) -> Result<Index, IndexError> {
+        let dir = state_dir.join("sets");
+        std::fs::create_dir_all(&dir).map_err(|source| IndexError::StateDir { path: dir.clone(), source })?;
+        Index::open_file(&dir.join(format!("{set}.redb")))
+    }
+
     /// Opens (creating it and the directory if needed) `<state>/index.redb`.
     ///
     /// # Errors
@@ -381,6 +422,32 @@ impl Index {
             out.push(row?.0.value().to_string());
         }
         Ok(out)
+    }
+
+    /// The peer position this set's replica was last completely in step
+    /// with (see [`Index::commit_with_ack`]), or `None`.
+    ///
+    /// # Errors
+    /// Storage errors, or a corrupt record.
+    pub fn acked(&self, set: &str) -> Result<Option<Position>, IndexError> {
+        let txn = self.db.begin_read()?;
+        match read_table(&txn, ACKS)? {
+            Some(t) => t.get(set)?.map(|v| Position::decode(v.value())).transpose(),
+            None => Ok(None),
+        }
+    }
+
+    /// Forgets the acknowledgement of a set: the next sync from the peer
+    /// compares everything (after the replica changed behind our back, or
+    /// before this node sends the set itself).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn clear_ack(&self, set: &str) -> Result<(), IndexError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(ACKS)?.remove(set)?;
+        txn.commit()?;
+        Ok(())
     }
 
     /// A set's generation and counters (all zero for an unknown set).

@@ -65,6 +65,16 @@ impl ScanError {
     }
 }
 
+/// Suffix of the temporary files a receiver builds new versions in.
+pub const TEMP_SUFFIX: &[u8] = b".hamirror-tmp";
+
+/// Whether a file name is one of hamirror's temporary files: they are not
+/// part of any set, so a scan skips them (after a failover the former
+/// receiver scans the same tree as sender).
+pub fn is_temp_name(name: &[u8]) -> bool {
+    name.starts_with(b".") && name.ends_with(TEMP_SUFFIX)
+}
+
 /// How to scan.
 #[derive(Debug, Clone)]
 pub struct ScanOptions {

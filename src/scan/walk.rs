@@ -228,6 +228,10 @@ fn list_dir<'s>(s: &rayon::Scope<'s>, dir: PathBuf, dir_path: Vec<u8>, dev: u64,
                         break;
                     }
                 };
+                // A receiver's files under construction are never part of the set.
+                if super::is_temp_name(entry.file_name().as_bytes()) {
+                    continue;
+                }
                 let mut path = Vec::with_capacity(dir_path.len() + 1 + entry.file_name().len());
                 path.extend_from_slice(&dir_path);
                 path.push(b'/');
