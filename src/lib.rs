@@ -17,4 +17,5 @@ pub mod hooks;
 pub mod index;
 pub mod plan;
 pub mod scan;
+pub mod sync;
 pub mod transport;

@@ -274,6 +274,8 @@ impl Applier {
         if let Some(parent) = b.final_path.parent() {
             self.ensure_dir(parent)?;
         }
+        // The temp file changes the directory's mtime: remember it first.
+        self.touch_parent(&b.final_path);
         let f = self
             .fds
             .get(&b.temp, true)
@@ -405,6 +407,24 @@ impl Applier {
         Ok(())
     }
 
+    /// The sender can no longer provide these chunks (its file changed after
+    /// its scan): the files that need them fail this time; the next pass
+    /// offers them again.
+    pub fn give_up(&mut self, hashes: &[Hash]) {
+        for h in hashes {
+            for (i, _, _) in self.waiting.remove(h).unwrap_or_default() {
+                let b = &mut self.files[i];
+                b.failed
+                    .get_or_insert_with(|| "the sender's copy changed while it was sent; retried next pass".into());
+            }
+        }
+    }
+
+    /// Whether every needed chunk has arrived or been given up.
+    pub fn complete(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
     /// Removes this run's temp files after a disk-full or permission error
     /// (they only take space); nothing was renamed. A run that is merely
     /// interrupted keeps them so the next run resumes.
@@ -479,7 +499,8 @@ impl Applier {
             let res = match std::fs::symlink_metadata(&p) {
                 Ok(m) if m.is_dir() => std::fs::remove_dir_all(&p),
                 Ok(_) => std::fs::remove_file(&p),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                // ENOTDIR: a parent became a file in this same plan, so the path is gone.
+                Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => Ok(()),
                 Err(e) => Err(e),
             };
             match res {

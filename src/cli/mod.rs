@@ -6,7 +6,11 @@
 mod check;
 mod init;
 mod links;
+mod progress;
 mod scan;
+mod serve;
+mod sync;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -70,11 +74,30 @@ pub enum Command {
     /// this node (the heartbeat port is taken anyway).
     Links(links::LinksArgs),
     /// Scan one mirror set on this node and update the index.
+    ///
     /// Walks the set's roots under this node's `root`, reads only files whose
     /// (device, inode, size, mtime, ctime) changed, and commits the changes as
     /// a new generation in `<state>/sets/<SET>.redb`. Exit 0 ok, 1 partial (failed
     /// paths are named on stderr), 2 failed.
     Scan(scan::ScanArgs),
+    /// Run this node's receiver in the foreground: accept what the peer mirrors.
+    ///
+    /// Listens on `address` (and `lan`) at `port` for the peer (its key pinned by
+    /// its `fingerprint`), applies each set the sending node holds, and answers
+    /// verifies. Stops on SIGINT/SIGTERM.
+    Serve(serve::ServeArgs),
+    /// Mirror one set to the peer once: scan, send what changed, report.
+    ///
+    /// Only changed files are read (quick check); only chunks the peer lacks are
+    /// sent (it reuses any chunk it holds); files are replaced atomically. A pass
+    /// with nothing to do is one round trip. Exit 0 ok, 1 partial (failed files
+    /// named), 2 failed.
+    Sync(sync::SyncArgs),
+    /// Re-read every file of a set on both nodes and report any difference.
+    ///
+    /// Compares content, kind, mode, owner, mtime, symlink and hard-link targets.
+    /// Writes nothing. Exit 0 identical, 1 differences (listed), 2 failed.
+    Verify(verify::VerifyArgs),
 }
 
 impl Global {
@@ -110,10 +133,37 @@ pub fn local<'a>(cluster: &'a Cluster, name: &str) -> &'a Node {
 /// Finds a set by name (`Fsmbd` or `smbd`), or lists the sets there are.
 pub fn find_set<'a>(cluster: &'a Cluster, name: &str) -> anyhow::Result<(&'a Node, &'a crate::config::MirrorSet)> {
     cluster.find_set(name).ok_or_else(|| {
-        let names: Vec<&str> =
-            cluster.nodes.iter().flat_map(|n| n.group.sets.iter().map(|s| s.name.as_str())).collect();
-        anyhow::anyhow!("no set {name:?} in {}; its sets are: {}", cluster.dir.display(), names.join(", "))
+        let names: Vec<&str> = cluster
+            .nodes
+            .iter()
+            .flat_map(|n| n.group.sets.iter().map(|s| s.name.as_str()))
+            .collect();
+        anyhow::anyhow!(
+            "no set {name:?} in {}; its sets are: {}",
+            cluster.dir.display(),
+            names.join(", ")
+        )
     })
+}
+
+/// The async runtime for commands that talk to the peer.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("hamirror-io")
+        .build()?)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }
 
 /// Runs a command and returns the process exit code.
@@ -124,6 +174,9 @@ pub fn run(cli: Cli) -> i32 {
         Command::Init(a) => init::run(&cli.global, a),
         Command::Links(a) => links::run(&cli.global, a),
         Command::Scan(a) => scan::run(&cli.global, a),
+        Command::Serve(a) => serve::run(&cli.global, a),
+        Command::Sync(a) => sync::run(&cli.global, a),
+        Command::Verify(a) => verify::run(&cli.global, a),
     };
     match result {
         Ok(code) => code,

@@ -8,15 +8,15 @@
 //! Exit: 0 ok, 1 partial (some paths failed, each named), 2 failed.
 
 use std::io::IsTerminal;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::progress::Bar;
 use super::{EXIT_OK, EXIT_PARTIAL, Global};
+use crate::config::{MirrorSet, Node};
 use crate::index::Index;
-use crate::scan::{ScanObserver, ScanOptions, ScanReport, scan_set, show_path};
+use crate::scan::{ScanOptions, ScanReport, scan_set, show_path};
 
 #[derive(Debug, Args)]
 pub struct ScanArgs {
@@ -34,25 +34,7 @@ pub fn run(global: &Global, args: &ScanArgs) -> anyhow::Result<i32> {
     let (cluster, me) = global.load_local()?;
     let node = super::local(&cluster, &me);
     let (owner, set) = super::find_set(&cluster, &args.set)?;
-    let index = Index::open_set(&node.conf.state, &set.name).with_context(|| format!("node {me}"))?;
-    let opts = ScanOptions {
-        threads: args.jobs.unwrap_or(0),
-        ..ScanOptions::default()
-    };
-    let bar = Bar::new(std::io::stderr().is_terminal());
-    let report = scan_set(&index, set, &node.conf.root, &opts, &bar)
-        .with_context(|| format!("scanning {} (group {}) on {me}", set.name, owner.name))?;
-    bar.done();
-
-    for m in &report.missing_roots {
-        eprintln!("warning: root /{} does not exist on {me}", show_path(m));
-    }
-    for s in &report.skipped {
-        eprintln!("skipped /{}: {}", show_path(&s.path), s.reason);
-    }
-    for e in &report.errors {
-        eprintln!("error: /{}: {}", show_path(&e.path), e.reason);
-    }
+    let (_, report) = scan_local(node, owner, set, args.jobs)?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -72,6 +54,36 @@ pub fn run(global: &Global, args: &ScanArgs) -> anyhow::Result<i32> {
     } else {
         Ok(EXIT_OK)
     }
+}
+
+/// Opens the set's index on `node`, scans the set with a progress bar on a
+/// terminal, and names what was skipped or failed on stderr.
+pub fn scan_local(
+    node: &Node,
+    owner: &Node,
+    set: &MirrorSet,
+    jobs: Option<usize>,
+) -> anyhow::Result<(Index, ScanReport)> {
+    let me = &node.name;
+    let index = Index::open_set(&node.conf.state, &set.name).with_context(|| format!("node {me}"))?;
+    let opts = ScanOptions {
+        threads: jobs.unwrap_or(0),
+        ..ScanOptions::default()
+    };
+    let bar = Bar::hashing(std::io::stderr().is_terminal());
+    let report = scan_set(&index, set, &node.conf.root, &opts, &bar)
+        .with_context(|| format!("scanning {} (group {}) on {me}", set.name, owner.name))?;
+    bar.done();
+    for m in &report.missing_roots {
+        eprintln!("warning: root /{} does not exist on {me}", show_path(m));
+    }
+    for s in &report.skipped {
+        eprintln!("skipped /{}: {}", show_path(&s.path), s.reason);
+    }
+    for e in &report.errors {
+        eprintln!("error: /{}: {}", show_path(&e.path), e.reason);
+    }
+    Ok((index, report))
 }
 
 /// Bytes for people: `1.5 GiB`.
@@ -118,43 +130,4 @@ pub fn summary(r: &ScanReport, group: &str, node: &str, root: &str) -> String {
         r.previous_generation,
         r.elapsed_s
     )
-}
-
-/// The progress bar: bytes hashed out of bytes to read. Hidden when stderr
-/// is not a terminal or nothing needs reading.
-struct Bar {
-    bar: ProgressBar,
-}
-
-impl Bar {
-    fn new(tty: bool) -> Bar {
-        let bar = if tty {
-            ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr())
-        } else {
-            ProgressBar::hidden()
-        };
-        bar.set_style(
-            ProgressStyle::with_template(
-                "hashing {bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        Bar { bar }
-    }
-
-    fn done(&self) {
-        self.bar.finish_and_clear();
-    }
-}
-
-impl ScanObserver for Bar {
-    fn reading(&self, files: u64, bytes: u64) {
-        if files > 0 {
-            self.bar.set_length(bytes);
-            self.bar.enable_steady_tick(Duration::from_millis(200));
-        }
-    }
-    fn progress(&self, bytes: u64) {
-        self.bar.inc(bytes);
-    }
 }
