@@ -117,7 +117,8 @@ fn every_kind_of_change_reaches_the_replica_exactly() {
     assert_eq!(field(&v, "chunks_sent"), 0, "{v}");
     p.assert_mirrored(ROOTS);
 
-    let steps: Vec<(&str, Box<dyn Fn()>)> = vec![
+    type Step<'a> = (&'static str, Box<dyn Fn() + 'a>);
+    let steps: Vec<Step> = vec![
         ("edit", Box::new(|| write(&s("srv/samba/small.txt"), b"HELLO\n"))),
         (
             "append",
