@@ -78,9 +78,7 @@ async fn route_stream(conn: Connection, mut stream: crate::transport::FrameRecei
             Ok(Some(f)) => f,
             Ok(None) => return,
             Err(e) => {
-                if !e.retry_may_help() {
-                    conn.close(ErrorCode::BadFrame.number(), &e.to_string());
-                }
+                super::control::close_on_bad_frame(&conn, &e);
                 return;
             }
         };

@@ -94,14 +94,7 @@ async fn read_loop(conn: Connection, mut rx: FrameReceiver, inbox: mpsc::Sender<
             },
             Ok(None) => return,
             Err(e) => {
-                if matches!(e, crate::transport::TransportError::FrameTooLarge { .. }) {
-                    conn.close(ErrorCode::TooLarge.number(), &e.to_string());
-                } else if matches!(
-                    e,
-                    crate::transport::TransportError::EmptyFrame | crate::transport::TransportError::Truncated
-                ) {
-                    conn.close(ErrorCode::BadFrame.number(), &e.to_string());
-                }
+                close_on_bad_frame(&conn, &e);
                 Err(SyncError::Transport(e))
             }
         };
@@ -109,5 +102,16 @@ async fn read_loop(conn: Connection, mut rx: FrameReceiver, inbox: mpsc::Sender<
         if inbox.send(item).await.is_err() || stop {
             return;
         }
+    }
+}
+
+/// A frame that breaks the framing (oversize, empty, cut off) makes the
+/// stream untrustworthy: the connection is closed with the reason.
+pub(crate) fn close_on_bad_frame(conn: &Connection, e: &crate::transport::TransportError) {
+    use crate::transport::TransportError as T;
+    match e {
+        T::FrameTooLarge { .. } => conn.close(ErrorCode::TooLarge.number(), &e.to_string()),
+        T::EmptyFrame | T::Truncated => conn.close(ErrorCode::BadFrame.number(), &e.to_string()),
+        _ => {}
     }
 }

@@ -142,7 +142,11 @@ impl Server {
                 );
                 return;
             }
-            _ => return,
+            Ok(None) => return,
+            Err(e) => {
+                super::control::close_on_bad_frame(&conn, &e);
+                return;
+            }
         };
         let mut ctl = Control::new(&conn, tx, rx);
         let set = hello.set.clone();
