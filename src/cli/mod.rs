@@ -4,6 +4,7 @@
 //! outcomes to the documented exit codes.
 
 mod check;
+mod demo;
 mod init;
 mod links;
 mod progress;
@@ -60,6 +61,12 @@ pub enum Command {
     ///
     /// Lists every problem with its file and line. Exit 0 when valid, 2 when not.
     Check(check::CheckArgs),
+    /// Run a two-node demo cluster on this machine (no root, temp dirs, loopback).
+    ///
+    /// serv2 receives, serv1 writes files and mirrors them, changes them and
+    /// mirrors only what changed, then both copies are verified identical.
+    /// Cleans up after itself unless --keep.
+    Demo(demo::DemoArgs),
     /// Create this node's key and certificate and print its fingerprint.
     ///
     /// Writes the `key` file of this node's NODE.conf (mode 0600) and prints the
@@ -171,6 +178,7 @@ pub fn run(cli: Cli) -> i32 {
     init_logging();
     let result = match &cli.command {
         Command::Check(a) => check::run(&cli.global, a),
+        Command::Demo(a) => demo::run(&cli.global, a),
         Command::Init(a) => init::run(&cli.global, a),
         Command::Links(a) => links::run(&cli.global, a),
         Command::Scan(a) => scan::run(&cli.global, a),

@@ -230,21 +230,6 @@ impl Server {
         h: Hello,
     ) -> Result<(), SyncError> {
         let set = self.check_hello(conn, &h)?;
-        if !self
-            .busy
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(set.name.clone())
-        {
-            return Err(SyncError::local(
-                ErrorCode::Busy,
-                format!("another conversation for {} is in progress", set.name),
-            ));
-        }
-        let _busy = BusyGuard {
-            busy: &self.busy,
-            set: set.name.clone(),
-        };
         let node = self
             .cluster
             .node(&self.local)
@@ -252,6 +237,20 @@ impl Server {
         let epoch = self.holders.holder(&h.group).map_or(0, |(_, e)| e).max(h.epoch);
         match h.mode {
             Mode::Push => {
+                // One writer per set; released once applied, not at goodbye.
+                if !self
+                    .busy
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(set.name.clone())
+                {
+                    let why = format!("another conversation for {} is in progress", set.name);
+                    return Err(SyncError::local(ErrorCode::Busy, why));
+                }
+                let busy = BusyGuard {
+                    busy: &self.busy,
+                    set: set.name.clone(),
+                };
                 let (state, name) = (node.conf.state.clone(), set.name.clone());
                 let index = super::blocking(move || Index::open_set(&state, &name))
                     .await
@@ -296,6 +295,7 @@ impl Server {
                 };
                 let result = receive_half(ctl, &mut inbox, target).await;
                 router.unregister(h.session);
+                drop(busy);
                 let r = result?;
                 if r.listing == "none" {
                     tracing::debug!(set = %set.name, peer = %ctl.peer, "in step, nothing to apply");
