@@ -211,8 +211,7 @@ pub fn run(_global: &Global, args: &DemoArgs) -> anyhow::Result<i32> {
     for d in &v.differences {
         say(&format!("   {}: {}", d.path, d.what));
     }
-    conn.close(0, "demo done");
-    rt.block_on(endpoint.wait_idle());
+    rt.block_on(endpoint.shutdown("demo done"));
 
     say(&format!(
         "\nsummary: mirrored {} to serv2; the unchanged pass sent nothing; the change cost {}; trees {verdict}",

@@ -53,6 +53,16 @@ pub fn run(global: &Global, args: &SyncArgs) -> anyhow::Result<i32> {
         );
     }
     let peer = cluster.peer_of(&me).context("no peer configured")?.clone();
+    let rt = super::runtime()?;
+    // The handshake runs on the runtime while this thread scans.
+    let connecting = {
+        let (node, peer) = (node.clone(), peer.clone());
+        rt.spawn(async move {
+            let endpoint = Endpoint::client(&node, &peer)?;
+            let conn = endpoint.connect().await?;
+            anyhow::Ok((endpoint, conn))
+        })
+    };
     let (index, scan) = scan_local(&node, &owner, &set, args.jobs)?;
     let index = Arc::new(index);
     let tty = std::io::stderr().is_terminal();
@@ -63,13 +73,11 @@ pub fn run(global: &Global, args: &SyncArgs) -> anyhow::Result<i32> {
         session: 1,
         progress: Some(bar.clone()),
     };
-    let result = super::runtime()?.block_on(async {
-        let endpoint = Endpoint::client(&node, &peer)?;
-        let conn = endpoint.connect().await?;
+    let result = rt.block_on(async {
+        let (endpoint, conn) = connecting.await??;
         let r = push(&conn, &node, &peer.name, &set, &owner.group.name, 1, index, &opts).await;
         let stats = conn.stats();
-        conn.close(0, "done");
-        endpoint.wait_idle().await;
+        endpoint.shutdown("done").await;
         anyhow::Ok((r, stats))
     });
     bar.done();

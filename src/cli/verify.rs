@@ -29,8 +29,7 @@ pub fn run(global: &Global, args: &VerifyArgs) -> anyhow::Result<i32> {
         let endpoint = Endpoint::client(&node, &peer)?;
         let conn = endpoint.connect().await?;
         let r = verify(&conn, &node, &peer.name, &set, &group, 1).await;
-        conn.close(0, "done");
-        endpoint.wait_idle().await;
+        endpoint.shutdown("done").await;
         anyhow::Ok(r)
     })?;
     let report = match result {

@@ -304,6 +304,18 @@ impl Endpoint {
 
     /// Waits until every connection has been closed cleanly (call after
     /// [`Endpoint::close`] so the peer learns of the close).
+    /// Closes every connection with `reason` and gives the close frames a
+    /// moment to leave (a few milliseconds on a LAN). Unlike
+    /// [`Endpoint::wait_idle`] it does not wait out QUIC's draining period
+    /// (three probe timeouts), which would add ~80 ms to every command.
+    pub async fn shutdown(&self, reason: &str) {
+        let clients: Vec<_> = self.clients.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for q in self.listeners.iter().chain(clients.iter()) {
+            q.close(quinn::VarInt::from_u32(0), reason.as_bytes());
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(10), self.wait_idle()).await;
+    }
+
     pub async fn wait_idle(&self) {
         let clients: Vec<_> = self.clients.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for q in self.listeners.iter().chain(clients.iter()) {
