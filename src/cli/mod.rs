@@ -110,9 +110,16 @@ pub fn local<'a>(cluster: &'a Cluster, name: &str) -> &'a Node {
 /// Finds a set by name (`Fsmbd` or `smbd`), or lists the sets there are.
 pub fn find_set<'a>(cluster: &'a Cluster, name: &str) -> anyhow::Result<(&'a Node, &'a crate::config::MirrorSet)> {
     cluster.find_set(name).ok_or_else(|| {
-        let names: Vec<&str> =
-            cluster.nodes.iter().flat_map(|n| n.group.sets.iter().map(|s| s.name.as_str())).collect();
-        anyhow::anyhow!("no set {name:?} in {}; its sets are: {}", cluster.dir.display(), names.join(", "))
+        let names: Vec<&str> = cluster
+            .nodes
+            .iter()
+            .flat_map(|n| n.group.sets.iter().map(|s| s.name.as_str()))
+            .collect();
+        anyhow::anyhow!(
+            "no set {name:?} in {}; its sets are: {}",
+            cluster.dir.display(),
+            names.join(", ")
+        )
     })
 }
 

@@ -9,7 +9,7 @@ use hamirror_wire::entry::check_path;
 use hamirror_wire::{Entry, EntryKind, Hash, Reader, Writer};
 use redb::{MultimapTable, ReadableTable, Table};
 
-use super::{ACKS, Position, ChunkLocation, Fingerprint, Index, IndexError, SETS, SetInfo, SetTables, decode_entry};
+use super::{ACKS, ChunkLocation, Fingerprint, Index, IndexError, Position, SETS, SetInfo, SetTables, decode_entry};
 
 /// One path to store: its entry and the local stat fingerprint of the file
 /// it describes. `stat: None` stores "unknown": the next quick check misses

@@ -25,6 +25,7 @@
 //! * `sets`: set name → [`SetInfo`]; `meta`: format version and index id.
 
 mod commit;
+mod lookup;
 mod verify;
 
 use std::collections::{BTreeSet, HashMap};
@@ -71,13 +72,17 @@ impl Position {
     }
 
     fn decode(b: &[u8]) -> Result<Position, IndexError> {
-        let b: &[u8; 24] =
-            b.try_into().map_err(|_| IndexError::Corrupt(format!("acknowledgement of {} bytes", b.len())))?;
+        let b: &[u8; 24] = b
+            .try_into()
+            .map_err(|_| IndexError::Corrupt(format!("acknowledgement of {} bytes", b.len())))?;
         let mut id = [0u8; 16];
         id.copy_from_slice(&b[..16]);
         let mut generation = [0u8; 8];
         generation.copy_from_slice(&b[16..]);
-        Ok(Position { index: u128::from_le_bytes(id), generation: u64::from_le_bytes(generation) })
+        Ok(Position {
+            index: u128::from_le_bytes(id),
+            generation: u64::from_le_bytes(generation),
+        })
     }
 }
 
@@ -312,7 +317,10 @@ impl Index {
     /// As [`Index::open`].
     pub fn open_set(state_dir: &Path, set: &str) -> Result<Index, IndexError> {
         let dir = state_dir.join("sets");
-        std::fs::create_dir_all(&dir).map_err(|source| IndexError::StateDir { path: dir.clone(), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| IndexError::StateDir {
+            path: dir.clone(),
+            source,
+        })?;
         Index::open_file(&dir.join(format!("{set}.redb")))
     }
 

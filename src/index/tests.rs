@@ -256,12 +256,20 @@ fn an_acknowledgement_is_committed_with_the_entries_it_covers() {
     let dir = tempfile::tempdir().unwrap();
     let idx = Index::open_set(dir.path(), "Fx").unwrap();
     assert_eq!(idx.acked("Fx").unwrap(), None);
-    let ack = Position { index: 0xfeed, generation: 7 };
-    let out = idx.commit_with_ack("Fx", &[up(file("srv/a", &[(1, 10)], 1))], &[], Some(ack)).unwrap();
+    let ack = Position {
+        index: 0xfeed,
+        generation: 7,
+    };
+    let out = idx
+        .commit_with_ack("Fx", &[up(file("srv/a", &[(1, 10)], 1))], &[], Some(ack))
+        .unwrap();
     assert_eq!(out.generation, 1);
     assert_eq!(idx.acked("Fx").unwrap(), Some(ack));
     // An acknowledgement alone (a no-change offer) is still recorded.
-    let later = Position { index: 0xfeed, generation: 9 };
+    let later = Position {
+        index: 0xfeed,
+        generation: 9,
+    };
     idx.commit_with_ack("Fx", &[], &[], Some(later)).unwrap();
     assert_eq!(idx.acked("Fx").unwrap(), Some(later));
     assert_eq!(idx.generation("Fx").unwrap(), 1);
