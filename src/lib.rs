@@ -18,3 +18,4 @@ pub mod index;
 pub mod plan;
 pub mod scan;
 pub mod transport;
+pub mod watch;

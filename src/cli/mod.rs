@@ -7,6 +7,7 @@ mod check;
 mod init;
 mod links;
 mod scan;
+mod watch;
 
 use std::path::PathBuf;
 
@@ -75,6 +76,14 @@ pub enum Command {
     /// a new generation in `<state>/sets/<SET>.redb`. Exit 0 ok, 1 partial (failed
     /// paths are named on stderr), 2 failed.
     Scan(scan::ScanArgs),
+    /// Watch mirror sets on this node and commit every change as it happens.
+    ///
+    /// Runs in the foreground: a stat scan at start-up, then filesystem events
+    /// (fanotify as root, else inotify) turned into index generations within
+    /// milliseconds; a full stat scan every `rescan_interval`. Logs each
+    /// generation and the backlog. Stops on SIGINT/SIGTERM (exit 0); exit 2 when
+    /// a set fails. Nothing is shipped to the peer yet.
+    Watch(watch::WatchArgs),
 }
 
 impl Global {
@@ -131,6 +140,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Init(a) => init::run(&cli.global, a),
         Command::Links(a) => links::run(&cli.global, a),
         Command::Scan(a) => scan::run(&cli.global, a),
+        Command::Watch(a) => watch::run(&cli.global, a),
     };
     match result {
         Ok(code) => code,
