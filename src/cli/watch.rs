@@ -37,6 +37,9 @@ pub struct WatchArgs {
     /// as a whole instead (bounds memory under a write storm).
     #[arg(long, value_name = "N")]
     pub max_pending: Option<usize>,
+    /// How often a directory that cannot be watched is re-scanned (tests).
+    #[arg(long, value_name = "DURATION", hide = true, value_parser = crate::config::values::parse_duration)]
+    pub unwatched_interval: Option<std::time::Duration>,
 }
 
 enum Msg {
@@ -65,6 +68,9 @@ pub fn run(global: &Global, args: &WatchArgs) -> anyhow::Result<i32> {
     }
     if let Some(n) = args.max_pending {
         opts.max_pending = n.max(1);
+    }
+    if let Some(d) = args.unwatched_interval {
+        opts.unwatched_interval = d;
     }
 
     // Signals are taken by one thread with sigwait: block them before any

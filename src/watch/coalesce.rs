@@ -90,9 +90,9 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
     pub targets: Vec<Target>,
-    /// The earliest event behind these targets (for the event-to-commit
-    /// lag).
-    pub first_event: Instant,
+    /// The earliest filesystem event behind these targets (for the
+    /// event-to-commit lag); `None` when the batch holds only re-checks.
+    pub first_event: Option<Instant>,
     /// Roots re-scanned because events were lost or too many paths were
     /// pending (also among `targets`).
     pub rescanned_roots: usize,
@@ -105,6 +105,8 @@ struct Pending {
     /// Created, deleted or renamed: the parent directory changed too.
     namespace: bool,
     first: Instant,
+    /// The first filesystem event (a re-check is none).
+    first_change: Option<Instant>,
     /// Ready at this time regardless of further writes.
     hard: Option<Instant>,
     /// Ready at this time unless written again.
@@ -183,6 +185,7 @@ impl Coalescer {
 
     /// Takes one event seen at `now`.
     pub fn push(&mut self, now: Instant, event: Event) {
+        let recheck = matches!(event, Event::Recheck { .. });
         let (path, scope, namespace, hard, soft) = match event {
             Event::Lost(root) => {
                 let roots: Vec<usize> = match root {
@@ -217,12 +220,16 @@ impl Coalescer {
             scope,
             namespace,
             first: now,
+            first_change: None,
             hard: None,
             soft: None,
         });
         p.scope = p.scope.max(scope);
         p.namespace |= namespace;
         p.first = p.first.min(now);
+        if !recheck {
+            p.first_change = Some(p.first_change.map_or(now, |t| t.min(now)));
+        }
         if let Some(h) = hard {
             p.hard = Some(p.hard.map_or(h, |old| old.min(h)));
         }
@@ -262,8 +269,8 @@ impl Coalescer {
         // Paths already pending under this root are covered by its re-scan.
         self.paths.retain(|p, pending| {
             let under = covers(&prefix, dir, p);
-            if under {
-                first = first.min(pending.first);
+            if under && let Some(f) = pending.first_change {
+                first = first.min(f);
             }
             !under
         });
@@ -295,6 +302,10 @@ impl Coalescer {
     /// Removes and returns everything ready at `now`, or `None`.
     pub fn poll_ready(&mut self, now: Instant) -> Option<Batch> {
         let mut first_event: Option<Instant> = None;
+        let earliest = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let mut targets = Vec::new();
         let ready_floods: Vec<usize> = self
             .floods
@@ -304,7 +315,7 @@ impl Coalescer {
             .collect();
         for r in &ready_floods {
             if let Some(f) = self.floods.remove(r) {
-                first_event = Some(first_event.map_or(f.first, |t| t.min(f.first)));
+                first_event = earliest(first_event, Some(f.first));
                 targets.push(Target::tree(self.roots[*r].0.clone()));
             }
         }
@@ -316,7 +327,7 @@ impl Coalescer {
             .collect();
         for path in ready {
             let Some(p) = self.paths.remove(&path) else { continue };
-            first_event = Some(first_event.map_or(p.first, |t| t.min(p.first)));
+            first_event = earliest(first_event, p.first_change);
             if p.namespace
                 && let Some(parent) = self.parent_in_set(&path)
             {
@@ -324,7 +335,9 @@ impl Coalescer {
             }
             targets.push(Target { path, scope: p.scope });
         }
-        let first_event = first_event?;
+        if targets.is_empty() {
+            return None;
+        }
         targets.sort_by(|a, b| a.path.cmp(&b.path).then(a.scope.cmp(&b.scope)));
         targets.dedup();
         Some(Batch {

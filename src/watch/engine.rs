@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use super::coalesce::{Coalescer, CoalescerConfig, Event};
 use super::queue::Queue;
 use super::ship::ShipLoop;
-use super::source::{Input, Roots, Source, Watched};
+use super::source::{Roots, Source, Watched};
 use super::{CommitInfo, RunState, SetStatus, WatchOptions};
 use crate::config::MirrorSet;
 use crate::index::Index;
@@ -157,11 +157,8 @@ impl Worker {
                 return Ok(());
             }
             let now = Instant::now();
-            for input in drained.items {
-                match input {
-                    Input::Event(ev) => self.coalescer.push(now, ev),
-                    Input::Unwatched { path, why, .. } => self.unwatch(path, why, now),
-                }
+            for ev in drained.items {
+                self.coalescer.push(now, ev);
             }
             if drained.lost {
                 tracing::warn!(set = %self.set.name, "events were lost (queue overflow); re-scanning the roots");
@@ -173,7 +170,7 @@ impl Worker {
             }
             let mut extra = self.due_polls(now);
             let batch = self.coalescer.poll_ready(now);
-            let first = batch.as_ref().map(|b| b.first_event);
+            let first = batch.as_ref().and_then(|b| b.first_event);
             if let Some(b) = batch {
                 if b.rescanned_roots > 0 {
                     tracing::info!(set = %self.set.name, roots = b.rescanned_roots, "re-scanning whole roots (lost events or too many pending paths)");

@@ -31,7 +31,7 @@ use std::thread::JoinHandle;
 
 use super::coalesce::Event;
 use super::queue::Queue;
-use super::source::{Input, Roots, Source, Unwatchable, Watched};
+use super::source::{Roots, Source, Unwatchable, Watched};
 
 /// The events asked for: every change to names, data and metadata.
 const MASK: u64 = libc::FAN_CREATE
@@ -393,7 +393,7 @@ impl Reader {
             return;
         };
         for ev in events(mask, set_path) {
-            self.queue.push(Input::Event(ev));
+            self.queue.push(ev);
         }
     }
 

@@ -3,8 +3,8 @@
 //! missing a change. The peer is reached only through the [`Shipper`]
 //! seam, called after each commit.
 //!
-//! * `source.rs`, `fanotify.rs`: where events come from (inotify through
-//!   the `notify` crate, or one fanotify mark per filesystem as root);
+//! * `source.rs`, `inotify.rs`, `fanotify.rs`: where events come from
+//!   (inotify watches, or one fanotify mark per filesystem as root);
 //! * `queue.rs`: the bounded hand-over to the engine thread;
 //! * `coalesce.rs`: pure logic deciding when a changed path is ready
 //!   (closed, quiet, deleted, renamed) and batching what is;
@@ -23,6 +23,7 @@
 mod coalesce;
 mod engine;
 mod fanotify;
+mod inotify;
 mod queue;
 mod ship;
 mod source;

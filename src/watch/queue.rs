@@ -9,14 +9,14 @@ use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
-use super::source::Input;
+use super::coalesce::Event;
 
 /// Default capacity in events.
 pub const CAPACITY: usize = 65_536;
 
 #[derive(Debug, Default)]
 struct Inner {
-    items: VecDeque<Input>,
+    items: VecDeque<Event>,
     lost: bool,
     stop: bool,
 }
@@ -24,7 +24,7 @@ struct Inner {
 /// What [`Queue::wait`] returns.
 #[derive(Debug, Default)]
 pub(crate) struct Drained {
-    pub items: Vec<Input>,
+    pub items: Vec<Event>,
     /// Events were dropped since the last wait.
     pub lost: bool,
     /// The engine was asked to stop.
@@ -52,7 +52,7 @@ impl Queue {
     }
 
     /// Adds an input; drops it (and records the loss) when full.
-    pub fn push(&self, input: Input) {
+    pub fn push(&self, input: Event) {
         let mut g = self.lock();
         if g.items.len() >= self.capacity {
             g.lost = true;
@@ -108,10 +108,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::watch::coalesce::Event;
 
-    fn ev(i: u8) -> Input {
-        Input::Event(Event::Closed(vec![b'a', i]))
+    fn ev(i: u8) -> Event {
+        Event::Closed(vec![b'a', i])
     }
 
     #[test]

@@ -5,10 +5,10 @@
 //! bounded [`Queue`].
 //!
 //! Two kinds:
-//! * `inotify` through the `notify` crate: a watch per directory, added
-//!   recursively; limited by `fs.inotify.max_user_watches`. When the limit
-//!   is reached the directory is reported [`Input::Unwatched`] and the
-//!   engine re-scans it periodically instead — never silently unwatched.
+//! * `inotify` (`inotify.rs`): a watch per directory, added recursively;
+//!   limited by `fs.inotify.max_user_watches`. When the limit is reached
+//!   the tree is reported unwatchable and the engine re-scans it
+//!   periodically instead — never silently unwatched.
 //! * `fanotify` (`fanotify.rs`): one mark per filesystem, as root; no
 //!   per-directory limit.
 //!
@@ -21,10 +21,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RemoveKind, RenameMode};
-use notify::{EventKind, RecursiveMode, Watcher};
-
-use super::coalesce::Event;
+use super::inotify::Inotify;
 use super::queue::Queue;
 use crate::config::MirrorSet;
 
@@ -37,19 +34,6 @@ pub enum EventSource {
     Auto,
     Inotify,
     Fanotify,
-}
-
-/// What a source hands to the engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Input {
-    Event(Event),
-    /// A directory (set path) whose events cannot be delivered; `limit`
-    /// when the inotify watch limit is the reason.
-    Unwatched {
-        path: Vec<u8>,
-        why: String,
-        limit: bool,
-    },
 }
 
 /// The outcome of [`Source::watch_tree`] for a path that can be watched.
@@ -136,6 +120,17 @@ impl Roots {
         })
     }
 
+    /// The root a set path is, or lies below.
+    pub fn covering(&self, path: &[u8]) -> Option<&WatchRoot> {
+        self.0.iter().find(|r| {
+            path == &r.set_path[..]
+                || (r.dir
+                    && path.len() > r.set_path.len()
+                    && path.starts_with(&r.set_path)
+                    && path[r.set_path.len()] == b'/')
+        })
+    }
+
     /// The root a set path lies in, and the path on this node.
     pub fn local(&self, path: &[u8]) -> Option<(&WatchRoot, PathBuf)> {
         self.0.iter().find_map(|r| {
@@ -171,120 +166,26 @@ pub(crate) fn start(kind: EventSource, roots: Arc<Roots>, queue: Arc<Queue>) -> 
     }
 }
 
-/// The inotify source, through the `notify` crate.
-pub(crate) struct Inotify {
-    watcher: notify::INotifyWatcher,
-    roots: Arc<Roots>,
-}
-
-impl Inotify {
-    fn start(roots: Arc<Roots>, queue: Arc<Queue>) -> Result<Inotify, String> {
-        let r = roots.clone();
-        let handler = move |res: notify::Result<notify::Event>| deliver(&r, &queue, res);
-        // Symlinks are never followed: a link to `/` must not be watched.
-        let config = notify::Config::default().with_follow_symlinks(false);
-        let watcher = notify::INotifyWatcher::new(handler, config).map_err(|e| format!("inotify: {e}"))?;
-        Ok(Inotify { watcher, roots })
-    }
-}
-
-impl Source for Inotify {
-    fn name(&self) -> &'static str {
-        "inotify"
-    }
-
-    fn watch_tree(&mut self, path: &[u8]) -> Result<Watched, Unwatchable> {
-        let Some((root, local)) = self.roots.local(path) else {
-            return Ok(Watched::Missing);
-        };
-        // A file root is watched through its directory (an editor's save
-        // replaces the file, and with it a watch on the file itself).
-        let (target, mode) = if !root.dir && path == &root.set_path[..] {
-            match local.parent() {
-                Some(p) => (p.to_path_buf(), RecursiveMode::NonRecursive),
-                None => return Ok(Watched::Missing),
-            }
-        } else {
-            (local, RecursiveMode::Recursive)
-        };
-        if !target.is_dir() {
-            return Ok(Watched::Missing);
-        }
-        match self.watcher.watch(&target, mode) {
-            Ok(()) => Ok(Watched::Yes),
-            Err(e) => match e.kind {
-                notify::ErrorKind::PathNotFound => Ok(Watched::Missing),
-                notify::ErrorKind::Io(ref io) if io.kind() == std::io::ErrorKind::NotFound => Ok(Watched::Missing),
-                notify::ErrorKind::MaxFilesWatch => Err(Unwatchable {
-                    why: limit_message(),
-                    limit: true,
-                }),
-                _ => Err(Unwatchable {
-                    why: format!("cannot watch {}: {e}", target.display()),
-                    limit: false,
-                }),
-            },
-        }
-    }
-}
-
 /// The message for a full inotify watch table, with the sysctl to raise it.
 pub(crate) fn limit_message() -> String {
-    let now = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "?".into());
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
+    let global = read("/proc/sys/fs/inotify/max_user_watches");
+    // In a user namespace its own, possibly lower, limit applies too.
+    let userns = read("/proc/sys/user/max_inotify_watches").filter(|u| global.is_none_or(|g| *u < g));
+    let now = match (global, userns) {
+        (Some(g), Some(u)) => format!("fs.inotify.max_user_watches = {g}, user.max_inotify_watches = {u}"),
+        (Some(g), None) => format!("fs.inotify.max_user_watches = {g}"),
+        (None, Some(u)) => format!("user.max_inotify_watches = {u}"),
+        (None, None) => "fs.inotify.max_user_watches".into(),
+    };
     format!(
-        "the inotify watch limit is reached (fs.inotify.max_user_watches = {now}); raise it, e.g. \
+        "the inotify watch limit is reached ({now}); raise it, e.g. \
          `sysctl fs.inotify.max_user_watches=1048576` (persist it in /etc/sysctl.d/)"
     )
-}
-
-/// Turns one `notify` callback into inputs for the engine.
-fn deliver(roots: &Roots, queue: &Queue, res: notify::Result<notify::Event>) {
-    let ev = match res {
-        Ok(ev) => ev,
-        Err(e) => {
-            if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) {
-                let paths: Vec<Vec<u8>> = e.paths.iter().filter_map(|p| roots.set_path(p)).collect();
-                for path in paths {
-                    queue.push(Input::Unwatched {
-                        path,
-                        why: limit_message(),
-                        limit: true,
-                    });
-                }
-            } else {
-                // An error reading events: nothing says which were lost.
-                tracing::warn!("inotify: {e}; re-scanning");
-                queue.lost();
-            }
-            return;
-        }
-    };
-    if ev.need_rescan() {
-        queue.lost();
-        return;
-    }
-    let make: fn(Vec<u8>) -> Event = match ev.kind {
-        EventKind::Create(CreateKind::Folder) => |p| Event::Created { path: p, dir: true },
-        EventKind::Create(_) => |p| Event::Created { path: p, dir: false },
-        EventKind::Remove(RemoveKind::File) => |p| Event::Removed { path: p, tree: false },
-        EventKind::Remove(_) => |p| Event::Removed { path: p, tree: true },
-        EventKind::Modify(ModifyKind::Name(RenameMode::From)) => |p| Event::Removed { path: p, tree: true },
-        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => Event::MovedTo,
-        // `Both` repeats a From and a To already delivered.
-        EventKind::Modify(ModifyKind::Name(_)) => return,
-        EventKind::Modify(ModifyKind::Metadata(_)) => Event::Attrib,
-        EventKind::Modify(_) => Event::Written,
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => Event::Closed,
-        // Opens and reads (our own included) change nothing.
-        EventKind::Access(_) | EventKind::Any | EventKind::Other => return,
-    };
-    for p in &ev.paths {
-        if let Some(path) = roots.set_path(p) {
-            queue.push(Input::Event(make(path)));
-        }
-    }
 }
 
 #[cfg(test)]
@@ -322,43 +223,5 @@ mod tests {
         assert_eq!(local, Path::new("/nonexistent/node/srv/data/a"));
         assert!(roots.local(b"etc/printcap/x").is_none());
         assert!(roots.local(b"srv/database").is_none());
-    }
-
-    #[test]
-    fn notify_events_become_set_path_events() {
-        let roots = Roots::new(&set(), Path::new("/n"));
-        let q = Queue::new(16);
-        let send = |kind, path: &str| {
-            deliver(&roots, &q, Ok(notify::Event::new(kind).add_path(PathBuf::from(path))));
-        };
-        send(EventKind::Create(CreateKind::Folder), "/n/srv/data/d");
-        send(EventKind::Modify(ModifyKind::Name(RenameMode::From)), "/n/srv/data/x");
-        send(
-            EventKind::Access(AccessKind::Close(AccessMode::Write)),
-            "/n/etc/printcap",
-        );
-        send(EventKind::Access(AccessKind::Open(AccessMode::Any)), "/n/srv/data/f");
-        send(EventKind::Modify(ModifyKind::Any), "/n/etc/passwd");
-        deliver(
-            &roots,
-            &q,
-            Ok(notify::Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan)),
-        );
-        let d = q.wait(Some(std::time::Instant::now()));
-        assert_eq!(
-            d.items,
-            vec![
-                Input::Event(Event::Created {
-                    path: b"srv/data/d".to_vec(),
-                    dir: true
-                }),
-                Input::Event(Event::Removed {
-                    path: b"srv/data/x".to_vec(),
-                    tree: true
-                }),
-                Input::Event(Event::Closed(b"etc/printcap".to_vec())),
-            ]
-        );
-        assert!(d.lost, "a rescan flag is a loss");
     }
 }
