@@ -40,7 +40,7 @@ use crate::index::{Fingerprint, Index, IndexError, Upsert};
 
 pub use read::READ_ATTEMPTS;
 pub use report::{Problem, ScanReport, show_path};
-pub use targeted::{PathScan, Scope, Target};
+pub use targeted::{PathScan, PathScanOptions, Scope, Target};
 use walk::{Kind, Stat};
 
 /// Default for [`ScanOptions::racy_window`]: comfortably more than the

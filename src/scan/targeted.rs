@@ -76,6 +76,19 @@ impl Target {
     }
 }
 
+/// How a targeted scan treats what it finds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PathScanOptions {
+    /// The set's index holds hard links (the last full scan counted some).
+    pub hard_links: bool,
+    /// Changed files larger than this whose last change lies within the
+    /// racy window are not read now but returned in [`PathScan::deferred`]:
+    /// read now, they would have to be read a second time once the window
+    /// has passed to record a trusted fingerprint. Worth it when reading
+    /// takes longer than the wait (`watch` uses tens of MiB).
+    pub defer_fresh_above: Option<u64>,
+}
+
 /// What a targeted scan did.
 #[derive(Debug, Clone, Default)]
 pub struct PathScan {
@@ -84,13 +97,15 @@ pub struct PathScan {
     /// instead (hard links, a root that vanished); `None` for a targeted
     /// scan.
     pub full: Option<String>,
+    /// Files left unread (see [`PathScanOptions::defer_fresh_above`]), with
+    /// how long until their change is out of the racy window.
+    pub deferred: Vec<(Vec<u8>, std::time::Duration)>,
 }
 
 impl Scanner {
     /// Re-examines `targets` of `set` (paths outside its roots are ignored)
-    /// and commits what changed as one generation. `hard_links` says whether
-    /// the set's index holds hard links (the last full scan counted some);
-    /// see the module documentation for when this becomes a full scan.
+    /// and commits what changed as one generation. See the module
+    /// documentation for when this becomes a full scan.
     ///
     /// # Errors
     /// As [`Scanner::scan_set`].
@@ -100,13 +115,13 @@ impl Scanner {
         set: &MirrorSet,
         node_root: &Path,
         targets: &[Target],
-        hard_links: bool,
+        popts: PathScanOptions,
         observer: &dyn ScanObserver,
     ) -> Result<PathScan, ScanError> {
         let start = Instant::now();
         let previous_generation = index.generation(&set.name)?;
         let walk_started = now_ns();
-        let walked = match self
+        let mut walked = match self
             .pool
             .install(|| walk_targets(&set.roots, node_root, targets, &self.pool))
         {
@@ -115,10 +130,14 @@ impl Scanner {
         };
         let paths: Vec<&[u8]> = walked.paths.iter().map(|p| &p[..]).collect();
         let trees: Vec<&[u8]> = walked.trees.iter().map(|p| &p[..]).collect();
-        let known = index.fingerprints_of(&set.name, &paths, &trees)?;
-        if let Some(why) = needs_full_scan(&walked.walked, &known, hard_links) {
+        let mut known = index.fingerprints_of(&set.name, &paths, &trees)?;
+        if let Some(why) = needs_full_scan(&walked.walked, &known, popts.hard_links) {
             return self.full(index, set, node_root, observer, why);
         }
+        let deferred = match popts.defer_fresh_above {
+            Some(limit) => defer_fresh(&mut walked.walked, &mut known, limit, walk_started, self.racy_ns()),
+            None => vec![],
+        };
         let report = ScanReport {
             set: set.name.clone(),
             previous_generation,
@@ -135,7 +154,11 @@ impl Scanner {
             observer,
             start,
         )?;
-        Ok(PathScan { scanned, full: None })
+        Ok(PathScan {
+            scanned,
+            full: None,
+            deferred,
+        })
     }
 
     fn full(
@@ -150,6 +173,7 @@ impl Scanner {
         Ok(PathScan {
             scanned: self.scan_set(index, set, node_root, observer)?,
             full: Some(why),
+            deferred: vec![],
         })
     }
 }
@@ -192,6 +216,33 @@ fn needs_full_scan(
         }
     }
     None
+}
+
+/// Takes out of the walk the changed files above `limit` bytes that are
+/// too fresh to trust (and their index rows, so they are not deleted);
+/// returns them with how long until they are not.
+fn defer_fresh(
+    walked: &mut Walked,
+    known: &mut HashMap<Vec<u8>, Option<crate::index::Fingerprint>>,
+    limit: u64,
+    walk_started: i64,
+    racy_ns: i64,
+) -> Vec<(Vec<u8>, std::time::Duration)> {
+    let mut out = vec![];
+    walked.found.retain(|f| {
+        let fp = f.stat.fp;
+        let fresh = f.kind == Kind::File
+            && fp.size > limit
+            && known.get(&f.path) != Some(&Some(fp))
+            && super::read::is_racy(&fp, walk_started, racy_ns);
+        if fresh {
+            known.remove(&f.path);
+            let wait = fp.ctime_ns.saturating_add(racy_ns).saturating_sub(walk_started).max(0);
+            out.push((f.path.clone(), std::time::Duration::from_nanos(wait as u64)));
+        }
+        !fresh
+    });
+    out
 }
 
 /// The targets in path order without duplicates, a path named both ways

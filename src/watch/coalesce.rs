@@ -86,6 +86,17 @@ pub enum Event {
     Recheck { path: Vec<u8>, tree: bool, at: Instant },
 }
 
+impl Event {
+    /// The path the event is about (`None` for lost events).
+    pub fn path(&self) -> Option<&[u8]> {
+        match self {
+            Event::Written(p) | Event::Closed(p) | Event::Attrib(p) | Event::MovedTo(p) => Some(p),
+            Event::Created { path, .. } | Event::Removed { path, .. } | Event::Recheck { path, .. } => Some(path),
+            Event::Lost(_) => None,
+        }
+    }
+}
+
 /// Targets that are ready, for one scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
@@ -168,13 +179,6 @@ impl Coalescer {
     /// Whether nothing is pending.
     pub fn is_idle(&self) -> bool {
         self.paths.is_empty() && self.floods.is_empty()
-    }
-
-    /// Forgets everything pending (a full scan of the set has just started:
-    /// it covers every event received so far).
-    pub fn clear(&mut self) {
-        self.paths.clear();
-        self.floods.clear();
     }
 
     /// The index of the root `path` lies in (a directory root covers what

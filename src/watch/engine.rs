@@ -34,7 +34,7 @@ use super::source::{Roots, Source, Watched};
 use super::{CommitInfo, RunState, SetStatus, WatchOptions};
 use crate::config::MirrorSet;
 use crate::index::Index;
-use crate::scan::{Quiet, ScanError, Scanned, Scanner, Scope, Target, show_path};
+use crate::scan::{PathScanOptions, Quiet, ScanError, Scanned, Scanner, Scope, Target, show_path};
 
 /// How often a path whose read failed is tried again (with doubling
 /// delays from [`RETRY_DELAY`]) before it is left to the next full scan.
@@ -42,6 +42,11 @@ const MAX_RETRIES: u32 = 6;
 const RETRY_DELAY: Duration = Duration::from_millis(250);
 /// Margin added to the racy window before a fresh file is read again.
 const SETTLE_MARGIN: Duration = Duration::from_millis(10);
+/// Changed files larger than this are read once their change is out of the
+/// racy window (at most its 100 ms later) instead of at once and again
+/// after it: at hashing speeds of ~1 GB/s, reading 32 MiB takes a third of
+/// the window, so waiting costs less than reading twice.
+const DEFER_FRESH_ABOVE: u64 = 32 << 20;
 /// The backlog line is logged at most this often.
 const BACKLOG_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -70,6 +75,9 @@ pub(crate) struct Worker {
     next_full: Instant,
     /// When the backlog was last logged, and what it was.
     backlog_logged: (Instant, Option<(u64, u64)>),
+    /// The state directory as a set path, when it lies inside a root: the
+    /// index's own writes must not become changes to commit.
+    state_path: Option<Vec<u8>>,
 }
 
 impl Worker {
@@ -109,7 +117,35 @@ impl Worker {
             retries: HashMap::new(),
             next_full: now,
             backlog_logged: (now, None),
+            state_path: None,
         }
+    }
+
+    /// Ignores events under `state_dir` (this node's state directory) if a
+    /// root holds it, and says so: the index would otherwise be mirrored
+    /// and every commit would cause another.
+    pub fn exclude_state(mut self, state_dir: &std::path::Path) -> Worker {
+        let state = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+        if let Some(p) = self.roots.set_path(&state) {
+            tracing::warn!(
+                set = %self.set.name,
+                "the state directory {} lies inside the set: its changes are not watched (exclude it from the set)",
+                state_dir.display()
+            );
+            self.state_path = Some(p);
+        }
+        self
+    }
+
+    /// Whether an event is about a path the set never holds.
+    fn ignored(&self, ev: &Event) -> bool {
+        let Some(p) = ev.path() else { return false };
+        let name = p.rsplit(|b| *b == b'/').next().unwrap_or(p);
+        crate::scan::is_temp_name(name)
+            || self
+                .state_path
+                .as_ref()
+                .is_some_and(|s| p == &s[..] || (p.starts_with(s) && p.get(s.len()) == Some(&b'/')))
     }
 
     fn set_status(&self, f: impl FnOnce(&mut SetStatus)) {
@@ -158,7 +194,9 @@ impl Worker {
             }
             let now = Instant::now();
             for ev in drained.items {
-                self.coalescer.push(now, ev);
+                if !self.ignored(&ev) {
+                    self.coalescer.push(now, ev);
+                }
             }
             if drained.lost {
                 tracing::warn!(set = %self.set.name, "events were lost (queue overflow); re-scanning the roots");
@@ -264,19 +302,22 @@ impl Worker {
                 self.ensure_watched(&t.path, now);
             }
         }
-        let result = self.scanner.scan_paths(
-            &self.index,
-            &self.set,
-            &self.node_root,
-            &targets,
-            self.hard_links,
-            &Quiet,
-        );
+        let popts = PathScanOptions {
+            hard_links: self.hard_links,
+            defer_fresh_above: Some(DEFER_FRESH_ABOVE),
+        };
+        let result = self
+            .scanner
+            .scan_paths(&self.index, &self.set, &self.node_root, &targets, popts, &Quiet);
         match result {
             Ok(ps) => {
                 if let Some(why) = &ps.full {
                     tracing::info!(set = %self.set.name, "full stat scan instead of {} paths: {why}", targets.len());
                     self.hard_links = ps.scanned.report.hardlinks > 0;
+                }
+                for (path, wait) in ps.deferred {
+                    let at = now + wait + SETTLE_MARGIN;
+                    self.coalescer.push(now, Event::Recheck { path, tree: false, at });
                 }
                 self.committed(ps.scanned, first_event, ps.full.is_some());
                 Ok(())
@@ -305,8 +346,8 @@ impl Worker {
 
     /// A full stat scan of the set (start-up, periodic).
     fn full_scan(&mut self, why: &str) -> Result<(), String> {
-        // Everything pending is covered by the scan.
-        self.coalescer.clear();
+        // Pending targets stay: the scan covers them, but a new directory
+        // among them must still be watched, and re-checking is cheap.
         self.retries.clear();
         let started = Instant::now();
         let scanned = loop {

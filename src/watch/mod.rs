@@ -348,7 +348,8 @@ impl Engine {
             self.opts.clone(),
             status,
             ship,
-        );
+        )
+        .exclude_state(&self.state_dir);
         let notices = self.notices.clone();
         let thread = std::thread::Builder::new()
             .name(format!("hamirror-watch-{name}"))

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::{ChunkParams, SetRoot};
-use crate::scan::{Quiet, ScanOptions};
+use crate::scan::{PathScanOptions, Quiet, ScanOptions};
 
 struct Fixture {
     _tmp: tempfile::TempDir,
@@ -77,8 +77,12 @@ impl Fixture {
     }
 
     fn targeted(&self, targets: &[Target], hard_links: bool) -> PathScan {
+        let popts = PathScanOptions {
+            hard_links,
+            defer_fresh_above: None,
+        };
         self.scanner
-            .scan_paths(&self.index, &self.set, &self.node_root, targets, hard_links, &Quiet)
+            .scan_paths(&self.index, &self.set, &self.node_root, targets, popts, &Quiet)
             .unwrap()
     }
 
@@ -261,6 +265,39 @@ fn a_file_replaced_by_a_directory_and_back() {
     // Only a Path target: the inner path still goes.
     let s = f.targeted(&[Target::path("data/x"), Target::path("data")], false);
     assert_eq!(counts(&s.scanned.report), (0, 2, 1, 1), "{:#?}", s.scanned.report);
+    f.assert_converged();
+}
+
+#[test]
+fn large_fresh_files_are_deferred_not_read_twice() {
+    let f = Fixture::new();
+    f.full();
+    f.write("data/big", &vec![1u8; 100_000]);
+    f.write("data/small", b"s");
+    let scanner = Scanner::new(&ScanOptions {
+        threads: 1,
+        racy_window: Duration::from_secs(3600),
+    })
+    .unwrap();
+    let popts = PathScanOptions {
+        hard_links: false,
+        defer_fresh_above: Some(50_000),
+    };
+    let targets = [
+        Target::path("data/big"),
+        Target::path("data/small"),
+        Target::path("data"),
+    ];
+    let s = scanner
+        .scan_paths(&f.index, &f.set, &f.node_root, &targets, popts, &Quiet)
+        .unwrap();
+    assert_eq!(s.deferred.len(), 1);
+    assert_eq!(s.deferred[0].0, b"data/big");
+    assert!(s.deferred[0].1 > Duration::from_secs(3000), "{:?}", s.deferred[0].1);
+    assert_eq!(counts(&s.scanned.report), (1, 1, 0, 1), "only the small file is read");
+    // Once out of the window it is read (once) like any other.
+    let s = f.targeted(&[Target::path("data/big")], false);
+    assert_eq!(counts(&s.scanned.report), (1, 0, 0, 1));
     f.assert_converged();
 }
 
