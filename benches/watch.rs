@@ -14,7 +14,6 @@
 //! `WATCH_BENCH_EVENTS=fanotify` runs one source only.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::fs;
