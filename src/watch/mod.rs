@@ -92,6 +92,8 @@ pub enum WatchError {
     Events { set: String, why: String },
     #[error("set {0} is already watched")]
     AlreadyWatched(String),
+    #[error("set {0} is no longer watched")]
+    NotWatched(String),
     #[error("cannot start a thread: {0}")]
     Thread(String),
 }
@@ -103,7 +105,7 @@ impl WatchError {
             WatchError::Index { source, .. } => source.retryable(),
             WatchError::Scan { source, .. } => source.retryable(),
             WatchError::Thread(_) => true,
-            WatchError::Events { .. } | WatchError::AlreadyWatched(_) => false,
+            WatchError::Events { .. } | WatchError::AlreadyWatched(_) | WatchError::NotWatched(_) => false,
         }
     }
 }
@@ -172,11 +174,13 @@ pub struct Backlog {
 }
 
 /// A handle on one watched set: cheap to clone, usable from any thread.
+/// It does not keep the set's index open: once the set is stopped its
+/// status stays readable, its backlog does not.
 #[derive(Clone)]
 pub struct WatchHandle {
     set: String,
     status: Arc<Mutex<SetStatus>>,
-    index: Arc<Index>,
+    index: std::sync::Weak<Index>,
     ship: Option<ship::ShipReader>,
 }
 
@@ -210,12 +214,24 @@ impl WatchHandle {
     /// What the peer has not acknowledged (reads the generation log).
     ///
     /// # Errors
-    /// Index storage errors.
-    pub fn backlog(&self) -> Result<Backlog, IndexError> {
-        let generation = self.index.generation(&self.set)?;
+    /// [`WatchError::NotWatched`] once the set is stopped; index storage
+    /// errors.
+    pub fn backlog(&self) -> Result<Backlog, WatchError> {
+        let index = self
+            .index
+            .upgrade()
+            .ok_or_else(|| WatchError::NotWatched(self.set.clone()))?;
+        let err = |source| WatchError::Index {
+            set: self.set.clone(),
+            source,
+        };
+        let generation = index.generation(&self.set).map_err(err)?;
         let acked = self.ship.as_ref().and_then(|s| s.status().0);
         let base = acked.unwrap_or_else(|| self.status().start_generation);
-        let paths = self.index.changes_since(&self.set, base)?.map(|p| p.len() as u64);
+        let paths = index
+            .changes_since(&self.set, base)
+            .map_err(err)?
+            .map(|p| p.len() as u64);
         Ok(Backlog {
             generation,
             acked,
@@ -327,7 +343,7 @@ impl Engine {
         let handle = WatchHandle {
             set: name.clone(),
             status: status.clone(),
-            index: index.clone(),
+            index: Arc::downgrade(&index),
             ship: ship.as_ref().map(ship::ShipLoop::reader),
         };
         tracing::info!(
@@ -415,3 +431,6 @@ impl Drop for Engine {
         self.stop_all();
     }
 }
+
+#[cfg(test)]
+mod tests;
