@@ -282,13 +282,24 @@ impl Worker {
             .filter(|(_, u)| u.next_poll <= now)
             .map(|(p, _)| p.clone())
             .collect();
-        for p in &due {
-            if let Some(u) = self.unwatched.get_mut(p) {
+        let mut targets = Vec::with_capacity(due.len());
+        for p in due {
+            if let Some(u) = self.unwatched.get_mut(&p) {
                 u.next_poll = now + self.opts.unwatched_interval;
             }
-            self.ensure_watched(p, now);
+            // A missing root costs one lstat per poll until it appears (its
+            // removal from the index was committed when it went missing).
+            let exists = self
+                .roots
+                .local(&p)
+                .is_some_and(|(_, local)| std::fs::symlink_metadata(local).is_ok());
+            if !exists {
+                continue;
+            }
+            self.ensure_watched(&p, now);
+            targets.push(Target::tree(p));
         }
-        due.into_iter().map(Target::tree).collect()
+        targets
     }
 
     /// Scans one batch of targets and commits it.

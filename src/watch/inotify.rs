@@ -155,8 +155,12 @@ impl Inotify {
                 if crate::scan::is_temp_name(name.as_bytes()) {
                     continue;
                 }
-                // Not followed: a symlink is not a directory here; a mount
+                // Not followed: a symlink is not a directory here (the type
+                // comes from the listing, no stat for files); a mount
                 // point's contents are not part of the set.
+                if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
                 let Ok(meta) = entry.metadata() else { continue };
                 if meta.is_dir() && meta.dev() == dev {
                     let mut sub = rel.clone();

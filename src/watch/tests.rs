@@ -141,3 +141,33 @@ fn without_a_shipper_the_backlog_counts_from_start_up_and_sets_run_independently
     other.stop();
     engine.stop();
 }
+
+#[test]
+fn a_missing_root_is_polled_until_it_appears_then_watched() {
+    let f = Fixture::new();
+    let mut engine = {
+        let opts = WatchOptions {
+            unwatched_interval: Duration::from_millis(100),
+            ..f.engine().opts.clone()
+        };
+        Engine::new(&f.node_root, &f.state, opts)
+    };
+    let h = engine.start_set(&f.set("Flate", "/late"), None).unwrap();
+    wait_for("watching", || h.status().state == RunState::Watching);
+    let st = h.status();
+    assert_eq!(st.unwatched, vec!["/late: it does not exist".to_string()]);
+    assert_eq!(st.full_scans, 1);
+    // Polling a missing root scans nothing.
+    std::thread::sleep(Duration::from_millis(350));
+    assert_eq!((h.status().batches, h.status().full_scans), (0, 1));
+    fs::create_dir(f.node_root.join("late")).unwrap();
+    fs::write(f.node_root.join("late/x"), b"x").unwrap();
+    wait_for("the root watched and scanned", || {
+        let s = h.status();
+        s.unwatched.is_empty() && s.generation >= 1
+    });
+    // From now on it is watched: a change arrives by event.
+    fs::write(f.node_root.join("late/y"), b"y").unwrap();
+    wait_for("the event", || h.backlog().unwrap().paths == Some(3));
+    engine.stop();
+}
