@@ -192,6 +192,9 @@ impl Worker {
             if drained.stop {
                 return Ok(());
             }
+            if let Some(why) = drained.failed {
+                return Err(format!("events are no longer received ({why})"));
+            }
             let now = Instant::now();
             for ev in drained.items {
                 if !self.ignored(&ev) {

@@ -123,7 +123,15 @@ impl Fanotify {
         let (fd, mounts, stop_fd) = (f.fd.clone(), f.mounts.clone(), f.stop.as_raw_fd());
         let thread = std::thread::Builder::new()
             .name("hamirror-fanotify".into())
-            .spawn(move || Reader::new(roots, queue, mounts).run(fd.as_raw_fd(), stop_fd))
+            .spawn(move || {
+                let q = queue.clone();
+                let reader = Reader::new(roots, queue, mounts);
+                // A reader that dies must not leave the set silently unwatched.
+                let run = std::panic::AssertUnwindSafe(|| reader.run(fd.as_raw_fd(), stop_fd));
+                if std::panic::catch_unwind(run).is_err() {
+                    q.fail("the fanotify reader crashed".into());
+                }
+            })
             .map_err(|e| format!("cannot start the fanotify thread: {e}"))?;
         f.thread = Some(thread);
         Ok(f)
@@ -306,11 +314,8 @@ impl Reader {
                 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                tracing::error!(
-                    "fanotify: poll: {}; events are no longer read",
-                    io::Error::last_os_error()
-                );
-                self.queue.lost();
+                self.queue
+                    .fail(format!("fanotify: poll: {}", io::Error::last_os_error()));
                 return;
             }
             if fds[1].revents != 0 {

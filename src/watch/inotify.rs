@@ -110,7 +110,13 @@ impl Inotify {
         let stop_fd = stop.as_raw_fd();
         let thread = std::thread::Builder::new()
             .name("hamirror-inotify".into())
-            .spawn(move || reader.run(ino, stop_fd))
+            .spawn(move || {
+                let q = reader.queue.clone();
+                // A reader that dies must not leave the set silently unwatched.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reader.run(ino, stop_fd))).is_err() {
+                    q.fail("the inotify reader crashed".into());
+                }
+            })
             .map_err(|e| format!("cannot start the inotify thread: {e}"))?;
         Ok(Inotify {
             watches,
@@ -247,11 +253,8 @@ impl Reader {
                 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                tracing::error!(
-                    "inotify: poll: {}; events are no longer read",
-                    io::Error::last_os_error()
-                );
-                self.queue.lost();
+                self.queue
+                    .fail(format!("inotify: poll: {}", io::Error::last_os_error()));
                 return;
             }
             if fds[1].revents != 0 {

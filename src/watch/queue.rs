@@ -19,6 +19,7 @@ struct Inner {
     items: VecDeque<Event>,
     lost: bool,
     stop: bool,
+    failed: Option<String>,
 }
 
 /// What [`Queue::wait`] returns.
@@ -29,6 +30,8 @@ pub(crate) struct Drained {
     pub lost: bool,
     /// The engine was asked to stop.
     pub stop: bool,
+    /// The source stopped delivering events, and why.
+    pub failed: Option<String>,
 }
 
 #[derive(Debug)]
@@ -69,6 +72,12 @@ impl Queue {
         self.cv.notify_one();
     }
 
+    /// The source can deliver no more events: the set cannot be watched.
+    pub fn fail(&self, why: String) {
+        self.lock().failed.get_or_insert(why);
+        self.cv.notify_one();
+    }
+
     /// Asks the engine to stop.
     pub fn stop(&self) {
         self.lock().stop = true;
@@ -80,7 +89,7 @@ impl Queue {
     pub fn wait(&self, deadline: Option<Instant>) -> Drained {
         let mut g = self.lock();
         loop {
-            if !g.items.is_empty() || g.lost || g.stop {
+            if !g.items.is_empty() || g.lost || g.stop || g.failed.is_some() {
                 break;
             }
             match deadline {
@@ -99,6 +108,7 @@ impl Queue {
             items: g.items.drain(..).collect(),
             lost,
             stop: g.stop,
+            failed: g.failed.clone(),
         }
     }
 }
@@ -123,6 +133,15 @@ mod tests {
         assert_eq!((d.items.len(), d.lost, d.stop), (2, true, false));
         let d = q.wait(Some(Instant::now()));
         assert_eq!((d.items.len(), d.lost), (0, false), "the loss is reported once");
+    }
+
+    #[test]
+    fn a_failed_source_is_reported_until_the_engine_stops() {
+        let q = Queue::new(2);
+        q.fail("gone".into());
+        q.fail("again".into());
+        assert_eq!(q.wait(None).failed.as_deref(), Some("gone"));
+        assert_eq!(q.wait(None).failed.as_deref(), Some("gone"));
     }
 
     #[test]
