@@ -4,7 +4,8 @@
 //! first event to the commit) and the backlog. Runs until SIGINT or
 //! SIGTERM (exit 0) or until a set fails in a way a retry cannot mend
 //! (exit 2). Shipping to the peer is not plugged in yet: the engine runs
-//! without a shipper and says so in the log.
+//! without a shipper and says so in the log. All the work is in
+//! `crate::watch`; this file only parses arguments and handles signals.
 
 use std::sync::mpsc;
 

@@ -2,7 +2,7 @@
 //! subtrees, in one read transaction. The scanner's targeted mode (`watch`)
 //! compares a few changed paths with the index without loading every
 //! fingerprint of the set, which [`Index::fingerprints`] does for a full
-//! scan.
+//! scan. Reads only; knows nothing of the filesystem.
 
 use std::collections::HashMap;
 

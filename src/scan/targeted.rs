@@ -27,6 +27,9 @@
 //!
 //! Roots themselves: a root that disappeared or changed kind is also left
 //! to a full scan, which reports it in `missing_roots` like any scan.
+//!
+//! Like the rest of `scan`, this knows nothing of events or of `watch`: it
+//! is given paths, from whatever source.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;

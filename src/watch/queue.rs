@@ -3,7 +3,8 @@
 //! is dropped and the queue remembers that events were lost, which the
 //! engine turns into a re-scan of the set's roots (the same as a kernel
 //! queue overflow). So memory stays bounded under any write storm and no
-//! change is silently missed.
+//! change is silently missed. Plain data and a condition variable: knows
+//! nothing of kernels, scanning or the index.
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};

@@ -15,7 +15,8 @@
 //! [`Source::watch_tree`] is the engine's barrier for new directories:
 //! it returns once events under the directory are being delivered, so a
 //! scan started afterwards cannot miss a file (what was created before is
-//! found by the scan, what comes after raises an event).
+//! found by the scan, what comes after raises an event). Sources know the
+//! set's roots and nothing of scanning, the index or the peer.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
