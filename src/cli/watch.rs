@@ -19,7 +19,9 @@ use crate::watch::{Engine, EventSource, Notice, WatchOptions};
 pub enum Events {
     /// fanotify when running as root and supported, inotify otherwise.
     Auto,
+    /// A watch per directory (limited by fs.inotify.max_user_watches).
     Inotify,
+    /// One mark per filesystem, no per-directory limit; needs root, Linux 5.9+.
     Fanotify,
 }
 
