@@ -19,3 +19,4 @@ pub mod plan;
 pub mod scan;
 pub mod sync;
 pub mod transport;
+pub mod watch;

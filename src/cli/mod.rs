@@ -12,6 +12,7 @@ mod scan;
 mod serve;
 mod sync;
 mod verify;
+mod watch;
 
 use std::path::PathBuf;
 
@@ -94,17 +95,22 @@ pub enum Command {
     /// verifies. Stops on SIGINT/SIGTERM.
     Serve(serve::ServeArgs),
     /// Mirror one set to the peer once: scan, send what changed, report.
-    ///
     /// Only changed files are read (quick check); only chunks the peer lacks are
     /// sent (it reuses any chunk it holds); files are replaced atomically. A pass
     /// with nothing to do is one round trip. Exit 0 ok, 1 partial (failed files
     /// named), 2 failed.
     Sync(sync::SyncArgs),
     /// Re-read every file of a set on both nodes and report any difference.
-    ///
     /// Compares content, kind, mode, owner, mtime, symlink and hard-link targets.
     /// Writes nothing. Exit 0 identical, 1 differences (listed), 2 failed.
     Verify(verify::VerifyArgs),
+    /// Watch mirror sets on this node and commit every change as it happens.
+    /// Runs in the foreground: a stat scan at start-up, then filesystem events
+    /// (fanotify as root, else inotify) turned into index generations within
+    /// milliseconds; a full stat scan every `rescan_interval`. Logs each
+    /// generation and the backlog. Stops on SIGINT/SIGTERM (exit 0); exit 2 when
+    /// a set fails. Nothing is shipped to the peer yet.
+    Watch(watch::WatchArgs),
 }
 
 impl Global {
@@ -185,6 +191,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Serve(a) => serve::run(&cli.global, a),
         Command::Sync(a) => sync::run(&cli.global, a),
         Command::Verify(a) => verify::run(&cli.global, a),
+        Command::Watch(a) => watch::run(&cli.global, a),
     };
     match result {
         Ok(code) => code,

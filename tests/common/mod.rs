@@ -3,6 +3,8 @@
 //! includes this module with `mod common;`.
 #![allow(dead_code)]
 
+pub mod node;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
