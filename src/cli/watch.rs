@@ -3,9 +3,11 @@
 //! logging each committed generation (paths, bytes read, time from the
 //! first event to the commit) and the backlog. Runs until SIGINT or
 //! SIGTERM (exit 0) or until a set fails in a way a retry cannot mend
-//! (exit 2). Shipping to the peer is not plugged in yet: the engine runs
-//! without a shipper and says so in the log. All the work is in
-//! `crate::watch`; this file only parses arguments and handles signals.
+//! (exit 2). Each committed generation is shipped to the peer (one push
+//! conversation over a kept QUIC connection); while the peer is away the
+//! changes accumulate in the index and go out on reconnect. All the work is
+//! in `crate::watch` and `crate::sync`; this file only parses arguments and
+//! handles signals.
 
 use std::sync::mpsc;
 
@@ -13,6 +15,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 
 use super::{EXIT_FAILED, EXIT_OK, Global};
+use crate::sync::QuicShipper;
 use crate::watch::{Engine, EventSource, Notice, WatchOptions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -55,7 +58,16 @@ pub fn run(global: &Global, args: &WatchArgs) -> anyhow::Result<i32> {
     let node = super::local(&cluster, &me);
     let mut sets = Vec::new();
     for name in &args.sets {
-        let (_, set) = super::find_set(&cluster, name)?;
+        let (owner, set) = super::find_set(&cluster, name)?;
+        if owner.name != me {
+            anyhow::bail!(
+                "{} belongs to group {}, held by {}; run `hamirror watch {}` there (this node receives it)",
+                set.name,
+                owner.group.name,
+                owner.name,
+                set.name
+            );
+        }
         if !sets.iter().any(|s: &&crate::config::MirrorSet| s.name == set.name) {
             sets.push(set);
         }
@@ -101,10 +113,13 @@ pub fn run(global: &Global, args: &WatchArgs) -> anyhow::Result<i32> {
         })
         .context("starting the notice thread")?;
 
+    let peer = cluster.peer_of(&me).context("no peer configured")?.clone();
+    let rt = super::runtime()?;
     let mut engine = Engine::new(&node.conf.root, &node.conf.state, opts).with_notices(ntx);
     for set in &sets {
+        let shipper = QuicShipper::new(rt.handle().clone(), node, &peer, &node.group.name, 1);
         engine
-            .start_set(set, None)
+            .start_set(set, Some(Box::new(shipper)))
             .with_context(|| format!("node {me}, root {}", node.conf.root.display()))?;
     }
     let code = loop {

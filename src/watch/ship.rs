@@ -31,7 +31,7 @@ pub trait Shipper: Send {
     ///
     /// # Errors
     /// [`ShipError`]; say with `retryable` whether trying again can help.
-    fn ship(&mut self, set: &MirrorSet, index: &Index, generation: u64) -> Result<ShipOutcome, ShipError>;
+    fn ship(&mut self, set: &MirrorSet, index: &Arc<Index>, generation: u64) -> Result<ShipOutcome, ShipError>;
 }
 
 /// What a successful [`Shipper::ship`] achieved.
@@ -159,7 +159,7 @@ impl Drop for ShipLoop {
     }
 }
 
-fn run(shipper: &mut dyn Shipper, set: &MirrorSet, index: &Index, shared: &(Mutex<State>, Condvar)) {
+fn run(shipper: &mut dyn Shipper, set: &MirrorSet, index: &Arc<Index>, shared: &(Mutex<State>, Condvar)) {
     let (m, cv) = shared;
     let mut backoff = BACKOFF_MIN;
     let mut retry_at: Option<Instant> = None;
@@ -243,7 +243,7 @@ impl RecordingShipper {
 }
 
 impl Shipper for RecordingShipper {
-    fn ship(&mut self, set: &MirrorSet, _index: &Index, generation: u64) -> Result<ShipOutcome, ShipError> {
+    fn ship(&mut self, set: &MirrorSet, _index: &Arc<Index>, generation: u64) -> Result<ShipOutcome, ShipError> {
         self.calls
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -309,7 +309,7 @@ mod tests {
 
     struct Refuses;
     impl Shipper for Refuses {
-        fn ship(&mut self, _: &MirrorSet, _: &Index, _: u64) -> Result<ShipOutcome, ShipError> {
+        fn ship(&mut self, _: &MirrorSet, _: &Arc<Index>, _: u64) -> Result<ShipOutcome, ShipError> {
             Err(ShipError {
                 message: "not the holder".into(),
                 retryable: false,
