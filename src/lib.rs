@@ -11,6 +11,7 @@ pub mod apply;
 pub mod arbiter;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod failover;
 pub mod hooks;
 pub mod plan;

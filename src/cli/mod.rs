@@ -5,6 +5,11 @@
 
 mod check;
 mod links;
+mod log;
+mod run;
+mod standby;
+mod status;
+mod takeover;
 
 use std::path::PathBuf;
 
@@ -61,6 +66,19 @@ pub enum Command {
     /// once) and nothing is written. Do not run it while the daemon runs on
     /// this node (the heartbeat port is taken anyway).
     Links(links::LinksArgs),
+    /// Run the cluster daemon: heartbeats, prober, arbiter and hooks.
+    ///
+    /// Runs in the foreground until SIGTERM or SIGINT, then releases every
+    /// group it holds (stop hooks) and exits 0. See docs/OPERATIONS.md.
+    Run(run::RunArgs),
+    /// Show the running daemon's view: holders and epochs, links, reach,
+    /// standby lock, hooks, set backlogs, recent events.
+    Status(status::StatusArgs),
+    /// Put this node in standby (it releases everything; a lock keeps it
+    /// there across restarts), or clear that with --clear.
+    Standby(standby::StandbyArgs),
+    /// Move a group to this node: the peer stops it, then this node starts it.
+    Takeover(takeover::TakeoverArgs),
 }
 
 impl Global {
@@ -99,6 +117,10 @@ pub fn run(cli: Cli) -> i32 {
     let result = match &cli.command {
         Command::Check(a) => check::run(&cli.global, a),
         Command::Links(a) => links::run(&cli.global, a),
+        Command::Run(a) => run::run(&cli.global, a),
+        Command::Status(a) => status::run(&cli.global, a),
+        Command::Standby(a) => standby::run(&cli.global, a),
+        Command::Takeover(a) => takeover::run(&cli.global, a),
     };
     match result {
         Ok(code) => code,
@@ -110,15 +132,7 @@ pub fn run(cli: Cli) -> i32 {
 }
 
 /// Logs go to stderr, filtered by `HAMIRROR_LOG` (default `info`), in the
-/// journald-friendly form: no colours when stderr is not a terminal.
+/// journald-friendly form (see `log.rs`).
 fn init_logging() {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HAMIRROR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .try_init();
+    log::init();
 }
