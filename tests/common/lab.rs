@@ -1,0 +1,799 @@
+//! The cluster lab: two nodes, a client and three reachlist hosts in
+//! network namespaces, wired like the real thing, plus the instruments that
+//! judge a failover from outside.
+//!
+//! ```text
+//!   r1 .1   r2 .2   r3 .3   client .100          LAN 192.168.77.0/24
+//!     └───────┴───────┴───────┴── br0 (ns lan) ──┬──────────┐
+//!                                          p1 │          │ p2
+//!                                     n1 (serv1) .11   n2 (serv2) .12
+//!                                          x0 10.77.0.1 ══ x0 10.77.0.2   crossover
+//! ```
+//!
+//! Service addresses: group serv1 192.168.77.21, group serv2 .22, moved by
+//! the shipped `hooks/ipaddr`. With [`Service::Hooks`] each group's S/K
+//! hooks also start/stop a small TCP responder (socat) bound to the group's
+//! address that answers with the name of the node running it; with
+//! [`Service::Static`] a responder listens on every address of each node
+//! all the time (only the address moves, as with keepalived).
+//!
+//! Instruments: a client probe per service address (a thread inside the
+//! client namespace connecting every `interval`), and a sampler per node
+//! namespace (a thread reading the interface addresses every 5 ms) that
+//! records when each node held each address. "Held" means configured on an
+//! interface that is up with carrier: an address on a node whose cable is
+//! pulled answers nobody. The raw presence is recorded too.
+
+// Nodes are indexed throughout (0 = serv1, 1 = serv2), in every table.
+#![allow(clippy::needless_range_loop)]
+
+use std::fmt::Write as _;
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::netns::{Children, Namespaces, enter_netns, ip, monotonic_ms, remove_stale_namespaces, signal, try_ip};
+
+pub const NODES: [&str; 2] = ["serv1", "serv2"];
+pub const SERVICE_IPS: [&str; 2] = ["192.168.77.21", "192.168.77.22"];
+pub const SERVICE_PORT: u16 = 8080;
+const LAN_IPS: [&str; 2] = ["192.168.77.11", "192.168.77.12"];
+const CROSS_IPS: [&str; 2] = ["10.77.0.1", "10.77.0.2"];
+const REACH: [&str; 3] = ["192.168.77.1", "192.168.77.2", "192.168.77.3"];
+const CLIENT_IP: &str = "192.168.77.100";
+
+/// Failure-detection timers of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct Timers {
+    pub keepalive_ms: u64,
+    pub warntime_ms: u64,
+    pub deadtime_ms: u64,
+    pub takeover_delay_ms: u64,
+}
+
+impl Timers {
+    pub const DEFAULT: Timers = Timers {
+        keepalive_ms: 50,
+        warntime_ms: 150,
+        deadtime_ms: 400,
+        takeover_delay_ms: 200,
+    };
+    /// The fastest set docs/FAILOVER.md recommends.
+    pub const FAST: Timers = Timers {
+        keepalive_ms: 20,
+        warntime_ms: 60,
+        deadtime_ms: 160,
+        takeover_delay_ms: 40,
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// S/K hooks start and stop a responder bound to the group's address.
+    Hooks,
+    /// A responder on every address of each node, always running.
+    Static,
+}
+
+#[derive(Debug, Clone)]
+pub struct Opts {
+    pub timers: Timers,
+    pub initdead: &'static str,
+    pub auto_failback: bool,
+    pub hook_timeout: &'static str,
+    pub service: Service,
+    /// Client probe interval.
+    pub probe_every: Duration,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            timers: Timers::DEFAULT,
+            initdead: "2s",
+            auto_failback: false,
+            hook_timeout: "10s",
+            service: Service::Hooks,
+            probe_every: Duration::from_millis(50),
+        }
+    }
+}
+
+/// The namespaces, the configuration and the node processes of one case.
+pub struct Lab {
+    pub opts: Opts,
+    pub dir: tempfile::TempDir,
+    /// n1, n2.
+    pub node_ns: [String; 2],
+    pub lan_ns: String,
+    pub client_ns: String,
+    daemons: [Option<Child>; 2],
+    others: Children,
+    // Last: the namespaces go after every process in them.
+    _ns: Namespaces,
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_hamirror")
+}
+
+impl Lab {
+    /// Builds the network and writes the configuration; starts nothing.
+    pub fn new(prefix: &str, opts: Opts) -> Lab {
+        remove_stale_namespaces(prefix);
+        let mut ns = Namespaces::default();
+        let lan = ns.add(prefix, "lan");
+        ip(&["-n", &lan, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", &lan, "link", "set", "br0", "up"]);
+        let mut plug = |role: &str, port: &str, addr: &str| -> String {
+            let n = ns.add(prefix, role);
+            ip(&[
+                "link", "add", "l0", "netns", &n, "type", "veth", "peer", "name", port, "netns", &lan,
+            ]);
+            ip(&["-n", &lan, "link", "set", port, "master", "br0"]);
+            ip(&["-n", &lan, "link", "set", port, "up"]);
+            ip(&["-n", &n, "addr", "add", &format!("{addr}/24"), "dev", "l0"]);
+            ip(&["-n", &n, "link", "set", "l0", "up"]);
+            n
+        };
+        let n1 = plug("n1", "p1", LAN_IPS[0]);
+        let n2 = plug("n2", "p2", LAN_IPS[1]);
+        let client = plug("cl", "pc", CLIENT_IP);
+        for (i, r) in REACH.iter().enumerate() {
+            plug(&format!("r{}", i + 1), &format!("pr{}", i + 1), r);
+        }
+        ip(&[
+            "link", "add", "x0", "netns", &n1, "type", "veth", "peer", "name", "x0", "netns", &n2,
+        ]);
+        for (n, a) in [(&n1, CROSS_IPS[0]), (&n2, CROSS_IPS[1])] {
+            ip(&["-n", n, "addr", "add", &format!("{a}/24"), "dev", "x0"]);
+            ip(&["-n", n, "link", "set", "x0", "up"]);
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let lab = Lab {
+            opts,
+            dir,
+            node_ns: [n1, n2],
+            lan_ns: lan,
+            client_ns: client,
+            daemons: [None, None],
+            others: Children::default(),
+            _ns: ns,
+        };
+        lab.write_config();
+        lab
+    }
+
+    /// A file of the lab (state, run, logs): `state-serv1/standby.lock`.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The cluster configuration directory.
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("cluster.d")
+    }
+
+    /// The processes running in node `i`'s namespace (its daemon, hooks,
+    /// services, announcements) — everything that dies with the node.
+    pub fn node_pids(&self, i: usize) -> Vec<u32> {
+        let out = Command::new("ip")
+            .args(["netns", "pids", &self.node_ns[i]])
+            .output()
+            .expect("ip netns pids");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .filter(|p| *p != std::process::id())
+            .collect()
+    }
+
+    /// Node `i` freezes (SIGSTOP of everything in it), as a paused VM.
+    pub fn freeze(&self, i: usize) -> Vec<u32> {
+        let pids = self.node_pids(i);
+        for p in &pids {
+            signal(*p, libc::SIGSTOP);
+        }
+        pids
+    }
+
+    pub fn thaw(&self, pids: &[u32]) {
+        for p in pids {
+            signal(*p, libc::SIGCONT);
+        }
+    }
+
+    fn write_config(&self) {
+        let d = self.dir.path();
+        let c = self.config();
+        let t = self.opts.timers;
+        std::fs::create_dir_all(d.join("run")).unwrap();
+        std::fs::create_dir_all(&c).unwrap();
+        for (i, node) in NODES.iter().enumerate() {
+            std::fs::write(
+                c.join(format!("{node}.conf")),
+                format!(
+                    "address = {}\nlan = {}\nstate = {}\nheartbeat_key = authkeys\nkeepalive = {}ms\nwarntime = {}ms\n\
+                     deadtime = {}ms\ntakeover_delay = {}ms\ninitdead = {}\npreferred = serv1\nauto_failback = {}\n\
+                     hook_timeout = {}\n",
+                    CROSS_IPS[i],
+                    LAN_IPS[i],
+                    d.join(format!("state-{node}")).display(),
+                    t.keepalive_ms,
+                    t.warntime_ms,
+                    t.deadtime_ms,
+                    t.takeover_delay_ms,
+                    self.opts.initdead,
+                    if self.opts.auto_failback { "yes" } else { "no" },
+                    self.opts.hook_timeout,
+                ),
+            )
+            .unwrap();
+            let g = c.join(node);
+            std::fs::create_dir_all(&g).unwrap();
+            let ipaddr = concat!(env!("CARGO_MANIFEST_DIR"), "/hooks/ipaddr");
+            let addr = SERVICE_IPS[i];
+            script(&g.join("S10ipaddr"), &format!("exec {ipaddr} \"$1\" {addr}/24 l0"));
+            script(&g.join("K90ipaddr"), &format!("exec {ipaddr} \"$1\" {addr}/24 l0"));
+            if self.opts.service == Service::Hooks {
+                let svc = d.join("svc");
+                script(
+                    &g.join("S20svc"),
+                    &format!("exec {} \"$1\" {node} {addr}", svc.display()),
+                );
+                script(
+                    &g.join("K10svc"),
+                    &format!("exec {} \"$1\" {node} {addr}", svc.display()),
+                );
+            }
+            script(
+                &g.join("N50log"),
+                &format!(
+                    "echo \"$HAMIRROR_NODE $1 $HAMIRROR_GROUP $HAMIRROR_EPOCH\" >> {}",
+                    d.join("events.log").display()
+                ),
+            );
+        }
+        let run = d.join("run");
+        script(
+            &d.join("svc"),
+            &format!(
+                r#"# svc start|stop|reannounce GROUP ADDRESS: the test's TCP service, a responder
+# bound to the group's address that answers with the node's name.
+act=$1 group=$2 addr=$3
+pidf={run}/svc-$HAMIRROR_NODE-$group.pid
+case "$act" in
+start)
+  if [ -e {run}/hang-$HAMIRROR_NODE-$group ]; then echo $$ > {run}/hung.pid; exec sleep 600; fi
+  if [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null; then exit 0; fi
+  setsid socat TCP-LISTEN:{port},bind=$addr,reuseaddr,fork SYSTEM:"echo $HAMIRROR_NODE" </dev/null >/dev/null 2>&1 &
+  echo $! > "$pidf"
+  i=0
+  while [ $i -lt 200 ]; do
+    ss -Hltn "sport = :{port}" | grep -qF "$addr:{port}" && exit 0
+    sleep 0.01; i=$((i+1))
+  done
+  echo "responder did not start" >&2; exit 1 ;;
+stop)
+  [ -f "$pidf" ] && kill "$(cat "$pidf")" 2>/dev/null
+  rm -f "$pidf"; exit 0 ;;
+*) exit 0 ;;
+esac"#,
+                run = run.display(),
+                port = SERVICE_PORT
+            ),
+        );
+        std::fs::write(
+            c.join("authkeys"),
+            "5a1c0d9e2b7a4c3d8e6f0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(c.join("authkeys"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        std::fs::write(c.join("reachlist"), REACH.join("\n") + "\n").unwrap();
+    }
+
+    /// A responder on every address of node `i`, answering its name
+    /// ([`Service::Static`]).
+    pub fn start_static_responders(&mut self) {
+        for i in 0..2 {
+            let child = Command::new("ip")
+                .args(["netns", "exec", &self.node_ns[i], "socat"])
+                .arg(format!("TCP-LISTEN:{SERVICE_PORT},reuseaddr,fork"))
+                .arg(format!("SYSTEM:echo {}", NODES[i]))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start socat");
+            self.others.0.push(child);
+        }
+    }
+
+    /// Starts `hamirror run` on node `i` (log appended to `serv1.log`).
+    pub fn start(&mut self, i: usize) {
+        assert!(self.daemons[i].is_none(), "{} already running", NODES[i]);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path(&format!("{}.log", NODES[i])))
+            .unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.node_ns[i], bin()])
+            .arg("--config")
+            .arg(self.config())
+            .args(["--node", NODES[i], "run"])
+            .env("HAMIRROR_LOG", "info")
+            .env("HAMIRROR_RUN_DIR", self.path("run"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start hamirror run");
+        self.daemons[i] = Some(child);
+    }
+
+    pub fn daemon_pid(&self, i: usize) -> u32 {
+        self.daemons[i].as_ref().expect("daemon running").id()
+    }
+
+    /// SIGTERM, then waits for the exit; returns the exit code.
+    pub fn stop(&mut self, i: usize) -> Option<i32> {
+        let mut c = self.daemons[i].take()?;
+        signal(c.id(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("{} did not exit after SIGTERM:\n{}", NODES[i], self.log(i));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL of the daemon.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.daemons[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The pids of node `i`'s responders (from the svc hook's pid files).
+    pub fn responder_pids(&self, i: usize) -> Vec<u32> {
+        NODES
+            .iter()
+            .filter_map(|g| std::fs::read_to_string(self.path(&format!("run/svc-{}-{g}.pid", NODES[i]))).ok())
+            .filter_map(|s| s.trim().parse().ok())
+            .collect()
+    }
+
+    /// Node `i` dies: both cables out, every process in it killed (its
+    /// daemon, services and a gratuitous ARP still being sent).
+    pub fn node_dies(&mut self, i: usize) {
+        self.cut_lan(i);
+        ip(&["-n", &self.node_ns[i], "link", "set", "x0", "down"]);
+        for p in self.node_pids(i) {
+            signal(p, libc::SIGKILL);
+        }
+        self.kill(i);
+    }
+
+    /// Node `i` boots again: no service address left, cables in, daemon
+    /// started. Returns the time the node was clean (before the cables).
+    pub fn node_reboots(&mut self, i: usize) -> u64 {
+        for a in SERVICE_IPS {
+            try_ip(&["-n", &self.node_ns[i], "addr", "del", &format!("{a}/24"), "dev", "l0"]);
+        }
+        for g in NODES {
+            let _ = std::fs::remove_file(self.path(&format!("run/svc-{}-{g}.pid", NODES[i])));
+        }
+        let clean = monotonic_ms();
+        self.heal_lan(i);
+        ip(&["-n", &self.node_ns[i], "link", "set", "x0", "up"]);
+        self.start(i);
+        clean
+    }
+
+    /// Pulls node `i`'s LAN cable (its switch port goes down).
+    pub fn cut_lan(&self, i: usize) {
+        ip(&["-n", &self.lan_ns, "link", "set", ["p1", "p2"][i], "down"]);
+    }
+
+    pub fn heal_lan(&self, i: usize) {
+        ip(&["-n", &self.lan_ns, "link", "set", ["p1", "p2"][i], "up"]);
+    }
+
+    pub fn cut_crossover(&self) {
+        ip(&["-n", &self.node_ns[0], "link", "set", "x0", "down"]);
+    }
+
+    pub fn heal_crossover(&self) {
+        ip(&["-n", &self.node_ns[0], "link", "set", "x0", "up"]);
+    }
+
+    /// `hamirror status --json` of node `i`, or None if it does not answer.
+    pub fn status(&self, i: usize) -> Option<Value> {
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(self.config())
+            .args(["--node", NODES[i], "status", "--json"])
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Runs `hamirror ARGS` as node `i`; (success, stdout + stderr).
+    pub fn command(&self, i: usize, args: &[&str]) -> (bool, String) {
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(self.config())
+            .args(["--node", NODES[i]])
+            .args(args)
+            .output()
+            .expect("run hamirror");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    /// The daemon log of node `i`.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.path(&format!("{}.log", NODES[i]))).unwrap_or_default()
+    }
+
+    /// Both logs and the notify hooks' record, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        for i in 0..2 {
+            let _ = writeln!(s, "===== {} log =====\n{}", NODES[i], self.log(i));
+        }
+        let ev = std::fs::read_to_string(self.path("events.log")).unwrap_or_default();
+        let _ = writeln!(s, "===== notify hooks =====\n{ev}");
+        s
+    }
+
+    /// Polls `f` every 50 ms until it holds; panics with the logs after
+    /// `timeout`.
+    pub fn wait(&self, what: &str, timeout: Duration, mut f: impl FnMut(&Lab) -> bool) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if f(self) {
+                return monotonic_ms();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for: {what}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The phase of `group` on node `i` and the holder it reports.
+    pub fn group(&self, i: usize, group: &str) -> Option<(String, Option<String>)> {
+        let s = self.status(i)?;
+        let g = s["groups"].as_array()?.iter().find(|g| g["group"] == group)?.clone();
+        Some((
+            g["phase"].as_str().unwrap_or("").to_string(),
+            g["holder"].as_str().map(str::to_string),
+        ))
+    }
+
+    /// Whether node `i` runs `group` (phase held) by its own account.
+    pub fn holds(&self, i: usize, group: &str) -> bool {
+        self.group(i, group).is_some_and(|(p, _)| p == "held")
+    }
+
+    pub fn mode(&self, i: usize) -> Option<(String, Option<String>)> {
+        let s = self.status(i)?;
+        Some((
+            s["mode"].as_str().unwrap_or("").to_string(),
+            s["standby_reason"].as_str().map(str::to_string),
+        ))
+    }
+
+    /// Both daemons up, each running its own group.
+    pub fn wait_both_running_own_groups(&self) {
+        self.wait("each node running its own group", Duration::from_secs(15), |l| {
+            l.holds(0, "serv1") && l.holds(1, "serv2") && l.group(0, "serv2").is_some_and(|(p, _)| p == "released")
+        });
+    }
+
+    /// Starts the instruments.
+    pub fn observe(&self) -> Observer {
+        Observer::start(self)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for i in 0..2 {
+            if let Some(c) = &self.daemons[i] {
+                // A frozen daemon must be able to die.
+                signal(c.id(), libc::SIGCONT);
+            }
+            self.kill(i);
+        }
+        for i in 0..2 {
+            for p in self.responder_pids(i) {
+                signal(p, libc::SIGCONT);
+                signal(p, libc::SIGKILL);
+            }
+        }
+        for i in 0..2 {
+            for p in self.node_pids(i) {
+                signal(p, libc::SIGCONT);
+                signal(p, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+fn script(path: &Path, body: &str) {
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+/// One probe of a service address: when, and which node answered.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub t: u64,
+    pub answer: Option<String>,
+    /// Why there was no answer.
+    pub error: Option<String>,
+}
+
+/// A change of what a node holds: bit `i` live address `i`, bit `2+i` raw.
+#[derive(Debug, Clone, Copy)]
+pub struct Held {
+    pub t: u64,
+    pub bits: u8,
+}
+
+/// The running instruments of a lab.
+pub struct Observer {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    pub probes: [Arc<Mutex<Vec<Probe>>>; 2],
+    pub held: [Arc<Mutex<Vec<Held>>>; 2],
+    pub interval: u64,
+}
+
+fn held_bits() -> u8 {
+    let targets: Vec<Ipv4Addr> = SERVICE_IPS.iter().map(|a| a.parse().unwrap()).collect();
+    let mut bits = 0u8;
+    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills a list we walk read-only and free once.
+    unsafe {
+        if libc::getifaddrs(&mut ifap) != 0 {
+            return 0;
+        }
+        let mut p = ifap;
+        while !p.is_null() {
+            let ifa = &*p;
+            if !ifa.ifa_addr.is_null() && i32::from((*ifa.ifa_addr).sa_family) == libc::AF_INET {
+                let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                let a = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                if let Some(i) = targets.iter().position(|t| *t == a) {
+                    bits |= 1 << (2 + i);
+                    let f = ifa.ifa_flags;
+                    if f & libc::IFF_UP as u32 != 0 && f & libc::IFF_RUNNING as u32 != 0 {
+                        bits |= 1 << i;
+                    }
+                }
+            }
+            p = ifa.ifa_next;
+        }
+        libc::freeifaddrs(ifap);
+    }
+    bits
+}
+
+impl Observer {
+    fn start(lab: &Lab) -> Observer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let interval = lab.opts.probe_every;
+        let probes: [Arc<Mutex<Vec<Probe>>>; 2] = Default::default();
+        let held: [Arc<Mutex<Vec<Held>>>; 2] = Default::default();
+        let mut threads = vec![];
+        for i in 0..2 {
+            let (ns, rec, st) = (lab.node_ns[i].clone(), held[i].clone(), stop.clone());
+            threads.push(std::thread::spawn(move || {
+                enter_netns(&ns).expect("enter node namespace");
+                let mut last = None;
+                while !st.load(Ordering::Relaxed) {
+                    let b = held_bits();
+                    if last != Some(b) {
+                        last = Some(b);
+                        rec.lock().unwrap().push(Held {
+                            t: monotonic_ms(),
+                            bits: b,
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }));
+            let (ns, rec, st) = (lab.client_ns.clone(), probes[i].clone(), stop.clone());
+            threads.push(std::thread::spawn(move || {
+                enter_netns(&ns).expect("enter client namespace");
+                let addr = SocketAddr::new(SERVICE_IPS[i].parse().unwrap(), SERVICE_PORT);
+                let timeout = interval.mul_f64(0.8);
+                let start = Instant::now();
+                let mut k = 0u32;
+                while !st.load(Ordering::Relaxed) {
+                    let t = monotonic_ms();
+                    let r = TcpStream::connect_timeout(&addr, timeout)
+                        .map_err(|e| format!("connect: {e}"))
+                        .and_then(|mut s| {
+                            s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+                            let mut out = String::new();
+                            s.read_to_string(&mut out).map_err(|e| format!("read: {e}"))?;
+                            let out = out.trim().to_string();
+                            if out.is_empty() {
+                                Err("empty answer".to_string())
+                            } else {
+                                Ok(out)
+                            }
+                        });
+                    let (answer, error) = match r {
+                        Ok(a) => (Some(a), None),
+                        Err(e) => (None, Some(e)),
+                    };
+                    rec.lock().unwrap().push(Probe { t, answer, error });
+                    k += 1;
+                    if let Some(wait) = (interval * k).checked_sub(start.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+            }));
+        }
+        Observer {
+            stop,
+            threads,
+            probes,
+            held,
+            interval: interval.as_millis() as u64,
+        }
+    }
+
+    /// The latest answer on service address `i`.
+    pub fn last_answer(&self, i: usize) -> Option<String> {
+        self.probes[i].lock().unwrap().last().and_then(|p| p.answer.clone())
+    }
+
+    /// Waits until the client gets `node`'s answer on address `i`.
+    pub fn wait_answer(&self, lab: &Lab, i: usize, node: &str, timeout: Duration) -> u64 {
+        lab.wait(
+            &format!("client answered by {node} on {}", SERVICE_IPS[i]),
+            timeout,
+            |_| self.last_answer(i).as_deref() == Some(node),
+        )
+    }
+
+    /// Client-visible outage of address `i` after `from`: the longest time
+    /// between two answered probes, less one probe interval (so a run
+    /// without a lost probe counts 0). Resolution: one interval.
+    pub fn outage(&self, i: usize, from: u64) -> Outage {
+        let p = self.probes[i].lock().unwrap();
+        let mut last_ok: Option<u64> = p.iter().rev().find(|x| x.t < from && x.answer.is_some()).map(|x| x.t);
+        let mut worst = Outage::default();
+        let mut failed = 0;
+        for x in p.iter().filter(|x| x.t >= from) {
+            match (&x.answer, last_ok) {
+                (Some(_), Some(ok)) => {
+                    let gap = (x.t - ok).saturating_sub(self.interval);
+                    if failed > 0 && gap > worst.ms {
+                        worst = Outage {
+                            ms: gap,
+                            lost_probes: failed,
+                            ended_at: Some(x.t),
+                        };
+                    }
+                    failed = 0;
+                    last_ok = Some(x.t);
+                }
+                (Some(_), None) => last_ok = Some(x.t),
+                (None, _) => failed += 1,
+            }
+        }
+        if failed > 0 {
+            let last = p.last().map_or(from, |x| x.t);
+            worst = Outage {
+                ms: last - last_ok.unwrap_or(from),
+                lost_probes: failed,
+                ended_at: None,
+            };
+        }
+        worst
+    }
+
+    /// How long, after `from`, both nodes held service address `i` at once
+    /// (`live`: up with carrier; else merely configured).
+    pub fn overlap(&self, i: usize, from: u64, live: bool) -> u64 {
+        let bit = if live { 1u8 << i } else { 1u8 << (2 + i) };
+        let a = self.held[0].lock().unwrap().clone();
+        let b = self.held[1].lock().unwrap().clone();
+        let now = monotonic_ms();
+        let mut times: Vec<u64> = a.iter().chain(b.iter()).map(|h| h.t.max(from)).collect();
+        times.push(from);
+        times.sort_unstable();
+        times.dedup();
+        let state_at = |v: &[Held], t: u64| v.iter().rev().find(|h| h.t <= t).is_some_and(|h| h.bits & bit != 0);
+        let mut total = 0;
+        for (k, &t) in times.iter().enumerate() {
+            let end = times.get(k + 1).copied().unwrap_or(now);
+            if state_at(&a, t) && state_at(&b, t) {
+                total += end - t;
+            }
+        }
+        total
+    }
+
+    /// When the sampler first saw `node` without service address `i`
+    /// (configured or not) at or after `from`: a measurement that starts
+    /// after a change must start when the sampler saw it.
+    pub fn cleared(&self, node: usize, i: usize, from: u64) -> u64 {
+        let bit = 1u8 << (2 + i);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            {
+                let h = self.held[node].lock().unwrap();
+                let before = h.iter().rev().find(|x| x.t <= from);
+                if before.is_none_or(|x| x.bits & bit == 0) {
+                    return from;
+                }
+                if let Some(x) = h.iter().find(|x| x.t > from && x.bits & bit == 0) {
+                    return x.t;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} still holds {}",
+                NODES[node],
+                SERVICE_IPS[i]
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A client-visible outage.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Outage {
+    pub ms: u64,
+    pub lost_probes: u32,
+    /// When service came back (None: still down at the end).
+    pub ended_at: Option<u64>,
+}
