@@ -301,19 +301,17 @@ esac"#,
 
     /// A responder on every address of node `i`, answering its name
     /// ([`Service::Static`]).
-    pub fn start_static_responders(&mut self) {
-        for i in 0..2 {
-            let child = Command::new("ip")
-                .args(["netns", "exec", &self.node_ns[i], "socat"])
-                .arg(format!("TCP-LISTEN:{SERVICE_PORT},reuseaddr,fork"))
-                .arg(format!("SYSTEM:echo {}", NODES[i]))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start socat");
-            self.others.0.push(child);
-        }
+    pub fn start_static_responder(&mut self, i: usize) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.node_ns[i], "socat"])
+            .arg(format!("TCP-LISTEN:{SERVICE_PORT},reuseaddr,fork"))
+            .arg(format!("SYSTEM:echo {}", NODES[i]))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start socat");
+        self.others.0.push(child);
     }
 
     /// Starts `hamirror run` on node `i` (log appended to `serv1.log`).
@@ -390,8 +388,20 @@ esac"#,
     }
 
     /// Node `i` boots again: no service address left, cables in, daemon
-    /// started. Returns the time the node was clean (before the cables).
+    /// (and with [`Service::Static`] the responder) started. Returns the
+    /// time the node was clean (before the cables).
     pub fn node_reboots(&mut self, i: usize) -> u64 {
+        let clean = self.reboot_clean(i);
+        if self.opts.service == Service::Static {
+            self.start_static_responder(i);
+        }
+        self.start(i);
+        clean
+    }
+
+    /// The part of a reboot before any software starts: no service address
+    /// left, cables in. Returns the time the node was clean.
+    pub fn reboot_clean(&mut self, i: usize) -> u64 {
         for a in SERVICE_IPS {
             try_ip(&["-n", &self.node_ns[i], "addr", "del", &format!("{a}/24"), "dev", "l0"]);
         }
@@ -401,8 +411,50 @@ esac"#,
         let clean = monotonic_ms();
         self.heal_lan(i);
         ip(&["-n", &self.node_ns[i], "link", "set", "x0", "up"]);
-        self.start(i);
         clean
+    }
+
+    /// Starts `args` inside node `i`'s namespace (killed with the lab).
+    pub fn spawn_in(&mut self, i: usize, args: &[&str], log: &str) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path(log))
+            .unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.node_ns[i]])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start a process in a node");
+        self.others.0.push(child);
+    }
+
+    /// Makes every link of node `i` drop all traffic while the carrier
+    /// stays up (a switch port taken out of its VLAN, a bad route): the LAN
+    /// port leaves the bridge, the crossover addresses get blackhole routes.
+    /// No interface goes down; nothing is heard.
+    pub fn blackhole(&self, i: usize, on: bool) {
+        let other = 1 - i;
+        let port = ["p1", "p2"][i];
+        if on {
+            ip(&["-n", &self.lan_ns, "link", "set", port, "nomaster"]);
+        } else {
+            ip(&["-n", &self.lan_ns, "link", "set", port, "master", "br0"]);
+        }
+        let verb = if on { "add" } else { "del" };
+        for (n, to) in [(i, other), (other, i)] {
+            ip(&[
+                "-n",
+                &self.node_ns[n],
+                "route",
+                verb,
+                "blackhole",
+                &format!("{}/32", CROSS_IPS[to]),
+            ]);
+        }
     }
 
     /// Pulls node `i`'s LAN cable (its switch port goes down).

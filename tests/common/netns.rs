@@ -32,6 +32,17 @@ pub fn ip(args: &[&str]) {
     );
 }
 
+/// Runs `tc ARGS` (traffic control, iproute2), panicking on failure.
+pub fn tc(args: &[&str]) {
+    let out = Command::new("tc").args(args).output().expect("run tc");
+    assert!(
+        out.status.success(),
+        "tc {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Runs `ip ARGS`; false on failure (for clean-up and idempotent steps).
 pub fn try_ip(args: &[&str]) -> bool {
     Command::new("ip").args(args).output().is_ok_and(|o| o.status.success())
