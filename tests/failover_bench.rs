@@ -367,14 +367,25 @@ fn bench_false_failovers_under_load() {
     }
     std::thread::sleep(3 * SEC);
     // A 1 Gbit/s crossover (like a GbE cable) with the default priority
-    // queueing behind the shaper, filled by TCP both ways.
+    // queueing (pfifo_fast: three bands by SO_PRIORITY) behind the shaper,
+    // filled by TCP both ways.
     for ns in &lab.node_ns {
         common::netns::tc(&[
             "-n", ns, "qdisc", "replace", "dev", "x0", "root", "handle", "1:", "tbf", "rate", "1gbit", "burst",
             "256kb", "latency", "50ms",
         ]);
         common::netns::tc(&[
-            "-n", ns, "qdisc", "add", "dev", "x0", "parent", "1:1", "handle", "10:", "prio",
+            "-n",
+            ns,
+            "qdisc",
+            "add",
+            "dev",
+            "x0",
+            "parent",
+            "1:1",
+            "handle",
+            "10:",
+            "pfifo_fast",
         ]);
     }
     let t0 = monotonic_ms();
@@ -382,6 +393,11 @@ fn bench_false_failovers_under_load() {
     let ka_log = |lab: &Lab, i: usize| {
         std::fs::read_to_string(lab.path(&format!("keepalived-{}-52.log", NODES[i]))).unwrap_or_default()
     };
+    assert!(
+        ka_log(&lab, 0).contains("Entering MASTER STATE"),
+        "keepalived on serv1 never became master:\n{}",
+        ka_log(&lab, 0)
+    );
     let ka_len = [ka_log(&lab, 0).len(), ka_log(&lab, 1).len()];
     let t = secs.to_string();
     lab.spawn_in(1, &["iperf3", "-s", "-B", "10.77.0.2"], "iperf3-server.log");
