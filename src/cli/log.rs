@@ -74,3 +74,44 @@ pub fn init() {
         .with_target(false)
         .try_init();
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn journal_lines_carry_the_syslog_priority_and_no_timestamp() {
+        let buf = Buf::default();
+        let b2 = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .event_format(Journal)
+            .with_writer(move || b2.clone())
+            .finish();
+        tracing::subscriber::with_default(sub, || {
+            tracing::warn!(group = "serv1", "event link_silent link=lan");
+            tracing::error!("event peer_dead");
+            tracing::info!("reach 3/3");
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text,
+            "<4>event link_silent link=lan group=\"serv1\"\n<3>event peer_dead\n<6>reach 3/3\n"
+        );
+    }
+}

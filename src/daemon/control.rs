@@ -81,6 +81,8 @@ impl Response {
 pub enum ControlError {
     #[error("is `hamirror run` running? no socket at {}", path.display())]
     NoSocket { path: PathBuf },
+    #[error("permission denied on {} (the daemon's socket is root's, mode 0600): run this as root", path.display())]
+    Denied { path: PathBuf },
     #[error("is `hamirror run` running? nothing answers at {} ({source})", path.display())]
     NotRunning {
         path: PathBuf,
@@ -113,6 +115,11 @@ pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Response,
         Ok(s) => s,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(ControlError::NoSocket {
+                path: socket.to_path_buf(),
+            });
+        }
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            return Err(ControlError::Denied {
                 path: socket.to_path_buf(),
             });
         }
