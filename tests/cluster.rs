@@ -230,7 +230,7 @@ fn node1_frozen_past_deadtime_steps_down_when_resumed() {
     let t_acq = lab.wait("serv2 takes serv1's group", 3 * SEC, |l| l.holds(1, "serv1"));
     std::thread::sleep(Duration::from_millis(1500u64.saturating_sub(monotonic_ms() - t0)));
     let t_resume = monotonic_ms();
-    lab.thaw(&pids);
+    lab.thaw(0, &pids);
     lab.wait("serv1 steps down", 3 * SEC, |l| {
         l.group(0, "serv1").is_some_and(|(p, _)| p == "released")
     });

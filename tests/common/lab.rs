@@ -116,6 +116,7 @@ pub struct Lab {
     pub client_ns: String,
     daemons: [Option<Child>; 2],
     others: Children,
+    responders: [Option<Arc<Responder>>; 2],
     // Last: the namespaces go after every process in them.
     _ns: Namespaces,
 }
@@ -165,6 +166,7 @@ impl Lab {
             client_ns: client,
             daemons: [None, None],
             others: Children::default(),
+            responders: [None, None],
             _ns: ns,
         };
         lab.write_config();
@@ -195,18 +197,25 @@ impl Lab {
             .collect()
     }
 
-    /// Node `i` freezes (SIGSTOP of everything in it), as a paused VM.
+    /// Node `i` freezes (SIGSTOP of everything in it, and its static
+    /// responder stops answering), as a paused VM.
     pub fn freeze(&self, i: usize) -> Vec<u32> {
         let pids = self.node_pids(i);
         for p in &pids {
             signal(*p, libc::SIGSTOP);
         }
+        if let Some(r) = &self.responders[i] {
+            r.paused.store(true, Ordering::Relaxed);
+        }
         pids
     }
 
-    pub fn thaw(&self, pids: &[u32]) {
+    pub fn thaw(&self, i: usize, pids: &[u32]) {
         for p in pids {
             signal(*p, libc::SIGCONT);
+        }
+        if let Some(r) = &self.responders[i] {
+            r.paused.store(false, Ordering::Relaxed);
         }
     }
 
@@ -300,18 +309,45 @@ esac"#,
     }
 
     /// A responder on every address of node `i`, answering its name
-    /// ([`Service::Static`]).
+    /// ([`Service::Static`]): a thread of this process inside the node's
+    /// namespace (a process forking a shell per connection is too slow to
+    /// answer within a 20 ms probe on two busy cores). It answers nothing
+    /// while the node is frozen; once started it runs for the lab's life
+    /// (a dead node's cables are out, so nobody reaches it).
     pub fn start_static_responder(&mut self, i: usize) {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.node_ns[i], "socat"])
-            .arg(format!("TCP-LISTEN:{SERVICE_PORT},reuseaddr,fork"))
-            .arg(format!("SYSTEM:echo {}", NODES[i]))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start socat");
-        self.others.0.push(child);
+        if self.responders[i].is_some() {
+            return;
+        }
+        let r = Arc::new(Responder::default());
+        let (ns, r2) = (self.node_ns[i].clone(), r.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            enter_netns(&ns).expect("enter node namespace");
+            let l = std::net::TcpListener::bind(("0.0.0.0", SERVICE_PORT)).expect("bind responder");
+            let _ = tx.send(());
+            let mut held = vec![];
+            while !r2.stop.load(Ordering::Relaxed) {
+                let mut pfd = libc::pollfd {
+                    fd: std::os::fd::AsRawFd::as_raw_fd(&l),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd; 100 ms so a dropped lab ends us.
+                if unsafe { libc::poll(&mut pfd, 1, 100) } <= 0 {
+                    continue;
+                }
+                let Ok((mut c, _)) = l.accept() else { continue };
+                if r2.paused.load(Ordering::Relaxed) {
+                    // A frozen service: the kernel accepted, nobody answers.
+                    held.push(c);
+                    continue;
+                }
+                held.clear();
+                let _ = std::io::Write::write_all(&mut c, format!("{}\n", NODES[i]).as_bytes());
+            }
+        });
+        rx.recv().expect("responder started");
+        self.responders[i] = Some(r);
     }
 
     /// Starts `hamirror run` on node `i` (log appended to `serv1.log`).
@@ -578,6 +614,9 @@ esac"#,
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        for r in self.responders.iter().flatten() {
+            r.stop.store(true, Ordering::Relaxed);
+        }
         for i in 0..2 {
             if let Some(c) = &self.daemons[i] {
                 // A frozen daemon must be able to die.
@@ -612,6 +651,13 @@ pub struct Probe {
     pub answer: Option<String>,
     /// Why there was no answer.
     pub error: Option<String>,
+}
+
+/// Controls of a static responder.
+#[derive(Debug, Default)]
+pub struct Responder {
+    pub paused: AtomicBool,
+    pub stop: AtomicBool,
 }
 
 /// A change of what a node holds: bit `i` live address `i`, bit `2+i` raw.
@@ -660,6 +706,16 @@ fn held_bits() -> u8 {
     bits
 }
 
+/// The instruments stand for a client on its own machine and for an
+/// observer outside the nodes: they must not be starved by what runs on
+/// the nodes' two shared cores. Low real-time priority (below the daemons'
+/// 39/40) when permitted.
+fn instrument_priority() {
+    let param = libc::sched_param { sched_priority: 10 };
+    // SAFETY: valid thread and parameter; failure leaves normal priority.
+    unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
+}
+
 impl Observer {
     fn start(lab: &Lab) -> Observer {
         let stop = Arc::new(AtomicBool::new(false));
@@ -671,6 +727,7 @@ impl Observer {
             let (ns, rec, st) = (lab.node_ns[i].clone(), held[i].clone(), stop.clone());
             threads.push(std::thread::spawn(move || {
                 enter_netns(&ns).expect("enter node namespace");
+                instrument_priority();
                 let mut last = None;
                 while !st.load(Ordering::Relaxed) {
                     let b = held_bits();
@@ -687,6 +744,7 @@ impl Observer {
             let (ns, rec, st) = (lab.client_ns.clone(), probes[i].clone(), stop.clone());
             threads.push(std::thread::spawn(move || {
                 enter_netns(&ns).expect("enter client namespace");
+                instrument_priority();
                 let addr = SocketAddr::new(SERVICE_IPS[i].parse().unwrap(), SERVICE_PORT);
                 let timeout = interval.mul_f64(0.8);
                 let start = Instant::now();
