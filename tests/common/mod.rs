@@ -6,6 +6,7 @@
 
 pub mod lab;
 pub mod netns;
+pub mod observe;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
