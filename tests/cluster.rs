@@ -88,6 +88,31 @@ fn assert_serv2_holds_both(lab: &Lab) {
     }
 }
 
+/// Service address `i` stayed where it was since `from`: its holder kept
+/// it without a break (sampled every 5 ms), the client never failed to
+/// connect to it, and lost at most 4 answers in a row. (The responder forks
+/// a shell per connection; on a loaded CI machine it can miss the 40 ms
+/// timeout although the connection was accepted. An address that moves or
+/// vanishes, or ARP pointing to the wrong node, fails the connection.)
+fn assert_no_blink(lab: &Lab, obs: &Observer, i: usize, from: u64, what: &str) {
+    let holder = usize::from(obs.last_answer(i).as_deref() == Some(NODES[1]));
+    assert!(
+        obs.held_throughout(holder, i, from),
+        "{} left {} ({what})\n{}",
+        SERVICE_IPS[i],
+        NODES[holder],
+        lab.logs()
+    );
+    let unreachable = obs.unreachable_run(i, from);
+    let o = obs.outage(i, from);
+    assert!(
+        unreachable == 0 && o.lost_probes <= 4,
+        "{} blinked ({what}): {unreachable} failed connections in a row; {o:?}\n{}",
+        SERVICE_IPS[i],
+        lab.logs()
+    );
+}
+
 fn summary(case: &str, obs: &Observer, from: u64) {
     let o = obs.outage(0, from);
     eprintln!(
@@ -118,7 +143,7 @@ fn node1_dies_serv2_takes_over_within_a_second_and_node1_returns_as_a_backup() {
     let out = obs.outage(0, t0);
     summary("node1 dies", &obs, t0);
     assert!(out.ms < MAX_OUTAGE_MS, "outage {out:?}\n{}", lab.logs());
-    assert_eq!(obs.outage(1, t0).lost_probes, 0, "serv2's own service must not blink");
+    assert_no_blink(&lab, &obs, 1, t0, "serv2's own service");
     assert_eq!(obs.overlap(0, t0, true), 0, "service address live on both nodes");
     assert!(has_event(&lab, 1, "peer_dead"));
 
@@ -133,12 +158,7 @@ fn node1_dies_serv2_takes_over_within_a_second_and_node1_returns_as_a_backup() {
     std::thread::sleep(SEC);
     assert_serv2_holds_both(&lab);
     for i in 0..2 {
-        assert_eq!(
-            obs.outage(i, t1).lost_probes,
-            0,
-            "{} blinked when serv1 returned",
-            SERVICE_IPS[i]
-        );
+        assert_no_blink(&lab, &obs, i, t1, "serv1 returned");
         assert_eq!(obs.overlap(i, t1, false), 0);
     }
     obs.stop();
@@ -162,7 +182,7 @@ fn lan_cut_of_node1_sends_it_to_standby_and_serv2_takes_over_without_overlap() {
     assert!(out.ms < 1500, "outage {out:?}\n{}", lab.logs());
     // Contact on the crossover: release strictly before acquire.
     assert_eq!(obs.overlap(0, t0, false), 0, "service address configured on both nodes");
-    assert_eq!(obs.outage(1, t0).lost_probes, 0);
+    assert_no_blink(&lab, &obs, 1, t0, "serv2's own service");
     assert!(lab.path("state-serv1/standby.lock").exists());
     assert_serv2_holds_both(&lab);
 
@@ -172,7 +192,7 @@ fn lan_cut_of_node1_sends_it_to_standby_and_serv2_takes_over_without_overlap() {
     std::thread::sleep(2 * SEC);
     assert!(mode_is(&lab, 0, "standby", Some("reach_worse")), "{:?}", lab.mode(0));
     assert_serv2_holds_both(&lab);
-    assert_eq!(obs.outage(0, t1).lost_probes, 0);
+    assert_no_blink(&lab, &obs, 0, t1, "links back, serv1 in standby");
     obs.stop();
 }
 
@@ -210,7 +230,7 @@ fn crossover_cut_only_warns_on_both_nodes_and_moves_nothing() {
     assert!(lab.holds(0, "serv1") && lab.holds(1, "serv2"));
     summary("crossover cut", &obs, t0);
     for i in 0..2 {
-        assert_eq!(obs.outage(i, t0).lost_probes, 0, "{} blinked", SERVICE_IPS[i]);
+        assert_no_blink(&lab, &obs, i, t0, "crossover cut");
         assert_eq!(obs.overlap(i, t0, false), 0);
     }
     lab.heal_crossover();
@@ -297,7 +317,7 @@ fn all_links_of_running_node1_cut_it_goes_to_standby_and_comes_back_only_when_cl
     std::thread::sleep(2 * SEC);
     assert!(mode_is(&lab, 0, "standby", Some("isolated")));
     assert_serv2_holds_both(&lab);
-    assert_eq!(obs.outage(0, t1).lost_probes, 0);
+    assert_no_blink(&lab, &obs, 0, t1, "links back, serv1 in standby");
 
     // Restarted with the lock: still standby.
     assert_eq!(lab.stop(0), Some(0), "clean shutdown exits 0");
@@ -347,7 +367,7 @@ fn failback_when_enabled_hands_the_group_back_to_its_returned_owner_without_over
     summary("failback", &obs, t1);
     assert_eq!(obs.overlap(0, t1, false), 0, "handed back without overlap");
     assert!(obs.outage(0, t1).ms < MAX_OUTAGE_MS);
-    assert_eq!(obs.outage(1, t1).lost_probes, 0);
+    assert_no_blink(&lab, &obs, 1, t1, "failback of the other group");
     assert!(lab.holds(1, "serv2"));
     assert_eq!(lab.group(1, "serv1").map(|(p, _)| p), Some("released".to_string()));
     assert!(
@@ -397,7 +417,7 @@ fn a_hanging_start_hook_is_killed_after_hook_timeout_and_blocks_nothing_else() {
     let held = *obs.held[1].lock().unwrap().last().unwrap();
     assert_eq!(held.bits & 0b0100, 0, "serv1's address left on serv2");
     // serv2's own service and its heartbeats were never disturbed.
-    assert_eq!(obs.outage(1, t0).lost_probes, 0);
+    assert_no_blink(&lab, &obs, 1, t0, "serv2's own service");
     assert!(lab.holds(1, "serv2"));
     assert!(
         lab.log(1).contains("TimedOut"),

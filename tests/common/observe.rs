@@ -226,6 +226,33 @@ impl Observer {
         total
     }
 
+    /// The longest run, after `from`, of probes of address `i` whose
+    /// connection failed (nobody reachable at the address: it moved,
+    /// vanished, or ARP points elsewhere) — as opposed to a connection
+    /// accepted but answered late (a slow service on a loaded machine).
+    pub fn unreachable_run(&self, i: usize, from: u64) -> u32 {
+        let p = self.probes[i].lock().unwrap();
+        let (mut run, mut worst) = (0, 0);
+        for x in p.iter().filter(|x| x.t >= from) {
+            if x.error.as_deref().is_some_and(|e| e.starts_with("connect")) {
+                run += 1;
+                worst = worst.max(run);
+            } else {
+                run = 0;
+            }
+        }
+        worst
+    }
+
+    /// Whether `node` held service address `i` (live) without a break from
+    /// `from` until now.
+    pub fn held_throughout(&self, node: usize, i: usize, from: u64) -> bool {
+        let bit = 1u8 << i;
+        let h = self.held[node].lock().unwrap();
+        h.iter().rev().find(|x| x.t <= from).is_some_and(|x| x.bits & bit != 0)
+            && h.iter().filter(|x| x.t > from).all(|x| x.bits & bit != 0)
+    }
+
     /// When the sampler first saw `node` without service address `i`
     /// (configured or not) at or after `from`: a measurement that starts
     /// after a change must start when the sampler saw it.
