@@ -9,9 +9,15 @@
 
 pub mod apply;
 pub mod arbiter;
+pub mod chunk;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod failover;
 pub mod hooks;
+pub mod index;
 pub mod plan;
+pub mod scan;
+pub mod sync;
+pub mod transport;
+pub mod watch;

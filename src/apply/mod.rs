@@ -33,6 +33,8 @@ use std::path::{Path, PathBuf};
 use hamirror_wire::{Entry, Hash};
 
 use crate::plan::{FileBuild, Plan};
+use crate::scan::TEMP_SUFFIX;
+pub use crate::scan::is_temp_name;
 
 pub use dest::Dest;
 pub use journal::Journal;
@@ -103,14 +105,6 @@ pub struct ApplyReport {
     pub reused_bytes: u64,
     /// Bytes found already in place in an interrupted run's temp file.
     pub resumed_bytes: u64,
-}
-
-/// Suffix of hamirror's temporary files; scanners skip such names.
-pub const TEMP_SUFFIX: &[u8] = b".hamirror-tmp";
-
-/// Whether a file name is one of hamirror's temporary files.
-pub fn is_temp_name(name: &[u8]) -> bool {
-    name.starts_with(b".") && name.ends_with(TEMP_SUFFIX)
 }
 
 /// The temp file for building `entry` at `final_path`: hidden, in the same
@@ -280,6 +274,8 @@ impl Applier {
         if let Some(parent) = b.final_path.parent() {
             self.ensure_dir(parent)?;
         }
+        // The temp file changes the directory's mtime: remember it first.
+        self.touch_parent(&b.final_path);
         let f = self
             .fds
             .get(&b.temp, true)
@@ -411,6 +407,24 @@ impl Applier {
         Ok(())
     }
 
+    /// The sender can no longer provide these chunks (its file changed after
+    /// its scan): the files that need them fail this time; the next pass
+    /// offers them again.
+    pub fn give_up(&mut self, hashes: &[Hash]) {
+        for h in hashes {
+            for (i, _, _) in self.waiting.remove(h).unwrap_or_default() {
+                let b = &mut self.files[i];
+                b.failed
+                    .get_or_insert_with(|| "the sender's copy changed while it was sent; retried next pass".into());
+            }
+        }
+    }
+
+    /// Whether every needed chunk has arrived or been given up.
+    pub fn complete(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
     /// Removes this run's temp files after a disk-full or permission error
     /// (they only take space); nothing was renamed. A run that is merely
     /// interrupted keeps them so the next run resumes.
@@ -485,7 +499,8 @@ impl Applier {
             let res = match std::fs::symlink_metadata(&p) {
                 Ok(m) if m.is_dir() => std::fs::remove_dir_all(&p),
                 Ok(_) => std::fs::remove_file(&p),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                // ENOTDIR: a parent became a file in this same plan, so the path is gone.
+                Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => Ok(()),
                 Err(e) => Err(e),
             };
             match res {

@@ -4,12 +4,20 @@
 //! outcomes to the documented exit codes.
 
 mod check;
+mod demo;
+mod init;
 mod links;
 mod log;
+mod progress;
 mod run;
+mod scan;
+mod serve;
 mod standby;
 mod status;
+mod sync;
 mod takeover;
+mod verify;
+mod watch;
 
 use std::path::PathBuf;
 
@@ -59,6 +67,18 @@ pub enum Command {
     ///
     /// Lists every problem with its file and line. Exit 0 when valid, 2 when not.
     Check(check::CheckArgs),
+    /// Run a two-node demo cluster on this machine (no root, temp dirs, loopback).
+    ///
+    /// serv2 receives, serv1 writes files and mirrors them, changes them and
+    /// mirrors only what changed, then both copies are verified identical.
+    /// Cleans up after itself unless --keep.
+    Demo(demo::DemoArgs),
+    /// Create this node's key and certificate and print its fingerprint.
+    ///
+    /// Writes the `key` file of this node's NODE.conf (mode 0600) and prints the
+    /// `fingerprint = ...` line to put in that NODE.conf: the peer pins this node's
+    /// key from it. Refuses to replace an existing key unless --force.
+    Init(init::InitArgs),
     /// Run this node's heartbeats, prober and arbiter in the foreground and
     /// print link, peer and reach events and the arbiter's decisions.
     ///
@@ -66,6 +86,36 @@ pub enum Command {
     /// once) and nothing is written. Do not run it while the daemon runs on
     /// this node (the heartbeat port is taken anyway).
     Links(links::LinksArgs),
+    /// Scan one mirror set on this node and update the index.
+    ///
+    /// Walks the set's roots under this node's `root`, reads only files whose
+    /// (device, inode, size, mtime, ctime) changed, and commits the changes as
+    /// a new generation in `<state>/sets/<SET>.redb`. Exit 0 ok, 1 partial (failed
+    /// paths are named on stderr), 2 failed.
+    Scan(scan::ScanArgs),
+    /// Run this node's receiver in the foreground: accept what the peer mirrors.
+    ///
+    /// Listens on `address` (and `lan`) at `port` for the peer (its key pinned by
+    /// its `fingerprint`), applies each set the sending node holds, and answers
+    /// verifies. Stops on SIGINT/SIGTERM.
+    Serve(serve::ServeArgs),
+    /// Mirror one set to the peer once: scan, send what changed, report.
+    /// Only changed files are read (quick check); only chunks the peer lacks are
+    /// sent (it reuses any chunk it holds); files are replaced atomically. A pass
+    /// with nothing to do is one round trip. Exit 0 ok, 1 partial (failed files
+    /// named), 2 failed.
+    Sync(sync::SyncArgs),
+    /// Re-read every file of a set on both nodes and report any difference.
+    /// Compares content, kind, mode, owner, mtime, symlink and hard-link targets.
+    /// Writes nothing. Exit 0 identical, 1 differences (listed), 2 failed.
+    Verify(verify::VerifyArgs),
+    /// Watch mirror sets on this node and commit every change as it happens.
+    /// Runs in the foreground: a stat scan at start-up, then filesystem events
+    /// (fanotify as root, else inotify) turned into index generations within
+    /// milliseconds; a full stat scan every `rescan_interval`. Logs each
+    /// generation and the backlog. Stops on SIGINT/SIGTERM (exit 0); exit 2 when
+    /// a set fails. Nothing is shipped to the peer yet.
+    Watch(watch::WatchArgs),
     /// Run the cluster daemon: heartbeats, prober, arbiter and hooks.
     ///
     /// Runs in the foreground until SIGTERM or SIGINT, then releases every
@@ -111,12 +161,55 @@ pub fn local<'a>(cluster: &'a Cluster, name: &str) -> &'a Node {
     cluster.node(name).expect("validated by Global::load_local")
 }
 
+/// Finds a set by name (`Fsmbd` or `smbd`), or lists the sets there are.
+pub fn find_set<'a>(cluster: &'a Cluster, name: &str) -> anyhow::Result<(&'a Node, &'a crate::config::MirrorSet)> {
+    cluster.find_set(name).ok_or_else(|| {
+        let names: Vec<&str> = cluster
+            .nodes
+            .iter()
+            .flat_map(|n| n.group.sets.iter().map(|s| s.name.as_str()))
+            .collect();
+        anyhow::anyhow!(
+            "no set {name:?} in {}; its sets are: {}",
+            cluster.dir.display(),
+            names.join(", ")
+        )
+    })
+}
+
+/// The async runtime for commands that talk to the peer.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("hamirror-io")
+        .build()?)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
 /// Runs a command and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     init_logging();
     let result = match &cli.command {
         Command::Check(a) => check::run(&cli.global, a),
+        Command::Demo(a) => demo::run(&cli.global, a),
+        Command::Init(a) => init::run(&cli.global, a),
         Command::Links(a) => links::run(&cli.global, a),
+        Command::Scan(a) => scan::run(&cli.global, a),
+        Command::Serve(a) => serve::run(&cli.global, a),
+        Command::Sync(a) => sync::run(&cli.global, a),
+        Command::Verify(a) => verify::run(&cli.global, a),
+        Command::Watch(a) => watch::run(&cli.global, a),
         Command::Run(a) => run::run(&cli.global, a),
         Command::Status(a) => status::run(&cli.global, a),
         Command::Standby(a) => standby::run(&cli.global, a),

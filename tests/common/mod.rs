@@ -6,6 +6,7 @@
 
 pub mod lab;
 pub mod netns;
+pub mod node;
 pub mod observe;
 
 use std::path::{Path, PathBuf};
@@ -101,3 +102,5 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+pub mod pair;

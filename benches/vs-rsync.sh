@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of `hamirror sync` against rsync (daemon on
+# loopback), on the same source tree, in the same run:
+#
+#   cargo build --release
+#   benches/vs-rsync.sh [TREE] [BIG_FILE_GIB]    # default /tmp/hamirror-bench/tree, 4
+#
+# The tree is made by benches/mktree.sh (50,000 files, ~6 GB) if missing.
+# Page cache warm for both (the source is read once before). Measures:
+#   1. initial copy into an empty replica: time, MB/s, bytes on the wire;
+#   2. no-change pass: median of 5 runs each;
+#   3. after changing ~1% of the files (edits, appends, insertions in the
+#      middle of large files, new and deleted files): time and wire bytes;
+#   4. peak RSS of sender and receiver for one BIG_FILE_GIB GiB file.
+# After 1 and 3 both replicas are checked against the source with
+# `rsync -anc --delete -H` (must print nothing).
+# Results are printed as a Markdown table; paste into docs/BENCHMARKS.md.
+set -euo pipefail
+
+tree=$(realpath -m "${1:-/tmp/hamirror-bench/tree}")
+big_gib=${2:-4}
+here=$(cd "$(dirname "$0")/.." && pwd)
+bin=${HAMIRROR_BIN:-$here/target/release/hamirror}
+[ -x "$bin" ] || { echo "vs-rsync.sh: build first: cargo build --release" >&2; exit 2; }
+command -v rsync >/dev/null || { echo "vs-rsync.sh: needs rsync" >&2; exit 2; }
+[ -d "$tree" ] || "$here/benches/mktree.sh" "$tree"
+
+mkdir -p /tmp/hamirror-bench
+work=$(mktemp -d /tmp/hamirror-bench/vs.XXXXXX)
+# The big-file set lives beside the tree (under serv1's root).
+bigdir=$(dirname "$tree")/big.$(basename "$work")
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do pkill -P "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work" "$bigdir"
+}
+trap cleanup EXIT
+
+now() { echo "$EPOCHREALTIME"; }
+secs() { python3 -c "print(f'{$2 - $1:.3f}')"; }
+rss_mb() { awk '/Maximum resident set size/ { printf "%.1f", $6 / 1024 }' "$1"; }
+jq1() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, {'d': d}))" "$1" "$2"; }
+port() { python3 -c "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"; }
+median() { python3 -c "import statistics,sys; print(f'{statistics.median(map(float, sys.argv[1:])):.3f}')" "$@"; }
+
+# --- hamirror: two nodes on loopback; serv1's root is the tree's parent ----
+cfg=$work/cluster.d
+mkdir -p "$cfg/serv1" "$cfg/serv2" "$work/replica-h" "$work/replica-r" "$bigdir"
+for n in 1 2; do
+  root=$([ $n = 1 ] && dirname "$tree" || echo "$work/replica-h")
+  printf 'address = 127.0.0.1\nport = %s\nheartbeat_port = %s\nroot = %s\nstate = %s\n' \
+    "$(port)" "$(port)" "$root" "$work/state$n" > "$cfg/serv$n.conf"
+done
+echo "/$(basename "$tree")/" > "$cfg/serv1/Fbench"
+echo "/$(basename "$bigdir")/" > "$cfg/serv1/Fbig"
+echo 127.0.0.1 > "$cfg/reachlist"
+for n in serv1 serv2; do
+  fp=$("$bin" --config "$cfg" --node $n init 2>/dev/null | grep -o 'sha256:[0-9a-f]*' | head -1)
+  echo "fingerprint = $fp" >> "$cfg/$n.conf"
+done
+H() { "$bin" --config "$cfg" --node serv1 "$@"; }
+serve_start() {
+  /usr/bin/time -v "$bin" --config "$cfg" --node serv2 serve 2> "$work/serve.$1.log" &
+  pids+=($!); sleep 1
+}
+# SIGTERM to serve itself (the child of time), so time reports its peak RSS.
+serve_stop() { pkill -TERM -P "${pids[-1]}" || true; wait "${pids[-1]}" 2>/dev/null || true; }
+
+# --- rsync daemon on loopback ---------------------------------------------
+rport=$(port)
+cat > "$work/rsyncd.conf" <<CONF
+use chroot = no
+uid = root
+gid = root
+[bench]
+  path = $work/replica-r
+  read only = false
+CONF
+rsync --daemon --no-detach --address=127.0.0.1 --port="$rport" --config="$work/rsyncd.conf" &
+pids+=($!); sleep 1
+R() { rsync -aH --delete --stats "$@" "$tree/" "rsync://127.0.0.1:$rport/bench/" > "$work/rsync.out"; }
+rbytes() { awk '/Total bytes sent/ {s=$4} /Total bytes received/ {r=$4} END {gsub(",","",s); gsub(",","",r); print s+r}' "$work/rsync.out"; }
+oracle() {
+  local out
+  out=$(rsync -anc --delete -H --itemize-changes "$tree/" "$1/")
+  [ -z "$out" ] || { echo "MISMATCH against $1:"; echo "$out" | head; exit 1; }
+}
+
+files=$(find "$tree" -type f | wc -l); bytes=$(du -sb "$tree" | cut -f1)
+find "$tree" -type f -print0 | xargs -0 cat > /dev/null   # warm the page cache for both
+echo "tree: $files files, $bytes bytes; machine: $(nproc) cores, $(lscpu | sed -n 's/Model name: *//p')"
+
+serve_start main
+# 1. initial copy
+t0=$(now); H sync Fbench --json > "$work/h1.json"; t1=$(now); h_init=$(secs "$t0" "$t1")
+h_init_wire=$(jq1 "$work/h1.json" "d['udp_bytes_sent'] + d['udp_bytes_received']")
+t0=$(now); R; t1=$(now); r_init=$(secs "$t0" "$t1"); r_init_wire=$(rbytes)
+oracle "$work/replica-h/$(basename "$tree")"; oracle "$work/replica-r"
+
+# 2. no-change pass, 5 runs each
+hs=(); rs=()
+for i in 1 2 3 4 5; do
+  t0=$(now); H sync Fbench --json > "$work/h2.json"; t1=$(now); hs+=("$(secs "$t0" "$t1")")
+  t0=$(now); R; t1=$(now); rs+=("$(secs "$t0" "$t1")")
+done
+h_noop=$(median "${hs[@]}"); r_noop=$(median "${rs[@]}"); r_noop_wire=$(rbytes)
+h_noop_wire=$(jq1 "$work/h2.json" "d['udp_bytes_sent'] + d['udp_bytes_received']")
+
+# 3. change ~1% of the files, the same way for both
+python3 - "$tree" <<'PY'
+import os, random, sys
+root = sys.argv[1]
+rng = random.Random(7)
+files = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs)
+picked = rng.sample(files, len(files) // 100)
+for i, p in enumerate(picked):
+    size = os.path.getsize(p)
+    if i % 10 == 0:
+        os.remove(p)                                   # delete
+    elif size > (1 << 20) and i % 3 == 0:              # insert in the middle
+        with open(p, "r+b") as f:
+            f.seek(size // 2); rest = f.read(); f.seek(size // 2)
+            f.write(rng.randbytes(100) + rest)
+    elif i % 2 == 0:                                   # overwrite a block in place
+        with open(p, "r+b") as f:
+            f.seek(rng.randrange(max(1, size - 4096))); f.write(rng.randbytes(4096))
+    else:                                              # append
+        with open(p, "ab") as f: f.write(rng.randbytes(1000))
+for i in range(len(picked) // 10):                     # new files
+    with open(os.path.join(root, "d00", f"new{i:04d}.dat"), "wb") as f:
+        f.write(rng.randbytes(rng.randrange(1000, 200000)))
+print(f"changed {len(picked)} files, added {len(picked) // 10}")
+PY
+sleep 0.2
+t0=$(now); H sync Fbench --json > "$work/h3.json"; t1=$(now); h_delta=$(secs "$t0" "$t1")
+h_delta_wire=$(jq1 "$work/h3.json" "d['udp_bytes_sent'] + d['udp_bytes_received']")
+t0=$(now); R; t1=$(now); r_delta=$(secs "$t0" "$t1"); r_delta_wire=$(rbytes)
+oracle "$work/replica-h/$(basename "$tree")"; oracle "$work/replica-r"
+serve_stop
+recv_rss_tree=$(rss_mb "$work/serve.main.log")
+
+# 4. one big file: peak memory of sender and receiver
+python3 -c "
+import os, sys
+with open(sys.argv[1], 'wb') as f:
+    for i in range(int(sys.argv[2]) * 16): f.write(os.urandom(64 << 20))
+" "$bigdir/big.bin" "$big_gib"
+serve_start big
+/usr/bin/time -v "$bin" --config "$cfg" --node serv1 sync Fbig --json > "$work/h4.json" 2> "$work/sync.big.log"
+serve_stop
+send_rss=$(rss_mb "$work/sync.big.log"); recv_rss=$(rss_mb "$work/serve.big.log")
+cmp "$bigdir/big.bin" "$work/replica-h/$(basename "$bigdir")/big.bin" && echo "big file identical"
+
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+mbps() { python3 -c "print(f'{$1 / $2 / 1e6:.0f}')"; }
+cat <<TABLE
+
+| measure | hamirror | rsync (daemon) | hamirror / rsync |
+| --- | --- | --- | --- |
+| initial copy, time | ${h_init} s ($(mbps "$bytes" "$h_init") MB/s) | ${r_init} s ($(mbps "$bytes" "$r_init") MB/s) | $(ratio "$h_init" "$r_init") |
+| initial copy, bytes on the wire | $h_init_wire | $r_init_wire | $(ratio "$h_init_wire" "$r_init_wire") |
+| no-change pass, median of 5 | ${h_noop} s | ${r_noop} s | $(ratio "$h_noop" "$r_noop") |
+| no-change pass, bytes on the wire | $h_noop_wire | $r_noop_wire | $(ratio "$h_noop_wire" "$r_noop_wire") |
+| ~1% changed, time | ${h_delta} s | ${r_delta} s | $(ratio "$h_delta" "$r_delta") |
+| ~1% changed, bytes on the wire | $h_delta_wire | $r_delta_wire | $(ratio "$h_delta_wire" "$r_delta_wire") |
+| peak RSS, ${big_gib} GiB file: sender / receiver | $send_rss MB / $recv_rss MB | | |
+| peak RSS of the receiver over the whole tree run | $recv_rss_tree MB | | |
+TABLE

@@ -1,0 +1,649 @@
+//! The index: the persistent store of every set's manifest (path → entry),
+//! the local stat fingerprints that make the quick check possible, a
+//! generation counter with a log of the paths each generation changed, and a
+//! chunk locator (hash → a file and offset holding it).
+//!
+//! It lives in one redb file, `<state>/index.redb`. redb is an ACID
+//! copy-on-write B-tree store: a commit is atomic and durable when
+//! [`Index::commit`] returns, and a process killed at any point leaves the
+//! previous or the new state (`tests/index_crash.rs` checks this with
+//! SIGKILL). One process holds the file at a time; a second gets
+//! [`IndexError::InUse`].
+//!
+//! The scanner and (later) the receiver write through the same call,
+//! [`Index::commit`], which compares each upsert with the stored entry, so
+//! it is idempotent: re-committing what is stored changes nothing and does
+//! not raise the generation. This module knows entries and fingerprints; it
+//! does not walk directories or read files (that is `scan`, upstream).
+//!
+//! Tables, per set `S` (redb table names are strings):
+//! * `S/entries`: path → [`Entry::encode_body`]
+//! * `S/stat`: path → [`Fingerprint`] (40 bytes; empty = unknown, never matches)
+//! * `S/log`: generation → the paths that generation changed or deleted
+//! * `S/chunks` (multimap): chunk hash → (offset, path) of its first
+//!   occurrence in each file holding it
+//! * `sets`: set name → [`SetInfo`]; `meta`: format version and index id.
+
+mod commit;
+mod lookup;
+mod verify;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use hamirror_wire::{Entry, Hash, Reader};
+use redb::{
+    Database, DatabaseError, MultimapTableDefinition, ReadTransaction, ReadableDatabase, ReadableTableMetadata,
+    TableDefinition, TableError,
+};
+use thiserror::Error;
+
+pub use commit::{CommitOutcome, Upsert};
+
+/// The index file inside a node's state directory.
+pub const INDEX_FILE: &str = "index.redb";
+/// Layout version of the tables; a different one is refused, not guessed.
+pub const FORMAT: u32 = 1;
+/// The generation log is trimmed (oldest first) once it holds more path
+/// records than this or twice the set's entry count, whichever is larger.
+/// A peer whose acknowledged generation was trimmed gets `None` from
+/// [`Index::changes_since`] and falls back to a full comparison.
+pub const LOG_KEEP_MIN: u64 = 100_000;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const SETS: TableDefinition<&str, &[u8]> = TableDefinition::new("sets");
+/// Per set: the peer position ([`Position`]) this replica is in step with.
+const ACKS: TableDefinition<&str, &[u8]> = TableDefinition::new("acks");
+
+/// Where a node's index of one set stands: its index id and generation.
+/// A receiver stores the sender's position it last applied completely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Position {
+    pub index: u128,
+    pub generation: u64,
+}
+
+impl Position {
+    fn encode(&self) -> [u8; 24] {
+        let mut b = [0u8; 24];
+        b[..16].copy_from_slice(&self.index.to_le_bytes());
+        b[16..].copy_from_slice(&self.generation.to_le_bytes());
+        b
+    }
+
+    fn decode(b: &[u8]) -> Result<Position, IndexError> {
+        let b: &[u8; 24] = b
+            .try_into()
+            .map_err(|_| IndexError::Corrupt(format!("acknowledgement of {} bytes", b.len())))?;
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&b[..16]);
+        let mut generation = [0u8; 8];
+        generation.copy_from_slice(&b[16..]);
+        Ok(Position {
+            index: u128::from_le_bytes(id),
+            generation: u64::from_le_bytes(generation),
+        })
+    }
+}
+
+/// Why the index could not be read or written.
+#[derive(Debug, Error)]
+pub enum IndexError {
+    #[error("cannot create the state directory {}: {source}", path.display())]
+    StateDir { path: PathBuf, source: std::io::Error },
+    #[error("index {} is in use by another hamirror process (retry when it has finished)", path.display())]
+    InUse { path: PathBuf },
+    #[error("cannot open index {}: {source}", path.display())]
+    Open { path: PathBuf, source: DatabaseError },
+    #[error("index {} has format {found}; this hamirror reads format {FORMAT}", path.display())]
+    Format { path: PathBuf, found: u32 },
+    #[error("index storage error: {0}")]
+    Storage(#[from] redb::Error),
+    #[error("index is corrupt: {0}")]
+    Corrupt(String),
+    #[error("invalid entry {path:?} in a commit: {why}")]
+    InvalidEntry { path: String, why: String },
+    #[error("cannot create the index id: {0}")]
+    Random(std::io::Error),
+}
+
+impl IndexError {
+    /// Whether trying again later can help: another process holds the file,
+    /// or an I/O error that may be transient (a full disk). Corruption, a
+    /// wrong format or an invalid entry will fail the same way again.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            IndexError::InUse { .. }
+                | IndexError::StateDir { .. }
+                | IndexError::Storage(redb::Error::Io(_) | redb::Error::PreviousIo)
+        )
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for IndexError {
+            fn from(e: $t) -> Self {
+                IndexError::Storage(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// The stat fields the quick check compares: a file whose fingerprint equals
+/// the stored one is unchanged and is not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+impl Fingerprint {
+    pub const LEN: usize = 40;
+
+    /// The fingerprint of an `lstat`/`fstat` result.
+    pub fn of(meta: &std::fs::Metadata) -> Fingerprint {
+        use std::os::unix::fs::MetadataExt;
+        Fingerprint {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: meta
+                .mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.mtime_nsec()),
+            ctime_ns: meta
+                .ctime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.ctime_nsec()),
+        }
+    }
+
+    fn encode(&self) -> [u8; Self::LEN] {
+        let mut b = [0u8; Self::LEN];
+        b[0..8].copy_from_slice(&self.dev.to_le_bytes());
+        b[8..16].copy_from_slice(&self.ino.to_le_bytes());
+        b[16..24].copy_from_slice(&self.size.to_le_bytes());
+        b[24..32].copy_from_slice(&self.mtime_ns.to_le_bytes());
+        b[32..40].copy_from_slice(&self.ctime_ns.to_le_bytes());
+        b
+    }
+
+    /// `None` for the empty value (unknown fingerprint) or a malformed one.
+    fn decode(b: &[u8]) -> Option<Fingerprint> {
+        let b: &[u8; Self::LEN] = b.try_into().ok()?;
+        let u = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
+        Some(Fingerprint {
+            dev: u(0),
+            ino: u(8),
+            size: u(16),
+            mtime_ns: u(24) as i64,
+            ctime_ns: u(32) as i64,
+        })
+    }
+}
+
+/// A set's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SetInfo {
+    /// Raised by every commit that changes at least one entry; 0 = never.
+    pub generation: u64,
+    /// The oldest generation `changes_since` can start from (older log
+    /// records were trimmed).
+    pub log_floor: u64,
+    /// Path records held in the log.
+    pub log_paths: u64,
+    /// Entries in the set.
+    pub entries: u64,
+}
+
+impl SetInfo {
+    fn encode(&self) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        for (i, v) in [self.generation, self.log_floor, self.log_paths, self.entries]
+            .into_iter()
+            .enumerate()
+        {
+            b[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        b
+    }
+
+    fn decode(b: &[u8]) -> Result<SetInfo, IndexError> {
+        let b: &[u8; 32] = b
+            .try_into()
+            .map_err(|_| IndexError::Corrupt(format!("set record of {} bytes", b.len())))?;
+        let u = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+        Ok(SetInfo {
+            generation: u(0),
+            log_floor: u(1),
+            log_paths: u(2),
+            entries: u(3),
+        })
+    }
+}
+
+/// Where a chunk can be found locally: `len` bytes (from the caller's
+/// `ChunkRef`) at `offset` of the file at `path` (a set path). The file may
+/// have changed since; a reader re-hashes what it copies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkLocation {
+    pub path: Vec<u8>,
+    pub offset: u64,
+}
+
+/// The table names of one set.
+struct SetTables {
+    entries: String,
+    stat: String,
+    log: String,
+    chunks: String,
+}
+
+impl SetTables {
+    fn new(set: &str) -> SetTables {
+        SetTables {
+            entries: format!("{set}/entries"),
+            stat: format!("{set}/stat"),
+            log: format!("{set}/log"),
+            chunks: format!("{set}/chunks"),
+        }
+    }
+    fn entries(&self) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
+        TableDefinition::new(&self.entries)
+    }
+    fn stat(&self) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
+        TableDefinition::new(&self.stat)
+    }
+    fn log(&self) -> TableDefinition<'_, u64, &'static [u8]> {
+        TableDefinition::new(&self.log)
+    }
+    fn chunks(&self) -> MultimapTableDefinition<'_, &'static [u8], &'static [u8]> {
+        MultimapTableDefinition::new(&self.chunks)
+    }
+}
+
+/// Opens a table for reading; a table never written reads as absent.
+fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &ReadTransaction,
+    def: TableDefinition<'_, K, V>,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>, IndexError> {
+    match txn.open_table(def) {
+        Ok(t) => Ok(Some(t)),
+        Err(TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn decode_entry(path: &[u8], body: &[u8]) -> Result<Entry, IndexError> {
+    let mut r = Reader::new(body);
+    let e = Entry::decode_body(&mut r, path.to_vec())
+        .map_err(|e| IndexError::Corrupt(format!("entry {}: {e}", String::from_utf8_lossy(path))))?;
+    r.finish()
+        .map_err(|e| IndexError::Corrupt(format!("entry {}: {e}", String::from_utf8_lossy(path))))?;
+    Ok(e)
+}
+
+/// An open index file. Cheap to share between threads (`&Index`).
+pub struct Index {
+    db: Database,
+    path: PathBuf,
+    id: u128,
+    log_keep_min: u64,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Index({}, id {:032x})", self.path.display(), self.id)
+    }
+}
+
+impl Index {
+    /// Opens (creating it and the directory if needed) the index of one set,
+    /// `<state>/sets/<set>.redb`. One file per set lets a node receive one
+    /// set (`serve`) while it sends another (`sync`) from another process.
+    ///
+    /// # Errors
+    /// As [`Index::open`].
+    pub fn open_set(state_dir: &Path, set: &str) -> Result<Index, IndexError> {
+        let dir = state_dir.join("sets");
+        std::fs::create_dir_all(&dir).map_err(|source| IndexError::StateDir {
+            path: dir.clone(),
+            source,
+        })?;
+        Index::open_file(&dir.join(format!("{set}.redb")))
+    }
+
+    /// Opens (creating it and the directory if needed) `<state>/index.redb`.
+    ///
+    /// # Errors
+    /// The directory cannot be created, the file is held by another process
+    /// ([`IndexError::InUse`]), or it is not an index this build can read.
+    pub fn open(state_dir: &Path) -> Result<Index, IndexError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| IndexError::StateDir {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+        Index::open_file(&state_dir.join(INDEX_FILE))
+    }
+
+    /// Opens (creating if needed) the index at an explicit file path. After
+    /// a crash redb repairs the file here (from the last committed state).
+    ///
+    /// # Errors
+    /// As [`Index::open`].
+    pub fn open_file(path: &Path) -> Result<Index, IndexError> {
+        let db = Database::builder().create(path).map_err(|e| match e {
+            DatabaseError::DatabaseAlreadyOpen => IndexError::InUse {
+                path: path.to_path_buf(),
+            },
+            source => IndexError::Open {
+                path: path.to_path_buf(),
+                source,
+            },
+        })?;
+        let stored = {
+            let txn = db.begin_read()?;
+            match read_table(&txn, META)? {
+                Some(meta) => {
+                    let format = meta.get("format")?.map(|v| v.value().to_vec());
+                    let id = meta.get("id")?.map(|v| v.value().to_vec());
+                    Some((format, id))
+                }
+                None => None,
+            }
+        };
+        let id = match stored {
+            Some((Some(format), Some(id))) => {
+                let found = format.try_into().map(u32::from_le_bytes).unwrap_or(0);
+                if found != FORMAT {
+                    return Err(IndexError::Format {
+                        path: path.to_path_buf(),
+                        found,
+                    });
+                }
+                let id: [u8; 16] = id
+                    .try_into()
+                    .map_err(|_| IndexError::Corrupt("index id is not 16 bytes".into()))?;
+                u128::from_le_bytes(id)
+            }
+            _ => {
+                let id = random_id()?;
+                let txn = db.begin_write()?;
+                {
+                    let mut meta = txn.open_table(META)?;
+                    meta.insert("format", &FORMAT.to_le_bytes()[..])?;
+                    meta.insert("id", &id.to_le_bytes()[..])?;
+                }
+                txn.commit()?;
+                id
+            }
+        };
+        Ok(Index {
+            db,
+            path: path.to_path_buf(),
+            id,
+            log_keep_min: LOG_KEEP_MIN,
+        })
+    }
+
+    /// Changes the generation log's minimum budget (default
+    /// [`LOG_KEEP_MIN`] path records); tests use a small one.
+    pub fn with_log_keep_min(mut self, records: u64) -> Index {
+        self.log_keep_min = records;
+        self
+    }
+
+    /// The random id chosen when this index file was created. A peer that
+    /// sees a different id knows the index was recreated and that earlier
+    /// generations mean nothing.
+    pub fn id(&self) -> u128 {
+        self.id
+    }
+
+    /// The file this index lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The names of the sets that have been committed to.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn sets(&self) -> Result<Vec<String>, IndexError> {
+        let txn = self.db.begin_read()?;
+        let Some(t) = read_table(&txn, SETS)? else {
+            return Ok(vec![]);
+        };
+        let mut out = vec![];
+        for row in t.range::<&str>(..)? {
+            out.push(row?.0.value().to_string());
+        }
+        Ok(out)
+    }
+
+    /// The peer position this set's replica was last completely in step
+    /// with (see [`Index::commit_with_ack`]), or `None`.
+    ///
+    /// # Errors
+    /// Storage errors, or a corrupt record.
+    pub fn acked(&self, set: &str) -> Result<Option<Position>, IndexError> {
+        let txn = self.db.begin_read()?;
+        match read_table(&txn, ACKS)? {
+            Some(t) => t.get(set)?.map(|v| Position::decode(v.value())).transpose(),
+            None => Ok(None),
+        }
+    }
+
+    /// Forgets the acknowledgement of a set: the next sync from the peer
+    /// compares everything (after the replica changed behind our back, or
+    /// before this node sends the set itself).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn clear_ack(&self, set: &str) -> Result<(), IndexError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(ACKS)?.remove(set)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// A set's generation and counters (all zero for an unknown set).
+    ///
+    /// # Errors
+    /// Storage errors, or a corrupt record.
+    pub fn info(&self, set: &str) -> Result<SetInfo, IndexError> {
+        let txn = self.db.begin_read()?;
+        set_info(&txn, set)
+    }
+
+    /// The current generation of a set (0 if it was never committed).
+    ///
+    /// # Errors
+    /// As [`Index::info`].
+    pub fn generation(&self, set: &str) -> Result<u64, IndexError> {
+        Ok(self.info(set)?.generation)
+    }
+
+    /// Every stored fingerprint of a set, read in one transaction: what the
+    /// scanner's quick check compares against. `None` = unknown (the file
+    /// must be read).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn fingerprints(&self, set: &str) -> Result<HashMap<Vec<u8>, Option<Fingerprint>>, IndexError> {
+        let names = SetTables::new(set);
+        let txn = self.db.begin_read()?;
+        let Some(t) = read_table(&txn, names.stat())? else {
+            return Ok(HashMap::new());
+        };
+        let mut out = HashMap::with_capacity(t.len()? as usize);
+        for row in t.range::<&[u8]>(..)? {
+            let (k, v) = row?;
+            out.insert(k.value().to_vec(), Fingerprint::decode(v.value()));
+        }
+        Ok(out)
+    }
+
+    /// One entry of a set.
+    ///
+    /// # Errors
+    /// Storage errors, or an entry that does not decode.
+    pub fn entry(&self, set: &str, path: &[u8]) -> Result<Option<Entry>, IndexError> {
+        let names = SetTables::new(set);
+        let txn = self.db.begin_read()?;
+        let Some(t) = read_table(&txn, names.entries())? else {
+            return Ok(None);
+        };
+        t.get(path)?.map(|v| decode_entry(path, v.value())).transpose()
+    }
+
+    /// All entries of a set in path byte order, from one consistent
+    /// snapshot (later commits are not seen by the iterator).
+    ///
+    /// # Errors
+    /// Storage errors; each item may also fail to decode.
+    pub fn entries(&self, set: &str) -> Result<Entries, IndexError> {
+        let names = SetTables::new(set);
+        let txn = self.db.begin_read()?;
+        let range = match read_table(&txn, names.entries())? {
+            Some(t) => Some(t.range::<&[u8]>(..)?),
+            None => None,
+        };
+        Ok(Entries { range })
+    }
+
+    /// The paths changed or deleted by the generations after `since`, sorted
+    /// and without duplicates: a sender whose peer acknowledged `since`
+    /// offers each path's current entry (absent = deleted). `Some(empty)`
+    /// when `since` is the current generation. `None` when `since` is not a
+    /// generation this index can answer for (newer than the current one, or
+    /// older than the trimmed log): the caller must compare everything.
+    ///
+    /// # Errors
+    /// Storage errors, or a log record that does not decode.
+    pub fn changes_since(&self, set: &str, since: u64) -> Result<Option<Vec<Vec<u8>>>, IndexError> {
+        let names = SetTables::new(set);
+        let txn = self.db.begin_read()?;
+        let info = set_info(&txn, set)?;
+        if since > info.generation || since < info.log_floor {
+            return Ok(None);
+        }
+        let mut paths = BTreeSet::new();
+        if let Some(log) = read_table(&txn, names.log())? {
+            for row in log.range(since + 1..)? {
+                let (g, record) = row?;
+                for p in commit::decode_log(record.value())
+                    .map_err(|e| IndexError::Corrupt(format!("log of generation {}: {e}", g.value())))?
+                {
+                    paths.insert(p);
+                }
+            }
+        }
+        Ok(Some(paths.into_iter().collect()))
+    }
+
+    /// Finds, for each hash, a file of the set that held that chunk when it
+    /// was committed. One read transaction for the whole batch.
+    ///
+    /// # Errors
+    /// Storage errors, or a malformed locator record.
+    pub fn locate_chunks(&self, set: &str, hashes: &[Hash]) -> Result<Vec<Option<ChunkLocation>>, IndexError> {
+        let names = SetTables::new(set);
+        let txn = self.db.begin_read()?;
+        let table = match txn.open_multimap_table(names.chunks()) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(vec![None; hashes.len()]),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::with_capacity(hashes.len());
+        for h in hashes {
+            let mut values = table.get(&h[..])?;
+            out.push(match values.next() {
+                Some(v) => Some(commit::decode_location(v?.value())?),
+                None => None,
+            });
+        }
+        Ok(out)
+    }
+
+    /// [`Index::locate_chunks`] for one hash.
+    ///
+    /// # Errors
+    /// As [`Index::locate_chunks`].
+    pub fn locate_chunk(&self, set: &str, hash: &Hash) -> Result<Option<ChunkLocation>, IndexError> {
+        Ok(self.locate_chunks(set, std::slice::from_ref(hash))?.pop().flatten())
+    }
+
+    /// Checks that the set's tables agree with each other (every entry has
+    /// a fingerprint row and the reverse, every file's chunks are located
+    /// and every locator points into a file holding that chunk, the log is
+    /// contiguous up to the generation, the counters match). Returns the
+    /// problems found; empty means consistent. Reads the whole set.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn verify(&self, set: &str) -> Result<Vec<String>, IndexError> {
+        let txn = self.db.begin_read()?;
+        verify::verify(&txn, set)
+    }
+}
+
+fn set_info(txn: &ReadTransaction, set: &str) -> Result<SetInfo, IndexError> {
+    match read_table(txn, SETS)? {
+        Some(t) => match t.get(set)? {
+            Some(v) => SetInfo::decode(v.value()),
+            None => Ok(SetInfo::default()),
+        },
+        None => Ok(SetInfo::default()),
+    }
+}
+
+/// Iterator over a set's entries; see [`Index::entries`].
+pub struct Entries {
+    range: Option<redb::Range<'static, &'static [u8], &'static [u8]>>,
+}
+
+impl Iterator for Entries {
+    type Item = Result<Entry, IndexError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let row = self.range.as_mut()?.next()?;
+        Some(match row {
+            Ok((k, v)) => decode_entry(k.value(), v.value()),
+            Err(e) => Err(e.into()),
+        })
+    }
+}
+
+/// 128 random bits from the kernel.
+fn random_id() -> Result<u128, IndexError> {
+    let mut b = [0u8; 16];
+    let mut filled = 0;
+    while filled < b.len() {
+        // SAFETY: the pointer and length describe the unfilled tail of `b`.
+        let n = unsafe { libc::getrandom(b[filled..].as_mut_ptr().cast(), b.len() - filled, 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(IndexError::Random(e));
+            }
+        } else {
+            filled += n as usize;
+        }
+    }
+    Ok(u128::from_le_bytes(b))
+}
+
+#[cfg(test)]
+mod tests;

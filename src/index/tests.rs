@@ -1,0 +1,281 @@
+//! Unit tests of the index: commit semantics, generations and their log,
+//! the chunk locator, persistence of the id, trimming, refusal of bad paths.
+
+use hamirror_wire::entry::file_hash;
+use hamirror_wire::{ChunkRef, Entry, EntryKind};
+
+use super::*;
+
+fn file(path: &str, chunks: &[(u8, u32)], mtime: i64) -> Entry {
+    let chunks: Vec<ChunkRef> = chunks.iter().map(|&(h, len)| ChunkRef { hash: [h; 32], len }).collect();
+    Entry {
+        path: path.as_bytes().to_vec(),
+        kind: EntryKind::File,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime_ns: mtime,
+        size: chunks.iter().map(|c| u64::from(c.len)).sum(),
+        file_hash: file_hash(&chunks),
+        chunks,
+        target: vec![],
+    }
+}
+
+fn dir(path: &str) -> Entry {
+    Entry {
+        path: path.as_bytes().to_vec(),
+        kind: EntryKind::Dir,
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        mtime_ns: 1,
+        size: 0,
+        file_hash: [0; 32],
+        chunks: vec![],
+        target: vec![],
+    }
+}
+
+fn up(e: Entry) -> Upsert {
+    Upsert {
+        entry: e,
+        stat: Some(Fingerprint {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime_ns: 4,
+            ctime_ns: 5,
+        }),
+    }
+}
+
+fn open() -> (tempfile::TempDir, Index) {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = Index::open(&dir.path().join("state")).unwrap();
+    (dir, idx)
+}
+
+fn consistent(idx: &Index, set: &str) {
+    let problems = idx.verify(set).unwrap();
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn commit_counts_new_changed_deleted_and_only_real_changes_raise_the_generation() {
+    let (_d, idx) = open();
+    let s = "Fsmbd";
+    let o = idx
+        .commit(s, &[up(dir("srv")), up(file("srv/a", &[(1, 10)], 1))], &[])
+        .unwrap();
+    assert_eq!((o.generation, o.new, o.changed, o.deleted), (1, 2, 0, 0));
+
+    // The same entries again, with a new fingerprint: refreshed only.
+    let mut same = up(file("srv/a", &[(1, 10)], 1));
+    same.stat = None;
+    let o = idx.commit(s, &[same], &[]).unwrap();
+    assert_eq!((o.generation, o.refreshed, o.changed_any()), (1, 1, false));
+    assert_eq!(idx.fingerprints(s).unwrap()[&b"srv/a"[..]], None);
+
+    // Nothing at all: no transaction, generation unchanged.
+    assert_eq!(idx.commit(s, &[], &[]).unwrap().generation, 1);
+    // Deleting an unknown path is not a change.
+    assert!(!idx.commit(s, &[], &[b"srv/zz".to_vec()]).unwrap().changed_any());
+
+    let o = idx
+        .commit(
+            s,
+            &[up(file("srv/a", &[(1, 10)], 2)), up(file("srv/b", &[(2, 5)], 1))],
+            &[b"srv".to_vec()],
+        )
+        .unwrap();
+    assert_eq!((o.generation, o.new, o.changed, o.deleted), (2, 1, 1, 1));
+    assert_eq!(idx.info(s).unwrap().entries, 2);
+    assert_eq!(idx.entry(s, b"srv/a").unwrap().unwrap().mtime_ns, 2);
+    assert_eq!(idx.entry(s, b"srv").unwrap(), None);
+    let all: Vec<Entry> = idx.entries(s).unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.path.clone()).collect::<Vec<_>>(),
+        [b"srv/a".to_vec(), b"srv/b".to_vec()]
+    );
+    consistent(&idx, s);
+    // Sets are independent.
+    assert_eq!(idx.generation("Flpd").unwrap(), 0);
+    assert_eq!(idx.sets().unwrap(), ["Fsmbd"]);
+}
+
+#[test]
+fn changes_since_unions_the_logged_paths() {
+    let (_d, idx) = open();
+    let s = "Fx";
+    idx.commit(s, &[up(file("a", &[(1, 1)], 1)), up(file("b", &[(2, 1)], 1))], &[])
+        .unwrap();
+    idx.commit(s, &[up(file("a", &[(3, 1)], 1))], &[]).unwrap();
+    idx.commit(s, &[up(file("c", &[(3, 1)], 1))], &[b"b".to_vec()]).unwrap();
+    let paths = |g| idx.changes_since(s, g).unwrap();
+    assert_eq!(paths(0), Some(vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]));
+    assert_eq!(paths(1), Some(vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]));
+    assert_eq!(paths(2), Some(vec![b"b".to_vec(), b"c".to_vec()]));
+    assert_eq!(paths(3), Some(vec![]));
+    assert_eq!(paths(4), None, "a generation this index never had");
+    assert_eq!(idx.changes_since("Fother", 0).unwrap(), Some(vec![]));
+}
+
+#[test]
+fn chunk_locator_follows_files_and_survives_deleting_one_holder() {
+    let (_d, idx) = open();
+    let s = "Fx";
+    idx.commit(
+        s,
+        &[
+            up(file("a", &[(1, 10), (2, 20), (1, 10)], 1)),
+            up(file("b", &[(2, 20)], 1)),
+        ],
+        &[],
+    )
+    .unwrap();
+    let loc = idx.locate_chunks(s, &[[1; 32], [2; 32], [9; 32]]).unwrap();
+    assert_eq!(
+        loc[0],
+        Some(ChunkLocation {
+            path: b"a".to_vec(),
+            offset: 0
+        })
+    );
+    assert!(loc[1].is_some());
+    assert_eq!(loc[2], None);
+    consistent(&idx, s);
+
+    // a's chunk 2 goes away; b still holds it.
+    idx.commit(s, &[up(file("a", &[(1, 10)], 2))], &[]).unwrap();
+    assert_eq!(
+        idx.locate_chunk(s, &[2; 32]).unwrap(),
+        Some(ChunkLocation {
+            path: b"b".to_vec(),
+            offset: 0
+        })
+    );
+    idx.commit(s, &[], &[b"b".to_vec()]).unwrap();
+    assert_eq!(idx.locate_chunk(s, &[2; 32]).unwrap(), None);
+    assert_eq!(idx.locate_chunk("Fnone", &[1; 32]).unwrap(), None);
+    consistent(&idx, s);
+}
+
+#[test]
+fn id_and_state_persist_across_reopen_and_a_second_opener_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("st");
+    let (id, generation) = {
+        let idx = Index::open(&state).unwrap();
+        assert!(matches!(Index::open(&state), Err(IndexError::InUse { .. })));
+        let o = idx.commit("Fx", &[up(dir("d"))], &[]).unwrap();
+        (idx.id(), o.generation)
+    };
+    let idx = Index::open(&state).unwrap();
+    assert_eq!((idx.id(), idx.generation("Fx").unwrap()), (id, generation));
+    let other = Index::open(&tmp.path().join("other")).unwrap();
+    assert_ne!(other.id(), id, "each index gets its own random id");
+}
+
+#[test]
+fn entries_that_would_not_read_back_are_refused_and_nothing_is_written() {
+    let (_d, idx) = open();
+    let mut bad = file("ok", &[(1, 1)], 1);
+    bad.path = b"../etc/passwd".to_vec();
+    let err = idx
+        .commit("Fx", &[up(file("fine", &[(1, 1)], 1)), up(bad)], &[])
+        .unwrap_err();
+    assert!(matches!(err, IndexError::InvalidEntry { .. }), "{err}");
+    let mut link = dir("l");
+    link.kind = EntryKind::HardLink;
+    link.target = b"/abs".to_vec();
+    assert!(idx.commit("Fx", &[up(link)], &[]).is_err());
+    let mut sym = dir("s");
+    sym.kind = EntryKind::Symlink;
+    assert!(idx.commit("Fx", &[up(sym)], &[]).is_err(), "empty symlink target");
+    let mut lying = file("f", &[(1, 10)], 1);
+    lying.size = 11;
+    assert!(
+        idx.commit("Fx", &[up(lying)], &[]).is_err(),
+        "size is not the sum of the chunks"
+    );
+    let mut modebits = dir("m");
+    modebits.mode = 0o40755;
+    assert!(idx.commit("Fx", &[up(modebits)], &[]).is_err(), "kind bits in the mode");
+    let mut stray = dir("d2");
+    stray.target = b"x".to_vec();
+    assert!(
+        idx.commit("Fx", &[up(stray)], &[]).is_err(),
+        "a directory with a target would lose it"
+    );
+    assert!(idx.commit("Fx", &[], &[b"a//b".to_vec()]).is_err());
+    assert_eq!(idx.info("Fx").unwrap(), SetInfo::default());
+}
+
+#[test]
+fn log_is_trimmed_oldest_first_and_old_generations_become_unknown() {
+    let (_d, idx) = open();
+    let idx = idx.with_log_keep_min(1000);
+    let s = "Fx";
+    // Each commit logs 600 distinct paths (300 new, the previous 300
+    // deleted); the budget is 1000 because the set stays at 300 entries.
+    let batch = |g: u32| -> Vec<Vec<u8>> { (0..300).map(|i| format!("p{g}/{i}").into_bytes()).collect() };
+    let mut prev: Vec<Vec<u8>> = vec![];
+    for g in 0..5 {
+        let ups: Vec<Upsert> = batch(g)
+            .iter()
+            .map(|p| up(dir(std::str::from_utf8(p).unwrap())))
+            .collect();
+        idx.commit(s, &ups, &prev).unwrap();
+        prev = batch(g);
+    }
+    let info = idx.info(s).unwrap();
+    assert_eq!(info.generation, 5);
+    assert!(info.log_paths <= 1000, "{info:?}");
+    assert_eq!(info.log_floor, 4, "{info:?}");
+    assert_eq!(idx.changes_since(s, 3).unwrap(), None);
+    assert_eq!(idx.changes_since(s, 4).unwrap().map(|v| v.len()), Some(600));
+    consistent(&idx, s);
+}
+
+#[test]
+fn fingerprints_round_trip() {
+    let f = Fingerprint {
+        dev: u64::MAX,
+        ino: 7,
+        size: 1 << 40,
+        mtime_ns: -5,
+        ctime_ns: i64::MAX,
+    };
+    assert_eq!(Fingerprint::decode(&f.encode()), Some(f));
+    assert_eq!(Fingerprint::decode(&[]), None);
+}
+
+#[test]
+fn an_acknowledgement_is_committed_with_the_entries_it_covers() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = Index::open_set(dir.path(), "Fx").unwrap();
+    assert_eq!(idx.acked("Fx").unwrap(), None);
+    let ack = Position {
+        index: 0xfeed,
+        generation: 7,
+    };
+    let out = idx
+        .commit_with_ack("Fx", &[up(file("srv/a", &[(1, 10)], 1))], &[], Some(ack))
+        .unwrap();
+    assert_eq!(out.generation, 1);
+    assert_eq!(idx.acked("Fx").unwrap(), Some(ack));
+    // An acknowledgement alone (a no-change offer) is still recorded.
+    let later = Position {
+        index: 0xfeed,
+        generation: 9,
+    };
+    idx.commit_with_ack("Fx", &[], &[], Some(later)).unwrap();
+    assert_eq!(idx.acked("Fx").unwrap(), Some(later));
+    assert_eq!(idx.generation("Fx").unwrap(), 1);
+    idx.clear_ack("Fx").unwrap();
+    assert_eq!(idx.acked("Fx").unwrap(), None);
+    drop(idx);
+    assert!(dir.path().join("sets/Fx.redb").exists());
+    consistent(&Index::open_set(dir.path(), "Fx").unwrap(), "Fx");
+}

@@ -1,0 +1,468 @@
+//! Scanning one mirror set: walk its roots on this node, compare each path
+//! with the index, chunk and hash only the files whose fingerprint changed,
+//! and commit the differences as one new generation.
+//!
+//! [`scan_set`] is the whole stage: `walk` (one `lstat` per path) → quick
+//! check against the fingerprints read from the index in one transaction →
+//! `read` (changed files, in parallel) → [`Index::commit`]. A no-change scan
+//! reads no file and writes nothing. Per-path problems never abort: they
+//! are collected in the [`ScanReport`] and the path keeps its previous index
+//! state. Only the index itself (or invalid parameters) can fail a scan.
+//!
+//! A [`Scanner`] keeps its thread pool across scans. Besides the full scan
+//! it runs targeted scans ([`Scanner::scan_paths`], `targeted.rs`): only
+//! given paths and subtrees are examined, with the same quick check,
+//! reader and commit; this is what `watch` uses for each batch of events.
+//!
+//! Hard links: regular files seen with the same (device, inode) more than
+//! once within the set are one file; the first name in byte order is a
+//! `File` entry, each further name a `HardLink` whose target is that name.
+//!
+//! Upstream of this module: `config`, `chunk`, `index`. It knows nothing of
+//! peers or the network.
+
+mod read;
+mod report;
+mod targeted;
+mod walk;
+
+use std::collections::{BTreeSet, HashMap};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hamirror_wire::{Entry, EntryKind};
+use thiserror::Error;
+
+use crate::chunk::ChunkError;
+use crate::config::MirrorSet;
+use crate::index::{Fingerprint, Index, IndexError, Upsert};
+
+pub use read::READ_ATTEMPTS;
+pub use report::{Problem, ScanReport, show_path};
+pub use targeted::{PathScan, PathScanOptions, Scope, Target};
+use walk::{Kind, Stat};
+
+/// Default for [`ScanOptions::racy_window`]: comfortably more than the
+/// timestamp granularity of local Linux filesystems (one clock tick, at
+/// most 10 ms). Filesystems with coarser timestamps (FAT, some network
+/// filesystems) need a larger window.
+pub const RACY_WINDOW: Duration = Duration::from_millis(100);
+
+/// Why a scan failed as a whole. Per-path problems are not errors: they are
+/// in [`ScanReport::errors`].
+#[derive(Debug, Error)]
+pub enum ScanError {
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Chunk(#[from] ChunkError),
+    #[error("cannot start the scan threads: {0}")]
+    Threads(String),
+}
+
+impl ScanError {
+    /// Whether running the scan again later can help.
+    pub fn retryable(&self) -> bool {
+        match self {
+            ScanError::Index(e) => e.retryable(),
+            ScanError::Chunk(_) => false,
+            ScanError::Threads(_) => true,
+        }
+    }
+}
+
+/// Suffix of the temporary files a receiver builds new versions in.
+pub const TEMP_SUFFIX: &[u8] = b".hamirror-tmp";
+
+/// Whether a file name is one of hamirror's temporary files: they are not
+/// part of any set, so a scan skips them (after a failover the former
+/// receiver scans the same tree as sender).
+pub fn is_temp_name(name: &[u8]) -> bool {
+    name.starts_with(b".") && name.ends_with(TEMP_SUFFIX)
+}
+
+/// How to scan.
+#[derive(Debug, Clone)]
+pub struct ScanOptions {
+    /// Hashing threads; 0 = one per CPU.
+    pub threads: usize,
+    /// Files whose last change is this recent when we start reading them
+    /// are stored with an unknown fingerprint and read again next time.
+    pub racy_window: Duration,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions {
+            threads: 0,
+            racy_window: RACY_WINDOW,
+        }
+    }
+}
+
+/// Progress notifications (a progress bar, a daemon's metrics). Called
+/// from the hashing threads; the default methods do nothing.
+pub trait ScanObserver: Sync {
+    /// The walk is done; `files` files of `bytes` bytes will be read.
+    fn reading(&self, _files: u64, _bytes: u64) {}
+    /// `bytes` more bytes were chunked and hashed.
+    fn progress(&self, _bytes: u64) {}
+    /// One file was finished (read, or failed).
+    fn file_done(&self) {}
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Quiet;
+impl ScanObserver for Quiet {}
+
+/// Scans `set` as it lies under this node's `node_root` and commits the
+/// changes to `index`. Returns the report, which holds the committed
+/// generation. A one-off [`Scanner`]; callers that scan repeatedly keep one.
+///
+/// # Errors
+/// Only whole-scan failures: the index ([`ScanError::Index`]), invalid
+/// chunk parameters, or no threads. Unreadable paths are reported in
+/// [`ScanReport::errors`] instead.
+pub fn scan_set(
+    index: &Index,
+    set: &MirrorSet,
+    node_root: &Path,
+    opts: &ScanOptions,
+    observer: &dyn ScanObserver,
+) -> Result<ScanReport, ScanError> {
+    Ok(Scanner::new(opts)?.scan_set(index, set, node_root, observer)?.report)
+}
+
+/// A scan's report, and the paths it committed with an unknown fingerprint
+/// because they changed within the racy window: reading them again once
+/// the window has passed records their fingerprint (`watch` does; a
+/// one-off scan leaves them to the next scan).
+#[derive(Debug, Clone, Default)]
+pub struct Scanned {
+    pub report: ScanReport,
+    pub unsettled: Vec<Vec<u8>>,
+}
+
+/// A scanner: the options and the thread pool that lists directories and
+/// hashes files, kept across scans (starting a pool costs a thread spawn
+/// per core, which a `watch` batch of one file should not pay).
+pub struct Scanner {
+    pool: rayon::ThreadPool,
+    opts: ScanOptions,
+}
+
+impl std::fmt::Debug for Scanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Scanner({} threads, {:?})",
+            self.pool.current_num_threads(),
+            self.opts
+        )
+    }
+}
+
+impl Scanner {
+    /// Starts the thread pool.
+    ///
+    /// # Errors
+    /// [`ScanError::Threads`] when the threads cannot be started.
+    pub fn new(opts: &ScanOptions) -> Result<Scanner, ScanError> {
+        let threads = match opts.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("hamirror-scan-{i}"))
+            .build()
+            .map_err(|e| ScanError::Threads(e.to_string()))?;
+        Ok(Scanner {
+            pool,
+            opts: opts.clone(),
+        })
+    }
+
+    fn racy_ns(&self) -> i64 {
+        i64::try_from(self.opts.racy_window.as_nanos()).unwrap_or(i64::MAX)
+    }
+
+    /// The whole stage: walk every root, quick check, read, commit (see the
+    /// module documentation).
+    ///
+    /// # Errors
+    /// As [`scan_set`].
+    pub fn scan_set(
+        &self,
+        index: &Index,
+        set: &MirrorSet,
+        node_root: &Path,
+        observer: &dyn ScanObserver,
+    ) -> Result<Scanned, ScanError> {
+        let start = Instant::now();
+        let previous_generation = index.generation(&set.name)?;
+        let walk_started = now_ns();
+        // The stored fingerprints are read while the walk runs.
+        let (known, walked) = self.pool.install(|| {
+            rayon::join(
+                || index.fingerprints(&set.name),
+                || walk::walk(&set.roots, node_root, &self.pool),
+            )
+        });
+        let known = known?;
+        tracing::debug!(set = %set.name, walk_done = ?start.elapsed(), "scan walk");
+        let report = ScanReport {
+            set: set.name.clone(),
+            previous_generation,
+            ..ScanReport::default()
+        };
+        self.finish(
+            index,
+            set,
+            node_root,
+            walked,
+            known,
+            walk_started,
+            report,
+            observer,
+            start,
+        )
+    }
+
+    /// The common back half of a full and a targeted scan: quick check of
+    /// what the walk found against `known` (the stored fingerprints of
+    /// everything the walk covered), read what changed, and commit the
+    /// changes with the deletion of whatever `known` holds that the walk
+    /// did not find.
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &self,
+        index: &Index,
+        set: &MirrorSet,
+        node_root: &Path,
+        walked: walk::Walked,
+        mut known: HashMap<Vec<u8>, Option<Fingerprint>>,
+        walk_started: i64,
+        mut report: ScanReport,
+        observer: &dyn ScanObserver,
+        start: Instant,
+    ) -> Result<Scanned, ScanError> {
+        let racy_ns = self.racy_ns();
+        report.skipped.extend(walked.skipped);
+        report.errors.extend(walked.errors);
+        report.missing_roots.extend(walked.missing_roots);
+        let keep: BTreeSet<Vec<u8>> = walked.keep.into_iter().collect();
+        let trust = |fp| (!read::is_racy(&fp, walk_started, racy_ns)).then_some(fp);
+        let Pending {
+            mut upserts,
+            jobs,
+            links,
+        } = classify(walked.found, &mut known, node_root, trust, &mut report);
+
+        let classified = start.elapsed();
+        let total: u64 = jobs.iter().map(|j| j.size).sum();
+        observer.reading(jobs.len() as u64, total);
+        let mut failed: BTreeSet<Vec<u8>> = BTreeSet::new();
+        for r in read::read_all(jobs, set.chunk, &self.pool, racy_ns, observer)? {
+            match r {
+                Ok(read) => {
+                    report.files_read += 1;
+                    report.bytes_read += read.entry.size;
+                    report.chunks_hashed += read.chunks;
+                    upserts.push(Upsert {
+                        entry: read.entry,
+                        stat: read.stat,
+                    });
+                }
+                Err(p) => {
+                    failed.insert(p.path.clone());
+                    report.errors.push(p);
+                }
+            }
+        }
+        for (link, first) in links {
+            if failed.contains(&first) {
+                let why = format!("hard link to {}, which could not be read", show_path(&first));
+                report.errors.push(problem(&link.entry.path, &why));
+            } else {
+                upserts.push(link);
+            }
+        }
+
+        // What the index knows but the walk did not find is gone, unless it lies
+        // at or below a path that could not be examined.
+        let read_done = start.elapsed();
+        let mut deletes: Vec<Vec<u8>> = known.into_keys().filter(|p| !is_kept(p, &keep)).collect();
+        deletes.sort_unstable();
+        let outcome = index.commit(&set.name, &upserts, &deletes)?;
+        report.new = outcome.new;
+        report.changed = outcome.changed;
+        report.deleted = outcome.deleted;
+        report.generation = outcome.generation;
+        report.errors.sort_by(|a, b| a.path.cmp(&b.path));
+        report.skipped.sort_by(|a, b| a.path.cmp(&b.path));
+        report.elapsed_s = start.elapsed().as_secs_f64();
+        tracing::debug!(
+            set = %set.name,
+            ?classified,
+            ?read_done,
+            committed = ?start.elapsed(),
+            "scan phases (cumulative)"
+        );
+        let unsettled = upserts
+            .into_iter()
+            .filter(|u| u.stat.is_none())
+            .map(|u| u.entry.path)
+            .collect();
+        Ok(Scanned { report, unsettled })
+    }
+}
+
+/// What the quick check left to do.
+struct Pending {
+    /// Directories and symlinks whose fingerprint changed (no read needed).
+    upserts: Vec<Upsert>,
+    /// Files to read.
+    jobs: Vec<read::Job>,
+    /// Further names of an inode, with their first name: emitted once the
+    /// first name was read successfully.
+    links: Vec<(Upsert, Vec<u8>)>,
+}
+
+/// Counts what the walk found and compares each path's fingerprint with
+/// `known` (removing it, so what remains in `known` was not found). `trust`
+/// turns a fingerprint into the one to store (`None` if too recent).
+fn classify(
+    found: Vec<walk::Found>,
+    known: &mut HashMap<Vec<u8>, Option<Fingerprint>>,
+    node_root: &Path,
+    trust: impl Fn(Fingerprint) -> Option<Fingerprint>,
+    report: &mut ScanReport,
+) -> Pending {
+    let primaries = hard_link_primaries(&found);
+    let mut p = Pending {
+        upserts: vec![],
+        jobs: vec![],
+        links: vec![],
+    };
+    for f in found {
+        let fp = f.stat.fp;
+        let hit = known.remove(&f.path) == Some(Some(fp));
+        match f.kind {
+            Kind::Dir => {
+                report.dirs += 1;
+                if !hit {
+                    let entry = base_entry(f.path, EntryKind::Dir, &f.stat);
+                    p.upserts.push(Upsert { entry, stat: trust(fp) });
+                }
+            }
+            Kind::Symlink => {
+                report.symlinks += 1;
+                if hit {
+                    continue;
+                }
+                match std::fs::read_link(walk::local_path(node_root, &f.path)) {
+                    Ok(target) if !target.as_os_str().is_empty() => {
+                        let mut entry = base_entry(f.path, EntryKind::Symlink, &f.stat);
+                        entry.target = target.as_os_str().as_bytes().to_vec();
+                        p.upserts.push(Upsert { entry, stat: trust(fp) });
+                    }
+                    Ok(_) => report.errors.push(problem(&f.path, "symlink with an empty target")),
+                    Err(e) => report
+                        .errors
+                        .push(problem(&f.path, &format!("cannot read symlink: {e}"))),
+                }
+            }
+            Kind::File => match primaries.get(&(fp.dev, fp.ino)) {
+                Some(first) if *first != f.path => {
+                    report.hardlinks += 1;
+                    if !hit {
+                        let mut entry = base_entry(f.path, EntryKind::HardLink, &f.stat);
+                        entry.target = first.clone();
+                        p.links.push((Upsert { entry, stat: trust(fp) }, first.clone()));
+                    }
+                }
+                _ => {
+                    report.files += 1;
+                    report.bytes += fp.size;
+                    if hit {
+                        report.files_unchanged += 1;
+                    } else {
+                        p.jobs.push(read::Job {
+                            local: walk::local_path(node_root, &f.path),
+                            path: f.path,
+                            size: fp.size,
+                        });
+                    }
+                }
+            },
+        }
+    }
+    p
+}
+
+/// For each multiply linked regular file: its first name in byte order
+/// among the names the walk found (which come in no particular order).
+fn hard_link_primaries(found: &[walk::Found]) -> HashMap<(u64, u64), Vec<u8>> {
+    let mut first: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    for f in found.iter().filter(|f| f.kind == Kind::File && f.stat.nlink > 1) {
+        first
+            .entry((f.stat.fp.dev, f.stat.fp.ino))
+            .and_modify(|p| {
+                if f.path < *p {
+                    p.clone_from(&f.path);
+                }
+            })
+            .or_insert_with(|| f.path.clone());
+    }
+    first
+}
+
+/// Whether `path` is, or lies below, one of `keep`.
+fn is_kept(path: &[u8], keep: &BTreeSet<Vec<u8>>) -> bool {
+    if keep.is_empty() {
+        return false;
+    }
+    keep.contains(path)
+        || path
+            .iter()
+            .enumerate()
+            .any(|(i, b)| *b == b'/' && keep.contains(&path[..i]))
+}
+
+fn problem(path: &[u8], reason: &str) -> Problem {
+    Problem {
+        path: path.to_vec(),
+        reason: reason.to_string(),
+    }
+}
+
+/// An entry with the metadata every kind carries; size, hash, chunks and
+/// target are filled in by the caller where they apply.
+pub(crate) fn base_entry(path: Vec<u8>, kind: EntryKind, stat: &Stat) -> Entry {
+    Entry {
+        path,
+        kind,
+        mode: stat.mode & hamirror_wire::entry::MODE_MASK,
+        uid: stat.uid,
+        gid: stat.gid,
+        mtime_ns: stat.mtime_ns,
+        size: 0,
+        file_hash: [0; 32],
+        chunks: vec![],
+        target: vec![],
+    }
+}
+
+/// Wall-clock time in nanoseconds since the epoch, the clock file
+/// timestamps use.
+pub(crate) fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,356 @@
+//! Scanner unit tests on temp directories through the library API: quick
+//! check hits and misses, the racy-timestamp rule, torn reads, hard links,
+//! kept state below unreadable paths. The command-line behaviour is tested
+//! with the real binary in `tests/scan.rs`.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::*;
+use crate::config::{ChunkParams, SetRoot};
+use crate::index::Fingerprint;
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    node_root: PathBuf,
+    index: Index,
+    set: MirrorSet,
+}
+
+impl Fixture {
+    /// A set with the directory root `/data/` and the file root `/etc/conf`.
+    fn new() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let node_root = tmp.path().join("root");
+        fs::create_dir_all(node_root.join("data")).unwrap();
+        fs::create_dir_all(node_root.join("etc")).unwrap();
+        let index = Index::open(&tmp.path().join("state")).unwrap();
+        let root = |p: &str, dir| SetRoot {
+            path: PathBuf::from(p),
+            dir,
+            line: 1,
+        };
+        let set = MirrorSet {
+            name: "Ftest".into(),
+            file: tmp.path().join("Ftest"),
+            roots: vec![root("/data", true), root("/etc/conf", false)],
+            chunk: ChunkParams {
+                min: 1024,
+                avg: 4096,
+                max: 16384,
+            },
+            delete_limit: 50,
+        };
+        Fixture {
+            _tmp: tmp,
+            node_root,
+            index,
+            set,
+        }
+    }
+
+    fn p(&self, rel: &str) -> PathBuf {
+        self.node_root.join(rel)
+    }
+
+    fn write(&self, rel: &str, data: &[u8]) {
+        let p = self.p(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, data).unwrap();
+    }
+
+    /// Scans after the racy window has passed for everything written so far.
+    fn scan(&self) -> ScanReport {
+        std::thread::sleep(RACY_WINDOW + Duration::from_millis(20));
+        self.scan_now(&ScanOptions::default())
+    }
+
+    fn scan_now(&self, opts: &ScanOptions) -> ScanReport {
+        scan_set(&self.index, &self.set, &self.node_root, opts, &Quiet).unwrap()
+    }
+
+    fn entry(&self, path: &str) -> Option<Entry> {
+        self.index.entry(&self.set.name, path.as_bytes()).unwrap()
+    }
+}
+
+fn counts(r: &ScanReport) -> (u64, u64, u64, u64) {
+    (r.new, r.changed, r.deleted, r.files_read)
+}
+
+#[test]
+fn quick_check_skips_unchanged_files_and_catches_every_change() {
+    let f = Fixture::new();
+    f.write("data/a", b"alpha");
+    f.write("data/sub/b", &vec![7u8; 100_000]);
+    f.write("etc/conf", b"x=1");
+    let r = f.scan();
+    // data, data/a, data/sub, data/sub/b, etc/conf
+    assert_eq!(counts(&r), (5, 0, 0, 3));
+    assert_eq!((r.files, r.dirs, r.bytes, r.generation), (3, 2, 100_008, 1));
+    let b = f.entry("data/sub/b").unwrap();
+    assert_eq!((b.kind, b.size, b.chunks.len()), (EntryKind::File, 100_000, 7));
+
+    let r = f.scan();
+    assert_eq!(counts(&r), (0, 0, 0, 0), "{r:#?}");
+    assert_eq!((r.files_unchanged, r.generation, r.previous_generation), (3, 1, 1));
+
+    // Same size, same mtime, new content: ctime gives it away.
+    let mtime = fs::metadata(f.p("data/a")).unwrap().modified().unwrap();
+    f.write("data/a", b"ALPHA");
+    fs::File::options()
+        .write(true)
+        .open(f.p("data/a"))
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let r = f.scan();
+    assert_eq!(counts(&r), (0, 1, 0, 1), "{r:#?}");
+    assert_eq!(r.generation, 2);
+    assert_eq!(
+        f.entry("data/a").unwrap().chunks[0].hash,
+        *blake3::hash(b"ALPHA").as_bytes()
+    );
+
+    // chmod to the same mode: read again, but nothing changed.
+    fs::set_permissions(f.p("etc/conf"), fs::Permissions::from_mode(0o644)).unwrap();
+    let r = f.scan();
+    assert_eq!(counts(&r), (0, 0, 0, 1), "{r:#?}");
+    assert_eq!(r.generation, 2, "a scan that changes nothing keeps the generation");
+    // A real mode change is a change of the entry.
+    fs::set_permissions(f.p("etc/conf"), fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(counts(&f.scan()), (0, 1, 0, 1));
+    assert_eq!(f.entry("etc/conf").unwrap().mode, 0o600);
+    assert!(f.index.verify(&f.set.name).unwrap().is_empty());
+}
+
+#[test]
+fn recently_changed_files_are_read_again_next_time() {
+    let f = Fixture::new();
+    f.write("data/a", b"alpha");
+    let always = ScanOptions {
+        racy_window: Duration::from_secs(3600),
+        ..ScanOptions::default()
+    };
+    assert_eq!(counts(&f.scan_now(&always)), (2, 0, 0, 1));
+    assert_eq!(f.index.fingerprints(&f.set.name).unwrap()[&b"data/a"[..]], None);
+    // Nothing changed, but the fingerprint could not be trusted: read again.
+    let r = f.scan_now(&always);
+    assert_eq!(counts(&r), (0, 0, 0, 1));
+    assert_eq!(r.generation, 1);
+    // Once settled, it is trusted.
+    f.scan();
+    assert_eq!(f.scan().files_read, 0);
+}
+
+#[test]
+fn deletions_missing_roots_and_special_files() {
+    let f = Fixture::new();
+    f.write("data/a", b"1");
+    f.write("data/d/b", b"2");
+    let r = f.scan();
+    assert_eq!(r.new, 4);
+    assert_eq!(r.missing_roots, vec![b"etc/conf".to_vec()]);
+
+    fs::remove_dir_all(f.p("data/d")).unwrap();
+    let fifo = f.p("data/pipe");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let r = f.scan();
+    // data/d and data/d/b deleted; data itself changed (its mtime).
+    assert_eq!(counts(&r), (0, 1, 2, 0), "{r:#?}");
+    assert_eq!(r.skipped.len(), 1);
+    assert_eq!(r.skipped[0].path, b"data/pipe");
+    assert!(r.skipped[0].reason.contains("FIFO"), "{:?}", r.skipped);
+    assert!(!r.is_partial());
+}
+
+#[test]
+fn hard_links_name_the_first_path_in_byte_order() {
+    let f = Fixture::new();
+    f.write("data/m", b"shared");
+    fs::hard_link(f.p("data/m"), f.p("data/z")).unwrap();
+    fs::hard_link(f.p("data/m"), f.p("data/b")).unwrap();
+    let r = f.scan();
+    assert_eq!((r.files, r.hardlinks, r.files_read), (1, 2, 1));
+    assert_eq!(f.entry("data/b").unwrap().kind, EntryKind::File);
+    for name in ["data/m", "data/z"] {
+        let e = f.entry(name).unwrap();
+        assert_eq!((e.kind, e.target.as_slice()), (EntryKind::HardLink, &b"data/b"[..]));
+    }
+    // Removing the first name promotes the next one.
+    fs::remove_file(f.p("data/b")).unwrap();
+    let r = f.scan();
+    assert_eq!((r.files, r.hardlinks, r.deleted), (1, 1, 1));
+    assert_eq!(f.entry("data/m").unwrap().kind, EntryKind::File);
+    assert_eq!(f.entry("data/z").unwrap().target, b"data/m");
+    assert!(f.index.verify(&f.set.name).unwrap().is_empty());
+}
+
+#[test]
+fn symlinks_are_recorded_not_followed_even_as_roots() {
+    let f = Fixture::new();
+    f.write("outside/secret", b"s");
+    std::os::unix::fs::symlink("../outside", f.p("data/l")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent", f.p("etc/conf")).unwrap();
+    let r = f.scan();
+    assert_eq!((r.symlinks, r.files, r.errors.len()), (2, 0, 0), "{r:#?}");
+    assert_eq!(f.entry("data/l").unwrap().target, b"../outside");
+    assert_eq!(f.entry("etc/conf").unwrap().kind, EntryKind::Symlink);
+    assert!(f.entry("data/l/secret").is_none());
+}
+
+#[test]
+fn a_directory_root_that_is_not_a_directory_is_an_error() {
+    let f = Fixture::new();
+    fs::remove_dir(f.p("data")).unwrap();
+    f.write("data", b"not a dir");
+    let r = f.scan();
+    assert_eq!(r.errors.len(), 1);
+    assert!(r.errors[0].reason.contains("listed as a directory"), "{:?}", r.errors);
+}
+
+#[test]
+fn kept_paths_cover_themselves_and_their_subtree_only() {
+    // (Unlistable directories themselves are tested with the real binary
+    // without CAP_DAC_OVERRIDE in tests/scan.rs: root ignores permissions.)
+    let keep: BTreeSet<Vec<u8>> = [b"data/locked".to_vec()].into();
+    assert!(is_kept(b"data/locked", &keep));
+    assert!(is_kept(b"data/locked/a/b", &keep));
+    assert!(!is_kept(b"data/locked2", &keep));
+    assert!(!is_kept(b"data", &keep));
+    assert!(!is_kept(b"data/locked", &BTreeSet::new()));
+}
+
+/// Appends to a file whenever the scanner reports progress, i.e. in the
+/// middle of every read of it: a writer that never lets it settle.
+struct Appender(PathBuf);
+
+impl ScanObserver for Appender {
+    fn progress(&self, _bytes: u64) {
+        let mut w = fs::OpenOptions::new().append(true).open(&self.0).unwrap();
+        w.write_all(b"more").unwrap();
+    }
+}
+
+#[test]
+fn a_file_that_keeps_changing_is_never_recorded() {
+    let f = Fixture::new();
+    f.write("data/log", &vec![1u8; 3 << 20]);
+    let path = f.p("data/log");
+    let opts = ScanOptions::default();
+    let r = scan_set(&f.index, &f.set, &f.node_root, &opts, &Appender(path.clone())).unwrap();
+    let errs: Vec<_> = r
+        .errors
+        .iter()
+        .map(|e| (show_path(&e.path), e.reason.clone()))
+        .collect();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].1.contains("changed while being read (3 attempts)"), "{errs:?}");
+    assert!(r.is_partial());
+    assert!(f.entry("data/log").is_none(), "no torn hash is recorded");
+    assert!(
+        fs::metadata(&path).unwrap().len() > 3 << 20,
+        "the writer wrote during the reads"
+    );
+
+    let r = f.scan();
+    assert!(r.errors.is_empty());
+    let e = f.entry("data/log").unwrap();
+    assert_eq!(e.size, fs::metadata(&path).unwrap().len());
+}
+
+#[test]
+fn unusual_names_are_kept_byte_exact() {
+    use std::os::unix::ffi::OsStrExt;
+    let f = Fixture::new();
+    let odd: &[&[u8]] = &[b"with space", b"new\nline", b"latin1-\xe9", b"tab\there"];
+    for name in odd {
+        let p = f.p("data").join(std::ffi::OsStr::from_bytes(name));
+        fs::write(p, name).unwrap();
+    }
+    let r = f.scan();
+    assert_eq!(r.files, 4);
+    for name in odd {
+        let mut p = b"data/".to_vec();
+        p.extend_from_slice(name);
+        let e = f.index.entry(&f.set.name, &p).unwrap().unwrap();
+        assert_eq!(e.size, name.len() as u64);
+    }
+    assert_eq!(f.scan().files_read, 0);
+}
+
+#[test]
+fn many_files_use_all_threads_and_agree_with_a_single_thread() {
+    let f = Fixture::new();
+    for i in 0..200 {
+        f.write(&format!("data/d{}/f{i}", i % 7), &vec![i as u8; i * 300]);
+    }
+    let r = f.scan();
+    assert_eq!(r.files_read, 200);
+    let all: Vec<Entry> = f.index.entries(&f.set.name).unwrap().map(Result::unwrap).collect();
+    // Rescan everything on one thread into a second index: same entries.
+    let tmp = tempfile::tempdir().unwrap();
+    let other = Index::open(tmp.path()).unwrap();
+    let one = ScanOptions {
+        threads: 1,
+        ..ScanOptions::default()
+    };
+    scan_set(&other, &f.set, &f.node_root, &one, &Quiet).unwrap();
+    let again: Vec<Entry> = other.entries(&f.set.name).unwrap().map(Result::unwrap).collect();
+    assert_eq!(all, again);
+}
+
+#[test]
+fn the_first_name_of_a_hard_link_does_not_depend_on_walk_order() {
+    let stat = |ino, nlink| walk::Stat {
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        nlink,
+        mtime_ns: 0,
+        fp: Fingerprint {
+            dev: 1,
+            ino,
+            size: 1,
+            mtime_ns: 0,
+            ctime_ns: 0,
+        },
+    };
+    let found = |path: &str, ino, nlink| walk::Found {
+        path: path.as_bytes().to_vec(),
+        kind: walk::Kind::File,
+        stat: stat(ino, nlink),
+    };
+    let names = ["a/z", "a-b", "a/b", "b"];
+    for rotation in 0..names.len() {
+        let mut list: Vec<walk::Found> = names.iter().map(|n| found(n, 7, 4)).collect();
+        list.rotate_left(rotation);
+        list.push(found("single", 8, 1));
+        let first = hard_link_primaries(&list);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[&(1, 7)], b"a-b", "rotation {rotation}");
+    }
+}
+
+#[test]
+fn a_file_replaced_by_a_fifo_before_reading_is_refused_without_blocking() {
+    let f = Fixture::new();
+    let fifo = f.p("data/was-a-file");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let job = read::Job {
+        path: b"data/was-a-file".to_vec(),
+        local: fifo,
+        size: 10,
+    };
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let out = read::read_all(vec![job], f.set.chunk, &pool, 0, &Quiet).unwrap();
+    let err = out.into_iter().next().unwrap().unwrap_err();
+    assert_eq!(err.reason, "no longer a regular file");
+}

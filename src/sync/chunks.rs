@@ -1,0 +1,278 @@
+//! Chunk data in both directions.
+//!
+//! Receiving: chunk streams (unidirectional, opened by the sender) carry
+//! `Chunk` frames that name their conversation. A [`Router`] accepts every
+//! chunk stream of a connection and hands each chunk to the conversation
+//! that registered its session; a full conversation inbox stops reading
+//! that stream, so QUIC flow control slows the sender instead of memory
+//! growing. Anything but a `Chunk` on a chunk stream, or a frame that does
+//! not decode, closes the connection with the reason.
+//!
+//! Sending: [`ChunkPump`] reads the asked-for chunks from the set's files
+//! on a blocking thread (verifying each against its hash — the file may
+//! have changed since the scan), compresses those that shrink, and feeds a
+//! few parallel chunk streams.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use hamirror_wire::{Chunk, ChunkView, Compression, ErrorCode, Hash, MsgType};
+use rayon::prelude::*;
+use tokio::sync::mpsc;
+
+use crate::index::ChunkLocation;
+use crate::transport::{Connection, compress_chunk};
+
+/// Chunks buffered per conversation before its streams are paused.
+const INBOX: usize = 64;
+/// Parallel chunk streams per conversation.
+pub(crate) const STREAMS: usize = 4;
+/// Chunks read, hashed and compressed together on the pool.
+const BATCH: usize = 32;
+
+type Inboxes = Arc<Mutex<HashMap<u64, mpsc::Sender<Chunk>>>>;
+
+/// Routes incoming chunk streams to conversations by session id.
+#[derive(Clone, Default)]
+pub struct Router {
+    inboxes: Inboxes,
+}
+
+impl Router {
+    /// Starts accepting chunk streams on `conn` (until it closes).
+    pub fn spawn(conn: &Connection) -> Router {
+        let router = Router::default();
+        let (inboxes, conn) = (router.inboxes.clone(), conn.clone());
+        tokio::spawn(async move {
+            while let Ok(stream) = conn.accept_uni().await {
+                tokio::spawn(route_stream(conn.clone(), stream, inboxes.clone()));
+            }
+        });
+        router
+    }
+
+    /// The inbox of a new conversation.
+    pub(crate) fn register(&self, session: u64) -> Option<mpsc::Receiver<Chunk>> {
+        let mut map = self.inboxes.lock().unwrap_or_else(|p| p.into_inner());
+        if map.contains_key(&session) {
+            return None;
+        }
+        let (tx, rx) = mpsc::channel(INBOX);
+        map.insert(session, tx);
+        Some(rx)
+    }
+
+    pub(crate) fn unregister(&self, session: u64) {
+        self.inboxes.lock().unwrap_or_else(|p| p.into_inner()).remove(&session);
+    }
+}
+
+async fn route_stream(conn: Connection, mut stream: crate::transport::FrameReceiver, inboxes: Inboxes) {
+    loop {
+        let (ty, payload) = match stream.recv().await {
+            Ok(Some(f)) => f,
+            Ok(None) => return,
+            Err(e) => {
+                super::control::close_on_bad_frame(&conn, &e);
+                return;
+            }
+        };
+        if ty != MsgType::Chunk as u8 {
+            conn.close(
+                ErrorCode::Protocol.number(),
+                &format!("message type {ty:#04x} on a chunk stream"),
+            );
+            return;
+        }
+        let chunk = match ChunkView::decode(&payload) {
+            Ok(v) => v.to_owned(),
+            Err(e) => {
+                conn.close(ErrorCode::BadFrame.number(), &format!("bad chunk frame: {e}"));
+                return;
+            }
+        };
+        let inbox = inboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&chunk.session)
+            .cloned();
+        match inbox {
+            Some(tx) => {
+                if tx.send(chunk).await.is_err() {
+                    return; // the conversation ended; drop the rest
+                }
+            }
+            None => {
+                stream.stop(ErrorCode::Protocol.number());
+                return;
+            }
+        }
+    }
+}
+
+/// One asked-for chunk: where the sender holds it.
+#[derive(Debug, Clone)]
+pub(crate) struct Job {
+    pub hash: Hash,
+    pub len: u32,
+    pub at: Option<ChunkLocation>,
+}
+
+/// What the pump reports back besides the data it sent.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct PumpStats {
+    pub chunks: u64,
+    pub raw_bytes: u64,
+    pub sent_bytes: u64,
+}
+
+/// Reads, verifies, compresses and sends asked-for chunks.
+pub(crate) struct ChunkPump {
+    jobs: Option<std::sync::mpsc::Sender<Vec<Job>>>,
+    reader: Option<std::thread::JoinHandle<PumpStats>>,
+    streams: Vec<tokio::task::JoinHandle<Result<(), crate::transport::TransportError>>>,
+}
+
+impl ChunkPump {
+    /// Starts the pump for conversation `session`, reading files under
+    /// `root`; chunks it cannot provide are reported on `unavailable`.
+    pub(crate) fn start(
+        conn: &Connection,
+        session: u64,
+        root: PathBuf,
+        unavailable: mpsc::Sender<Vec<Hash>>,
+        progress: Option<Arc<dyn super::Progress>>,
+    ) -> ChunkPump {
+        let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<Vec<Job>>();
+        let (frames_tx, frames_rx) = mpsc::channel::<[Bytes; 2]>(STREAMS * 8);
+        let reader = std::thread::Builder::new()
+            .name("hamirror-chunks".into())
+            .spawn(move || pump_files(session, &root, jobs_rx, frames_tx, unavailable, progress))
+            .expect("spawn chunk reader");
+        let frames_rx = Arc::new(tokio::sync::Mutex::new(frames_rx));
+        let streams = (0..STREAMS)
+            .map(|_| {
+                let (conn, frames) = (conn.clone(), frames_rx.clone());
+                tokio::spawn(async move {
+                    let mut stream = None;
+                    loop {
+                        let next = frames.lock().await.recv().await;
+                        let Some(parts) = next else { break };
+                        if stream.is_none() {
+                            stream = Some(conn.open_uni().await?);
+                        }
+                        if let Some(s) = stream.as_mut() {
+                            s.send_prebuilt(parts).await?;
+                        }
+                    }
+                    if let Some(mut s) = stream {
+                        s.finish()?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        ChunkPump {
+            jobs: Some(jobs_tx),
+            reader: Some(reader),
+            streams,
+        }
+    }
+
+    /// Queues chunks to send.
+    pub(crate) fn send(&self, jobs: Vec<Job>) {
+        if let Some(tx) = &self.jobs {
+            let _ = tx.send(jobs);
+        }
+    }
+
+    /// No more jobs: the pump drains what it has and ends its streams.
+    pub(crate) fn close(&mut self) {
+        self.jobs = None;
+    }
+
+    /// Waits until everything queued has been handed to QUIC.
+    pub(crate) async fn finish(mut self) -> Result<PumpStats, crate::transport::TransportError> {
+        self.close();
+        let reader = self.reader.take();
+        let stats = super::blocking(move || reader.map(|r| r.join().unwrap_or_default()).unwrap_or_default()).await;
+        for s in self.streams.drain(..) {
+            match s.await {
+                Ok(r) => r?,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
+        Ok(stats)
+    }
+}
+
+fn pump_files(
+    session: u64,
+    root: &Path,
+    jobs: std::sync::mpsc::Receiver<Vec<Job>>,
+    frames: mpsc::Sender<[Bytes; 2]>,
+    unavailable: mpsc::Sender<Vec<Hash>>,
+    progress: Option<Arc<dyn super::Progress>>,
+) -> PumpStats {
+    let mut stats = PumpStats::default();
+    for batch in jobs {
+        for part in batch.chunks(BATCH) {
+            let done: Vec<Result<[Bytes; 2], Hash>> = part.par_iter().map(|j| read_chunk(session, root, j)).collect();
+            let mut missing = Vec::new();
+            for (r, job) in done.into_iter().zip(part) {
+                match r {
+                    Ok(parts) => {
+                        stats.chunks += 1;
+                        stats.raw_bytes += u64::from(job.len);
+                        stats.sent_bytes += (parts[0].len() + parts[1].len()) as u64;
+                        if frames.blocking_send(parts).is_err() {
+                            return stats;
+                        }
+                        if let Some(p) = &progress {
+                            p.sent(u64::from(job.len));
+                        }
+                    }
+                    Err(h) => missing.push(h),
+                }
+            }
+            if !missing.is_empty() && unavailable.blocking_send(missing).is_err() {
+                return stats;
+            }
+        }
+    }
+    stats
+}
+
+/// Reads one chunk from where the index says it is and checks its hash.
+fn read_chunk(session: u64, root: &Path, job: &Job) -> Result<[Bytes; 2], Hash> {
+    let at = job.at.as_ref().ok_or(job.hash)?;
+    let path = root.join(std::ffi::OsStr::from_bytes(&at.path));
+    let f = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|_| job.hash)?;
+    let mut raw = vec![0u8; job.len as usize];
+    f.read_exact_at(&mut raw, at.offset).map_err(|_| job.hash)?;
+    if blake3::hash(&raw).as_bytes() != &job.hash {
+        return Err(job.hash);
+    }
+    let (compression, data) = match compress_chunk(&raw) {
+        (_, Some(z)) => (Compression::Zstd, z),
+        (_, None) => (Compression::None, raw),
+    };
+    let view = ChunkView {
+        session,
+        hash: job.hash,
+        raw_len: job.len,
+        compression,
+        data: &data,
+    };
+    let head = view.frame_head().map_err(|_| job.hash)?;
+    Ok([Bytes::from(head), Bytes::from(data)])
+}

@@ -1,0 +1,117 @@
+//! The control stream of one conversation, typed: messages out, messages in.
+//! Incoming frames are read by their own task and handed over through a
+//! channel, so waiting for the next message can be raced against other
+//! work (chunk data, local progress) without losing half-read frames. A
+//! frame or message that does not decode closes the whole connection with
+//! the decoder's reason (PROTOCOL.md §6.6); an `Error` from the peer ends the
+//! conversation as [`SyncError::Refused`].
+
+use hamirror_wire::{ErrorCode, ErrorMsg, Message, MsgType, WireError};
+use tokio::sync::mpsc;
+
+use super::SyncError;
+use crate::transport::{Connection, FrameReceiver, FrameSender};
+
+/// Messages in flight from the reader task; small, the peer waits on us.
+const INBOX: usize = 64;
+
+pub(crate) struct Control {
+    tx: FrameSender,
+    rx: mpsc::Receiver<Result<Message, SyncError>>,
+    pub(crate) peer: String,
+}
+
+impl Control {
+    /// Wraps a control stream. `first` is a message already read (the hello
+    /// on the accepting side).
+    pub(crate) fn new(conn: &Connection, tx: FrameSender, rx: FrameReceiver) -> Control {
+        let (inbox, messages) = mpsc::channel(INBOX);
+        tokio::spawn(read_loop(conn.clone(), rx, inbox));
+        Control {
+            tx,
+            rx: messages,
+            peer: conn.peer().name.clone(),
+        }
+    }
+
+    pub(crate) async fn send(&mut self, m: &Message) -> Result<(), SyncError> {
+        let payload = m.payload();
+        self.tx.send(m.msg_type() as u8, &payload).await?;
+        Ok(())
+    }
+
+    /// The next message; the peer's `Error` becomes [`SyncError::Refused`].
+    pub(crate) async fn next(&mut self) -> Result<Message, SyncError> {
+        match self.rx.recv().await {
+            Some(Ok(Message::Error(e))) => Err(SyncError::Refused {
+                peer: self.peer.clone(),
+                code: e.code,
+                reason: e.reason,
+            }),
+            Some(Ok(m)) => Ok(m),
+            Some(Err(e)) => Err(e),
+            None => Err(SyncError::protocol("the control stream ended")),
+        }
+    }
+
+    /// Tells the peer why this side stops (unless the peer stopped first or
+    /// the link is gone), then ends the stream.
+    pub(crate) async fn fail(&mut self, err: &SyncError) {
+        if matches!(
+            err,
+            SyncError::Refused { .. } | SyncError::Wire(_) | SyncError::Transport(_)
+        ) {
+            return;
+        }
+        let reason = match err {
+            SyncError::Local { reason, .. } => reason.clone(),
+            other => other.to_string(),
+        };
+        let _ = self.send(&Message::Error(ErrorMsg::new(err.code(), reason))).await;
+        let _ = self.tx.finished().await;
+    }
+
+    /// Ends the conversation normally: waits until the peer has everything.
+    pub(crate) async fn close(&mut self) -> Result<(), SyncError> {
+        self.tx.finished().await?;
+        Ok(())
+    }
+}
+
+async fn read_loop(conn: Connection, mut rx: FrameReceiver, inbox: mpsc::Sender<Result<Message, SyncError>>) {
+    loop {
+        let item = match rx.recv().await {
+            Ok(Some((ty, _))) if ty == MsgType::Chunk as u8 => {
+                Err(SyncError::protocol("chunk data on the control stream"))
+            }
+            Ok(Some((ty, payload))) => match Message::decode(ty, &payload) {
+                Ok(m) => Ok(m),
+                Err(e) => {
+                    let e = WireError::Decode(e);
+                    conn.close(e.code().number(), &e.to_string());
+                    Err(SyncError::Wire(e))
+                }
+            },
+            Ok(None) => return,
+            Err(e) => {
+                close_on_bad_frame(&conn, &e);
+                Err(SyncError::Transport(e))
+            }
+        };
+        let stop = item.is_err();
+        if inbox.send(item).await.is_err() || stop {
+            return;
+        }
+    }
+}
+
+/// A frame that breaks the framing (oversize, empty, cut off) makes the
+/// stream untrustworthy: the connection is closed with the reason.
+pub(crate) fn close_on_bad_frame(conn: &Connection, e: &crate::transport::TransportError) {
+    use crate::transport::TransportError as T;
+    match e {
+        T::FrameTooLarge { .. } => conn.close(ErrorCode::TooLarge.number(), &e.to_string()),
+        T::EmptyFrame | T::Truncated => conn.close(ErrorCode::BadFrame.number(), &e.to_string()),
+        _ => {}
+    }
+}

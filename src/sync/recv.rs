@@ -1,0 +1,438 @@
+//! The receiver half of a conversation: take in the offer, bring the
+//! replica's index up to date when the offer is a full listing (or an
+//! earlier run was interrupted), refuse a mass delete, plan, ask for the
+//! missing chunks, build the files, commit what was applied together with
+//! the acknowledgement, and report. Used by `serve` for a push and, with
+//! roles swapped, by the opener of a pull.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hamirror_wire::{
+    Applied, Chunk, Counts, Entry, EntryAssembler, EntryBatcher, ErrorCode, Failure, Failures, Hash, Listing, Message,
+    NeedEnd, OfferEnd, Position, msg::MAX_BATCH_HASHES,
+};
+use tokio::sync::mpsc;
+
+use super::SyncError;
+use super::control::Control;
+use crate::apply::{Applier, ApplyError, Dest, Journal};
+use crate::config::MirrorSet;
+use crate::index::{Fingerprint, Index, Upsert};
+use crate::plan::{self, Location, Plan, Replica};
+use crate::scan::{Quiet, ScanOptions, scan_set};
+use crate::transport::{Encoding, decompress_chunk};
+
+/// What the receiver works on.
+pub(crate) struct Target {
+    pub index: Arc<Index>,
+    /// The set, with the chunk parameters the sender uses.
+    pub set: MirrorSet,
+    /// This node's root: set paths are written under it.
+    pub root: PathBuf,
+    /// Where journals of temp files live (`<state>/journal`).
+    pub journal_dir: PathBuf,
+    /// The sender's position being offered.
+    pub offered: Position,
+    /// Our acknowledgement as sent in `HelloOk`.
+    pub acked: Option<Position>,
+    pub force: bool,
+    pub dry_run: bool,
+}
+
+/// What the receiver half did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ReceiveReport {
+    pub listing: &'static str,
+    pub offered: u64,
+    pub unchanged: u64,
+    pub applied: u64,
+    pub deleted: u64,
+    pub chunks_received: u64,
+    pub bytes_received: u64,
+    pub chunks_reused: u64,
+    pub failures: u64,
+    /// The sender's position is now acknowledged.
+    pub complete: bool,
+}
+
+/// The replica as the planner sees it: entries and chunk locations read
+/// from the index up front, so planning does no I/O.
+struct View {
+    entries: HashMap<Vec<u8>, Entry>,
+    chunks: HashMap<Hash, Location>,
+}
+
+impl Replica for View {
+    fn current(&self, path: &[u8]) -> Option<Entry> {
+        self.entries.get(path).cloned()
+    }
+    fn locate(&self, hash: &Hash) -> Option<Location> {
+        self.chunks.get(hash).cloned()
+    }
+}
+
+/// Reads the offer up to `OfferEnd`. `None`: the sender said goodbye
+/// instead (nothing to offer).
+async fn read_offer(ctl: &mut Control) -> Result<Option<(Vec<Entry>, Vec<Vec<u8>>, OfferEnd)>, SyncError> {
+    let mut asm = EntryAssembler::new();
+    let bad = |e: hamirror_wire::DecodeError| SyncError::protocol(format!("offer: {e}"));
+    let (mut entries, mut deletes) = (Vec::new(), Vec::new());
+    loop {
+        match ctl.next().await? {
+            Message::Entries(es) => entries.extend(asm.entries(es).map_err(bad)?),
+            Message::FileHead(h) => asm.head(h).map_err(bad)?,
+            Message::ChunkList(l) => entries.extend(asm.chunk_list(l).map_err(bad)?),
+            Message::Deletes(d) => deletes.extend(asm.deletes(d).map_err(bad)?),
+            Message::OfferEnd(end) => {
+                let announced = Counts {
+                    entries: end.entries,
+                    deletes: end.deletes,
+                    bytes: end.bytes,
+                };
+                asm.finish(announced).map_err(bad)?;
+                return Ok(Some((entries, deletes, end)));
+            }
+            Message::Goodbye(_) => return Ok(None),
+            other => {
+                return Err(SyncError::protocol(format!(
+                    "unexpected {} in an offer",
+                    other.msg_type().name()
+                )));
+            }
+        }
+    }
+}
+
+/// Everything decided before any chunk moves.
+struct Prepared {
+    plan: Plan,
+    /// Changed entries, for a dry run's listing.
+    changed: Vec<Entry>,
+}
+
+/// Index refresh, replica view, mass-delete guard and plan (blocking).
+fn prepare(t: &Target, offered: Vec<Entry>, deletes: Vec<Vec<u8>>, end: &OfferEnd) -> Result<Prepared, SyncError> {
+    let journal = Journal::open(&t.journal_dir.join(&t.set.name)).map_err(|e| ApplyError::Io {
+        path: t.journal_dir.display().to_string(),
+        source: e,
+    })?;
+    let full = end.listing == Listing::Full;
+    // A full listing is compared with what is really on disk, and so is any
+    // offer after an interrupted run (files it renamed into place are not in
+    // the index yet; a stat pass finds them and their chunks are reused).
+    if full || !journal.listed().is_empty() {
+        let report = scan_set(&t.index, &t.set, &t.root, &ScanOptions::default(), &Quiet)?;
+        if !report.errors.is_empty() {
+            tracing::warn!(set = %t.set.name, "replica scan: {} paths could not be read", report.errors.len());
+        }
+    }
+    let mut entries = HashMap::new();
+    let deletes = if full {
+        let listed: HashSet<&[u8]> = offered.iter().map(|e| e.path.as_slice()).collect();
+        let mut gone = Vec::new();
+        for e in t.index.entries(&t.set.name)? {
+            let e = e?;
+            if !listed.contains(e.path.as_slice()) {
+                gone.push(e.path.clone());
+            }
+            entries.insert(e.path.clone(), e);
+        }
+        gone
+    } else {
+        for p in offered.iter().map(|e| &e.path).chain(&deletes) {
+            if let Some(e) = t.index.entry(&t.set.name, p)? {
+                entries.insert(p.clone(), e);
+            }
+        }
+        deletes
+    };
+    if !t.force {
+        guard_mass_delete(t, &deletes, &end.empty_roots)?;
+    }
+    let wanted: Vec<Hash> = offered
+        .iter()
+        .flat_map(|e| e.chunks.iter().map(|c| c.hash))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let found = t.index.locate_chunks(&t.set.name, &wanted)?;
+    let chunks = wanted
+        .into_iter()
+        .zip(found)
+        .filter_map(|(h, at)| {
+            at.map(|at| {
+                (
+                    h,
+                    Location {
+                        path: at.path,
+                        offset: at.offset,
+                    },
+                )
+            })
+        })
+        .collect();
+    let view = View { entries, chunks };
+    let plan = plan::plan(&offered, &deletes, &view, &HashMap::new());
+    let changed_paths: HashSet<&[u8]> = plan.items.iter().map(|(_, _, p)| p.as_slice()).collect();
+    let changed = offered
+        .iter()
+        .filter(|e| changed_paths.contains(e.path.as_slice()))
+        .cloned()
+        .collect();
+    Ok(Prepared { plan, changed })
+}
+
+/// Refuses an offer that would empty a root the replica holds data under,
+/// or delete more than the set's `delete_limit` of the replica.
+fn guard_mass_delete(t: &Target, deletes: &[Vec<u8>], empty_roots: &[Vec<u8>]) -> Result<(), SyncError> {
+    let replica = t.index.info(&t.set.name)?.entries;
+    for root in empty_roots {
+        let mut under = root.clone();
+        under.push(b'/');
+        let held = deletes.iter().filter(|d| d.starts_with(&under)).count();
+        if held > 0 {
+            return Err(SyncError::local(
+                ErrorCode::MassDelete,
+                format!(
+                    "/{} is missing or empty on the sender but holds {held} entries here (an unmounted disk?); \
+                     nothing was deleted — mount it, or run with --force if the data is really gone",
+                    String::from_utf8_lossy(root)
+                ),
+            ));
+        }
+    }
+    if plan::too_many_deletes(deletes.len(), replica as usize, t.set.delete_limit) {
+        return Err(SyncError::local(
+            ErrorCode::MassDelete,
+            format!(
+                "the offer would delete {} of the {replica} entries of {} here (more than its delete limit of {}%); \
+                 nothing was deleted — run with --force if that is intended",
+                deletes.len(),
+                t.set.name,
+                t.set.delete_limit
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Sends batches of hashes as `Need` messages.
+async fn send_needs(ctl: &mut Control, need: &[Hash]) -> Result<(), SyncError> {
+    for part in need.chunks(MAX_BATCH_HASHES as usize) {
+        ctl.send(&Message::Need(part.to_vec())).await?;
+    }
+    Ok(())
+}
+
+/// A dry run: name what would change and be deleted, with the totals.
+async fn answer_dry_run(ctl: &mut Control, t: &Target, p: Prepared) -> Result<ReceiveReport, SyncError> {
+    let mut batcher = EntryBatcher::new();
+    for e in p.changed {
+        for m in batcher.entry(e) {
+            ctl.send(&m).await?;
+        }
+    }
+    for d in &p.plan.deletes {
+        if let Some(m) = batcher.delete(d.clone()) {
+            ctl.send(&m).await?;
+        }
+    }
+    for m in batcher.flush() {
+        ctl.send(&m).await?;
+    }
+    let plan = &p.plan;
+    ctl.send(&Message::NeedEnd(NeedEnd {
+        chunks: plan.need.len() as u64,
+        bytes: plan.need_bytes,
+        reused: plan.reused_chunks,
+    }))
+    .await?;
+    let applied = Applied {
+        generation: t.offered.generation,
+        complete: false,
+        files: plan.items.len() as u64 - plan.deletes.len() as u64,
+        bytes: plan.files.iter().map(|f| f.entry.size).sum(),
+        chunks_received: 0,
+        chunks_reused: plan.reused_chunks,
+        deleted: plan.deletes.len() as u64,
+        failures: Failures::default(),
+    };
+    ctl.send(&Message::Applied(applied)).await?;
+    Ok(ReceiveReport {
+        listing: "dry-run",
+        unchanged: plan.unchanged,
+        ..ReceiveReport::default()
+    })
+}
+
+enum Event {
+    Chunk(Option<Chunk>),
+    Msg(Result<Message, SyncError>),
+}
+
+/// Runs the receiver half after the hellos.
+pub(crate) async fn receive_half(
+    ctl: &mut Control,
+    chunks: &mut mpsc::Receiver<Chunk>,
+    t: Target,
+) -> Result<ReceiveReport, SyncError> {
+    let Some((offered, deletes, end)) = read_offer(ctl).await? else {
+        return Ok(ReceiveReport {
+            listing: "none",
+            complete: true,
+            ..ReceiveReport::default()
+        });
+    };
+    if end.generation != t.offered.generation {
+        return Err(SyncError::protocol("the offer's generation differs from the hello's"));
+    }
+    if let Listing::Delta { base } = end.listing {
+        let ok = t
+            .acked
+            .is_some_and(|a| a.index == t.offered.index && a.generation == base);
+        if !ok {
+            return Err(SyncError::protocol(
+                "a delta offer from a base this node did not acknowledge",
+            ));
+        }
+    }
+    let t = Arc::new(t);
+    let n_offered = offered.len() as u64;
+    let listing = if end.listing == Listing::Full { "full" } else { "delta" };
+    let prepared = {
+        let t = t.clone();
+        super::blocking(move || prepare(&t, offered, deletes, &end)).await?
+    };
+    if t.dry_run {
+        return answer_dry_run(ctl, &t, prepared).await;
+    }
+    let mut report = ReceiveReport {
+        listing,
+        offered: n_offered,
+        unchanged: prepared.plan.unchanged,
+        ..ReceiveReport::default()
+    };
+    let plan = prepared.plan;
+    let reused = plan.reused_chunks;
+    let applier = {
+        let t = t.clone();
+        super::blocking(move || {
+            let journal = Journal::open(&t.journal_dir.join(&t.set.name)).map_err(|e| ApplyError::Io {
+                path: t.journal_dir.display().to_string(),
+                source: e,
+            })?;
+            Applier::prepare(Dest::new(&t.root, &t.set), plan, journal)
+        })
+        .await?
+    };
+    let need = applier.need().to_vec();
+    let need_bytes = applier.need_bytes();
+    send_needs(ctl, &need).await?;
+    ctl.send(&Message::NeedEnd(NeedEnd {
+        chunks: need.len() as u64,
+        bytes: need_bytes,
+        reused,
+    }))
+    .await?;
+    drop(need);
+
+    let mut applier = applier;
+    while !applier.complete() {
+        let ev = tokio::select! {
+            c = chunks.recv() => Event::Chunk(c),
+            m = ctl.next() => Event::Msg(m),
+        };
+        match ev {
+            Event::Chunk(Some(first)) => {
+                let mut batch = vec![first];
+                while batch.len() < 32 {
+                    match chunks.try_recv() {
+                        Ok(c) => batch.push(c),
+                        Err(_) => break,
+                    }
+                }
+                report.chunks_received += batch.len() as u64;
+                report.bytes_received += batch.iter().map(|c| u64::from(c.raw_len)).sum::<u64>();
+                applier = super::blocking(move || deliver(applier, batch)).await?;
+            }
+            Event::Chunk(None) => return Err(SyncError::protocol("the chunk streams ended early")),
+            Event::Msg(Ok(Message::Unavailable(hashes))) => applier.give_up(&hashes),
+            Event::Msg(Ok(other)) => {
+                return Err(SyncError::protocol(format!(
+                    "unexpected {} while receiving chunks",
+                    other.msg_type().name()
+                )));
+            }
+            Event::Msg(Err(e)) => return Err(e),
+        }
+    }
+    let done = {
+        let t = t.clone();
+        super::blocking(move || finish(&t, applier)).await?
+    };
+    let (mut applied_msg, failures) = done;
+    applied_msg.chunks_received = report.chunks_received;
+    applied_msg.chunks_reused = reused;
+    report.applied = applied_msg.files;
+    report.deleted = applied_msg.deleted;
+    report.chunks_reused = applied_msg.chunks_reused;
+    report.failures = failures;
+    report.complete = applied_msg.complete;
+    ctl.send(&Message::Applied(applied_msg)).await?;
+    Ok(report)
+}
+
+/// Decompresses (bounded by the declared length) and writes a batch.
+fn deliver(mut applier: Applier, batch: Vec<Chunk>) -> Result<Applier, SyncError> {
+    for c in batch {
+        let enc = Encoding::from_u8(c.compression as u8).unwrap_or(Encoding::Raw);
+        let raw = if enc == Encoding::Raw {
+            c.data
+        } else {
+            decompress_chunk(enc, &c.data, c.raw_len as usize)
+                .map_err(|e| SyncError::local(ErrorCode::HashMismatch, format!("chunk does not decompress: {e}")))?
+        };
+        applier.deliver(&c.hash, &raw)?;
+    }
+    Ok(applier)
+}
+
+/// Finishes the build and commits what was applied with the new
+/// acknowledgement (only when everything was applied).
+fn finish(t: &Target, applier: Applier) -> Result<(Applied, u64), SyncError> {
+    let r = applier.finish()?;
+    let dest = Dest::new(&t.root, &t.set);
+    let upserts: Vec<Upsert> = r
+        .applied
+        .iter()
+        .map(|e| Upsert {
+            entry: e.clone(),
+            stat: std::fs::symlink_metadata(dest.local(&e.path))
+                .ok()
+                .map(|m| Fingerprint::of(&m)),
+        })
+        .collect();
+    let complete = r.failures.is_empty();
+    let ack = complete.then_some(crate::index::Position {
+        index: t.offered.index,
+        generation: t.offered.generation,
+    });
+    t.index.commit_with_ack(&t.set.name, &upserts, &r.deleted, ack)?;
+    let mut failures = Failures::default();
+    for f in &r.failures {
+        failures.push(Failure::new(f.path.clone(), ErrorCode::Io, f.reason.clone()));
+    }
+    let applied = Applied {
+        generation: t.offered.generation,
+        complete,
+        files: r.applied.len() as u64,
+        bytes: r.received_bytes + r.reused_bytes + r.resumed_bytes,
+        chunks_received: 0,
+        chunks_reused: 0,
+        deleted: r.deleted.len() as u64,
+        failures,
+    };
+    Ok((applied, r.failures.len() as u64))
+}

@@ -1,0 +1,279 @@
+//! The sender half of a conversation: offer the entries changed since the
+//! receiver's acknowledged generation (or all of them), then send each
+//! chunk the receiver asks for, once, until it reports what it applied.
+//! Used by a push (the opener sends) and, with roles swapped, by a pull.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hamirror_wire::{
+    Applied, Counts, EntryBatcher, EntryKind, Hash, Listing, Message, NeedEnd, OfferEnd, Position,
+    msg::MAX_BATCH_HASHES,
+};
+use tokio::sync::mpsc;
+
+use super::SyncError;
+use super::chunks::{ChunkPump, Job};
+use super::control::Control;
+use crate::index::Index;
+use crate::transport::Connection;
+
+/// What the sender knows when it starts offering.
+pub(crate) struct Offer {
+    pub index: Arc<Index>,
+    pub set: String,
+    /// This node's root: set paths are read under it.
+    pub root: PathBuf,
+    pub session: u64,
+    /// Our position (index id, generation) being offered.
+    pub position: Position,
+    /// What the receiver acknowledged, from its `HelloOk`.
+    pub acked: Option<Position>,
+    /// Set roots (as set paths) missing or empty here: the receiver's
+    /// mass-delete guard weighs them.
+    pub empty_roots: Vec<Vec<u8>>,
+    pub dry_run: bool,
+    pub progress: Option<Arc<dyn super::Progress>>,
+}
+
+/// What the sender half did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct SendReport {
+    /// `full` or `delta`.
+    pub listing: &'static str,
+    pub entries_offered: u64,
+    pub deletes_offered: u64,
+    /// Chunks asked for and sent, their raw bytes and the bytes of their
+    /// frames (after compression).
+    pub chunks_sent: u64,
+    pub chunk_bytes: u64,
+    pub chunk_frame_bytes: u64,
+    /// Chunks that could not be read any more (the file changed).
+    pub unavailable: u64,
+    /// What the receiver reported (in a dry run: what it would do).
+    #[serde(skip)]
+    pub applied: Option<Applied>,
+    #[serde(skip)]
+    pub need: Option<NeedEnd>,
+    /// Dry run: what the receiver would change and delete.
+    #[serde(skip)]
+    pub would_change: Vec<(EntryKind, Vec<u8>)>,
+    #[serde(skip)]
+    pub would_delete: Vec<Vec<u8>>,
+}
+
+/// An offer ready to send.
+struct Built {
+    msgs: Vec<Message>,
+    listing: Listing,
+    counts: Counts,
+    end: OfferEnd,
+    /// The length of every chunk offered (to serve the receiver's needs and
+    /// to refuse hashes that were never offered).
+    lens: HashMap<Hash, u32>,
+}
+
+/// The offer messages: a delta since the receiver's acknowledgement when
+/// the index can list it, else every entry.
+fn build_offer(o: &Offer) -> Result<Built, SyncError> {
+    let delta = match o.acked {
+        Some(a) if a.index == o.position.index && a.generation < o.position.generation => o
+            .index
+            .changes_since(&o.set, a.generation)?
+            .map(|paths| (a.generation, paths)),
+        _ => None,
+    };
+    let mut batcher = EntryBatcher::new();
+    let mut msgs = Vec::new();
+    let mut lens = HashMap::new();
+    let mut note = |e: &hamirror_wire::Entry| {
+        for c in &e.chunks {
+            lens.insert(c.hash, c.len);
+        }
+    };
+    let listing = match delta {
+        Some((base, paths)) => {
+            for p in paths {
+                match o.index.entry(&o.set, &p)? {
+                    Some(e) => {
+                        note(&e);
+                        msgs.extend(batcher.entry(e));
+                    }
+                    None => msgs.extend(batcher.delete(p)),
+                }
+            }
+            Listing::Delta { base }
+        }
+        None => {
+            for e in o.index.entries(&o.set)? {
+                let e = e?;
+                note(&e);
+                msgs.extend(batcher.entry(e));
+            }
+            Listing::Full
+        }
+    };
+    msgs.extend(batcher.flush());
+    let counts = batcher.counts();
+    let info = o.index.info(&o.set)?;
+    let mut set_bytes = 0u64;
+    if listing == Listing::Full {
+        set_bytes = counts.bytes;
+    } else {
+        for e in o.index.entries(&o.set)? {
+            set_bytes += e?.size;
+        }
+    }
+    let end = OfferEnd {
+        generation: o.position.generation,
+        listing,
+        entries: counts.entries,
+        deletes: counts.deletes,
+        bytes: counts.bytes,
+        set_entries: info.entries,
+        set_bytes,
+        empty_roots: o.empty_roots.clone(),
+    };
+    Ok(Built {
+        msgs,
+        listing,
+        counts,
+        end,
+        lens,
+    })
+}
+
+enum Event {
+    Msg(Box<Result<Message, SyncError>>),
+    Unavailable(Option<Vec<Hash>>),
+}
+
+/// Runs the sender half after the hellos.
+pub(crate) async fn send_half(conn: &Connection, ctl: &mut Control, o: Offer) -> Result<SendReport, SyncError> {
+    let o = Arc::new(o);
+    let built = {
+        let o = o.clone();
+        super::blocking(move || build_offer(&o)).await?
+    };
+    let Built {
+        msgs,
+        listing,
+        counts,
+        end,
+        lens,
+    } = built;
+    let mut report = SendReport {
+        listing: if listing == Listing::Full { "full" } else { "delta" },
+        entries_offered: counts.entries,
+        deletes_offered: counts.deletes,
+        ..SendReport::default()
+    };
+    for m in &msgs {
+        ctl.send(m).await?;
+    }
+    drop(msgs);
+    ctl.send(&Message::OfferEnd(end)).await?;
+
+    if o.dry_run {
+        return dry_run_answer(ctl, report).await;
+    }
+
+    let (unav_tx, mut unav_rx) = mpsc::channel(16);
+    let mut pump = ChunkPump::start(conn, o.session, o.root.clone(), unav_tx, o.progress.clone());
+    let (mut need_open, mut unav_open) = (true, true);
+    let applied = loop {
+        let ev = tokio::select! {
+            m = ctl.next() => Event::Msg(Box::new(m)),
+            u = unav_rx.recv(), if unav_open => Event::Unavailable(u),
+        };
+        let ev = match ev {
+            Event::Msg(m) => Ok(*m),
+            Event::Unavailable(u) => Err(u),
+        };
+        match ev {
+            Ok(Ok(Message::Need(hashes))) if need_open => {
+                let mut jobs = Vec::with_capacity(hashes.len());
+                for h in &hashes {
+                    let Some(&len) = lens.get(h) else {
+                        return Err(SyncError::protocol(
+                            "the receiver asked for a chunk that was not offered",
+                        ));
+                    };
+                    jobs.push(Job {
+                        hash: *h,
+                        len,
+                        at: None,
+                    });
+                }
+                let (index, set) = (o.index.clone(), o.set.clone());
+                let found = super::blocking(move || index.locate_chunks(&set, &hashes)).await?;
+                for (j, at) in jobs.iter_mut().zip(found) {
+                    j.at = at;
+                }
+                pump.send(jobs);
+            }
+            Ok(Ok(Message::NeedEnd(n))) if need_open => {
+                if let Some(p) = &o.progress {
+                    p.need(n.bytes);
+                }
+                report.need = Some(n);
+                need_open = false;
+                pump.close();
+            }
+            Ok(Ok(Message::Applied(a))) => break a,
+            Ok(Ok(other)) => {
+                return Err(SyncError::protocol(format!(
+                    "unexpected {} while sending chunks",
+                    other.msg_type().name()
+                )));
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(Some(hashes)) => {
+                report.unavailable += hashes.len() as u64;
+                for part in hashes.chunks(MAX_BATCH_HASHES as usize) {
+                    ctl.send(&Message::Unavailable(part.to_vec())).await?;
+                }
+            }
+            Err(None) => unav_open = false,
+        }
+    };
+    let stats = pump.finish().await?;
+    report.chunks_sent = stats.chunks;
+    report.chunk_bytes = stats.raw_bytes;
+    report.chunk_frame_bytes = stats.sent_bytes;
+    report.applied = Some(applied);
+    Ok(report)
+}
+
+/// A dry run's answer: the receiver names what it would change and delete,
+/// then its totals.
+async fn dry_run_answer(ctl: &mut Control, mut report: SendReport) -> Result<SendReport, SyncError> {
+    let mut asm = hamirror_wire::EntryAssembler::new();
+    let bad = |e: hamirror_wire::DecodeError| SyncError::protocol(format!("dry-run listing: {e}"));
+    loop {
+        match ctl.next().await? {
+            Message::Entries(es) => report
+                .would_change
+                .extend(asm.entries(es).map_err(bad)?.into_iter().map(|e| (e.kind, e.path))),
+            Message::FileHead(h) => asm.head(h).map_err(bad)?,
+            Message::ChunkList(l) => {
+                if let Some(e) = asm.chunk_list(l).map_err(bad)? {
+                    report.would_change.push((e.kind, e.path));
+                }
+            }
+            Message::Deletes(ps) => report.would_delete.extend(ps),
+            Message::NeedEnd(n) => report.need = Some(n),
+            Message::Applied(a) => {
+                report.applied = Some(a);
+                return Ok(report);
+            }
+            other => {
+                return Err(SyncError::protocol(format!(
+                    "unexpected {} in a dry run",
+                    other.msg_type().name()
+                )));
+            }
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! `hamirror serve`: the receiving side of conversations. Accepts
+//! connections from the configured peer only (the transport pins its key),
+//! and for each conversation checks the hello in the order PROTOCOL.md
+//! §6.1 gives — version, node names (against the key the peer proved),
+//! set and group, holder and epoch, one conversation per set — then runs the
+//! receiver half (push) or streams a re-read manifest (verify).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use hamirror_wire::{ErrorCode, ErrorMsg, Hello, HelloOk, Message, Mode, MsgType, PROTOCOL_VERSION, Position};
+
+use super::SyncError;
+use super::chunks::Router;
+use super::control::Control;
+use super::recv::{Target, receive_half};
+use crate::config::{ChunkParams, Cluster, MirrorSet};
+use crate::index::Index;
+use crate::transport::{Connection, Endpoint, FrameReceiver, FrameSender};
+
+/// Who holds each group now, and at which epoch: the lock that stops two
+/// nodes mirroring a set at each other.
+pub trait Holders: Send + Sync {
+    fn holder(&self, group: &str) -> Option<(String, u64)>;
+}
+
+/// Until failover runs: every group is held by its owner, epoch 1.
+pub struct OwnerHolds {
+    owners: HashMap<String, String>,
+}
+
+impl OwnerHolds {
+    pub fn new(cluster: &Cluster) -> OwnerHolds {
+        OwnerHolds {
+            owners: cluster
+                .nodes
+                .iter()
+                .map(|n| (n.group.name.clone(), n.group.owner.clone()))
+                .collect(),
+        }
+    }
+}
+
+impl Holders for OwnerHolds {
+    fn holder(&self, group: &str) -> Option<(String, u64)> {
+        self.owners.get(group).map(|o| (o.clone(), 1))
+    }
+}
+
+/// The receiver of one node.
+pub struct Server {
+    cluster: Arc<Cluster>,
+    local: String,
+    holders: Arc<dyn Holders>,
+    busy: Mutex<HashSet<String>>,
+}
+
+/// Marks a set busy for the life of a conversation.
+struct BusyGuard<'a> {
+    busy: &'a Mutex<HashSet<String>>,
+    set: String,
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.set);
+    }
+}
+
+impl Server {
+    pub fn new(cluster: Arc<Cluster>, local: &str, holders: Arc<dyn Holders>) -> Arc<Server> {
+        Arc::new(Server {
+            cluster,
+            local: local.to_string(),
+            holders,
+            busy: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Serves connections until the endpoint closes.
+    pub async fn run(self: Arc<Self>, endpoint: &Endpoint) {
+        while let Some(conn) = endpoint.accept().await {
+            match conn {
+                Ok(conn) => {
+                    tokio::spawn(self.clone().connection(conn));
+                }
+                Err(e) => tracing::warn!("refused a connection: {e}"),
+            }
+        }
+    }
+
+    /// Serves one authenticated connection: every conversation on it.
+    pub async fn connection(self: Arc<Self>, conn: Connection) {
+        let peer = conn.peer().clone();
+        let router = Router::spawn(&conn);
+        loop {
+            match conn.accept_control().await {
+                Ok((tx, rx)) => {
+                    tokio::spawn(self.clone().conversation(conn.clone(), router.clone(), tx, rx));
+                }
+                Err(e) => {
+                    tracing::info!(peer = %peer.name, "connection closed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn conversation(
+        self: Arc<Self>,
+        conn: Connection,
+        router: Router,
+        mut tx: FrameSender,
+        mut rx: FrameReceiver,
+    ) {
+        // The hello is read by hand: its version is checked before the rest
+        // is decoded, so any version can be refused readably.
+        let hello = match rx.recv().await {
+            Ok(Some((ty, payload))) if ty == MsgType::Hello as u8 => match Hello::peek_version(&payload) {
+                Ok(v) if v != PROTOCOL_VERSION => {
+                    let reason = format!(
+                        "{} speaks protocol version {PROTOCOL_VERSION}, the peer version {v}",
+                        self.local
+                    );
+                    let m = Message::Error(ErrorMsg::new(ErrorCode::VersionMismatch, reason));
+                    let _ = tx.send(m.msg_type() as u8, &m.payload()).await;
+                    let _ = tx.finished().await;
+                    return;
+                }
+                _ => match Message::decode(ty, &payload) {
+                    Ok(Message::Hello(h)) => h,
+                    Ok(_) | Err(_) => {
+                        conn.close(ErrorCode::BadFrame.number(), "the hello does not decode");
+                        return;
+                    }
+                },
+            },
+            Ok(Some((ty, _))) => {
+                conn.close(
+                    ErrorCode::Protocol.number(),
+                    &format!("expected a hello, got message type {ty:#04x}"),
+                );
+                return;
+            }
+            Ok(None) => return,
+            Err(e) => {
+                super::control::close_on_bad_frame(&conn, &e);
+                return;
+            }
+        };
+        let mut ctl = Control::new(&conn, tx, rx);
+        let set = hello.set.clone();
+        let result = self.clone().converse(&conn, &router, &mut ctl, hello).await;
+        match result {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(set = %set, peer = %ctl.peer, "{e}");
+                ctl.fail(&e).await;
+            }
+        }
+    }
+
+    /// The hello checks of PROTOCOL.md §6.1; returns the set to work on.
+    fn check_hello(&self, conn: &Connection, h: &Hello) -> Result<MirrorSet, SyncError> {
+        let refuse = |code, reason: String| Err(SyncError::local(code, reason));
+        if h.to != self.local {
+            return refuse(ErrorCode::WrongNode, format!("this is {}, not {}", self.local, h.to));
+        }
+        if h.from != conn.peer().name {
+            return refuse(
+                ErrorCode::WrongNode,
+                format!(
+                    "the hello says it is from {}, but the connection's key is {}'s",
+                    h.from,
+                    conn.peer().name
+                ),
+            );
+        }
+        let Some((owner, set)) = self.cluster.find_set(&h.set) else {
+            return refuse(ErrorCode::UnknownSet, format!("{} has no set {:?}", self.local, h.set));
+        };
+        if owner.group.name != h.group {
+            return refuse(
+                ErrorCode::UnknownSet,
+                format!(
+                    "set {} belongs to group {}, not {}",
+                    set.name, owner.group.name, h.group
+                ),
+            );
+        }
+        if h.mode == Mode::Push {
+            let Some((holder, epoch)) = self.holders.holder(&h.group) else {
+                return refuse(ErrorCode::UnknownSet, format!("no group {}", h.group));
+            };
+            if holder != h.from {
+                return refuse(
+                    ErrorCode::NotHolder,
+                    format!(
+                        "{} does not hold group {} (its holder is {holder}); only the holder mirrors it",
+                        h.from, h.group
+                    ),
+                );
+            }
+            if h.epoch < epoch {
+                return refuse(
+                    ErrorCode::StaleEpoch,
+                    format!(
+                        "{} presents epoch {} of group {}, but this node knows epoch {epoch}",
+                        h.from, h.epoch, h.group
+                    ),
+                );
+            }
+        }
+        let chunk = ChunkParams {
+            min: h.chunking.min,
+            avg: h.chunking.avg,
+            max: h.chunking.max,
+        };
+        chunk
+            .validate()
+            .map_err(|e| SyncError::protocol(format!("hello chunking: {e}")))?;
+        Ok(MirrorSet { chunk, ..set.clone() })
+    }
+
+    async fn converse(
+        self: Arc<Self>,
+        conn: &Connection,
+        router: &Router,
+        ctl: &mut Control,
+        h: Hello,
+    ) -> Result<(), SyncError> {
+        let set = self.check_hello(conn, &h)?;
+        let node = self
+            .cluster
+            .node(&self.local)
+            .expect("the server runs as a configured node");
+        let epoch = self.holders.holder(&h.group).map_or(0, |(_, e)| e).max(h.epoch);
+        match h.mode {
+            Mode::Push => {
+                // One writer per set; released once applied, not at goodbye.
+                if !self
+                    .busy
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(set.name.clone())
+                {
+                    let why = format!("another conversation for {} is in progress", set.name);
+                    return Err(SyncError::local(ErrorCode::Busy, why));
+                }
+                let busy = BusyGuard {
+                    busy: &self.busy,
+                    set: set.name.clone(),
+                };
+                let (state, name) = (node.conf.state.clone(), set.name.clone());
+                let index = super::blocking(move || Index::open_set(&state, &name))
+                    .await
+                    .map_err(|e| match e {
+                        crate::index::IndexError::InUse { .. } => SyncError::local(ErrorCode::Busy, e.to_string()),
+                        e => e.into(),
+                    })?;
+                let index = Arc::new(index);
+                let acked = {
+                    let (index, name) = (index.clone(), set.name.clone());
+                    super::blocking(move || index.acked(&name)).await?
+                };
+                let acked = acked.map(|a| Position {
+                    index: a.index,
+                    generation: a.generation,
+                });
+                let Some(mut inbox) = router.register(h.session) else {
+                    return Err(SyncError::local(
+                        ErrorCode::Busy,
+                        format!("session {} is already open", h.session),
+                    ));
+                };
+                let ok = HelloOk {
+                    version: PROTOCOL_VERSION,
+                    node: self.local.clone(),
+                    epoch,
+                    offer: None,
+                    acked,
+                };
+                ctl.send(&Message::HelloOk(ok)).await?;
+                let target = Target {
+                    index,
+                    set: set.clone(),
+                    root: node.conf.root.clone(),
+                    journal_dir: node.conf.state.join("journal"),
+                    offered: h
+                        .offer
+                        .ok_or_else(|| SyncError::protocol("a push hello without an offer position"))?,
+                    acked,
+                    force: h.force,
+                    dry_run: h.dry_run,
+                };
+                let result = receive_half(ctl, &mut inbox, target).await;
+                router.unregister(h.session);
+                drop(busy);
+                let r = result?;
+                if r.listing == "none" {
+                    tracing::debug!(set = %set.name, peer = %ctl.peer, "in step, nothing to apply");
+                    return Ok(());
+                }
+                tracing::info!(
+                    set = %set.name, peer = %ctl.peer, listing = r.listing, offered = r.offered, applied = r.applied,
+                    deleted = r.deleted, chunks = r.chunks_received, bytes = r.bytes_received, failures = r.failures,
+                    "applied"
+                );
+                expect_goodbye(ctl).await
+            }
+            Mode::Verify => {
+                let ok = HelloOk {
+                    version: PROTOCOL_VERSION,
+                    node: self.local.clone(),
+                    epoch,
+                    offer: None,
+                    acked: None,
+                };
+                ctl.send(&Message::HelloOk(ok)).await?;
+                super::verify::send_manifest(ctl, node, &set).await?;
+                expect_goodbye(ctl).await
+            }
+            Mode::Pull => Err(SyncError::local(
+                ErrorCode::Unsupported,
+                "pull (resync --from) is not implemented by this node yet",
+            )),
+        }
+    }
+}
+
+async fn expect_goodbye(ctl: &mut Control) -> Result<(), SyncError> {
+    match ctl.next().await? {
+        Message::Goodbye(_) => ctl.close().await,
+        other => Err(SyncError::protocol(format!(
+            "expected Goodbye, got {}",
+            other.msg_type().name()
+        ))),
+    }
+}

@@ -1,0 +1,277 @@
+//! `hamirror verify`: both nodes re-read every file of a set (no quick
+//! check: every byte is chunked and hashed again) and the opener compares
+//! the two manifests entry by entry — content, kind, mode, owner, mtime,
+//! symlink and hard-link targets. The check an admin runs after an
+//! incident; it writes nothing.
+
+use std::collections::BTreeMap;
+
+use hamirror_wire::{
+    Chunking, Counts, Entry, EntryAssembler, EntryBatcher, EntryKind, ErrorCode, Failure, Failures, Goodbye, Hello,
+    ManifestEnd, Message, Mode, PROTOCOL_VERSION,
+};
+
+use super::SyncError;
+use super::control::Control;
+use crate::config::{MirrorSet, Node};
+use crate::index::Index;
+use crate::scan::{Quiet, ScanOptions, show_path};
+use crate::transport::Connection;
+
+/// One way the two copies differ.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Difference {
+    pub path: String,
+    pub what: String,
+}
+
+/// The outcome of a verify.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct VerifyReport {
+    pub set: String,
+    pub local_entries: u64,
+    pub peer_entries: u64,
+    pub bytes: u64,
+    pub differences: Vec<Difference>,
+    /// Paths that could not be read, on this node and on the peer.
+    pub local_unreadable: Vec<(String, String)>,
+    pub peer_unreadable: Vec<(String, String)>,
+    pub elapsed_s: f64,
+}
+
+impl VerifyReport {
+    pub fn identical(&self) -> bool {
+        self.differences.is_empty() && self.local_unreadable.is_empty() && self.peer_unreadable.is_empty()
+    }
+}
+
+/// A re-read manifest and the paths that could not be read (with why).
+pub(crate) type Manifest = (Vec<Entry>, Vec<(Vec<u8>, String)>);
+
+/// Re-reads a set under `node`'s root into a throw-away index: every file
+/// is read (the index starts empty, so no quick check applies).
+pub(crate) fn read_manifest(node: &Node, set: &MirrorSet) -> Result<Manifest, SyncError> {
+    let tmp = tempfile::tempdir().map_err(|e| SyncError::local(ErrorCode::Io, format!("temp dir: {e}")))?;
+    let index = Index::open_file(&tmp.path().join("verify.redb"))?;
+    let report = crate::scan::scan_set(&index, set, &node.conf.root, &ScanOptions::default(), &Quiet)?;
+    let entries = index.entries(&set.name)?.collect::<Result<Vec<_>, _>>()?;
+    Ok((entries, report.errors.into_iter().map(|p| (p.path, p.reason)).collect()))
+}
+
+/// The peer side: stream the re-read manifest, then `ManifestEnd`.
+pub(crate) async fn send_manifest(ctl: &mut Control, node: &Node, set: &MirrorSet) -> Result<(), SyncError> {
+    let (node, set) = (node.clone(), set.clone());
+    let (entries, unreadable) = super::blocking(move || read_manifest(&node, &set)).await?;
+    let mut batcher = EntryBatcher::new();
+    for e in entries {
+        for m in batcher.entry(e) {
+            ctl.send(&m).await?;
+        }
+    }
+    for m in batcher.flush() {
+        ctl.send(&m).await?;
+    }
+    let counts = batcher.counts();
+    let mut failures = Failures::default();
+    for (p, why) in unreadable {
+        failures.push(Failure::new(p, ErrorCode::Io, why));
+    }
+    ctl.send(&Message::ManifestEnd(ManifestEnd {
+        entries: counts.entries,
+        bytes: counts.bytes,
+        failures,
+    }))
+    .await
+}
+
+async fn receive_manifest(ctl: &mut Control) -> Result<(Vec<Entry>, ManifestEnd), SyncError> {
+    let mut asm = EntryAssembler::new();
+    let bad = |e: hamirror_wire::DecodeError| SyncError::protocol(format!("manifest: {e}"));
+    let mut entries = Vec::new();
+    loop {
+        match ctl.next().await? {
+            Message::Entries(es) => entries.extend(asm.entries(es).map_err(bad)?),
+            Message::FileHead(h) => asm.head(h).map_err(bad)?,
+            Message::ChunkList(l) => entries.extend(asm.chunk_list(l).map_err(bad)?),
+            Message::ManifestEnd(end) => {
+                asm.finish(Counts {
+                    entries: end.entries,
+                    deletes: 0,
+                    bytes: end.bytes,
+                })
+                .map_err(bad)?;
+                return Ok((entries, end));
+            }
+            other => {
+                return Err(SyncError::protocol(format!(
+                    "unexpected {} in a manifest",
+                    other.msg_type().name()
+                )));
+            }
+        }
+    }
+}
+
+fn kind_name(k: EntryKind) -> &'static str {
+    match k {
+        EntryKind::File => "file",
+        EntryKind::Dir => "directory",
+        EntryKind::Symlink => "symlink",
+        EntryKind::HardLink => "hard link",
+    }
+}
+
+/// Every difference between two manifests, in path order.
+pub fn compare(local: &[Entry], peer: &[Entry], local_name: &str, peer_name: &str) -> Vec<Difference> {
+    let ours: BTreeMap<&[u8], &Entry> = local.iter().map(|e| (e.path.as_slice(), e)).collect();
+    let theirs: BTreeMap<&[u8], &Entry> = peer.iter().map(|e| (e.path.as_slice(), e)).collect();
+    let mut paths: Vec<&[u8]> = ours.keys().chain(theirs.keys()).copied().collect();
+    paths.sort_unstable();
+    paths.dedup();
+    let mut out = Vec::new();
+    for p in paths {
+        let mut diff = |what: String| {
+            out.push(Difference {
+                path: format!("/{}", show_path(p)),
+                what,
+            })
+        };
+        match (ours.get(p), theirs.get(p)) {
+            (Some(a), None) => diff(format!("{} missing on {peer_name}", kind_name(a.kind))),
+            (None, Some(b)) => diff(format!(
+                "{} on {peer_name} only (not on {local_name})",
+                kind_name(b.kind)
+            )),
+            (Some(a), Some(b)) => {
+                if a.kind != b.kind {
+                    diff(format!(
+                        "{} on {local_name}, {} on {peer_name}",
+                        kind_name(a.kind),
+                        kind_name(b.kind)
+                    ));
+                    continue;
+                }
+                if a.kind == EntryKind::File && (a.size != b.size || a.file_hash != b.file_hash) {
+                    diff(format!(
+                        "content differs ({} bytes on {local_name}, {} on {peer_name})",
+                        a.size, b.size
+                    ));
+                }
+                if a.target != b.target {
+                    diff(format!(
+                        "target {:?} on {local_name}, {:?} on {peer_name}",
+                        String::from_utf8_lossy(&a.target),
+                        String::from_utf8_lossy(&b.target)
+                    ));
+                }
+                if a.mode != b.mode && a.kind != EntryKind::Symlink {
+                    diff(format!(
+                        "mode {:04o} on {local_name}, {:04o} on {peer_name}",
+                        a.mode, b.mode
+                    ));
+                }
+                if (a.uid, a.gid) != (b.uid, b.gid) {
+                    diff(format!(
+                        "owner {}:{} on {local_name}, {}:{} on {peer_name}",
+                        a.uid, a.gid, b.uid, b.gid
+                    ));
+                }
+                if a.mtime_ns != b.mtime_ns {
+                    diff(format!(
+                        "mtime {} on {local_name}, {} on {peer_name}",
+                        fmt_ns(a.mtime_ns),
+                        fmt_ns(b.mtime_ns)
+                    ));
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    out
+}
+
+fn fmt_ns(ns: i64) -> String {
+    format!("{}.{:09}", ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000))
+}
+
+/// Verifies `set` between this node and the peer over `conn`.
+///
+/// # Errors
+/// A refusal, a broken link, or a local read failure of the whole set.
+pub async fn verify(
+    conn: &Connection,
+    local: &Node,
+    peer: &str,
+    set: &MirrorSet,
+    group: &str,
+    session: u64,
+) -> Result<VerifyReport, SyncError> {
+    let started = std::time::Instant::now();
+    let (tx, rx) = conn.open_control().await?;
+    let mut ctl = Control::new(conn, tx, rx);
+    let result = async {
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            mode: Mode::Verify,
+            dry_run: false,
+            force: false,
+            session,
+            from: local.name.clone(),
+            to: peer.to_string(),
+            set: set.name.clone(),
+            group: group.to_string(),
+            epoch: 0,
+            chunking: Chunking {
+                min: set.chunk.min,
+                avg: set.chunk.avg,
+                max: set.chunk.max,
+            },
+            offer: None,
+            acked: None,
+        };
+        ctl.send(&Message::Hello(hello)).await?;
+        match ctl.next().await? {
+            Message::HelloOk(_) => {}
+            other => {
+                return Err(SyncError::protocol(format!(
+                    "expected HelloOk, got {}",
+                    other.msg_type().name()
+                )));
+            }
+        }
+        let mine = {
+            let (node, set) = (local.clone(), set.clone());
+            tokio::task::spawn_blocking(move || read_manifest(&node, &set))
+        };
+        let (theirs, end) = receive_manifest(&mut ctl).await?;
+        let (mine, unreadable) = match mine.await {
+            Ok(r) => r?,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        ctl.send(&Message::Goodbye(Goodbye {
+            reason: "verified".into(),
+        }))
+        .await?;
+        ctl.close().await?;
+        Ok(VerifyReport {
+            set: set.name.clone(),
+            local_entries: mine.len() as u64,
+            peer_entries: theirs.len() as u64,
+            bytes: mine.iter().map(|e| e.size).sum(),
+            differences: compare(&mine, &theirs, &local.name, peer),
+            local_unreadable: unreadable.into_iter().map(|(p, w)| (show_path(&p), w)).collect(),
+            peer_unreadable: end
+                .failures
+                .listed
+                .iter()
+                .map(|f| (show_path(&f.path), f.reason.clone()))
+                .collect(),
+            elapsed_s: started.elapsed().as_secs_f64(),
+        })
+    }
+    .await;
+    if let Err(e) = &result {
+        ctl.fail(e).await;
+    }
+    result
+}

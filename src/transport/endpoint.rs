@@ -1,0 +1,502 @@
+//! The QUIC endpoint of this node toward its peer: listening on the node's
+//! link addresses, connecting to the peer's crossover address and then its
+//! LAN address, and turning every handshake outcome into a [`Connection`]
+//! with the peer's proven identity or a typed [`TransportError`]. Owns the
+//! per-connection TLS set-up (each handshake gets its own pin verifier, so
+//! its refusal can be reported) and handshake confirmation. Knows nothing
+//! of the conversation carried over the connection.
+//!
+//! A refused key is reported on both sides with both fingerprints: the
+//! refusing side from its verifier, the refused side from the reason in
+//! the peer's CONNECTION_CLOSE (a TLS alert alone carries only a code).
+//! Both `accept` and `connect` log a refusal at error level (the daemon's
+//! log is where an operator looks) and return it as a typed error.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::connection::{Connection, PeerIdentity};
+use super::error::{TransportError, is_crypto_code};
+use super::identity::{Fingerprint, Identity};
+use super::tls::{self, PinnedPeer};
+use super::tuning::{Tuning, udp_socket};
+use crate::config::Node;
+
+/// The peer as this node's configuration describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSpec {
+    pub name: String,
+    /// Where the peer's fingerprint is configured (`serv2.conf`), for messages.
+    pub conf: String,
+    /// The pinned fingerprint; `None` refuses every key.
+    pub fingerprint: Option<Fingerprint>,
+    /// Addresses to try in order: the crossover link first, then the LAN.
+    pub addrs: Vec<SocketAddr>,
+}
+
+impl PeerSpec {
+    /// The peer as described by its own `NODE.conf` in the shared config dir.
+    pub fn of_node(peer: &Node) -> PeerSpec {
+        let c = &peer.conf;
+        let mut addrs = vec![SocketAddr::new(c.address, c.port)];
+        if let Some(lan) = c.lan.filter(|l| *l != c.address) {
+            addrs.push(SocketAddr::new(lan, c.port));
+        }
+        let conf = peer.conf_file.file_name().map_or_else(
+            || peer.conf_file.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        PeerSpec {
+            name: peer.name.clone(),
+            conf,
+            // `config` validated the form; a value that does not parse pins nothing.
+            fingerprint: c.fingerprint.as_deref().and_then(|f| f.parse().ok()),
+            addrs,
+        }
+    }
+}
+
+/// What every handshake needs, shared with the accept tasks.
+#[derive(Debug)]
+struct Shared {
+    identity: Identity,
+    peer: PeerSpec,
+    tuning: Tuning,
+    transport: Arc<quinn::TransportConfig>,
+}
+
+type Accepted = Result<Connection, TransportError>;
+
+/// This node's QUIC endpoint toward its one peer.
+pub struct Endpoint {
+    shared: Arc<Shared>,
+    listeners: Vec<quinn::Endpoint>,
+    /// Client sockets, one per address family, made on first use.
+    clients: Mutex<Vec<quinn::Endpoint>>,
+    incoming: tokio::sync::Mutex<mpsc::Receiver<Accepted>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("peer", &self.shared.peer.name)
+            .field("listening", &self.local_addrs())
+            .finish()
+    }
+}
+
+impl Endpoint {
+    /// The receiver's endpoint: loads `local`'s key and listens on its
+    /// address and LAN address (at its `port`) for `peer`. Must be called
+    /// inside a tokio runtime.
+    pub fn server(local: &Node, peer: &Node) -> Result<Endpoint, TransportError> {
+        let identity = load_identity(local)?;
+        let mut binds = vec![SocketAddr::new(local.conf.address, local.conf.port)];
+        if let Some(lan) = local.conf.lan.filter(|l| *l != local.conf.address) {
+            binds.push(SocketAddr::new(lan, local.conf.port));
+        }
+        Endpoint::listen(identity, PeerSpec::of_node(peer), &binds, Tuning::default())
+    }
+
+    /// The sender's endpoint: loads `local`'s key; connects to `peer` only.
+    pub fn client(local: &Node, peer: &Node) -> Result<Endpoint, TransportError> {
+        let identity = load_identity(local)?;
+        Endpoint::connector(identity, PeerSpec::of_node(peer), Tuning::default())
+    }
+
+    /// Listens on every address of `binds` (an address that cannot be bound
+    /// is logged and skipped, unless none can). The endpoint can also connect.
+    pub fn listen(
+        identity: Identity,
+        peer: PeerSpec,
+        binds: &[SocketAddr],
+        tuning: Tuning,
+    ) -> Result<Endpoint, TransportError> {
+        let mut ep = Endpoint::connector(identity, peer, tuning)?;
+        // quinn needs a server config to accept at all; each connection
+        // is then accepted with its own (see `handshake`).
+        let default_server = ep.shared.server_config(Arc::new(PinnedPeer::new("", "", None)))?;
+        let mut first_error = None;
+        for &addr in binds {
+            let bound = udp_socket(addr, ep.shared.tuning.socket_buffer).and_then(|sock| {
+                quinn::Endpoint::new(
+                    ep.shared.tuning.endpoint_config(),
+                    Some(default_server.clone()),
+                    sock,
+                    Arc::new(quinn::TokioRuntime),
+                )
+            });
+            match bound {
+                Ok(q) => ep.listeners.push(q),
+                Err(source) => {
+                    tracing::warn!("cannot listen on {addr}: {source}");
+                    first_error.get_or_insert(TransportError::Bind { addr, source });
+                }
+            }
+        }
+        if ep.listeners.is_empty() {
+            return Err(first_error.unwrap_or_else(|| TransportError::Config("no address to listen on".into())));
+        }
+        let (tx, rx) = mpsc::channel(16);
+        ep.incoming = tokio::sync::Mutex::new(rx);
+        for q in &ep.listeners {
+            ep.tasks
+                .push(tokio::spawn(accept_loop(q.clone(), ep.shared.clone(), tx.clone())));
+        }
+        Ok(ep)
+    }
+
+    /// An endpoint that only connects.
+    pub fn connector(identity: Identity, peer: PeerSpec, tuning: Tuning) -> Result<Endpoint, TransportError> {
+        let own = identity.fingerprint();
+        tracing::debug!(
+            "this node's key is {own}; peer {} pinned as {:?}",
+            peer.name,
+            peer.fingerprint
+        );
+        let transport = Arc::new(tuning.transport_config());
+        let (_, rx) = mpsc::channel(1);
+        Ok(Endpoint {
+            shared: Arc::new(Shared {
+                identity,
+                peer,
+                tuning,
+                transport,
+            }),
+            listeners: Vec::new(),
+            clients: Mutex::new(Vec::new()),
+            incoming: tokio::sync::Mutex::new(rx),
+            tasks: Vec::new(),
+        })
+    }
+
+    /// The addresses this endpoint listens on (with the real port when 0
+    /// was asked).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().filter_map(|q| q.local_addr().ok()).collect()
+    }
+
+    pub fn peer(&self) -> &PeerSpec {
+        &self.shared.peer
+    }
+
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.shared.identity.fingerprint()
+    }
+
+    /// The next connection from the peer whose key matched, or the error of
+    /// a handshake that failed (already logged). `None` once the endpoint is
+    /// closed or does not listen. Handshakes run concurrently in the
+    /// background; this only hands over their results.
+    pub async fn accept(&self) -> Option<Result<Connection, TransportError>> {
+        self.incoming.lock().await.recv().await
+    }
+
+    /// Connects to the peer: its crossover address first, then its LAN
+    /// address. A refused key or a failed handshake is returned at once
+    /// (another path would not change it); only unreachable addresses fall
+    /// through to the next one.
+    pub async fn connect(&self) -> Result<Connection, TransportError> {
+        let mut attempts = Vec::new();
+        for &addr in &self.shared.peer.addrs {
+            match self.connect_to(addr).await {
+                Ok(c) => return Ok(c),
+                Err(TransportError::Unreachable { attempts: a, .. }) => attempts.extend(a),
+                Err(e) if e.retry_may_help() => attempts.push((addr, e.to_string())),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(TransportError::Unreachable {
+            peer: self.shared.peer.name.clone(),
+            attempts,
+        })
+    }
+
+    /// Connects to the peer at one address. Returns once the peer has
+    /// confirmed the handshake, i.e. accepted this node's key too.
+    pub async fn connect_to(&self, addr: SocketAddr) -> Result<Connection, TransportError> {
+        let result = self.try_connect(addr).await;
+        if let Err(e @ (TransportError::PeerKeyRejected(_) | TransportError::RefusedByPeer { .. })) = &result {
+            tracing::error!("refused connection to {addr}: {e}");
+        }
+        result
+    }
+
+    async fn try_connect(&self, addr: SocketAddr) -> Result<Connection, TransportError> {
+        let shared = &self.shared;
+        let unreachable = |why: String| TransportError::Unreachable {
+            peer: shared.peer.name.clone(),
+            attempts: vec![(addr, why)],
+        };
+        let pin = Arc::new(shared.pin());
+        let tls =
+            tls::client_config(&shared.identity, pin.clone()).map_err(|e| TransportError::Config(e.to_string()))?;
+        let quic = QuicClientConfig::try_from(tls).map_err(|e| TransportError::Config(e.to_string()))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(quic));
+        config.transport_config(shared.transport.clone());
+        let client = self.client_for(addr)?;
+        let connecting = client
+            .connect_with(config, addr, tls::SERVER_NAME)
+            .map_err(|e| unreachable(e.to_string()))?;
+        let timeout = shared.tuning.connect_timeout;
+        let conn = match tokio::time::timeout(timeout, connecting).await {
+            Err(_) => return Err(unreachable(format!("no answer within {}", secs(timeout)))),
+            Ok(Err(e)) => return Err(shared.handshake_error(e, &pin)),
+            Ok(Ok(c)) => c,
+        };
+        // TLS 1.3 lets the client finish before the server has checked the
+        // client's certificate: wait for the server's HANDSHAKE_DONE (RFC
+        // 9001 §4.1.2), or its refusal.
+        match tokio::time::timeout(timeout, confirmed(&conn)).await {
+            Err(_) => return Err(unreachable(format!("handshake not confirmed within {}", secs(timeout)))),
+            Ok(Err(e)) => return Err(shared.handshake_error(e, &pin)),
+            Ok(Ok(())) => {}
+        }
+        shared.connection(conn)
+    }
+
+    /// The client socket for `addr`'s family, bound to the unspecified
+    /// address so the kernel picks the route (and source) of each link.
+    fn client_for(&self, addr: SocketAddr) -> Result<quinn::Endpoint, TransportError> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let family = |a: SocketAddr| a.is_ipv4();
+        if let Some(q) = clients
+            .iter()
+            .find(|q| q.local_addr().is_ok_and(|l| family(l) == family(addr)))
+        {
+            return Ok(q.clone());
+        }
+        let any: IpAddr = if addr.is_ipv4() {
+            Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            Ipv6Addr::UNSPECIFIED.into()
+        };
+        let bind = SocketAddr::new(any, 0);
+        let sock = udp_socket(bind, self.shared.tuning.socket_buffer)
+            .map_err(|source| TransportError::Bind { addr: bind, source })?;
+        let q = quinn::Endpoint::new(
+            self.shared.tuning.endpoint_config(),
+            None,
+            sock,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|source| TransportError::Bind { addr: bind, source })?;
+        clients.push(q.clone());
+        Ok(q)
+    }
+
+    /// Closes every connection and stops listening.
+    pub fn close(&self) {
+        for q in self
+            .listeners
+            .iter()
+            .chain(self.clients.lock().unwrap_or_else(|p| p.into_inner()).iter())
+        {
+            q.close(quinn::VarInt::from_u32(0), b"endpoint closed");
+        }
+    }
+
+    /// Waits until every connection has been closed cleanly (call after
+    /// [`Endpoint::close`] so the peer learns of the close).
+    /// Closes every connection with `reason` and gives the close frames a
+    /// moment to leave (a few milliseconds on a LAN). Unlike
+    /// [`Endpoint::wait_idle`] it does not wait out QUIC's draining period
+    /// (three probe timeouts), which would add ~80 ms to every command.
+    pub async fn shutdown(&self, reason: &str) {
+        let clients: Vec<_> = self.clients.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for q in self.listeners.iter().chain(clients.iter()) {
+            q.close(quinn::VarInt::from_u32(0), reason.as_bytes());
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(10), self.wait_idle()).await;
+    }
+
+    pub async fn wait_idle(&self) {
+        let clients: Vec<_> = self.clients.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for q in self.listeners.iter().chain(clients.iter()) {
+            q.wait_idle().await;
+        }
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        // Stop accepting; established connections live on while in use.
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn load_identity(local: &Node) -> Result<Identity, TransportError> {
+    let identity = Identity::load(&local.conf.key)?;
+    if let Some(configured) = local.conf.fingerprint.as_deref()
+        && configured != identity.fingerprint().to_string()
+    {
+        tracing::warn!(
+            "{} says this node's fingerprint is {configured}, but its key {} has {}; the peer will refuse \
+             this node until `fingerprint = {}` is in {}",
+            local.conf_file.display(),
+            local.conf.key.display(),
+            identity.fingerprint(),
+            identity.fingerprint(),
+            local.conf_file.display(),
+        );
+    }
+    Ok(identity)
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+impl Shared {
+    fn pin(&self) -> PinnedPeer {
+        PinnedPeer::new(&self.peer.name, &self.peer.conf, self.peer.fingerprint)
+    }
+
+    fn server_config(&self, pin: Arc<PinnedPeer>) -> Result<quinn::ServerConfig, TransportError> {
+        let tls = tls::server_config(&self.identity, pin).map_err(|e| TransportError::Config(e.to_string()))?;
+        let quic = QuicServerConfig::try_from(tls).map_err(|e| TransportError::Config(e.to_string()))?;
+        let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+        config.transport_config(self.transport.clone());
+        Ok(config)
+    }
+
+    /// Accepts one incoming connection with a verifier of its own.
+    async fn handshake(&self, incoming: quinn::Incoming) -> Result<Connection, TransportError> {
+        let pin = Arc::new(self.pin());
+        let config = self.server_config(pin.clone())?;
+        let from = incoming.remote_address();
+        let connecting = incoming
+            .accept_with(Arc::new(config))
+            .map_err(|e| TransportError::ConnectionLost(format!("from {from}: {e}")))?;
+        match connecting.await {
+            Ok(conn) => self.connection(conn),
+            Err(e) => Err(self.handshake_error(e, &pin)),
+        }
+    }
+
+    /// Wraps an established connection with the identity it proved.
+    fn connection(&self, conn: quinn::Connection) -> Result<Connection, TransportError> {
+        let cert = conn
+            .peer_identity()
+            .and_then(|any| any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+            .and_then(|certs| certs.first().cloned());
+        let fingerprint = cert.as_ref().and_then(|c| Fingerprint::of_cert(c).ok());
+        // The verifier accepted only the pinned key; check again rather than trust.
+        match fingerprint {
+            Some(fp) if Some(fp) == self.peer.fingerprint => Ok(Connection::new(
+                conn.clone(),
+                PeerIdentity {
+                    name: self.peer.name.clone(),
+                    fingerprint: fp,
+                    addr: conn.remote_address(),
+                },
+            )),
+            _ => {
+                conn.close(quinn::VarInt::from_u32(1), b"peer identity not proven");
+                Err(TransportError::Handshake {
+                    peer: self.peer.name.clone(),
+                    reason: "the handshake completed without the pinned certificate".into(),
+                })
+            }
+        }
+    }
+
+    /// Explains a handshake that failed: our refusal of the peer's key (with
+    /// both fingerprints, from the verifier), the peer's refusal of ours
+    /// (with its reason), or something else.
+    fn handshake_error(&self, e: quinn::ConnectionError, pin: &PinnedPeer) -> TransportError {
+        if let Some(refusal) = pin.take_refusal() {
+            return TransportError::PeerKeyRejected(refusal);
+        }
+        let peer = self.peer.name.clone();
+        match e {
+            quinn::ConnectionError::ConnectionClosed(c) if is_crypto_code(u64::from(c.error_code)) => {
+                let alert = u64::from(c.error_code) - 0x100;
+                let reason = tls::refusal_reason(&String::from_utf8_lossy(&c.reason)).to_string();
+                if is_certificate_alert(alert) {
+                    TransportError::RefusedByPeer {
+                        peer,
+                        ours: self.identity.fingerprint(),
+                        reason: if reason.is_empty() {
+                            format!("TLS alert {alert}, no reason given (see {}'s log)", self.peer.name)
+                        } else {
+                            reason
+                        },
+                    }
+                } else {
+                    TransportError::Handshake {
+                        peer,
+                        reason: format!("the peer sent TLS alert {alert}: {reason}"),
+                    }
+                }
+            }
+            quinn::ConnectionError::TransportError(t) if is_crypto_code(u64::from(t.code)) => {
+                TransportError::Handshake {
+                    peer,
+                    reason: t.to_string(),
+                }
+            }
+            quinn::ConnectionError::TimedOut => TransportError::ConnectionLost("handshake timed out".into()),
+            other => other.into(),
+        }
+    }
+}
+
+/// TLS alerts that mean "your certificate is not accepted": bad_certificate
+/// (42) through certificate_unknown (46), unknown_ca (48), access_denied
+/// (49), certificate_required (116).
+fn is_certificate_alert(alert: u64) -> bool {
+    matches!(alert, 42..=46 | 48 | 49 | 116)
+}
+
+/// Resolves when the server has confirmed the handshake, or the connection
+/// closed. quinn exposes no event for HANDSHAKE_DONE, so its frame counter
+/// is polled; on a working link the first look usually finds it.
+async fn confirmed(conn: &quinn::Connection) -> Result<(), quinn::ConnectionError> {
+    let mut wait = Duration::from_micros(500);
+    loop {
+        if conn.stats().frame_rx.handshake_done > 0 {
+            return Ok(());
+        }
+        if let Some(e) = conn.close_reason() {
+            return Err(e);
+        }
+        tokio::select! {
+            e = conn.closed() => return Err(e),
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(Duration::from_millis(20));
+    }
+}
+
+async fn accept_loop(q: quinn::Endpoint, shared: Arc<Shared>, tx: mpsc::Sender<Accepted>) {
+    while let Some(incoming) = q.accept().await {
+        let shared = shared.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let from = incoming.remote_address();
+            let result = shared.handshake(incoming).await;
+            match &result {
+                Ok(c) => tracing::info!(
+                    "peer {} connected from {from} ({})",
+                    c.peer().name,
+                    c.peer().fingerprint
+                ),
+                // The daemon's log is where an operator looks for a refused key.
+                Err(e @ (TransportError::PeerKeyRejected(_) | TransportError::RefusedByPeer { .. })) => {
+                    tracing::error!("refused connection from {from}: {e}")
+                }
+                Err(e) => tracing::warn!("handshake with {from} failed: {e}"),
+            }
+            let _ = tx.send(result).await;
+        });
+    }
+}

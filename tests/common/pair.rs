@@ -1,0 +1,301 @@
+//! Two nodes on 127.0.0.1 with separate roots and state, driving the real
+//! binary: keys made by `hamirror init`, serv2 running `hamirror serve` as a
+//! child process (killed on drop), serv1 syncing to it. Plus the full tree
+//! comparison every mirror test ends with, and rsync as an independent oracle.
+
+use std::collections::HashMap;
+use std::net::UdpSocket;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{TempConfig, stderr};
+
+/// A UDP port that was free a moment ago.
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Pair {
+    pub cfg: TempConfig,
+    pub ports: [u16; 2],
+    serve: Option<Child>,
+}
+
+impl Pair {
+    /// The example cluster on loopback: serv1 holds Fsmbd and Flpd, serv2 Fhttpd.
+    pub fn new() -> Pair {
+        let cfg = TempConfig::example();
+        let ports = [free_udp_port(), free_udp_port()];
+        let base = cfg.tmp.path().to_path_buf();
+        for (i, n) in ["serv1", "serv2"].iter().enumerate() {
+            let f = format!("{n}.conf");
+            let text = std::fs::read_to_string(cfg.path(&f)).unwrap();
+            let kept: Vec<&str> = text
+                .lines()
+                .filter(|l| {
+                    !["address", "lan", "port", "fingerprint"]
+                        .iter()
+                        .any(|k| l.starts_with(k))
+                })
+                .collect();
+            let mut text = kept.join("\n");
+            text.push_str(&format!(
+                "\naddress = 127.0.0.1\nport = {}\nheartbeat_port = {}\nroot = {}\nstate = {}\n",
+                ports[i],
+                free_udp_port(),
+                base.join(format!("r{}", i + 1)).display(),
+                base.join(format!("s{}", i + 1)).display()
+            ));
+            std::fs::write(cfg.path(&f), text).unwrap();
+        }
+        for n in ["serv1", "serv2"] {
+            let out = cfg.run(&["--node", n, "init"]);
+            assert_eq!(out.status.code(), Some(0), "init {n}: {}", stderr(&out));
+            let text = String::from_utf8_lossy(&out.stdout);
+            let fp = text
+                .split_whitespace()
+                .find(|w| w.starts_with("sha256:"))
+                .expect("a fingerprint")
+                .to_string();
+            cfg.append(&format!("{n}.conf"), &format!("fingerprint = {fp}\n"));
+        }
+        for r in ["r1", "r2"] {
+            std::fs::create_dir_all(base.join(r)).unwrap();
+        }
+        Pair {
+            cfg,
+            ports,
+            serve: None,
+        }
+    }
+
+    pub fn r1(&self) -> PathBuf {
+        self.cfg.tmp.path().join("r1")
+    }
+    pub fn r2(&self) -> PathBuf {
+        self.cfg.tmp.path().join("r2")
+    }
+    pub fn state(&self, node: usize) -> PathBuf {
+        self.cfg.tmp.path().join(format!("s{node}"))
+    }
+    /// A path under serv1's (the sender's) root.
+    pub fn src(&self, rel: &str) -> PathBuf {
+        self.r1().join(rel)
+    }
+    /// A path under serv2's (the replica's) root.
+    pub fn dst(&self, rel: &str) -> PathBuf {
+        self.r2().join(rel)
+    }
+
+    pub fn cmd(&self, node: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_hamirror"));
+        c.arg("--config").arg(self.cfg.dir()).arg("--node").arg(node).args(args);
+        c.env_remove("HAMIRROR_CONFIG")
+            .env_remove("HAMIRROR_NODE")
+            .env("HAMIRROR_LOG", "info");
+        c
+    }
+
+    pub fn run(&self, node: &str, args: &[&str]) -> Output {
+        self.cmd(node, args).output().unwrap()
+    }
+
+    /// Starts serv2's receiver and waits until its port is bound.
+    pub fn start_serve(&mut self) {
+        self.stop_serve();
+        let log = std::fs::File::create(self.cfg.tmp.path().join("serve.log")).unwrap();
+        let child = self
+            .cmd("serv2", &["serve"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.serve = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while UdpSocket::bind(("127.0.0.1", self.ports[1])).is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "serve did not bind its port:\n{}",
+                self.serve_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the receiver (SIGKILL) and reaps it.
+    pub fn stop_serve(&mut self) {
+        if let Some(mut c) = self.serve.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn serve_log(&self) -> String {
+        std::fs::read_to_string(self.cfg.tmp.path().join("serve.log")).unwrap_or_default()
+    }
+
+    /// `sync SET --json` from serv1: the parsed JSON (Null on failure), the
+    /// exit code and stderr.
+    pub fn sync(&self, set: &str, extra: &[&str]) -> (serde_json::Value, i32, String) {
+        let mut args = vec!["sync", set, "--json"];
+        args.extend_from_slice(extra);
+        let out = self.run("serv1", &args);
+        let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        (json, out.status.code().unwrap_or(-1), stderr(&out))
+    }
+
+    /// Syncs and asserts success.
+    pub fn sync_ok(&self, set: &str) -> serde_json::Value {
+        let (v, code, err) = self.sync(set, &[]);
+        assert_eq!(code, 0, "sync {set} failed: {err}\nserve log:\n{}", self.serve_log());
+        v
+    }
+
+    /// Asserts the Fsmbd roots are identical on both nodes, by the test's own
+    /// comparison and by rsync.
+    pub fn assert_mirrored(&self, roots: &[&str]) {
+        for r in roots {
+            assert_trees_equal(&self.src(r), &self.dst(r));
+            rsync_oracle(&self.src(r), &self.dst(r));
+        }
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        self.stop_serve();
+    }
+}
+
+/// What the comparison looks at for one path.
+#[derive(Debug, PartialEq, Eq)]
+struct Node {
+    kind: &'static str,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime_ns: i64,
+    content: Vec<u8>,
+}
+
+/// Every path of a tree with what is compared, and its hard-link groups.
+type Tree = (HashMap<Vec<u8>, Node>, Vec<Vec<Vec<u8>>>);
+
+fn describe(root: &Path) -> Tree {
+    let mut out = HashMap::new();
+    let mut inodes: HashMap<(u64, u64), Vec<Vec<u8>>> = HashMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let rel = p.strip_prefix(root).unwrap().as_os_str().as_bytes().to_vec();
+        let ft = m.file_type();
+        let (kind, content) = if ft.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+            ("dir", vec![])
+        } else if ft.is_symlink() {
+            (
+                "symlink",
+                std::fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec(),
+            )
+        } else if ft.is_file() {
+            if m.nlink() > 1 {
+                inodes.entry((m.dev(), m.ino())).or_default().push(rel.clone());
+            }
+            ("file", std::fs::read(&p).unwrap())
+        } else {
+            ("special", vec![])
+        };
+        let mode = if ft.is_symlink() { 0 } else { m.mode() & 0o7777 };
+        let mtime_ns = m.mtime() * 1_000_000_000 + m.mtime_nsec();
+        // A root directory's own mtime is compared too; a symlink's mtime is.
+        out.insert(
+            rel,
+            Node {
+                kind,
+                mode,
+                uid: m.uid(),
+                gid: m.gid(),
+                mtime_ns,
+                content,
+            },
+        );
+    }
+    let mut groups: Vec<Vec<Vec<u8>>> = inodes
+        .into_values()
+        .map(|mut v| {
+            v.sort();
+            v
+        })
+        .collect();
+    groups.sort();
+    (out, groups)
+}
+
+/// Asserts two trees are identical: every path with its kind, mode, owner,
+/// mtime (ns), content or symlink target, and the hard-link groups.
+pub fn assert_trees_equal(a: &Path, b: &Path) {
+    let (ta, ga) = describe(a);
+    let (tb, gb) = describe(b);
+    let mut paths: Vec<&Vec<u8>> = ta.keys().chain(tb.keys()).collect();
+    paths.sort();
+    paths.dedup();
+    let mut diffs = Vec::new();
+    for p in paths {
+        let show = String::from_utf8_lossy(p);
+        match (ta.get(p), tb.get(p)) {
+            (Some(x), Some(y)) if x == y => {}
+            (Some(x), Some(y)) => {
+                let what = if x.kind != y.kind {
+                    format!("kind {} vs {}", x.kind, y.kind)
+                } else if x.content != y.content {
+                    format!("content differs ({} vs {} bytes)", x.content.len(), y.content.len())
+                } else {
+                    format!(
+                        "meta {:o} {}:{} {} vs {:o} {}:{} {}",
+                        x.mode, x.uid, x.gid, x.mtime_ns, y.mode, y.uid, y.gid, y.mtime_ns
+                    )
+                };
+                diffs.push(format!("/{show}: {what}"));
+            }
+            (Some(_), None) => diffs.push(format!("/{show}: missing on the replica")),
+            (None, Some(_)) => diffs.push(format!("/{show}: only on the replica")),
+            (None, None) => {}
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} and {} differ:\n{}",
+        a.display(),
+        b.display(),
+        diffs.join("\n")
+    );
+    assert_eq!(ga, gb, "hard-link groups differ");
+}
+
+/// rsync as an independent oracle: a checksum dry run with deletes and hard
+/// links, itemizing any difference, must print nothing.
+pub fn rsync_oracle(a: &Path, b: &Path) {
+    let out = Command::new("rsync")
+        .args(["-anc", "--delete", "-H", "--itemize-changes"])
+        .arg(format!("{}/", a.display()))
+        .arg(format!("{}/", b.display()))
+        .output()
+        .expect("rsync is needed as the test oracle (apt-get install rsync)");
+    assert!(
+        out.status.success(),
+        "rsync failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let items = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        items.trim().is_empty(),
+        "rsync sees differences between {} and {}:\n{items}",
+        a.display(),
+        b.display()
+    );
+}

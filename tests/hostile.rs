@@ -1,0 +1,222 @@
+//! A hostile or confused sender with a valid key, talking to the real
+//! `hamirror serve`: paths outside the roots or through a symlink, bad
+//! frames, oversize frames, a sender that is not the group's holder or
+//! presents an old epoch, a hello that lies about who it is. Each is refused
+//! with a reason and nothing is written outside the set's roots.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::pair::Pair;
+use hamirror::config::Cluster;
+use hamirror::transport::{Endpoint, FrameReceiver, FrameSender, TransportError};
+use hamirror_wire::entry::file_hash;
+use hamirror_wire::{
+    ChunkRef, Chunking, Entry, EntryKind, ErrorCode, Hello, Listing, MAX_FRAME, Message, Mode, OfferEnd,
+    PROTOCOL_VERSION, Position,
+};
+
+fn hello(set: &str, group: &str, from: &str, epoch: u64) -> Hello {
+    Hello {
+        version: PROTOCOL_VERSION,
+        mode: Mode::Push,
+        dry_run: false,
+        force: true,
+        session: 1,
+        from: from.into(),
+        to: "serv2".into(),
+        set: set.into(),
+        group: group.into(),
+        epoch,
+        chunking: Chunking {
+            min: 16 << 10,
+            avg: 64 << 10,
+            max: 256 << 10,
+        },
+        offer: Some(Position {
+            index: 7,
+            generation: 1,
+        }),
+        acked: None,
+    }
+}
+
+fn file(path: &[u8], data: &[u8]) -> Entry {
+    let chunks = vec![ChunkRef {
+        hash: *blake3::hash(data).as_bytes(),
+        len: data.len() as u32,
+    }];
+    Entry {
+        path: path.to_vec(),
+        kind: EntryKind::File,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime_ns: 1,
+        size: data.len() as u64,
+        file_hash: file_hash(&chunks),
+        chunks,
+        target: vec![],
+    }
+}
+
+async fn send(tx: &mut FrameSender, m: &Message) -> Result<(), TransportError> {
+    tx.send(m.msg_type() as u8, &m.payload()).await
+}
+
+/// The next message, or the transport error that ended the stream.
+async fn recv(rx: &mut FrameReceiver) -> Result<Message, String> {
+    match rx.recv().await {
+        Ok(Some((ty, p))) => Message::decode(ty, &p).map_err(|e| e.to_string()),
+        Ok(None) => Err("stream ended".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Runs `script` as serv1 (with serv1's real key) against serv2's receiver.
+fn as_serv1<F, Fut>(p: &Pair, script: F)
+where
+    F: FnOnce(hamirror::transport::Connection) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let cluster = Arc::new(Cluster::load(&p.cfg.dir()).unwrap());
+    let (me, peer) = (
+        cluster.node("serv1").unwrap().clone(),
+        cluster.node("serv2").unwrap().clone(),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ep = Endpoint::client(&me, &peer).unwrap();
+        let conn = ep.connect().await.unwrap();
+        script(conn.clone()).await;
+        conn.close(0, "done");
+    });
+}
+
+fn refused_with(m: Result<Message, String>, code: ErrorCode, text: &str) {
+    match m {
+        Ok(Message::Error(e)) => {
+            assert_eq!(e.code, code, "{}", e.reason);
+            assert!(e.reason.contains(text), "{:?} lacks {text:?}", e.reason);
+        }
+        other => panic!("expected a {code} refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_path_through_a_symlink_on_the_replica_is_refused_and_nothing_escapes() {
+    let mut p = Pair::new();
+    let outside = p.cfg.tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::create_dir_all(p.dst("srv/samba")).unwrap();
+    std::os::unix::fs::symlink(&outside, p.dst("srv/samba/evil")).unwrap();
+    p.start_serve();
+    as_serv1(&p, |conn| async move {
+        let (mut tx, mut rx) = conn.open_control().await.unwrap();
+        send(&mut tx, &Message::Hello(hello("Fsmbd", "serv1", "serv1", 1)))
+            .await
+            .unwrap();
+        assert!(matches!(recv(&mut rx).await, Ok(Message::HelloOk(_))));
+        let e = file(b"srv/samba/evil/pwned", b"owned");
+        send(&mut tx, &Message::Entries(vec![e])).await.unwrap();
+        let end = OfferEnd {
+            generation: 1,
+            listing: Listing::Full,
+            entries: 1,
+            deletes: 0,
+            bytes: 5,
+            set_entries: 1,
+            set_bytes: 5,
+            empty_roots: vec![],
+        };
+        send(&mut tx, &Message::OfferEnd(end)).await.unwrap();
+        refused_with(recv(&mut rx).await, ErrorCode::BadPath, "passes through a symlink");
+    });
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "nothing written through the symlink"
+    );
+}
+
+#[test]
+fn parent_and_absolute_paths_close_the_connection_as_bad_frames() {
+    let mut p = Pair::new();
+    p.start_serve();
+    for bad in [&b"srv/samba/../../../escaped"[..], b"/tmp/escaped"] {
+        as_serv1(&p, |conn| async move {
+            let (mut tx, mut rx) = conn.open_control().await.unwrap();
+            send(&mut tx, &Message::Hello(hello("Fsmbd", "serv1", "serv1", 1)))
+                .await
+                .unwrap();
+            assert!(matches!(recv(&mut rx).await, Ok(Message::HelloOk(_))));
+            // The encoder writes any bytes; the receiver's decoder refuses them.
+            let _ = send(&mut tx, &Message::Entries(vec![file(bad, b"x")])).await;
+            let err = recv(&mut rx).await.unwrap_err();
+            assert!(err.contains("code 9"), "closed as BadFrame: {err}");
+            assert!(err.contains("entry path"), "{err}");
+        });
+    }
+    assert!(!p.cfg.tmp.path().join("escaped").exists());
+    assert!(!std::path::Path::new("/tmp/escaped").exists());
+}
+
+#[test]
+fn an_oversize_frame_is_refused_before_its_body_is_read() {
+    let mut p = Pair::new();
+    p.start_serve();
+    as_serv1(&p, |conn| async move {
+        let (mut tx, mut rx) = conn.open_control().await.unwrap();
+        let mut head = (MAX_FRAME + 1).to_be_bytes().to_vec();
+        head.push(0x01);
+        tx.send_prebuilt([bytes::Bytes::from(head)]).await.unwrap();
+        let err = recv(&mut rx).await.unwrap_err();
+        assert!(err.contains("code 10"), "closed as TooLarge: {err}");
+    });
+}
+
+#[test]
+fn only_the_holder_at_a_current_epoch_may_send_and_a_hello_cannot_lie() {
+    let mut p = Pair::new();
+    p.start_serve();
+    let cases = [
+        (
+            hello("Fhttpd", "serv2", "serv1", 1),
+            ErrorCode::NotHolder,
+            "serv1 does not hold group serv2",
+        ),
+        (
+            hello("Fsmbd", "serv1", "serv1", 0),
+            ErrorCode::StaleEpoch,
+            "presents epoch 0",
+        ),
+        (
+            hello("Fsmbd", "serv1", "serv2", 1),
+            ErrorCode::WrongNode,
+            "the connection's key is serv1's",
+        ),
+        (hello("Fnope", "serv1", "serv1", 1), ErrorCode::UnknownSet, "no set"),
+        (
+            hello("Fsmbd", "serv2", "serv1", 1),
+            ErrorCode::UnknownSet,
+            "belongs to group serv1",
+        ),
+    ];
+    for (h, code, text) in cases {
+        as_serv1(&p, |conn| async move {
+            let (mut tx, mut rx) = conn.open_control().await.unwrap();
+            send(&mut tx, &Message::Hello(h)).await.unwrap();
+            refused_with(recv(&mut rx).await, code, text);
+        });
+    }
+    // A newer protocol version is refused readably, naming both versions.
+    as_serv1(&p, |conn| async move {
+        let (mut tx, mut rx) = conn.open_control().await.unwrap();
+        let mut h = hello("Fsmbd", "serv1", "serv1", 1);
+        h.version = 99;
+        send(&mut tx, &Message::Hello(h)).await.unwrap();
+        refused_with(recv(&mut rx).await, ErrorCode::VersionMismatch, "the peer version 99");
+    });
+    assert!(!p.dst("srv").exists(), "nothing was written");
+}
