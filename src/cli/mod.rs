@@ -7,10 +7,15 @@ mod check;
 mod demo;
 mod init;
 mod links;
+mod log;
 mod progress;
+mod run;
 mod scan;
 mod serve;
+mod standby;
+mod status;
 mod sync;
+mod takeover;
 mod verify;
 mod watch;
 
@@ -111,6 +116,19 @@ pub enum Command {
     /// generation and the backlog. Stops on SIGINT/SIGTERM (exit 0); exit 2 when
     /// a set fails. Nothing is shipped to the peer yet.
     Watch(watch::WatchArgs),
+    /// Run the cluster daemon: heartbeats, prober, arbiter and hooks.
+    ///
+    /// Runs in the foreground until SIGTERM or SIGINT, then releases every
+    /// group it holds (stop hooks) and exits 0. See docs/OPERATIONS.md.
+    Run(run::RunArgs),
+    /// Show the running daemon's view: holders and epochs, links, reach,
+    /// standby lock, hooks, set backlogs, recent events.
+    Status(status::StatusArgs),
+    /// Put this node in standby (it releases everything; a lock keeps it
+    /// there across restarts), or clear that with --clear.
+    Standby(standby::StandbyArgs),
+    /// Move a group to this node: the peer stops it, then this node starts it.
+    Takeover(takeover::TakeoverArgs),
 }
 
 impl Global {
@@ -192,6 +210,10 @@ pub fn run(cli: Cli) -> i32 {
         Command::Sync(a) => sync::run(&cli.global, a),
         Command::Verify(a) => verify::run(&cli.global, a),
         Command::Watch(a) => watch::run(&cli.global, a),
+        Command::Run(a) => run::run(&cli.global, a),
+        Command::Status(a) => status::run(&cli.global, a),
+        Command::Standby(a) => standby::run(&cli.global, a),
+        Command::Takeover(a) => takeover::run(&cli.global, a),
     };
     match result {
         Ok(code) => code,
@@ -203,15 +225,7 @@ pub fn run(cli: Cli) -> i32 {
 }
 
 /// Logs go to stderr, filtered by `HAMIRROR_LOG` (default `info`), in the
-/// journald-friendly form: no colours when stderr is not a terminal.
+/// journald-friendly form (see `log.rs`).
 fn init_logging() {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HAMIRROR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .try_init();
+    log::init();
 }

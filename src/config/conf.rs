@@ -22,6 +22,10 @@ pub const DEFAULT_QUIET_PERIOD: Duration = Duration::from_millis(100);
 /// Largest `quiet_period` accepted.
 pub const MAX_QUIET_PERIOD: Duration = Duration::from_secs(10);
 
+/// Default of `hook_timeout`: long enough for a database to shut down
+/// cleanly, short enough that a hung hook does not block failover forever.
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Failure-detection timers. The defaults aim at a client-visible outage
 /// under one second after a node dies (see `docs/FAILOVER.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -118,6 +122,9 @@ pub struct NodeConf {
     /// How long a file must go without writes before `watch` reads it when
     /// it was not closed (a closed file is read at once).
     pub quiet_period: Duration,
+    /// Longest a single hook may run before its whole process group is
+    /// killed and the hook counts as failed. Node-local (hooks differ).
+    pub hook_timeout: Duration,
     pub set_overrides: BTreeMap<String, SetOverrides>,
     /// The line each key was set on, for messages about cross-file rules.
     pub lines: BTreeMap<String, usize>,
@@ -145,6 +152,7 @@ pub const KEYS: &[&str] = &[
     "delete_limit",
     "rescan_interval",
     "quiet_period",
+    "hook_timeout",
 ];
 
 /// Parses `text` (the contents of `file`) for node `node`. Relative paths
@@ -226,6 +234,11 @@ pub fn parse(file: &Path, text: &str, node: &str, config_dir: &Path) -> Result<N
         _ => Err(format!("expected a port from 1 to 65535, found {s:?}")),
     };
     let dur = |s: &str| parse_duration(s).map(|_| ());
+    let positive = |s: &str| match parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be longer than 0".to_string()),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    };
     let boolean = |s: &str| parse_bool(s).map(|_| ());
     let fp = |s: &str| {
         if crate::config::is_fingerprint(s) {
@@ -282,6 +295,7 @@ pub fn parse(file: &Path, text: &str, node: &str, config_dir: &Path) -> Result<N
         )),
         Err(e) => Err(e),
     });
+    let hook_timeout = get("hook_timeout", &positive);
 
     if address.is_none() && !values.contains_key("address") {
         errors.push(ConfigError::file(
@@ -325,6 +339,7 @@ pub fn parse(file: &Path, text: &str, node: &str, config_dir: &Path) -> Result<N
         delete_limit: delete_limit.map_or(50, |(s, _)| parse_percent(&s).expect("validated")),
         rescan_interval: td(rescan, Duration::from_secs(3600)),
         quiet_period: td(quiet, DEFAULT_QUIET_PERIOD),
+        hook_timeout: td(hook_timeout, DEFAULT_HOOK_TIMEOUT),
         set_overrides: overrides,
         lines: values.into_iter().map(|(k, (_, l))| (k, l)).collect(),
     })
@@ -347,6 +362,7 @@ mod tests {
         assert_eq!(c.key, PathBuf::from("/var/lib/hamirror/serv1/identity.pem"));
         assert_eq!(c.timers, Timers::default());
         assert!(!c.auto_failback);
+        assert_eq!(c.hook_timeout, DEFAULT_HOOK_TIMEOUT);
         assert_eq!(c.lines["root"], 2);
     }
 
@@ -370,6 +386,17 @@ mod tests {
         let errs = p("port = 1\nport = 2\n").unwrap_err();
         assert!(errs.iter().any(|e| e.msg.contains("set twice (first on line 1)")));
         assert!(errs.iter().any(|e| e.msg.contains("missing required key `address`")));
+    }
+
+    #[test]
+    fn hook_timeout_is_read_and_must_be_positive() {
+        let c = p("address = 10.0.0.1\nhook_timeout = 90s\n").unwrap();
+        assert_eq!(c.hook_timeout, Duration::from_secs(90));
+        let errs = p("address = 10.0.0.1\nhook_timeout = 0\n").unwrap_err();
+        assert!(
+            errs[0].to_string().contains("`hook_timeout`: must be longer than 0"),
+            "{errs:?}"
+        );
     }
 
     #[test]
