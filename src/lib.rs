@@ -12,6 +12,7 @@ pub mod arbiter;
 pub mod chunk;
 pub mod cli;
 pub mod config;
+pub mod delta;
 pub mod failover;
 pub mod hooks;
 pub mod index;
