@@ -230,7 +230,7 @@ fn plan_bases(bases: &mut HashMap<Hash, Base>, old: &Entry, new: &Entry, fresh: 
     for &k in fresh {
         let c = &new.chunks[k];
         let Some(w) = windows[k] else { continue };
-        if c.len < MIN_DELTA_CHUNK || w.len < u64::from(MIN_DELTA_CHUNK) || w.len > u64::from(MAX_BASE) {
+        if c.len < MIN_DELTA_CHUNK || w.len < u64::from(MIN_DELTA_CHUNK) {
             continue;
         }
         bases.insert(
@@ -238,7 +238,8 @@ fn plan_bases(bases: &mut HashMap<Hash, Base>, old: &Entry, new: &Entry, fresh: 
             Base {
                 path: old.path.clone(),
                 offset: w.offset,
-                len: w.len as u32,
+                // Only with chunks of several MiB can a window pass the limit.
+                len: w.len.min(u64::from(MAX_BASE)) as u32,
             },
         );
     }

@@ -55,16 +55,14 @@ struct Rolling {
 
 impl Rolling {
     fn new(window: &[u8]) -> Rolling {
+        // b = Σ (n − i) · x_i: independent terms, so this vectorizes.
+        let n = window.len() as u32;
         let (mut a, mut b) = (0u32, 0u32);
-        for &x in window {
+        for (i, &x) in window.iter().enumerate() {
             a = a.wrapping_add(u32::from(x));
-            b = b.wrapping_add(a);
+            b = b.wrapping_add(n.wrapping_sub(i as u32).wrapping_mul(u32::from(x)));
         }
-        Rolling {
-            a,
-            b,
-            len: window.len() as u32,
-        }
+        Rolling { a, b, len: n }
     }
 
     /// Slides the window one byte: `out` leaves at the front, `inb` enters
@@ -173,14 +171,15 @@ impl Delta {
 
 /// A 2¹⁶-bit filter over the signature's weak sums: most positions of a
 /// scan miss, and this answers them from 8 KiB that stay in cache.
-struct Filter(Vec<u64>);
+struct Filter(Box<[u64; 1 << 10]>);
 
 impl Filter {
+    #[inline]
     fn slot(weak: u32) -> usize {
         (weak.wrapping_mul(0x9E37_79B1) >> 16) as usize
     }
     fn new(blocks: &[BlockSum]) -> Filter {
-        let mut bits = vec![0u64; 1 << 10];
+        let mut bits = Box::new([0u64; 1 << 10]);
         for b in blocks {
             let s = Filter::slot(b.weak);
             bits[s >> 6] |= 1 << (s & 63);
@@ -190,7 +189,25 @@ impl Filter {
     #[inline]
     fn maybe(&self, weak: u32) -> bool {
         let s = Filter::slot(weak);
-        self.0[s >> 6] & (1 << (s & 63)) != 0
+        self.0[(s >> 6) & 1023] & (1 << (s & 63)) != 0
+    }
+
+    /// Rolls `r` (the window at `pos`) forward until the filter may match
+    /// or the window reaches the end of `data`; returns the position.
+    #[inline]
+    fn seek(&self, r: &mut Rolling, data: &[u8], mut pos: usize) -> usize {
+        let bs = r.len as usize;
+        // The window's end never passes data.len(): the loop stops when the
+        // next roll would take it there.
+        let (outs, ins) = (&data[pos..data.len() - bs], &data[pos + bs..]);
+        for (&out, &inb) in outs.iter().zip(ins) {
+            if self.maybe(r.digest()) {
+                return pos;
+            }
+            r.roll(out, inb);
+            pos += 1;
+        }
+        pos
     }
 }
 
@@ -224,6 +241,11 @@ pub fn diff(new: &[u8], sig: &Signature) -> Delta {
         // Reverse order: the lowest index of identical blocks is kept.
         table.insert((b.weak, b.strong), i as u32);
     }
+    // The exact weak sums: a filter hit is checked against them before a
+    // strong hash is computed (the filter alone lets ~0.1 % through).
+    let mut weaks: Vec<u32> = sig.blocks[..full].iter().map(|b| b.weak).collect();
+    weaks.sort_unstable();
+    weaks.dedup();
     let mut budget = 2 * new.len() + 4 * bs;
     let (mut pos, mut lit_start) = (0usize, 0usize);
     let mut next_block: Option<usize> = None;
@@ -249,9 +271,12 @@ pub fn diff(new: &[u8], sig: &Signature) -> Delta {
             }
         }
         let Some(r) = roll.as_mut() else { break };
+        if budget > 0 {
+            pos = filter.seek(r, new, pos);
+        }
         let weak = r.digest();
         let mut found = None;
-        if budget > 0 && filter.maybe(weak) {
+        if budget > 0 && filter.maybe(weak) && weaks.binary_search(&weak).is_ok() {
             let strong = strong_sum(&new[pos..pos + bs]);
             d.hashed += bs as u64;
             found = next_block
