@@ -13,6 +13,7 @@ pub mod chunk;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod delta;
 pub mod failover;
 pub mod hooks;
 pub mod index;

@@ -1,12 +1,20 @@
 //! The receiver's plan for one offer: given the entries a sender offers, the
 //! replica's current entries and where the receiver already holds chunks,
 //! decide what to create, rebuild, retouch, link and delete, and which chunk
-//! hashes to ask for. Pure: no I/O, no clock, no tokio — the caller supplies
+//! hashes to ask for — and, for a chunk of a file the replica holds an older
+//! version of, which old bytes to offer the sender as a base for a delta
+//! (`delta::base`). Pure: no I/O, no clock, no tokio — the caller supplies
 //! lookups and `apply` carries the plan out. `--dry-run` prints it.
 
 use std::collections::{HashMap, HashSet};
 
-use hamirror_wire::{Entry, EntryKind, Hash};
+use hamirror_wire::{Entry, EntryKind, Hash, msg::MAX_BASE};
+
+use crate::delta::base;
+
+/// Chunks shorter than this are asked for whole: their delta would save
+/// less than its request costs.
+pub const MIN_DELTA_CHUNK: u32 = 256;
 
 /// Where the receiver already holds a chunk: a replica file and an offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +41,14 @@ pub struct Piece {
     /// `Some` when the data is copied from the replica, `None` when it comes
     /// from the sender.
     pub local: Option<Location>,
+}
+
+/// Old bytes of a replica file to offer as the base of a delta.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Base {
+    pub path: Vec<u8>,
+    pub offset: u64,
+    pub len: u32,
 }
 
 /// A regular file to (re)build in a temporary file and rename into place.
@@ -67,6 +83,9 @@ pub struct Plan {
     pub need: Vec<Hash>,
     /// Bytes of the chunks in `need`.
     pub need_bytes: u64,
+    /// For needed chunks of files the replica holds an older version of:
+    /// the old bytes to ask for a delta against.
+    pub bases: HashMap<Hash, Base>,
     /// Offered entries that already match the replica.
     pub unchanged: u64,
     /// Chunks copied from the replica instead of sent.
@@ -132,7 +151,8 @@ pub fn plan(offered: &[Entry], deleted: &[Vec<u8>], replica: &dyn Replica, held:
                 p.items.push((change, e.kind, e.path.clone()));
                 let mut pieces = Vec::with_capacity(e.chunks.len());
                 let mut offset = 0u64;
-                for c in &e.chunks {
+                let mut fresh = Vec::new();
+                for (k, c) in e.chunks.iter().enumerate() {
                     let local = held.get(&c.hash).cloned().or_else(|| replica.locate(&c.hash));
                     if local.is_some() {
                         p.reused_chunks += 1;
@@ -140,6 +160,7 @@ pub fn plan(offered: &[Entry], deleted: &[Vec<u8>], replica: &dyn Replica, held:
                     } else if asked.insert(c.hash) {
                         p.need.push(c.hash);
                         p.need_bytes += u64::from(c.len);
+                        fresh.push(k);
                     }
                     pieces.push(Piece {
                         offset,
@@ -148,6 +169,9 @@ pub fn plan(offered: &[Entry], deleted: &[Vec<u8>], replica: &dyn Replica, held:
                         local,
                     });
                     offset += u64::from(c.len);
+                }
+                if let Some(old) = cur.as_ref().filter(|c| c.kind == EntryKind::File && !fresh.is_empty()) {
+                    plan_bases(&mut p.bases, old, e, &fresh);
                 }
                 p.files.push(FileBuild {
                     entry: e.clone(),
@@ -197,6 +221,28 @@ pub fn plan(offered: &[Entry], deleted: &[Vec<u8>], replica: &dyn Replica, held:
     }
     p.deletes = deletes;
     p
+}
+
+/// Bases for the chunks `fresh` (indices into `new.chunks`) of a file whose
+/// replica holds `old` at the same path.
+fn plan_bases(bases: &mut HashMap<Hash, Base>, old: &Entry, new: &Entry, fresh: &[usize]) {
+    let windows = base::windows(&old.chunks, &new.chunks);
+    for &k in fresh {
+        let c = &new.chunks[k];
+        let Some(w) = windows[k] else { continue };
+        if c.len < MIN_DELTA_CHUNK || w.len < u64::from(MIN_DELTA_CHUNK) {
+            continue;
+        }
+        bases.insert(
+            c.hash,
+            Base {
+                path: old.path.clone(),
+                offset: w.offset,
+                // Only with chunks of several MiB can a window pass the limit.
+                len: w.len.min(u64::from(MAX_BASE)) as u32,
+            },
+        );
+    }
 }
 
 /// The mass-delete guard: refuse when more than `limit_percent` of the
@@ -384,6 +430,26 @@ mod tests {
         let p = plan(&[a2, link], &[], &replica, &HashMap::new());
         assert_eq!(p.hardlinks.len(), 1);
         assert_eq!(p.unchanged, 0);
+    }
+
+    #[test]
+    fn changed_chunks_of_a_file_held_before_get_a_base_new_files_none() {
+        let old = file("srv/a", &[(1, 1000), (2, 5000), (3, 1000)]);
+        let replica = holding(&[old, file("srv/t", &[(5, 100)])]);
+        let edited = file("srv/a", &[(1, 1000), (9, 5000), (3, 1000)]);
+        let fresh = file("srv/n", &[(8, 5000)]);
+        let tiny = file("srv/t", &[(7, 100)]);
+        let p = plan(&[edited, fresh, tiny], &[], &replica, &HashMap::new());
+        assert_eq!(p.need, vec![[9; 32], [8; 32], [7; 32]]);
+        assert_eq!(
+            p.bases.get(&[9; 32]),
+            Some(&Base {
+                path: b"srv/a".to_vec(),
+                offset: 1000,
+                len: 5000
+            })
+        );
+        assert_eq!(p.bases.len(), 1, "no base without an old version, nor for a tiny chunk");
     }
 
     #[test]

@@ -202,6 +202,85 @@ fn every_kind_of_change_reaches_the_replica_exactly() {
     }
 }
 
+/// Overwrites `data.len()` bytes of `p` at `at`, in place.
+fn overwrite(p: &Path, at: u64, data: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    fs::File::options()
+        .write(true)
+        .open(p)
+        .unwrap()
+        .write_all_at(data, at)
+        .unwrap();
+}
+
+#[test]
+fn small_edits_inside_chunks_travel_as_deltas_far_smaller_than_the_chunks() {
+    let mut p = Pair::new();
+    populate(&p);
+    write(&p.src("srv/samba/one-mib.bin"), &noise(20, 1 << 20));
+    write(&p.src("srv/samba/letter.doc"), &noise(21, 12_000));
+    write(&p.src("srv/samba/log.txt"), &noise(22, 30_000));
+    p.start_serve();
+    p.sync_ok("Fsmbd");
+    p.assert_mirrored(ROOTS);
+    let s = |r: &str| p.src(r);
+
+    // (what, change, most framed bytes allowed, least raw chunk bytes behind them)
+    type Step<'a> = (&'static str, Box<dyn Fn() + 'a>, u64, u64);
+    let steps: Vec<Step> = vec![
+        (
+            "4 KiB overwrite inside a 1 MiB file",
+            Box::new(|| overwrite(&s("srv/samba/one-mib.bin"), 600_000, &noise(23, 4096))),
+            4096 + 4096,
+            16 << 10,
+        ),
+        (
+            "100 bytes changed in a small file",
+            Box::new(|| overwrite(&s("srv/samba/letter.doc"), 7000, &noise(24, 100))),
+            1024,
+            12_000,
+        ),
+        (
+            "1000 bytes appended",
+            Box::new(|| {
+                use std::io::Write;
+                fs::OpenOptions::new()
+                    .append(true)
+                    .open(s("srv/samba/log.txt"))
+                    .unwrap()
+                    .write_all(&noise(25, 1000))
+                    .unwrap()
+            }),
+            1000 + 1024,
+            31_000,
+        ),
+        (
+            "100 bytes inserted in the middle of a 3 MiB file",
+            Box::new(|| {
+                let mut data = fs::read(s("srv/samba/big.bin")).unwrap();
+                data.splice(1_500_000..1_500_000, noise(26, 100));
+                write(&s("srv/samba/big.bin"), &data);
+            }),
+            100 + 4096,
+            16 << 10,
+        ),
+    ];
+    for (what, change, most, least_raw) in steps {
+        change();
+        let v = p.sync_ok("Fsmbd");
+        assert_eq!(v["push"]["outcome"], "delta", "{what}: {v}");
+        let (framed, raw) = (field(&v, "chunk_frame_bytes"), field(&v, "chunk_bytes"));
+        assert!(field(&v, "deltas_sent") >= 1, "{what}: {v}");
+        assert_eq!(field(&v, "deltas_sent"), field(&v, "chunks_sent"), "{what}: {v}");
+        assert!(framed <= most, "{what}: {framed} bytes framed (at most {most}): {v}");
+        assert!(raw >= least_raw, "{what}: the chunks were {raw} bytes: {v}");
+        p.assert_mirrored(ROOTS);
+    }
+    // Nothing changed on the replica's side: verify agrees byte for byte.
+    let out = p.run("serv1", &["verify", "Fsmbd"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
 #[test]
 fn dry_run_lists_changes_and_changes_nothing() {
     let mut p = Pair::new();

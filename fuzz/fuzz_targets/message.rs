@@ -3,7 +3,7 @@
 //! must survive encode → frame → decode unchanged.
 #![no_main]
 
-use hamirror_wire::{ChunkView, Hello, Message, MessageDecoder, MsgType};
+use hamirror_wire::{ChunkDelta, ChunkView, Hello, Message, MessageDecoder, MsgType, Signature};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -17,8 +17,22 @@ fuzz_target!(|data: &[u8]| {
         let view = ChunkView::decode(payload);
         assert_eq!(view.is_ok(), Message::decode(ty, payload).is_ok());
     }
+    if ty == MsgType::ChunkDelta as u8 {
+        let d = ChunkDelta::decode(payload);
+        assert_eq!(d.is_ok(), Message::decode(ty, payload).is_ok());
+        // Whatever decodes cannot ask for more literal bytes than the chunk.
+        if let Ok(d) = d {
+            assert!(d.literal_len() <= u64::from(d.raw_len));
+        }
+    }
     if let Ok(m) = Message::decode(ty, payload) {
         assert_eq!(m.msg_type() as u8, ty);
+        if let Message::NeedDelta(reqs) = &m {
+            for r in reqs {
+                let s = &r.signature;
+                assert_eq!(Signature::block_count(s.base_len, s.block_size), s.blocks.len() as u64);
+            }
+        }
         // Re-encoding can only shrink (non-minimal varints become minimal),
         // so it always fits a frame.
         let frame = m.encode_frame().expect("a decoded message fits a frame");

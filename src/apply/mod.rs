@@ -6,9 +6,12 @@
 //!    temporary file in its target directory (a deterministic name, so an
 //!    interrupted run's temp file is found and its verified pieces kept),
 //!    copies the pieces the replica already holds (each verified by BLAKE3),
-//!    and returns the chunk hashes still needed from the sender.
+//!    and returns the chunk hashes still needed from the sender — for those
+//!    the plan found a base for (old bytes of the same file), the base's
+//!    signature, to ask for a delta instead.
 //! 2. [`Applier::deliver`] writes each received chunk, verified, to every
-//!    place that needs it.
+//!    place that needs it; [`Applier::deliver_delta`] first rebuilds one
+//!    from its base, re-read and checked against what was signed.
 //! 3. [`Applier::finish`] sets owner, mode and mtime on the temp files, makes
 //!    them durable with one `syncfs`, renames them into place, then creates
 //!    symlinks and hard links, deletes, sets directory metadata last, and
@@ -30,8 +33,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use hamirror_wire::{Entry, Hash};
+use hamirror_wire::{DeltaOp, DeltaRequest, Entry, Hash};
+use rayon::prelude::*;
 
+use crate::delta;
 use crate::plan::{FileBuild, Plan};
 use crate::scan::TEMP_SUFFIX;
 pub use crate::scan::is_temp_name;
@@ -52,6 +57,8 @@ pub enum ApplyError {
     Permission { path: String, source: io::Error },
     #[error("chunk {hash} does not match its BLAKE3 hash")]
     BadChunk { hash: String },
+    #[error("the delta for chunk {hash} does not fit its base: {reason}")]
+    BadDelta { hash: String, reason: String },
     #[error("chunk {hash} was not asked for")]
     Unexpected { hash: String },
     #[error("{count} needed chunks never arrived")]
@@ -126,6 +133,20 @@ fn temp_path(final_path: &Path, tag_source: &[u8], content: &Hash) -> PathBuf {
     final_path.with_file_name(std::ffi::OsStr::from_bytes(&file))
 }
 
+/// The base of a chunk asked for as a delta: where it lies, how it was
+/// cut into blocks, and the BLAKE3 of the bytes that were signed (the file
+/// is read again to rebuild, and must not have changed in between).
+struct SignedBase {
+    path: PathBuf,
+    offset: u64,
+    len: u32,
+    block_size: u32,
+    digest: Hash,
+}
+
+/// What re-reading the old bytes the replica kept may find.
+const BASE_CHANGED: &str = "the replica's old copy changed while a delta against it was on the way; retried next pass";
+
 struct Building {
     entry: Entry,
     final_path: PathBuf,
@@ -177,6 +198,9 @@ pub struct Applier {
     files: Vec<Building>,
     waiting: HashMap<Hash, Vec<(usize, u64, u32)>>,
     need: Vec<Hash>,
+    /// Needed chunks asked for as deltas (not in `need`), until sent.
+    need_delta: Vec<DeltaRequest>,
+    bases: HashMap<Hash, SignedBase>,
     fds: Fds,
     journal: Journal,
     /// Directories touched (temp files, renames), with their mtime before,
@@ -199,6 +223,8 @@ impl Applier {
             files: Vec::with_capacity(plan.files.len()),
             waiting: HashMap::new(),
             need: Vec::new(),
+            need_delta: Vec::new(),
+            bases: HashMap::new(),
             fds: Fds::default(),
             journal: Journal::default(),
             touched: HashMap::new(),
@@ -262,7 +288,55 @@ impl Applier {
             }
             self.files.push(b);
         }
+        self.sign_bases();
         Ok(())
+    }
+
+    /// Reads the base of every needed chunk the plan found one for and
+    /// computes its signature (in parallel: this reads and hashes the old
+    /// bytes around every changed chunk). A base that cannot be read leaves
+    /// its chunk asked for whole.
+    fn sign_bases(&mut self) {
+        let bases = std::mem::take(&mut self.plan.bases);
+        if bases.is_empty() {
+            return;
+        }
+        let jobs: Vec<(Hash, PathBuf, u64, u32)> = self
+            .need
+            .iter()
+            .filter_map(|h| {
+                let b = bases.get(h)?;
+                let path = self.dest.resolve(&b.path).ok()?;
+                Some((*h, path, b.offset, b.len))
+            })
+            .collect();
+        let signed: Vec<Option<(SignedBase, DeltaRequest)>> = jobs
+            .into_par_iter()
+            .map(|(hash, path, offset, len)| {
+                let f = File::options()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&path)
+                    .ok()?;
+                let mut buf = vec![0u8; len as usize];
+                f.read_exact_at(&mut buf, offset).ok()?;
+                let signature = delta::signature(&buf, delta::block_size_for(len));
+                let base = SignedBase {
+                    path,
+                    offset,
+                    len,
+                    block_size: signature.block_size,
+                    digest: *blake3::hash(&buf).as_bytes(),
+                };
+                Some((base, DeltaRequest { hash, signature }))
+            })
+            .collect();
+        for (base, req) in signed.into_iter().flatten() {
+            self.bases.insert(req.hash, base);
+            self.need_delta.push(req);
+        }
+        let bases = &self.bases;
+        self.need.retain(|h| !bases.contains_key(h));
     }
 
     fn prepare_file(
@@ -359,9 +433,17 @@ impl Applier {
         }
     }
 
-    /// The chunk hashes to ask the sender for, each once, in first-use order.
+    /// The chunk hashes to ask the sender for whole, each once, in
+    /// first-use order.
     pub fn need(&self) -> &[Hash] {
         &self.need
+    }
+
+    /// The chunks to ask for as deltas, with their bases' signatures (each
+    /// hash once, none of them in [`Applier::need`]). Taken once: they can
+    /// be large.
+    pub fn take_delta_requests(&mut self) -> Vec<DeltaRequest> {
+        std::mem::take(&mut self.need_delta)
     }
 
     /// Bytes of the needed chunks.
@@ -383,6 +465,8 @@ impl Applier {
             .waiting
             .remove(hash)
             .ok_or_else(|| ApplyError::Unexpected { hash: hex() })?;
+        // A chunk asked for as a delta may come whole (the delta did not pay).
+        self.bases.remove(hash);
         for (i, offset, len) in slots {
             if data.len() != len as usize {
                 return Err(ApplyError::BadChunk { hash: hex() });
@@ -407,16 +491,58 @@ impl Applier {
         Ok(())
     }
 
+    /// Step 2 for a chunk sent as a delta: re-reads its base, checks it is
+    /// what was signed, rebuilds the chunk (bounded by `raw_len`) and
+    /// delivers it. `literals` are the delta's literal bytes, decompressed.
+    ///
+    /// # Errors
+    /// [`ApplyError::BadDelta`] when the ops do not fit the base,
+    /// [`ApplyError::BadChunk`] when the result does not match its hash —
+    /// the sender's fault, as for a bad chunk. A base that changed on disk
+    /// only fails the files that need the chunk.
+    pub fn deliver_delta(
+        &mut self,
+        hash: &Hash,
+        raw_len: u32,
+        ops: &[DeltaOp],
+        literals: &[u8],
+    ) -> Result<(), ApplyError> {
+        let hex = || hash.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>();
+        let base = self
+            .bases
+            .remove(hash)
+            .ok_or_else(|| ApplyError::Unexpected { hash: hex() })?;
+        let mut buf = vec![0u8; base.len as usize];
+        let read = self
+            .fds
+            .get(&base.path, false)
+            .and_then(|f| f.read_exact_at(&mut buf, base.offset));
+        if read.is_err() || blake3::hash(&buf).as_bytes() != &base.digest {
+            self.fail_waiting(hash, BASE_CHANGED);
+            return Ok(());
+        }
+        let data = delta::apply(&buf, base.block_size, ops, literals, raw_len).map_err(|e| ApplyError::BadDelta {
+            hash: hex(),
+            reason: e.to_string(),
+        })?;
+        drop(buf);
+        self.deliver(hash, &data)
+    }
+
     /// The sender can no longer provide these chunks (its file changed after
     /// its scan): the files that need them fail this time; the next pass
     /// offers them again.
     pub fn give_up(&mut self, hashes: &[Hash]) {
         for h in hashes {
-            for (i, _, _) in self.waiting.remove(h).unwrap_or_default() {
-                let b = &mut self.files[i];
-                b.failed
-                    .get_or_insert_with(|| "the sender's copy changed while it was sent; retried next pass".into());
-            }
+            self.fail_waiting(h, "the sender's copy changed while it was sent; retried next pass");
+        }
+    }
+
+    /// Fails every file still waiting for chunk `hash`.
+    fn fail_waiting(&mut self, hash: &Hash, reason: &str) {
+        self.bases.remove(hash);
+        for (i, _, _) in self.waiting.remove(hash).unwrap_or_default() {
+            self.files[i].failed.get_or_insert_with(|| reason.to_string());
         }
     }
 

@@ -190,3 +190,100 @@ fn a_hostile_offer_writes_nothing() {
         "nothing created"
     );
 }
+
+/// Deterministic incompressible bytes.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A replica holding `old` at srv/f, and an applier prepared for `new` at
+/// the same path (one chunk each).
+fn delta_case(tmp: &std::path::Path, old: &[u8], new: &[u8]) -> Applier {
+    let base = tmp.join("root");
+    std::fs::create_dir_all(base.join("srv")).unwrap();
+    std::fs::write(base.join("srv/f"), old).unwrap();
+    let mut replica = Fake::default();
+    replica.0.insert(b"srv/f".to_vec(), file("srv/f", &[old], 1));
+    let p = plan(&[file("srv/f", &[new], 2)], &[], &replica, &HashMap::new());
+    Applier::prepare(Dest::new(&base, &set()), p, Journal::open(&tmp.join("j")).unwrap()).unwrap()
+}
+
+#[test]
+fn a_chunk_of_a_changed_file_is_asked_for_as_a_delta_and_rebuilt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = noise(1, 20_000);
+    let mut new = old.clone();
+    new[5000..5100].copy_from_slice(&noise(2, 100));
+    let mut a = delta_case(tmp.path(), &old, &new);
+    assert!(a.need().is_empty(), "asked for as a delta instead");
+    let reqs = a.take_delta_requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].hash, *blake3::hash(&new).as_bytes());
+    assert_eq!(a.need_bytes(), new.len() as u64);
+    let d = crate::delta::diff(&new, &reqs[0].signature);
+    assert!(d.literals.len() < 1000, "{}", d.literals.len());
+    a.deliver_delta(&reqs[0].hash, new.len() as u32, &d.ops, &d.literals)
+        .unwrap();
+    let r = a.finish().unwrap();
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    assert_eq!(std::fs::read(tmp.path().join("root/srv/f")).unwrap(), new);
+}
+
+#[test]
+fn a_delta_that_does_not_fit_its_base_or_hash_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = noise(3, 20_000);
+    let mut new = old.clone();
+    new[0] ^= 1;
+    let hash = *blake3::hash(&new).as_bytes();
+    let out_of_range = [DeltaOp::Copy { block: 1000, count: 1 }];
+    let mut a = delta_case(&tmp.path().join("a"), &old, &new);
+    let err = a.deliver_delta(&hash, new.len() as u32, &out_of_range, &[]);
+    assert!(matches!(err, Err(ApplyError::BadDelta { .. })), "{err:?}");
+    // Ops that fit but rebuild the old bytes, not the chunk asked for.
+    let mut a = delta_case(&tmp.path().join("b"), &old, &new);
+    let sig = &a.take_delta_requests()[0].signature;
+    let d = crate::delta::diff(&old, sig);
+    let err = a.deliver_delta(&hash, old.len() as u32, &d.ops, &d.literals);
+    assert!(matches!(err, Err(ApplyError::BadChunk { .. })), "{err:?}");
+    // A delta for a chunk that was not asked for as one.
+    let err = a.deliver_delta(&[7; 32], 1, &[DeltaOp::Literal { len: 1 }], b"x");
+    assert!(matches!(err, Err(ApplyError::Unexpected { .. })), "{err:?}");
+}
+
+#[test]
+fn a_base_changed_on_disk_fails_only_its_file_and_a_whole_chunk_is_accepted_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = noise(4, 20_000);
+    let mut new = old.clone();
+    new.extend_from_slice(b"appended");
+    let mut a = delta_case(tmp.path(), &old, &new);
+    let reqs = a.take_delta_requests();
+    let d = crate::delta::diff(&new, &reqs[0].signature);
+    std::fs::write(tmp.path().join("root/srv/f"), noise(5, 20_000)).unwrap();
+    a.deliver_delta(&reqs[0].hash, new.len() as u32, &d.ops, &d.literals)
+        .unwrap();
+    assert!(a.complete());
+    let r = a.finish().unwrap();
+    assert_eq!(r.failures.len(), 1);
+    assert!(
+        r.failures[0].reason.contains("old copy changed"),
+        "{}",
+        r.failures[0].reason
+    );
+    // The sender may answer a delta request with the whole chunk.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut a = delta_case(tmp.path(), &old, &new);
+    assert_eq!(a.take_delta_requests().len(), 1);
+    a.deliver(blake3::hash(&new).as_bytes(), &new).unwrap();
+    assert!(a.finish().unwrap().failures.is_empty());
+    assert_eq!(std::fs::read(tmp.path().join("root/srv/f")).unwrap(), new);
+}

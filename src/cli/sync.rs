@@ -157,7 +157,7 @@ fn summary(r: &PushReport, peer: &str, wire: u64) -> String {
             let _ = writeln!(
                 s,
                 "{} → {peer}: generation {} ({listing}), {} entries offered, {} deleted\n  \
-                 {} files applied ({}), {} chunks sent ({} raw, {} framed), {} chunks reused\n  \
+                 {} files applied ({}), {} chunks sent ({} raw, {} framed; {} as deltas), {} chunks reused\n  \
                  {} on the wire, {:.3} s",
                 r.set,
                 r.generation,
@@ -168,6 +168,7 @@ fn summary(r: &PushReport, peer: &str, wire: u64) -> String {
                 r.send.chunks_sent,
                 bytes(r.send.chunk_bytes),
                 bytes(r.send.chunk_frame_bytes),
+                r.send.deltas_sent,
                 r.chunks_reused,
                 bytes(wire),
                 r.elapsed_s

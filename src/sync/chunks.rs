@@ -1,17 +1,19 @@
 //! Chunk data in both directions.
 //!
 //! Receiving: chunk streams (unidirectional, opened by the sender) carry
-//! `Chunk` frames that name their conversation. A [`Router`] accepts every
+//! `Chunk` and `ChunkDelta` frames that name their conversation. A
+//! [`Router`] accepts every
 //! chunk stream of a connection and hands each chunk to the conversation
 //! that registered its session; a full conversation inbox stops reading
 //! that stream, so QUIC flow control slows the sender instead of memory
-//! growing. Anything but a `Chunk` on a chunk stream, or a frame that does
+//! growing. Anything but chunk data on a chunk stream, or a frame that does
 //! not decode, closes the connection with the reason.
 //!
 //! Sending: [`ChunkPump`] reads the asked-for chunks from the set's files
 //! on a blocking thread (verifying each against its hash — the file may
-//! have changed since the scan), compresses those that shrink, and feeds a
-//! few parallel chunk streams.
+//! have changed since the scan); a chunk asked for with a signature goes as
+//! a delta against it when that is smaller, every other one compressed when
+//! that shrinks it; a few parallel chunk streams carry them.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -21,10 +23,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use hamirror_wire::{Chunk, ChunkView, Compression, ErrorCode, Hash, MsgType};
+use hamirror_wire::{Chunk, ChunkDelta, ChunkView, Compression, ErrorCode, Hash, Message, MsgType, Signature};
 use rayon::prelude::*;
 use tokio::sync::mpsc;
 
+use crate::delta;
 use crate::index::ChunkLocation;
 use crate::transport::{Connection, compress_chunk};
 
@@ -35,7 +38,31 @@ pub(crate) const STREAMS: usize = 4;
 /// Chunks read, hashed and compressed together on the pool.
 const BATCH: usize = 32;
 
-type Inboxes = Arc<Mutex<HashMap<u64, mpsc::Sender<Chunk>>>>;
+/// Chunk data for a conversation: a whole chunk or a delta.
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    Chunk(Chunk),
+    Delta(ChunkDelta),
+}
+
+impl Incoming {
+    fn session(&self) -> u64 {
+        match self {
+            Incoming::Chunk(c) => c.session,
+            Incoming::Delta(d) => d.session,
+        }
+    }
+
+    /// The raw length of the chunk it delivers.
+    pub(crate) fn raw_len(&self) -> u32 {
+        match self {
+            Incoming::Chunk(c) => c.raw_len,
+            Incoming::Delta(d) => d.raw_len,
+        }
+    }
+}
+
+type Inboxes = Arc<Mutex<HashMap<u64, mpsc::Sender<Incoming>>>>;
 
 /// Routes incoming chunk streams to conversations by session id.
 #[derive(Clone, Default)]
@@ -57,7 +84,7 @@ impl Router {
     }
 
     /// The inbox of a new conversation.
-    pub(crate) fn register(&self, session: u64) -> Option<mpsc::Receiver<Chunk>> {
+    pub(crate) fn register(&self, session: u64) -> Option<mpsc::Receiver<Incoming>> {
         let mut map = self.inboxes.lock().unwrap_or_else(|p| p.into_inner());
         if map.contains_key(&session) {
             return None;
@@ -82,15 +109,19 @@ async fn route_stream(conn: Connection, mut stream: crate::transport::FrameRecei
                 return;
             }
         };
-        if ty != MsgType::Chunk as u8 {
+        let decoded = if ty == MsgType::Chunk as u8 {
+            ChunkView::decode(&payload).map(|v| Incoming::Chunk(v.to_owned()))
+        } else if ty == MsgType::ChunkDelta as u8 {
+            ChunkDelta::decode(&payload).map(Incoming::Delta)
+        } else {
             conn.close(
                 ErrorCode::Protocol.number(),
                 &format!("message type {ty:#04x} on a chunk stream"),
             );
             return;
-        }
-        let chunk = match ChunkView::decode(&payload) {
-            Ok(v) => v.to_owned(),
+        };
+        let chunk = match decoded {
+            Ok(c) => c,
             Err(e) => {
                 conn.close(ErrorCode::BadFrame.number(), &format!("bad chunk frame: {e}"));
                 return;
@@ -99,7 +130,7 @@ async fn route_stream(conn: Connection, mut stream: crate::transport::FrameRecei
         let inbox = inboxes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&chunk.session)
+            .get(&chunk.session())
             .cloned();
         match inbox {
             Some(tx) => {
@@ -121,6 +152,8 @@ pub(crate) struct Job {
     pub hash: Hash,
     pub len: u32,
     pub at: Option<ChunkLocation>,
+    /// The signature of the receiver's base, when it asked for a delta.
+    pub signature: Option<Box<Signature>>,
 }
 
 /// What the pump reports back besides the data it sent.
@@ -129,6 +162,18 @@ pub(crate) struct PumpStats {
     pub chunks: u64,
     pub raw_bytes: u64,
     pub sent_bytes: u64,
+    /// Chunks that went as deltas, their raw bytes and their frames' bytes
+    /// (included in the totals above).
+    pub deltas: u64,
+    pub delta_raw_bytes: u64,
+    pub delta_sent_bytes: u64,
+}
+
+/// One chunk ready to go: its frame in two pieces (header and data, so a
+/// whole chunk is not copied into a frame buffer), and whether it is a delta.
+struct Framed {
+    parts: [Bytes; 2],
+    delta: bool,
 }
 
 /// Reads, verifies, compresses and sends asked-for chunks.
@@ -222,14 +267,20 @@ fn pump_files(
     let mut stats = PumpStats::default();
     for batch in jobs {
         for part in batch.chunks(BATCH) {
-            let done: Vec<Result<[Bytes; 2], Hash>> = part.par_iter().map(|j| read_chunk(session, root, j)).collect();
+            let done: Vec<Result<Framed, Hash>> = part.par_iter().map(|j| read_chunk(session, root, j)).collect();
             let mut missing = Vec::new();
             for (r, job) in done.into_iter().zip(part) {
                 match r {
-                    Ok(parts) => {
+                    Ok(Framed { parts, delta }) => {
+                        let framed = (parts[0].len() + parts[1].len()) as u64;
                         stats.chunks += 1;
                         stats.raw_bytes += u64::from(job.len);
-                        stats.sent_bytes += (parts[0].len() + parts[1].len()) as u64;
+                        stats.sent_bytes += framed;
+                        if delta {
+                            stats.deltas += 1;
+                            stats.delta_raw_bytes += u64::from(job.len);
+                            stats.delta_sent_bytes += framed;
+                        }
                         if frames.blocking_send(parts).is_err() {
                             return stats;
                         }
@@ -248,8 +299,14 @@ fn pump_files(
     stats
 }
 
-/// Reads one chunk from where the index says it is and checks its hash.
-fn read_chunk(session: u64, root: &Path, job: &Job) -> Result<[Bytes; 2], Hash> {
+/// A delta that shrinks the chunk at least this many times is sent without
+/// first trying to compress the whole chunk: compression would not beat it.
+const DELTA_CLEARLY_SMALLER: usize = 8;
+
+/// Reads one chunk from where the index says it is, checks its hash, and
+/// frames it: as a delta when the receiver sent a signature and the delta
+/// is smaller, else whole (compressed when that pays).
+fn read_chunk(session: u64, root: &Path, job: &Job) -> Result<Framed, Hash> {
     let at = job.at.as_ref().ok_or(job.hash)?;
     let path = root.join(std::ffi::OsStr::from_bytes(&at.path));
     let f = File::options()
@@ -262,6 +319,14 @@ fn read_chunk(session: u64, root: &Path, job: &Job) -> Result<[Bytes; 2], Hash> 
     if blake3::hash(&raw).as_bytes() != &job.hash {
         return Err(job.hash);
     }
+    let delta = match job
+        .signature
+        .as_deref()
+        .and_then(|sig| delta_frame(session, job, &raw, sig))
+    {
+        Some(d) if d.len() * DELTA_CLEARLY_SMALLER <= raw.len() => return Ok(split_frame(d)),
+        other => other,
+    };
     let (compression, data) = match compress_chunk(&raw) {
         (_, Some(z)) => (Compression::Zstd, z),
         (_, None) => (Compression::None, raw),
@@ -274,5 +339,43 @@ fn read_chunk(session: u64, root: &Path, job: &Job) -> Result<[Bytes; 2], Hash> 
         data: &data,
     };
     let head = view.frame_head().map_err(|_| job.hash)?;
-    Ok([Bytes::from(head), Bytes::from(data)])
+    match delta {
+        Some(d) if d.len() < head.len() + data.len() => Ok(split_frame(d)),
+        _ => Ok(Framed {
+            parts: [Bytes::from(head), Bytes::from(data)],
+            delta: false,
+        }),
+    }
+}
+
+/// The `ChunkDelta` frame of `raw` against the receiver's base, or `None`
+/// when no block of the base occurs in it.
+fn delta_frame(session: u64, job: &Job, raw: &[u8], sig: &Signature) -> Option<Vec<u8>> {
+    let d = delta::diff(raw, sig);
+    if d.literals.len() == raw.len() {
+        return None;
+    }
+    let (compression, literals) = match compress_chunk(&d.literals) {
+        (_, Some(z)) => (Compression::Zstd, z),
+        (_, None) => (Compression::None, d.literals),
+    };
+    Message::ChunkDelta(ChunkDelta {
+        session,
+        hash: job.hash,
+        raw_len: job.len,
+        ops: d.ops,
+        compression,
+        literals,
+    })
+    .encode_frame()
+    .ok()
+}
+
+fn split_frame(frame: Vec<u8>) -> Framed {
+    let frame = Bytes::from(frame);
+    let head = frame.len().min(hamirror_wire::frame::HEADER_LEN);
+    Framed {
+        parts: [frame.slice(..head), frame.slice(head..)],
+        delta: true,
+    }
 }

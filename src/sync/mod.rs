@@ -89,7 +89,7 @@ impl SyncError {
                 ApplyError::UnsafePath { .. } => ErrorCode::BadPath,
                 ApplyError::DiskFull { .. } => ErrorCode::DiskFull,
                 ApplyError::Permission { .. } => ErrorCode::PermissionDenied,
-                ApplyError::BadChunk { .. } => ErrorCode::HashMismatch,
+                ApplyError::BadChunk { .. } | ApplyError::BadDelta { .. } => ErrorCode::HashMismatch,
                 ApplyError::Unexpected { .. } => ErrorCode::Protocol,
                 ApplyError::Missing { .. } | ApplyError::Io { .. } => ErrorCode::Io,
             },

@@ -1,8 +1,9 @@
 //! The receiver half of a conversation: take in the offer, bring the
 //! replica's index up to date when the offer is a full listing (or an
 //! earlier run was interrupted), refuse a mass delete, plan, ask for the
-//! missing chunks, build the files, commit what was applied together with
-//! the acknowledgement, and report. Used by `serve` for a push and, with
+//! missing chunks (as deltas against the old version where the replica has
+//! one), build the files, commit what was applied together with the
+//! acknowledgement, and report. Used by `serve` for a push and, with
 //! roles swapped, by the opener of a pull.
 
 use std::collections::{HashMap, HashSet};
@@ -10,12 +11,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use hamirror_wire::{
-    Applied, Chunk, Counts, Entry, EntryAssembler, EntryBatcher, ErrorCode, Failure, Failures, Hash, Listing, Message,
-    NeedEnd, OfferEnd, Position, msg::MAX_BATCH_HASHES,
+    Applied, Compression, Counts, DeltaRequest, Entry, EntryAssembler, EntryBatcher, ErrorCode, Failure, Failures,
+    Hash, Listing, Message, NeedEnd, OfferEnd, Position, msg::MAX_BATCH_HASHES,
 };
 use tokio::sync::mpsc;
 
 use super::SyncError;
+use super::chunks::Incoming;
 use super::control::Control;
 use crate::apply::{Applier, ApplyError, Dest, Journal};
 use crate::config::MirrorSet;
@@ -50,6 +52,8 @@ pub struct ReceiveReport {
     pub applied: u64,
     pub deleted: u64,
     pub chunks_received: u64,
+    /// Of those, the chunks that came as deltas.
+    pub deltas_received: u64,
     pub bytes_received: u64,
     pub chunks_reused: u64,
     pub failures: u64,
@@ -218,10 +222,28 @@ fn guard_mass_delete(t: &Target, deletes: &[Vec<u8>], empty_roots: &[Vec<u8>]) -
     Ok(())
 }
 
-/// Sends batches of hashes as `Need` messages.
-async fn send_needs(ctl: &mut Control, need: &[Hash]) -> Result<(), SyncError> {
+/// Target size of a `NeedDelta` message: the sender starts on the first
+/// deltas while the next signatures are on the way.
+const DELTA_BATCH_BYTES: usize = 256 << 10;
+
+/// Sends batches of hashes as `Need` messages, and delta requests as
+/// `NeedDelta` messages of about [`DELTA_BATCH_BYTES`].
+async fn send_needs(ctl: &mut Control, need: &[Hash], deltas: Vec<DeltaRequest>) -> Result<(), SyncError> {
     for part in need.chunks(MAX_BATCH_HASHES as usize) {
         ctl.send(&Message::Need(part.to_vec())).await?;
+    }
+    let mut batch = Vec::new();
+    let mut size = 0;
+    for r in deltas {
+        size += 48 + r.signature.blocks.len() * (4 + hamirror_wire::msg::STRONG_LEN);
+        batch.push(r);
+        if size >= DELTA_BATCH_BYTES || batch.len() as u64 >= hamirror_wire::msg::MAX_BATCH_DELTAS {
+            ctl.send(&Message::NeedDelta(std::mem::take(&mut batch))).await?;
+            size = 0;
+        }
+    }
+    if !batch.is_empty() {
+        ctl.send(&Message::NeedDelta(batch)).await?;
     }
     Ok(())
 }
@@ -268,14 +290,14 @@ async fn answer_dry_run(ctl: &mut Control, t: &Target, p: Prepared) -> Result<Re
 }
 
 enum Event {
-    Chunk(Option<Chunk>),
+    Chunk(Option<Incoming>),
     Msg(Result<Message, SyncError>),
 }
 
 /// Runs the receiver half after the hellos.
 pub(crate) async fn receive_half(
     ctl: &mut Control,
-    chunks: &mut mpsc::Receiver<Chunk>,
+    chunks: &mut mpsc::Receiver<Incoming>,
     t: Target,
 ) -> Result<ReceiveReport, SyncError> {
     let Some((offered, deletes, end)) = read_offer(ctl).await? else {
@@ -327,18 +349,20 @@ pub(crate) async fn receive_half(
         })
         .await?
     };
+    let mut applier = applier;
     let need = applier.need().to_vec();
+    let deltas = applier.take_delta_requests();
     let need_bytes = applier.need_bytes();
-    send_needs(ctl, &need).await?;
+    let asked = (need.len() + deltas.len()) as u64;
+    send_needs(ctl, &need, deltas).await?;
     ctl.send(&Message::NeedEnd(NeedEnd {
-        chunks: need.len() as u64,
+        chunks: asked,
         bytes: need_bytes,
         reused,
     }))
     .await?;
     drop(need);
 
-    let mut applier = applier;
     while !applier.complete() {
         let ev = tokio::select! {
             c = chunks.recv() => Event::Chunk(c),
@@ -354,7 +378,8 @@ pub(crate) async fn receive_half(
                     }
                 }
                 report.chunks_received += batch.len() as u64;
-                report.bytes_received += batch.iter().map(|c| u64::from(c.raw_len)).sum::<u64>();
+                report.deltas_received += batch.iter().filter(|c| matches!(c, Incoming::Delta(_))).count() as u64;
+                report.bytes_received += batch.iter().map(|c| u64::from(c.raw_len())).sum::<u64>();
                 applier = super::blocking(move || deliver(applier, batch)).await?;
             }
             Event::Chunk(None) => return Err(SyncError::protocol("the chunk streams ended early")),
@@ -384,17 +409,34 @@ pub(crate) async fn receive_half(
     Ok(report)
 }
 
-/// Decompresses (bounded by the declared length) and writes a batch.
-fn deliver(mut applier: Applier, batch: Vec<Chunk>) -> Result<Applier, SyncError> {
+/// Decompresses (bounded by the declared length), rebuilds deltas and
+/// writes a batch.
+fn deliver(mut applier: Applier, batch: Vec<Incoming>) -> Result<Applier, SyncError> {
+    let corrupt = |e: crate::transport::CompressError| {
+        SyncError::local(ErrorCode::HashMismatch, format!("chunk does not decompress: {e}"))
+    };
     for c in batch {
-        let enc = Encoding::from_u8(c.compression as u8).unwrap_or(Encoding::Raw);
-        let raw = if enc == Encoding::Raw {
-            c.data
-        } else {
-            decompress_chunk(enc, &c.data, c.raw_len as usize)
-                .map_err(|e| SyncError::local(ErrorCode::HashMismatch, format!("chunk does not decompress: {e}")))?
-        };
-        applier.deliver(&c.hash, &raw)?;
+        match c {
+            Incoming::Chunk(c) => {
+                let raw = match c.compression {
+                    Compression::None => c.data,
+                    Compression::Zstd => {
+                        decompress_chunk(Encoding::Zstd, &c.data, c.raw_len as usize).map_err(corrupt)?
+                    }
+                };
+                applier.deliver(&c.hash, &raw)?;
+            }
+            Incoming::Delta(d) => {
+                let literals = match d.compression {
+                    Compression::None => d.literals,
+                    // The wire decoder bounded the literal length by raw_len.
+                    Compression::Zstd => {
+                        decompress_chunk(Encoding::Zstd, &d.literals, d.literal_len() as usize).map_err(corrupt)?
+                    }
+                };
+                applier.deliver_delta(&d.hash, d.raw_len, &d.ops, &literals)?;
+            }
+        }
     }
     Ok(applier)
 }

@@ -1,6 +1,8 @@
 //! The sender half of a conversation: offer the entries changed since the
 //! receiver's acknowledged generation (or all of them), then send each
-//! chunk the receiver asks for, once, until it reports what it applied.
+//! chunk the receiver asks for, once — as a delta against the receiver's
+//! base when it sent a signature and that is smaller — until it reports
+//! what it applied.
 //! Used by a push (the opener sends) and, with roles swapped, by a pull.
 
 use std::collections::HashMap;
@@ -8,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use hamirror_wire::{
-    Applied, Counts, EntryBatcher, EntryKind, Hash, Listing, Message, NeedEnd, OfferEnd, Position,
+    Applied, Counts, EntryBatcher, EntryKind, Hash, Listing, Message, NeedEnd, OfferEnd, Position, Signature,
     msg::MAX_BATCH_HASHES,
 };
 use tokio::sync::mpsc;
@@ -49,6 +51,11 @@ pub struct SendReport {
     pub chunks_sent: u64,
     pub chunk_bytes: u64,
     pub chunk_frame_bytes: u64,
+    /// Of those, the chunks sent as deltas against a base the receiver
+    /// holds, their raw bytes and the bytes of their frames.
+    pub deltas_sent: u64,
+    pub delta_bytes: u64,
+    pub delta_frame_bytes: u64,
     /// Chunks that could not be read any more (the file changed).
     pub unavailable: u64,
     /// What the receiver reported (in a dry run: what it would do).
@@ -193,25 +200,15 @@ pub(crate) async fn send_half(conn: &Connection, ctl: &mut Control, o: Offer) ->
         };
         match ev {
             Ok(Ok(Message::Need(hashes))) if need_open => {
-                let mut jobs = Vec::with_capacity(hashes.len());
-                for h in &hashes {
-                    let Some(&len) = lens.get(h) else {
-                        return Err(SyncError::protocol(
-                            "the receiver asked for a chunk that was not offered",
-                        ));
-                    };
-                    jobs.push(Job {
-                        hash: *h,
-                        len,
-                        at: None,
-                    });
-                }
-                let (index, set) = (o.index.clone(), o.set.clone());
-                let found = super::blocking(move || index.locate_chunks(&set, &hashes)).await?;
-                for (j, at) in jobs.iter_mut().zip(found) {
-                    j.at = at;
-                }
-                pump.send(jobs);
+                let asked = hashes.into_iter().map(|h| (h, None)).collect();
+                pump.send(jobs(&o, &lens, asked).await?);
+            }
+            Ok(Ok(Message::NeedDelta(reqs))) if need_open => {
+                let asked = reqs
+                    .into_iter()
+                    .map(|r| (r.hash, Some(Box::new(r.signature))))
+                    .collect();
+                pump.send(jobs(&o, &lens, asked).await?);
             }
             Ok(Ok(Message::NeedEnd(n))) if need_open => {
                 if let Some(p) = &o.progress {
@@ -242,8 +239,43 @@ pub(crate) async fn send_half(conn: &Connection, ctl: &mut Control, o: Offer) ->
     report.chunks_sent = stats.chunks;
     report.chunk_bytes = stats.raw_bytes;
     report.chunk_frame_bytes = stats.sent_bytes;
+    report.deltas_sent = stats.deltas;
+    report.delta_bytes = stats.delta_raw_bytes;
+    report.delta_frame_bytes = stats.delta_sent_bytes;
     report.applied = Some(applied);
     Ok(report)
+}
+
+/// The pump's jobs for asked-for chunks (each with the receiver's signature
+/// when it asked for a delta): their lengths from the offer, where they lie
+/// from the index.
+async fn jobs(
+    o: &Arc<Offer>,
+    lens: &HashMap<Hash, u32>,
+    asked: Vec<(Hash, Option<Box<Signature>>)>,
+) -> Result<Vec<Job>, SyncError> {
+    let mut jobs = Vec::with_capacity(asked.len());
+    let mut hashes = Vec::with_capacity(asked.len());
+    for (hash, signature) in asked {
+        let Some(&len) = lens.get(&hash) else {
+            return Err(SyncError::protocol(
+                "the receiver asked for a chunk that was not offered",
+            ));
+        };
+        hashes.push(hash);
+        jobs.push(Job {
+            hash,
+            len,
+            at: None,
+            signature,
+        });
+    }
+    let (index, set) = (o.index.clone(), o.set.clone());
+    let found = super::blocking(move || index.locate_chunks(&set, &hashes)).await?;
+    for (j, at) in jobs.iter_mut().zip(found) {
+        j.at = at;
+    }
+    Ok(jobs)
 }
 
 /// A dry run's answer: the receiver names what it would change and delete,

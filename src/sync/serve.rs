@@ -303,7 +303,8 @@ impl Server {
                 }
                 tracing::info!(
                     set = %set.name, peer = %ctl.peer, listing = r.listing, offered = r.offered, applied = r.applied,
-                    deleted = r.deleted, chunks = r.chunks_received, bytes = r.bytes_received, failures = r.failures,
+                    deleted = r.deleted, chunks = r.chunks_received, deltas = r.deltas_received, bytes = r.bytes_received,
+                    failures = r.failures,
                     "applied"
                 );
                 expect_goodbye(ctl).await

@@ -37,6 +37,7 @@ pub use codec::{DecodeError, Reader, Writer};
 pub use entry::{ChunkRef, Entry, EntryKind, Hash};
 pub use frame::{ALPN, Frame, FrameDecoder, FrameError, MAX_FRAME, PROTOCOL_VERSION};
 pub use msg::{
-    Applied, Chunk, ChunkView, Chunking, Compression, ErrorCode, ErrorMsg, Failure, Failures, FileHead, Goodbye, Hello,
-    HelloOk, Listing, ManifestEnd, Message, MessageDecoder, Mode, MsgType, NeedEnd, OfferEnd, Position, WireError,
+    Applied, BlockSum, Chunk, ChunkDelta, ChunkView, Chunking, Compression, DeltaOp, DeltaRequest, ErrorCode, ErrorMsg,
+    Failure, Failures, FileHead, Goodbye, Hello, HelloOk, Listing, ManifestEnd, Message, MessageDecoder, Mode, MsgType,
+    NeedEnd, OfferEnd, Position, Signature, WireError,
 };

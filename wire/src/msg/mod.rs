@@ -1,12 +1,14 @@
 //! The messages of a conversation, their type bytes and limits, and the
 //! one place that maps a frame to a [`Message`] and back. Each message's
-//! fields live in a submodule by phase (session, offer, transfer, report);
-//! PROTOCOL.md describes them and the order they are exchanged in.
+//! fields live in a submodule by phase (session, offer, transfer and its
+//! deltas, report); PROTOCOL.md describes them and the order they are
+//! exchanged in.
 //!
 //! No I/O: a transport cuts frames ([`crate::frame`]) and calls
 //! [`Message::decode`]; a sync engine decides what a message means.
 
 mod code;
+mod delta;
 mod offer;
 mod report;
 mod session;
@@ -22,6 +24,10 @@ use crate::entry::{ChunkRef, Entry, Hash};
 use crate::frame::{Frame, FrameDecoder, FrameError, HEADER_LEN, seal_frame};
 
 pub use code::ErrorCode;
+pub use delta::{
+    BlockSum, ChunkDelta, DeltaOp, DeltaRequest, MAX_BASE, MAX_BATCH_DELTAS, MAX_BLOCK, MAX_BLOCKS, MIN_BLOCK,
+    STRONG_LEN, Signature,
+};
 pub use offer::{FileHead, Listing, OfferEnd};
 pub use report::{Applied, Failure, Failures, ManifestEnd};
 pub use session::{Chunking, ErrorMsg, Goodbye, Hello, HelloOk, Mode, Position, clip_reason};
@@ -87,7 +93,9 @@ msg_types! {
     Need = 0x20,
     NeedEnd = 0x21,
     Unavailable = 0x22,
+    NeedDelta = 0x23,
     Chunk = 0x30,
+    ChunkDelta = 0x31,
     Applied = 0x40,
     ManifestEnd = 0x50,
 }
@@ -119,8 +127,12 @@ pub enum Message {
     NeedEnd(NeedEnd),
     /// Sender → receiver: needed chunks it can no longer provide.
     Unavailable(Vec<Hash>),
+    /// Receiver → sender: chunks to send as deltas against bases it holds.
+    NeedDelta(Vec<DeltaRequest>),
     /// Sender → receiver, on a uni stream: one chunk's data.
     Chunk(Chunk),
+    /// Sender → receiver, on a uni stream: one chunk as a delta.
+    ChunkDelta(ChunkDelta),
     /// Receiver → sender: the offer is applied.
     Applied(Applied),
     /// Peer → opener: end of a verify manifest.
@@ -142,7 +154,9 @@ impl Message {
             Message::Need(_) => MsgType::Need,
             Message::NeedEnd(_) => MsgType::NeedEnd,
             Message::Unavailable(_) => MsgType::Unavailable,
+            Message::NeedDelta(_) => MsgType::NeedDelta,
             Message::Chunk(_) => MsgType::Chunk,
+            Message::ChunkDelta(_) => MsgType::ChunkDelta,
             Message::Applied(_) => MsgType::Applied,
             Message::ManifestEnd(_) => MsgType::ManifestEnd,
         }
@@ -162,7 +176,9 @@ impl Message {
             Message::OfferEnd(m) => m.encode(w),
             Message::Need(v) | Message::Unavailable(v) => transfer::put_hashes(w, v),
             Message::NeedEnd(m) => m.encode(w),
+            Message::NeedDelta(v) => delta::put_requests(w, v),
             Message::Chunk(m) => m.view().encode(w),
+            Message::ChunkDelta(m) => m.encode(w),
             Message::Applied(m) => m.encode(w),
             Message::ManifestEnd(m) => m.encode(w),
         }
@@ -203,7 +219,9 @@ impl Message {
             MsgType::Need => Message::Need(transfer::get_hashes(r)?),
             MsgType::NeedEnd => Message::NeedEnd(NeedEnd::decode(r)?),
             MsgType::Unavailable => Message::Unavailable(transfer::get_hashes(r)?),
+            MsgType::NeedDelta => Message::NeedDelta(delta::get_requests(r)?),
             MsgType::Chunk => Message::Chunk(ChunkView::decode_from(r)?.to_owned()),
+            MsgType::ChunkDelta => Message::ChunkDelta(ChunkDelta::decode_from(r)?),
             MsgType::Applied => Message::Applied(Applied::decode(r)?),
             MsgType::ManifestEnd => Message::ManifestEnd(ManifestEnd::decode(r)?),
         };

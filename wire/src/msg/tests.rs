@@ -145,6 +145,27 @@ fn samples() -> Vec<(Message, &'static str)> {
              030303030303",
         ),
         (
+            Message::NeedDelta(vec![DeltaRequest {
+                hash: [6; 32],
+                signature: Signature {
+                    block_size: 64,
+                    base_len: 100,
+                    blocks: vec![
+                        BlockSum {
+                            weak: 0x0102_0304,
+                            strong: [7; STRONG_LEN],
+                        },
+                        BlockSum {
+                            weak: 0xa0b0_c0d0,
+                            strong: [8; STRONG_LEN],
+                        },
+                    ],
+                },
+            }]),
+            "0000003c23010606060606060606060606060606060606060606060606060606\
+             0606060606064064010203040707070707070707a0b0c0d00808080808080808",
+        ),
+        (
             Message::Chunk(Chunk {
                 session: 7,
                 hash: [4; 32],
@@ -154,6 +175,22 @@ fn samples() -> Vec<(Message, &'static str)> {
             }),
             "0000002830070404040404040404040404040404040404040404040404040404\
              040404040404050103090807",
+        ),
+        (
+            Message::ChunkDelta(ChunkDelta {
+                session: 7,
+                hash: [4; 32],
+                raw_len: 195,
+                ops: vec![
+                    DeltaOp::Copy { block: 1, count: 2 },
+                    DeltaOp::Literal { len: 3 },
+                    DeltaOp::Copy { block: 0, count: 1 },
+                ],
+                compression: Compression::None,
+                literals: vec![9, 8, 7],
+            }),
+            "0000002f31070404040404040404040404040404040404040404040404040404\
+             040404040404c3010305020603050003090807",
         ),
         (
             Message::Applied(Applied {
@@ -310,6 +347,176 @@ fn chunk_frame_head_plus_data_is_the_chunk_frame() {
     parts.extend_from_slice(&c.data);
     assert_eq!(parts, Message::Chunk(c.clone()).encode_frame().unwrap());
     assert_eq!(ChunkView::decode(&parts[5..]).unwrap(), c.view());
+}
+
+fn sig(block_size: u32, base_len: u32, blocks: usize) -> Signature {
+    Signature {
+        block_size,
+        base_len,
+        blocks: vec![
+            BlockSum {
+                weak: 1,
+                strong: [2; STRONG_LEN]
+            };
+            blocks
+        ],
+    }
+}
+
+fn need_delta(s: Signature) -> Vec<u8> {
+    Message::NeedDelta(vec![DeltaRequest {
+        hash: [0; 32],
+        signature: s,
+    }])
+    .payload()
+}
+
+#[test]
+fn signatures_must_describe_their_base_exactly() {
+    let ty = MsgType::NeedDelta as u8;
+    assert!(Message::decode(ty, &need_delta(sig(64, 100, 2))).is_ok());
+    // A base shorter than the smallest block is one block of its length.
+    assert!(Message::decode(ty, &need_delta(sig(10, 10, 1))).is_ok());
+    for (block, len, n, why) in [
+        (64, 100, 1, "too few blocks"),
+        (64, 100, 3, "too many blocks"),
+        (65, 64, 1, "block longer than the base"),
+        (32, 100, 4, "block under the minimum"),
+        (0, 100, 0, "empty block"),
+        (1, 0, 0, "empty base"),
+        (MAX_BLOCK + 1, MAX_BASE, 32, "block over the maximum"),
+    ] {
+        assert!(Message::decode(ty, &need_delta(sig(block, len, n))).is_err(), "{why}");
+    }
+    // Too many blocks is refused before anything is allocated.
+    let mut w = Writer::new();
+    w.varint(1)
+        .raw(&[0; 32])
+        .varint(64)
+        .varint(u64::from(MAX_BASE))
+        .raw(&[0; 16]);
+    assert!(matches!(
+        Message::decode(ty, &w.buf),
+        Err(DecodeError::TooLarge {
+            what: "signature blocks",
+            ..
+        })
+    ));
+    let mut w = Writer::new();
+    w.varint(1)
+        .raw(&[0; 32])
+        .varint(64)
+        .varint(u64::from(MAX_BASE) + 1)
+        .raw(&[0; 16]);
+    assert!(matches!(
+        Message::decode(ty, &w.buf),
+        Err(DecodeError::TooLarge {
+            what: "base length",
+            ..
+        })
+    ));
+}
+
+fn chunk_delta(raw_len: u32, ops: Vec<DeltaOp>, compression: Compression, literals: Vec<u8>) -> Vec<u8> {
+    Message::ChunkDelta(ChunkDelta {
+        session: 1,
+        hash: [3; 32],
+        raw_len,
+        ops,
+        compression,
+        literals,
+    })
+    .payload()
+}
+
+#[test]
+fn chunk_deltas_are_bounded_by_their_raw_length() {
+    use DeltaOp::{Copy, Literal};
+    let ty = MsgType::ChunkDelta as u8;
+    let ok = chunk_delta(
+        10,
+        vec![Copy { block: 0, count: 2 }, Literal { len: 2 }],
+        Compression::None,
+        vec![1, 2],
+    );
+    assert!(Message::decode(ty, &ok).is_ok());
+    let cases = [
+        (
+            chunk_delta(3, vec![Literal { len: 4 }], Compression::None, vec![0; 4]),
+            "literal past raw_len",
+        ),
+        (
+            chunk_delta(3, vec![Copy { block: 0, count: 4 }], Compression::None, vec![]),
+            "more blocks than bytes",
+        ),
+        (
+            chunk_delta(3, vec![Literal { len: 0 }], Compression::None, vec![]),
+            "empty literal",
+        ),
+        (
+            chunk_delta(3, vec![Copy { block: 0, count: 0 }], Compression::None, vec![]),
+            "empty copy",
+        ),
+        (
+            chunk_delta(3, vec![Literal { len: 2 }], Compression::None, vec![0; 3]),
+            "literals too long",
+        ),
+        (
+            chunk_delta(3, vec![Literal { len: 2 }], Compression::None, vec![0; 1]),
+            "literals too short",
+        ),
+        (
+            chunk_delta(3, vec![Literal { len: 2 }], Compression::Zstd, vec![0; 2]),
+            "zstd not shorter",
+        ),
+        (
+            chunk_delta(3, vec![Copy { block: 0, count: 1 }], Compression::Zstd, vec![]),
+            "zstd of nothing",
+        ),
+        (chunk_delta(0, vec![], Compression::None, vec![]), "empty chunk"),
+        (
+            chunk_delta(MAX_CHUNK + 1, vec![], Compression::None, vec![]),
+            "oversize chunk",
+        ),
+    ];
+    for (p, why) in cases {
+        assert!(Message::decode(ty, &p).is_err(), "{why}");
+    }
+    // A copy before block 0 or past u32 is refused, not wrapped.
+    let mut w = Writer::new();
+    w.varint(1)
+        .raw(&[3; 32])
+        .varint(10)
+        .varint(1)
+        .varint(3)
+        .ivarint(-1)
+        .u8(0)
+        .varint(0);
+    assert!(Message::decode(ty, &w.buf).is_err());
+    let mut w = Writer::new();
+    w.varint(1)
+        .raw(&[3; 32])
+        .varint(10)
+        .varint(1)
+        .varint(5)
+        .ivarint(i64::from(u32::MAX))
+        .u8(0)
+        .varint(0);
+    assert!(Message::decode(ty, &w.buf).is_err());
+    // Sequential copies cost one byte each for the block.
+    let seq = chunk_delta(
+        1000,
+        vec![
+            Copy { block: 7, count: 3 },
+            Literal { len: 1 },
+            Copy { block: 10, count: 2 },
+        ],
+        Compression::None,
+        vec![0],
+    );
+    let short = chunk_delta(1000, vec![Copy { block: 0, count: 5 }], Compression::None, vec![]);
+    // 2 + 1 + 2 bytes of ops and 1 literal byte, against 2 bytes of ops.
+    assert_eq!(seq.len(), short.len() + 4);
 }
 
 #[test]
@@ -534,6 +741,60 @@ fn arb_chunk() -> impl Strategy<Value = Chunk> {
     )
 }
 
+fn arb_signature() -> impl Strategy<Value = Signature> {
+    (1..=5000u32, 1..=200u32).prop_flat_map(|(base_len, block)| {
+        let block_size = block.clamp(MIN_BLOCK.min(base_len), base_len);
+        let n = Signature::block_count(base_len, block_size) as usize;
+        let sum = (any::<u32>(), any::<[u8; STRONG_LEN]>()).prop_map(|(weak, strong)| BlockSum { weak, strong });
+        proptest::collection::vec(sum, n..=n).prop_map(move |blocks| Signature {
+            block_size,
+            base_len,
+            blocks,
+        })
+    })
+}
+
+fn arb_chunk_delta() -> impl Strategy<Value = ChunkDelta> {
+    let op = prop_oneof![
+        (0..50u32, 1..4u32).prop_map(|(block, count)| DeltaOp::Copy { block, count }),
+        (1..20u32).prop_map(|len| DeltaOp::Literal { len }),
+    ];
+    (
+        any::<u64>(),
+        arb_hash(),
+        proptest::collection::vec(op, 0..6),
+        0..100u32,
+        any::<bool>(),
+    )
+        .prop_map(|(session, hash, ops, extra, zstd)| {
+            let mut d = ChunkDelta {
+                session,
+                hash,
+                raw_len: 0,
+                ops,
+                compression: Compression::None,
+                literals: vec![],
+            };
+            let lit = d.literal_len() as usize;
+            let produced: u64 = d
+                .ops
+                .iter()
+                .map(|op| match *op {
+                    DeltaOp::Copy { count, .. } => u64::from(count),
+                    DeltaOp::Literal { len } => u64::from(len),
+                })
+                .sum();
+            d.raw_len = produced as u32 + extra + 1;
+            if zstd && lit > 1 {
+                d.compression = Compression::Zstd;
+                d.literals = vec![0x28; lit - 1];
+            } else {
+                d.literals = vec![0x55; lit];
+            }
+            d
+        })
+}
+
 fn arb_offer_end() -> impl Strategy<Value = OfferEnd> {
     let listing = prop_oneof![
         Just(Listing::Full),
@@ -603,7 +864,13 @@ pub(crate) fn arb_message() -> impl Strategy<Value = Message> {
             reused: n[2]
         })),
         proptest::collection::vec(arb_hash(), 0..4).prop_map(Message::Unavailable),
+        proptest::collection::vec(
+            (arb_hash(), arb_signature()).prop_map(|(hash, signature)| DeltaRequest { hash, signature }),
+            0..3
+        )
+        .prop_map(Message::NeedDelta),
         arb_chunk().prop_map(Message::Chunk),
+        arb_chunk_delta().prop_map(Message::ChunkDelta),
         arb_applied().prop_map(Message::Applied),
         (any::<u64>(), any::<u64>(), arb_failures()).prop_map(|(entries, bytes, failures)| Message::ManifestEnd(
             ManifestEnd {
