@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 
 use super::{TempConfig, stderr};
 
-/// A UDP port that was free a moment ago.
-pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// `N` distinct UDP ports that were free a moment ago (all held at once
+/// while picked, so the kernel cannot hand out the same one twice).
+pub fn free_udp_ports<const N: usize>() -> [u16; N] {
+    let socks: Vec<UdpSocket> = (0..N).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+    std::array::from_fn(|i| socks[i].local_addr().unwrap().port())
 }
 
 pub struct Pair {
@@ -28,7 +30,8 @@ impl Pair {
     /// The example cluster on loopback: serv1 holds Fsmbd and Flpd, serv2 Fhttpd.
     pub fn new() -> Pair {
         let cfg = TempConfig::example();
-        let ports = [free_udp_port(), free_udp_port()];
+        let [p1, p2, h1, h2] = free_udp_ports::<4>();
+        let (ports, hb) = ([p1, p2], [h1, h2]);
         let base = cfg.tmp.path().to_path_buf();
         for (i, n) in ["serv1", "serv2"].iter().enumerate() {
             let f = format!("{n}.conf");
@@ -45,7 +48,7 @@ impl Pair {
             text.push_str(&format!(
                 "\naddress = 127.0.0.1\nport = {}\nheartbeat_port = {}\nroot = {}\nstate = {}\n",
                 ports[i],
-                free_udp_port(),
+                hb[i],
                 base.join(format!("r{}", i + 1)).display(),
                 base.join(format!("s{}", i + 1)).display()
             ));
