@@ -213,7 +213,7 @@ fn run(shipper: &mut dyn Shipper, set: &MirrorSet, index: &Arc<Index>, shared: &
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
             Err(e) => {
-                tracing::error!(set = %set.name, "shipping stopped: {e}; changes are still committed");
+                tracing::error!(set = %set.name, "shipping stopped: {e}; changes keep being recorded in the index");
                 g.shipping = Shipping::Stopped(e.message);
                 retry_at = None;
             }
