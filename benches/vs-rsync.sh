@@ -135,6 +135,7 @@ PY
 sleep 0.2
 t0=$(now); H sync Fbench --json > "$work/h3.json"; t1=$(now); h_delta=$(secs "$t0" "$t1")
 h_delta_wire=$(jq1 "$work/h3.json" "d['udp_bytes_sent'] + d['udp_bytes_received']")
+h_delta_detail=$(jq1 "$work/h3.json" "f\"{d['push']['chunks_sent']} chunks sent, {d['push'].get('deltas_sent', 0)} as deltas; {d['push']['chunk_bytes']} raw bytes in {d['push']['chunk_frame_bytes']} framed; UDP {d['udp_bytes_sent']} sent / {d['udp_bytes_received']} received\"")
 t0=$(now); R; t1=$(now); r_delta=$(secs "$t0" "$t1"); r_delta_wire=$(rbytes)
 oracle "$work/replica-h/$(basename "$tree")"; oracle "$work/replica-r"
 serve_stop
@@ -166,4 +167,6 @@ cat <<TABLE
 | ~1% changed, bytes on the wire | $h_delta_wire | $r_delta_wire | $(ratio "$h_delta_wire" "$r_delta_wire") |
 | peak RSS, ${big_gib} GiB file: sender / receiver | $send_rss MB / $recv_rss MB | | |
 | peak RSS of the receiver over the whole tree run | $recv_rss_tree MB | | |
+
+hamirror's ~1% pass: $h_delta_detail
 TABLE
