@@ -8,17 +8,20 @@
 //!
 //! Needs root and iproute2 (CI runs as root). Without them the test fails
 //! with a message; set HAMIRROR_SKIP_NETNS=1 to skip it explicitly.
-//! Namespaces are named after this process (`hmhb<pid>a|b|l`) and deleted
-//! even on panic; ones left by a run that was killed outright are removed
-//! by the next run.
+//! Namespaces are named after this process (`hmhb<pid>-a|b|l`, see
+//! `tests/common`) and deleted even on panic; ones left by a run that was
+//! killed outright are removed by the next run.
+
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::netns::{Children, Namespaces, ip, monotonic_ms, netns_available, remove_stale_namespaces};
 use serde_json::Value;
 
 const KEEPALIVE: u64 = 50;
@@ -27,90 +30,10 @@ const DEADTIME: u64 = 400;
 /// Scheduling slack allowed on a loaded 2-core CI machine.
 const SLACK: u64 = 40;
 
-fn monotonic_ms() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: valid out-pointer; CLOCK_MONOTONIC is shared by every process.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Deletes the namespaces (and with them every veth and bridge) on drop.
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for ns in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-    }
-}
-
-/// Kills the node processes on drop.
-struct Nodes(Vec<Child>);
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Skips (with the variable) or explains why the test cannot run.
-fn netns_available() -> bool {
-    if std::env::var_os("HAMIRROR_SKIP_NETNS").is_some_and(|v| v == "1") {
-        eprintln!("HAMIRROR_SKIP_NETNS=1: network namespace test skipped");
-        return false;
-    }
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let ip_ok = Command::new("ip").arg("-V").output().is_ok_and(|o| o.status.success());
-    assert!(
-        root && ip_ok,
-        "this test needs root and iproute2 (`ip netns`): root={root}, ip available={ip_ok}; \
-         run it as root (CI does) or set HAMIRROR_SKIP_NETNS=1 to skip it"
-    );
-    true
-}
-
-/// Deletes namespaces left by runs of this test that were killed outright
-/// (no Drop): `hmhb<pid><role>` whose process is gone.
-fn remove_stale_namespaces() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let name = line.split_whitespace().next().unwrap_or("");
-        let Some(rest) = name.strip_prefix("hmhb") else {
-            continue;
-        };
-        let pid = &rest[..rest.len().saturating_sub(1)];
-        if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) && !Path::new("/proc").join(pid).exists() {
-            let _ = Command::new("ip").args(["netns", "del", name]).output();
-        }
-    }
-}
-
-fn setup_network(tag: &str) -> (Namespaces, [String; 2]) {
-    remove_stale_namespaces();
-    let [a, b, lan] = ["a", "b", "l"].map(|s| format!("hmhb{tag}{s}"));
-    let mut guard = Namespaces(vec![]);
-    for ns in [&a, &b, &lan] {
-        ip(&["netns", "add", ns]);
-        guard.0.push(ns.clone());
-        ip(&["-n", ns, "link", "set", "lo", "up"]);
-    }
+fn setup_network() -> (Namespaces, [String; 2]) {
+    remove_stale_namespaces("hmhb");
+    let mut guard = Namespaces::default();
+    let [a, b, lan] = ["a", "b", "l"].map(|r| guard.add("hmhb", r));
     // Crossover cable between the nodes.
     ip(&[
         "link", "add", "x0", "netns", &a, "type", "veth", "peer", "name", "x0", "netns", &b,
@@ -222,10 +145,10 @@ impl Watch {
     }
 }
 
-fn spawn_nodes(dir: &Path, ns: &[String; 2]) -> (Nodes, Watch) {
+fn spawn_nodes(dir: &Path, ns: &[String; 2]) -> (Children, Watch) {
     let (tx, rx) = channel();
     let all = Arc::new(Mutex::new(Vec::new()));
-    let mut children = Nodes(vec![]);
+    let mut children = Children::default();
     for (i, node) in ["serv1", "serv2"].iter().enumerate() {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &ns[i], env!("CARGO_BIN_EXE_hamirror")])
@@ -262,8 +185,7 @@ fn two_processes_cutting_one_link_warns_cutting_both_declares_the_peer_dead_with
     if !netns_available() {
         return;
     }
-    let tag = std::process::id().to_string();
-    let (_ns, ns) = setup_network(&tag);
+    let (_ns, ns) = setup_network();
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path());
     let (_nodes, w) = spawn_nodes(dir.path(), &ns);

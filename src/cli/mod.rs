@@ -7,11 +7,17 @@ mod check;
 mod demo;
 mod init;
 mod links;
+mod log;
 mod progress;
+mod run;
 mod scan;
 mod serve;
+mod standby;
+mod status;
 mod sync;
+mod takeover;
 mod verify;
+mod watch;
 
 use std::path::PathBuf;
 
@@ -94,17 +100,35 @@ pub enum Command {
     /// verifies. Stops on SIGINT/SIGTERM.
     Serve(serve::ServeArgs),
     /// Mirror one set to the peer once: scan, send what changed, report.
-    ///
     /// Only changed files are read (quick check); only chunks the peer lacks are
     /// sent (it reuses any chunk it holds); files are replaced atomically. A pass
     /// with nothing to do is one round trip. Exit 0 ok, 1 partial (failed files
     /// named), 2 failed.
     Sync(sync::SyncArgs),
     /// Re-read every file of a set on both nodes and report any difference.
-    ///
     /// Compares content, kind, mode, owner, mtime, symlink and hard-link targets.
     /// Writes nothing. Exit 0 identical, 1 differences (listed), 2 failed.
     Verify(verify::VerifyArgs),
+    /// Watch mirror sets on this node and commit every change as it happens.
+    /// Runs in the foreground: a stat scan at start-up, then filesystem events
+    /// (fanotify as root, else inotify) turned into index generations within
+    /// milliseconds; a full stat scan every `rescan_interval`. Logs each
+    /// generation and the backlog. Stops on SIGINT/SIGTERM (exit 0); exit 2 when
+    /// a set fails. Nothing is shipped to the peer yet.
+    Watch(watch::WatchArgs),
+    /// Run the cluster daemon: heartbeats, prober, arbiter and hooks.
+    ///
+    /// Runs in the foreground until SIGTERM or SIGINT, then releases every
+    /// group it holds (stop hooks) and exits 0. See docs/OPERATIONS.md.
+    Run(run::RunArgs),
+    /// Show the running daemon's view: holders and epochs, links, reach,
+    /// standby lock, hooks, set backlogs, recent events.
+    Status(status::StatusArgs),
+    /// Put this node in standby (it releases everything; a lock keeps it
+    /// there across restarts), or clear that with --clear.
+    Standby(standby::StandbyArgs),
+    /// Move a group to this node: the peer stops it, then this node starts it.
+    Takeover(takeover::TakeoverArgs),
 }
 
 impl Global {
@@ -185,6 +209,11 @@ pub fn run(cli: Cli) -> i32 {
         Command::Serve(a) => serve::run(&cli.global, a),
         Command::Sync(a) => sync::run(&cli.global, a),
         Command::Verify(a) => verify::run(&cli.global, a),
+        Command::Watch(a) => watch::run(&cli.global, a),
+        Command::Run(a) => run::run(&cli.global, a),
+        Command::Status(a) => status::run(&cli.global, a),
+        Command::Standby(a) => standby::run(&cli.global, a),
+        Command::Takeover(a) => takeover::run(&cli.global, a),
     };
     match result {
         Ok(code) => code,
@@ -196,15 +225,7 @@ pub fn run(cli: Cli) -> i32 {
 }
 
 /// Logs go to stderr, filtered by `HAMIRROR_LOG` (default `info`), in the
-/// journald-friendly form: no colours when stderr is not a terminal.
+/// journald-friendly form (see `log.rs`).
 fn init_logging() {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HAMIRROR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .try_init();
+    log::init();
 }

@@ -15,6 +15,16 @@ use super::values::{ChunkParams, parse_bool, parse_duration, parse_percent};
 pub const DEFAULT_PORT: u16 = 7788;
 /// Default UDP port of the heartbeats.
 pub const DEFAULT_HEARTBEAT_PORT: u16 = 7789;
+/// Default `quiet_period`: short enough that a file written and left open
+/// reaches the peer within a fraction of a second, long enough that a burst
+/// of writes is read once.
+pub const DEFAULT_QUIET_PERIOD: Duration = Duration::from_millis(100);
+/// Largest `quiet_period` accepted.
+pub const MAX_QUIET_PERIOD: Duration = Duration::from_secs(10);
+
+/// Default of `hook_timeout`: long enough for a database to shut down
+/// cleanly, short enough that a hung hook does not block failover forever.
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Failure-detection timers. The defaults aim at a client-visible outage
 /// under one second after a node dies (see `docs/FAILOVER.md`).
@@ -109,6 +119,12 @@ pub struct NodeConf {
     pub chunk: ChunkParams,
     pub delete_limit: u8,
     pub rescan_interval: Duration,
+    /// How long a file must go without writes before `watch` reads it when
+    /// it was not closed (a closed file is read at once).
+    pub quiet_period: Duration,
+    /// Longest a single hook may run before its whole process group is
+    /// killed and the hook counts as failed. Node-local (hooks differ).
+    pub hook_timeout: Duration,
     pub set_overrides: BTreeMap<String, SetOverrides>,
     /// The line each key was set on, for messages about cross-file rules.
     pub lines: BTreeMap<String, usize>,
@@ -135,6 +151,8 @@ pub const KEYS: &[&str] = &[
     "chunk",
     "delete_limit",
     "rescan_interval",
+    "quiet_period",
+    "hook_timeout",
 ];
 
 /// Parses `text` (the contents of `file`) for node `node`. Relative paths
@@ -216,6 +234,11 @@ pub fn parse(file: &Path, text: &str, node: &str, config_dir: &Path) -> Result<N
         _ => Err(format!("expected a port from 1 to 65535, found {s:?}")),
     };
     let dur = |s: &str| parse_duration(s).map(|_| ());
+    let positive = |s: &str| match parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be longer than 0".to_string()),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    };
     let boolean = |s: &str| parse_bool(s).map(|_| ());
     let fp = |s: &str| {
         if crate::config::is_fingerprint(s) {
@@ -264,6 +287,15 @@ pub fn parse(file: &Path, text: &str, node: &str, config_dir: &Path) -> Result<N
     let chunk_v = get("chunk", &chunk);
     let delete_limit = get("delete_limit", &pct);
     let rescan = get("rescan_interval", &dur);
+    let quiet = get("quiet_period", &|s: &str| match parse_duration(s) {
+        Ok(d) if d <= MAX_QUIET_PERIOD => Ok(()),
+        Ok(_) => Err(format!(
+            "at most {}s (it delays every change `watch` sees)",
+            MAX_QUIET_PERIOD.as_secs()
+        )),
+        Err(e) => Err(e),
+    });
+    let hook_timeout = get("hook_timeout", &positive);
 
     if address.is_none() && !values.contains_key("address") {
         errors.push(ConfigError::file(
@@ -306,6 +338,8 @@ pub fn parse(file: &Path, text: &str, node: &str, config_dir: &Path) -> Result<N
         }),
         delete_limit: delete_limit.map_or(50, |(s, _)| parse_percent(&s).expect("validated")),
         rescan_interval: td(rescan, Duration::from_secs(3600)),
+        quiet_period: td(quiet, DEFAULT_QUIET_PERIOD),
+        hook_timeout: td(hook_timeout, DEFAULT_HOOK_TIMEOUT),
         set_overrides: overrides,
         lines: values.into_iter().map(|(k, (_, l))| (k, l)).collect(),
     })
@@ -328,6 +362,7 @@ mod tests {
         assert_eq!(c.key, PathBuf::from("/var/lib/hamirror/serv1/identity.pem"));
         assert_eq!(c.timers, Timers::default());
         assert!(!c.auto_failback);
+        assert_eq!(c.hook_timeout, DEFAULT_HOOK_TIMEOUT);
         assert_eq!(c.lines["root"], 2);
     }
 
@@ -354,11 +389,33 @@ mod tests {
     }
 
     #[test]
+    fn hook_timeout_is_read_and_must_be_positive() {
+        let c = p("address = 10.0.0.1\nhook_timeout = 90s\n").unwrap();
+        assert_eq!(c.hook_timeout, Duration::from_secs(90));
+        let errs = p("address = 10.0.0.1\nhook_timeout = 0\n").unwrap_err();
+        assert!(
+            errs[0].to_string().contains("`hook_timeout`: must be longer than 0"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
     fn set_overrides_are_parsed() {
         let c = p("address = ::1\nFsmbd.chunk = 8K/32K/128K\nFsmbd.delete_limit = 10%\n").unwrap();
         let o = &c.set_overrides["Fsmbd"];
         assert_eq!(o.chunk.unwrap().avg, 32 << 10);
         assert_eq!(o.delete_limit, Some(10));
         assert!(p("address = ::1\nFsmbd.colour = red\n").is_err());
+    }
+
+    #[test]
+    fn quiet_period_has_a_default_and_a_bound() {
+        assert_eq!(p("address = ::1\n").unwrap().quiet_period, DEFAULT_QUIET_PERIOD);
+        assert_eq!(
+            p("address = ::1\nquiet_period = 20ms\n").unwrap().quiet_period,
+            Duration::from_millis(20)
+        );
+        let errs = p("address = ::1\nquiet_period = 1m\n").unwrap_err();
+        assert!(errs[0].msg.contains("at most 10s"), "{errs:?}");
     }
 }

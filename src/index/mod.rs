@@ -25,6 +25,7 @@
 //! * `sets`: set name → [`SetInfo`]; `meta`: format version and index id.
 
 mod commit;
+mod lookup;
 mod verify;
 
 use std::collections::{BTreeSet, HashMap};

@@ -9,6 +9,11 @@
 //! are collected in the [`ScanReport`] and the path keeps its previous index
 //! state. Only the index itself (or invalid parameters) can fail a scan.
 //!
+//! A [`Scanner`] keeps its thread pool across scans. Besides the full scan
+//! it runs targeted scans ([`Scanner::scan_paths`], `targeted.rs`): only
+//! given paths and subtrees are examined, with the same quick check,
+//! reader and commit; this is what `watch` uses for each batch of events.
+//!
 //! Hard links: regular files seen with the same (device, inode) more than
 //! once within the set are one file; the first name in byte order is a
 //! `File` entry, each further name a `HardLink` whose target is that name.
@@ -18,6 +23,7 @@
 
 mod read;
 mod report;
+mod targeted;
 mod walk;
 
 use std::collections::{BTreeSet, HashMap};
@@ -34,6 +40,7 @@ use crate::index::{Fingerprint, Index, IndexError, Upsert};
 
 pub use read::READ_ATTEMPTS;
 pub use report::{Problem, ScanReport, show_path};
+pub use targeted::{PathScan, PathScanOptions, Scope, Target};
 use walk::{Kind, Stat};
 
 /// Default for [`ScanOptions::racy_window`]: comfortably more than the
@@ -112,7 +119,7 @@ impl ScanObserver for Quiet {}
 
 /// Scans `set` as it lies under this node's `node_root` and commits the
 /// changes to `index`. Returns the report, which holds the committed
-/// generation.
+/// generation. A one-off [`Scanner`]; callers that scan repeatedly keep one.
 ///
 /// # Errors
 /// Only whole-scan failures: the index ([`ScanError::Index`]), invalid
@@ -125,96 +132,192 @@ pub fn scan_set(
     opts: &ScanOptions,
     observer: &dyn ScanObserver,
 ) -> Result<ScanReport, ScanError> {
-    let start = Instant::now();
-    let racy_ns = i64::try_from(opts.racy_window.as_nanos()).unwrap_or(i64::MAX);
-    let threads = match opts.threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("hamirror-scan-{i}"))
-        .build()
-        .map_err(|e| ScanError::Threads(e.to_string()))?;
-    let previous_generation = index.generation(&set.name)?;
-    let walk_started = now_ns();
-    // The stored fingerprints are read while the walk runs.
-    let (known, walked) = pool.install(|| {
-        rayon::join(
-            || index.fingerprints(&set.name),
-            || walk::walk(&set.roots, node_root, &pool),
+    Ok(Scanner::new(opts)?.scan_set(index, set, node_root, observer)?.report)
+}
+
+/// A scan's report, and the paths it committed with an unknown fingerprint
+/// because they changed within the racy window: reading them again once
+/// the window has passed records their fingerprint (`watch` does; a
+/// one-off scan leaves them to the next scan).
+#[derive(Debug, Clone, Default)]
+pub struct Scanned {
+    pub report: ScanReport,
+    pub unsettled: Vec<Vec<u8>>,
+}
+
+/// A scanner: the options and the thread pool that lists directories and
+/// hashes files, kept across scans (starting a pool costs a thread spawn
+/// per core, which a `watch` batch of one file should not pay).
+pub struct Scanner {
+    pool: rayon::ThreadPool,
+    opts: ScanOptions,
+}
+
+impl std::fmt::Debug for Scanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Scanner({} threads, {:?})",
+            self.pool.current_num_threads(),
+            self.opts
         )
-    });
-    let mut known = known?;
-    let walk_done = start.elapsed();
-    let mut report = ScanReport {
-        set: set.name.clone(),
-        previous_generation,
-        skipped: walked.skipped,
-        errors: walked.errors,
-        missing_roots: walked.missing_roots,
-        ..ScanReport::default()
-    };
-    let keep: BTreeSet<Vec<u8>> = walked.keep.into_iter().collect();
-    let trust = |fp| (!read::is_racy(&fp, walk_started, racy_ns)).then_some(fp);
-    let Pending {
-        mut upserts,
-        jobs,
-        links,
-    } = classify(walked.found, &mut known, node_root, trust, &mut report);
-
-    let classified = start.elapsed();
-    let total: u64 = jobs.iter().map(|j| j.size).sum();
-    observer.reading(jobs.len() as u64, total);
-    let mut failed: BTreeSet<Vec<u8>> = BTreeSet::new();
-    for r in read::read_all(jobs, set.chunk, &pool, racy_ns, observer)? {
-        match r {
-            Ok(read) => {
-                report.files_read += 1;
-                report.bytes_read += read.entry.size;
-                report.chunks_hashed += read.chunks;
-                upserts.push(Upsert {
-                    entry: read.entry,
-                    stat: read.stat,
-                });
-            }
-            Err(p) => {
-                failed.insert(p.path.clone());
-                report.errors.push(p);
-            }
-        }
     }
-    for (link, first) in links {
-        if failed.contains(&first) {
-            let why = format!("hard link to {}, which could not be read", show_path(&first));
-            report.errors.push(problem(&link.entry.path, &why));
-        } else {
-            upserts.push(link);
-        }
+}
+
+impl Scanner {
+    /// Starts the thread pool.
+    ///
+    /// # Errors
+    /// [`ScanError::Threads`] when the threads cannot be started.
+    pub fn new(opts: &ScanOptions) -> Result<Scanner, ScanError> {
+        let threads = match opts.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("hamirror-scan-{i}"))
+            .build()
+            .map_err(|e| ScanError::Threads(e.to_string()))?;
+        Ok(Scanner {
+            pool,
+            opts: opts.clone(),
+        })
     }
 
-    // What the index knows but the walk did not find is gone, unless it lies
-    // at or below a path that could not be examined.
-    let read_done = start.elapsed();
-    let mut deletes: Vec<Vec<u8>> = known.into_keys().filter(|p| !is_kept(p, &keep)).collect();
-    deletes.sort_unstable();
-    let outcome = index.commit(&set.name, &upserts, &deletes)?;
-    report.new = outcome.new;
-    report.changed = outcome.changed;
-    report.deleted = outcome.deleted;
-    report.generation = outcome.generation;
-    report.errors.sort_by(|a, b| a.path.cmp(&b.path));
-    report.skipped.sort_by(|a, b| a.path.cmp(&b.path));
-    report.elapsed_s = start.elapsed().as_secs_f64();
-    tracing::debug!(
-        set = %set.name,
-        ?walk_done,
-        ?classified,
-        ?read_done,
-        committed = ?start.elapsed(),
-        "scan phases (cumulative)"
-    );
-    Ok(report)
+    fn racy_ns(&self) -> i64 {
+        i64::try_from(self.opts.racy_window.as_nanos()).unwrap_or(i64::MAX)
+    }
+
+    /// The whole stage: walk every root, quick check, read, commit (see the
+    /// module documentation).
+    ///
+    /// # Errors
+    /// As [`scan_set`].
+    pub fn scan_set(
+        &self,
+        index: &Index,
+        set: &MirrorSet,
+        node_root: &Path,
+        observer: &dyn ScanObserver,
+    ) -> Result<Scanned, ScanError> {
+        let start = Instant::now();
+        let previous_generation = index.generation(&set.name)?;
+        let walk_started = now_ns();
+        // The stored fingerprints are read while the walk runs.
+        let (known, walked) = self.pool.install(|| {
+            rayon::join(
+                || index.fingerprints(&set.name),
+                || walk::walk(&set.roots, node_root, &self.pool),
+            )
+        });
+        let known = known?;
+        tracing::debug!(set = %set.name, walk_done = ?start.elapsed(), "scan walk");
+        let report = ScanReport {
+            set: set.name.clone(),
+            previous_generation,
+            ..ScanReport::default()
+        };
+        self.finish(
+            index,
+            set,
+            node_root,
+            walked,
+            known,
+            walk_started,
+            report,
+            observer,
+            start,
+        )
+    }
+
+    /// The common back half of a full and a targeted scan: quick check of
+    /// what the walk found against `known` (the stored fingerprints of
+    /// everything the walk covered), read what changed, and commit the
+    /// changes with the deletion of whatever `known` holds that the walk
+    /// did not find.
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &self,
+        index: &Index,
+        set: &MirrorSet,
+        node_root: &Path,
+        walked: walk::Walked,
+        mut known: HashMap<Vec<u8>, Option<Fingerprint>>,
+        walk_started: i64,
+        mut report: ScanReport,
+        observer: &dyn ScanObserver,
+        start: Instant,
+    ) -> Result<Scanned, ScanError> {
+        let racy_ns = self.racy_ns();
+        report.skipped.extend(walked.skipped);
+        report.errors.extend(walked.errors);
+        report.missing_roots.extend(walked.missing_roots);
+        let keep: BTreeSet<Vec<u8>> = walked.keep.into_iter().collect();
+        let trust = |fp| (!read::is_racy(&fp, walk_started, racy_ns)).then_some(fp);
+        let Pending {
+            mut upserts,
+            jobs,
+            links,
+        } = classify(walked.found, &mut known, node_root, trust, &mut report);
+
+        let classified = start.elapsed();
+        let total: u64 = jobs.iter().map(|j| j.size).sum();
+        observer.reading(jobs.len() as u64, total);
+        let mut failed: BTreeSet<Vec<u8>> = BTreeSet::new();
+        for r in read::read_all(jobs, set.chunk, &self.pool, racy_ns, observer)? {
+            match r {
+                Ok(read) => {
+                    report.files_read += 1;
+                    report.bytes_read += read.entry.size;
+                    report.chunks_hashed += read.chunks;
+                    upserts.push(Upsert {
+                        entry: read.entry,
+                        stat: read.stat,
+                    });
+                }
+                Err(p) => {
+                    failed.insert(p.path.clone());
+                    report.errors.push(p);
+                }
+            }
+        }
+        for (link, first) in links {
+            if failed.contains(&first) {
+                let why = format!("hard link to {}, which could not be read", show_path(&first));
+                report.errors.push(problem(&link.entry.path, &why));
+            } else {
+                upserts.push(link);
+            }
+        }
+
+        // What the index knows but the walk did not find is gone, unless it lies
+        // at or below a path that could not be examined.
+        let read_done = start.elapsed();
+        let mut deletes: Vec<Vec<u8>> = known.into_keys().filter(|p| !is_kept(p, &keep)).collect();
+        deletes.sort_unstable();
+        let outcome = index.commit(&set.name, &upserts, &deletes)?;
+        report.new = outcome.new;
+        report.changed = outcome.changed;
+        report.deleted = outcome.deleted;
+        report.generation = outcome.generation;
+        report.errors.sort_by(|a, b| a.path.cmp(&b.path));
+        report.skipped.sort_by(|a, b| a.path.cmp(&b.path));
+        report.elapsed_s = start.elapsed().as_secs_f64();
+        tracing::debug!(
+            set = %set.name,
+            ?classified,
+            ?read_done,
+            committed = ?start.elapsed(),
+            "scan phases (cumulative)"
+        );
+        let unsettled = upserts
+            .into_iter()
+            .filter(|u| u.stat.is_none())
+            .map(|u| u.entry.path)
+            .collect();
+        Ok(Scanned { report, unsettled })
+    }
 }
 
 /// What the quick check left to do.

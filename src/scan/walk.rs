@@ -93,12 +93,12 @@ pub(super) struct Walked {
 }
 
 impl Walked {
-    fn error(&mut self, path: Vec<u8>, reason: String) {
+    pub(super) fn error(&mut self, path: Vec<u8>, reason: String) {
         self.keep.push(path.clone());
         self.errors.push(Problem { path, reason });
     }
 
-    fn merge(&mut self, other: Walked) {
+    pub(super) fn merge(&mut self, other: Walked) {
         self.found.extend(other.found);
         self.skipped.extend(other.skipped);
         self.errors.extend(other.errors);
@@ -107,7 +107,7 @@ impl Walked {
     }
 
     /// Records a path of any kind; special files are skipped.
-    fn add(&mut self, path: Vec<u8>, meta: &Metadata) {
+    pub(super) fn add(&mut self, path: Vec<u8>, meta: &Metadata) {
         let t = meta.file_type();
         let kind = if t.is_file() {
             Kind::File
@@ -151,7 +151,7 @@ fn kind_name(meta: &Metadata) -> &'static str {
     }
 }
 
-fn describe(e: &io::Error) -> String {
+pub(super) fn describe(e: &io::Error) -> String {
     match e.kind() {
         io::ErrorKind::NotFound => "vanished while being scanned".into(),
         _ => e.to_string(),
@@ -205,12 +205,21 @@ fn walk_root(root: &SetRoot, node_root: &Path, pool: &rayon::ThreadPool, w: &mut
     }
     w.add(root_path.clone(), &meta);
     if is_dir {
-        let shared = Mutex::new(Walked::default());
-        let dev = meta.dev();
-        pool.scope(|s| list_dir(s, local, root_path, dev, &shared));
-        w.merge(shared.into_inner().unwrap_or_else(|p| p.into_inner()));
+        w.merge(walk_below(local, root_path, meta.dev(), pool));
     }
 }
+
+/// Lists everything below the directory `dir` (set path `dir_path`), which
+/// lies on the device `dev`, in parallel on `pool`. The directory itself is
+/// not recorded.
+pub(super) fn walk_below(dir: PathBuf, dir_path: Vec<u8>, dev: u64, pool: &rayon::ThreadPool) -> Walked {
+    let shared = Mutex::new(Walked::default());
+    pool.scope(|s| list_dir(s, dir, dir_path, dev, &shared));
+    shared.into_inner().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What the walker says about the contents of a mount point.
+pub(super) const MOUNT_POINT: &str = "mount point: recorded as an empty directory, the other filesystem is not crossed";
 
 /// Lists one directory, stats its entries, and spawns a task per
 /// subdirectory. Results are gathered locally and merged once per directory.
@@ -255,8 +264,7 @@ fn list_dir<'s>(s: &rayon::Scope<'s>, dir: PathBuf, dir_path: Vec<u8>, dev: u64,
                     } else {
                         w.skipped.push(Problem {
                             path: path.clone(),
-                            reason: "mount point: recorded as an empty directory, the other filesystem is not crossed"
-                                .into(),
+                            reason: MOUNT_POINT.into(),
                         });
                     }
                 }

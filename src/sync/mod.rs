@@ -21,6 +21,7 @@ mod push;
 mod recv;
 mod send;
 mod serve;
+mod shipper;
 mod verify;
 
 use hamirror_wire::{ErrorCode, WireError};
@@ -35,6 +36,7 @@ pub use push::{PushOptions, PushReport, push};
 pub use recv::ReceiveReport;
 pub use send::SendReport;
 pub use serve::{Holders, OwnerHolds, Server};
+pub use shipper::QuicShipper;
 pub use verify::{Difference, VerifyReport, verify};
 
 /// Why a conversation failed.

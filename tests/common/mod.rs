@@ -1,7 +1,13 @@
 //! Shared helpers for the integration tests: a temporary copy of the example
 //! `cluster.d` and a way to run the real binary against it. Each test file
-//! includes this module with `mod common;`.
+//! includes this module with `mod common;`. Network-namespace helpers are
+//! in [`netns`], the two-node cluster lab in [`lab`].
 #![allow(dead_code)]
+
+pub mod lab;
+pub mod netns;
+pub mod node;
+pub mod observe;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,591 @@
+//! The driver: owns the arbiter and turns everything that happens into its
+//! inputs and its actions into work. Heartbeats and probe rounds go in;
+//! Acquire/Release/Reannounce and the standby lock become [`Job`]s for the
+//! single hook worker (in the arbiter's order), events are logged, kept for
+//! `status` and handed to the notifier; the advertised state goes to the
+//! heartbeat endpoint whenever it changes; the mirror side (if plugged in)
+//! hears about holders and links. Operator requests and signals arrive
+//! here too.
+//!
+//! No sockets, threads or clock of its own: the caller passes `now` and
+//! the channels, so tests drive it with a fake clock and read the jobs it
+//! queues. Shutdown: a signal puts the arbiter in standby without writing
+//! the lock (the peer takes the groups over at once instead of after
+//! deadtime); the daemon exits once every group is released.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::mpsc::Sender;
+
+use super::Msg;
+use super::control::{Request, Response};
+use super::mirror::{ClusterView, GroupView, LinkView, MirrorControl, MirrorReport, SetBacklog};
+use super::status::{EventReport, GroupReport, HooksReport, LinkReport, ReachReport, StatusReport};
+use super::worker::{Job, JobDone, Notice};
+use crate::arbiter::{
+    Action, Arbiter, Claim, Command, Event, GroupStatus, Level, Millis, Mode, NodeState, Phase, Reach, Side,
+    StandbyReason, claim_name,
+};
+use crate::config::Group;
+use crate::failover::Input;
+
+/// Recent events kept for `status`.
+const RECENT_EVENTS: usize = 40;
+
+/// Where the daemon stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Running,
+    /// Shut down: every group released.
+    Clean,
+    /// Shut down, but the stop hooks of these groups failed: their services
+    /// may still run here.
+    StopFailed(Vec<String>),
+    /// A second signal: exit without waiting for the stop hooks.
+    Forced,
+}
+
+struct Recent {
+    at: Millis,
+    level: Level,
+    event: String,
+    detail: String,
+}
+
+/// What the driver is given besides the arbiter.
+pub struct DriverConf {
+    pub local: String,
+    pub peer: String,
+    /// Both groups, as configured (for their sets).
+    pub groups: Vec<Group>,
+    pub incarnation: u64,
+    pub started: Millis,
+    pub standby_lock: bool,
+    pub jobs: Sender<Job>,
+    pub notices: Sender<Notice>,
+    /// Puts a new state into the heartbeats (`Endpoint::set_state`).
+    pub advertise: Box<dyn FnMut(&NodeState) + Send>,
+    pub mirror: Option<Box<dyn MirrorControl>>,
+}
+
+pub struct Driver {
+    arbiter: Arbiter,
+    c: DriverConf,
+    advert_gen: Option<u64>,
+    watching: BTreeSet<String>,
+    last_view: Option<ClusterView>,
+    events: VecDeque<Recent>,
+    /// Jobs sent to the worker and not yet done; the first is running.
+    pending: VecDeque<String>,
+    lock_error: Option<String>,
+    shutdown: Option<Millis>,
+    forced: bool,
+    reach_seen: Option<Reach>,
+}
+
+/// `key=value` words of an event's fields (its name left out).
+pub fn event_detail(e: &Event) -> String {
+    let v = serde_json::to_value(e).unwrap_or_default();
+    let Some(m) = v.as_object() else {
+        return String::new();
+    };
+    m.iter()
+        .filter(|(k, _)| k.as_str() != "event")
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn level_name(l: Level) -> &'static str {
+    match l {
+        Level::Info => "info",
+        Level::Warning => "warning",
+        Level::Critical => "critical",
+    }
+}
+
+fn snake<T: serde::Serialize>(v: &T, tag: &str) -> String {
+    let v = serde_json::to_value(v).unwrap_or_default();
+    v.get(tag)
+        .and_then(|t| t.as_str())
+        .or_else(|| v.as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+impl Driver {
+    pub fn new(arbiter: Arbiter, c: DriverConf) -> Self {
+        Driver {
+            arbiter,
+            c,
+            advert_gen: None,
+            watching: BTreeSet::new(),
+            last_view: None,
+            events: VecDeque::new(),
+            pending: VecDeque::new(),
+            lock_error: None,
+            shutdown: None,
+            forced: false,
+            reach_seen: None,
+        }
+    }
+
+    pub fn arbiter(&self) -> &Arbiter {
+        &self.arbiter
+    }
+
+    /// When to call [`Driver::handle_timeout`] next.
+    pub fn poll_timeout(&self) -> Millis {
+        self.arbiter.poll_timeout()
+    }
+
+    pub fn handle_timeout(&mut self, now: Millis) {
+        self.arbiter.handle_timeout(now);
+        self.pump(now);
+    }
+
+    /// One message from any source; then carries out what follows from it.
+    pub fn handle(&mut self, now: Millis, msg: Msg) {
+        match msg {
+            Msg::Input(i) => self.on_input(i),
+            Msg::Done(d) => self.on_done(now, d),
+            Msg::Control { req, reply } => {
+                let r = self.on_request(now, req);
+                let _ = reply.send(r);
+            }
+            Msg::Signal(sig) => self.on_signal(now, sig),
+            Msg::Mirror(MirrorReport::CaughtUp { group, caught_up }) => {
+                self.arbiter.handle_resync(now, &group, caught_up)
+            }
+        }
+        self.pump(now);
+    }
+
+    /// Drains the arbiter's actions, then publishes the advert and the view.
+    pub fn pump(&mut self, now: Millis) {
+        while let Some(a) = self.arbiter.poll_action() {
+            self.carry_out(now, a);
+        }
+        let generation = self.arbiter.advert_generation();
+        if self.advert_gen != Some(generation) {
+            self.advert_gen = Some(generation);
+            (self.c.advertise)(self.arbiter.advert());
+        }
+        if self.c.mirror.is_some() {
+            let view = self.view();
+            if self.last_view.as_ref() != Some(&view) {
+                if let Some(m) = self.c.mirror.as_mut() {
+                    m.view_changed(&view);
+                }
+                self.last_view = Some(view);
+            }
+        }
+    }
+
+    pub fn outcome(&self) -> Outcome {
+        if self.forced {
+            return Outcome::Forced;
+        }
+        if self.shutdown.is_none() || !self.pending.is_empty() {
+            return Outcome::Running;
+        }
+        let st = self.arbiter.status();
+        if st.groups.iter().any(|g| {
+            matches!(
+                g.phase,
+                Phase::Acquiring { .. } | Phase::Held { .. } | Phase::Releasing { .. }
+            )
+        }) {
+            return Outcome::Running;
+        }
+        let stuck: Vec<String> = st
+            .groups
+            .iter()
+            .filter(|g| matches!(g.phase, Phase::Stuck { .. }))
+            .map(|g| g.group.clone())
+            .collect();
+        if stuck.is_empty() {
+            Outcome::Clean
+        } else {
+            Outcome::StopFailed(stuck)
+        }
+    }
+
+    fn on_input(&mut self, input: Input) {
+        match input {
+            Input::Heartbeat {
+                at,
+                link,
+                incarnation,
+                state,
+            } => self.arbiter.handle_heartbeat(at, link, incarnation, state),
+            Input::Reach { at, reach, hosts } => {
+                if self.reach_seen != Some(reach) {
+                    self.reach_seen = Some(reach);
+                    let hosts: Vec<String> = hosts
+                        .iter()
+                        .map(|(h, up)| {
+                            format!(
+                                "{h}:{}",
+                                match up {
+                                    Some(true) => "up",
+                                    Some(false) => "down",
+                                    None => "?",
+                                }
+                            )
+                        })
+                        .collect();
+                    tracing::info!("reach {}/{} ({})", reach.up, reach.total, hosts.join(" "));
+                }
+                self.arbiter.handle_reach(at, reach);
+            }
+            Input::Rejected {
+                link,
+                from,
+                reason,
+                count,
+                ..
+            } => tracing::warn!(
+                "heartbeat refused on {} from {from}: {reason} ({count} so far)",
+                self.link_name(link.0)
+            ),
+            Input::SendFailed { link, error, .. } => {
+                tracing::warn!("heartbeat send on {} failing: {error}", self.link_name(link.0))
+            }
+            Input::Note(n) => tracing::info!("{n}"),
+        }
+    }
+
+    fn link_name(&self, i: u8) -> String {
+        self.arbiter
+            .config()
+            .links
+            .get(usize::from(i))
+            .cloned()
+            .unwrap_or_else(|| format!("link {i}"))
+    }
+
+    fn carry_out(&mut self, now: Millis, action: Action) {
+        match action {
+            Action::Acquire { group, epoch, reason } => {
+                tracing::info!(
+                    "action acquire group={group} epoch={epoch} reason={}",
+                    snake(&reason, "")
+                );
+                self.send_job(Job::Acquire { group, epoch });
+            }
+            Action::Release { group, epoch, reason } => {
+                tracing::info!(
+                    "action release group={group} epoch={epoch} reason={}",
+                    snake(&reason, "")
+                );
+                self.send_job(Job::Release { group, epoch });
+            }
+            Action::Reannounce { group, epoch } => {
+                tracing::info!("action reannounce group={group} epoch={epoch}");
+                self.send_job(Job::Reannounce { group, epoch });
+            }
+            Action::WriteStandbyLock { reason } => {
+                if self.shutdown.is_some() && reason == StandbyReason::Operator {
+                    // Standby is only the shutdown's way of handing the groups
+                    // over: a restarted daemon must not stay in standby.
+                    return;
+                }
+                self.send_job(Job::WriteStandbyLock { reason });
+            }
+            Action::ClearStandbyLock => self.send_job(Job::ClearStandbyLock),
+            Action::Notify(e) => self.on_event(now, e),
+        }
+    }
+
+    fn send_job(&mut self, job: Job) {
+        self.pending.push_back(job.describe());
+        if self.c.jobs.send(job).is_err() {
+            tracing::error!("the hook worker is gone; transitions cannot run");
+        }
+    }
+
+    fn record(&mut self, now: Millis, level: Level, event: String, detail: String) {
+        if self.events.len() == RECENT_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(Recent {
+            at: now,
+            level,
+            event,
+            detail,
+        });
+    }
+
+    fn on_event(&mut self, now: Millis, e: Event) {
+        if self.shutdown.is_some()
+            && e == (Event::StandbyEntered {
+                reason: StandbyReason::Operator,
+            })
+        {
+            return;
+        }
+        let (name, detail) = (e.name(), event_detail(&e));
+        match e.level() {
+            Level::Info => tracing::info!("event {name} {detail}"),
+            Level::Warning => tracing::warn!("event {name} {detail}"),
+            Level::Critical => tracing::error!("event {name} {detail}"),
+        }
+        let v = serde_json::to_value(&e).unwrap_or_default();
+        let notice = Notice {
+            event: name.clone(),
+            message: format!("{}: {name} {detail}", self.c.local),
+            group: v.get("group").and_then(|g| g.as_str()).unwrap_or_default().to_string(),
+            epoch: v.get("epoch").and_then(|g| g.as_u64()).unwrap_or(0),
+        };
+        let _ = self.c.notices.send(notice);
+        self.record(now, e.level(), name, detail);
+        if matches!(
+            e,
+            Event::PeerAlive { .. } | Event::PeerRestarted { .. } | Event::PeerReturned { .. }
+        ) && let Some(m) = self.c.mirror.as_mut()
+        {
+            for g in self.arbiter.status().groups {
+                if matches!(g.phase, Phase::Held { .. }) {
+                    m.resync(&g.group);
+                }
+            }
+        }
+    }
+
+    fn on_done(&mut self, now: Millis, d: JobDone) {
+        self.pending.pop_front();
+        match d {
+            JobDone::Acquired { group, epoch, ok } => {
+                self.arbiter.handle_acquired(now, &group, ok);
+                if ok && let Some(m) = self.c.mirror.as_mut() {
+                    m.start_watching(&group, epoch);
+                    self.watching.insert(group);
+                }
+            }
+            JobDone::Released { group, ok, .. } => {
+                self.arbiter.handle_released(now, &group, ok);
+                if ok
+                    && self.watching.remove(&group)
+                    && let Some(m) = self.c.mirror.as_mut()
+                {
+                    m.stop_watching(&group);
+                }
+            }
+            JobDone::Reannounced { .. } => {}
+            JobDone::StandbyLock { present, error } => {
+                self.c.standby_lock = present;
+                if let Some(e) = &error {
+                    tracing::error!("standby lock: {e}");
+                    self.record(now, Level::Critical, "standby_lock_error".into(), e.clone());
+                }
+                self.lock_error = error;
+            }
+        }
+    }
+
+    fn on_signal(&mut self, now: Millis, sig: i32) {
+        let name = super::signals::name(sig);
+        if sig == libc::SIGHUP {
+            tracing::info!("{name} ignored: the configuration is read at start; restart the daemon to apply changes");
+            return;
+        }
+        if self.shutdown.is_some() {
+            tracing::warn!("{name} again: exiting without waiting for the stop hooks; services may still run here");
+            self.forced = true;
+            return;
+        }
+        self.shutdown = Some(now);
+        let detail = format!("signal={name}");
+        tracing::info!("{name}: stopping; releasing every group held here, then exiting");
+        let _ = self.c.notices.send(Notice {
+            event: "stopping".into(),
+            message: format!("{}: stopping ({name})", self.c.local),
+            group: String::new(),
+            epoch: 0,
+        });
+        self.record(now, Level::Info, "stopping".into(), detail);
+        let _ = self.arbiter.handle_command(now, Command::Standby);
+    }
+
+    fn on_request(&mut self, now: Millis, req: Request) -> Response {
+        if req == Request::Status {
+            return Response::status(self.status(now));
+        }
+        if self.shutdown.is_some() {
+            return Response::error("the daemon is shutting down");
+        }
+        let (cmd, done) = match req {
+            Request::Status => unreachable!("answered above"),
+            Request::Standby => {
+                if matches!(self.arbiter.mode(), Mode::Standby { .. }) {
+                    return Response::message("already in standby");
+                }
+                (
+                    Command::Standby,
+                    "standby: releasing every group held here; the lock keeps this node in standby until \
+                     `hamirror standby --clear`"
+                        .to_string(),
+                )
+            }
+            Request::ClearStandby => (
+                Command::ClearStandby,
+                "standby cleared: this node rejoins as a backup".to_string(),
+            ),
+            Request::Takeover { group } => (
+                Command::Takeover(group.clone()),
+                format!("takeover of {group} requested: the peer releases it, then this node starts it"),
+            ),
+        };
+        tracing::info!("operator: {cmd:?}");
+        match self.arbiter.handle_command(now, cmd) {
+            Ok(()) => Response::message(done),
+            Err(e) => Response::error(e.to_string()),
+        }
+    }
+
+    fn holder(&self, g: &GroupStatus) -> Option<String> {
+        if g.phase.holds() {
+            Some(self.c.local.clone())
+        } else if g
+            .peer_claim
+            .is_some_and(|c| matches!(c, Claim::Acquiring | Claim::Held | Claim::Releasing))
+        {
+            Some(self.c.peer.clone())
+        } else {
+            None
+        }
+    }
+
+    fn owner_name(&self, side: Side) -> String {
+        match side {
+            Side::Local => self.c.local.clone(),
+            Side::Peer => self.c.peer.clone(),
+        }
+    }
+
+    fn set_names(&self, group: &str) -> Vec<String> {
+        self.c
+            .groups
+            .iter()
+            .find(|g| g.name == group)
+            .map(|g| g.sets.iter().map(|s| s.name.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The mirror side's view of the cluster.
+    pub fn view(&self) -> ClusterView {
+        let st = self.arbiter.status();
+        ClusterView {
+            local: self.c.local.clone(),
+            peer: self.c.peer.clone(),
+            peer_alive: st.peer_alive,
+            links: st
+                .links
+                .iter()
+                .map(|l| LinkView {
+                    name: l.link.clone(),
+                    up: st.peer_alive && !l.silent && l.last_heard.is_some(),
+                })
+                .collect(),
+            groups: st
+                .groups
+                .iter()
+                .map(|g| GroupView {
+                    group: g.group.clone(),
+                    owner: self.owner_name(g.owner),
+                    holder: self.holder(g),
+                    epoch: g.epoch,
+                    here: snake(&g.phase, "phase"),
+                    sets: self.set_names(&g.group),
+                })
+                .collect(),
+        }
+    }
+
+    /// The report `hamirror status` prints.
+    pub fn status(&self, now: Millis) -> StatusReport {
+        let st = self.arbiter.status();
+        let (mode, standby_reason) = match st.mode {
+            Mode::Starting { .. } => ("starting", None),
+            Mode::Active { .. } => ("active", None),
+            Mode::Standby { reason } => ("standby", Some(snake(&reason, ""))),
+        };
+        let reach = |r: Option<Reach>| {
+            r.map(|r| ReachReport {
+                up: r.up,
+                total: r.total,
+            })
+        };
+        let backlog = self.c.mirror.as_ref().map(|m| m.backlog()).unwrap_or_default();
+        let sets = self
+            .c
+            .groups
+            .iter()
+            .flat_map(|g| g.sets.iter().map(move |s| (g.name.clone(), s.name.clone())))
+            .map(|(group, set)| {
+                backlog.iter().find(|b| b.set == set).cloned().unwrap_or(SetBacklog {
+                    set,
+                    group,
+                    ..Default::default()
+                })
+            })
+            .collect();
+        StatusReport {
+            node: self.c.local.clone(),
+            peer: self.c.peer.clone(),
+            pid: std::process::id(),
+            incarnation: self.c.incarnation,
+            uptime_ms: now.0.saturating_sub(self.c.started.0),
+            mode: mode.to_string(),
+            standby_reason,
+            standby_lock: self.c.standby_lock,
+            standby_lock_error: self.lock_error.clone(),
+            shutting_down: self.shutdown.is_some(),
+            peer_alive: st.peer_alive,
+            deadtime_ms: st.deadtime_ms,
+            flap_level: st.flap_level,
+            reach: reach(st.reach),
+            peer_reach: reach(st.peer_reach),
+            links: st
+                .links
+                .iter()
+                .map(|l| LinkReport {
+                    link: l.link.clone(),
+                    last_heard_ms_ago: l.last_heard.map(|t| now.0.saturating_sub(t.0)),
+                    silent: l.silent,
+                })
+                .collect(),
+            groups: st
+                .groups
+                .iter()
+                .map(|g| GroupReport {
+                    group: g.group.clone(),
+                    owner: self.owner_name(g.owner),
+                    holder: self.holder(g),
+                    epoch: g.epoch,
+                    phase: snake(&g.phase, "phase"),
+                    peer_claim: g.peer_claim.map(|c| claim_name(c).to_string()),
+                })
+                .collect(),
+            hooks: HooksReport {
+                running: self.pending.front().cloned(),
+                queued: self.pending.iter().skip(1).cloned().collect(),
+            },
+            sets,
+            mirroring: self.c.mirror.is_some(),
+            events: self
+                .events
+                .iter()
+                .map(|e| EventReport {
+                    ago_ms: now.0.saturating_sub(e.at.0),
+                    level: level_name(e.level).to_string(),
+                    event: e.event.clone(),
+                    detail: e.detail.clone(),
+                })
+                .collect(),
+        }
+    }
+}

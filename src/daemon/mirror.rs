@@ -1,0 +1,110 @@
+//! The seam between the failover daemon and mirroring. The daemon owns an
+//! `Option<Box<dyn MirrorControl>>` and tells it what the failover side
+//! decided: which groups this node now holds (start/stop watching their
+//! sets), when the peer needs to be brought up to date (resync), and every
+//! change of holders, epochs and links ([`ClusterView`], which is what the
+//! receiver checks a sync against and what chooses the link to mirror
+//! over). The mirror side answers through a [`MirrorReporter`]: whether the
+//! peer's copy of a group has caught up (the `auto_failback` gate).
+//!
+//! Every method is called on the daemon's real-time driver thread and must
+//! return at once: hand the work to the mirror's own threads or runtime.
+//! This file defines the contract only; it must not depend on the scan,
+//! transfer or apply code (the implementation lives with them).
+
+use std::sync::mpsc::Sender;
+
+use super::Msg;
+
+/// What the failover side knows, for the mirror side. Sent whole on every
+/// change.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClusterView {
+    pub local: String,
+    pub peer: String,
+    pub peer_alive: bool,
+    /// Links to the peer, crossover first: whether the peer is heard on it.
+    /// Mirror over the first one that is up (the LAN when the crossover is
+    /// down).
+    pub links: Vec<LinkView>,
+    pub groups: Vec<GroupView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LinkView {
+    pub name: String,
+    pub up: bool,
+}
+
+/// One group: who holds it and with which epoch. The receiver accepts a
+/// sync of the group's sets only from `holder` with an epoch not older
+/// than `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GroupView {
+    pub group: String,
+    pub owner: String,
+    /// The node that holds (or is starting or stopping) it; `None` when
+    /// nobody does.
+    pub holder: Option<String>,
+    pub epoch: u64,
+    /// This node's phase: `released`, `acquiring`, `held`, `releasing` or
+    /// `stuck` (a start-up clean-up also shows as `releasing`).
+    pub here: String,
+    /// This node's set names of the group (`Fsmbd`, …).
+    pub sets: Vec<String>,
+}
+
+/// One set's mirroring backlog, for `hamirror status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SetBacklog {
+    pub set: String,
+    pub group: String,
+    /// Files changed here and not yet confirmed by the peer.
+    pub pending_files: Option<u64>,
+    pub pending_bytes: Option<u64>,
+    /// Age of the oldest unconfirmed change, in ms.
+    pub lag_ms: Option<u64>,
+}
+
+/// The mirror side as the daemon drives it. Implemented by the mirroring
+/// code (receiver + watchers); the daemon runs without one (failover only).
+pub trait MirrorControl: Send {
+    /// This node now holds `group` (its start hooks succeeded) with `epoch`:
+    /// watch its sets and mirror every change to the peer. Start with a
+    /// full quick check: the service may have written during its start.
+    fn start_watching(&mut self, group: &str, epoch: u64);
+    /// This node no longer holds `group` (its stop hooks finished): send
+    /// what is still pending, then stop watching it.
+    fn stop_watching(&mut self, group: &str);
+    /// The peer came (back) up: bring its copy of `group`, held here, up
+    /// to date. Report progress with [`MirrorReporter::caught_up`].
+    fn resync(&mut self, group: &str);
+    /// Holders, epochs, links or the peer's liveness changed.
+    fn view_changed(&mut self, view: &ClusterView);
+    /// Per set backlog and lag, for `hamirror status` (cheap: cached).
+    fn backlog(&self) -> Vec<SetBacklog>;
+}
+
+/// The mirror side's way back into the daemon (cloneable, any thread).
+#[derive(Debug, Clone)]
+pub struct MirrorReporter {
+    pub(super) tx: Sender<Msg>,
+}
+
+/// What the mirror side reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MirrorReport {
+    /// The peer's copy of `group` is (or is no longer) up to date.
+    CaughtUp { group: String, caught_up: bool },
+}
+
+impl MirrorReporter {
+    /// The peer's copy of `group` is (or is no longer) caught up. With a
+    /// mirror plugged in, `auto_failback` waits for `true`.
+    pub fn caught_up(&self, group: &str, caught_up: bool) {
+        let _ = self.tx.send(Msg::Mirror(MirrorReport::CaughtUp {
+            group: group.to_string(),
+            caught_up,
+        }));
+    }
+}

@@ -1,0 +1,292 @@
+//! `hamirror status`: the report the daemon sends over the control socket
+//! (plain data, serde both ways so the command can print it as text or
+//! pass the JSON on) and its text rendering. Times are relative ("ms
+//! ago"), from the daemon's monotonic clock, so no time zone or wall-clock
+//! step can make them lie. Built by the driver; knows nothing of sockets.
+
+use std::fmt::Write;
+
+use serde::{Deserialize, Serialize};
+
+use super::mirror::SetBacklog;
+
+/// Everything `hamirror status` shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub node: String,
+    pub peer: String,
+    pub pid: u32,
+    pub incarnation: u64,
+    pub uptime_ms: u64,
+    /// `starting`, `active` or `standby`.
+    pub mode: String,
+    /// Why it is in standby (`operator`, `isolated`, `reach_worse`, `locked`).
+    pub standby_reason: Option<String>,
+    /// The standby lock file is present in `state`.
+    pub standby_lock: bool,
+    /// The last attempt to write or clear the lock failed with this.
+    pub standby_lock_error: Option<String>,
+    pub shutting_down: bool,
+    pub peer_alive: bool,
+    /// The deadtime in force (stretched by flap damping).
+    pub deadtime_ms: u64,
+    pub flap_level: u32,
+    pub reach: Option<ReachReport>,
+    pub peer_reach: Option<ReachReport>,
+    pub links: Vec<LinkReport>,
+    pub groups: Vec<GroupReport>,
+    pub hooks: HooksReport,
+    /// One entry per set of both groups. Backlog and lag come from the
+    /// mirror side; `null` while mirroring is not running in the daemon.
+    pub sets: Vec<SetBacklog>,
+    /// Whether a mirror is plugged into the daemon.
+    pub mirroring: bool,
+    /// Most recent last.
+    pub events: Vec<EventReport>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReachReport {
+    pub up: u16,
+    pub total: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkReport {
+    pub link: String,
+    /// When the peer was last heard on it; `null`: never since start.
+    pub last_heard_ms_ago: Option<u64>,
+    /// Silent for `warntime` (warned).
+    pub silent: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupReport {
+    pub group: String,
+    pub owner: String,
+    /// The node running it (or starting or stopping it), if any.
+    pub holder: Option<String>,
+    pub epoch: u64,
+    /// This node's phase: `released`, `acquiring`, `held`, `releasing`, `stuck`.
+    pub phase: String,
+    /// The peer's claim from its latest heartbeat, while it is alive.
+    pub peer_claim: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HooksReport {
+    /// The transition the hook worker is carrying out.
+    pub running: Option<String>,
+    /// Transitions waiting behind it.
+    pub queued: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventReport {
+    pub ago_ms: u64,
+    /// `info`, `warning` or `critical`.
+    pub level: String,
+    pub event: String,
+    /// The event's fields as `key=value` words.
+    pub detail: String,
+}
+
+fn ago(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms} ms ago")
+    } else if ms < 120_000 {
+        format!("{:.1} s ago", ms as f64 / 1000.0)
+    } else {
+        format!("{} min ago", ms / 60_000)
+    }
+}
+
+fn reach(r: Option<ReachReport>) -> String {
+    r.map_or_else(|| "unknown".into(), |r| format!("{}/{}", r.up, r.total))
+}
+
+impl StatusReport {
+    /// The human-readable form.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let mode = match &self.standby_reason {
+            Some(r) => format!("{} ({r})", self.mode),
+            None => self.mode.clone(),
+        };
+        let _ = writeln!(
+            s,
+            "node {}: {mode}{}, up {:.1} s (pid {})",
+            self.node,
+            if self.shutting_down { ", shutting down" } else { "" },
+            self.uptime_ms as f64 / 1000.0,
+            self.pid
+        );
+        let _ = writeln!(
+            s,
+            "peer {}: {}",
+            self.peer,
+            if self.peer_alive {
+                "alive"
+            } else {
+                "not heard (dead or absent)"
+            }
+        );
+        let lock = match (&self.standby_lock, &self.standby_lock_error) {
+            (_, Some(e)) => format!("ERROR: {e}"),
+            (true, None) => "present (clear with `hamirror standby --clear`)".into(),
+            (false, None) => "none".into(),
+        };
+        let _ = writeln!(s, "standby lock: {lock}");
+        let _ = writeln!(
+            s,
+            "reach: {} {}, {} {}   deadtime {} ms{}",
+            self.node,
+            reach(self.reach),
+            self.peer,
+            reach(self.peer_reach),
+            self.deadtime_ms,
+            if self.flap_level > 0 {
+                format!(" (flap damping level {})", self.flap_level)
+            } else {
+                String::new()
+            }
+        );
+        let _ = writeln!(s, "links:");
+        for l in &self.links {
+            let heard = l
+                .last_heard_ms_ago
+                .map_or_else(|| "never heard".into(), |ms| format!("heard {}", ago(ms)));
+            let _ = writeln!(s, "  {:<10} {}{heard}", l.link, if l.silent { "SILENT, " } else { "" });
+        }
+        let _ = writeln!(s, "groups:");
+        for g in &self.groups {
+            let _ = writeln!(
+                s,
+                "  {:<10} holder {:<10} epoch {:<4} here: {}{}",
+                g.group,
+                g.holder.as_deref().unwrap_or("-"),
+                g.epoch,
+                g.phase,
+                g.peer_claim
+                    .as_ref()
+                    .map_or_else(String::new, |c| format!(", {}: {c}", self.peer))
+            );
+        }
+        let _ = writeln!(
+            s,
+            "sets:{}",
+            if self.mirroring {
+                ""
+            } else {
+                " (mirroring is not running in this daemon)"
+            }
+        );
+        for b in &self.sets {
+            let opt = |v: Option<u64>| v.map_or_else(|| "-".into(), |v| v.to_string());
+            let _ = writeln!(
+                s,
+                "  {:<12} group {:<10} backlog {} files / {} bytes, lag {} ms",
+                b.set,
+                b.group,
+                opt(b.pending_files),
+                opt(b.pending_bytes),
+                opt(b.lag_ms)
+            );
+        }
+        match &self.hooks.running {
+            None => {
+                let _ = writeln!(s, "hooks: idle");
+            }
+            Some(r) => {
+                let _ = writeln!(s, "hooks: running {r}; {} queued", self.hooks.queued.len());
+            }
+        }
+        let _ = writeln!(s, "recent events:");
+        for e in &self.events {
+            let _ = writeln!(s, "  {:>12}  {:<8} {} {}", ago(e.ago_ms), e.level, e.event, e.detail);
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> StatusReport {
+        StatusReport {
+            node: "serv1".into(),
+            peer: "serv2".into(),
+            pid: 42,
+            incarnation: 1,
+            uptime_ms: 12_300,
+            mode: "active".into(),
+            standby_reason: None,
+            standby_lock: false,
+            standby_lock_error: None,
+            shutting_down: false,
+            peer_alive: true,
+            deadtime_ms: 400,
+            flap_level: 0,
+            reach: Some(ReachReport { up: 3, total: 3 }),
+            peer_reach: Some(ReachReport { up: 2, total: 3 }),
+            links: vec![
+                LinkReport {
+                    link: "crossover".into(),
+                    last_heard_ms_ago: Some(12),
+                    silent: false,
+                },
+                LinkReport {
+                    link: "lan".into(),
+                    last_heard_ms_ago: None,
+                    silent: true,
+                },
+            ],
+            groups: vec![GroupReport {
+                group: "serv1".into(),
+                owner: "serv1".into(),
+                holder: Some("serv1".into()),
+                epoch: 3,
+                phase: "held".into(),
+                peer_claim: None,
+            }],
+            hooks: HooksReport {
+                running: None,
+                queued: vec![],
+            },
+            sets: vec![SetBacklog {
+                set: "Fsmbd".into(),
+                group: "serv1".into(),
+                ..Default::default()
+            }],
+            mirroring: false,
+            events: vec![EventReport {
+                ago_ms: 2500,
+                level: "warning".into(),
+                event: "link_silent".into(),
+                detail: "link=lan silent_ms=150".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn json_round_trips_and_text_names_what_matters() {
+        let r = report();
+        let back: StatusReport = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        let t = r.render();
+        for want in [
+            "node serv1: active",
+            "reach: serv1 3/3, serv2 2/3",
+            "crossover  heard 12 ms ago",
+            "lan        SILENT, never heard",
+            "serv1      holder serv1      epoch 3",
+            "mirroring is not running",
+            "Fsmbd",
+            "2.5 s ago",
+            "link_silent link=lan",
+        ] {
+            assert!(t.contains(want), "{want:?} missing in:\n{t}");
+        }
+    }
+}
