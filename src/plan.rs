@@ -16,6 +16,12 @@ use crate::delta::base;
 /// less than its request costs.
 pub const MIN_DELTA_CHUNK: u32 = 256;
 
+/// Most old bytes one plan uses as bases. The receiver reads and signs them
+/// all before asking for anything, and keeps the signatures (~1.5 % of
+/// them) until sent: a rewritten multi-GB file must not cost that much
+/// time and memory. Beyond it, chunks are asked for whole.
+pub const MAX_PLAN_BASES: u64 = 512 << 20;
+
 /// Where the receiver already holds a chunk: a replica file and an offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
@@ -86,6 +92,8 @@ pub struct Plan {
     /// For needed chunks of files the replica holds an older version of:
     /// the old bytes to ask for a delta against.
     pub bases: HashMap<Hash, Base>,
+    /// The sum of the bases' lengths.
+    pub base_bytes: u64,
     /// Offered entries that already match the replica.
     pub unchanged: u64,
     /// Chunks copied from the replica instead of sent.
@@ -171,7 +179,7 @@ pub fn plan(offered: &[Entry], deleted: &[Vec<u8>], replica: &dyn Replica, held:
                     offset += u64::from(c.len);
                 }
                 if let Some(old) = cur.as_ref().filter(|c| c.kind == EntryKind::File && !fresh.is_empty()) {
-                    plan_bases(&mut p.bases, old, e, &fresh);
+                    plan_bases(&mut p, old, e, &fresh);
                 }
                 p.files.push(FileBuild {
                     entry: e.clone(),
@@ -224,22 +232,28 @@ pub fn plan(offered: &[Entry], deleted: &[Vec<u8>], replica: &dyn Replica, held:
 }
 
 /// Bases for the chunks `fresh` (indices into `new.chunks`) of a file whose
-/// replica holds `old` at the same path.
-fn plan_bases(bases: &mut HashMap<Hash, Base>, old: &Entry, new: &Entry, fresh: &[usize]) {
+/// replica holds `old` at the same path, while `p.base_bytes` stays within
+/// [`MAX_PLAN_BASES`].
+fn plan_bases(p: &mut Plan, old: &Entry, new: &Entry, fresh: &[usize]) {
+    if p.base_bytes >= MAX_PLAN_BASES {
+        return;
+    }
     let windows = base::windows(&old.chunks, &new.chunks);
     for &k in fresh {
         let c = &new.chunks[k];
         let Some(w) = windows[k] else { continue };
-        if c.len < MIN_DELTA_CHUNK || w.len < u64::from(MIN_DELTA_CHUNK) {
+        // Only with chunks of several MiB can a window pass the limit.
+        let len = w.len.min(u64::from(MAX_BASE));
+        if c.len < MIN_DELTA_CHUNK || len < u64::from(MIN_DELTA_CHUNK) || p.base_bytes + len > MAX_PLAN_BASES {
             continue;
         }
-        bases.insert(
+        p.base_bytes += len;
+        p.bases.insert(
             c.hash,
             Base {
                 path: old.path.clone(),
                 offset: w.offset,
-                // Only with chunks of several MiB can a window pass the limit.
-                len: w.len.min(u64::from(MAX_BASE)) as u32,
+                len: len as u32,
             },
         );
     }
@@ -450,6 +464,20 @@ mod tests {
             })
         );
         assert_eq!(p.bases.len(), 1, "no base without an old version, nor for a tiny chunk");
+    }
+
+    #[test]
+    fn bases_stop_at_the_plan_budget() {
+        // 40 chunks of 16 MiB rewritten: 640 MiB of old bytes.
+        let spec: Vec<(u8, u32)> = (0..40).map(|h| (h, 16 << 20)).collect();
+        let old = file("srv/huge", &spec);
+        let replica = holding(std::slice::from_ref(&old));
+        let new_spec: Vec<(u8, u32)> = (100..140).map(|h| (h, 16 << 20)).collect();
+        let p = plan(&[file("srv/huge", &new_spec)], &[], &replica, &HashMap::new());
+        assert_eq!(p.need.len(), 40);
+        assert!(p.base_bytes <= MAX_PLAN_BASES && p.base_bytes > MAX_PLAN_BASES / 2);
+        assert_eq!(p.bases.values().map(|b| u64::from(b.len)).sum::<u64>(), p.base_bytes);
+        assert!(p.bases.len() < 40);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! A hostile or confused sender with a valid key, talking to the real
 //! `hamirror serve`: paths outside the roots or through a symlink, bad
 //! frames, oversize frames, a sender that is not the group's holder or
-//! presents an old epoch, a hello that lies about who it is. Each is refused
-//! with a reason and nothing is written outside the set's roots.
+//! presents an old epoch, a hello that lies about who it is, a delta that
+//! does not fit the base the receiver described. Each is refused with a
+//! reason and nothing is written outside the set's roots.
 
 mod common;
 
@@ -219,4 +220,90 @@ fn only_the_holder_at_a_current_epoch_may_send_and_a_hello_cannot_lie() {
         refused_with(recv(&mut rx).await, ErrorCode::VersionMismatch, "the peer version 99");
     });
     assert!(!p.dst("srv").exists(), "nothing was written");
+}
+
+/// Deterministic incompressible bytes.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn a_delta_that_does_not_fit_its_base_or_hash_is_refused_and_the_replica_kept() {
+    use hamirror_wire::{ChunkDelta, Compression, DeltaOp};
+    let mut p = Pair::new();
+    let old = noise(1, 5000);
+    std::fs::create_dir_all(p.src("srv/samba")).unwrap();
+    std::fs::write(p.src("srv/samba/doc.txt"), &old).unwrap();
+    p.start_serve();
+    p.sync_ok("Fsmbd");
+    let mut new = old.clone();
+    new[100..110].copy_from_slice(b"0123456789");
+    let cases = [
+        (
+            vec![DeltaOp::Copy {
+                block: 10_000,
+                count: 1,
+            }],
+            vec![],
+            "does not fit its base",
+        ),
+        (
+            vec![DeltaOp::Literal { len: 5000 }],
+            old.clone(),
+            "does not match its BLAKE3",
+        ),
+    ];
+    for (ops, literals, text) in cases {
+        let new = new.clone();
+        as_serv1(&p, |conn| async move {
+            let (mut tx, mut rx) = conn.open_control().await.unwrap();
+            send(&mut tx, &Message::Hello(hello("Fsmbd", "serv1", "serv1", 1)))
+                .await
+                .unwrap();
+            assert!(matches!(recv(&mut rx).await, Ok(Message::HelloOk(_))));
+            send(&mut tx, &Message::Entries(vec![file(b"srv/samba/doc.txt", &new)]))
+                .await
+                .unwrap();
+            let end = OfferEnd {
+                generation: 1,
+                listing: Listing::Full,
+                entries: 1,
+                deletes: 0,
+                bytes: new.len() as u64,
+                set_entries: 1,
+                set_bytes: new.len() as u64,
+                empty_roots: vec![],
+            };
+            send(&mut tx, &Message::OfferEnd(end)).await.unwrap();
+            // The replica holds an older version: it asks for a delta.
+            let req = match recv(&mut rx).await {
+                Ok(Message::NeedDelta(reqs)) => reqs[0].clone(),
+                other => panic!("expected NeedDelta, got {other:?}"),
+            };
+            assert_eq!(req.hash, *blake3::hash(&new).as_bytes());
+            assert_eq!(req.signature.base_len, 5000);
+            assert!(matches!(recv(&mut rx).await, Ok(Message::NeedEnd(_))));
+            let d = Message::ChunkDelta(ChunkDelta {
+                session: 1,
+                hash: req.hash,
+                raw_len: new.len() as u32,
+                ops,
+                compression: Compression::None,
+                literals,
+            });
+            let mut uni = conn.open_uni().await.unwrap();
+            send(&mut uni, &d).await.unwrap();
+            uni.finish().unwrap();
+            refused_with(recv(&mut rx).await, ErrorCode::HashMismatch, text);
+        });
+        assert_eq!(std::fs::read(p.dst("srv/samba/doc.txt")).unwrap(), old, "{text}");
+    }
 }

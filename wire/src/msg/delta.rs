@@ -305,3 +305,183 @@ impl ChunkDelta {
         Ok(d)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Bounds of the two delta messages; their frozen samples, round trips
+    //! and fuzz-style properties are with every other message's in
+    //! `msg/tests.rs`.
+
+    use super::*;
+    use crate::msg::{Message, MsgType};
+
+    fn sig(block_size: u32, base_len: u32, blocks: usize) -> Signature {
+        Signature {
+            block_size,
+            base_len,
+            blocks: vec![
+                BlockSum {
+                    weak: 1,
+                    strong: [2; STRONG_LEN]
+                };
+                blocks
+            ],
+        }
+    }
+
+    fn need_delta(s: Signature) -> Vec<u8> {
+        Message::NeedDelta(vec![DeltaRequest {
+            hash: [0; 32],
+            signature: s,
+        }])
+        .payload()
+    }
+
+    #[test]
+    fn signatures_must_describe_their_base_exactly() {
+        let ty = MsgType::NeedDelta as u8;
+        assert!(Message::decode(ty, &need_delta(sig(64, 100, 2))).is_ok());
+        // A base shorter than the smallest block is one block of its length.
+        assert!(Message::decode(ty, &need_delta(sig(10, 10, 1))).is_ok());
+        for (block, len, n, why) in [
+            (64, 100, 1, "too few blocks"),
+            (64, 100, 3, "too many blocks"),
+            (65, 64, 1, "block longer than the base"),
+            (32, 100, 4, "block under the minimum"),
+            (0, 100, 0, "empty block"),
+            (1, 0, 0, "empty base"),
+            (MAX_BLOCK + 1, MAX_BASE, 32, "block over the maximum"),
+        ] {
+            assert!(Message::decode(ty, &need_delta(sig(block, len, n))).is_err(), "{why}");
+        }
+        // Too many blocks is refused before anything is allocated.
+        let mut w = Writer::new();
+        w.varint(1)
+            .raw(&[0; 32])
+            .varint(64)
+            .varint(u64::from(MAX_BASE))
+            .raw(&[0; 16]);
+        assert!(matches!(
+            Message::decode(ty, &w.buf),
+            Err(DecodeError::TooLarge {
+                what: "signature blocks",
+                ..
+            })
+        ));
+        let mut w = Writer::new();
+        w.varint(1)
+            .raw(&[0; 32])
+            .varint(64)
+            .varint(u64::from(MAX_BASE) + 1)
+            .raw(&[0; 16]);
+        assert!(matches!(
+            Message::decode(ty, &w.buf),
+            Err(DecodeError::TooLarge {
+                what: "base length",
+                ..
+            })
+        ));
+    }
+
+    fn chunk_delta(raw_len: u32, ops: Vec<DeltaOp>, compression: Compression, literals: Vec<u8>) -> Vec<u8> {
+        Message::ChunkDelta(ChunkDelta {
+            session: 1,
+            hash: [3; 32],
+            raw_len,
+            ops,
+            compression,
+            literals,
+        })
+        .payload()
+    }
+
+    #[test]
+    fn chunk_deltas_are_bounded_by_their_raw_length() {
+        use DeltaOp::{Copy, Literal};
+        let ty = MsgType::ChunkDelta as u8;
+        let ok = chunk_delta(
+            10,
+            vec![Copy { block: 0, count: 2 }, Literal { len: 2 }],
+            Compression::None,
+            vec![1, 2],
+        );
+        assert!(Message::decode(ty, &ok).is_ok());
+        let cases = [
+            (
+                chunk_delta(3, vec![Literal { len: 4 }], Compression::None, vec![0; 4]),
+                "literal past raw_len",
+            ),
+            (
+                chunk_delta(3, vec![Copy { block: 0, count: 4 }], Compression::None, vec![]),
+                "more blocks than bytes",
+            ),
+            (
+                chunk_delta(3, vec![Literal { len: 0 }], Compression::None, vec![]),
+                "empty literal",
+            ),
+            (
+                chunk_delta(3, vec![Copy { block: 0, count: 0 }], Compression::None, vec![]),
+                "empty copy",
+            ),
+            (
+                chunk_delta(3, vec![Literal { len: 2 }], Compression::None, vec![0; 3]),
+                "literals too long",
+            ),
+            (
+                chunk_delta(3, vec![Literal { len: 2 }], Compression::None, vec![0; 1]),
+                "literals too short",
+            ),
+            (
+                chunk_delta(3, vec![Literal { len: 2 }], Compression::Zstd, vec![0; 2]),
+                "zstd not shorter",
+            ),
+            (
+                chunk_delta(3, vec![Copy { block: 0, count: 1 }], Compression::Zstd, vec![]),
+                "zstd of nothing",
+            ),
+            (chunk_delta(0, vec![], Compression::None, vec![]), "empty chunk"),
+            (
+                chunk_delta(MAX_CHUNK + 1, vec![], Compression::None, vec![]),
+                "oversize chunk",
+            ),
+        ];
+        for (p, why) in cases {
+            assert!(Message::decode(ty, &p).is_err(), "{why}");
+        }
+        // A copy before block 0 or past u32 is refused, not wrapped.
+        let mut w = Writer::new();
+        w.varint(1)
+            .raw(&[3; 32])
+            .varint(10)
+            .varint(1)
+            .varint(3)
+            .ivarint(-1)
+            .u8(0)
+            .varint(0);
+        assert!(Message::decode(ty, &w.buf).is_err());
+        let mut w = Writer::new();
+        w.varint(1)
+            .raw(&[3; 32])
+            .varint(10)
+            .varint(1)
+            .varint(5)
+            .ivarint(i64::from(u32::MAX))
+            .u8(0)
+            .varint(0);
+        assert!(Message::decode(ty, &w.buf).is_err());
+        // Sequential copies cost one byte each for the block.
+        let seq = chunk_delta(
+            1000,
+            vec![
+                Copy { block: 7, count: 3 },
+                Literal { len: 1 },
+                Copy { block: 10, count: 2 },
+            ],
+            Compression::None,
+            vec![0],
+        );
+        let short = chunk_delta(1000, vec![Copy { block: 0, count: 5 }], Compression::None, vec![]);
+        // 2 + 1 + 2 bytes of ops and 1 literal byte, against 2 bytes of ops.
+        assert_eq!(seq.len(), short.len() + 4);
+    }
+}
