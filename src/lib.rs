@@ -17,6 +17,7 @@ pub mod delta;
 pub mod failover;
 pub mod hooks;
 pub mod index;
+pub mod mirrord;
 pub mod plan;
 pub mod scan;
 pub mod sync;

@@ -62,8 +62,15 @@ pub struct SetBacklog {
     /// Files changed here and not yet confirmed by the peer.
     pub pending_files: Option<u64>,
     pub pending_bytes: Option<u64>,
-    /// Age of the oldest unconfirmed change, in ms.
+    /// Age of the oldest unconfirmed change, in ms (0: in step).
     pub lag_ms: Option<u64>,
+    /// How shipping stands (`ok`, `starting`, `retrying: why`…); `None`
+    /// when the set is not mirrored from this node.
+    #[serde(default)]
+    pub shipping: Option<String>,
+    /// The link it is mirrored over (`crossover`, `lan`, `any`).
+    #[serde(default)]
+    pub link: Option<String>,
 }
 
 /// The mirror side as the daemon drives it. Implemented by the mirroring

@@ -183,9 +183,14 @@ impl StatusReport {
         );
         for b in &self.sets {
             let opt = |v: Option<u64>| v.map_or_else(|| "-".into(), |v| v.to_string());
+            let shipping = match (&b.shipping, &b.link) {
+                (Some(st), Some(l)) => format!(", shipping {st} over {l}"),
+                (Some(st), None) => format!(", shipping {st}"),
+                (None, _) => ", not mirrored from here".into(),
+            };
             let _ = writeln!(
                 s,
-                "  {:<12} group {:<10} backlog {} files / {} bytes, lag {} ms",
+                "  {:<12} group {:<10} backlog {} files / {} bytes, lag {} ms{shipping}",
                 b.set,
                 b.group,
                 opt(b.pending_files),

@@ -1,0 +1,98 @@
+//! The backlog figures of each set this node mirrors, for `hamirror
+//! status`: files and bytes changed here that the peer has not
+//! acknowledged (from the index's change log since the acknowledged
+//! generation), the age of the oldest of them, how shipping stands and
+//! over which link. Read from the watch handles and the set's index; kept
+//! by the control thread, never computed on the daemon's driver thread.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use super::control::in_step;
+use super::ship::IndexSlot;
+use super::view::Link;
+use crate::config::MirrorSet;
+use crate::daemon::SetBacklog;
+use crate::watch::{Shipping, WatchHandle};
+
+/// Pending bytes are summed from the index only up to this many paths
+/// (beyond, `pending_bytes` is unknown rather than slow).
+const BYTES_UP_TO: usize = 10_000;
+
+/// Remembers since when each set has been behind (for the lag).
+#[derive(Debug, Default)]
+pub(super) struct BacklogTracker {
+    behind_since: HashMap<String, Instant>,
+}
+
+impl BacklogTracker {
+    /// One set's figures, and whether it is in step with the peer.
+    pub fn figures(
+        &mut self,
+        group: &str,
+        set: &MirrorSet,
+        handle: Option<&WatchHandle>,
+        slot: Option<&IndexSlot>,
+        link: Link,
+    ) -> (SetBacklog, bool) {
+        let mut b = SetBacklog {
+            set: set.name.clone(),
+            group: group.to_string(),
+            ..SetBacklog::default()
+        };
+        let Some(handle) = handle else {
+            b.shipping = Some("starting".into());
+            self.behind_since.entry(set.name.clone()).or_insert_with(Instant::now);
+            b.lag_ms = self.lag(&set.name);
+            return (b, false);
+        };
+        let status = handle.status();
+        let (shipping, _) = handle.shipping();
+        b.shipping = Some(match &shipping {
+            Shipping::Disabled => "disabled".into(),
+            Shipping::Ok => "ok".into(),
+            Shipping::Retrying(why) => format!("retrying: {why}"),
+            Shipping::Stopped(why) => format!("stopped: {why}"),
+        });
+        b.link = Some(link.name().to_string());
+        let Ok(backlog) = handle.backlog() else {
+            return (b, false);
+        };
+        let base = backlog.acked.unwrap_or(status.start_generation);
+        b.pending_files = backlog.paths;
+        // Bytes: the current size of each pending path, from the index.
+        if let Some(index) = slot.and_then(|s| s.lock().unwrap_or_else(|p| p.into_inner()).upgrade())
+            && let Ok(Some(paths)) = index.changes_since(&set.name, base)
+        {
+            b.pending_files = Some(paths.len() as u64);
+            if paths.len() <= BYTES_UP_TO {
+                let mut bytes = 0;
+                for p in &paths {
+                    if let Ok(Some(e)) = index.entry(&set.name, p) {
+                        bytes += e.size;
+                    }
+                }
+                b.pending_bytes = Some(bytes);
+            }
+        }
+        let step = in_step(&status.state, &shipping, backlog.generation, backlog.acked);
+        if step {
+            self.behind_since.remove(&set.name);
+            b.pending_files = Some(0);
+            b.pending_bytes = Some(0);
+        } else {
+            self.behind_since.entry(set.name.clone()).or_insert_with(Instant::now);
+        }
+        b.lag_ms = self.lag(&set.name);
+        (b, step)
+    }
+
+    fn lag(&self, set: &str) -> Option<u64> {
+        Some(self.behind_since.get(set).map_or(0, |t| t.elapsed().as_millis() as u64))
+    }
+
+    /// Drops the memory of sets no longer mirrored from here.
+    pub fn forget_others(&mut self, current: &[SetBacklog]) {
+        self.behind_since.retain(|s, _| current.iter().any(|b| &b.set == s));
+    }
+}

@@ -1,0 +1,334 @@
+//! The mirror's control thread: owns the watch engine and carries out what
+//! the daemon asked (start/stop watching a group, resync, link switches) in
+//! order, and every [`TICK`] retries sets that could not start, checks
+//! resyncs and refreshes the backlog figures. Blocking work (opening
+//! indexes, joining engine threads, the last push of a released group)
+//! happens here, never on the daemon's driver thread.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use super::backlog::BacklogTracker;
+use super::ship::{IndexSlot, LinkChoice, LinkShipper};
+use super::{Cmd, FLUSH_TIMEOUT, Mirrord};
+use crate::config::{Cluster, MirrorSet, Node};
+use crate::daemon::{MirrorReporter, SetBacklog};
+use crate::index::Index;
+use crate::scan::{Quiet, ScanOptions, Scanner};
+use crate::watch::{Engine, Notice, RunState, Shipper, Shipping};
+
+/// How often sets are retried, resyncs checked and the backlog refreshed.
+const TICK: Duration = Duration::from_millis(250);
+/// A set that could not start (its index still open elsewhere) or whose
+/// engine stopped on an error is started again after this long.
+const RETRY_START: Duration = Duration::from_secs(1);
+
+/// A group this node holds.
+struct Held {
+    epoch: u64,
+    sets: Vec<MirrorSet>,
+    /// Sets not running, and when to try starting them again.
+    waiting: BTreeMap<String, Instant>,
+    /// Each running set's index, as its shipper last saw it.
+    slots: HashMap<String, IndexSlot>,
+    /// A resync in progress: when it started.
+    resync: Option<Instant>,
+}
+
+pub(super) struct Control {
+    cluster: Arc<Cluster>,
+    me: Node,
+    peer: Node,
+    rt: tokio::runtime::Handle,
+    link: LinkChoice,
+    backlog_out: Arc<Mutex<Vec<SetBacklog>>>,
+    reporter: MirrorReporter,
+    engine: Engine,
+    notices: Receiver<Notice>,
+    held: BTreeMap<String, Held>,
+    tracker: BacklogTracker,
+}
+
+impl Control {
+    pub fn new(
+        cluster: Arc<Cluster>,
+        me: Node,
+        peer: Node,
+        rt: tokio::runtime::Handle,
+        link: LinkChoice,
+        backlog_out: Arc<Mutex<Vec<SetBacklog>>>,
+        reporter: MirrorReporter,
+    ) -> Control {
+        let (ntx, notices) = mpsc::channel();
+        let engine = Mirrord::engine(&me, ntx);
+        Control {
+            cluster,
+            me,
+            peer,
+            rt,
+            link,
+            backlog_out,
+            reporter,
+            engine,
+            notices,
+            held: BTreeMap::new(),
+            tracker: BacklogTracker::default(),
+        }
+    }
+
+    pub fn run(mut self, rx: Receiver<Cmd>) {
+        loop {
+            match rx.recv_timeout(TICK) {
+                Ok(Cmd::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
+                Ok(cmd) => self.handle(cmd),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            self.tick();
+        }
+        // Dropping the engine stops every set.
+        drop(self);
+        tracing::info!("mirror stopped");
+    }
+
+    fn group_sets(&self, group: &str) -> Vec<MirrorSet> {
+        self.cluster
+            .nodes
+            .iter()
+            .find(|n| n.group.name == group)
+            .map(|n| n.group.sets.clone())
+            .unwrap_or_default()
+    }
+
+    fn handle(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Start { group, epoch } => self.start_group(&group, epoch),
+            Cmd::Stop { group } => self.stop_group(&group),
+            Cmd::Resync { group } => self.resync(&group),
+            Cmd::LinkChanged { from, to } => {
+                let held: Vec<&str> = self.held.keys().map(String::as_str).collect();
+                tracing::warn!(
+                    peer = %self.peer.name,
+                    "mirror link: {} → {}{}",
+                    from.name(),
+                    to.name(),
+                    if held.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (groups {} reconnect on their next change)", held.join(", "))
+                    }
+                );
+            }
+            Cmd::Shutdown => {}
+        }
+    }
+
+    fn start_group(&mut self, group: &str, epoch: u64) {
+        let sets = self.group_sets(group);
+        if let Some(old) = self.held.remove(group) {
+            // A new epoch for a group already watched: restart its sets so
+            // their hellos carry it.
+            for s in &old.sets {
+                self.engine.stop_set(&s.name);
+            }
+        }
+        tracing::info!(
+            group, epoch, peer = %self.peer.name,
+            "mirroring group {group} to {} ({} sets)", self.peer.name, sets.len()
+        );
+        let now = Instant::now();
+        let held = Held {
+            epoch,
+            waiting: sets.iter().map(|s| (s.name.clone(), now)).collect(),
+            sets,
+            slots: HashMap::new(),
+            resync: None,
+        };
+        self.held.insert(group.to_string(), held);
+        self.start_waiting();
+    }
+
+    /// Starts every waiting set whose time has come.
+    fn start_waiting(&mut self) {
+        let now = Instant::now();
+        let groups: Vec<String> = self.held.keys().cloned().collect();
+        for group in groups {
+            let Some(h) = self.held.get(&group) else { continue };
+            let due: Vec<MirrorSet> = h
+                .sets
+                .iter()
+                .filter(|s| h.waiting.get(&s.name).is_some_and(|t| *t <= now))
+                .cloned()
+                .collect();
+            let epoch = h.epoch;
+            for set in due {
+                let slot: IndexSlot = Arc::new(Mutex::new(Weak::new()));
+                let shipper = self.shipper(&group, epoch, slot.clone());
+                let r = self.engine.start_set(&set, Some(shipper));
+                let Some(h) = self.held.get_mut(&group) else { continue };
+                match r {
+                    Ok(_) => {
+                        h.waiting.remove(&set.name);
+                        h.slots.insert(set.name.clone(), slot);
+                    }
+                    Err(e) => {
+                        // In use: the receiver's last conversation for this
+                        // set (from the previous holder) is still open.
+                        let level_warn = !e.retryable();
+                        if level_warn {
+                            tracing::error!(set = %set.name, "cannot watch: {e}; trying again in {RETRY_START:?}");
+                        } else {
+                            tracing::info!(set = %set.name, "cannot watch yet: {e}; trying again in {RETRY_START:?}");
+                        }
+                        h.waiting.insert(set.name.clone(), now + RETRY_START);
+                    }
+                }
+            }
+        }
+    }
+
+    fn shipper(&self, group: &str, epoch: u64, slot: IndexSlot) -> Box<dyn Shipper> {
+        Box::new(LinkShipper::new(
+            self.rt.clone(),
+            &self.me,
+            &self.peer,
+            group,
+            epoch,
+            self.link.clone(),
+            slot,
+        ))
+    }
+
+    /// The group was released: stop its sets, then send what the stop
+    /// hooks and the last moments left behind.
+    fn stop_group(&mut self, group: &str) {
+        let Some(h) = self.held.remove(group) else {
+            return;
+        };
+        for s in &h.sets {
+            self.engine.stop_set(&s.name);
+        }
+        let t0 = Instant::now();
+        for set in &h.sets {
+            let left = FLUSH_TIMEOUT.saturating_sub(t0.elapsed());
+            match self.flush(group, h.epoch, set, left) {
+                Ok(acked) => tracing::info!(set = %set.name, generation = acked, "last changes sent after the release"),
+                Err(e) => tracing::warn!(
+                    set = %set.name,
+                    "the last changes could not be sent after the release: {e} (the peer gets them when it resyncs)"
+                ),
+            }
+        }
+        tracing::info!(group, ms = t0.elapsed().as_millis() as u64, "stopped mirroring group {group}");
+    }
+
+    /// One full quick check and push of `set`, bounded by `limit` (the
+    /// work goes on in the background past it, holding the index).
+    fn flush(&self, group: &str, epoch: u64, set: &MirrorSet, limit: Duration) -> Result<u64, String> {
+        let (tx, rx) = mpsc::channel();
+        let (me, set2) = (self.me.clone(), set.clone());
+        let mut shipper = self.shipper(group, epoch, Arc::new(Mutex::new(Weak::new())));
+        std::thread::Builder::new()
+            .name(format!("hamirror-flush-{}", set.name))
+            .spawn(move || {
+                let r = (|| {
+                    let index = open_index(&me, &set2.name, Duration::from_secs(2))?;
+                    let scanner = Scanner::new(&ScanOptions::default()).map_err(|e| e.to_string())?;
+                    let s = scanner
+                        .scan_set(&index, &set2, &me.conf.root, &Quiet)
+                        .map_err(|e| e.to_string())?;
+                    let index = Arc::new(index);
+                    shipper
+                        .ship(&set2, &index, s.report.generation)
+                        .map(|o| o.acked)
+                        .map_err(|e| e.message)
+                })();
+                let _ = tx.send(r);
+            })
+            .map_err(|e| e.to_string())?;
+        rx.recv_timeout(limit)
+            .map_err(|_| format!("not done within {limit:?}"))?
+    }
+
+    /// The peer came back: a full quick check and push of each set of the
+    /// group (its engine restarted), `caught_up` once every set is in step.
+    fn resync(&mut self, group: &str) {
+        let Some(h) = self.held.get_mut(group) else {
+            tracing::debug!(group, "resync asked for a group not mirrored from here");
+            return;
+        };
+        tracing::info!(group, peer = %self.peer.name, "resync: checking every set of {group} against the peer");
+        let now = Instant::now();
+        h.resync = Some(now);
+        for s in &h.sets {
+            if !h.waiting.contains_key(&s.name) {
+                self.engine.stop_set(&s.name);
+            }
+            h.waiting.insert(s.name.clone(), now);
+        }
+        h.slots.clear();
+        self.reporter.caught_up(group, false);
+        self.start_waiting();
+    }
+
+    fn tick(&mut self) {
+        for n in self.notices.try_iter() {
+            if let Err(e) = n.result {
+                tracing::error!(set = %n.set, "watching stopped: {e}; starting it again in {RETRY_START:?}");
+                self.engine.stop_set(&n.set);
+                for h in self.held.values_mut() {
+                    if h.sets.iter().any(|s| s.name == n.set) {
+                        h.waiting.insert(n.set.clone(), Instant::now() + RETRY_START);
+                        h.slots.remove(&n.set);
+                    }
+                }
+            }
+        }
+        self.start_waiting();
+        let mut out = Vec::new();
+        let mut caught_up = Vec::new();
+        let link = *self.link.lock().unwrap_or_else(|p| p.into_inner());
+        for (group, h) in &self.held {
+            let mut in_step = h.waiting.is_empty();
+            for set in &h.sets {
+                let handle = self.engine.handle(&set.name);
+                let slot = h.slots.get(&set.name);
+                let (b, step) = self.tracker.figures(group, set, handle.as_ref(), slot, link);
+                in_step &= step;
+                out.push(b);
+            }
+            if in_step && let Some(t) = h.resync {
+                caught_up.push((group.clone(), t.elapsed()));
+            }
+        }
+        for (group, took) in caught_up {
+            tracing::info!(group = %group, ms = took.as_millis() as u64, "resync done: {} is in step", self.peer.name);
+            self.reporter.caught_up(&group, true);
+            if let Some(h) = self.held.get_mut(&group) {
+                h.resync = None;
+            }
+        }
+        self.tracker.forget_others(&out);
+        *self.backlog_out.lock().unwrap_or_else(|p| p.into_inner()) = out;
+    }
+}
+
+/// Opens a set's index, waiting up to `patience` while another user (the
+/// set's engine, just stopped; a receiver conversation) still holds it.
+fn open_index(me: &Node, set: &str, patience: Duration) -> Result<Index, String> {
+    let t0 = Instant::now();
+    loop {
+        match Index::open_set(&me.conf.state, set) {
+            Ok(i) => return Ok(i),
+            Err(e) if e.retryable() && t0.elapsed() < patience => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// Whether a set's engine has finished starting and its shipping is in step
+/// (the peer acknowledged the newest generation).
+pub(super) fn in_step(state: &RunState, shipping: &Shipping, generation: u64, acked: Option<u64>) -> bool {
+    *state == RunState::Watching && *shipping == Shipping::Ok && acked == Some(generation)
+}
