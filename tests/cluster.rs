@@ -196,15 +196,50 @@ fn lan_cut_of_node1_sends_it_to_standby_and_serv2_takes_over_without_overlap() {
     obs.stop();
 }
 
+/// Waits until `rel` (under node 0's root) has arrived on node 1 with the
+/// same content.
+fn wait_mirrored(lab: &Lab, rel: &str, within: Duration) {
+    let (src, dst) = (
+        lab.mirror_root(NODES[0]).join(rel),
+        lab.mirror_root(NODES[1]).join(rel),
+    );
+    let want = std::fs::read(&src).unwrap();
+    lab.wait(&format!("/{rel} mirrored to serv2"), within, |_| {
+        std::fs::read(&dst).is_ok_and(|d| d == want)
+    });
+}
+
+fn write_data(lab: &Lab, rel: &str, data: &[u8]) {
+    let p = lab.mirror_root(NODES[0]).join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, data).unwrap();
+}
+
 #[test]
-fn crossover_cut_only_warns_on_both_nodes_and_moves_nothing() {
+fn crossover_cut_only_warns_on_both_nodes_moves_nothing_and_mirrors_over_the_lan() {
     let _s = serial();
-    let Some((lab, obs)) = ready(Opts::default()) else {
+    let Some((lab, obs)) = ready(Opts {
+        mirror: true,
+        ..Opts::default()
+    }) else {
         return;
     };
+    write_data(&lab, "data/serv1/before.txt", b"over the crossover\n");
+    wait_mirrored(&lab, "data/serv1/before.txt", 10 * SEC);
     let t0 = monotonic_ms();
     lab.cut_crossover();
     std::thread::sleep(Duration::from_millis(3 * 400 + 600));
+    // Written after the cut: mirrored over the LAN.
+    write_data(&lab, "data/serv1/after-cut.txt", &vec![7u8; 300_000]);
+    wait_mirrored(&lab, "data/serv1/after-cut.txt", 20 * SEC);
+    assert!(
+        lab.log(0).contains("mirroring over the lan link now"),
+        "serv1 does not say it moved to the LAN:\n{}",
+        lab.log(0)
+    );
+    let st = lab.status(0).unwrap();
+    let data = st["sets"].as_array().unwrap().iter().find(|b| b["set"] == "Fserv1data");
+    assert!(data.is_some_and(|b| b["link"] == "lan"), "{st}");
     for i in 0..2 {
         let ev = events(&lab, i);
         assert!(
@@ -235,6 +270,15 @@ fn crossover_cut_only_warns_on_both_nodes_and_moves_nothing() {
     }
     lab.heal_crossover();
     lab.wait("crossover heard again", 3 * SEC, |l| has_event(l, 0, "link_up"));
+    // Back on the crossover; the whole set compares identical.
+    write_data(&lab, "data/serv1/healed.txt", b"crossover again\n");
+    wait_mirrored(&lab, "data/serv1/healed.txt", 10 * SEC);
+    let (a, b) = (
+        lab.mirror_root(NODES[0]).join("data/serv1"),
+        lab.mirror_root(NODES[1]).join("data/serv1"),
+    );
+    common::pair::assert_trees_equal(&a, &b);
+    common::pair::rsync_oracle(&a, &b);
     obs.stop();
 }
 

@@ -85,6 +85,10 @@ pub struct Opts {
     pub service: Service,
     /// Client probe interval.
     pub probe_every: Duration,
+    /// Each group gets a mirror set `F<group>data` (`/data/<group>/` under each
+    /// node's `root-<node>/`) and the nodes keys and pinned fingerprints,
+    /// so the daemons mirror.
+    pub mirror: bool,
 }
 
 impl Default for Opts {
@@ -96,6 +100,7 @@ impl Default for Opts {
             hook_timeout: "10s",
             service: Service::Hooks,
             probe_every: Duration::from_millis(50),
+            mirror: false,
         }
     }
 }
@@ -300,6 +305,44 @@ esac"#,
         .unwrap();
         std::fs::set_permissions(c.join("authkeys"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         std::fs::write(c.join("reachlist"), REACH.join("\n") + "\n").unwrap();
+        if self.opts.mirror {
+            self.write_mirror_config();
+        }
+    }
+
+    /// Mirror sets, roots and keys (see [`Opts::mirror`]).
+    fn write_mirror_config(&self) {
+        let c = self.config();
+        for node in NODES {
+            std::fs::write(c.join(node).join(format!("F{node}data")), format!("/data/{node}/\n")).unwrap();
+            let root = self.mirror_root(node);
+            for g in NODES {
+                std::fs::create_dir_all(root.join("data").join(g)).unwrap();
+            }
+            let conf = c.join(format!("{node}.conf"));
+            let mut text = std::fs::read_to_string(&conf).unwrap();
+            text.push_str(&format!("root = {}\n", root.display()));
+            std::fs::write(&conf, &text).unwrap();
+            let out = Command::new(bin())
+                .arg("--config")
+                .arg(&c)
+                .args(["--node", node, "init"])
+                .output()
+                .expect("hamirror init");
+            assert!(out.status.success(), "init {node}: {}", String::from_utf8_lossy(&out.stderr));
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let fp = stdout
+                .split_whitespace()
+                .find(|w| w.starts_with("sha256:"))
+                .expect("init prints the fingerprint");
+            text.push_str(&format!("fingerprint = {fp}\n"));
+            std::fs::write(&conf, text).unwrap();
+        }
+    }
+
+    /// Node `node`'s root (with [`Opts::mirror`]): its sets lie under it.
+    pub fn mirror_root(&self, node: &str) -> PathBuf {
+        self.dir.path().join(format!("root-{node}"))
     }
 
     /// A responder on every address of node `i`, answering its name
