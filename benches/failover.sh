@@ -3,11 +3,12 @@
 # lab of tests/cluster.rs (two nodes, a client probing the service address
 # every 20 ms, three reachlist hosts, a crossover cable). Needs root.
 #
-#   benches/failover.sh [outage|both|load|all]     (default: all)
+#   benches/failover.sh [outage|both|load|mirror-load|all]     (default: all)
 #
 # Environment: HAMIRROR_BENCH_RUNS (outage runs per setup, default 5),
 # HAMIRROR_BENCH_LOAD_SECS (load test length, default 300),
-# HAMIRROR_BENCH_FAULTS (e.g. Freeze,Blackhole: only those fault cases).
+# HAMIRROR_BENCH_FAULTS (e.g. Freeze,Blackhole: only those fault cases),
+# HAMIRROR_BENCH_XOVER (crossover rate of mirror-load, default 100mbit).
 # Output: the tables on stdout and in target/failover-bench-<date>.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,10 +42,12 @@ case "$what" in
   outage) run bench_outage_after_node1_dies ;;
   both) run bench_both_held_per_fault_case ;;
   load) run bench_false_failovers_under_load ;;
+  mirror-load) run bench_false_failovers_under_mirror_load ;;
   all)
     run bench_outage_after_node1_dies
     run bench_both_held_per_fault_case
-    run bench_false_failovers_under_load ;;
-  *) echo "usage: $0 [outage|both|load|all]" >&2; exit 2 ;;
+    run bench_false_failovers_under_load
+    run bench_false_failovers_under_mirror_load ;;
+  *) echo "usage: $0 [outage|both|load|mirror-load|all]" >&2; exit 2 ;;
 esac
 echo "written: $out"

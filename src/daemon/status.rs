@@ -259,11 +259,22 @@ mod tests {
                 running: None,
                 queued: vec![],
             },
-            sets: vec![SetBacklog {
-                set: "Fsmbd".into(),
-                group: "serv1".into(),
-                ..Default::default()
-            }],
+            sets: vec![
+                SetBacklog {
+                    set: "Fsmbd".into(),
+                    group: "serv1".into(),
+                    ..Default::default()
+                },
+                SetBacklog {
+                    set: "Fhttpd".into(),
+                    group: "serv2".into(),
+                    pending_files: Some(3),
+                    pending_bytes: Some(4096),
+                    lag_ms: Some(250),
+                    shipping: Some("ok".into()),
+                    link: Some("lan".into()),
+                },
+            ],
             mirroring: false,
             events: vec![EventReport {
                 ago_ms: 2500,
@@ -288,6 +299,8 @@ mod tests {
             "serv1      holder serv1      epoch 3",
             "mirroring is not running",
             "Fsmbd",
+            "not mirrored from here",
+            "Fhttpd       group serv2      backlog 3 files / 4096 bytes, lag 250 ms, shipping ok over lan",
             "2.5 s ago",
             "link_silent link=lan",
         ] {

@@ -61,6 +61,7 @@ impl MirrorControl for Recorder {
             pending_files: Some(4),
             pending_bytes: Some(4096),
             lag_ms: Some(120),
+            ..SetBacklog::default()
         }]
     }
 }
