@@ -199,10 +199,7 @@ fn lan_cut_of_node1_sends_it_to_standby_and_serv2_takes_over_without_overlap() {
 /// Waits until `rel` (under node 0's root) has arrived on node 1 with the
 /// same content.
 fn wait_mirrored(lab: &Lab, rel: &str, within: Duration) {
-    let (src, dst) = (
-        lab.mirror_root(NODES[0]).join(rel),
-        lab.mirror_root(NODES[1]).join(rel),
-    );
+    let (src, dst) = (lab.mirror_root(NODES[0]).join(rel), lab.mirror_root(NODES[1]).join(rel));
     let want = std::fs::read(&src).unwrap();
     lab.wait(&format!("/{rel} mirrored to serv2"), within, |_| {
         std::fs::read(&dst).is_ok_and(|d| d == want)

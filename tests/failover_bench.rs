@@ -387,28 +387,8 @@ fn bench_false_failovers_under_load() {
         start_keepalived(&mut lab, i, true, "0.1", "192.168.77.23", 52);
     }
     std::thread::sleep(3 * SEC);
-    // A 1 Gbit/s crossover (like a GbE cable) with the default priority
-    // queueing (pfifo_fast: three bands by SO_PRIORITY) behind the shaper,
-    // filled by TCP both ways.
-    for ns in &lab.node_ns {
-        common::netns::tc(&[
-            "-n", ns, "qdisc", "replace", "dev", "x0", "root", "handle", "1:", "tbf", "rate", "1gbit", "burst",
-            "256kb", "latency", "50ms",
-        ]);
-        common::netns::tc(&[
-            "-n",
-            ns,
-            "qdisc",
-            "add",
-            "dev",
-            "x0",
-            "parent",
-            "1:1",
-            "handle",
-            "10:",
-            "pfifo_fast",
-        ]);
-    }
+    // A 1 Gbit/s crossover (like a GbE cable), filled by TCP both ways.
+    shape_crossover(&lab, "1gbit");
     let t0 = monotonic_ms();
     let log_len = [lab.log(0).len(), lab.log(1).len()];
     let ka_log = |lab: &Lab, i: usize| {
@@ -448,24 +428,7 @@ fn bench_false_failovers_under_load() {
     std::thread::sleep(Duration::from_secs(secs));
     let _ = stress.wait();
     std::thread::sleep(SEC);
-    let count = |text: &str, pat: &str| text.lines().filter(|l| l.contains(pat)).count();
-    let mut report = String::from(
-        "\n| node | peer_dead | acquire | standby | link_silent warnings | stalled |\n| --- | --- | --- | --- | --- | --- |",
-    );
-    let mut false_failovers = 0;
-    for i in 0..2 {
-        let log = lab.log(i)[log_len[i]..].to_string();
-        let dead = count(&log, "event peer_dead");
-        false_failovers += dead + count(&log, "action acquire") + count(&log, "event standby_entered");
-        report.push_str(&format!(
-            "\n| {} | {dead} | {} | {} | {} | {} |",
-            NODES[i],
-            count(&log, "action acquire"),
-            count(&log, "event standby_entered"),
-            count(&log, "event link_silent"),
-            count(&log, "event stalled"),
-        ));
-    }
+    let (report, false_failovers) = failover_table(&lab, log_len);
     let mut ka = String::new();
     for i in 0..2 {
         let log = ka_log(&lab, i)[ka_len[i]..].to_string();
@@ -491,55 +454,17 @@ fn bench_false_failovers_under_load() {
     obs.stop();
 }
 
-/// Writes a new `size`-byte file of fresh (incompressible, never seen
-/// before) content under `dir` every `every`, cycling over four names, until
-/// `stop`: a workload the mirror must ship in full.
-fn writer(dir: PathBuf, size: usize, every: Duration, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
-    use std::sync::atomic::Ordering;
-    // xorshift: fast enough to regenerate the buffer for every file.
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut buf = vec![0u8; size];
-    let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        let t = std::time::Instant::now();
-        for w in buf.chunks_exact_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            w.copy_from_slice(&x.to_le_bytes());
-        }
-        let tmp = dir.join(format!(".w{}.tmp", n % 4));
-        std::fs::write(&tmp, &buf).unwrap();
-        std::fs::rename(&tmp, dir.join(format!("big-{}.bin", n % 4))).unwrap();
-        n += 1;
-        std::thread::sleep(every.saturating_sub(t.elapsed()));
-    }
+fn count(text: &str, pat: &str) -> usize {
+    text.lines().filter(|l| l.contains(pat)).count()
 }
 
-/// Issue 6's load case with the daemon's own mirror as the traffic: for
-/// `HAMIRROR_BENCH_LOAD_SECS` (default 300) every core busy (stress-ng) and
-/// serv1's daemon mirroring a stream of new 32 MiB files (one every 2 s,
-/// more than the link carries) to serv2 over a crossover shaped to
-/// `HAMIRROR_BENCH_XOVER` (default 100mbit). Counts false failovers (target
-/// 0) and reports what the mirror moved.
-#[test]
-#[ignore = "benchmark; run benches/failover.sh mirror-load"]
-fn bench_false_failovers_under_mirror_load() {
-    if !tools() {
-        return;
-    }
-    let secs = env_u64("HAMIRROR_BENCH_LOAD_SECS", 300);
-    let rate = std::env::var("HAMIRROR_BENCH_XOVER").unwrap_or_else(|_| "100mbit".into());
-    let (lab, obs) = cluster(
-        Setup::Hamirror(Timers::DEFAULT, "default"),
-        Opts {
-            mirror: true,
-            ..Opts::default()
-        },
-    );
+/// Shapes the crossover to `rate` (like a cable of that speed) with the
+/// default priority queueing (pfifo_fast: three bands by SO_PRIORITY)
+/// behind the shaper.
+fn shape_crossover(lab: &Lab, rate: &str) {
     for ns in &lab.node_ns {
         common::netns::tc(&[
-            "-n", ns, "qdisc", "replace", "dev", "x0", "root", "handle", "1:", "tbf", "rate", &rate, "burst", "256kb",
+            "-n", ns, "qdisc", "replace", "dev", "x0", "root", "handle", "1:", "tbf", "rate", rate, "burst", "256kb",
             "latency", "50ms",
         ]);
         common::netns::tc(&[
@@ -556,35 +481,12 @@ fn bench_false_failovers_under_mirror_load() {
             "pfifo_fast",
         ]);
     }
-    let t0 = monotonic_ms();
-    let log_len = [lab.log(0).len(), lab.log(1).len()];
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let w = {
-        let (dir, stop) = (lab.mirror_root(NODES[0]).join("data/serv1"), stop.clone());
-        std::thread::spawn(move || writer(dir, 32 << 20, 2 * SEC, stop))
-    };
-    let mut stress = std::process::Command::new("stress-ng")
-        .args(["--cpu", "0", "--cpu-load", "100", "--timeout"])
-        .arg(format!("{secs}s"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("stress-ng");
-    let mut peak_pending = 0u64;
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    while std::time::Instant::now() < deadline {
-        std::thread::sleep(5 * SEC);
-        if let Some(s) = lab.status(0)
-            && let Some(b) = s["sets"].as_array().and_then(|a| a.iter().find(|b| b["set"] == "Fserv1data"))
-        {
-            peak_pending = peak_pending.max(b["pending_bytes"].as_u64().unwrap_or(0));
-        }
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = w.join();
-    let _ = stress.wait();
-    std::thread::sleep(SEC);
-    let count = |text: &str, pat: &str| text.lines().filter(|l| l.contains(pat)).count();
+}
+
+/// The failover events in each daemon's log since `log_len`, as a table,
+/// and the number of false failovers (peer declared dead, takeovers,
+/// standby).
+fn failover_table(lab: &Lab, log_len: [usize; 2]) -> (String, usize) {
     let mut report = String::from(
         "\n| node | peer_dead | acquire | standby | link_silent warnings | stalled |\n| --- | --- | --- | --- | --- | --- |",
     );
@@ -602,10 +504,116 @@ fn bench_false_failovers_under_mirror_load() {
             count(&log, "event stalled"),
         ));
     }
+    (report, false_failovers)
+}
+
+/// Keeps the mirror's pipe full: writes new `size`-byte files of fresh
+/// (incompressible, never seen) content into `src` (built beside it, then
+/// renamed in) whenever fewer than `PENDING` of them are missing on the
+/// replica `dst`, and deletes the oldest once more than `KEEP` have
+/// arrived there, until `stop`. Files are never rewritten in place, so a
+/// push is never chasing a file that changes under it.
+fn writer(src: PathBuf, dst: PathBuf, size: usize, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::Ordering;
+    const PENDING: u64 = 4;
+    const KEEP: u64 = 8;
+    let scratch = src.parent().unwrap().join("writer-scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let name = |n: u64| format!("big-{n:06}.bin");
+    let arrived = |n: u64| std::fs::metadata(dst.join(name(n))).is_ok_and(|m| m.len() == size as u64);
+    // xorshift: fast enough to make every file new.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut buf = vec![0u8; size];
+    let (mut next, mut oldest, mut first_missing) = (0u64, 0u64, 0u64);
+    while !stop.load(Ordering::Relaxed) {
+        while first_missing < next && arrived(first_missing) {
+            first_missing += 1;
+        }
+        if next - first_missing < PENDING {
+            for w in buf.chunks_exact_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                w.copy_from_slice(&x.to_le_bytes());
+            }
+            let tmp = scratch.join("next");
+            std::fs::write(&tmp, &buf).unwrap();
+            std::fs::rename(&tmp, src.join(name(next))).unwrap();
+            next += 1;
+            continue;
+        }
+        while first_missing - oldest > KEEP {
+            std::fs::remove_file(src.join(name(oldest))).unwrap();
+            oldest += 1;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Issue 6's load case with the daemon's own mirror as the traffic: for
+/// `HAMIRROR_BENCH_LOAD_SECS` (default 300) every core busy (stress-ng) and
+/// serv1's daemon mirroring a stream of new 32 MiB files (always four
+/// waiting: the link never idles) to serv2 over a crossover shaped to
+/// `HAMIRROR_BENCH_XOVER` (default 100mbit). Counts false failovers (target
+/// 0) and reports what the mirror moved.
+#[test]
+#[ignore = "benchmark; run benches/failover.sh mirror-load"]
+fn bench_false_failovers_under_mirror_load() {
+    if !tools() {
+        return;
+    }
+    let secs = env_u64("HAMIRROR_BENCH_LOAD_SECS", 300);
+    let rate = std::env::var("HAMIRROR_BENCH_XOVER").unwrap_or_else(|_| "100mbit".into());
+    let (lab, obs) = cluster(
+        Setup::Hamirror(Timers::DEFAULT, "default"),
+        Opts {
+            mirror: true,
+            ..Opts::default()
+        },
+    );
+    shape_crossover(&lab, &rate);
+    let t0 = monotonic_ms();
+    let log_len = [lab.log(0).len(), lab.log(1).len()];
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let w = {
+        let (src, dst) = (
+            lab.mirror_root(NODES[0]).join("data/serv1"),
+            lab.mirror_root(NODES[1]).join("data/serv1"),
+        );
+        let stop = stop.clone();
+        std::thread::spawn(move || writer(src, dst, 32 << 20, stop))
+    };
+    let mut stress = std::process::Command::new("stress-ng")
+        .args(["--cpu", "0", "--cpu-load", "100", "--timeout"])
+        .arg(format!("{secs}s"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("stress-ng");
+    let mut peak_pending = 0u64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(5 * SEC);
+        if let Some(s) = lab.status(0)
+            && let Some(b) = s["sets"]
+                .as_array()
+                .and_then(|a| a.iter().find(|b| b["set"] == "Fserv1data"))
+        {
+            peak_pending = peak_pending.max(b["pending_bytes"].as_u64().unwrap_or(0));
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = w.join();
+    let _ = stress.wait();
+    std::thread::sleep(SEC);
+    let (report, false_failovers) = failover_table(&lab, log_len);
     // What the mirror moved: the chunk bytes of every push serv1 logged.
     let log0 = lab.log(0)[log_len[0]..].to_string();
     let (mut shipped, mut pushes) = (0u64, 0u64);
-    for l in log0.lines().filter(|l| l.contains(" shipped ") && l.contains("set=Fserv1data")) {
+    for l in log0
+        .lines()
+        .filter(|l| l.contains(" shipped ") && l.contains("set=Fserv1data"))
+    {
         pushes += 1;
         shipped += l
             .split_whitespace()
@@ -613,16 +621,20 @@ fn bench_false_failovers_under_mirror_load() {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0);
     }
+    let failed = count(&log0, "shipping failed");
     println!(
         "{report}\n\nhamirror false failovers in {secs} s of CPU load + mirror transfer: {false_failovers}; \
          client outage of serv1's address: {} ms, of serv2's: {} ms\nmirror over the crossover ({rate}): {pushes} \
-         pushes, {:.1} MiB of chunks in {secs} s = {:.1} Mbit/s; peak backlog {:.1} MiB",
+         pushes ({failed} failed), {:.1} MiB of chunks in {secs} s = {:.1} Mbit/s; peak backlog {:.1} MiB",
         obs.outage(0, t0).ms,
         obs.outage(1, t0).ms,
         shipped as f64 / (1 << 20) as f64,
         shipped as f64 * 8.0 / secs as f64 / 1e6,
         peak_pending as f64 / (1 << 20) as f64,
     );
+    let logs = concat!(env!("CARGO_MANIFEST_DIR"), "/target/mirror-load-logs.txt");
+    std::fs::write(logs, lab.logs()).unwrap();
+    println!("daemon logs: {logs}");
     assert_eq!(false_failovers, 0, "false failovers under load\n{}", lab.logs());
     obs.stop();
 }

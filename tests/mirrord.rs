@@ -177,7 +177,10 @@ fn set_mtime(p: &Path, t: libc::timespec) {
     let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str())).unwrap();
     let times = [t, t];
     // SAFETY: a valid path and two timespecs.
-    assert_eq!(unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) }, 0);
+    assert_eq!(
+        unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) },
+        0
+    );
 }
 
 fn write(p: &Path, data: &[u8]) {
@@ -224,14 +227,21 @@ fn the_holder_mirrors_the_old_holder_is_refused_after_a_takeover_and_gets_the_ch
     c.wait("serv2 holds serv1's group", Duration::from_secs(10), |c| {
         c.phase(1, "serv1").as_deref() == Some("held")
     });
-    write(&c.p.dst("srv/samba/share/b.txt"), b"written on serv2 after the takeover\n");
+    write(
+        &c.p.dst("srv/samba/share/b.txt"),
+        b"written on serv2 after the takeover\n",
+    );
     write(&c.p.dst("srv/samba/share/a.txt"), b"changed on serv2\n");
     fs::remove_file(c.p.dst("etc/samba/lmhosts")).unwrap();
 
     // The old holder, stale, tries to push its copy: refused.
     let out = c.p.run("serv1", &["sync", "Fsmbd"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "the stale holder's push went through: {err}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "the stale holder's push went through: {err}"
+    );
     assert!(err.contains("does not hold group serv1"), "{err}");
     assert_eq!(
         fs::read(c.p.dst("srv/samba/share/a.txt")).unwrap(),
@@ -255,10 +265,18 @@ fn the_holder_mirrors_the_old_holder_is_refused_after_a_takeover_and_gets_the_ch
 
     // The operator gives the group back: the direction flips again.
     let out = c.p.run("serv1", &["takeover", "serv1"]);
-    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), c.logs());
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.logs()
+    );
     c.wait("serv1 holds its group again", Duration::from_secs(10), |c| {
         c.phase(0, "serv1").as_deref() == Some("held")
     });
     write(&c.p.src("srv/samba/share/c.txt"), b"serv1 again\n");
-    c.converge("serv1 mirrors again after taking its group back", Duration::from_secs(20));
+    c.converge(
+        "serv1 mirrors again after taking its group back",
+        Duration::from_secs(20),
+    );
 }

@@ -61,19 +61,20 @@ impl BacklogTracker {
         let base = backlog.acked.unwrap_or(status.start_generation);
         b.pending_files = backlog.paths;
         // Bytes: the current size of each pending path, from the index.
-        if let Some(index) = slot.and_then(|s| s.lock().unwrap_or_else(|p| p.into_inner()).upgrade())
+        if backlog.paths == Some(0) {
+            b.pending_bytes = Some(0);
+        } else if backlog.paths.is_some_and(|n| n <= BYTES_UP_TO as u64)
+            && let Some(index) = slot.and_then(|s| s.lock().unwrap_or_else(|p| p.into_inner()).upgrade())
             && let Ok(Some(paths)) = index.changes_since(&set.name, base)
         {
             b.pending_files = Some(paths.len() as u64);
-            if paths.len() <= BYTES_UP_TO {
-                let mut bytes = 0;
-                for p in &paths {
-                    if let Ok(Some(e)) = index.entry(&set.name, p) {
-                        bytes += e.size;
-                    }
+            let mut bytes = 0;
+            for p in &paths {
+                if let Ok(Some(e)) = index.entry(&set.name, p) {
+                    bytes += e.size;
                 }
-                b.pending_bytes = Some(bytes);
             }
+            b.pending_bytes = Some(bytes);
         }
         let step = in_step(&status.state, &shipping, backlog.generation, backlog.acked);
         if step {

@@ -37,14 +37,20 @@ struct Held {
     resync: Option<Instant>,
 }
 
+/// What the control thread is given.
+pub(super) struct Parts {
+    pub cluster: Arc<Cluster>,
+    pub me: Node,
+    pub peer: Node,
+    pub rt: tokio::runtime::Handle,
+    pub link: LinkChoice,
+    /// Where the backlog figures are published for [`super::Mirrord::backlog`].
+    pub backlog_out: Arc<Mutex<Vec<SetBacklog>>>,
+    pub reporter: MirrorReporter,
+}
+
 pub(super) struct Control {
-    cluster: Arc<Cluster>,
-    me: Node,
-    peer: Node,
-    rt: tokio::runtime::Handle,
-    link: LinkChoice,
-    backlog_out: Arc<Mutex<Vec<SetBacklog>>>,
-    reporter: MirrorReporter,
+    p: Parts,
     engine: Engine,
     notices: Receiver<Notice>,
     held: BTreeMap<String, Held>,
@@ -52,25 +58,11 @@ pub(super) struct Control {
 }
 
 impl Control {
-    pub fn new(
-        cluster: Arc<Cluster>,
-        me: Node,
-        peer: Node,
-        rt: tokio::runtime::Handle,
-        link: LinkChoice,
-        backlog_out: Arc<Mutex<Vec<SetBacklog>>>,
-        reporter: MirrorReporter,
-    ) -> Control {
+    pub fn new(p: Parts) -> Control {
         let (ntx, notices) = mpsc::channel();
-        let engine = Mirrord::engine(&me, ntx);
+        let engine = Mirrord::engine(&p.me, ntx);
         Control {
-            cluster,
-            me,
-            peer,
-            rt,
-            link,
-            backlog_out,
-            reporter,
+            p,
             engine,
             notices,
             held: BTreeMap::new(),
@@ -93,7 +85,8 @@ impl Control {
     }
 
     fn group_sets(&self, group: &str) -> Vec<MirrorSet> {
-        self.cluster
+        self.p
+            .cluster
             .nodes
             .iter()
             .find(|n| n.group.name == group)
@@ -109,7 +102,7 @@ impl Control {
             Cmd::LinkChanged { from, to } => {
                 let held: Vec<&str> = self.held.keys().map(String::as_str).collect();
                 tracing::warn!(
-                    peer = %self.peer.name,
+                    peer = %self.p.peer.name,
                     "mirror link: {} → {}{}",
                     from.name(),
                     to.name(),
@@ -134,8 +127,8 @@ impl Control {
             }
         }
         tracing::info!(
-            group, epoch, peer = %self.peer.name,
-            "mirroring group {group} to {} ({} sets)", self.peer.name, sets.len()
+            group, epoch, peer = %self.p.peer.name,
+            "mirroring group {group} to {} ({} sets)", self.p.peer.name, sets.len()
         );
         let now = Instant::now();
         let held = Held {
@@ -173,13 +166,14 @@ impl Control {
                         h.slots.insert(set.name.clone(), slot);
                     }
                     Err(e) => {
-                        // In use: the receiver's last conversation for this
-                        // set (from the previous holder) is still open.
-                        let level_warn = !e.retryable();
-                        if level_warn {
-                            tracing::error!(set = %set.name, "cannot watch: {e}; trying again in {RETRY_START:?}");
-                        } else {
+                        // Retryable: usually the receiver's last conversation
+                        // from the previous holder still has the index open.
+                        // Otherwise (no events, a broken index) an operator
+                        // must act, but trying again costs little.
+                        if e.retryable() {
                             tracing::info!(set = %set.name, "cannot watch yet: {e}; trying again in {RETRY_START:?}");
+                        } else {
+                            tracing::error!(set = %set.name, "cannot watch: {e}; trying again in {RETRY_START:?}");
                         }
                         h.waiting.insert(set.name.clone(), now + RETRY_START);
                     }
@@ -190,12 +184,12 @@ impl Control {
 
     fn shipper(&self, group: &str, epoch: u64, slot: IndexSlot) -> Box<dyn Shipper> {
         Box::new(LinkShipper::new(
-            self.rt.clone(),
-            &self.me,
-            &self.peer,
+            self.p.rt.clone(),
+            &self.p.me,
+            &self.p.peer,
             group,
             epoch,
-            self.link.clone(),
+            self.p.link.clone(),
             slot,
         ))
     }
@@ -220,14 +214,18 @@ impl Control {
                 ),
             }
         }
-        tracing::info!(group, ms = t0.elapsed().as_millis() as u64, "stopped mirroring group {group}");
+        tracing::info!(
+            group,
+            ms = t0.elapsed().as_millis() as u64,
+            "stopped mirroring group {group}"
+        );
     }
 
     /// One full quick check and push of `set`, bounded by `limit` (the
     /// work goes on in the background past it, holding the index).
     fn flush(&self, group: &str, epoch: u64, set: &MirrorSet, limit: Duration) -> Result<u64, String> {
         let (tx, rx) = mpsc::channel();
-        let (me, set2) = (self.me.clone(), set.clone());
+        let (me, set2) = (self.p.me.clone(), set.clone());
         let mut shipper = self.shipper(group, epoch, Arc::new(Mutex::new(Weak::new())));
         std::thread::Builder::new()
             .name(format!("hamirror-flush-{}", set.name))
@@ -258,7 +256,7 @@ impl Control {
             tracing::debug!(group, "resync asked for a group not mirrored from here");
             return;
         };
-        tracing::info!(group, peer = %self.peer.name, "resync: checking every set of {group} against the peer");
+        tracing::info!(group, peer = %self.p.peer.name, "resync: checking every set of {group} against the peer");
         let now = Instant::now();
         h.resync = Some(now);
         for s in &h.sets {
@@ -268,7 +266,7 @@ impl Control {
             h.waiting.insert(s.name.clone(), now);
         }
         h.slots.clear();
-        self.reporter.caught_up(group, false);
+        self.p.reporter.caught_up(group, false);
         self.start_waiting();
     }
 
@@ -288,7 +286,7 @@ impl Control {
         self.start_waiting();
         let mut out = Vec::new();
         let mut caught_up = Vec::new();
-        let link = *self.link.lock().unwrap_or_else(|p| p.into_inner());
+        let link = *self.p.link.lock().unwrap_or_else(|p| p.into_inner());
         for (group, h) in &self.held {
             let mut in_step = h.waiting.is_empty();
             for set in &h.sets {
@@ -303,14 +301,14 @@ impl Control {
             }
         }
         for (group, took) in caught_up {
-            tracing::info!(group = %group, ms = took.as_millis() as u64, "resync done: {} is in step", self.peer.name);
-            self.reporter.caught_up(&group, true);
+            tracing::info!(group = %group, ms = took.as_millis() as u64, "resync done: {} is in step", self.p.peer.name);
+            self.p.reporter.caught_up(&group, true);
             if let Some(h) = self.held.get_mut(&group) {
                 h.resync = None;
             }
         }
         self.tracker.forget_others(&out);
-        *self.backlog_out.lock().unwrap_or_else(|p| p.into_inner()) = out;
+        *self.p.backlog_out.lock().unwrap_or_else(|p| p.into_inner()) = out;
     }
 }
 

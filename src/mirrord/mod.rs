@@ -110,15 +110,15 @@ impl Mirrord {
         let backlog = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         let (done_tx, done) = mpsc::channel();
-        let ctl = control::Control::new(
+        let ctl = control::Control::new(control::Parts {
             cluster,
             me,
             peer,
-            rt.handle().clone(),
-            link.clone(),
-            backlog.clone(),
+            rt: rt.handle().clone(),
+            link: link.clone(),
+            backlog_out: backlog.clone(),
             reporter,
-        );
+        });
         let thread = std::thread::Builder::new()
             .name("hamirror-mirrord".into())
             .spawn(move || {

@@ -98,7 +98,7 @@ impl Shipper for LinkShipper {
                 // loop's backoff), loudly.
                 tracing::error!(
                     set = %set.name, peer = %self.peer.name, group = %self.group, epoch = self.epoch,
-                    "the peer refused this node's changes: {e}; trying again"
+                    "the peer refused this node's changes: {e} (retried while this node holds the group)"
                 );
                 Err(ShipError {
                     message: e.message,

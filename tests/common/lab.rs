@@ -329,7 +329,11 @@ esac"#,
                 .args(["--node", node, "init"])
                 .output()
                 .expect("hamirror init");
-            assert!(out.status.success(), "init {node}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "init {node}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let stdout = String::from_utf8_lossy(&out.stdout);
             let fp = stdout
                 .split_whitespace()
