@@ -323,18 +323,9 @@ esac"#,
             let mut text = std::fs::read_to_string(&conf).unwrap();
             text.push_str(&format!("root = {}\n", root.display()));
             std::fs::write(&conf, &text).unwrap();
-            let out = Command::new(bin())
-                .arg("--config")
-                .arg(&c)
-                .args(["--node", node, "init"])
-                .output()
-                .expect("hamirror init");
-            assert!(
-                out.status.success(),
-                "init {node}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let stdout = String::from_utf8_lossy(&out.stdout);
+            let out = super::hamirror(&c, &["--node", node, "init"]);
+            assert!(out.status.success(), "init {node}: {}", super::stderr(&out));
+            let stdout = super::stdout(&out);
             let fp = stdout
                 .split_whitespace()
                 .find(|w| w.starts_with("sha256:"))
