@@ -196,20 +196,33 @@ fn lan_cut_of_node1_sends_it_to_standby_and_serv2_takes_over_without_overlap() {
     obs.stop();
 }
 
-/// Waits until `rel` (under node 0's root) has arrived on node 1 with the
-/// same content.
-fn wait_mirrored(lab: &Lab, rel: &str, within: Duration) {
-    let (src, dst) = (lab.mirror_root(NODES[0]).join(rel), lab.mirror_root(NODES[1]).join(rel));
+/// Waits until `rel` (under node `from`'s root) has arrived on the other
+/// node with the same content.
+fn wait_mirrored(lab: &Lab, from: usize, rel: &str, within: Duration) {
+    let (src, dst) = (
+        lab.mirror_root(NODES[from]).join(rel),
+        lab.mirror_root(NODES[1 - from]).join(rel),
+    );
     let want = std::fs::read(&src).unwrap();
-    lab.wait(&format!("/{rel} mirrored to serv2"), within, |_| {
+    lab.wait(&format!("/{rel} mirrored to {}", NODES[1 - from]), within, |_| {
         std::fs::read(&dst).is_ok_and(|d| d == want)
     });
 }
 
-fn write_data(lab: &Lab, rel: &str, data: &[u8]) {
-    let p = lab.mirror_root(NODES[0]).join(rel);
+fn write_data(lab: &Lab, on: usize, rel: &str, data: &[u8]) {
+    let p = lab.mirror_root(NODES[on]).join(rel);
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(p, data).unwrap();
+}
+
+/// Both nodes' copies of group `g`'s set compare identical.
+fn assert_data_identical(lab: &Lab, g: &str) {
+    let (a, b) = (
+        lab.mirror_root(NODES[0]).join("data").join(g),
+        lab.mirror_root(NODES[1]).join("data").join(g),
+    );
+    common::pair::assert_trees_equal(&a, &b);
+    common::pair::rsync_oracle(&a, &b);
 }
 
 #[test]
@@ -221,14 +234,14 @@ fn crossover_cut_only_warns_on_both_nodes_moves_nothing_and_mirrors_over_the_lan
     }) else {
         return;
     };
-    write_data(&lab, "data/serv1/before.txt", b"over the crossover\n");
-    wait_mirrored(&lab, "data/serv1/before.txt", 10 * SEC);
+    write_data(&lab, 0, "data/serv1/before.txt", b"over the crossover\n");
+    wait_mirrored(&lab, 0, "data/serv1/before.txt", 10 * SEC);
     let t0 = monotonic_ms();
     lab.cut_crossover();
     std::thread::sleep(Duration::from_millis(3 * 400 + 600));
     // Written after the cut: mirrored over the LAN.
-    write_data(&lab, "data/serv1/after-cut.txt", &vec![7u8; 300_000]);
-    wait_mirrored(&lab, "data/serv1/after-cut.txt", 20 * SEC);
+    write_data(&lab, 0, "data/serv1/after-cut.txt", &vec![7u8; 300_000]);
+    wait_mirrored(&lab, 0, "data/serv1/after-cut.txt", 20 * SEC);
     assert!(
         lab.log(0).contains("mirroring over the lan link now"),
         "serv1 does not say it moved to the LAN:\n{}",
@@ -268,14 +281,9 @@ fn crossover_cut_only_warns_on_both_nodes_moves_nothing_and_mirrors_over_the_lan
     lab.heal_crossover();
     lab.wait("crossover heard again", 3 * SEC, |l| has_event(l, 0, "link_up"));
     // Back on the crossover; the whole set compares identical.
-    write_data(&lab, "data/serv1/healed.txt", b"crossover again\n");
-    wait_mirrored(&lab, "data/serv1/healed.txt", 10 * SEC);
-    let (a, b) = (
-        lab.mirror_root(NODES[0]).join("data/serv1"),
-        lab.mirror_root(NODES[1]).join("data/serv1"),
-    );
-    common::pair::assert_trees_equal(&a, &b);
-    common::pair::rsync_oracle(&a, &b);
+    write_data(&lab, 0, "data/serv1/healed.txt", b"crossover again\n");
+    wait_mirrored(&lab, 0, "data/serv1/healed.txt", 10 * SEC);
+    assert_data_identical(&lab, "serv1");
     obs.stop();
 }
 
@@ -389,21 +397,37 @@ fn all_links_of_running_node1_cut_it_goes_to_standby_and_comes_back_only_when_cl
 }
 
 #[test]
-fn failback_when_enabled_hands_the_group_back_to_its_returned_owner_without_overlap() {
+fn failback_when_enabled_hands_the_group_back_to_its_returned_owner_without_overlap_after_the_resync() {
     let _s = serial();
     let Some((mut lab, obs)) = ready(Opts {
         auto_failback: true,
+        mirror: true,
         ..Opts::default()
     }) else {
         return;
     };
+    write_data(&lab, 0, "data/serv1/before.txt", b"written on serv1\n");
+    wait_mirrored(&lab, 0, "data/serv1/before.txt", 10 * SEC);
     let t0 = monotonic_ms();
     lab.node_dies(0);
     obs.wait_answer(&lab, 0, "serv2", 5 * SEC);
     summary("node1 dies (failback on)", &obs, t0);
+    // The survivor writes into serv1's group while serv1 is away.
+    lab.wait("serv2 runs serv1's group", 3 * SEC, |l| l.holds(1, "serv1"));
+    write_data(&lab, 1, "data/serv1/while-away.txt", &vec![3u8; 200_000]);
+    write_data(&lab, 1, "data/serv1/before.txt", b"changed on serv2\n");
     let t1 = obs.cleared(0, 0, lab.node_reboots(0));
-    // failback_hold = initdead (2 s) after contact.
+    // failback_hold = initdead (2 s) after contact, and the resync done.
     lab.wait("serv1 runs its group again", 15 * SEC, |l| l.holds(0, "serv1"));
+    // What serv2 wrote was back on serv1 before serv1 started its group.
+    assert_eq!(
+        std::fs::read(lab.mirror_root(NODES[0]).join("data/serv1/while-away.txt")).ok(),
+        Some(vec![3u8; 200_000]),
+        "serv1 took its group back without serv2's writes\n{}",
+        lab.logs()
+    );
+    assert!(lab.log(1).contains("resync done"), "{}", lab.logs());
+    assert_data_identical(&lab, "serv1");
     obs.wait_answer(&lab, 0, "serv1", 3 * SEC);
     summary("failback", &obs, t1);
     assert_eq!(obs.overlap(0, t1, false), 0, "handed back without overlap");
