@@ -33,8 +33,9 @@ struct Held {
     waiting: BTreeMap<String, Instant>,
     /// Each running set's index, as its shipper last saw it.
     slots: HashMap<String, IndexSlot>,
-    /// A resync in progress: when it started.
-    resync: Option<Instant>,
+    /// A full check and push in progress: when it started, and whether it
+    /// is a resync (the peer came back) rather than the group's start.
+    resync: Option<(Instant, bool)>,
 }
 
 /// What the control thread is given.
@@ -131,14 +132,18 @@ impl Control {
             "mirroring group {group} to {} ({} sets)", self.p.peer.name, sets.len()
         );
         let now = Instant::now();
+        // The start is a resync too (a full quick check and push): the peer
+        // may have been alive all along (in standby, say), so no other
+        // resync would tell the arbiter its copy caught up.
         let held = Held {
             epoch,
             waiting: sets.iter().map(|s| (s.name.clone(), now)).collect(),
             sets,
             slots: HashMap::new(),
-            resync: None,
+            resync: Some((now, false)),
         };
         self.held.insert(group.to_string(), held);
+        self.p.reporter.caught_up(group, false);
         self.start_waiting();
     }
 
@@ -258,7 +263,7 @@ impl Control {
         };
         tracing::info!(group, peer = %self.p.peer.name, "resync: checking every set of {group} against the peer");
         let now = Instant::now();
-        h.resync = Some(now);
+        h.resync = Some((now, true));
         for s in &h.sets {
             if !h.waiting.contains_key(&s.name) {
                 self.engine.stop_set(&s.name);
@@ -296,12 +301,18 @@ impl Control {
                 in_step &= step;
                 out.push(b);
             }
-            if in_step && let Some(t) = h.resync {
-                caught_up.push((group.clone(), t.elapsed()));
+            if in_step && let Some((t, resync)) = h.resync {
+                caught_up.push((group.clone(), t.elapsed(), resync));
             }
         }
-        for (group, took) in caught_up {
-            tracing::info!(group = %group, ms = took.as_millis() as u64, "resync done: {} is in step", self.p.peer.name);
+        for (group, took, resync) in caught_up {
+            let ms = took.as_millis() as u64;
+            let peer = &self.p.peer.name;
+            if resync {
+                tracing::info!(group = %group, ms, "resync done: {peer} is in step");
+            } else {
+                tracing::info!(group = %group, ms, "first push done: {peer} is in step");
+            }
             self.p.reporter.caught_up(&group, true);
             if let Some(h) = self.held.get_mut(&group) {
                 h.resync = None;
