@@ -283,6 +283,11 @@ fn crossover_cut_only_warns_on_both_nodes_moves_nothing_and_mirrors_over_the_lan
     // Back on the crossover; the whole set compares identical.
     write_data(&lab, 0, "data/serv1/healed.txt", b"crossover again\n");
     wait_mirrored(&lab, 0, "data/serv1/healed.txt", 10 * SEC);
+    assert!(
+        lab.log(0).contains("mirroring over the crossover link now (was lan)"),
+        "serv1 does not say it moved back to the crossover:\n{}",
+        lab.log(0)
+    );
     assert_data_identical(&lab, "serv1");
     obs.stop();
 }
