@@ -1,10 +1,11 @@
-//! `hamirror demo` — the README's first command — runs end to end and its
+//! `hamirror demo` — the README's first command — runs end to end: two real
+//! daemons, mirroring, a takeover after a kill, resync and failback; its
 //! summary says the two copies are identical; it leaves nothing behind.
 
 use std::process::Command;
 
 #[test]
-fn the_demo_mirrors_changes_and_ends_with_identical_trees() {
+fn the_demo_mirrors_fails_over_resyncs_fails_back_and_ends_with_identical_trees() {
     let before: Vec<_> = leftovers();
     let out = Command::new(env!("CARGO_BIN_EXE_hamirror"))
         .arg("demo")
@@ -17,9 +18,23 @@ fn the_demo_mirrors_changes_and_ends_with_identical_trees() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("nothing sent"), "{text}");
-    assert!(text.contains("trees identical"), "{text}");
-    assert!(text.contains("delta pass"), "{text}");
+    for step in [
+        "serv1 holds serv1, serv2 holds serv2",
+        "all on serv2",
+        "serv2 took group serv1 over",
+        "serv1 has serv2's changes",
+        "serv1 holds group serv1 again",
+        "Fdocs on serv1 and serv2: identical",
+        "Fweb on serv2 and serv1: identical",
+        "trees identical",
+    ] {
+        assert!(text.contains(step), "missing {step:?} in:\n{text}");
+    }
+    // The takeover ran serv1's start hooks on serv2, the failback its stop
+    // hooks there and its start hooks on serv1 again.
+    assert!(text.contains("serv2: start group serv1 (epoch 2)"), "{text}");
+    assert!(text.contains("serv2: stop group serv1 (epoch 2)"), "{text}");
+    assert!(text.contains("serv1: start group serv1 (epoch 3)"), "{text}");
     let after = leftovers();
     assert!(after.iter().all(|d| before.contains(d)), "the demo left {after:?}");
 }
