@@ -13,7 +13,7 @@
 //! the lock (the peer takes the groups over at once instead of after
 //! deadtime); the daemon exits once every group is released.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::mpsc::Sender;
 
 use super::Msg;
@@ -67,11 +67,19 @@ pub struct DriverConf {
     pub mirror: Option<Box<dyn MirrorControl>>,
 }
 
+/// The longest a released group waits for the mirror's last push (its
+/// own bound is `mirrord::FLUSH_TIMEOUT`; this is the safety net).
+pub const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
 pub struct Driver {
     arbiter: Arbiter,
     c: DriverConf,
     advert_gen: Option<u64>,
     watching: BTreeSet<String>,
+    /// Groups whose stop hooks are done and whose last changes the mirror
+    /// is still sending: (since, hooks ok). They stay `releasing` until the
+    /// mirror reports them stopped or [`FLUSH_WAIT`] passes.
+    flushing: BTreeMap<String, (Millis, bool)>,
     last_view: Option<ClusterView>,
     events: VecDeque<Recent>,
     /// Jobs sent to the worker and not yet done; the first is running.
@@ -122,6 +130,7 @@ impl Driver {
             c,
             advert_gen: None,
             watching: BTreeSet::new(),
+            flushing: BTreeMap::new(),
             last_view: None,
             events: VecDeque::new(),
             pending: VecDeque::new(),
@@ -138,12 +147,35 @@ impl Driver {
 
     /// When to call [`Driver::handle_timeout`] next.
     pub fn poll_timeout(&self) -> Millis {
-        self.arbiter.poll_timeout()
+        let flush = self.flushing.values().map(|(since, _)| *since + FLUSH_WAIT).min();
+        flush.map_or(self.arbiter.poll_timeout(), |f| f.min(self.arbiter.poll_timeout()))
     }
 
     pub fn handle_timeout(&mut self, now: Millis) {
+        let late: Vec<String> = self
+            .flushing
+            .iter()
+            .filter(|(_, (since, _))| now.since(*since) >= FLUSH_WAIT)
+            .map(|(g, _)| g.clone())
+            .collect();
+        for group in late {
+            tracing::warn!(
+                "group {group}: the mirror did not confirm its last changes within {} s; releasing it anyway \
+                 (what was not sent stays here and is kept when the peer next resyncs)",
+                FLUSH_WAIT.as_secs()
+            );
+            self.mirror_stopped(now, &group);
+        }
         self.arbiter.handle_timeout(now);
         self.pump(now);
+    }
+
+    /// The mirror has sent the last changes of a released group: only now
+    /// does the arbiter (and through it the peer) learn the group is free.
+    fn mirror_stopped(&mut self, now: Millis, group: &str) {
+        if let Some((_, ok)) = self.flushing.remove(group) {
+            self.arbiter.handle_released(now, group, ok);
+        }
     }
 
     /// One message from any source; then carries out what follows from it.
@@ -159,6 +191,7 @@ impl Driver {
             Msg::Mirror(MirrorReport::CaughtUp { group, caught_up }) => {
                 self.arbiter.handle_resync(now, &group, caught_up)
             }
+            Msg::Mirror(MirrorReport::Stopped { group }) => self.mirror_stopped(now, &group),
         }
         self.pump(now);
     }
@@ -366,12 +399,17 @@ impl Driver {
                 }
             }
             JobDone::Released { group, ok, .. } => {
-                self.arbiter.handle_released(now, &group, ok);
+                // The services are stopped, so nothing writes any more: the
+                // mirror sends the last changes before the peer may start
+                // the group (no write is lost in a failback or a standby).
                 if ok
                     && self.watching.remove(&group)
                     && let Some(m) = self.c.mirror.as_mut()
                 {
                     m.stop_watching(&group);
+                    self.flushing.insert(group, (now, ok));
+                } else {
+                    self.arbiter.handle_released(now, &group, ok);
                 }
             }
             JobDone::Reannounced { .. } => {}

@@ -80,8 +80,11 @@ pub trait MirrorControl: Send {
     /// watch its sets and mirror every change to the peer. Start with a
     /// full quick check: the service may have written during its start.
     fn start_watching(&mut self, group: &str, epoch: u64);
-    /// This node no longer holds `group` (its stop hooks finished): send
-    /// what is still pending, then stop watching it.
+    /// This node's stop hooks for `group` finished: send what is still
+    /// pending, stop watching it, then report [`MirrorReporter::stopped`]
+    /// (always, also when the last push failed; within a bounded time).
+    /// Until that report the daemon keeps the group `releasing`, so the
+    /// peer cannot take it over before these last changes reached it.
     fn stop_watching(&mut self, group: &str);
     /// The peer came (back) up: bring its copy of `group`, held here, up
     /// to date. Report progress with [`MirrorReporter::caught_up`].
@@ -103,6 +106,9 @@ pub struct MirrorReporter {
 pub enum MirrorReport {
     /// The peer's copy of `group` is (or is no longer) up to date.
     CaughtUp { group: String, caught_up: bool },
+    /// The last changes of released `group` were sent (or given up on):
+    /// the daemon may now tell the peer the group is free.
+    Stopped { group: String },
 }
 
 impl MirrorReporter {
@@ -112,6 +118,14 @@ impl MirrorReporter {
         let _ = self.tx.send(Msg::Mirror(MirrorReport::CaughtUp {
             group: group.to_string(),
             caught_up,
+        }));
+    }
+
+    /// The last changes of `group` after its release are sent (or could not
+    /// be); answers [`MirrorControl::stop_watching`].
+    pub fn stopped(&self, group: &str) {
+        let _ = self.tx.send(Msg::Mirror(MirrorReport::Stopped {
+            group: group.to_string(),
         }));
     }
 }

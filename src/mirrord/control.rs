@@ -201,7 +201,14 @@ impl Control {
 
     /// The group was released: stop its sets, then send what the stop
     /// hooks and the last moments left behind.
+    /// Sends the last changes of a released group, then tells the daemon,
+    /// which keeps the group `releasing` until then (always answered).
     fn stop_group(&mut self, group: &str) {
+        self.send_last_changes(group);
+        self.p.reporter.stopped(group);
+    }
+
+    fn send_last_changes(&mut self, group: &str) {
         let Some(h) = self.held.remove(group) else {
             return;
         };
