@@ -175,11 +175,7 @@ fn story(base: &Path) -> anyhow::Result<i32> {
     std::fs::create_dir_all(docs1.join("reports"))?;
     std::fs::write(docs1.join("reports/archive.bin"), &big)?;
     arrives(&docs2.join("reports/archive.bin"), &big, WAIT)?;
-    arrives(
-        &docs2.join("memo-099.txt"),
-        format!("memo 99\n").repeat(139).as_bytes(),
-        WAIT,
-    )?;
+    arrives(&docs2.join("memo-099.txt"), "memo 99\n".repeat(139).as_bytes(), WAIT)?;
     say(&format!(
         "   100 memos and a {} archive: all on serv2 {} after the first write",
         bytes(big.len() as u64),
