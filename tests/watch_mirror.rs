@@ -182,6 +182,26 @@ fn a_restarted_peer_is_reconnected_to_at_once() {
     );
 }
 
+/// Files created and deleted again while the peer was away are offered as
+/// deletions when it returns; the replica never held them, so they must not
+/// count toward the mass-delete guard (the replica holds only a few entries:
+/// counted, the 40 deletions would be refused as "more than 50 %").
+#[test]
+fn files_that_came_and_went_during_an_outage_do_not_trip_the_mass_delete_guard() {
+    let (mut p, _w) = setup();
+    p.stop_serve();
+    for i in 0..40 {
+        write(&p.src(&format!("srv/samba/tmp/t{i}")), b"short-lived");
+    }
+    // Let the watcher commit them, so its change log names them.
+    std::thread::sleep(Duration::from_millis(1500));
+    fs::remove_dir_all(p.src("srv/samba/tmp")).unwrap();
+    write(&p.src("srv/samba/kept.txt"), b"kept");
+    std::thread::sleep(Duration::from_millis(500));
+    p.start_serve();
+    converge(&p, Duration::from_secs(20));
+}
+
 /// A deterministic random workload across many directories for `secs`
 /// (`HAMIRROR_STRESS_SECS`, default 60), with the peer killed (SIGKILL,
 /// usually mid-transfer) a third of the way in and restarted at half-time.
