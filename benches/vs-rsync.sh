@@ -87,7 +87,7 @@ rsync --daemon --no-detach --address=127.0.0.1 --port="$rport" --config="$work/r
 pids+=($!); sleep 1
 R() { rsync -aH --delete --stats "$@" "$tree/" "rsync://127.0.0.1:$rport/bench/" > "$work/rsync.out"; }
 RF() { rsync -aH --delete --stats --fsync "$tree/" "rsync://127.0.0.1:$rport/benchf/" > "$work/rsync.out"; }
-rbytes() { awk '/Total bytes sent/ {s=$4} /Total bytes received/ {r=$4} END {gsub(",","",s); gsub(",","",r); print s+r}' "$work/rsync.out"; }
+rbytes() { awk '/Total bytes sent/ {s=$4} /Total bytes received/ {r=$4} END {gsub(",","",s); gsub(",","",r); printf "%.0f\n", s+r}' "$work/rsync.out"; }
 oracle() {
   local out
   out=$(rsync -anc --delete -H --itemize-changes "$tree/" "$1/")

@@ -3,6 +3,7 @@
 #
 #   cargo build --release
 #   benches/watch-latency.sh [FILES] [LSYNCD_DEFAULT_FILES]   # default 1000, 10
+#   WATCH_ARGS="--events inotify" benches/watch-latency.sh   # extra `watch` options
 #
 # Two hamirror nodes on loopback (serv1 runs `watch`, serv2 `serve`), and
 # lsyncd 2.x (`default.rsync`: rsync to a local directory) once with its
@@ -158,7 +159,7 @@ for d in range(500):
         with open(os.path.join(p, f"f{i:03d}"), "wb") as f: f.write(os.urandom(1024))
 PY
 sync
-HAMIRROR_LOG=warn "$bin" --config "$cfg" --node serv1 watch Fwl Fidle 2> "$work/watch.log" & watch_pid=$!; pids+=($!)
+HAMIRROR_LOG=warn "$bin" --config "$cfg" --node serv1 watch ${WATCH_ARGS:-} Fwl Fidle 2> "$work/watch.log" & watch_pid=$!; pids+=($!)
 # Wait for the first copy of both sets.
 t0=$(date +%s)
 until [ "$(find "$work/r2/idle" -type f 2>/dev/null | wc -l)" -ge 50000 ] && [ -d "$work/r2/wl" ]; do
