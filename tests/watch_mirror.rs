@@ -182,6 +182,51 @@ fn a_restarted_peer_is_reconnected_to_at_once() {
     );
 }
 
+/// A peer that keeps the connection alive but never answers (here: one
+/// that reads the hello and then says nothing) fails the push as
+/// retryable once nothing has moved for the stall limit, instead of
+/// holding the shipping thread for ever.
+#[test]
+fn a_peer_that_stops_answering_fails_the_push_after_the_stall_limit() {
+    use std::sync::Arc;
+
+    use hamirror::config::Cluster;
+    use hamirror::index::Index;
+    use hamirror::sync::QuicShipper;
+    use hamirror::transport::Endpoint;
+    use hamirror::watch::Shipper;
+
+    let p = Pair::new();
+    let cluster = Cluster::load(&p.cfg.dir()).unwrap();
+    let (serv1, serv2) = (cluster.node("serv1").unwrap(), cluster.node("serv2").unwrap());
+    let (_, set) = cluster.find_set("Fsmbd").unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(async { Endpoint::server(serv2, serv1) }).unwrap();
+    rt.spawn(async move {
+        let conn = server.accept().await.unwrap().unwrap();
+        let (_tx, mut rx) = conn.accept_control().await.unwrap();
+        let _hello = rx.recv().await;
+        // Connection and stream stay open (keep-alives flow); nothing more.
+        std::future::pending::<()>().await;
+        drop((conn, server));
+    });
+    fs::create_dir_all(p.state(1)).unwrap();
+    let index = Arc::new(Index::open_set(&p.state(1), "Fsmbd").unwrap());
+    let mut shipper = QuicShipper::new(rt.handle().clone(), serv1, serv2, &serv1.group.name, 1)
+        .with_stall(Duration::from_millis(1500));
+    let t = Instant::now();
+    let err = shipper
+        .ship(set, &index, 1)
+        .expect_err("a silent peer cannot acknowledge");
+    let took = t.elapsed();
+    assert!(err.retryable, "{err}");
+    assert!(err.message.contains("no progress"), "{err}");
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_secs(8),
+        "failed after {took:?}, not at the stall limit"
+    );
+}
+
 /// Files created and deleted again while the peer was away are offered as
 /// deletions when it returns; the replica never held them, so they must not
 /// count toward the mass-delete guard (the replica holds only a few entries:
