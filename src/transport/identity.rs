@@ -374,6 +374,28 @@ mod tests {
     }
 
     #[test]
+    fn the_reset_key_is_the_same_after_a_reload_and_differs_between_nodes() {
+        let id = Identity::generate("serv2").unwrap();
+        let again = Identity::from_pem(id.to_pem().as_bytes()).unwrap();
+        let other = Identity::generate("serv1").unwrap();
+        let cid = [7u8; 8];
+        let sign = |i: &Identity| {
+            let k = i.reset_key();
+            let mut sig = vec![0u8; k.signature_len()];
+            k.sign(&cid, &mut sig);
+            sig
+        };
+        assert_eq!(sign(&id), sign(&again), "a restarted process must sign alike");
+        assert_ne!(sign(&id), sign(&other));
+        let key = again.reset_key();
+        assert!(key.verify(&cid, &sign(&id)).is_ok());
+        let mut forged = sign(&id);
+        forged[0] ^= 1;
+        assert!(key.verify(&cid, &forged).is_err());
+        assert!(key.verify(&cid, &forged[..16]).is_err());
+    }
+
+    #[test]
     fn save_refuses_to_replace_unless_asked() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("identity.pem");
