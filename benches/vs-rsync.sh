@@ -4,10 +4,13 @@
 #
 #   cargo build --release
 #   benches/vs-rsync.sh [TREE] [BIG_FILE_GIB]    # default /tmp/hamirror-bench/tree, 4
+#   VS_RSYNC_ONLY=initial benches/vs-rsync.sh     # step 1 only
 #
 # The tree is made by benches/mktree.sh (50,000 files, ~6 GB) if missing.
 # Page cache warm for both (the source is read once before). Measures:
 #   1. initial copy into an empty replica: time, MB/s, bytes on the wire;
+#      rsync twice: as it is, and with --fsync (rsync >= 3.2.4), which makes
+#      what it wrote durable as hamirror's receiver does (it syncfs()es);
 #   2. no-change pass: median of 5 runs each;
 #   3. after changing ~1% of the files (edits, appends, insertions in the
 #      middle of large files, new and deleted files): time and wire bytes;
@@ -46,7 +49,7 @@ median() { python3 -c "import statistics,sys; print(f'{statistics.median(map(flo
 
 # --- hamirror: two nodes on loopback; serv1's root is the tree's parent ----
 cfg=$work/cluster.d
-mkdir -p "$cfg/serv1" "$cfg/serv2" "$work/replica-h" "$work/replica-r" "$bigdir"
+mkdir -p "$cfg/serv1" "$cfg/serv2" "$work/replica-h" "$work/replica-r" "$work/replica-rf" "$bigdir"
 for n in 1 2; do
   root=$([ $n = 1 ] && dirname "$tree" || echo "$work/replica-h")
   printf 'address = 127.0.0.1\nport = %s\nheartbeat_port = %s\nroot = %s\nstate = %s\n' \
@@ -76,11 +79,15 @@ gid = root
 [bench]
   path = $work/replica-r
   read only = false
+[benchf]
+  path = $work/replica-rf
+  read only = false
 CONF
 rsync --daemon --no-detach --address=127.0.0.1 --port="$rport" --config="$work/rsyncd.conf" &
 pids+=($!); sleep 1
 R() { rsync -aH --delete --stats "$@" "$tree/" "rsync://127.0.0.1:$rport/bench/" > "$work/rsync.out"; }
-rbytes() { awk '/Total bytes sent/ {s=$4} /Total bytes received/ {r=$4} END {gsub(",","",s); gsub(",","",r); print s+r}' "$work/rsync.out"; }
+RF() { rsync -aH --delete --stats --fsync "$tree/" "rsync://127.0.0.1:$rport/benchf/" > "$work/rsync.out"; }
+rbytes() { awk '/Total bytes sent/ {s=$4} /Total bytes received/ {r=$4} END {gsub(",","",s); gsub(",","",r); printf "%.0f\n", s+r}' "$work/rsync.out"; }
 oracle() {
   local out
   out=$(rsync -anc --delete -H --itemize-changes "$tree/" "$1/")
@@ -91,17 +98,36 @@ files=$(find "$tree" -type f | wc -l); bytes=$(du -sb "$tree" | cut -f1)
 find "$tree" -type f -print0 | xargs -0 cat > /dev/null   # warm the page cache for both
 echo "tree: $files files, $bytes bytes; machine: $(nproc) cores, $(lscpu | sed -n 's/Model name: *//p')"
 
+# hamirror makes what it applied durable (syncfs on the replica's file
+# system), rsync does not (unless --fsync): flush what the earlier phases
+# left dirty, so the pass timed next is not charged with writing back
+# gigabytes of them. Every timed pass starts from the same state: source in
+# the page cache, nothing dirty.
+settle() { awk '/^(Dirty|Writeback):/ {s+=$2} END {printf "%.0f MB dirty before the pass\n", s/1024}' /proc/meminfo; sync; }
+
 serve_start main
 # 1. initial copy
+settle
 t0=$(now); H sync Fbench --json > "$work/h1.json"; t1=$(now); h_init=$(secs "$t0" "$t1")
 h_init_wire=$(jq1 "$work/h1.json" "d['udp_bytes_sent'] + d['udp_bytes_received']")
+settle
 t0=$(now); R; t1=$(now); r_init=$(secs "$t0" "$t1"); r_init_wire=$(rbytes)
-oracle "$work/replica-h/$(basename "$tree")"; oracle "$work/replica-r"
+settle
+t0=$(now); RF; t1=$(now); rf_init=$(secs "$t0" "$t1")
+oracle "$work/replica-h/$(basename "$tree")"; oracle "$work/replica-r"; oracle "$work/replica-rf"
+rm -rf "$work/replica-rf"   # not used again; frees the disk
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+mbps() { python3 -c "print(f'{$1 / $2 / 1e6:.0f}')"; }
+if [ "${VS_RSYNC_ONLY:-}" = initial ]; then
+  cat <<TABLE
 
-# hamirror makes what it applied durable (syncfs on the replica's file
-# system), rsync does not: flush what the earlier phases left dirty, so the
-# pass timed next is not charged with writing back gigabytes of them.
-settle() { awk '/^(Dirty|Writeback):/ {s+=$2} END {printf "%.0f MB dirty before the pass\n", s/1024}' /proc/meminfo; sync; }
+| initial copy | hamirror | rsync (daemon) | rsync --fsync (daemon) | hamirror / rsync | hamirror / rsync --fsync |
+| --- | --- | --- | --- | --- | --- |
+| time | ${h_init} s ($(mbps "$bytes" "$h_init") MB/s) | ${r_init} s ($(mbps "$bytes" "$r_init") MB/s) | ${rf_init} s ($(mbps "$bytes" "$rf_init") MB/s) | $(ratio "$h_init" "$r_init") | $(ratio "$h_init" "$rf_init") |
+| bytes on the wire | $h_init_wire | $r_init_wire | | $(ratio "$h_init_wire" "$r_init_wire") | |
+TABLE
+  exit 0
+fi
 
 # 2. no-change pass, 5 runs each
 settle
@@ -159,13 +185,12 @@ serve_stop
 send_rss=$(rss_mb "$work/sync.big.log"); recv_rss=$(rss_mb "$work/serve.big.log")
 cmp "$bigdir/big.bin" "$work/replica-h/$(basename "$bigdir")/big.bin" && echo "big file identical"
 
-ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
-mbps() { python3 -c "print(f'{$1 / $2 / 1e6:.0f}')"; }
 cat <<TABLE
 
 | measure | hamirror | rsync (daemon) | hamirror / rsync |
 | --- | --- | --- | --- |
 | initial copy, time | ${h_init} s ($(mbps "$bytes" "$h_init") MB/s) | ${r_init} s ($(mbps "$bytes" "$r_init") MB/s) | $(ratio "$h_init" "$r_init") |
+| initial copy, time against rsync --fsync | | ${rf_init} s ($(mbps "$bytes" "$rf_init") MB/s) | $(ratio "$h_init" "$rf_init") |
 | initial copy, bytes on the wire | $h_init_wire | $r_init_wire | $(ratio "$h_init_wire" "$r_init_wire") |
 | no-change pass, median of 5 | ${h_noop} s | ${r_noop} s | $(ratio "$h_noop" "$r_noop") |
 | no-change pass, bytes on the wire | $h_noop_wire | $r_noop_wire | $(ratio "$h_noop_wire" "$r_noop_wire") |

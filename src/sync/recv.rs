@@ -153,7 +153,11 @@ fn prepare(t: &Target, offered: Vec<Entry>, deletes: Vec<Vec<u8>>, end: &OfferEn
         deletes
     };
     if !t.force {
-        guard_mass_delete(t, &deletes, &end.empty_roots)?;
+        // Only what the replica holds counts: a delta lists every path
+        // deleted since the acknowledged generation, and under churn most
+        // of those were created and deleted again before ever arriving here.
+        let held: Vec<Vec<u8>> = deletes.iter().filter(|d| entries.contains_key(*d)).cloned().collect();
+        guard_mass_delete(t, &held, &end.empty_roots)?;
     }
     let wanted: Vec<Hash> = offered
         .iter()

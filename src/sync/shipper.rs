@@ -4,14 +4,29 @@
 //! restarted, a link went down). What the peer has not acknowledged stays in
 //! the index's generation log, so after an outage the next call sends just
 //! that.
+//!
+//! Every wait on the peer is bounded. A peer that died is noticed by the
+//! transport's idle timeout; a peer restarted at the same address answers
+//! the old connection's next packet with a stateless reset (its listener's
+//! reset key survives restarts), so the connection is known dead at once;
+//! and a peer that keeps the connection alive but stops moving the
+//! conversation (no stream data either way for [`STALL`]) fails the push
+//! as retryable. After any failure the connection is closed, not reused.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::{PushOptions, SyncError, push};
 use crate::config::{MirrorSet, Node};
 use crate::index::Index;
 use crate::transport::{Connection, Endpoint};
 use crate::watch::{ShipError, ShipOutcome, Shipper};
+
+/// How long a push may go without stream data moving in either direction
+/// before it is abandoned. Long enough for a receiver's final `syncfs` of a
+/// large first copy (it sends nothing meanwhile); a push cut short by it
+/// loses nothing, the next one resumes from what the replica holds.
+pub const STALL: Duration = Duration::from_secs(60);
 
 pub struct QuicShipper {
     rt: tokio::runtime::Handle,
@@ -22,6 +37,7 @@ pub struct QuicShipper {
     endpoint: Option<Endpoint>,
     conn: Option<Connection>,
     session: u64,
+    stall: Duration,
 }
 
 impl QuicShipper {
@@ -36,6 +52,21 @@ impl QuicShipper {
             endpoint: None,
             conn: None,
             session: 0,
+            stall: STALL,
+        }
+    }
+
+    /// Replaces [`STALL`] (tests).
+    pub fn with_stall(mut self, stall: Duration) -> QuicShipper {
+        self.stall = stall;
+        self
+    }
+
+    /// Drops the connection after a failure: closed, so that clones held
+    /// by tasks of the broken conversation end too, and never reused.
+    fn abandon(&mut self, why: &str) {
+        if let Some(c) = self.conn.take() {
+            c.close(0, why);
         }
     }
 
@@ -61,6 +92,7 @@ impl Shipper for QuicShipper {
             let conn = self.connection().await.map_err(|e| ShipError {
                 message: e.to_string(),
                 retryable: e.retryable(),
+                reached_peer: false,
             })?;
             self.session += 1;
             let opts = PushOptions {
@@ -68,18 +100,18 @@ impl Shipper for QuicShipper {
                 ..PushOptions::default()
             };
             let peer = self.peer.name.clone();
-            match push(
-                &conn,
-                &self.local,
-                &peer,
-                set,
-                &self.group,
-                self.epoch,
-                index.clone(),
-                &opts,
-            )
-            .await
-            {
+            let pushed = tokio::select! {
+                r = push(&conn, &self.local, &peer, set, &self.group, self.epoch, index.clone(), &opts) => r,
+                idle = stalled(&conn, self.stall) => {
+                    self.abandon("no progress");
+                    return Err(ShipError {
+                        message: format!("no progress from {peer} for {} s; reconnecting", idle.as_secs()),
+                        retryable: true,
+                        reached_peer: false,
+                    });
+                }
+            };
+            match pushed {
                 Ok(r) if r.failures_total == 0 => {
                     if r.outcome != "unchanged" {
                         tracing::info!(
@@ -99,6 +131,7 @@ impl Shipper for QuicShipper {
                     Err(ShipError {
                         message: format!("{} files could not be applied on {peer}{first}", r.failures_total),
                         retryable: true,
+                        reached_peer: true,
                     })
                 }
                 Err(e) => {
@@ -113,13 +146,44 @@ impl Shipper for QuicShipper {
                         }
                         _ => true,
                     };
-                    self.conn = None;
+                    self.abandon("push failed");
                     Err(ShipError {
                         message: e.to_string(),
                         retryable,
+                        reached_peer: false,
                     })
                 }
             }
         })
+    }
+}
+
+/// What moves when a conversation makes progress: stream data either way,
+/// and the flow-control credit the receiver grants as it consumes data.
+/// Keep-alive pings and their acknowledgements do not count.
+fn stream_activity(conn: &Connection) -> u64 {
+    let s = conn.quinn().stats();
+    s.frame_rx.stream
+        + s.frame_tx.stream
+        + s.frame_rx.max_data
+        + s.frame_rx.max_stream_data
+        + s.frame_rx.reset_stream
+        + s.frame_rx.stop_sending
+}
+
+/// Resolves once nothing has moved on `conn` for `limit`, with how long.
+async fn stalled(conn: &Connection, limit: Duration) -> Duration {
+    let tick = (limit / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut last = stream_activity(conn);
+    let mut since = Instant::now();
+    loop {
+        tokio::time::sleep(tick).await;
+        let now = stream_activity(conn);
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= limit {
+            return since.elapsed();
+        }
     }
 }

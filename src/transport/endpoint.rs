@@ -122,11 +122,19 @@ impl Endpoint {
         // quinn needs a server config to accept at all; each connection
         // is then accepted with its own (see `handshake`).
         let default_server = ep.shared.server_config(Arc::new(PinnedPeer::new("", "", None)))?;
+        // A listener signs its stateless resets with a key that outlives the
+        // process (see `Identity::reset_key`): after a restart at the same
+        // address, the peer's next packet on a connection to the old process
+        // is answered with a reset it accepts, so it reconnects at once.
+        let mut endpoint_config = ep.shared.tuning.endpoint_config();
+        endpoint_config
+            .reset_key(ep.shared.identity.reset_key())
+            .cid_generator(|| Box::new(RandomCids));
         let mut first_error = None;
         for &addr in binds {
             let bound = udp_socket(addr, ep.shared.tuning.socket_buffer).and_then(|sock| {
                 quinn::Endpoint::new(
-                    ep.shared.tuning.endpoint_config(),
+                    endpoint_config.clone(),
                     Some(default_server.clone()),
                     sock,
                     Arc::new(quinn::TokioRuntime),
@@ -498,5 +506,39 @@ async fn accept_loop(q: quinn::Endpoint, shared: Arc<Shared>, tx: mpsc::Sender<A
             }
             let _ = tx.send(result).await;
         });
+    }
+}
+
+/// Connection IDs of 8 random bytes that any process of this node accepts
+/// as its own. quinn's default signs its IDs with a per-process key and
+/// drops packets for IDs it did not sign, so a restarted listener would
+/// ignore the old connection's packets instead of answering with the
+/// stateless reset that tells the peer to reconnect.
+struct RandomCids;
+
+impl quinn::ConnectionIdGenerator for RandomCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        use ring::rand::SecureRandom;
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let mut id = [0u8; 8];
+        if ring::rand::SystemRandom::new().fill(&mut id).is_err() {
+            // Never seen on Linux; IDs must still differ (quinn retries a
+            // taken one), and are looked up, not trusted.
+            let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let h = blake3::hash(&[n.to_le_bytes(), (t as u64).to_le_bytes()].concat());
+            id.copy_from_slice(&h.as_bytes()[..8]);
+        }
+        quinn::ConnectionId::new(&id)
+    }
+
+    fn cid_len(&self) -> usize {
+        8
+    }
+
+    fn cid_lifetime(&self) -> Option<std::time::Duration> {
+        None
     }
 }

@@ -255,6 +255,18 @@ impl Identity {
         Ok(())
     }
 
+    /// The key that signs this node's QUIC stateless resets, derived from
+    /// its private key so that it survives a restart: a peer still holding
+    /// a connection to the previous process then learns at its next packet
+    /// that the connection is gone, instead of waiting for the idle timeout.
+    /// Secret like the key it comes from (a forged reset closes connections).
+    pub(crate) fn reset_key(&self) -> Arc<dyn quinn::crypto::HmacKey> {
+        Arc::new(ResetKey(blake3::derive_key(
+            "hamirror 2025 QUIC stateless reset key",
+            self.key.secret_der(),
+        )))
+    }
+
     pub fn fingerprint(&self) -> Fingerprint {
         self.fingerprint
     }
@@ -271,6 +283,28 @@ impl Identity {
 }
 
 /// Standard base64 with padding (RFC 4648), for the PEM body.
+/// A keyed BLAKE3 MAC in the shape quinn asks for its reset tokens.
+struct ResetKey([u8; 32]);
+
+impl quinn::crypto::HmacKey for ResetKey {
+    fn sign(&self, data: &[u8], signature_out: &mut [u8]) {
+        let mac = blake3::keyed_hash(&self.0, data);
+        let n = signature_out.len().min(blake3::OUT_LEN);
+        signature_out[..n].copy_from_slice(&mac.as_bytes()[..n]);
+    }
+
+    fn signature_len(&self) -> usize {
+        blake3::OUT_LEN
+    }
+
+    fn verify(&self, data: &[u8], signature: &[u8]) -> Result<(), quinn::crypto::CryptoError> {
+        // `blake3::Hash` compares in constant time.
+        let ok = <[u8; blake3::OUT_LEN]>::try_from(signature)
+            .is_ok_and(|s| blake3::keyed_hash(&self.0, data) == blake3::Hash::from_bytes(s));
+        if ok { Ok(()) } else { Err(quinn::crypto::CryptoError) }
+    }
+}
+
 fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
@@ -337,6 +371,28 @@ mod tests {
         let back = Identity::load(&path).unwrap();
         assert_eq!(back.fingerprint(), id.fingerprint());
         assert_eq!(back.cert(), id.cert());
+    }
+
+    #[test]
+    fn the_reset_key_is_the_same_after_a_reload_and_differs_between_nodes() {
+        let id = Identity::generate("serv2").unwrap();
+        let again = Identity::from_pem(id.to_pem().as_bytes()).unwrap();
+        let other = Identity::generate("serv1").unwrap();
+        let cid = [7u8; 8];
+        let sign = |i: &Identity| {
+            let k = i.reset_key();
+            let mut sig = vec![0u8; k.signature_len()];
+            k.sign(&cid, &mut sig);
+            sig
+        };
+        assert_eq!(sign(&id), sign(&again), "a restarted process must sign alike");
+        assert_ne!(sign(&id), sign(&other));
+        let key = again.reset_key();
+        assert!(key.verify(&cid, &sign(&id)).is_ok());
+        let mut forged = sign(&id);
+        forged[0] ^= 1;
+        assert!(key.verify(&cid, &forged).is_err());
+        assert!(key.verify(&cid, &forged[..16]).is_err());
     }
 
     #[test]

@@ -52,6 +52,11 @@ pub struct ShipError {
     /// not (it refuses this node: not the holder, an older epoch). A set
     /// whose shipping cannot be retried stops shipping; its commits go on.
     pub retryable: bool,
+    /// The peer took part and applied the rest: only some files failed
+    /// (typically changed again while being sent, so a newer commit is on
+    /// its way). Retried after [`BACKOFF_MIN`] without raising the backoff,
+    /// which is for a peer that cannot be reached.
+    pub reached_peer: bool,
 }
 
 /// First retry delay after a failure; doubled up to [`BACKOFF_MAX`].
@@ -206,6 +211,12 @@ fn run(shipper: &mut dyn Shipper, set: &MirrorSet, index: &Arc<Index>, shared: &
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
+            Err(e) if e.retryable && e.reached_peer => {
+                tracing::info!(set = %set.name, "shipped in part: {e}; shipping again");
+                g.shipping = Shipping::Retrying(e.message);
+                backoff = BACKOFF_MIN;
+                retry_at = Some(Instant::now() + BACKOFF_MIN);
+            }
             Err(e) if e.retryable => {
                 tracing::warn!(set = %set.name, "shipping failed: {e}; retrying in {backoff:?}");
                 g.shipping = Shipping::Retrying(e.message);
@@ -254,6 +265,7 @@ impl Shipper for RecordingShipper {
             return Err(ShipError {
                 message: "peer unreachable (test)".into(),
                 retryable: true,
+                reached_peer: false,
             });
         }
         Ok(ShipOutcome { acked: generation })
@@ -313,6 +325,7 @@ mod tests {
             Err(ShipError {
                 message: "not the holder".into(),
                 retryable: false,
+                reached_peer: true,
             })
         }
     }
