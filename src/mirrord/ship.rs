@@ -100,9 +100,12 @@ impl Shipper for LinkShipper {
                     set = %set.name, peer = %self.peer.name, group = %self.group, epoch = self.epoch,
                     "the peer refused this node's changes: {e} (retried while this node holds the group)"
                 );
+                // A refusal is not progress: back off as for an unreachable
+                // peer rather than hammering it every 250 ms.
                 Err(ShipError {
                     message: e.message,
                     retryable: true,
+                    reached_peer: false,
                 })
             }
         }
