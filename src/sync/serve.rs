@@ -321,7 +321,7 @@ impl Server {
                 super::verify::send_manifest(ctl, node, &set).await?;
                 expect_goodbye(ctl).await
             }
-            Mode::Pull => Err(SyncError::local(
+            Mode::Pull | Mode::Conflicts => Err(SyncError::local(
                 ErrorCode::Unsupported,
                 "pull (resync --from) is not implemented by this node yet",
             )),
