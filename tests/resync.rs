@@ -17,6 +17,7 @@ use common::stderr;
 
 const ROOTS: &[&str] = &["srv/samba", "etc/samba", "var/lib/samba"];
 const MARK: &str = ".hamirror-conflict-serv2-";
+const BIG: usize = 64 << 20;
 
 /// Deterministic incompressible bytes.
 fn noise(seed: u64, len: usize) -> Vec<u8> {
@@ -186,6 +187,234 @@ fn a_resync_with_nothing_to_do_is_one_round_trip() {
     // Hello, HelloOk, Goodbye: no entry offered, no chunk.
     assert_eq!(set0(&v)["offered"], 0, "{v}");
     assert_eq!(set0(&v)["chunks_received"], 0, "{v}");
-    assert!(s.serve1_log().contains("Fsmbd"), "{}", s.serve1_log());
+    s.p.assert_mirrored(ROOTS);
+}
+
+/// The one conflict copy of `rel` under `root` (its full relative path).
+fn copy_of(root: &Path, rel: &str) -> String {
+    let copies: Vec<String> = conflict_copies(root)
+        .into_iter()
+        .filter(|c| c.starts_with(&format!("{rel}{MARK}")))
+        .collect();
+    assert_eq!(
+        copies.len(),
+        1,
+        "conflict copies of {rel} under {}: {copies:?}",
+        root.display()
+    );
+    copies[0].clone()
+}
+
+#[test]
+fn unmirrored_changes_are_refused_by_a_push_then_kept_as_conflict_copies_on_both_nodes() {
+    let s = Setup::new(1 << 20);
+    let (src, dst) = (|r: &str| s.p.src(r), |r: &str| s.p.dst(r));
+    // serv2 wrote while it believed it held the group (its watcher
+    // committed the writes: `scan` stands in for it).
+    write(&dst("srv/samba/notes.txt"), b"serv2's notes\n");
+    write(&dst("srv/samba/mine-only.txt"), b"only serv2 has this\n");
+    write(&dst("srv/samba/gone-there.txt"), b"serv2 changed this\n");
+    fs::remove_file(dst("srv/samba/small.txt")).unwrap();
+    // Meanwhile serv1 wrote too.
+    write(&src("srv/samba/notes.txt"), b"serv1's notes\n");
+    fs::remove_file(src("srv/samba/gone-there.txt")).unwrap();
+    write(&src("srv/samba/small.txt"), b"serv1 changed small\n");
+    settle();
+    let out = s.p.run("serv2", &["scan", "Fsmbd"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // The holder's push would overwrite serv2's writes: refused, clearly.
+    let (_, code, err) = s.p.sync("Fsmbd", &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("Diverged") && err.contains("hamirror resync --from serv1"),
+        "{err}"
+    );
+    assert_eq!(fs::read(dst("srv/samba/notes.txt")).unwrap(), b"serv2's notes\n");
+    assert!(dst("srv/samba/mine-only.txt").exists());
+
+    let v = s.resync_ok(&[]);
+    assert_eq!(v["conflicts"], 3, "{v}");
+    let mut named: Vec<String> = set0(&v)["conflicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    named.sort();
+    assert_eq!(
+        named,
+        [
+            "srv/samba/gone-there.txt",
+            "srv/samba/mine-only.txt",
+            "srv/samba/notes.txt"
+        ],
+        "{v}"
+    );
+    assert_eq!(set0(&v)["conflicts_delivered"], 3, "{v}");
+    // The holder's versions are in place; serv2's are beside them, on both.
+    for (root, who) in [(s.p.r2(), "serv2"), (s.p.r1(), "serv1")] {
+        let at = |r: &str| root.join(r);
+        assert_eq!(
+            fs::read(at("srv/samba/notes.txt")).unwrap(),
+            b"serv1's notes\n",
+            "{who}"
+        );
+        assert_eq!(
+            fs::read(at("srv/samba/small.txt")).unwrap(),
+            b"serv1 changed small\n",
+            "{who}"
+        );
+        assert!(!at("srv/samba/gone-there.txt").exists(), "{who}");
+        assert!(!at("srv/samba/mine-only.txt").exists(), "{who}");
+        let c = copy_of(&root, "srv/samba/notes.txt");
+        assert_eq!(fs::read(at(&c)).unwrap(), b"serv2's notes\n", "{who}");
+        let c = copy_of(&root, "srv/samba/mine-only.txt");
+        assert_eq!(fs::read(at(&c)).unwrap(), b"only serv2 has this\n", "{who}");
+        let c = copy_of(&root, "srv/samba/gone-there.txt");
+        assert_eq!(fs::read(at(&c)).unwrap(), b"serv2 changed this\n", "{who}");
+        // Deleted on serv2 but changed on serv1: no copy, serv1's file kept.
+        assert!(
+            conflict_copies(&root)
+                .iter()
+                .all(|c| !c.starts_with("srv/samba/small.txt")),
+            "{who}"
+        );
+    }
+    // serv2 is in step again: the holder's next push is accepted and
+    // settles the directory times; the trees are then identical.
+    s.p.sync_ok("Fsmbd");
+    s.p.assert_mirrored(ROOTS);
+    // Nothing new: no conflicts of conflicts, no second copies.
+    let again = s.resync_ok(&[]);
+    assert_eq!(again["conflicts"], 0, "{again}");
+    assert_eq!(conflict_copies(&s.p.r2()).len(), 3);
+    s.p.assert_mirrored(ROOTS);
+}
+
+#[test]
+fn discard_mine_takes_the_peers_side_whole() {
+    let s = Setup::new(1 << 20);
+    let dst = |r: &str| s.p.dst(r);
+    write(&dst("srv/samba/notes.txt"), b"serv2's notes\n");
+    write(&dst("srv/samba/mine-only.txt"), b"only serv2 has this\n");
+    settle();
+    let out = s.p.run("serv2", &["scan", "Fsmbd"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v = s.resync_ok(&["--discard-mine"]);
+    assert_eq!(v["conflicts"], 0, "{v}");
+    assert!(conflict_copies(&s.p.r2()).is_empty());
+    assert!(conflict_copies(&s.p.r1()).is_empty());
+    s.p.assert_mirrored(ROOTS);
+    // In step: the holder's push goes through again.
+    let v = s.p.sync_ok("Fsmbd");
+    assert_eq!(v["push"]["outcome"], "unchanged", "{v}");
+}
+
+#[test]
+fn dry_run_itemizes_and_changes_nothing() {
+    let s = Setup::new(1 << 20);
+    let dst = |r: &str| s.p.dst(r);
+    write(&dst("srv/samba/notes.txt"), b"serv2's notes\n");
+    fs::remove_file(dst("srv/samba/small.txt")).unwrap();
+    write(&s.p.src("srv/samba/added.txt"), b"new on serv1");
+    settle();
+    let before = common::pair::tree_differences(&s.p.r1(), &s.p.r2());
+    let out = s.p.run("serv2", &["resync", "--from", "serv1", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = common::stdout(&out);
+    assert!(text.contains(">f /srv/samba/added.txt"), "{text}");
+    assert!(text.contains(">f /srv/samba/small.txt"), "{text}");
+    assert!(text.contains("!conflict /srv/samba/notes.txt"), "{text}");
+    assert!(text.contains("(dry run)"), "{text}");
+    assert_eq!(common::pair::tree_differences(&s.p.r1(), &s.p.r2()), before);
+    assert!(conflict_copies(&s.p.r2()).is_empty());
+    assert!(!dst("srv/samba/added.txt").exists());
+    assert_eq!(fs::read(dst("srv/samba/notes.txt")).unwrap(), b"serv2's notes\n");
+}
+
+#[test]
+fn a_resync_reuses_the_chunks_this_node_holds() {
+    let s = Setup::new(16 << 20);
+    let src = |r: &str| s.p.src(r);
+    // serv1 (the holder) changes 4 KiB inside the big file and adds a
+    // renamed copy of it: serv2 holds nearly every chunk already.
+    let mut big = fs::read(src("srv/samba/big.bin")).unwrap();
+    big[8 << 20..(8 << 20) + 4096].copy_from_slice(&noise(7, 4096));
+    write(&src("srv/samba/big.bin"), &big);
+    write(&src("srv/samba/moved/big-copy.bin"), &big);
+    settle();
+    let v = s.resync_ok(&[]);
+    let r = set0(&v);
+    assert_eq!(r["complete"], true, "{v}");
+    let received = r["bytes_received"].as_u64().unwrap();
+    assert!(received < 1 << 20, "received {received} bytes for 32 MiB of files");
+    assert!(v["udp_bytes_received"].as_u64().unwrap() < 2 << 20, "{v}");
+    assert!(r["chunks_reused"].as_u64().unwrap() > 0, "{v}");
+    s.p.assert_mirrored(ROOTS);
+}
+
+fn temp_files(root: &Path) -> Vec<String> {
+    let mut out = vec![];
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                stack.push(p.clone());
+            }
+            if e.file_name().to_string_lossy().ends_with(".hamirror-tmp") {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Waits until `dir` holds a temp file with at least `bytes` written.
+fn wait_for_partial(dir: &Path, bytes: u64) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().ends_with(".hamirror-tmp")
+                && e.metadata().map(|m| m.blocks() * 512 >= bytes).unwrap_or(false)
+            {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+#[test]
+fn a_puller_killed_mid_pull_completes_on_the_next_run_and_leaves_no_temp_file() {
+    let s = Setup::new(1 << 20);
+    write(&s.p.src("srv/samba/huge.bin"), &noise(9, BIG));
+    settle();
+    let mut run =
+        s.p.cmd("serv2", &["resync", "--from", "serv1", "Fsmbd"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+    let reached = wait_for_partial(&s.p.dst("srv/samba"), (BIG / 3) as u64);
+    let _ = run.kill();
+    let status = run.wait().unwrap();
+    assert!(reached, "the pull never got a third of the way");
+    assert!(!status.success(), "the resync was killed before it finished");
+    assert!(
+        !s.p.dst("srv/samba/huge.bin").exists(),
+        "no partial file under the real name"
+    );
+    let v = s.resync_ok(&[]);
+    let received = set0(&v)["bytes_received"].as_u64().unwrap();
+    assert!(
+        received <= (BIG as u64) * 2 / 3 + (1 << 20),
+        "resumed: received {received} of {BIG} bytes again"
+    );
+    assert!(temp_files(&s.p.r2()).is_empty(), "{:?}", temp_files(&s.p.r2()));
+    assert_eq!(v["conflicts"], 0, "an interrupted pull is not a conflict: {v}");
     s.p.assert_mirrored(ROOTS);
 }

@@ -12,14 +12,17 @@
 use std::io::IsTerminal;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use anyhow::Context;
 use clap::Args;
+use hamirror_wire::ErrorCode;
 
 use super::progress::Bar;
 use super::scan::{bytes, scan_local};
 use super::{EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, Global};
 use crate::config::{MirrorSet, Node};
-use crate::sync::{PullOptions, PullReport, Router, kind_letter, pull};
+use crate::sync::{PullOptions, PullReport, Router, SyncError, kind_letter, pull};
 use crate::transport::Endpoint;
 
 #[derive(Debug, Args)]
@@ -48,6 +51,10 @@ pub struct ResyncArgs {
     #[arg(short = 'j', long, value_name = "N")]
     pub jobs: Option<usize>,
 }
+
+/// How long to wait for the peer to drop an interrupted conversation
+/// (longer than the link's idle timeout).
+const BUSY_WAIT: Duration = Duration::from_secs(30);
 
 pub const ABOUT: &str = "Pull the sets the peer holds back into this node's copy (after a failover, \
 a damaged disk, or a split brain)";
@@ -117,17 +124,39 @@ pub fn run(global: &Global, args: &ResyncArgs) -> anyhow::Result<i32> {
             conflict_time: String::new(),
             progress: Some(bar.clone()),
         };
-        let r = rt.block_on(pull(
-            &conn,
-            &router,
-            &node,
-            &peer.name,
-            set,
-            &owner.group.name,
-            1,
-            Arc::new(index),
-            &opts,
-        ));
+        let index = Arc::new(index);
+        // A run killed mid-pull leaves its conversation open on the peer
+        // until the link's idle timeout: wait for it rather than fail.
+        let waiting = std::time::Instant::now();
+        let r = loop {
+            let r = rt.block_on(pull(
+                &conn,
+                &router,
+                &node,
+                &peer.name,
+                set,
+                &owner.group.name,
+                1,
+                index.clone(),
+                &opts,
+            ));
+            match r {
+                Err(SyncError::Refused {
+                    code: ErrorCode::Busy, ..
+                }) if waiting.elapsed() < BUSY_WAIT => {
+                    if waiting.elapsed() < Duration::from_millis(300) {
+                        eprintln!(
+                            "{} is busy with {} (an interrupted run?); waiting up to {} s",
+                            peer.name,
+                            set.name,
+                            BUSY_WAIT.as_secs()
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                r => break r,
+            }
+        };
         bar.done();
         match r {
             Ok(r) => reports.push(r),
@@ -211,7 +240,10 @@ fn summary(r: &PullReport, peer: &str) -> String {
                 let _ = writeln!(s, "*deleting /{}", crate::scan::show_path(p));
             }
             for p in &r.would_conflict {
-                let _ = writeln!(s, "!conflict /{p} (this node's version would be kept as a conflict copy)");
+                let _ = writeln!(
+                    s,
+                    "!conflict /{p} (this node's version would be kept as a conflict copy)"
+                );
             }
             let need = rr.would_need.map_or((0, 0), |n| (n.chunks, n.bytes));
             let _ = writeln!(

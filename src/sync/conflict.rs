@@ -104,7 +104,11 @@ impl Conflicts {
     pub(crate) fn new(node: &str, mine: Option<Vec<Vec<u8>>>, time: &str) -> Conflicts {
         Conflicts {
             node: node.to_string(),
-            time: if time.is_empty() { conflict_time_now() } else { time.to_string() },
+            time: if time.is_empty() {
+                conflict_time_now()
+            } else {
+                time.to_string()
+            },
             mine: mine.map(|m| m.into_iter().collect()),
             made: Mutex::new(Vec::new()),
         }
@@ -196,6 +200,13 @@ impl Conflicts {
         tmp_name.extend_from_slice(&name);
         tmp_name.extend_from_slice(b".hamirror-tmp");
         let tmp = local.with_file_name(OsStr::from_bytes(&tmp_name));
+        // The directory's times are the holder's to set (they are mirrored
+        // like any metadata): a copy made here must not change them.
+        let parent = local.parent().map(Path::to_path_buf);
+        let parent_mtime = parent
+            .as_ref()
+            .and_then(|p| std::fs::symlink_metadata(p).ok())
+            .and_then(|m| m.modified().ok());
         std::fs::copy(&src, &tmp).map_err(|err| io(&tmp, err))?;
         let entry = Entry { path, ..e.clone() };
         let done = std::fs::File::open(&tmp)
@@ -207,6 +218,9 @@ impl Conflicts {
         if let Err(err) = done {
             let _ = std::fs::remove_file(&tmp);
             return Err(io(&local, err).into());
+        }
+        if let (Some(dir), Some(t)) = (&parent, parent_mtime) {
+            let _ = std::fs::File::open(dir).and_then(|d| d.set_modified(t));
         }
         tracing::warn!(
             path = %crate::scan::show_path(&e.path),
@@ -322,6 +336,62 @@ pub(crate) async fn deliver(
         index: index.id(),
         generation,
     };
+    // The pull that made the copies may still be winding down on the
+    // holder (its conversation holds the set): retry a moment on Busy.
+    let mut tries = 0;
+    let sent = loop {
+        match offer_copies(
+            conn, local, peer, set, group, epoch, &index, &entries, position, session,
+        )
+        .await
+        {
+            Err(SyncError::Refused {
+                code: ErrorCode::Busy, ..
+            }) if tries < 40 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            other => break other?,
+        }
+    };
+    let Some(applied) = sent.applied else {
+        return Err(SyncError::protocol("the conflict delivery ended without Applied"));
+    };
+    if !applied.complete || applied.failures.total > 0 {
+        let first = applied
+            .failures
+            .listed
+            .first()
+            .map(|f| format!("/{}: {}", crate::scan::show_path(&f.path), f.reason))
+            .unwrap_or_default();
+        return Err(SyncError::Refused {
+            peer: peer.to_string(),
+            code: ErrorCode::Diverged,
+            reason: format!(
+                "{} of the conflict copies could not be delivered ({first})",
+                applied.failures.total
+            ),
+        });
+    }
+    let (idx, name) = (index.clone(), set.name.clone());
+    super::blocking(move || idx.mark_synced(&name, generation)).await?;
+    Ok(files)
+}
+
+/// One `Conflicts` conversation offering `entries`.
+#[allow(clippy::too_many_arguments)]
+async fn offer_copies(
+    conn: &Connection,
+    local: &Node,
+    peer: &str,
+    set: &MirrorSet,
+    group: &str,
+    epoch: u64,
+    index: &Arc<Index>,
+    entries: &[Entry],
+    position: Position,
+    session: u64,
+) -> Result<super::SendReport, SyncError> {
     let (tx, rx) = conn.open_control().await?;
     let mut ctl = Control::new(conn, tx, rx);
     let result = async {
@@ -360,7 +430,7 @@ pub(crate) async fn deliver(
             empty_roots: vec![],
             dry_run: false,
             progress: None,
-            only: Some(entries),
+            only: Some(entries.to_vec()),
         };
         let sent = send_half(conn, &mut ctl, offer).await?;
         ctl.send(&Message::Goodbye(Goodbye { reason: "done".into() })).await?;
@@ -368,35 +438,10 @@ pub(crate) async fn deliver(
         Ok(sent)
     }
     .await;
-    let sent = match result {
-        Ok(s) => s,
-        Err(e) => {
-            ctl.fail(&e).await;
-            return Err(e);
-        }
-    };
-    let Some(applied) = sent.applied else {
-        return Err(SyncError::protocol("the conflict delivery ended without Applied"));
-    };
-    if !applied.complete || applied.failures.total > 0 {
-        let first = applied
-            .failures
-            .listed
-            .first()
-            .map(|f| format!("/{}: {}", crate::scan::show_path(&f.path), f.reason))
-            .unwrap_or_default();
-        return Err(SyncError::Refused {
-            peer: peer.to_string(),
-            code: ErrorCode::Diverged,
-            reason: format!(
-                "{} of the conflict copies could not be delivered ({first})",
-                applied.failures.total
-            ),
-        });
+    if let Err(e) = &result {
+        ctl.fail(e).await;
     }
-    let (idx, name) = (index.clone(), set.name.clone());
-    super::blocking(move || idx.mark_synced(&name, generation)).await?;
-    Ok(files)
+    result
 }
 
 #[cfg(test)]
@@ -418,6 +463,9 @@ mod tests {
     fn conflict_times_are_utc_compact() {
         let t = conflict_time_now();
         assert_eq!(t.len(), 16, "{t}");
-        assert!(t.starts_with("20") && t.ends_with('Z') && t.as_bytes()[8] == b'T', "{t}");
+        assert!(
+            t.starts_with("20") && t.ends_with('Z') && t.as_bytes()[8] == b'T',
+            "{t}"
+        );
     }
 }

@@ -206,8 +206,14 @@ pub async fn pull(
         };
         let r = receive_half(&mut ctl, &mut inbox, target).await?;
         report.outcome = r.listing;
-        report.to_deliver.extend(r.conflicts_made.iter().map(|(_, copy)| copy.clone()));
-        report.conflicts = r.conflicts_made.iter().map(|(p, _)| crate::scan::show_path(p)).collect();
+        report
+            .to_deliver
+            .extend(r.conflicts_made.iter().map(|(_, copy)| copy.clone()));
+        report.conflicts = r
+            .conflicts_made
+            .iter()
+            .map(|(p, _)| crate::scan::show_path(p))
+            .collect();
         report.would_conflict = r.would_conflict.iter().map(|p| crate::scan::show_path(p)).collect();
         report.receive = r;
         ctl.send(&Message::Goodbye(Goodbye { reason: "done".into() })).await?;

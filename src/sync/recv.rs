@@ -525,7 +525,11 @@ fn deliver(mut applier: Applier, batch: Vec<Incoming>) -> Result<Applier, SyncEr
 /// acknowledgement (only when everything was applied).
 fn finish(t: &Target, applier: Applier, refused: Vec<(Vec<u8>, String)>) -> Result<(Applied, u64), SyncError> {
     let mut r = applier.finish()?;
-    r.failures.extend(refused.into_iter().map(|(path, reason)| crate::apply::Failure { path, reason }));
+    r.failures.extend(
+        refused
+            .into_iter()
+            .map(|(path, reason)| crate::apply::Failure { path, reason }),
+    );
     let dest = Dest::new(&t.root, &t.set);
     let upserts: Vec<Upsert> = r
         .applied

@@ -15,13 +15,13 @@ use hamirror_wire::{ErrorCode, ErrorMsg, Hello, HelloOk, Message, Mode, MsgType,
 
 use super::SyncError;
 use super::chunks::Router;
-use super::control::Control;
 use super::conflict::ConflictPolicy;
+use super::control::Control;
 use super::recv::{Target, receive_half};
 use super::send::{Offer, send_half};
 use crate::config::{ChunkParams, Cluster, MirrorSet, Node};
-use crate::scan::{Quiet, ScanOptions, scan_set};
 use crate::index::Index;
+use crate::scan::{Quiet, ScanOptions, scan_set};
 use crate::transport::{Connection, Endpoint, FrameReceiver, FrameSender};
 
 /// Who holds each group now, and at which epoch: the lock that stops two
@@ -252,7 +252,12 @@ impl Server {
 
     /// Marks a set busy (one conversation per set) for the guard's life.
     fn claim(&self, set: &str) -> Result<BusyGuard<'_>, SyncError> {
-        if !self.busy.lock().unwrap_or_else(|p| p.into_inner()).insert(set.to_string()) {
+        if !self
+            .busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(set.to_string())
+        {
             let why = format!("another conversation for {set} is in progress");
             return Err(SyncError::local(ErrorCode::Busy, why));
         }
@@ -299,9 +304,7 @@ impl Server {
             generation: a.generation,
         });
         if h.mode == Mode::Pull {
-            let r = serve_pull(ctl, conn, node, &set, &h, index, epoch, acked, &self.local).await;
-            drop(busy);
-            return r;
+            return serve_pull(ctl, conn, node, &set, &h, index, epoch, acked, &self.local, busy).await;
         }
         let policy = if h.mode == Mode::Conflicts {
             ConflictPolicy::Accept
@@ -345,7 +348,11 @@ impl Server {
             tracing::debug!(set = %set.name, peer = %ctl.peer, "in step, nothing to apply");
             return Ok(());
         }
-        let what = if h.mode == Mode::Conflicts { "conflict copies applied" } else { "applied" };
+        let what = if h.mode == Mode::Conflicts {
+            "conflict copies applied"
+        } else {
+            "applied"
+        };
         tracing::info!(
             set = %set.name, peer = %ctl.peer, listing = r.listing, offered = r.offered, applied = r.applied,
             deleted = r.deleted, chunks = r.chunks_received, deltas = r.deltas_received, bytes = r.bytes_received,
@@ -406,6 +413,7 @@ async fn serve_pull(
     epoch: u64,
     acked: Option<Position>,
     local: &str,
+    busy: BusyGuard<'_>,
 ) -> Result<(), SyncError> {
     let generation = {
         let (idx, set, root) = (index.clone(), set.clone(), node.conf.root.clone());
@@ -440,6 +448,9 @@ async fn serve_pull(
         only: None,
     };
     let sent = send_half(conn, ctl, o).await?;
+    // Applied: the set is free (and its index closed) for what the opener
+    // does next, such as delivering conflict copies.
+    drop(busy);
     if let Some(a) = &sent.applied {
         tracing::info!(
             set = %set.name, peer = %ctl.peer, listing = sent.listing, offered = sent.entries_offered,
