@@ -418,3 +418,190 @@ fn a_puller_killed_mid_pull_completes_on_the_next_run_and_leaves_no_temp_file() 
     assert_eq!(v["conflicts"], 0, "an interrupted pull is not a conflict: {v}");
     s.p.assert_mirrored(ROOTS);
 }
+
+mod wire_checks {
+    //! The holder's side at the wire level, as serv1 (its real key) against
+    //! serv2's `hamirror serve` (serv2 holds group serv2 = Fhttpd, epoch 1).
+
+    use std::sync::Arc;
+
+    use hamirror::config::Cluster;
+    use hamirror::transport::{Connection, Endpoint, FrameReceiver, FrameSender};
+    use hamirror_wire::entry::file_hash;
+    use hamirror_wire::{
+        ChunkRef, Chunking, Entry, EntryKind, ErrorCode, Hello, Listing, Message, Mode, OfferEnd, PROTOCOL_VERSION,
+        Position,
+    };
+
+    use super::*;
+
+    fn hello(mode: Mode, set: &str, group: &str, epoch: u64) -> Hello {
+        Hello {
+            version: PROTOCOL_VERSION,
+            mode,
+            dry_run: false,
+            force: false,
+            session: 1,
+            from: "serv1".into(),
+            to: "serv2".into(),
+            set: set.into(),
+            group: group.into(),
+            epoch,
+            chunking: Chunking {
+                min: 16 << 10,
+                avg: 64 << 10,
+                max: 256 << 10,
+            },
+            offer: (mode == Mode::Conflicts).then_some(Position {
+                index: 7,
+                generation: 1,
+            }),
+            acked: None,
+        }
+    }
+
+    fn file(path: &str, data: &[u8]) -> Entry {
+        let chunks = vec![ChunkRef {
+            hash: *blake3::hash(data).as_bytes(),
+            len: data.len() as u32,
+        }];
+        Entry {
+            path: path.as_bytes().to_vec(),
+            kind: EntryKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 1,
+            size: data.len() as u64,
+            file_hash: file_hash(&chunks),
+            chunks,
+            target: vec![],
+        }
+    }
+
+    async fn send(tx: &mut FrameSender, m: &Message) {
+        tx.send(m.msg_type() as u8, &m.payload()).await.unwrap();
+    }
+
+    async fn recv(rx: &mut FrameReceiver) -> Message {
+        let (ty, p) = rx.recv().await.unwrap().expect("a message");
+        Message::decode(ty, &p).unwrap()
+    }
+
+    fn as_serv1<F, Fut>(p: &Pair, script: F)
+    where
+        F: FnOnce(Connection) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let cluster = Arc::new(Cluster::load(&p.cfg.dir()).unwrap());
+        let (me, peer) = (cluster.node("serv1").unwrap(), cluster.node("serv2").unwrap());
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let ep = Endpoint::client(me, peer).unwrap();
+            let conn = ep.connect().await.unwrap();
+            script(conn.clone()).await;
+            conn.close(0, "done");
+        });
+    }
+
+    fn refused(m: Message, code: ErrorCode, text: &str) {
+        match m {
+            Message::Error(e) => {
+                assert_eq!(e.code, code, "{}", e.reason);
+                assert!(e.reason.contains(text), "{:?} lacks {text:?}", e.reason);
+            }
+            other => panic!("expected a {code} refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn pulls_and_conflict_copies_go_only_to_the_holder_at_a_current_epoch() {
+        let mut p = Pair::new();
+        p.start_serve();
+        let cases = [
+            (
+                hello(Mode::Pull, "Fsmbd", "serv1", 1),
+                ErrorCode::NotHolder,
+                "serv2 does not hold group serv1",
+            ),
+            (
+                hello(Mode::Conflicts, "Fsmbd", "serv1", 1),
+                ErrorCode::NotHolder,
+                "resync from the holder",
+            ),
+            (
+                hello(Mode::Pull, "Fhttpd", "serv2", 2),
+                ErrorCode::StaleEpoch,
+                "only knows epoch 1",
+            ),
+        ];
+        for (h, code, text) in cases {
+            as_serv1(&p, |conn| async move {
+                let (mut tx, mut rx) = conn.open_control().await.unwrap();
+                send(&mut tx, &Message::Hello(h)).await;
+                refused(recv(&mut rx).await, code, text);
+            });
+        }
+    }
+
+    #[test]
+    fn a_conflict_delivery_never_overwrites_never_deletes_and_takes_only_marked_files() {
+        let mut p = Pair::new();
+        write(&p.dst("var/www/index.html"), b"the holder's page");
+        settle();
+        p.start_serve();
+        // An unmarked file, and a marked name already holding other data.
+        let taken = "var/www/a.hamirror-conflict-serv1-20261121T234500Z";
+        write(&p.dst(taken), b"already here");
+        settle();
+        as_serv1(&p, |conn| async move {
+            let (mut tx, mut rx) = conn.open_control().await.unwrap();
+            send(&mut tx, &Message::Hello(hello(Mode::Conflicts, "Fhttpd", "serv2", 1))).await;
+            assert!(matches!(recv(&mut rx).await, Message::HelloOk(_)));
+            let offered = vec![file("var/www/index.html", b"pwned"), file(taken, b"different")];
+            send(&mut tx, &Message::Entries(offered)).await;
+            let end = OfferEnd {
+                generation: 1,
+                listing: Listing::Full,
+                entries: 2,
+                deletes: 0,
+                bytes: 14,
+                set_entries: 2,
+                set_bytes: 14,
+                empty_roots: vec![],
+            };
+            send(&mut tx, &Message::OfferEnd(end)).await;
+            let applied = loop {
+                match recv(&mut rx).await {
+                    Message::NeedEnd(n) => assert_eq!(n.chunks, 0, "nothing refused is fetched"),
+                    Message::Applied(a) => break a,
+                    other => panic!("unexpected {other:?}"),
+                }
+            };
+            assert!(!applied.complete);
+            assert_eq!((applied.files, applied.failures.total), (0, 2), "{applied:?}");
+        });
+        assert_eq!(fs::read(p.dst("var/www/index.html")).unwrap(), b"the holder's page");
+        assert_eq!(fs::read(p.dst(taken)).unwrap(), b"already here");
+        // Deletes are refused outright.
+        as_serv1(&p, |conn| async move {
+            let (mut tx, mut rx) = conn.open_control().await.unwrap();
+            send(&mut tx, &Message::Hello(hello(Mode::Conflicts, "Fhttpd", "serv2", 1))).await;
+            assert!(matches!(recv(&mut rx).await, Message::HelloOk(_)));
+            send(&mut tx, &Message::Deletes(vec![b"var/www/index.html".to_vec()])).await;
+            let end = OfferEnd {
+                generation: 1,
+                listing: Listing::Delta { base: 0 },
+                entries: 0,
+                deletes: 1,
+                bytes: 0,
+                set_entries: 1,
+                set_bytes: 0,
+                empty_roots: vec![],
+            };
+            send(&mut tx, &Message::OfferEnd(end)).await;
+            refused(recv(&mut rx).await, ErrorCode::Protocol, "may not delete");
+        });
+        assert!(p.dst("var/www/index.html").exists());
+    }
+}

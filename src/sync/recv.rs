@@ -374,7 +374,10 @@ pub(crate) async fn receive_half(
     if end.generation != t.offered.generation {
         return Err(SyncError::protocol("the offer's generation differs from the hello's"));
     }
-    if let Listing::Delta { base } = end.listing {
+    // A conflict delivery is judged by what it offers (conflict::accept).
+    if let Listing::Delta { base } = end.listing
+        && !matches!(t.conflicts, ConflictPolicy::Accept)
+    {
         let ok = t
             .acked
             .is_some_and(|a| a.index == t.offered.index && a.generation == base);
