@@ -123,8 +123,8 @@ impl Drop for Setup {
     }
 }
 
-/// The conflict copies under a root, as relative paths.
-fn conflict_copies(root: &Path) -> Vec<String> {
+/// The paths under `root` (relative, sorted) whose name matches `wanted`.
+fn find(root: &Path, wanted: impl Fn(&str) -> bool) -> Vec<String> {
     let mut out = vec![];
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -133,13 +133,23 @@ fn conflict_copies(root: &Path) -> Vec<String> {
             if p.is_dir() && !p.is_symlink() {
                 stack.push(p.clone());
             }
-            if e.file_name().to_string_lossy().contains(".hamirror-conflict-") {
+            if wanted(&e.file_name().to_string_lossy()) {
                 out.push(p.strip_prefix(root).unwrap().display().to_string());
             }
         }
     }
     out.sort();
     out
+}
+
+/// The conflict copies under a root.
+fn conflict_copies(root: &Path) -> Vec<String> {
+    find(root, |name| name.contains(".hamirror-conflict-"))
+}
+
+/// Temp files left under a root.
+fn temp_files(root: &Path) -> Vec<String> {
+    find(root, |name| name.ends_with(".hamirror-tmp"))
 }
 
 fn set0(v: &serde_json::Value) -> &serde_json::Value {
@@ -352,23 +362,6 @@ fn a_resync_reuses_the_chunks_this_node_holds() {
     assert!(v["udp_bytes_received"].as_u64().unwrap() < 2 << 20, "{v}");
     assert!(r["chunks_reused"].as_u64().unwrap() > 0, "{v}");
     s.p.assert_mirrored(ROOTS);
-}
-
-fn temp_files(root: &Path) -> Vec<String> {
-    let mut out = vec![];
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() && !p.is_symlink() {
-                stack.push(p.clone());
-            }
-            if e.file_name().to_string_lossy().ends_with(".hamirror-tmp") {
-                out.push(p.display().to_string());
-            }
-        }
-    }
-    out
 }
 
 /// Waits until `dir` holds a temp file with at least `bytes` written.

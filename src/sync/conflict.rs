@@ -77,6 +77,11 @@ pub fn conflict_time_now() -> String {
     )
 }
 
+/// A file kept as a conflict copy: (original set path, copy's set path).
+pub(crate) type Kept = (Vec<u8>, Vec<u8>);
+/// An offered path refused, and why.
+pub(crate) type Refused = (Vec<u8>, String);
+
 /// What a receiver does with its own changes the sender lacks.
 pub(crate) enum ConflictPolicy {
     /// A push receiver: the sender's version wins (unmirrored changes were
@@ -135,7 +140,7 @@ impl Conflicts {
         root: &Path,
         offered: &[Entry],
         dry_run: bool,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, SyncError> {
+    ) -> Result<Vec<Kept>, SyncError> {
         let theirs: HashMap<&[u8], &Entry> = offered.iter().map(|e| (e.path.as_slice(), e)).collect();
         let mut copies: HashMap<Vec<u8>, HashSet<Hash>> = HashMap::new();
         let mut candidates = Vec::new();
@@ -261,7 +266,7 @@ pub(crate) fn accept(
     root: &Path,
     offered: Vec<Entry>,
     deletes: &[Vec<u8>],
-) -> Result<(Vec<Entry>, Vec<(Vec<u8>, String)>), SyncError> {
+) -> Result<(Vec<Entry>, Vec<Refused>), SyncError> {
     if !deletes.is_empty() {
         return Err(SyncError::protocol("a conflict delivery may not delete"));
     }
@@ -411,15 +416,7 @@ async fn offer_copies(
             acked: None,
         };
         ctl.send(&Message::Hello(hello)).await?;
-        match ctl.next().await? {
-            Message::HelloOk(_) => {}
-            other => {
-                return Err(SyncError::protocol(format!(
-                    "expected HelloOk, got {}",
-                    other.msg_type().name()
-                )));
-            }
-        }
+        ctl.hello_ok().await?;
         let offer = Offer {
             index: index.clone(),
             set: set.name.clone(),

@@ -137,15 +137,7 @@ pub async fn pull(
     };
     let result = async {
         ctl.send(&Message::Hello(hello)).await?;
-        let ok = match ctl.next().await? {
-            Message::HelloOk(ok) => ok,
-            other => {
-                return Err(SyncError::protocol(format!(
-                    "expected HelloOk, got {}",
-                    other.msg_type().name()
-                )));
-            }
-        };
+        let ok = ctl.hello_ok().await?;
         let offered = ok
             .offer
             .ok_or_else(|| SyncError::protocol("a pull answer without an offer position"))?;

@@ -124,15 +124,7 @@ pub async fn push(
             }),
         };
         ctl.send(&Message::Hello(hello)).await?;
-        let ok = match ctl.next().await? {
-            Message::HelloOk(ok) => ok,
-            other => {
-                return Err(SyncError::protocol(format!(
-                    "expected HelloOk, got {}",
-                    other.msg_type().name()
-                )));
-            }
-        };
+        let ok = ctl.hello_ok().await?;
         let mut report = PushReport {
             set: set.name.clone(),
             outcome: "unchanged",
