@@ -141,6 +141,9 @@ impl Conflicts {
         offered: &[Entry],
         dry_run: bool,
     ) -> Result<Vec<Kept>, SyncError> {
+        if self.mine.as_ref().is_some_and(|m| m.is_empty()) {
+            return Ok(Vec::new());
+        }
         let theirs: HashMap<&[u8], &Entry> = offered.iter().map(|e| (e.path.as_slice(), e)).collect();
         let mut copies: HashMap<Vec<u8>, HashSet<Hash>> = HashMap::new();
         let mut candidates = Vec::new();
