@@ -34,7 +34,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$work"
+  [ -n "${KEEP:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
 
@@ -67,7 +67,7 @@ cp -al "$work/a/set" "$work/r/set"
 files=$(find "$work/a/set" -type f | wc -l); bytes=$(du -sb "$work/a/set" | cut -f1)
 
 # serv2 in step: an initial push (its receiver indexes its copy; nothing moves).
-B serve 2> "$work/serve2.log" & pids+=($!); sleep 1
+"$bin" --config "$cfg" --node serv2 serve 2> "$work/serve2.log" & pids+=($!); sleep 1
 A sync Fbench --json > "$work/init.json"
 kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'
 echo "initial push: $(jq1 "$work/init.json" "d['push']['outcome'] + ', ' + str(d['push']['chunks_sent']) + ' chunks sent'")" >&2
@@ -126,7 +126,7 @@ sync
 find "$work" -type f > /dev/null   # warm the inode cache for both
 
 # hamirror: serv1 serves, serv2 pulls.
-A serve 2> "$work/serve1.log" & pids+=($!); sleep 1
+"$bin" --config "$cfg" --node serv1 serve 2> "$work/serve1.log" & pids+=($!); sleep 1
 t0=$(now); B resync --from serv1 Fbench --json > "$work/h.json"; t1=$(now); h_time=$(secs "$t0" "$t1")
 h_wire=$(jq1 "$work/h.json" "d['udp_bytes_sent'] + d['udp_bytes_received']")
 h_detail=$(jq1 "$work/h.json" "f\"{d['sets'][0]['outcome']} listing, {d['sets'][0]['offered']} entries offered, {d['sets'][0]['applied']} applied, {d['sets'][0]['deleted']} deleted, {d['sets'][0]['chunks_received']} chunks received ({d['bytes_received']} raw bytes, {d['sets'][0]['deltas_received']} as deltas), {d['chunks_reused']} reused, {d['conflicts']} conflicts\"")

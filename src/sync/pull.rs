@@ -103,6 +103,13 @@ pub async fn pull(
         let (idx, name) = (index.clone(), set.name.clone());
         super::blocking(move || Ok::<_, SyncError>((idx.acked(&name)?, idx.unmirrored(&name, None)?))).await?
     };
+    match &own_changes {
+        Some(c) if c.is_empty() => {}
+        Some(c) => {
+            tracing::info!(set = %set.name, changes = c.len(), first = %crate::scan::show_path(&c[0]), "this node has changes the peer may lack: asking for a full listing")
+        }
+        None => tracing::info!(set = %set.name, "this node was never in step with the peer: asking for a full listing"),
+    }
     // With changes of our own (or no record of being in step) a delta from
     // our acknowledgement would not name them: ask for a full listing, which
     // is compared with what is really here.
