@@ -102,7 +102,11 @@ for i, p in enumerate(picked):
     replace(p, data)
 first = sorted(d for d, _, _ in os.walk(root))[1]
 for i in range(len(picked) // 10):
-    with open(os.path.join(first, f"new{i:04d}.dat"), "wb") as f:
+    # A fresh name: writing into an existing file would change the
+    # replicas' hard-linked copies too.
+    p = os.path.join(first, f"resync-new{i:04d}.dat")
+    assert not os.path.exists(p), p
+    with open(p, "wb") as f:
         f.write(rng.randbytes(rng.randrange(1000, 200000)))
 print(f"changed {len(picked)} files, added {len(picked) // 10}", file=sys.stderr)
 PY
