@@ -27,7 +27,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use hamirror_wire::{Entry, EntryKind, ErrorCode, Goodbye, Hash, Hello, Message, Mode, PROTOCOL_VERSION, Position};
+use hamirror_wire::{Entry, EntryKind, ErrorCode, Goodbye, Hash, Hello, Message, Mode, Position};
 
 use super::SyncError;
 use super::control::Control;
@@ -404,19 +404,8 @@ async fn offer_copies(
     let mut ctl = Control::new(conn, tx, rx);
     let result = async {
         let hello = Hello {
-            version: PROTOCOL_VERSION,
-            mode: Mode::Conflicts,
-            dry_run: false,
-            force: false,
-            session,
-            from: local.name.clone(),
-            to: peer.to_string(),
-            set: set.name.clone(),
-            group: group.to_string(),
-            epoch,
-            chunking: super::pull::chunking(set),
             offer: Some(position),
-            acked: None,
+            ..super::pull::hello(Mode::Conflicts, local, peer, set, group, epoch, session)
         };
         ctl.send(&Message::Hello(hello)).await?;
         ctl.hello_ok().await?;

@@ -128,19 +128,10 @@ pub async fn pull(
     let (tx, rx) = conn.open_control().await?;
     let mut ctl = Control::new(conn, tx, rx);
     let hello = Hello {
-        version: PROTOCOL_VERSION,
-        mode: Mode::Pull,
         dry_run: opts.dry_run,
         force: opts.force,
-        session: opts.session,
-        from: local.name.clone(),
-        to: peer.to_string(),
-        set: set.name.clone(),
-        group: group.to_string(),
-        epoch,
-        chunking: chunking(set),
-        offer: None,
         acked,
+        ..hello(Mode::Pull, local, peer, set, group, epoch, opts.session)
     };
     let result = async {
         ctl.send(&Message::Hello(hello)).await?;
@@ -240,11 +231,34 @@ pub async fn pull(
     Ok(report)
 }
 
-pub(crate) fn chunking(set: &MirrorSet) -> Chunking {
-    Chunking {
-        min: set.chunk.min,
-        avg: set.chunk.avg,
-        max: set.chunk.max,
+/// A hello from this node for `set` (no flags, no positions).
+pub(crate) fn hello(
+    mode: Mode,
+    local: &Node,
+    peer: &str,
+    set: &MirrorSet,
+    group: &str,
+    epoch: u64,
+    session: u64,
+) -> Hello {
+    Hello {
+        version: PROTOCOL_VERSION,
+        mode,
+        dry_run: false,
+        force: false,
+        session,
+        from: local.name.clone(),
+        to: peer.to_string(),
+        set: set.name.clone(),
+        group: group.to_string(),
+        epoch,
+        chunking: Chunking {
+            min: set.chunk.min,
+            avg: set.chunk.avg,
+            max: set.chunk.max,
+        },
+        offer: None,
+        acked: None,
     }
 }
 
