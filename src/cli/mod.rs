@@ -9,6 +9,7 @@ mod init;
 mod links;
 mod log;
 mod progress;
+mod resync;
 mod run;
 mod scan;
 mod serve;
@@ -105,6 +106,8 @@ pub enum Command {
     /// with nothing to do is one round trip. Exit 0 ok, 1 partial (failed files
     /// named), 2 failed.
     Sync(sync::SyncArgs),
+    #[command(about = resync::ABOUT, long_about = resync::LONG_ABOUT)]
+    Resync(resync::ResyncArgs),
     /// Re-read every file of a set on both nodes and report any difference.
     /// Compares content, kind, mode, owner, mtime, symlink and hard-link targets.
     /// Writes nothing. Exit 0 identical, 1 differences (listed), 2 failed.
@@ -208,6 +211,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Scan(a) => scan::run(&cli.global, a),
         Command::Serve(a) => serve::run(&cli.global, a),
         Command::Sync(a) => sync::run(&cli.global, a),
+        Command::Resync(a) => resync::run(&cli.global, a),
         Command::Verify(a) => verify::run(&cli.global, a),
         Command::Watch(a) => watch::run(&cli.global, a),
         Command::Run(a) => run::run(&cli.global, a),

@@ -37,6 +37,11 @@ impl Bar {
         Bar::new(tty, "sending")
     }
 
+    /// Chunk bytes received out of bytes this node needs.
+    pub fn receiving(tty: bool) -> Bar {
+        Bar::new(tty, "receiving")
+    }
+
     pub fn done(&self) {
         self.bar.finish_and_clear();
     }

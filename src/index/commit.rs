@@ -9,7 +9,9 @@ use hamirror_wire::entry::check_path;
 use hamirror_wire::{Entry, EntryKind, Hash, Reader, Writer};
 use redb::{MultimapTable, ReadableTable, Table};
 
-use super::{ACKS, ChunkLocation, Fingerprint, Index, IndexError, Position, SETS, SetInfo, SetTables, decode_entry};
+use super::{
+    ACKS, ChunkLocation, Fingerprint, Index, IndexError, Position, SETS, SYNCED, SetInfo, SetTables, decode_entry,
+};
 
 /// One path to store: its entry and the local stat fingerprint of the file
 /// it describes. `stat: None` stores "unknown": the next quick check misses
@@ -71,7 +73,8 @@ impl Index {
     }
 
     /// [`Index::commit`], and in the same transaction records `ack` as the
-    /// peer position this set's replica is now in step with (a receiver
+    /// peer position this set's replica is now in step with, and the set's
+    /// resulting generation as [`Index::synced`] (a receiver
     /// commits what it applied and what it acknowledges atomically, so a
     /// crash can never leave an acknowledgement of data it does not hold).
     ///
@@ -173,6 +176,8 @@ impl Index {
             sets.insert(set, &info.encode()[..])?;
             if let Some(ack) = ack {
                 txn.open_table(ACKS)?.insert(set, &ack.encode()[..])?;
+                // In step with the peer as of this very generation.
+                txn.open_table(SYNCED)?.insert(set, info.generation)?;
             }
             out.generation = info.generation;
             out

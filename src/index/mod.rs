@@ -23,6 +23,8 @@
 //! * `S/chunks` (multimap): chunk hash → (offset, path) of its first
 //!   occurrence in each file holding it
 //! * `sets`: set name → [`SetInfo`]; `meta`: format version and index id.
+//! * `acks`: set name → the peer [`Position`] last applied completely;
+//!   `synced`: set name → this index's own generation at that moment.
 
 mod commit;
 mod lookup;
@@ -33,8 +35,8 @@ use std::path::{Path, PathBuf};
 
 use hamirror_wire::{Entry, Hash, Reader};
 use redb::{
-    Database, DatabaseError, MultimapTableDefinition, ReadTransaction, ReadableDatabase, ReadableTableMetadata,
-    TableDefinition, TableError,
+    Database, DatabaseError, MultimapTableDefinition, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, TableDefinition, TableError,
 };
 use thiserror::Error;
 
@@ -54,6 +56,11 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const SETS: TableDefinition<&str, &[u8]> = TableDefinition::new("sets");
 /// Per set: the peer position ([`Position`]) this replica is in step with.
 const ACKS: TableDefinition<&str, &[u8]> = TableDefinition::new("acks");
+/// Per set: this index's own generation when it was last in step with the
+/// peer (written with every acknowledgement). Changes logged after it are
+/// this node's own, not on the peer. A table added after format 1 was
+/// frozen: an older file simply lacks it, which reads as "never in step".
+const SYNCED: TableDefinition<&str, u64> = TableDefinition::new("synced");
 
 /// Where a node's index of one set stands: its index id and generation.
 /// A receiver stores the sender's position it last applied completely.
@@ -456,6 +463,61 @@ impl Index {
         txn.open_table(ACKS)?.remove(set)?;
         txn.commit()?;
         Ok(())
+    }
+
+    /// This index's own generation of `set` when its replica was last
+    /// completely in step with the peer (the commit that recorded the
+    /// acknowledgement, or [`Index::mark_synced`]), or `None` if never.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn synced(&self, set: &str) -> Result<Option<u64>, IndexError> {
+        let txn = self.db.begin_read()?;
+        match read_table(&txn, SYNCED)? {
+            Some(t) => Ok(t.get(set)?.map(|v| v.value())),
+            None => Ok(None),
+        }
+    }
+
+    /// Records `generation` as the point this node's copy of `set` was in
+    /// step with the peer. A receiver uses it when its own pre-apply scan
+    /// found only leftovers of an interrupted apply or stray changes it is
+    /// about to overwrite anyway, so they never count as its own writes.
+    /// Never moves the mark backwards.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn mark_synced(&self, set: &str, generation: u64) -> Result<(), IndexError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(SYNCED)?;
+            let old = t.get(set)?.map(|v| v.value());
+            if old.is_none_or(|o| o < generation) {
+                t.insert(set, generation)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The paths this node changed (or deleted) that the peer does not
+    /// have: the changes after `max(synced, peer_acked)`, where `synced` is
+    /// [`Index::synced`] and `peer_acked` is the generation of this index
+    /// the peer reports it last applied (from its `HelloOk.acked`, when the
+    /// index id matches). `None` means it cannot be told — this node was
+    /// never in step with the peer, or the log was trimmed past that point
+    /// — and every entry must be treated as possibly not on the peer.
+    ///
+    /// # Errors
+    /// Storage errors, or a log record that does not decode.
+    pub fn unmirrored(&self, set: &str, peer_acked: Option<u64>) -> Result<Option<Vec<Vec<u8>>>, IndexError> {
+        let Some(base) = self.synced(set)?.max(peer_acked) else {
+            return Ok(None);
+        };
+        let current = self.generation(set)?;
+        // A peer's acknowledgement of a generation this index never reached
+        // (a rebuilt file with a reused id cannot happen; be safe anyway).
+        self.changes_since(set, base.min(current))
     }
 
     /// A set's generation and counters (all zero for an unknown set).

@@ -279,3 +279,41 @@ fn an_acknowledgement_is_committed_with_the_entries_it_covers() {
     assert!(dir.path().join("sets/Fx.redb").exists());
     consistent(&Index::open_set(dir.path(), "Fx").unwrap(), "Fx");
 }
+
+#[test]
+fn unmirrored_changes_are_those_after_the_last_point_in_step() {
+    let (_d, idx) = open();
+    let s = "Fx";
+    // Never in step and no word from the peer: cannot be told.
+    idx.commit(s, &[up(file("a", &[(1, 10)], 1))], &[]).unwrap();
+    assert_eq!(idx.synced(s).unwrap(), None);
+    assert_eq!(idx.unmirrored(s, None).unwrap(), None);
+    // The peer says it applied generation 1 of ours: nothing unmirrored.
+    assert_eq!(idx.unmirrored(s, Some(1)).unwrap(), Some(vec![]));
+
+    // Applying a complete offer records our resulting generation (2).
+    let ack = Position {
+        index: 9,
+        generation: 4,
+    };
+    idx.commit_with_ack(s, &[up(file("b", &[(2, 10)], 1))], &[], Some(ack))
+        .unwrap();
+    assert_eq!(idx.synced(s).unwrap(), Some(2));
+    assert_eq!(idx.unmirrored(s, None).unwrap(), Some(vec![]));
+
+    // Own writes after that point are unmirrored, whatever older
+    // acknowledgement the peer reports; a newer one covers them.
+    idx.commit(s, &[up(file("c", &[(3, 10)], 1))], &[b"a".to_vec()])
+        .unwrap();
+    let mine = Some(vec![b"a".to_vec(), b"c".to_vec()]);
+    assert_eq!(idx.unmirrored(s, None).unwrap(), mine);
+    assert_eq!(idx.unmirrored(s, Some(1)).unwrap(), mine);
+    assert_eq!(idx.unmirrored(s, Some(3)).unwrap(), Some(vec![]));
+
+    // mark_synced never moves the mark back.
+    idx.mark_synced(s, 3).unwrap();
+    idx.mark_synced(s, 1).unwrap();
+    assert_eq!(idx.synced(s).unwrap(), Some(3));
+    assert_eq!(idx.unmirrored(s, None).unwrap(), Some(vec![]));
+    consistent(&idx, s);
+}

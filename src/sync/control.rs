@@ -71,6 +71,17 @@ impl Control {
         let _ = self.tx.finished().await;
     }
 
+    /// The peer's answer to our hello: `HelloOk` (its `Error` is a refusal).
+    pub(crate) async fn hello_ok(&mut self) -> Result<hamirror_wire::HelloOk, SyncError> {
+        match self.next().await? {
+            Message::HelloOk(ok) => Ok(ok),
+            other => Err(SyncError::protocol(format!(
+                "expected HelloOk, got {}",
+                other.msg_type().name()
+            ))),
+        }
+    }
+
     /// Ends the conversation normally: waits until the peer has everything.
     pub(crate) async fn close(&mut self) -> Result<(), SyncError> {
         self.tx.finished().await?;

@@ -16,7 +16,9 @@
 //! and wire — never on the failover side.
 
 mod chunks;
+mod conflict;
 mod control;
+mod pull;
 mod push;
 mod recv;
 mod send;
@@ -32,6 +34,8 @@ use crate::scan::ScanError;
 use crate::transport::TransportError;
 
 pub use chunks::Router;
+pub use conflict::{CONFLICT_MARK, conflict_time_now, is_conflict_copy};
+pub use pull::{PullOptions, PullReport, kind_letter, pull};
 pub use push::{PushOptions, PushReport, push};
 pub use recv::ReceiveReport;
 pub use send::SendReport;

@@ -91,6 +91,13 @@ pub async fn push(
             generation,
         }
     };
+    // The receiver's position we last applied: with it the receiver can
+    // tell whether it holds changes we do not have (it refuses with
+    // Diverged rather than overwrite them).
+    let applied = {
+        let (idx, name) = (index.clone(), set.name.clone());
+        super::blocking(move || idx.acked(&name)).await?
+    };
     let (tx, rx) = conn.open_control().await?;
     let mut ctl = Control::new(conn, tx, rx);
     let result = async {
@@ -111,18 +118,13 @@ pub async fn push(
                 max: set.chunk.max,
             },
             offer: Some(position),
-            acked: None,
+            acked: applied.map(|a| Position {
+                index: a.index,
+                generation: a.generation,
+            }),
         };
         ctl.send(&Message::Hello(hello)).await?;
-        let ok = match ctl.next().await? {
-            Message::HelloOk(ok) => ok,
-            other => {
-                return Err(SyncError::protocol(format!(
-                    "expected HelloOk, got {}",
-                    other.msg_type().name()
-                )));
-            }
-        };
+        let ok = ctl.hello_ok().await?;
         let mut report = PushReport {
             set: set.name.clone(),
             outcome: "unchanged",
@@ -154,6 +156,7 @@ pub async fn push(
             empty_roots: empty_roots(local, set),
             dry_run: opts.dry_run,
             progress: opts.progress.clone(),
+            only: None,
         };
         let send = send_half(conn, &mut ctl, offer).await?;
         report.outcome = if opts.dry_run { "dry-run" } else { send.listing };

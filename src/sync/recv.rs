@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use super::SyncError;
 use super::chunks::Incoming;
+use super::conflict::{self, ConflictPolicy};
 use super::control::Control;
 use crate::apply::{Applier, ApplyError, Dest, Journal};
 use crate::config::MirrorSet;
@@ -41,6 +42,10 @@ pub(crate) struct Target {
     pub acked: Option<Position>,
     pub force: bool,
     pub dry_run: bool,
+    /// What to do with this node's own changes the sender lacks.
+    pub conflicts: ConflictPolicy,
+    /// Told how much chunk data is needed and how much arrived.
+    pub progress: Option<Arc<dyn super::Progress>>,
 }
 
 /// What the receiver half did.
@@ -59,6 +64,24 @@ pub struct ReceiveReport {
     pub failures: u64,
     /// The sender's position is now acknowledged.
     pub complete: bool,
+    /// Files that could not be applied: (path, reason), the first ones.
+    #[serde(skip)]
+    pub failed: Vec<(Vec<u8>, String)>,
+    /// Dry run: what would be created or changed, and deleted, and the
+    /// chunk data that would be needed.
+    #[serde(skip)]
+    pub would_change: Vec<(hamirror_wire::EntryKind, Vec<u8>)>,
+    #[serde(skip)]
+    pub would_delete: Vec<Vec<u8>>,
+    #[serde(skip)]
+    pub would_need: Option<NeedEnd>,
+    /// Pull: the files kept as conflict copies (original set paths), or in
+    /// a dry run the files that would be.
+    /// (original, conflict copy) pairs.
+    #[serde(skip)]
+    pub conflicts_made: Vec<(Vec<u8>, Vec<u8>)>,
+    #[serde(skip)]
+    pub would_conflict: Vec<Vec<u8>>,
 }
 
 /// The replica as the planner sees it: entries and chunk locations read
@@ -114,15 +137,26 @@ struct Prepared {
     plan: Plan,
     /// Changed entries, for a dry run's listing.
     changed: Vec<Entry>,
+    /// Offered entries refused without trying (a conflict delivery that
+    /// would overwrite), reported as failures.
+    refused: Vec<(Vec<u8>, String)>,
+    /// Files of ours kept (or, in a dry run, to be kept) as conflict
+    /// copies: (original, copy; empty in a dry run).
+    kept: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Index refresh, replica view, mass-delete guard and plan (blocking).
-fn prepare(t: &Target, offered: Vec<Entry>, deletes: Vec<Vec<u8>>, end: &OfferEnd) -> Result<Prepared, SyncError> {
+fn prepare(
+    t: &Target,
+    mut offered: Vec<Entry>,
+    mut deletes: Vec<Vec<u8>>,
+    end: &OfferEnd,
+) -> Result<Prepared, SyncError> {
     let journal = Journal::open(&t.journal_dir.join(&t.set.name)).map_err(|e| ApplyError::Io {
         path: t.journal_dir.display().to_string(),
         source: e,
     })?;
-    let full = end.listing == Listing::Full;
+    let mut full = end.listing == Listing::Full;
     // A full listing is compared with what is really on disk, and so is any
     // offer after an interrupted run (files it renamed into place are not in
     // the index yet; a stat pass finds them and their chunks are reused).
@@ -131,6 +165,24 @@ fn prepare(t: &Target, offered: Vec<Entry>, deletes: Vec<Vec<u8>>, end: &OfferEn
         if !report.errors.is_empty() {
             tracing::warn!(set = %t.set.name, "replica scan: {} paths could not be read", report.errors.len());
         }
+        // A push receiver had no changes of its own (serve checked before
+        // the offer): what this scan found are leftovers of an interrupted
+        // apply or stray edits the sender's version replaces, not writes
+        // to keep — so they never make this node look diverged later.
+        let found = report.generation != report.previous_generation;
+        if found && matches!(t.conflicts, ConflictPolicy::Overwrite) && !t.dry_run {
+            t.index.mark_synced(&t.set.name, report.generation)?;
+        }
+    }
+    let (mut refused, mut kept) = (Vec::new(), Vec::new());
+    match &t.conflicts {
+        ConflictPolicy::Accept => {
+            let (ok, no) = conflict::accept(&t.index, &t.set, &t.root, offered, &deletes)?;
+            (offered, refused, full) = (ok, no, false);
+            deletes.clear();
+        }
+        ConflictPolicy::Keep(c) => kept = c.keep(&t.index, &t.set, &t.root, &offered, t.dry_run)?,
+        ConflictPolicy::Overwrite | ConflictPolicy::DiscardMine => {}
     }
     let mut entries = HashMap::new();
     let deletes = if full {
@@ -138,7 +190,8 @@ fn prepare(t: &Target, offered: Vec<Entry>, deletes: Vec<Vec<u8>>, end: &OfferEn
         let mut gone = Vec::new();
         for e in t.index.entries(&t.set.name)? {
             let e = e?;
-            if !listed.contains(e.path.as_slice()) {
+            let protected = matches!(&t.conflicts, ConflictPolicy::Keep(c) if c.protects(&e.path));
+            if !listed.contains(e.path.as_slice()) && !protected {
                 gone.push(e.path.clone());
             }
             entries.insert(e.path.clone(), e);
@@ -152,7 +205,7 @@ fn prepare(t: &Target, offered: Vec<Entry>, deletes: Vec<Vec<u8>>, end: &OfferEn
         }
         deletes
     };
-    if !t.force {
+    if !t.force && !matches!(t.conflicts, ConflictPolicy::Accept) {
         // Only what the replica holds counts: a delta lists every path
         // deleted since the acknowledged generation, and under churn most
         // of those were created and deleted again before ever arriving here.
@@ -189,7 +242,12 @@ fn prepare(t: &Target, offered: Vec<Entry>, deletes: Vec<Vec<u8>>, end: &OfferEn
         .filter(|e| changed_paths.contains(e.path.as_slice()))
         .cloned()
         .collect();
-    Ok(Prepared { plan, changed })
+    Ok(Prepared {
+        plan,
+        changed,
+        refused,
+        kept,
+    })
 }
 
 /// Refuses an offer that would empty a root the replica holds data under,
@@ -255,6 +313,8 @@ async fn send_needs(ctl: &mut Control, need: &[Hash], deltas: Vec<DeltaRequest>)
 /// A dry run: name what would change and be deleted, with the totals.
 async fn answer_dry_run(ctl: &mut Control, t: &Target, p: Prepared) -> Result<ReceiveReport, SyncError> {
     let mut batcher = EntryBatcher::new();
+    let would_conflict = p.kept.into_iter().map(|(orig, _)| orig).collect();
+    let would_change = p.changed.iter().map(|e| (e.kind, e.path.clone())).collect();
     for e in p.changed {
         for m in batcher.entry(e) {
             ctl.send(&m).await?;
@@ -269,12 +329,12 @@ async fn answer_dry_run(ctl: &mut Control, t: &Target, p: Prepared) -> Result<Re
         ctl.send(&m).await?;
     }
     let plan = &p.plan;
-    ctl.send(&Message::NeedEnd(NeedEnd {
+    let need = NeedEnd {
         chunks: plan.need.len() as u64,
         bytes: plan.need_bytes,
         reused: plan.reused_chunks,
-    }))
-    .await?;
+    };
+    ctl.send(&Message::NeedEnd(need)).await?;
     let applied = Applied {
         generation: t.offered.generation,
         complete: false,
@@ -289,6 +349,10 @@ async fn answer_dry_run(ctl: &mut Control, t: &Target, p: Prepared) -> Result<Re
     Ok(ReceiveReport {
         listing: "dry-run",
         unchanged: plan.unchanged,
+        would_change,
+        would_delete: plan.deletes.clone(),
+        would_need: Some(need),
+        would_conflict,
         ..ReceiveReport::default()
     })
 }
@@ -314,7 +378,10 @@ pub(crate) async fn receive_half(
     if end.generation != t.offered.generation {
         return Err(SyncError::protocol("the offer's generation differs from the hello's"));
     }
-    if let Listing::Delta { base } = end.listing {
+    // A conflict delivery is judged by what it offers (conflict::accept).
+    if let Listing::Delta { base } = end.listing
+        && !matches!(t.conflicts, ConflictPolicy::Accept)
+    {
         let ok = t
             .acked
             .is_some_and(|a| a.index == t.offered.index && a.generation == base);
@@ -340,7 +407,10 @@ pub(crate) async fn receive_half(
         unchanged: prepared.plan.unchanged,
         ..ReceiveReport::default()
     };
-    let plan = prepared.plan;
+    let Prepared {
+        plan, refused, kept, ..
+    } = prepared;
+    report.conflicts_made = kept;
     let reused = plan.reused_chunks;
     let applier = {
         let t = t.clone();
@@ -359,6 +429,9 @@ pub(crate) async fn receive_half(
     let need_bytes = applier.need_bytes();
     let asked = (need.len() + deltas.len()) as u64;
     send_needs(ctl, &need, deltas).await?;
+    if let Some(p) = &t.progress {
+        p.need(need_bytes);
+    }
     ctl.send(&Message::NeedEnd(NeedEnd {
         chunks: asked,
         bytes: need_bytes,
@@ -383,7 +456,11 @@ pub(crate) async fn receive_half(
                 }
                 report.chunks_received += batch.len() as u64;
                 report.deltas_received += batch.iter().filter(|c| matches!(c, Incoming::Delta(_))).count() as u64;
-                report.bytes_received += batch.iter().map(|c| u64::from(c.raw_len())).sum::<u64>();
+                let bytes = batch.iter().map(|c| u64::from(c.raw_len())).sum::<u64>();
+                report.bytes_received += bytes;
+                if let Some(p) = &t.progress {
+                    p.sent(bytes);
+                }
                 applier = super::blocking(move || deliver(applier, batch)).await?;
             }
             Event::Chunk(None) => return Err(SyncError::protocol("the chunk streams ended early")),
@@ -399,9 +476,15 @@ pub(crate) async fn receive_half(
     }
     let done = {
         let t = t.clone();
-        super::blocking(move || finish(&t, applier)).await?
+        super::blocking(move || finish(&t, applier, refused)).await?
     };
     let (mut applied_msg, failures) = done;
+    report.failed = applied_msg
+        .failures
+        .listed
+        .iter()
+        .map(|f| (f.path.clone(), f.reason.clone()))
+        .collect();
     applied_msg.chunks_received = report.chunks_received;
     applied_msg.chunks_reused = reused;
     report.applied = applied_msg.files;
@@ -447,8 +530,13 @@ fn deliver(mut applier: Applier, batch: Vec<Incoming>) -> Result<Applier, SyncEr
 
 /// Finishes the build and commits what was applied with the new
 /// acknowledgement (only when everything was applied).
-fn finish(t: &Target, applier: Applier) -> Result<(Applied, u64), SyncError> {
-    let r = applier.finish()?;
+fn finish(t: &Target, applier: Applier, refused: Vec<(Vec<u8>, String)>) -> Result<(Applied, u64), SyncError> {
+    let mut r = applier.finish()?;
+    r.failures.extend(
+        refused
+            .into_iter()
+            .map(|(path, reason)| crate::apply::Failure { path, reason }),
+    );
     let dest = Dest::new(&t.root, &t.set);
     let upserts: Vec<Upsert> = r
         .applied
@@ -461,11 +549,16 @@ fn finish(t: &Target, applier: Applier) -> Result<(Applied, u64), SyncError> {
         })
         .collect();
     let complete = r.failures.is_empty();
-    let ack = complete.then_some(crate::index::Position {
+    // Conflict copies are not a position of the sender's: no acknowledgement.
+    let acking = complete && !matches!(t.conflicts, ConflictPolicy::Accept);
+    let ack = acking.then_some(crate::index::Position {
         index: t.offered.index,
         generation: t.offered.generation,
     });
     t.index.commit_with_ack(&t.set.name, &upserts, &r.deleted, ack)?;
+    if let ConflictPolicy::Keep(c) = &t.conflicts {
+        c.commit_made(&t.index, &t.set, &t.root)?;
+    }
     let mut failures = Failures::default();
     for f in &r.failures {
         failures.push(Failure::new(f.path.clone(), ErrorCode::Io, f.reason.clone()));

@@ -37,6 +37,9 @@ pub(crate) struct Offer {
     pub empty_roots: Vec<Vec<u8>>,
     pub dry_run: bool,
     pub progress: Option<Arc<dyn super::Progress>>,
+    /// Offer exactly these entries (a conflict delivery) instead of the
+    /// changes since the receiver's acknowledgement.
+    pub only: Option<Vec<hamirror_wire::Entry>>,
 }
 
 /// What the sender half did.
@@ -99,8 +102,15 @@ fn build_offer(o: &Offer) -> Result<Built, SyncError> {
             lens.insert(c.hash, c.len);
         }
     };
-    let listing = match delta {
-        Some((base, paths)) => {
+    let listing = match (delta, &o.only) {
+        (_, Some(only)) => {
+            for e in only {
+                note(e);
+                msgs.extend(batcher.entry(e.clone()));
+            }
+            Listing::Full
+        }
+        (Some((base, paths)), None) => {
             for p in paths {
                 match o.index.entry(&o.set, &p)? {
                     Some(e) => {
@@ -112,7 +122,7 @@ fn build_offer(o: &Offer) -> Result<Built, SyncError> {
             }
             Listing::Delta { base }
         }
-        None => {
+        (None, None) => {
             for e in o.index.entries(&o.set)? {
                 let e = e?;
                 note(&e);
@@ -125,7 +135,7 @@ fn build_offer(o: &Offer) -> Result<Built, SyncError> {
     let counts = batcher.counts();
     let info = o.index.info(&o.set)?;
     let mut set_bytes = 0u64;
-    if listing == Listing::Full {
+    if listing == Listing::Full && o.only.is_none() {
         set_bytes = counts.bytes;
     } else {
         for e in o.index.entries(&o.set)? {

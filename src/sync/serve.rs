@@ -3,7 +3,10 @@
 //! and for each conversation checks the hello in the order PROTOCOL.md
 //! §6.1 gives — version, node names (against the key the peer proved),
 //! set and group, holder and epoch, one conversation per set — then runs the
-//! receiver half (push) or streams a re-read manifest (verify).
+//! receiver half (push; refused with `Diverged` when this node holds changes
+//! the sender lacks), the sender half (pull, when this node holds the
+//! group), takes in conflict copies (from a node that pulled) or streams a
+//! re-read manifest (verify).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -12,10 +15,13 @@ use hamirror_wire::{ErrorCode, ErrorMsg, Hello, HelloOk, Message, Mode, MsgType,
 
 use super::SyncError;
 use super::chunks::Router;
+use super::conflict::ConflictPolicy;
 use super::control::Control;
 use super::recv::{Target, receive_half};
-use crate::config::{ChunkParams, Cluster, MirrorSet};
+use super::send::{Offer, send_half};
+use crate::config::{ChunkParams, Cluster, MirrorSet, Node};
 use crate::index::Index;
+use crate::scan::{Quiet, ScanOptions, scan_set};
 use crate::transport::{Connection, Endpoint, FrameReceiver, FrameSender};
 
 /// Who holds each group now, and at which epoch: the lock that stops two
@@ -188,11 +194,11 @@ impl Server {
                 ),
             );
         }
-        if h.mode == Mode::Push {
-            let Some((holder, epoch)) = self.holders.holder(&h.group) else {
-                return refuse(ErrorCode::UnknownSet, format!("no group {}", h.group));
-            };
-            if holder != h.from {
+        let Some((holder, epoch)) = self.holders.holder(&h.group) else {
+            return refuse(ErrorCode::UnknownSet, format!("no group {}", h.group));
+        };
+        match h.mode {
+            Mode::Push if holder != h.from => {
                 return refuse(
                     ErrorCode::NotHolder,
                     format!(
@@ -201,7 +207,7 @@ impl Server {
                     ),
                 );
             }
-            if h.epoch < epoch {
+            Mode::Push if h.epoch < epoch => {
                 return refuse(
                     ErrorCode::StaleEpoch,
                     format!(
@@ -210,6 +216,28 @@ impl Server {
                     ),
                 );
             }
+            // A pull, and conflict copies, go to the holder only, and only
+            // when this node's view of the group is not older than the
+            // opener's.
+            Mode::Pull | Mode::Conflicts if holder != self.local => {
+                return refuse(
+                    ErrorCode::NotHolder,
+                    format!(
+                        "{} does not hold group {} (its holder is {holder}); resync from the holder",
+                        self.local, h.group
+                    ),
+                );
+            }
+            Mode::Pull | Mode::Conflicts if h.epoch > epoch => {
+                return refuse(
+                    ErrorCode::StaleEpoch,
+                    format!(
+                        "{} presents epoch {} of group {}, but this node only knows epoch {epoch}: its view is out of date",
+                        h.from, h.epoch, h.group
+                    ),
+                );
+            }
+            _ => {}
         }
         let chunk = ChunkParams {
             min: h.chunking.min,
@@ -220,6 +248,23 @@ impl Server {
             .validate()
             .map_err(|e| SyncError::protocol(format!("hello chunking: {e}")))?;
         Ok(MirrorSet { chunk, ..set.clone() })
+    }
+
+    /// Marks a set busy (one conversation per set) for the guard's life.
+    fn claim(&self, set: &str) -> Result<BusyGuard<'_>, SyncError> {
+        if !self
+            .busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(set.to_string())
+        {
+            let why = format!("another conversation for {set} is in progress");
+            return Err(SyncError::local(ErrorCode::Busy, why));
+        }
+        Ok(BusyGuard {
+            busy: &self.busy,
+            set: set.to_string(),
+        })
     }
 
     async fn converse(
@@ -235,98 +280,185 @@ impl Server {
             .node(&self.local)
             .expect("the server runs as a configured node");
         let epoch = self.holders.holder(&h.group).map_or(0, |(_, e)| e).max(h.epoch);
-        match h.mode {
-            Mode::Push => {
-                // One writer per set; released once applied, not at goodbye.
-                if !self
-                    .busy
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(set.name.clone())
-                {
-                    let why = format!("another conversation for {} is in progress", set.name);
-                    return Err(SyncError::local(ErrorCode::Busy, why));
-                }
-                let busy = BusyGuard {
-                    busy: &self.busy,
-                    set: set.name.clone(),
-                };
-                let (state, name) = (node.conf.state.clone(), set.name.clone());
-                let index = super::blocking(move || Index::open_set(&state, &name))
-                    .await
-                    .map_err(|e| match e {
-                        crate::index::IndexError::InUse { .. } => SyncError::local(ErrorCode::Busy, e.to_string()),
-                        e => e.into(),
-                    })?;
-                let index = Arc::new(index);
-                let acked = {
-                    let (index, name) = (index.clone(), set.name.clone());
-                    super::blocking(move || index.acked(&name)).await?
-                };
-                let acked = acked.map(|a| Position {
-                    index: a.index,
-                    generation: a.generation,
-                });
-                let Some(mut inbox) = router.register(h.session) else {
-                    return Err(SyncError::local(
-                        ErrorCode::Busy,
-                        format!("session {} is already open", h.session),
-                    ));
-                };
-                let ok = HelloOk {
-                    version: PROTOCOL_VERSION,
-                    node: self.local.clone(),
-                    epoch,
-                    offer: None,
-                    acked,
-                };
-                ctl.send(&Message::HelloOk(ok)).await?;
-                let target = Target {
-                    index,
-                    set: set.clone(),
-                    root: node.conf.root.clone(),
-                    journal_dir: node.conf.state.join("journal"),
-                    offered: h
-                        .offer
-                        .ok_or_else(|| SyncError::protocol("a push hello without an offer position"))?,
-                    acked,
-                    force: h.force,
-                    dry_run: h.dry_run,
-                };
-                let result = receive_half(ctl, &mut inbox, target).await;
-                router.unregister(h.session);
-                drop(busy);
-                let r = result?;
-                if r.listing == "none" {
-                    tracing::debug!(set = %set.name, peer = %ctl.peer, "in step, nothing to apply");
-                    return Ok(());
-                }
-                tracing::info!(
-                    set = %set.name, peer = %ctl.peer, listing = r.listing, offered = r.offered, applied = r.applied,
-                    deleted = r.deleted, chunks = r.chunks_received, deltas = r.deltas_received, bytes = r.bytes_received,
-                    failures = r.failures,
-                    "applied"
-                );
-                expect_goodbye(ctl).await
-            }
-            Mode::Verify => {
-                let ok = HelloOk {
-                    version: PROTOCOL_VERSION,
-                    node: self.local.clone(),
-                    epoch,
-                    offer: None,
-                    acked: None,
-                };
-                ctl.send(&Message::HelloOk(ok)).await?;
-                super::verify::send_manifest(ctl, node, &set).await?;
-                expect_goodbye(ctl).await
-            }
-            Mode::Pull => Err(SyncError::local(
-                ErrorCode::Unsupported,
-                "pull (resync --from) is not implemented by this node yet",
-            )),
+        if h.mode == Mode::Verify {
+            let ok = HelloOk {
+                version: PROTOCOL_VERSION,
+                node: self.local.clone(),
+                epoch,
+                offer: None,
+                acked: None,
+            };
+            ctl.send(&Message::HelloOk(ok)).await?;
+            super::verify::send_manifest(ctl, node, &set).await?;
+            return expect_goodbye(ctl).await;
         }
+        // One writer per set; released once applied, not at goodbye.
+        let busy = self.claim(&set.name)?;
+        let index = open_index(node, &set.name).await?;
+        let acked = {
+            let (index, name) = (index.clone(), set.name.clone());
+            super::blocking(move || index.acked(&name)).await?
+        }
+        .map(|a| Position {
+            index: a.index,
+            generation: a.generation,
+        });
+        if h.mode == Mode::Pull {
+            return serve_pull(ctl, conn, node, &set, &h, index, epoch, acked, &self.local, busy).await;
+        }
+        let policy = if h.mode == Mode::Conflicts {
+            ConflictPolicy::Accept
+        } else {
+            refuse_if_diverged(&index, &set.name, &h, &self.local).await?;
+            ConflictPolicy::Overwrite
+        };
+        let Some(mut inbox) = router.register(h.session) else {
+            return Err(SyncError::local(
+                ErrorCode::Busy,
+                format!("session {} is already open", h.session),
+            ));
+        };
+        let ok = HelloOk {
+            version: PROTOCOL_VERSION,
+            node: self.local.clone(),
+            epoch,
+            offer: None,
+            acked: if h.mode == Mode::Push { acked } else { None },
+        };
+        ctl.send(&Message::HelloOk(ok)).await?;
+        let target = Target {
+            index,
+            set: set.clone(),
+            root: node.conf.root.clone(),
+            journal_dir: node.conf.state.join("journal"),
+            offered: h
+                .offer
+                .ok_or_else(|| SyncError::protocol("a push hello without an offer position"))?,
+            acked: if h.mode == Mode::Push { acked } else { None },
+            force: h.force,
+            dry_run: h.dry_run,
+            conflicts: policy,
+            progress: None,
+        };
+        let result = receive_half(ctl, &mut inbox, target).await;
+        router.unregister(h.session);
+        drop(busy);
+        let r = result?;
+        if r.listing == "none" {
+            tracing::debug!(set = %set.name, peer = %ctl.peer, "in step, nothing to apply");
+            return Ok(());
+        }
+        let what = if h.mode == Mode::Conflicts {
+            "conflict copies applied"
+        } else {
+            "applied"
+        };
+        tracing::info!(
+            set = %set.name, peer = %ctl.peer, listing = r.listing, offered = r.offered, applied = r.applied,
+            deleted = r.deleted, chunks = r.chunks_received, deltas = r.deltas_received, bytes = r.bytes_received,
+            failures = r.failures,
+            "{what}"
+        );
+        expect_goodbye(ctl).await
     }
+}
+
+/// Opens this node's index of a set (another process holding it: Busy).
+async fn open_index(node: &Node, set: &str) -> Result<Arc<Index>, SyncError> {
+    let (state, name) = (node.conf.state.clone(), set.to_string());
+    let index = super::blocking(move || Index::open_set(&state, &name))
+        .await
+        .map_err(|e| match e {
+            crate::index::IndexError::InUse { .. } => SyncError::local(ErrorCode::Busy, e.to_string()),
+            e => e.into(),
+        })?;
+    Ok(Arc::new(index))
+}
+
+/// A push must not overwrite changes this node made that the sender does
+/// not have (it wrote while it held the group and came back): refuse with
+/// `Diverged` until an operator resyncs. Unknown (never in step with the
+/// sender) is accepted: a fresh replica.
+async fn refuse_if_diverged(index: &Arc<Index>, set: &str, h: &Hello, local: &str) -> Result<(), SyncError> {
+    let peer_has = h.acked.filter(|a| a.index == index.id()).map(|a| a.generation);
+    let (idx, name) = (index.clone(), set.to_string());
+    let mine = super::blocking(move || idx.unmirrored(&name, peer_has)).await?;
+    let Some(mine) = mine.filter(|m| !m.is_empty()) else {
+        return Ok(());
+    };
+    Err(SyncError::local(
+        ErrorCode::Diverged,
+        format!(
+            "{local} holds {} change(s) to {set} that {} does not have (e.g. /{}); it will not overwrite them. \
+             Run `hamirror resync --from {}` on {local} (its changes are kept as conflict copies on both nodes), \
+             or add --discard-mine to drop them",
+            mine.len(),
+            h.from,
+            crate::scan::show_path(&mine[0]),
+            h.from
+        ),
+    ))
+}
+
+/// The peer's side of a pull: scan this node's copy (quick check), offer
+/// its position, and unless the opener already has it, run the sender half.
+#[allow(clippy::too_many_arguments)]
+async fn serve_pull(
+    ctl: &mut Control,
+    conn: &Connection,
+    node: &Node,
+    set: &MirrorSet,
+    h: &Hello,
+    index: Arc<Index>,
+    epoch: u64,
+    acked: Option<Position>,
+    local: &str,
+    busy: BusyGuard<'_>,
+) -> Result<(), SyncError> {
+    let generation = {
+        let (idx, set, root) = (index.clone(), set.clone(), node.conf.root.clone());
+        super::blocking(move || scan_set(&idx, &set, &root, &ScanOptions::default(), &Quiet)).await?
+    }
+    .generation;
+    let offer = Position {
+        index: index.id(),
+        generation,
+    };
+    ctl.send(&Message::HelloOk(HelloOk {
+        version: PROTOCOL_VERSION,
+        node: local.to_string(),
+        epoch,
+        offer: Some(offer),
+        acked,
+    }))
+    .await?;
+    if h.acked == Some(offer) {
+        return expect_goodbye(ctl).await;
+    }
+    let o = Offer {
+        index,
+        set: set.name.clone(),
+        root: node.conf.root.clone(),
+        session: h.session,
+        position: offer,
+        acked: h.acked,
+        empty_roots: super::push::empty_roots(node, set),
+        dry_run: h.dry_run,
+        progress: None,
+        only: None,
+    };
+    let sent = send_half(conn, ctl, o).await?;
+    // Applied: the set is free (and its index closed) for what the opener
+    // does next, such as delivering conflict copies.
+    drop(busy);
+    if let Some(a) = &sent.applied {
+        tracing::info!(
+            set = %set.name, peer = %ctl.peer, listing = sent.listing, offered = sent.entries_offered,
+            chunks = sent.chunks_sent, applied = a.files, complete = a.complete, dry_run = h.dry_run,
+            "pulled by the peer"
+        );
+    }
+    expect_goodbye(ctl).await
 }
 
 async fn expect_goodbye(ctl: &mut Control) -> Result<(), SyncError> {

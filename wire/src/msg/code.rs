@@ -99,6 +99,10 @@ codes! {
     Unsupported = 18, retry: false;
     /// An unexpected failure on the peer; its log says more.
     Internal = 19, retry: true;
+    /// The receiver holds changes the sender does not have (it wrote while
+    /// it held the group, or its copy changed); it refuses to overwrite them
+    /// until an operator runs `hamirror resync --from PEER` on it.
+    Diverged = 20, retry: false;
 }
 
 impl fmt::Display for ErrorCode {
@@ -117,7 +121,7 @@ mod tests {
     #[test]
     fn numbers_are_frozen_and_round_trip() {
         let numbers: Vec<u32> = ErrorCode::ALL.iter().map(|c| c.number()).collect();
-        assert_eq!(numbers, (1..=19).collect::<Vec<u32>>());
+        assert_eq!(numbers, (1..=20).collect::<Vec<u32>>());
         for &c in ErrorCode::ALL {
             assert_eq!(ErrorCode::from_number(c.number()), c);
         }

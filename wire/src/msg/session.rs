@@ -84,6 +84,10 @@ pub enum Mode {
     Pull = 1,
     /// The peer re-reads its replica and streams its manifest.
     Verify = 2,
+    /// The opener (not the holder) delivers conflict copies to the holder:
+    /// a push restricted to new paths carrying the conflict marker, never
+    /// an overwrite of different content, never a delete.
+    Conflicts = 3,
 }
 
 impl Mode {
@@ -92,6 +96,7 @@ impl Mode {
             0 => Mode::Push,
             1 => Mode::Pull,
             2 => Mode::Verify,
+            3 => Mode::Conflicts,
             _ => {
                 return Err(DecodeError::Invalid {
                     what: "mode",
@@ -128,9 +133,11 @@ pub struct Hello {
     /// The group epoch the opener knows.
     pub epoch: u64,
     pub chunking: Chunking,
-    /// Push: the opener's index position it is about to offer.
+    /// Push, Conflicts: the opener's index position it is about to offer.
     pub offer: Option<Position>,
-    /// Pull: the peer's index position the opener last applied.
+    /// Pull, and optionally Push: the peer's index position the opener last
+    /// applied (in a push the receiver uses it to tell whether it holds
+    /// changes the opener does not have).
     pub acked: Option<Position>,
 }
 
@@ -195,9 +202,11 @@ pub struct HelloOk {
     pub epoch: u64,
     /// Pull: the receiver's index position it is about to offer.
     pub offer: Option<Position>,
-    /// Push: the opener's position the receiver last acknowledged for this
-    /// set, or `None` (no replica yet, or its state is not trusted). Equal to
-    /// `Hello::offer` means nothing to do: the conversation is complete.
+    /// Push (and Pull): the opener's position the receiver last acknowledged
+    /// for this set, or `None` (no replica yet, or its state is not trusted).
+    /// In a push, equal to `Hello::offer` means nothing to do: the
+    /// conversation is complete. In a pull it tells the opener which of its
+    /// own generations the peer already holds.
     pub acked: Option<Position>,
 }
 

@@ -521,7 +521,12 @@ fn arb_failures() -> impl Strategy<Value = Failures> {
 }
 
 fn arb_hello() -> impl Strategy<Value = Hello> {
-    let mode = prop_oneof![Just(Mode::Push), Just(Mode::Pull), Just(Mode::Verify)];
+    let mode = prop_oneof![
+        Just(Mode::Push),
+        Just(Mode::Pull),
+        Just(Mode::Verify),
+        Just(Mode::Conflicts)
+    ];
     let names = (arb_name(), arb_name(), arb_name(), arb_name());
     let chunking = proptest::array::uniform3(1..=MAX_CHUNK).prop_map(|mut c| {
         c.sort();
@@ -798,5 +803,66 @@ proptest! {
         }
         prop_assert!(d.finish().is_ok());
         prop_assert_eq!(got, msgs);
+    }
+}
+
+/// The additions for resync: a pull hello with the opener's acknowledgement,
+/// the pull answer carrying both positions, a conflict delivery hello, and
+/// the `Diverged` refusal. Frozen like the samples above.
+#[test]
+fn frozen_resync_samples() {
+    let pos = Position {
+        index: 0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10,
+        generation: 300,
+    };
+    let Message::Hello(base) = samples()[0].0.clone() else {
+        panic!("the first sample is a Hello");
+    };
+    let pull = Message::Hello(Hello {
+        mode: Mode::Pull,
+        dry_run: false,
+        offer: None,
+        acked: Some(pos),
+        ..base.clone()
+    });
+    let conflicts = Message::Hello(Hello {
+        mode: Mode::Conflicts,
+        dry_run: false,
+        offer: Some(pos),
+        acked: None,
+        ..base
+    });
+    let answer = Message::HelloOk(HelloOk {
+        version: PROTOCOL_VERSION,
+        node: "s1".into(),
+        epoch: 1,
+        offer: Some(pos),
+        acked: Some(Position {
+            index: 7,
+            generation: 9,
+        }),
+    });
+    let diverged = Message::Error(ErrorMsg::new(ErrorCode::Diverged, "run resync"));
+    for (m, want) in [
+        (
+            pull,
+            "00000031010101000702733102733204466c7064027331018080018080048080\
+             1000010102030405060708090a0b0c0d0e0f10ac02",
+        ),
+        (
+            conflicts,
+            "00000031010103000702733102733204466c7064027331018080018080048080\
+             10010102030405060708090a0b0c0d0e0f10ac0200",
+        ),
+        (
+            answer,
+            "0000002b02010273310101010203040506070809\
+             0a0b0c0d0e0f10ac020100000000000000000000000000000007\
+             09",
+        ),
+        (diverged, "0000000d03140a72756e20726573796e63"),
+    ] {
+        assert_eq!(hex(&m.encode_frame().unwrap()), want, "{m:?}");
+        assert_eq!(round_trip(&m), m);
     }
 }

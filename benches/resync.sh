@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Resync benchmark (issue 7): a node comes back after the holder changed 1%
+# of a 50,000-file, several-GB set, and pulls the changes back:
+# `hamirror resync --from serv1` on serv2, side by side with
+# `rsync -a --delete` pulling the same data the same way (from an rsync
+# daemon serving the holder's copy on loopback), in the same run.
+#
+#   cargo build --release
+#   benches/resync.sh [TREE]        # default /tmp/hamirror-bench/tree
+#
+# The source tree (benches/mktree.sh makes one) is copied once, so the
+# shared tree is never changed. Both replicas start as hard-link copies of
+# the holder's copy before the change (both tools replace files by rename,
+# never in place, and the change below does the same), and serv2's index is
+# in step (one initial `hamirror sync`). Then ~1% of the files change on
+# the holder (edits in place of a block, appends, insertions in the middle
+# of large files, deletions, new files), the page cache is warmed by a stat
+# pass, and each tool pulls once. Timed: the whole command (hamirror: the
+# local quick-check scan, the holder's scan, the transfer and the apply).
+# Both replicas are then checked against the holder's copy with
+# `rsync -anc --delete -H` (must print nothing).
+set -euo pipefail
+
+tree=$(realpath -m "${1:-/tmp/hamirror-bench/tree}")
+here=$(cd "$(dirname "$0")/.." && pwd)
+bin=${HAMIRROR_BIN:-$here/target/release/hamirror}
+[ -x "$bin" ] || { echo "resync.sh: build first: cargo build --release" >&2; exit 2; }
+command -v rsync >/dev/null || { echo "resync.sh: needs rsync" >&2; exit 2; }
+[ -d "$tree" ] || "$here/benches/mktree.sh" "$tree"
+
+mkdir -p /tmp/hamirror-bench
+work=$(mktemp -d /tmp/hamirror-bench/resync.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [ -n "${KEEP:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT
+
+now() { echo "$EPOCHREALTIME"; }
+secs() { python3 -c "print(f'{$2 - $1:.3f}')"; }
+jq1() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, {'d': d}))" "$1" "$2"; }
+port() { python3 -c "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"; }
+
+# serv1 (the holder) holds Fbench under $work/a; serv2 pulls into $work/b.
+cfg=$work/cluster.d
+mkdir -p "$cfg/serv1" "$cfg/serv2" "$work/a" "$work/b" "$work/r"
+for n in 1 2; do
+  root=$([ $n = 1 ] && echo "$work/a" || echo "$work/b")
+  printf 'address = 127.0.0.1\nport = %s\nheartbeat_port = %s\nroot = %s\nstate = %s\n' \
+    "$(port)" "$(port)" "$root" "$work/state$n" > "$cfg/serv$n.conf"
+done
+echo "/set/" > "$cfg/serv1/Fbench"
+echo 127.0.0.1 > "$cfg/reachlist"
+for n in serv1 serv2; do
+  fp=$("$bin" --config "$cfg" --node $n init 2>/dev/null | grep -o 'sha256:[0-9a-f]*' | head -1)
+  echo "fingerprint = $fp" >> "$cfg/$n.conf"
+done
+A() { "$bin" --config "$cfg" --node serv1 "$@"; }
+B() { "$bin" --config "$cfg" --node serv2 "$@"; }
+
+echo "copying $tree ..." >&2
+cp -a "$tree" "$work/a/set"
+cp -al "$work/a/set" "$work/b/set"
+cp -al "$work/a/set" "$work/r/set"
+files=$(find "$work/a/set" -type f | wc -l); bytes=$(du -sb "$work/a/set" | cut -f1)
+
+# serv2 in step: an initial push (its receiver indexes its copy; nothing moves).
+"$bin" --config "$cfg" --node serv2 serve 2> "$work/serve2.log" & pids+=($!); sleep 1
+A sync Fbench --json > "$work/init.json"
+kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'
+echo "initial push: $(jq1 "$work/init.json" "d['push']['outcome'] + ', ' + str(d['push']['chunks_sent']) + ' chunks sent'")" >&2
+
+# ~1% of the files change on the holder, each by a new file renamed into
+# place (the replicas' hard links keep the old content).
+python3 - "$work/a/set" <<'PY'
+import os, random, sys
+root = sys.argv[1]
+rng = random.Random(11)
+files = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs)
+picked = rng.sample(files, len(files) // 100)
+def replace(p, data):
+    st = os.stat(p)
+    tmp = p + ".new"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.chmod(tmp, st.st_mode & 0o7777)
+    os.rename(tmp, p)
+for i, p in enumerate(picked):
+    if i % 10 == 0:
+        os.remove(p)
+        continue
+    data = open(p, "rb").read()
+    if len(data) > (1 << 20) and i % 3 == 0:
+        data = data[: len(data) // 2] + rng.randbytes(100) + data[len(data) // 2 :]
+    elif i % 2 == 0:
+        at = rng.randrange(max(1, len(data) - 4096))
+        data = data[:at] + rng.randbytes(4096) + data[at + 4096 :]
+    else:
+        data = data + rng.randbytes(1000)
+    replace(p, data)
+first = sorted(d for d, _, _ in os.walk(root))[1]
+for i in range(len(picked) // 10):
+    # A fresh name: writing into an existing file would change the
+    # replicas' hard-linked copies too.
+    p = os.path.join(first, f"resync-new{i:04d}.dat")
+    assert not os.path.exists(p), p
+    with open(p, "wb") as f:
+        f.write(rng.randbytes(rng.randrange(1000, 200000)))
+print(f"changed {len(picked)} files, added {len(picked) // 10}", file=sys.stderr)
+PY
+changed_bytes=$(python3 - "$work/a/set" "$work/b/set" <<'PY'
+import os, sys
+a, b = sys.argv[1], sys.argv[2]
+n = 0
+for d, _, fs in os.walk(a):
+    for f in fs:
+        p = os.path.join(d, f)
+        q = os.path.join(b, os.path.relpath(p, a))
+        try:
+            if os.stat(p).st_ino != os.stat(q).st_ino:
+                n += os.path.getsize(p)
+        except FileNotFoundError:
+            n += os.path.getsize(p)
+print(n)
+PY
+)
+sync
+find "$work" -type f > /dev/null   # warm the inode cache for both
+
+# hamirror: serv1 serves, serv2 pulls.
+"$bin" --config "$cfg" --node serv1 serve 2> "$work/serve1.log" & pids+=($!); sleep 1
+t0=$(now); B resync --from serv1 Fbench --json > "$work/h.json"; t1=$(now); h_time=$(secs "$t0" "$t1")
+h_wire=$(jq1 "$work/h.json" "d['udp_bytes_sent'] + d['udp_bytes_received']")
+h_detail=$(jq1 "$work/h.json" "f\"{d['sets'][0]['outcome']} listing, {d['sets'][0]['offered']} entries offered, {d['sets'][0]['applied']} applied, {d['sets'][0]['deleted']} deleted, {d['sets'][0]['chunks_received']} chunks received ({d['bytes_received']} raw bytes, {d['sets'][0]['deltas_received']} as deltas), {d['chunks_reused']} reused, {d['conflicts']} conflicts\"")
+
+# rsync: a daemon serves the holder's copy; serv2's side pulls.
+rport=$(port)
+cat > "$work/rsyncd.conf" <<CONF
+use chroot = no
+uid = root
+gid = root
+[a]
+  path = $work/a/set
+  read only = true
+CONF
+rsync --daemon --no-detach --address=127.0.0.1 --port="$rport" --config="$work/rsyncd.conf" & pids+=($!); sleep 1
+t0=$(now)
+rsync -aH --delete --stats "rsync://127.0.0.1:$rport/a/" "$work/r/set/" > "$work/rsync.out"
+t1=$(now); r_time=$(secs "$t0" "$t1")
+r_wire=$(awk '/Total bytes sent/ {s=$4} /Total bytes received/ {r=$4} END {gsub(",","",s); gsub(",","",r); print s+r}' "$work/rsync.out")
+
+for d in "$work/b/set" "$work/r/set"; do
+  out=$(rsync -anc --delete -H --itemize-changes "$work/a/set/" "$d/")
+  [ -z "$out" ] || { echo "MISMATCH against $d:"; echo "$out" | head; exit 1; }
+done
+
+echo
+echo "machine: $(nproc) cores, $(lscpu | sed -n 's/Model name: *//p'); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "set: $files files, $bytes bytes; changed on the holder: $changed_bytes bytes of files"
+echo
+echo "| resync after 1% changed | time (s) | bytes on the wire |"
+echo "| --- | ---: | ---: |"
+echo "| \`hamirror resync --from serv1\` | $h_time | $h_wire |"
+echo "| \`rsync -aH --delete\` (daemon, loopback) | $r_time | $r_wire |"
+echo
+echo "hamirror: $h_detail"
+echo "ratio: $(python3 -c "print(f'{$h_time / $r_time:.2f}')") of rsync's time, $(python3 -c "print(f'{$h_wire / $r_wire:.2f}')") of its bytes"
