@@ -32,6 +32,7 @@ mod verify;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 
 use hamirror_wire::{Entry, Hash, Reader};
 use redb::{
@@ -329,6 +330,27 @@ impl Index {
             source,
         })?;
         Index::open_file(&dir.join(format!("{set}.redb")))
+    }
+
+    /// [`Index::open_set`], shared within this process: while any caller
+    /// still holds the returned index, another call for the same file gets
+    /// the same one. A file can be open only once per process (the lock is
+    /// per process), and in the daemon the watcher of a set, the receiver
+    /// serving a pull of it and the status figures all need it at once.
+    ///
+    /// # Errors
+    /// As [`Index::open_set`].
+    pub fn shared_set(state_dir: &Path, set: &str) -> Result<Arc<Index>, IndexError> {
+        static OPEN: Mutex<Vec<(PathBuf, Weak<Index>)>> = Mutex::new(Vec::new());
+        let key = state_dir.join("sets").join(format!("{set}.redb"));
+        let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+        open.retain(|(_, w)| w.strong_count() > 0);
+        if let Some(i) = open.iter().find(|(p, _)| *p == key).and_then(|(_, w)| w.upgrade()) {
+            return Ok(i);
+        }
+        let index = Arc::new(Index::open_set(state_dir, set)?);
+        open.push((key, Arc::downgrade(&index)));
+        Ok(index)
     }
 
     /// Opens (creating it and the directory if needed) `<state>/index.redb`.

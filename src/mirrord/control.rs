@@ -248,7 +248,6 @@ impl Control {
                     let s = scanner
                         .scan_set(&index, &set2, &me.conf.root, &Quiet)
                         .map_err(|e| e.to_string())?;
-                    let index = Arc::new(index);
                     shipper
                         .ship(&set2, &index, s.report.generation)
                         .map(|o| o.acked)
@@ -332,10 +331,10 @@ impl Control {
 
 /// Opens a set's index, waiting up to `patience` while another user (the
 /// set's engine, just stopped; a receiver conversation) still holds it.
-fn open_index(me: &Node, set: &str, patience: Duration) -> Result<Index, String> {
+fn open_index(me: &Node, set: &str, patience: Duration) -> Result<Arc<Index>, String> {
     let t0 = Instant::now();
     loop {
-        match Index::open_set(&me.conf.state, set) {
+        match Index::shared_set(&me.conf.state, set) {
             Ok(i) => return Ok(i),
             Err(e) if e.retryable() && t0.elapsed() < patience => std::thread::sleep(Duration::from_millis(50)),
             Err(e) => return Err(e.to_string()),

@@ -366,13 +366,13 @@ impl Server {
 /// Opens this node's index of a set (another process holding it: Busy).
 async fn open_index(node: &Node, set: &str) -> Result<Arc<Index>, SyncError> {
     let (state, name) = (node.conf.state.clone(), set.to_string());
-    let index = super::blocking(move || Index::open_set(&state, &name))
+    // Shared: in the daemon the set's watcher may hold it already.
+    super::blocking(move || Index::shared_set(&state, &name))
         .await
         .map_err(|e| match e {
             crate::index::IndexError::InUse { .. } => SyncError::local(ErrorCode::Busy, e.to_string()),
             e => e.into(),
-        })?;
-    Ok(Arc::new(index))
+        })
 }
 
 /// A push must not overwrite changes this node made that the sender does

@@ -312,11 +312,10 @@ impl Engine {
             return Err(WatchError::AlreadyWatched(set.name.clone()));
         }
         let name = set.name.clone();
-        let index = Index::open_set(&self.state_dir, &set.name).map_err(|source| WatchError::Index {
+        let index = Index::shared_set(&self.state_dir, &set.name).map_err(|source| WatchError::Index {
             set: name.clone(),
             source,
         })?;
-        let index = Arc::new(index);
         let start_generation = index.generation(&set.name).map_err(|source| WatchError::Index {
             set: name.clone(),
             source,
