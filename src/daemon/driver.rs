@@ -170,6 +170,31 @@ impl Driver {
         self.pump(now);
     }
 
+    /// Conflict copies after a split brain: a warning in the log and in
+    /// `status`'s recent events, and a `conflict_copies` notification.
+    fn conflicts(&mut self, now: Millis, group: String, set: String, copies: Vec<String>) {
+        let shown: Vec<&str> = copies.iter().take(5).map(String::as_str).collect();
+        let detail = format!(
+            "group={group} set={set} copies={}{} first={}",
+            copies.len(),
+            if copies.len() > shown.len() { "+" } else { "" },
+            shown.join(",")
+        );
+        tracing::warn!("event conflict_copies {detail}");
+        let _ = self.c.notices.send(Notice {
+            event: "conflict_copies".into(),
+            message: format!(
+                "{}: {} file(s) of {set} changed on both nodes or not yet mirrored were kept as conflict copies: {}",
+                self.c.local,
+                copies.len(),
+                shown.join(", ")
+            ),
+            group,
+            epoch: 0,
+        });
+        self.record(now, Level::Warning, "conflict_copies".into(), detail);
+    }
+
     /// The mirror has sent the last changes of a released group: only now
     /// does the arbiter (and through it the peer) learn the group is free.
     fn mirror_stopped(&mut self, now: Millis, group: &str) {
@@ -192,6 +217,7 @@ impl Driver {
                 self.arbiter.handle_resync(now, &group, caught_up)
             }
             Msg::Mirror(MirrorReport::Stopped { group }) => self.mirror_stopped(now, &group),
+            Msg::Mirror(MirrorReport::Conflicts { group, set, copies }) => self.conflicts(now, group, set, copies),
         }
         self.pump(now);
     }

@@ -109,6 +109,14 @@ pub enum MirrorReport {
     /// The last changes of released `group` were sent (or given up on):
     /// the daemon may now tell the peer the group is free.
     Stopped { group: String },
+    /// This node held changes to `set` the holder lacked (a split brain, or
+    /// writes not yet mirrored when it failed): they were kept as conflict
+    /// copies `NAME.hamirror-conflict-NODE-TIME` on both nodes.
+    Conflicts {
+        group: String,
+        set: String,
+        copies: Vec<String>,
+    },
 }
 
 impl MirrorReporter {
@@ -118,6 +126,16 @@ impl MirrorReporter {
         let _ = self.tx.send(Msg::Mirror(MirrorReport::CaughtUp {
             group: group.to_string(),
             caught_up,
+        }));
+    }
+
+    /// Conflict copies were made for `set` (logged, shown in `status`, and
+    /// told to the notification hooks).
+    pub fn conflicts(&self, group: &str, set: &str, copies: Vec<String>) {
+        let _ = self.tx.send(Msg::Mirror(MirrorReport::Conflicts {
+            group: group.to_string(),
+            set: set.to_string(),
+            copies,
         }));
     }
 

@@ -66,6 +66,7 @@ pub struct ReachTracker {
     hosts: Vec<Hysteresis>,
     rounds: u32,
     settle_rounds: u32,
+    grace_rounds: u32,
 }
 
 impl ReachTracker {
@@ -74,7 +75,17 @@ impl ReachTracker {
             hosts: (0..hosts).map(|_| Hysteresis::new(rise, fall)).collect(),
             rounds: 0,
             settle_rounds: rise.max(fall),
+            grace_rounds: 0,
         }
+    }
+
+    /// At start-up, report no score for up to `rounds` rounds unless every
+    /// host already answers: a node's own network takes a moment to come up
+    /// after a boot (link negotiation, neighbour discovery), and a score of
+    /// 0 reported then would send a healthy node to standby as "worse".
+    pub fn with_startup_grace(mut self, rounds: u32) -> Self {
+        self.grace_rounds = rounds;
+        self
     }
 
     /// Feeds one round (one result per host, in order). Returns the score
@@ -86,7 +97,9 @@ impl ReachTracker {
             h.record(*ok);
         }
         self.rounds = self.rounds.saturating_add(1);
-        (self.rounds >= self.settle_rounds).then(|| self.score())
+        let settled = self.rounds >= self.settle_rounds;
+        let all_up = self.hosts.iter().all(|h| h.state() == Some(true));
+        (settled && (all_up || self.rounds >= self.grace_rounds)).then(|| self.score())
     }
 
     pub fn score(&self) -> Reach {
@@ -106,6 +119,21 @@ impl ReachTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_score_waits_out_the_start_up_grace_unless_every_host_answers() {
+        let mut t = ReachTracker::new(2, 2, 2).with_startup_grace(6);
+        // The network is still coming up: nothing reported as 0/2.
+        for _ in 0..5 {
+            assert_eq!(t.round(&[false, false]), None);
+        }
+        // Grace over: what is known counts.
+        assert_eq!(t.round(&[true, false]), Some(Reach { up: 0, total: 2 }));
+        let mut t = ReachTracker::new(2, 2, 2).with_startup_grace(100);
+        assert_eq!(t.round(&[true, true]), None);
+        // Everyone answers: reported at once, grace or not.
+        assert_eq!(t.round(&[true, true]), Some(Reach { up: 2, total: 2 }));
+    }
 
     #[test]
     fn one_lost_reply_does_not_change_the_state() {

@@ -233,7 +233,10 @@ fn run(
     tx: &Sender<Input>,
 ) {
     let interval = timers.probe_interval().as_millis().max(1) as u64;
-    let mut tracker = ReachTracker::new(targets.len(), Timers::PROBE_RISE, Timers::PROBE_FALL);
+    // Up to `initdead` for the node's own network to come up after a boot.
+    let grace = (timers.initdead.as_millis() as u64 / interval).min(u32::MAX as u64) as u32;
+    let mut tracker =
+        ReachTracker::new(targets.len(), Timers::PROBE_RISE, Timers::PROBE_FALL).with_startup_grace(grace);
     let mut round: u32 = 0;
     let mut next = monotonic_ms();
     while !stop.load(Ordering::Relaxed) {

@@ -13,7 +13,7 @@ use super::ship::IndexSlot;
 use super::view::Link;
 use crate::config::MirrorSet;
 use crate::daemon::SetBacklog;
-use crate::watch::{Shipping, WatchHandle};
+use crate::watch::{RunState, Shipping, WatchHandle};
 
 /// Pending bytes are summed from the index only up to this many paths
 /// (beyond, `pending_bytes` is unknown rather than slow).
@@ -26,7 +26,11 @@ pub(super) struct BacklogTracker {
 }
 
 impl BacklogTracker {
-    /// One set's figures, and whether it is in step with the peer.
+    /// One set's figures, whether it is in step with the peer, and whether
+    /// the peer has acknowledged a push since the set's engine (re)started
+    /// — that first push is a full quick check, so after it the peer holds
+    /// everything that was here when it began (what a resync waits for: a
+    /// busy service may never leave the backlog empty).
     pub fn figures(
         &mut self,
         group: &str,
@@ -34,7 +38,7 @@ impl BacklogTracker {
         handle: Option<&WatchHandle>,
         slot: Option<&IndexSlot>,
         link: Link,
-    ) -> (SetBacklog, bool) {
+    ) -> (SetBacklog, bool, bool) {
         let mut b = SetBacklog {
             set: set.name.clone(),
             group: group.to_string(),
@@ -44,7 +48,7 @@ impl BacklogTracker {
             b.shipping = Some("starting".into());
             self.behind_since.entry(set.name.clone()).or_insert_with(Instant::now);
             b.lag_ms = self.lag(&set.name);
-            return (b, false);
+            return (b, false, false);
         };
         let status = handle.status();
         let (shipping, _) = handle.shipping();
@@ -56,8 +60,9 @@ impl BacklogTracker {
         });
         b.link = Some(link.name().to_string());
         let Ok(backlog) = handle.backlog() else {
-            return (b, false);
+            return (b, false, false);
         };
+        let pushed = status.state == RunState::Watching && shipping == Shipping::Ok && backlog.acked.is_some();
         let base = backlog.acked.unwrap_or(status.start_generation);
         b.pending_files = backlog.paths;
         // Bytes: the current size of each pending path, from the index.
@@ -85,7 +90,7 @@ impl BacklogTracker {
             self.behind_since.entry(set.name.clone()).or_insert_with(Instant::now);
         }
         b.lag_ms = self.lag(&set.name);
-        (b, step)
+        (b, step, pushed)
     }
 
     fn lag(&self, set: &str) -> Option<u64> {

@@ -303,8 +303,8 @@ impl Control {
             for set in &h.sets {
                 let handle = self.engine.handle(&set.name);
                 let slot = h.slots.get(&set.name);
-                let (b, step) = self.tracker.figures(group, set, handle.as_ref(), slot, link);
-                in_step &= step;
+                let (b, step, pushed) = self.tracker.figures(group, set, handle.as_ref(), slot, link);
+                in_step &= step || pushed;
                 out.push(b);
             }
             if in_step && let Some((t, resync)) = h.resync {

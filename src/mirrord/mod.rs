@@ -21,6 +21,7 @@
 
 mod backlog;
 mod control;
+mod pullback;
 pub mod ship;
 pub mod view;
 
@@ -102,11 +103,25 @@ impl Mirrord {
         let addrs: Vec<String> = endpoint.local_addrs().iter().map(ToString::to_string).collect();
         tracing::info!(node = %me.name, peer = %peer.name, "mirror receiver on {}", addrs.join(", "));
         let holders = ViewHolders::new();
-        let server = Server::new(cluster.clone(), local, holders.clone());
+        let link = Arc::new(Mutex::new(Link::Any));
+        // Writes made while no daemon ran go into the index before the
+        // receiver judges whether a push would overwrite them.
+        pullback::scan_all(&cluster, &me);
+        let back = pullback::PullBack {
+            cluster: cluster.clone(),
+            me: me.clone(),
+            peer: peer.clone(),
+            rt: rt.handle().clone(),
+            link: link.clone(),
+            holders: holders.clone(),
+            reporter: reporter.clone(),
+            running: Arc::default(),
+        };
+        let hook: crate::sync::DivergedHook = Box::new(move |set, group| back.start(set, group));
+        let server = Server::with_diverged_hook(cluster.clone(), local, holders.clone(), Some(hook));
         let ep = endpoint.clone();
         rt.spawn(async move { server.run(&ep).await });
 
-        let link = Arc::new(Mutex::new(Link::Any));
         let backlog = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         let (done_tx, done) = mpsc::channel();

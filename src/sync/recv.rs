@@ -209,7 +209,14 @@ fn prepare(
         // Only what the replica holds counts: a delta lists every path
         // deleted since the acknowledged generation, and under churn most
         // of those were created and deleted again before ever arriving here.
-        let held: Vec<Vec<u8>> = deletes.iter().filter(|d| entries.contains_key(*d)).cloned().collect();
+        // Nor does a file whose content lives on in a conflict copy made
+        // just now (a split brain's new files, pulled back): nothing is lost.
+        let preserved: HashSet<&[u8]> = kept.iter().map(|(p, _)| p.as_slice()).collect();
+        let held: Vec<Vec<u8>> = deletes
+            .iter()
+            .filter(|d| entries.contains_key(*d) && !preserved.contains(d.as_slice()))
+            .cloned()
+            .collect();
         guard_mass_delete(t, &held, &end.empty_roots)?;
     }
     let wanted: Vec<Hash> = offered

@@ -8,7 +8,7 @@
 //! group), takes in conflict copies (from a node that pulled) or streams a
 //! re-read manifest (verify).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use hamirror_wire::{ErrorCode, ErrorMsg, Hello, HelloOk, Message, Mode, MsgType, PROTOCOL_VERSION, Position};
@@ -58,12 +58,19 @@ pub struct Server {
     cluster: Arc<Cluster>,
     local: String,
     holders: Arc<dyn Holders>,
-    busy: Mutex<HashSet<String>>,
+    /// Sets in conversation, with the connection each conversation is on.
+    busy: Mutex<HashMap<String, Connection>>,
+    diverged: Option<DivergedHook>,
 }
+
+/// Told `(set, group)` when a push was refused because this node holds
+/// changes the sender lacks (`Diverged`): the daemon pulls them back with
+/// conflict copies by itself; `hamirror serve` leaves it to the operator.
+pub type DivergedHook = Box<dyn Fn(&str, &str) + Send + Sync>;
 
 /// Marks a set busy for the life of a conversation.
 struct BusyGuard<'a> {
-    busy: &'a Mutex<HashSet<String>>,
+    busy: &'a Mutex<HashMap<String, Connection>>,
     set: String,
 }
 
@@ -73,13 +80,27 @@ impl Drop for BusyGuard<'_> {
     }
 }
 
+/// How long a new conversation waits for the one it superseded to end.
+const SUPERSEDE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Server {
     pub fn new(cluster: Arc<Cluster>, local: &str, holders: Arc<dyn Holders>) -> Arc<Server> {
+        Server::with_diverged_hook(cluster, local, holders, None)
+    }
+
+    /// [`Server::new`], calling `diverged` after each `Diverged` refusal.
+    pub fn with_diverged_hook(
+        cluster: Arc<Cluster>,
+        local: &str,
+        holders: Arc<dyn Holders>,
+        diverged: Option<DivergedHook>,
+    ) -> Arc<Server> {
         Arc::new(Server {
             cluster,
             local: local.to_string(),
             holders,
-            busy: Mutex::new(HashSet::new()),
+            busy: Mutex::new(HashMap::new()),
+            diverged,
         })
     }
 
@@ -251,20 +272,44 @@ impl Server {
     }
 
     /// Marks a set busy (one conversation per set) for the guard's life.
-    fn claim(&self, set: &str) -> Result<BusyGuard<'_>, SyncError> {
-        if !self
-            .busy
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(set.to_string())
-        {
-            let why = format!("another conversation for {set} is in progress");
-            return Err(SyncError::local(ErrorCode::Busy, why));
+    ///
+    /// The peer runs one conversation per set at a time, so a new one on
+    /// another connection means the old connection is dead — typically the
+    /// peer was killed and restarted, and its old connection would only
+    /// time out after the idle timeout. That connection is closed and the
+    /// new conversation waits (briefly) for the old one to end.
+    async fn claim(&self, set: &str, conn: &Connection) -> Result<BusyGuard<'_>, SyncError> {
+        let t0 = std::time::Instant::now();
+        loop {
+            {
+                let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+                match busy.get(set) {
+                    None => {
+                        busy.insert(set.to_string(), conn.clone());
+                        return Ok(BusyGuard {
+                            busy: &self.busy,
+                            set: set.to_string(),
+                        });
+                    }
+                    Some(old) if old.quinn().stable_id() != conn.quinn().stable_id() => {
+                        tracing::info!(
+                            set,
+                            "a new conversation for {set} supersedes one on an older connection"
+                        );
+                        old.close(
+                            ErrorCode::Busy.number(),
+                            "superseded: a newer connection from this peer works on the same set",
+                        );
+                    }
+                    Some(_) => {}
+                }
+            }
+            if t0.elapsed() > SUPERSEDE_WAIT {
+                let why = format!("another conversation for {set} is in progress");
+                return Err(SyncError::local(ErrorCode::Busy, why));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        Ok(BusyGuard {
-            busy: &self.busy,
-            set: set.to_string(),
-        })
     }
 
     async fn converse(
@@ -293,7 +338,7 @@ impl Server {
             return expect_goodbye(ctl).await;
         }
         // One writer per set; released once applied, not at goodbye.
-        let busy = self.claim(&set.name)?;
+        let busy = self.claim(&set.name, conn).await?;
         let index = open_index(node, &set.name).await?;
         let acked = {
             let (index, name) = (index.clone(), set.name.clone());
@@ -309,7 +354,12 @@ impl Server {
         let policy = if h.mode == Mode::Conflicts {
             ConflictPolicy::Accept
         } else {
-            refuse_if_diverged(&index, &set.name, &h, &self.local).await?;
+            if let Err(e) = refuse_if_diverged(&index, &set.name, &h, &self.local).await {
+                if let Some(hook) = &self.diverged {
+                    hook(&set.name, &h.group);
+                }
+                return Err(e);
+            }
             ConflictPolicy::Overwrite
         };
         let Some(mut inbox) = router.register(h.session) else {

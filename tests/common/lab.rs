@@ -525,6 +525,32 @@ esac"#,
         }
     }
 
+    /// Split brain: the nodes stop hearing each other on every link while
+    /// both still reach the reachlist hosts and the client (the crossover
+    /// goes down; each node's route to the other's LAN address becomes a
+    /// blackhole). `false` heals it.
+    pub fn split(&self, on: bool) {
+        let verb = if on { "add" } else { "del" };
+        for i in 0..2 {
+            ip(&[
+                "-n",
+                &self.node_ns[i],
+                "route",
+                verb,
+                "blackhole",
+                &format!("{}/32", LAN_IPS[1 - i]),
+            ]);
+        }
+        ip(&[
+            "-n",
+            &self.node_ns[0],
+            "link",
+            "set",
+            "x0",
+            if on { "down" } else { "up" },
+        ]);
+    }
+
     /// Pulls node `i`'s LAN cable (its switch port goes down).
     pub fn cut_lan(&self, i: usize) {
         ip(&["-n", &self.lan_ns, "link", "set", ["p1", "p2"][i], "down"]);
