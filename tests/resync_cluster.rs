@@ -8,6 +8,9 @@
 //! conflict copy `NAME.hamirror-conflict-NODE-TIME`, and the two copies of
 //! the set must compare identical. Root and iproute2 needed (CI has both).
 
+// Nodes are indexed throughout (0 = serv1, 1 = serv2).
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 
 use std::path::{Path, PathBuf};
