@@ -279,6 +279,29 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// A set watched by some engine of this process (released when the
+/// engine's thread for the set ends, with its hold on the index).
+struct WatchClaim(std::path::PathBuf);
+
+static WATCHED: Mutex<Vec<std::path::PathBuf>> = Mutex::new(Vec::new());
+
+impl WatchClaim {
+    fn take(path: std::path::PathBuf) -> Result<WatchClaim, std::path::PathBuf> {
+        let mut w = WATCHED.lock().unwrap_or_else(|p| p.into_inner());
+        if w.contains(&path) {
+            return Err(path);
+        }
+        w.push(path.clone());
+        Ok(WatchClaim(path))
+    }
+}
+
+impl Drop for WatchClaim {
+    fn drop(&mut self) {
+        WATCHED.lock().unwrap_or_else(|p| p.into_inner()).retain(|p| *p != self.0);
+    }
+}
+
 impl Engine {
     /// An engine for the node whose files lie under `node_root` and whose
     /// indexes live in `state_dir` (`NodeConf::root` and `state`).
@@ -312,6 +335,14 @@ impl Engine {
             return Err(WatchError::AlreadyWatched(set.name.clone()));
         }
         let name = set.name.clone();
+        // The index is shared within the process (the receiver may serve a
+        // pull of this set from it), but one watcher per set at a time.
+        let claim = WatchClaim::take(self.state_dir.join("sets").join(format!("{name}.redb"))).map_err(|path| {
+            WatchError::Index {
+                set: name.clone(),
+                source: IndexError::InUse { path },
+            }
+        })?;
         let index = Index::shared_set(&self.state_dir, &set.name).map_err(|source| WatchError::Index {
             set: name.clone(),
             source,
@@ -369,6 +400,7 @@ impl Engine {
         let thread = std::thread::Builder::new()
             .name(format!("hamirror-watch-{name}"))
             .spawn(move || {
+                let _claim = claim;
                 let set = worker.set.name.clone();
                 let result = worker.run();
                 if let Some(tx) = notices {
