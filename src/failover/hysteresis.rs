@@ -67,6 +67,8 @@ pub struct ReachTracker {
     rounds: u32,
     settle_rounds: u32,
     grace_rounds: u32,
+    /// A score was reported: the start-up grace is over for good.
+    reported: bool,
 }
 
 impl ReachTracker {
@@ -76,6 +78,7 @@ impl ReachTracker {
             rounds: 0,
             settle_rounds: rise.max(fall),
             grace_rounds: 0,
+            reported: false,
         }
     }
 
@@ -99,7 +102,8 @@ impl ReachTracker {
         self.rounds = self.rounds.saturating_add(1);
         let settled = self.rounds >= self.settle_rounds;
         let all_up = self.hosts.iter().all(|h| h.state() == Some(true));
-        (settled && (all_up || self.rounds >= self.grace_rounds)).then(|| self.score())
+        self.reported |= settled && (all_up || self.rounds >= self.grace_rounds);
+        self.reported.then(|| self.score())
     }
 
     pub fn score(&self) -> Reach {
@@ -133,6 +137,9 @@ mod tests {
         assert_eq!(t.round(&[true, true]), None);
         // Everyone answers: reported at once, grace or not.
         assert_eq!(t.round(&[true, true]), Some(Reach { up: 2, total: 2 }));
+        // From then on every round is reported, a loss included.
+        assert_eq!(t.round(&[false, true]), Some(Reach { up: 2, total: 2 }));
+        assert_eq!(t.round(&[false, true]), Some(Reach { up: 1, total: 2 }));
     }
 
     #[test]
