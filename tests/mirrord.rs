@@ -15,6 +15,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::pair::{Pair, rsync_oracle, tree_differences};
+use common::write;
 use serde_json::Value;
 
 const NODES: [&str; 2] = ["serv1", "serv2"];
@@ -181,11 +182,6 @@ fn set_mtime(p: &Path, t: libc::timespec) {
         unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) },
         0
     );
-}
-
-fn write(p: &Path, data: &[u8]) {
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(p, data).unwrap();
 }
 
 #[test]

@@ -13,27 +13,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::pair::Pair;
+use common::{noise, write};
 
 const ROOTS: &[&str] = &["srv/samba", "etc/samba", "var/lib/samba"];
-
-/// Deterministic incompressible bytes.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
-
-fn write(p: &Path, data: &[u8]) {
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(p, data).unwrap();
-}
 
 fn set_mtime(p: &Path, secs: u64) {
     let f = fs::File::options().write(true).open(p).unwrap();

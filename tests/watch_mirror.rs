@@ -7,11 +7,11 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::pair::{Pair, rsync_oracle, tree_differences};
+use common::write;
 
 struct Watch(Child);
 
@@ -63,11 +63,6 @@ fn converge(p: &Pair, within: Duration) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn write(p: &Path, data: &[u8]) {
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(p, data).unwrap();
 }
 
 fn setup() -> (Pair, Watch) {

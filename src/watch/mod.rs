@@ -298,7 +298,10 @@ impl WatchClaim {
 
 impl Drop for WatchClaim {
     fn drop(&mut self) {
-        WATCHED.lock().unwrap_or_else(|p| p.into_inner()).retain(|p| *p != self.0);
+        WATCHED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|p| *p != self.0);
     }
 }
 
