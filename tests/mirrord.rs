@@ -276,3 +276,80 @@ fn the_holder_mirrors_the_old_holder_is_refused_after_a_takeover_and_gets_the_ch
         Duration::from_secs(20),
     );
 }
+
+#[test]
+fn a_node_restarted_from_an_old_state_is_refused_as_sender_and_as_holder() {
+    let mut c = Cluster::new();
+    c.start(0);
+    c.start(1);
+    c.wait("each node holds its own group", Duration::from_secs(20), |c| {
+        c.phase(0, "serv1").as_deref() == Some("held") && c.phase(1, "serv2").as_deref() == Some("held")
+    });
+    let a = "srv/samba/share/a.txt";
+    write(&c.p.src(a), b"v1 on serv1\n");
+    c.converge("the first copy", Duration::from_secs(20));
+
+    // serv1's state as it is now (it holds its group at epoch 1), kept aside.
+    c.kill(0);
+    let old = tempfile::tempdir().unwrap();
+    let copy = |from: &Path, to: &Path| {
+        let st = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(from)
+            .arg(to)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    copy(&c.p.state(1), &old.path().join("state"));
+
+    // The group moves to serv2 (epoch 2), back to serv1 (3), to serv2 (4).
+    c.wait("serv2 holds serv1's group", Duration::from_secs(10), |c| {
+        c.phase(1, "serv1").as_deref() == Some("held")
+    });
+    write(&c.p.dst(a), b"v2 on serv2\n");
+    c.start(0);
+    c.converge("serv1 back as a backup", Duration::from_secs(30));
+    let out = c.p.run("serv1", &["takeover", "serv1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    c.wait("serv1 holds its group again", Duration::from_secs(10), |c| {
+        c.phase(0, "serv1").as_deref() == Some("held")
+    });
+    write(&c.p.src(a), b"v3 on serv1\n");
+    c.converge("serv1's change mirrored", Duration::from_secs(20));
+    c.kill(0);
+    c.wait("serv2 holds serv1's group once more", Duration::from_secs(10), |c| {
+        c.phase(1, "serv1").as_deref() == Some("held")
+    });
+    write(&c.p.dst(a), b"v4 on serv2\n");
+
+    // serv1 comes back from the old state directory (epoch 1, an old index).
+    fs::remove_dir_all(c.p.state(1)).unwrap();
+    copy(&old.path().join("state"), &c.p.state(1));
+    // As a sender: refused, and nothing of serv2's copy changes.
+    let out = c.p.run("serv1", &["sync", "--force", "Fsmbd"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "the stale node's push went through: {err}");
+    assert!(err.contains("does not hold group serv1"), "{err}");
+    assert_eq!(fs::read(c.p.dst(a)).unwrap(), b"v4 on serv2\n");
+    // As a holder: its daemon starts as a backup of the newer epoch and
+    // gets the holder's copy; it never takes the group.
+    c.start(0);
+    let t0 = Instant::now();
+    c.converge("the stale node gets the holder's copy", Duration::from_secs(30));
+    assert_eq!(fs::read(c.p.src(a)).unwrap(), b"v4 on serv2\n");
+    while t0.elapsed() < Duration::from_secs(3) {
+        assert_ne!(c.phase(0, "serv1").as_deref(), Some("held"), "{}", c.logs());
+        assert_eq!(c.phase(1, "serv1").as_deref(), Some("held"), "{}", c.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let s = c.status(1).unwrap();
+    let g = s["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["group"] == "serv1")
+        .unwrap()
+        .clone();
+    assert!(g["epoch"].as_u64().unwrap() >= 4, "{g}");
+}

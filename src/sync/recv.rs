@@ -562,7 +562,14 @@ fn finish(t: &Target, applier: Applier, refused: Vec<(Vec<u8>, String)>) -> Resu
         index: t.offered.index,
         generation: t.offered.generation,
     });
-    t.index.commit_with_ack(&t.set.name, &upserts, &r.deleted, ack)?;
+    let outcome = t.index.commit_with_ack(&t.set.name, &upserts, &r.deleted, ack)?;
+    // A partial apply is not acknowledged, but what it wrote came from the
+    // sender: it must not count as this node's own changes (the sender was
+    // let in only because there were none), or the next push would be
+    // refused as diverged.
+    if !acking && matches!(t.conflicts, ConflictPolicy::Overwrite | ConflictPolicy::DiscardMine) {
+        t.index.mark_synced(&t.set.name, outcome.generation)?;
+    }
     if let ConflictPolicy::Keep(c) = &t.conflicts {
         c.commit_made(&t.index, &t.set, &t.root)?;
     }
