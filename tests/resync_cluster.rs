@@ -289,8 +289,9 @@ fn a_split_brain_loses_no_write_and_keeps_both_versions_as_conflict_copies() {
         let v = versions(&data(&lab, i), "shared.txt");
         assert!(
             v.iter().any(|(n, d)| n == "shared.txt" && *d == want_kept.as_bytes()),
-            "{}: the holder's version of shared.txt is not in place: {v:?}",
-            NODES[i]
+            "{}: the holder's version of shared.txt is not in place: {v:?}\n{}",
+            NODES[i],
+            lab.logs()
         );
         assert!(
             v.iter().any(

@@ -183,6 +183,7 @@ pub async fn pull(
             return Ok(report);
         }
         let target = Target {
+            recheck: None,
             index: index.clone(),
             set: set.clone(),
             root: local.conf.root.clone(),

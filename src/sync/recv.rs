@@ -46,7 +46,14 @@ pub(crate) struct Target {
     pub conflicts: ConflictPolicy,
     /// Told how much chunk data is needed and how much arrived.
     pub progress: Option<Arc<dyn super::Progress>>,
+    /// Asked again, once the offer is read and right before anything is
+    /// installed, whether the sender may still write here (it still holds
+    /// the group): a conversation can outlive a change of holder.
+    pub recheck: Option<Recheck>,
 }
+
+/// See [`Target::recheck`].
+pub(crate) type Recheck = Arc<dyn Fn() -> Result<(), SyncError> + Send + Sync>;
 
 /// What the receiver half did.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -385,6 +392,9 @@ pub(crate) async fn receive_half(
     if end.generation != t.offered.generation {
         return Err(SyncError::protocol("the offer's generation differs from the hello's"));
     }
+    if let Some(recheck) = &t.recheck {
+        recheck()?;
+    }
     // A conflict delivery is judged by what it offers (conflict::accept).
     if let Listing::Delta { base } = end.listing
         && !matches!(t.conflicts, ConflictPolicy::Accept)
@@ -538,6 +548,10 @@ fn deliver(mut applier: Applier, batch: Vec<Incoming>) -> Result<Applier, SyncEr
 /// Finishes the build and commits what was applied with the new
 /// acknowledgement (only when everything was applied).
 fn finish(t: &Target, applier: Applier, refused: Vec<(Vec<u8>, String)>) -> Result<(Applied, u64), SyncError> {
+    if let Some(recheck) = &t.recheck {
+        // Nothing is installed: the temp files go with the journal's clean-up.
+        recheck()?;
+    }
     let mut r = applier.finish()?;
     r.failures.extend(
         refused

@@ -215,51 +215,7 @@ impl Server {
                 ),
             );
         }
-        let Some((holder, epoch)) = self.holders.holder(&h.group) else {
-            return refuse(ErrorCode::UnknownSet, format!("no group {}", h.group));
-        };
-        match h.mode {
-            Mode::Push if holder != h.from => {
-                return refuse(
-                    ErrorCode::NotHolder,
-                    format!(
-                        "{} does not hold group {} (its holder is {holder}); only the holder mirrors it",
-                        h.from, h.group
-                    ),
-                );
-            }
-            Mode::Push if h.epoch < epoch => {
-                return refuse(
-                    ErrorCode::StaleEpoch,
-                    format!(
-                        "{} presents epoch {} of group {}, but this node knows epoch {epoch}",
-                        h.from, h.epoch, h.group
-                    ),
-                );
-            }
-            // A pull, and conflict copies, go to the holder only, and only
-            // when this node's view of the group is not older than the
-            // opener's.
-            Mode::Pull | Mode::Conflicts if holder != self.local => {
-                return refuse(
-                    ErrorCode::NotHolder,
-                    format!(
-                        "{} does not hold group {} (its holder is {holder}); resync from the holder",
-                        self.local, h.group
-                    ),
-                );
-            }
-            Mode::Pull | Mode::Conflicts if h.epoch > epoch => {
-                return refuse(
-                    ErrorCode::StaleEpoch,
-                    format!(
-                        "{} presents epoch {} of group {}, but this node only knows epoch {epoch}: its view is out of date",
-                        h.from, h.epoch, h.group
-                    ),
-                );
-            }
-            _ => {}
-        }
+        check_holder(self.holders.as_ref(), &self.local, h)?;
         let chunk = ChunkParams {
             min: h.chunking.min,
             avg: h.chunking.avg,
@@ -389,6 +345,11 @@ impl Server {
             dry_run: h.dry_run,
             conflicts: policy,
             progress: None,
+            recheck: (h.mode == Mode::Push).then(|| {
+                let (holders, local, h) = (self.holders.clone(), self.local.clone(), h.clone());
+                let r: super::recv::Recheck = Arc::new(move || check_holder(holders.as_ref(), &local, &h));
+                r
+            }),
         };
         let result = receive_half(ctl, &mut inbox, target).await;
         router.unregister(h.session);
@@ -414,6 +375,61 @@ impl Server {
 }
 
 /// Opens this node's index of a set (another process holding it: Busy).
+/// The holder and epoch checks of PROTOCOL.md §6.1 against this node's
+/// current view. Run at the hello, and again before a push is applied: a
+/// conversation accepted just before the links went down may resume after
+/// they heal, when its sender no longer holds the group (a split brain's
+/// loser) — it must not overwrite the new holder's data.
+fn check_holder(holders: &dyn Holders, local: &str, h: &Hello) -> Result<(), SyncError> {
+    let refuse = |code, reason: String| Err(SyncError::local(code, reason));
+    let Some((holder, epoch)) = holders.holder(&h.group) else {
+        return refuse(ErrorCode::UnknownSet, format!("no group {}", h.group));
+    };
+    match h.mode {
+        Mode::Push if holder != h.from => {
+            return refuse(
+                ErrorCode::NotHolder,
+                format!(
+                    "{} does not hold group {} (its holder is {holder}); only the holder mirrors it",
+                    h.from, h.group
+                ),
+            );
+        }
+        Mode::Push if h.epoch < epoch => {
+            return refuse(
+                ErrorCode::StaleEpoch,
+                format!(
+                    "{} presents epoch {} of group {}, but this node knows epoch {epoch}",
+                    h.from, h.epoch, h.group
+                ),
+            );
+        }
+        // A pull, and conflict copies, go to the holder only, and only
+        // when this node's view of the group is not older than the
+        // opener's.
+        Mode::Pull | Mode::Conflicts if holder != local => {
+            return refuse(
+                ErrorCode::NotHolder,
+                format!(
+                    "{} does not hold group {} (its holder is {holder}); resync from the holder",
+                    local, h.group
+                ),
+            );
+        }
+        Mode::Pull | Mode::Conflicts if h.epoch > epoch => {
+            return refuse(
+                ErrorCode::StaleEpoch,
+                format!(
+                    "{} presents epoch {} of group {}, but this node only knows epoch {epoch}: its view is out of date",
+                    h.from, h.epoch, h.group
+                ),
+            );
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 async fn open_index(node: &Node, set: &str) -> Result<Arc<Index>, SyncError> {
     let (state, name) = (node.conf.state.clone(), set.to_string());
     // Shared: in the daemon the set's watcher may hold it already.
