@@ -405,7 +405,7 @@ async fn offer_copies(
     let result = async {
         let hello = Hello {
             offer: Some(position),
-            ..super::pull::hello(Mode::Conflicts, local, peer, set, group, epoch, session)
+            ..super::control::hello(Mode::Conflicts, local, peer, set, group, epoch, session)
         };
         ctl.send(&Message::Hello(hello)).await?;
         ctl.hello_ok().await?;

@@ -6,10 +6,11 @@
 //! the decoder's reason (PROTOCOL.md §6.6); an `Error` from the peer ends the
 //! conversation as [`SyncError::Refused`].
 
-use hamirror_wire::{ErrorCode, ErrorMsg, Message, MsgType, WireError};
+use hamirror_wire::{Chunking, ErrorCode, ErrorMsg, Hello, Message, Mode, MsgType, PROTOCOL_VERSION, WireError};
 use tokio::sync::mpsc;
 
 use super::SyncError;
+use crate::config::{MirrorSet, Node};
 use crate::transport::{Connection, FrameReceiver, FrameSender};
 
 /// Messages in flight from the reader task; small, the peer waits on us.
@@ -124,5 +125,36 @@ pub(crate) fn close_on_bad_frame(conn: &Connection, e: &crate::transport::Transp
         T::FrameTooLarge { .. } => conn.close(ErrorCode::TooLarge.number(), &e.to_string()),
         T::EmptyFrame | T::Truncated => conn.close(ErrorCode::BadFrame.number(), &e.to_string()),
         _ => {}
+    }
+}
+
+/// A hello from this node for `set` (no flags, no positions).
+pub(crate) fn hello(
+    mode: Mode,
+    local: &Node,
+    peer: &str,
+    set: &MirrorSet,
+    group: &str,
+    epoch: u64,
+    session: u64,
+) -> Hello {
+    Hello {
+        version: PROTOCOL_VERSION,
+        mode,
+        dry_run: false,
+        force: false,
+        session,
+        from: local.name.clone(),
+        to: peer.to_string(),
+        set: set.name.clone(),
+        group: group.to_string(),
+        epoch,
+        chunking: Chunking {
+            min: set.chunk.min,
+            avg: set.chunk.avg,
+            max: set.chunk.max,
+        },
+        offer: None,
+        acked: None,
     }
 }

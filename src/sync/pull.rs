@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use hamirror_wire::{Chunking, EntryKind, Goodbye, Hello, Message, Mode, PROTOCOL_VERSION, Position};
+use hamirror_wire::{EntryKind, Goodbye, Hello, Message, Mode, Position};
 
 use super::SyncError;
 use super::chunks::Router;
@@ -131,7 +131,7 @@ pub async fn pull(
         dry_run: opts.dry_run,
         force: opts.force,
         acked,
-        ..hello(Mode::Pull, local, peer, set, group, epoch, opts.session)
+        ..super::control::hello(Mode::Pull, local, peer, set, group, epoch, opts.session)
     };
     let result = async {
         ctl.send(&Message::Hello(hello)).await?;
@@ -230,37 +230,6 @@ pub async fn pull(
     }
     report.elapsed_s = started.elapsed().as_secs_f64();
     Ok(report)
-}
-
-/// A hello from this node for `set` (no flags, no positions).
-pub(crate) fn hello(
-    mode: Mode,
-    local: &Node,
-    peer: &str,
-    set: &MirrorSet,
-    group: &str,
-    epoch: u64,
-    session: u64,
-) -> Hello {
-    Hello {
-        version: PROTOCOL_VERSION,
-        mode,
-        dry_run: false,
-        force: false,
-        session,
-        from: local.name.clone(),
-        to: peer.to_string(),
-        set: set.name.clone(),
-        group: group.to_string(),
-        epoch,
-        chunking: Chunking {
-            min: set.chunk.min,
-            avg: set.chunk.avg,
-            max: set.chunk.max,
-        },
-        offer: None,
-        acked: None,
-    }
 }
 
 /// One letter per kind, for itemized listings (`>f /path`).

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use hamirror_wire::{Chunking, Goodbye, Hello, Message, Mode, PROTOCOL_VERSION, Position};
+use hamirror_wire::{Goodbye, Hello, Message, Mode, Position};
 
 use super::SyncError;
 use super::control::Control;
@@ -102,26 +102,14 @@ pub async fn push(
     let mut ctl = Control::new(conn, tx, rx);
     let result = async {
         let hello = Hello {
-            version: PROTOCOL_VERSION,
-            mode: Mode::Push,
             dry_run: opts.dry_run,
             force: opts.force,
-            session: opts.session,
-            from: local.name.clone(),
-            to: peer.to_string(),
-            set: set.name.clone(),
-            group: group.to_string(),
-            epoch,
-            chunking: Chunking {
-                min: set.chunk.min,
-                avg: set.chunk.avg,
-                max: set.chunk.max,
-            },
             offer: Some(position),
             acked: applied.map(|a| Position {
                 index: a.index,
                 generation: a.generation,
             }),
+            ..super::control::hello(Mode::Push, local, peer, set, group, epoch, opts.session)
         };
         ctl.send(&Message::Hello(hello)).await?;
         let ok = ctl.hello_ok().await?;

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use hamirror_wire::{
-    Chunking, Counts, Entry, EntryAssembler, EntryBatcher, EntryKind, ErrorCode, Failure, Failures, Goodbye, Hello,
-    ManifestEnd, Message, Mode, PROTOCOL_VERSION,
+    Counts, Entry, EntryAssembler, EntryBatcher, EntryKind, ErrorCode, Failure, Failures, Goodbye, ManifestEnd,
+    Message, Mode,
 };
 
 use super::SyncError;
@@ -210,35 +210,9 @@ pub async fn verify(
     let (tx, rx) = conn.open_control().await?;
     let mut ctl = Control::new(conn, tx, rx);
     let result = async {
-        let hello = Hello {
-            version: PROTOCOL_VERSION,
-            mode: Mode::Verify,
-            dry_run: false,
-            force: false,
-            session,
-            from: local.name.clone(),
-            to: peer.to_string(),
-            set: set.name.clone(),
-            group: group.to_string(),
-            epoch: 0,
-            chunking: Chunking {
-                min: set.chunk.min,
-                avg: set.chunk.avg,
-                max: set.chunk.max,
-            },
-            offer: None,
-            acked: None,
-        };
+        let hello = super::control::hello(Mode::Verify, local, peer, set, group, 0, session);
         ctl.send(&Message::Hello(hello)).await?;
-        match ctl.next().await? {
-            Message::HelloOk(_) => {}
-            other => {
-                return Err(SyncError::protocol(format!(
-                    "expected HelloOk, got {}",
-                    other.msg_type().name()
-                )));
-            }
-        }
+        ctl.hello_ok().await?;
         let mine = {
             let (node, set) = (local.clone(), set.clone());
             tokio::task::spawn_blocking(move || read_manifest(&node, &set))
