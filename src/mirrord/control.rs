@@ -331,7 +331,7 @@ impl Control {
 
 /// Opens a set's index, waiting up to `patience` while another user (the
 /// set's engine, just stopped; a receiver conversation) still holds it.
-fn open_index(me: &Node, set: &str, patience: Duration) -> Result<Arc<Index>, String> {
+pub(super) fn open_index(me: &Node, set: &str, patience: Duration) -> Result<Arc<Index>, String> {
     let t0 = Instant::now();
     loop {
         match Index::shared_set(&me.conf.state, set) {

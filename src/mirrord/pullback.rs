@@ -105,7 +105,7 @@ impl PullBack {
             "this node holds changes to {} that {} lacks: pulling {}'s copy back, keeping ours as conflict copies",
             set.name, self.peer.name, self.peer.name
         );
-        let index = open_shared(&self.me, set_name)?;
+        let index = super::control::open_index(&self.me, set_name, Duration::from_secs(5))?;
         let scanner = Scanner::new(&ScanOptions::default()).map_err(|e| e.to_string())?;
         scanner
             .scan_set(&index, set, &self.me.conf.root, &Quiet)
@@ -139,18 +139,5 @@ impl PullBack {
             self.reporter.conflicts(group, &set.name, report.conflicts.clone());
         }
         Ok(())
-    }
-}
-
-fn open_shared(me: &Node, set: &str) -> Result<Arc<Index>, String> {
-    let t0 = std::time::Instant::now();
-    loop {
-        match Index::shared_set(&me.conf.state, set) {
-            Ok(i) => return Ok(i),
-            Err(e) if e.retryable() && t0.elapsed() < Duration::from_secs(5) => {
-                std::thread::sleep(Duration::from_millis(50))
-            }
-            Err(e) => return Err(e.to_string()),
-        }
     }
 }
