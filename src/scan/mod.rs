@@ -465,4 +465,4 @@ pub(crate) fn now_ns() -> i64 {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -13,16 +13,17 @@ use super::*;
 use crate::config::{ChunkParams, SetRoot};
 use crate::index::Fingerprint;
 
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    node_root: PathBuf,
-    index: Index,
-    set: MirrorSet,
+/// A temp node root, an index and a set; shared with the targeted-scan tests.
+pub(super) struct Fixture {
+    pub _tmp: tempfile::TempDir,
+    pub node_root: PathBuf,
+    pub index: Index,
+    pub set: MirrorSet,
 }
 
 impl Fixture {
     /// A set with the directory root `/data/` and the file root `/etc/conf`.
-    fn new() -> Fixture {
+    pub fn new() -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
         let node_root = tmp.path().join("root");
         fs::create_dir_all(node_root.join("data")).unwrap();
@@ -52,11 +53,11 @@ impl Fixture {
         }
     }
 
-    fn p(&self, rel: &str) -> PathBuf {
+    pub fn p(&self, rel: &str) -> PathBuf {
         self.node_root.join(rel)
     }
 
-    fn write(&self, rel: &str, data: &[u8]) {
+    pub fn write(&self, rel: &str, data: &[u8]) {
         let p = self.p(rel);
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(p, data).unwrap();

@@ -6,67 +6,35 @@
 
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use super::*;
-use crate::config::{ChunkParams, SetRoot};
 use crate::scan::{PathScanOptions, Quiet, ScanOptions};
 
+/// The scan tests' fixture plus a scanner that trusts every fingerprint.
 struct Fixture {
-    _tmp: tempfile::TempDir,
-    node_root: PathBuf,
-    index: Index,
-    set: MirrorSet,
+    base: crate::scan::tests::Fixture,
     scanner: Scanner,
 }
 
+impl std::ops::Deref for Fixture {
+    type Target = crate::scan::tests::Fixture;
+    fn deref(&self) -> &Self::Target {
+        &self.base
+    }
+}
+
 impl Fixture {
-    /// A set with the directory root `/data/` and the file root `/etc/conf`.
     fn new() -> Fixture {
-        let tmp = tempfile::tempdir().unwrap();
-        let node_root = tmp.path().join("root");
-        fs::create_dir_all(node_root.join("data")).unwrap();
-        fs::create_dir_all(node_root.join("etc")).unwrap();
-        let index = Index::open(&tmp.path().join("state")).unwrap();
-        let root = |p: &str, dir| SetRoot {
-            path: PathBuf::from(p),
-            dir,
-            line: 1,
-        };
-        let set = MirrorSet {
-            name: "Ftest".into(),
-            file: tmp.path().join("Ftest"),
-            roots: vec![root("/data", true), root("/etc/conf", false)],
-            chunk: ChunkParams {
-                min: 1024,
-                avg: 4096,
-                max: 16384,
-            },
-            delete_limit: 50,
-        };
         let scanner = Scanner::new(&ScanOptions {
             threads: 2,
             racy_window: Duration::ZERO,
         })
         .unwrap();
         Fixture {
-            _tmp: tmp,
-            node_root,
-            index,
-            set,
+            base: crate::scan::tests::Fixture::new(),
             scanner,
         }
-    }
-
-    fn p(&self, rel: &str) -> PathBuf {
-        self.node_root.join(rel)
-    }
-
-    fn write(&self, rel: &str, data: &[u8]) {
-        let p = self.p(rel);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, data).unwrap();
     }
 
     fn full(&self) -> ScanReport {
