@@ -34,6 +34,28 @@ pub struct MirrorSet {
     pub delete_limit: u8,
 }
 
+#[cfg(test)]
+impl MirrorSet {
+    /// A set for unit tests: `roots` as (path, is a directory), line 1 each,
+    /// the default delete limit.
+    pub(crate) fn for_tests(name: &str, file: PathBuf, roots: &[(&str, bool)], chunk: ChunkParams) -> MirrorSet {
+        MirrorSet {
+            name: name.into(),
+            file,
+            roots: roots
+                .iter()
+                .map(|&(p, dir)| SetRoot {
+                    path: PathBuf::from(p),
+                    dir,
+                    line: 1,
+                })
+                .collect(),
+            chunk,
+            delete_limit: 50,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum HookKind {
     Start,

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::*;
-use crate::config::{ChunkParams, SetRoot};
+use crate::config::ChunkParams;
 use crate::index::Fingerprint;
 
 /// A temp node root, an index and a set; shared with the targeted-scan tests.
@@ -29,22 +29,16 @@ impl Fixture {
         fs::create_dir_all(node_root.join("data")).unwrap();
         fs::create_dir_all(node_root.join("etc")).unwrap();
         let index = Index::open(&tmp.path().join("state")).unwrap();
-        let root = |p: &str, dir| SetRoot {
-            path: PathBuf::from(p),
-            dir,
-            line: 1,
-        };
-        let set = MirrorSet {
-            name: "Ftest".into(),
-            file: tmp.path().join("Ftest"),
-            roots: vec![root("/data", true), root("/etc/conf", false)],
-            chunk: ChunkParams {
+        let set = MirrorSet::for_tests(
+            "Ftest",
+            tmp.path().join("Ftest"),
+            &[("/data", true), ("/etc/conf", false)],
+            ChunkParams {
                 min: 1024,
                 avg: 4096,
                 max: 16384,
             },
-            delete_limit: 50,
-        };
+        );
         Fixture {
             _tmp: tmp,
             node_root,

@@ -192,21 +192,15 @@ pub(crate) fn limit_message() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ChunkParams, SetRoot};
+    use crate::config::ChunkParams;
 
     fn set() -> MirrorSet {
-        let root = |p: &str, dir| SetRoot {
-            path: PathBuf::from(p),
-            dir,
-            line: 1,
-        };
-        MirrorSet {
-            name: "Ft".into(),
-            file: PathBuf::from("/c/Ft"),
-            roots: vec![root("/srv/data", true), root("/etc/printcap", false)],
-            chunk: ChunkParams::default(),
-            delete_limit: 50,
-        }
+        MirrorSet::for_tests(
+            "Ft",
+            PathBuf::from("/c/Ft"),
+            &[("/srv/data", true), ("/etc/printcap", false)],
+            ChunkParams::default(),
+        )
     }
 
     #[test]

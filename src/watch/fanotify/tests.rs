@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::config::{ChunkParams, MirrorSet, SetRoot};
+use crate::config::{ChunkParams, MirrorSet};
 
 fn is_root() -> bool {
     // SAFETY: no preconditions.
@@ -27,18 +27,12 @@ impl Fixture {
         let node = tmp.path().join("node");
         fs::create_dir_all(node.join("data")).unwrap();
         fs::create_dir_all(node.join("etc")).unwrap();
-        let root = |p: &str, dir| SetRoot {
-            path: PathBuf::from(p),
-            dir,
-            line: 1,
-        };
-        let set = MirrorSet {
-            name: "Ft".into(),
-            file: tmp.path().join("Ft"),
-            roots: vec![root("/data", true), root("/etc/conf", false)],
-            chunk: ChunkParams::default(),
-            delete_limit: 50,
-        };
+        let set = MirrorSet::for_tests(
+            "Ft",
+            tmp.path().join("Ft"),
+            &[("/data", true), ("/etc/conf", false)],
+            ChunkParams::default(),
+        );
         let roots = Arc::new(Roots::new(&set, &node));
         let queue = Arc::new(Queue::new(10_000));
         let source = Fanotify::start(roots, queue.clone()).expect("fanotify as root");

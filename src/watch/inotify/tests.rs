@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::config::{ChunkParams, MirrorSet, SetRoot};
+use crate::config::{ChunkParams, MirrorSet};
 
 struct Fixture {
     tmp: tempfile::TempDir,
@@ -24,18 +24,12 @@ impl Fixture {
         fs::create_dir_all(node.join("data/sub")).unwrap();
         fs::create_dir_all(node.join("etc")).unwrap();
         fs::write(node.join("etc/conf"), b"c").unwrap();
-        let root = |p: &str, dir| SetRoot {
-            path: PathBuf::from(p),
-            dir,
-            line: 1,
-        };
-        let set = MirrorSet {
-            name: "Ft".into(),
-            file: tmp.path().join("Ft"),
-            roots: vec![root("/data", true), root("/etc/conf", false)],
-            chunk: ChunkParams::default(),
-            delete_limit: 50,
-        };
+        let set = MirrorSet::for_tests(
+            "Ft",
+            tmp.path().join("Ft"),
+            &[("/data", true), ("/etc/conf", false)],
+            ChunkParams::default(),
+        );
         let roots = Arc::new(Roots::new(&set, &node));
         let queue = Arc::new(Queue::new(10_000));
         let mut source = Inotify::start(roots, queue.clone()).unwrap();
