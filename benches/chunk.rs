@@ -13,24 +13,12 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use fastcdc::v2020::{FastCDC, StreamCDC};
 use hamirror::chunk::Chunker;
 use hamirror::config::ChunkParams;
+use hamirror::noise::noise;
 
 const LEN: usize = 64 << 20;
 
-fn noise(len: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 fn bench(c: &mut Criterion) {
-    let data = noise(LEN);
+    let data = noise(0, LEN);
     let p = ChunkParams::default();
     let (min, avg, max) = (p.min as usize, p.avg as usize, p.max as usize);
     let mut g = c.benchmark_group("one_core_64MiB");

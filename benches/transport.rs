@@ -69,19 +69,6 @@ fn opts() -> Opts {
     o
 }
 
-/// Incompressible bytes: a transport benchmark, not a compression one.
-fn payload(n: usize) -> Vec<u8> {
-    let mut x = 0x2545f4914f6cdd1du64;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn cpu_seconds() -> f64 {
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: getrusage writes into the struct we own.
@@ -230,7 +217,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let o = opts();
-    let data = payload(o.frame - 1);
+    let data = hamirror::noise::noise(0, o.frame - 1);
     // Sender and receiver each get a runtime with one worker, as two
     // processes on two cores would; `--shared-runtime` puts both in one
     // runtime with two workers instead.

@@ -195,22 +195,9 @@ pub fn chunk_bytes(data: &[u8], params: ChunkParams) -> Result<Chunked, ChunkErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::noise::noise;
     use proptest::prelude::*;
     use std::collections::HashSet;
-
-    /// Deterministic incompressible bytes (xorshift64*).
-    fn noise(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed | 1;
-        let mut out = Vec::with_capacity(len + 8);
-        while out.len() < len {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-        }
-        out.truncate(len);
-        out
-    }
 
     fn small() -> ChunkParams {
         ChunkParams {

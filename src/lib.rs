@@ -18,6 +18,7 @@ pub mod failover;
 pub mod hooks;
 pub mod index;
 pub mod mirrord;
+pub mod noise;
 pub mod plan;
 pub mod scan;
 pub mod sync;

@@ -9,6 +9,7 @@ mod common;
 
 use std::sync::Arc;
 
+use common::noise;
 use common::pair::Pair;
 use hamirror::config::Cluster;
 use hamirror::transport::{Endpoint, FrameReceiver, FrameSender, TransportError};
@@ -220,19 +221,6 @@ fn only_the_holder_at_a_current_epoch_may_send_and_a_hello_cannot_lie() {
         refused_with(recv(&mut rx).await, ErrorCode::VersionMismatch, "the peer version 99");
     });
     assert!(!p.dst("srv").exists(), "nothing was written");
-}
-
-/// Deterministic incompressible bytes.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[test]

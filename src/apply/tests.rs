@@ -9,6 +9,7 @@ use hamirror_wire::{ChunkRef, Entry, EntryKind, Hash};
 
 use super::*;
 use crate::config::{ChunkParams, MirrorSet, SetRoot};
+use crate::noise::noise;
 use crate::plan::{Location, Replica, plan};
 
 fn set() -> MirrorSet {
@@ -189,19 +190,6 @@ fn a_hostile_offer_writes_nothing() {
         1,
         "nothing created"
     );
-}
-
-/// Deterministic incompressible bytes.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// A replica holding `old` at srv/f, and an applier prepared for `new` at

@@ -3,21 +3,8 @@
 //! bounded work — never a panic.
 
 use super::*;
+use crate::noise::noise;
 use proptest::prelude::*;
-
-/// Deterministic incompressible bytes.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
 
 fn round_trip(base: &[u8], new: &[u8]) -> Delta {
     let sig = signature(base, block_size_for(base.len() as u32));

@@ -116,23 +116,11 @@ pub fn decompress_chunk(encoding: Encoding, data: &[u8], declared: usize) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::noise::noise;
 
     fn text(n: usize) -> Vec<u8> {
         (0..n)
             .map(|i| b"the quick brown fox jumps over the lazy dog\n"[i % 44])
-            .collect()
-    }
-
-    fn noise(n: usize) -> Vec<u8> {
-        // xorshift: incompressible, reproducible.
-        let mut x = 0x9e3779b97f4a7c15u64;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
             .collect()
     }
 
@@ -148,7 +136,7 @@ mod tests {
 
     #[test]
     fn incompressible_and_tiny_chunks_go_raw() {
-        let raw = noise(64 << 10);
+        let raw = noise(0, 64 << 10);
         assert_eq!(compress_chunk(&raw), (Encoding::Raw, None));
         assert_eq!(decompress_chunk(Encoding::Raw, &raw, raw.len()).unwrap(), raw);
         assert_eq!(compress_chunk(b"tiny"), (Encoding::Raw, None));
@@ -158,7 +146,7 @@ mod tests {
     #[test]
     fn a_chunk_saving_under_five_percent_goes_raw() {
         // 97% noise, 3% zeros: zstd saves about 3%.
-        let mut raw = noise(100_000);
+        let mut raw = noise(0, 100_000);
         raw[..3000].fill(0);
         assert_eq!(compress_chunk(&raw).0, Encoding::Raw);
         // 80% noise: a clear saving.
@@ -197,7 +185,7 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for data in [&b""[..], b"\x28\xb5\x2f\xfd", b"not zstd at all", &noise(1000)] {
+        for data in [&b""[..], b"\x28\xb5\x2f\xfd", b"not zstd at all", &noise(0, 1000)] {
             assert!(decompress_chunk(Encoding::Zstd, data, 1000).is_err());
         }
         assert_eq!(Encoding::from_u8(1), Some(Encoding::Zstd));

@@ -105,22 +105,12 @@ pub fn stderr(o: &Output) -> String {
 
 pub mod pair;
 
-/// Deterministic incompressible bytes.
-pub fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
-
 /// Writes a file, creating the directories it needs.
 pub fn write(p: &Path, data: &[u8]) {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(p, data).unwrap();
 }
+
+/// Deterministic incompressible bytes (the library's, shared with benches).
+#[allow(unused_imports)]
+pub use hamirror::noise::noise;

@@ -23,6 +23,7 @@ use clap::Args;
 use super::scan::bytes;
 use super::{EXIT_FAILED, EXIT_OK, Global};
 use crate::config::Cluster;
+use crate::noise::noise;
 use crate::sync::verify;
 use crate::transport::Endpoint;
 use node::DemoNode;
@@ -68,19 +69,6 @@ impl HookLog {
             ));
         }
     }
-}
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    let mut x = seed | 1;
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 /// Waits until `path` holds exactly `data`; returns how long that took.
@@ -167,7 +155,7 @@ fn story(base: &Path) -> anyhow::Result<i32> {
     hooks.show(&["serv1", "serv2"]);
 
     say("\n2. serv1 writes into /srv/docs; its daemon mirrors each change as it happens");
-    let big = pseudo_random(16 << 20, 7);
+    let big = noise(7, 16 << 20);
     let t = Instant::now();
     for i in 0..100 {
         std::fs::write(
@@ -210,7 +198,7 @@ fn story(base: &Path) -> anyhow::Result<i32> {
     say("\n4. the service now writes on serv2: edits a memo, adds a report, deletes a note");
     let edited = "memo 5, edited on serv2 while serv1 was down\n".repeat(10);
     std::fs::write(docs2.join("memo-005.txt"), &edited)?;
-    let added = pseudo_random(1 << 20, 11);
+    let added = noise(11, 1 << 20);
     std::fs::write(docs2.join("reports/added-on-serv2.bin"), &added)?;
     std::fs::remove_file(docs2.join("note-00.txt"))?;
     say("   serv1 is down, so these wait in serv2's backlog");
