@@ -131,13 +131,7 @@ fn summary(r: &PushReport, peer: &str, wire: u64) -> String {
         }
         "dry-run" => {
             for (kind, p) in &r.send.would_change {
-                let k = match kind {
-                    hamirror_wire::EntryKind::File => 'f',
-                    hamirror_wire::EntryKind::Dir => 'd',
-                    hamirror_wire::EntryKind::Symlink => 'L',
-                    hamirror_wire::EntryKind::HardLink => 'h',
-                };
-                let _ = writeln!(s, ">{k} /{}", crate::scan::show_path(p));
+                let _ = writeln!(s, ">{} /{}", crate::sync::kind_letter(*kind), crate::scan::show_path(p));
             }
             for p in &r.send.would_delete {
                 let _ = writeln!(s, "*deleting /{}", crate::scan::show_path(p));
