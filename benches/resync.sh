@@ -8,17 +8,27 @@
 #   cargo build --release
 #   benches/resync.sh [TREE]        # default /tmp/hamirror-bench/tree
 #
-# The source tree (benches/mktree.sh makes one) is copied once, so the
-# shared tree is never changed. Both replicas start as hard-link copies of
-# the holder's copy before the change (both tools replace files by rename,
-# never in place, and the change below does the same), and serv2's index is
-# in step (one initial `hamirror sync`). Then ~1% of the files change on
+# The source tree (benches/mktree.sh makes one) is copied twice: the
+# holder's copy (a) and serv2's (b, a real copy: a hard-link copy of a
+# would see its ctimes change when a's files are replaced, and hamirror's
+# quick check would re-read them). rsync's replica (r) is a hard-link copy
+# of b (both tools replace files by rename, never in place, and the change
+# below does the same). serv2's index is in step (one initial `hamirror
+# sync`). Then two rounds, each with a fresh ~1% of the files changed on
 # the holder (edits in place of a block, appends, insertions in the middle
-# of large files, deletions, new files), the page cache is warmed by a stat
-# pass, and each tool pulls once. Timed: the whole command (hamirror: the
-# local quick-check scan, the holder's scan, the transfer and the apply).
-# Both replicas are then checked against the holder's copy with
-# `rsync -anc --delete -H` (must print nothing).
+# of large files, deletions, new files), the page cache warmed by a stat
+# pass, and each tool pulling once:
+#   1. "cold holder": serv1 runs `hamirror serve`, started after the
+#      change, so it quick-checks its copy when asked (an operator pulling
+#      from a node whose daemon was restarted);
+#   2. "daemon holder": serv1 runs the daemon (`hamirror run`, serv2 down),
+#      which holds its group and watches the set while the change is made,
+#      as the survivor of a failover does; its index is current and the
+#      pull skips its scan.
+# Timed: the whole command (hamirror: the local quick-check scan, the
+# holder's scan if any, the transfer, the apply with its two syncfs, the
+# index commit). Both replicas are then checked against the holder's copy
+# with `rsync -anc --delete -H` (must print nothing).
 set -euo pipefail
 
 tree=$(realpath -m "${1:-/tmp/hamirror-bench/tree}")
@@ -52,7 +62,11 @@ for n in 1 2; do
     "$(port)" "$(port)" "$root" "$work/state$n" > "$cfg/serv$n.conf"
 done
 echo "/set/" > "$cfg/serv1/Fbench"
-echo 127.0.0.1 > "$cfg/reachlist"
+# The daemon round: a heartbeat key, a short initdead, and a TCP probe of a
+# port nobody listens on (a refusal counts as reached) for the reachlist.
+echo "127.0.0.1 tcp:$(port)" > "$cfg/reachlist"
+python3 -c "import secrets; print(secrets.token_hex(32))" > "$cfg/authkeys"; chmod 600 "$cfg/authkeys"
+for n in 1 2; do printf 'heartbeat_key = authkeys\ninitdead = 1s\npreferred = serv1\n' >> "$cfg/serv$n.conf"; done
 for n in serv1 serv2; do
   fp=$("$bin" --config "$cfg" --node $n init 2>/dev/null | grep -o 'sha256:[0-9a-f]*' | head -1)
   echo "fingerprint = $fp" >> "$cfg/$n.conf"
@@ -60,10 +74,10 @@ done
 A() { "$bin" --config "$cfg" --node serv1 "$@"; }
 B() { "$bin" --config "$cfg" --node serv2 "$@"; }
 
-echo "copying $tree ..." >&2
+echo "copying $tree twice ..." >&2
 cp -a "$tree" "$work/a/set"
-cp -al "$work/a/set" "$work/b/set"
-cp -al "$work/a/set" "$work/r/set"
+cp -a "$tree" "$work/b/set"
+cp -al "$work/b/set" "$work/r/set"
 files=$(find "$work/a/set" -type f | wc -l); bytes=$(du -sb "$work/a/set" | cut -f1)
 
 # serv2 in step: an initial push (its receiver indexes its copy; nothing moves).
@@ -72,12 +86,24 @@ A sync Fbench --json > "$work/init.json"
 kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'
 echo "initial push: $(jq1 "$work/init.json" "d['push']['outcome'] + ', ' + str(d['push']['chunks_sent']) + ' chunks sent'")" >&2
 
+rport=$(port)
+cat > "$work/rsyncd.conf" <<CONF
+use chroot = no
+uid = root
+gid = root
+[a]
+  path = $work/a/set
+  read only = true
+CONF
+rsync --daemon --no-detach --address=127.0.0.1 --port="$rport" --config="$work/rsyncd.conf" & pids+=($!)
+
 # ~1% of the files change on the holder, each by a new file renamed into
 # place (the replicas' hard links keep the old content).
-python3 - "$work/a/set" <<'PY'
+change() {
+python3 - "$work/a/set" "$1" <<'PY'
 import os, random, sys
-root = sys.argv[1]
-rng = random.Random(11)
+root, seed = sys.argv[1], int(sys.argv[2])
+rng = random.Random(seed)
 files = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs)
 picked = rng.sample(files, len(files) // 100)
 def replace(p, data):
@@ -104,13 +130,16 @@ first = sorted(d for d, _, _ in os.walk(root))[1]
 for i in range(len(picked) // 10):
     # A fresh name: writing into an existing file would change the
     # replicas' hard-linked copies too.
-    p = os.path.join(first, f"resync-new{i:04d}.dat")
+    p = os.path.join(first, f"resync-new{seed}-{i:04d}.dat")
     assert not os.path.exists(p), p
     with open(p, "wb") as f:
         f.write(rng.randbytes(rng.randrange(1000, 200000)))
 print(f"changed {len(picked)} files, added {len(picked) // 10}", file=sys.stderr)
 PY
-changed_bytes=$(python3 - "$work/a/set" "$work/b/set" <<'PY'
+}
+
+changed_bytes() {
+python3 - "$work/a/set" "$work/r/set" <<'PY'
 import os, sys
 a, b = sys.argv[1], sys.argv[2]
 n = 0
@@ -125,45 +154,59 @@ for d, _, fs in os.walk(a):
             n += os.path.getsize(p)
 print(n)
 PY
-)
-sync
-find "$work" -type f > /dev/null   # warm the inode cache for both
+}
 
-# hamirror: serv1 serves, serv2 pulls.
+# One round: hamirror pulls into b, then rsync into r; both checked.
+# Appends a row to $rows.
+rows=""
+pull_round() {
+  local name=$1
+  local changed
+  changed=$(changed_bytes)
+  sync
+  find "$work" -type f > /dev/null   # warm the inode cache for both
+  local t0 t1 h_time h_wire h_detail r_time r_wire
+  t0=$(now); B resync --from serv1 Fbench --json > "$work/h-$name.json"; t1=$(now); h_time=$(secs "$t0" "$t1")
+  h_wire=$(jq1 "$work/h-$name.json" "d['udp_bytes_sent'] + d['udp_bytes_received']")
+  h_detail=$(jq1 "$work/h-$name.json" "f\"{d['sets'][0]['outcome']} listing, {d['sets'][0]['offered']} entries offered, {d['sets'][0]['applied']} applied, {d['sets'][0]['deleted']} deleted, {d['sets'][0]['chunks_received']} chunks received ({d['bytes_received']} raw bytes, {d['sets'][0]['deltas_received']} as deltas), {d['chunks_reused']} reused, {d['conflicts']} conflicts\"")
+  t0=$(now)
+  rsync -aH --delete --stats "rsync://127.0.0.1:$rport/a/" "$work/r/set/" > "$work/rsync-$name.out"
+  t1=$(now); r_time=$(secs "$t0" "$t1")
+  r_wire=$(awk '/Total bytes sent/ {s=$4} /Total bytes received/ {r=$4} END {gsub(",","",s); gsub(",","",r); print s+r}' "$work/rsync-$name.out")
+  for d in "$work/b/set" "$work/r/set"; do
+    out=$(rsync -anc --delete -H --itemize-changes "$work/a/set/" "$d/")
+    [ -z "$out" ] || { echo "MISMATCH against $d after round $name:"; echo "$out" | head; exit 1; }
+  done
+  rows+="| $name | $changed | $h_time | $r_time | $(python3 -c "print(f'{$h_time / $r_time:.2f}')") | $h_wire | $r_wire |"$'\n'
+  details+="$name: hamirror: $h_detail"$'\n'
+}
+details=""
+
+# Round 1, cold holder: serv1 serves, started after the change.
+change 11
 "$bin" --config "$cfg" --node serv1 serve 2> "$work/serve1.log" & pids+=($!); sleep 1
-t0=$(now); B resync --from serv1 Fbench --json > "$work/h.json"; t1=$(now); h_time=$(secs "$t0" "$t1")
-h_wire=$(jq1 "$work/h.json" "d['udp_bytes_sent'] + d['udp_bytes_received']")
-h_detail=$(jq1 "$work/h.json" "f\"{d['sets'][0]['outcome']} listing, {d['sets'][0]['offered']} entries offered, {d['sets'][0]['applied']} applied, {d['sets'][0]['deleted']} deleted, {d['sets'][0]['chunks_received']} chunks received ({d['bytes_received']} raw bytes, {d['sets'][0]['deltas_received']} as deltas), {d['chunks_reused']} reused, {d['conflicts']} conflicts\"")
+pull_round "cold holder (serve)"
+kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'
 
-# rsync: a daemon serves the holder's copy; serv2's side pulls.
-rport=$(port)
-cat > "$work/rsyncd.conf" <<CONF
-use chroot = no
-uid = root
-gid = root
-[a]
-  path = $work/a/set
-  read only = true
-CONF
-rsync --daemon --no-detach --address=127.0.0.1 --port="$rport" --config="$work/rsyncd.conf" & pids+=($!); sleep 1
-t0=$(now)
-rsync -aH --delete --stats "rsync://127.0.0.1:$rport/a/" "$work/r/set/" > "$work/rsync.out"
-t1=$(now); r_time=$(secs "$t0" "$t1")
-r_wire=$(awk '/Total bytes sent/ {s=$4} /Total bytes received/ {r=$4} END {gsub(",","",s); gsub(",","",r); print s+r}' "$work/rsync.out")
-
-for d in "$work/b/set" "$work/r/set"; do
-  out=$(rsync -anc --delete -H --itemize-changes "$work/a/set/" "$d/")
-  [ -z "$out" ] || { echo "MISMATCH against $d:"; echo "$out" | head; exit 1; }
+# Round 2, daemon holder: serv1's daemon holds its group and watches the
+# set while the change is made (serv2 is down), then serv2 pulls.
+"$bin" --config "$cfg" --node serv1 run 2> "$work/run1.log" & pids+=($!)
+for _ in $(seq 100); do
+  A status --json 2>/dev/null | python3 -c "import json,sys; d=json.load(sys.stdin); sys.exit(0 if any(g['group']=='serv1' and g['holder']=='serv1' and g['phase']=='held' for g in d['groups']) else 1)" && break
+  sleep 0.2
 done
+grep -q "start-up scan set=Fbench" "$work/run1.log" || sleep 2
+change 12
+sleep 3   # the change is long made when the node returns
+pull_round "daemon holder (run)"
+kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'
 
 echo
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/Model name: *//p'); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "set: $files files, $bytes bytes; changed on the holder: $changed_bytes bytes of files"
+echo "set: $files files, $bytes bytes; each round changes ~1% of the files on the holder"
 echo
-echo "| resync after 1% changed | time (s) | bytes on the wire |"
-echo "| --- | ---: | ---: |"
-echo "| \`hamirror resync --from serv1\` | $h_time | $h_wire |"
-echo "| \`rsync -aH --delete\` (daemon, loopback) | $r_time | $r_wire |"
+echo "| resync after 1% changed | changed bytes of files | \`hamirror resync --from serv1\` (s) | \`rsync -aH --delete\` (s) | ratio | hamirror bytes on the wire | rsync bytes |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+printf '%s' "$rows"
 echo
-echo "hamirror: $h_detail"
-echo "ratio: $(python3 -c "print(f'{$h_time / $r_time:.2f}')") of rsync's time, $(python3 -c "print(f'{$h_wire / $r_wire:.2f}')") of its bytes"
+printf '%s' "$details"

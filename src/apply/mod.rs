@@ -2,13 +2,15 @@
 //! on the replica is always either its old or its new complete version.
 //!
 //! Three steps, driven by the sync session:
-//! 1. [`Applier::prepare`] creates directories, and for each file to build a
+//! 1. [`Applier::start`] creates directories, and for each file to build a
 //!    temporary file in its target directory (a deterministic name, so an
 //!    interrupted run's temp file is found and its verified pieces kept),
-//!    copies the pieces the replica already holds (each verified by BLAKE3),
-//!    and returns the chunk hashes still needed from the sender — for those
-//!    the plan found a base for (old bytes of the same file), the base's
-//!    signature, to ask for a delta instead.
+//!    and lists the chunks needed from the sender; those without a base can
+//!    be asked for at once ([`Applier::take_need_whole`]). Then
+//!    [`Applier::fill`] copies the pieces the replica already holds (each
+//!    verified by BLAKE3, in parallel) and, for the chunks the plan found a
+//!    base for (old bytes of the same file), signs the base, to ask for a
+//!    delta instead. [`Applier::prepare`] does both.
 //! 2. [`Applier::deliver`] writes each received chunk, verified, to every
 //!    place that needs it; [`Applier::deliver_delta`] first rebuilds one
 //!    from its base, re-read and checked against what was signed.
@@ -144,6 +146,84 @@ struct SignedBase {
     digest: Hash,
 }
 
+/// The pieces of one file to copy from what the replica already holds.
+struct LocalCopy {
+    /// Index into the applier's files.
+    file: usize,
+    temp: PathBuf,
+    pieces: Vec<LocalPiece>,
+}
+
+struct LocalPiece {
+    offset: u64,
+    len: u32,
+    hash: Hash,
+    /// Where the replica holds it (set path, offset).
+    src: Vec<u8>,
+    src_offset: u64,
+}
+
+/// What copying one file's local pieces did.
+struct Copied {
+    file: usize,
+    bytes: u64,
+    /// Pieces whose source no longer holds them (the replica changed since
+    /// the index saw it): to ask the sender for.
+    missing: Vec<(u64, u32, Hash)>,
+    /// Writing the temp file failed.
+    error: Option<ApplyError>,
+}
+
+impl LocalCopy {
+    fn run(self, dest: &Dest) -> Copied {
+        let mut out = Copied {
+            file: self.file,
+            bytes: 0,
+            missing: Vec::new(),
+            error: None,
+        };
+        let temp = match OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.temp)
+        {
+            Ok(f) => f,
+            Err(e) => {
+                out.error = Some(ApplyError::from_io(&self.temp, e));
+                return out;
+            }
+        };
+        let mut src: Option<(Vec<u8>, Option<File>)> = None;
+        let mut buf = Vec::new();
+        for p in self.pieces {
+            if src.as_ref().is_none_or(|(path, _)| *path != p.src) {
+                let f = dest.resolve(&p.src).ok().and_then(|path| {
+                    OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_NOFOLLOW)
+                        .open(path)
+                        .ok()
+                });
+                src = Some((p.src.clone(), f));
+            }
+            buf.resize(p.len as usize, 0);
+            let held = src.as_ref().and_then(|(_, f)| f.as_ref()).is_some_and(|f| {
+                f.read_exact_at(&mut buf, p.src_offset).is_ok() && blake3::hash(&buf).as_bytes() == &p.hash
+            });
+            if !held {
+                out.missing.push((p.offset, p.len, p.hash));
+                continue;
+            }
+            if let Err(e) = temp.write_all_at(&buf, p.offset) {
+                out.error = Some(ApplyError::from_io(&self.temp, e));
+                return out;
+            }
+            out.bytes += u64::from(p.len);
+        }
+        out
+    }
+}
+
 /// What re-reading the old bytes the replica kept may find.
 const BASE_CHANGED: &str = "the replica's old copy changed while a delta against it was on the way; retried next pass";
 
@@ -201,6 +281,9 @@ pub struct Applier {
     /// Needed chunks asked for as deltas (not in `need`), until sent.
     need_delta: Vec<DeltaRequest>,
     bases: HashMap<Hash, SignedBase>,
+    /// Pieces the replica already holds, per file, until [`Applier::fill`]
+    /// copies them.
+    local: Vec<LocalCopy>,
     fds: Fds,
     journal: Journal,
     /// Directories touched (temp files, renames), with their mtime before,
@@ -215,9 +298,26 @@ fn mtime_ns(m: &std::fs::Metadata) -> i64 {
 }
 
 impl Applier {
-    /// Step 1: directories, temp files, local pieces. Returns the applier;
+    /// Step 1 whole: [`Applier::start`] then [`Applier::fill`].
     /// [`Applier::need`] lists the chunks to ask the sender for.
-    pub fn prepare(dest: Dest, plan: Plan, mut journal: Journal) -> Result<Applier, ApplyError> {
+    ///
+    /// # Errors
+    /// As [`Applier::start`] and [`Applier::fill`].
+    pub fn prepare(dest: Dest, plan: Plan, journal: Journal) -> Result<Applier, ApplyError> {
+        let mut a = Applier::start(dest, plan, journal)?;
+        a.fill()?;
+        Ok(a)
+    }
+
+    /// Step 1, first half: directories and temp files, and what each file
+    /// needs. Cheap, so the chunks without a base can be asked for at once
+    /// ([`Applier::take_need_whole`]) while [`Applier::fill`] does the
+    /// slow part.
+    ///
+    /// # Errors
+    /// A hostile path refuses the whole plan; disk full and permission
+    /// errors stop the set (nothing written is left behind).
+    pub fn start(dest: Dest, plan: Plan, mut journal: Journal) -> Result<Applier, ApplyError> {
         let mut a = Applier {
             dest,
             files: Vec::with_capacity(plan.files.len()),
@@ -225,6 +325,7 @@ impl Applier {
             need: Vec::new(),
             need_delta: Vec::new(),
             bases: HashMap::new(),
+            local: Vec::new(),
             fds: Fds::default(),
             journal: Journal::default(),
             touched: HashMap::new(),
@@ -287,6 +388,46 @@ impl Applier {
                 Err(e) => b.failed = Some(e.to_string()),
             }
             self.files.push(b);
+        }
+        Ok(())
+    }
+
+    /// Takes the needed chunks that have no base (so are asked for whole
+    /// whatever [`Applier::fill`] finds), to ask for before filling.
+    pub fn take_need_whole(&mut self) -> Vec<Hash> {
+        let bases = &self.plan.bases;
+        let (whole, based): (Vec<Hash>, Vec<Hash>) = self.need.iter().partition(|h| !bases.contains_key(*h));
+        self.need = based;
+        whole
+    }
+
+    /// Step 1, second half: copies the pieces the replica already holds
+    /// into the temp files (each verified by BLAKE3; one whose source
+    /// changed is needed from the sender instead), and signs the bases of
+    /// the chunks to ask for as deltas. Both in parallel.
+    ///
+    /// # Errors
+    /// Disk full and permission errors stop the set (the caller aborts).
+    pub fn fill(&mut self) -> Result<(), ApplyError> {
+        let jobs = std::mem::take(&mut self.local);
+        let dest = &self.dest;
+        let copied: Vec<Copied> = jobs.into_par_iter().map(|job| job.run(dest)).collect();
+        for c in copied {
+            self.report.reused_bytes += c.bytes;
+            if let Some(e) = c.error {
+                if e.stops_set() {
+                    return Err(e);
+                }
+                self.files[c.file].failed.get_or_insert_with(|| e.to_string());
+            }
+            for (offset, len, hash) in c.missing {
+                let slots = self.waiting.entry(hash).or_default();
+                if slots.is_empty() {
+                    self.need.push(hash);
+                }
+                slots.push((c.file, offset, len));
+                self.files[c.file].remaining += 1;
+            }
         }
         self.sign_bases();
         Ok(())
@@ -371,16 +512,23 @@ impl Applier {
                     continue;
                 }
             }
-            if let Some(loc) = &piece.local
-                && self.copy_local(&loc.path, loc.offset, &mut buf, &piece.hash)
-            {
-                let f = self
-                    .fds
-                    .get(&b.temp, true)
-                    .map_err(|e| ApplyError::from_io(&b.temp, e))?;
-                f.write_all_at(&buf, piece.offset)
-                    .map_err(|e| ApplyError::from_io(&b.temp, e))?;
-                self.report.reused_bytes += u64::from(piece.len);
+            if let Some(loc) = &piece.local {
+                if self.local.last().is_none_or(|c| c.file != index) {
+                    self.local.push(LocalCopy {
+                        file: index,
+                        temp: b.temp.clone(),
+                        pieces: Vec::new(),
+                    });
+                }
+                if let Some(c) = self.local.last_mut() {
+                    c.pieces.push(LocalPiece {
+                        offset: piece.offset,
+                        len: piece.len,
+                        hash: piece.hash,
+                        src: loc.path.clone(),
+                        src_offset: loc.offset,
+                    });
+                }
                 continue;
             }
             let slots = self.waiting.entry(piece.hash).or_default();
@@ -391,14 +539,6 @@ impl Applier {
             b.remaining += 1;
         }
         Ok(())
-    }
-
-    /// Reads a piece the replica holds and checks it still has the expected
-    /// content (the replica may have changed since the index saw it).
-    fn copy_local(&mut self, path: &[u8], offset: u64, buf: &mut [u8], hash: &Hash) -> bool {
-        let Ok(src) = self.dest.resolve(path) else { return false };
-        let Ok(f) = self.fds.get(&src, false) else { return false };
-        f.read_exact_at(buf, offset).is_ok() && blake3::hash(buf).as_bytes() == hash
     }
 
     fn ensure_dir(&mut self, p: &Path) -> Result<(), ApplyError> {

@@ -275,3 +275,46 @@ fn a_base_changed_on_disk_fails_only_its_file_and_a_whole_chunk_is_accepted_too(
     assert!(a.finish().unwrap().failures.is_empty());
     assert_eq!(std::fs::read(tmp.path().join("root/srv/f")).unwrap(), new);
 }
+
+#[test]
+fn whole_chunks_are_asked_for_before_filling_and_a_changed_local_source_is_asked_for_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("root");
+    std::fs::create_dir_all(base.join("srv")).unwrap();
+    // The replica holds "keep" and "gone" in srv/old (so says the index).
+    std::fs::write(base.join("srv/old"), b"keepgone").unwrap();
+    let mut replica = Fake::default();
+    for (piece, offset) in [(&b"keep"[..], 0), (&b"gone"[..], 4)] {
+        let loc = Location {
+            path: b"srv/old".to_vec(),
+            offset,
+        };
+        replica.1.insert(*blake3::hash(piece).as_bytes(), loc);
+    }
+    replica
+        .0
+        .insert(b"srv/old".to_vec(), file("srv/old", &[b"keep", b"gone"], 1));
+    let f = file("srv/new", &[b"keep", b"gone", b"sent"], 1);
+    let p = plan(std::slice::from_ref(&f), &[], &replica, &HashMap::new());
+    let mut a = Applier::start(
+        Dest::new(&base, &set()),
+        p,
+        Journal::open(&tmp.path().join("j")).unwrap(),
+    )
+    .unwrap();
+    // Only the chunk nobody holds is asked for before filling.
+    assert_eq!(a.take_need_whole(), vec![*blake3::hash(b"sent").as_bytes()]);
+    assert!(a.need().is_empty());
+    // The replica changed since the index saw it: "gone" is gone.
+    std::fs::write(base.join("srv/old"), b"keepGONE").unwrap();
+    a.fill().unwrap();
+    assert_eq!(a.need(), &[*blake3::hash(b"gone").as_bytes()], "asked for after all");
+    a.deliver(blake3::hash(b"sent").as_bytes(), b"sent").unwrap();
+    assert!(!a.complete(), "still waiting for the changed piece");
+    a.deliver(blake3::hash(b"gone").as_bytes(), b"gone").unwrap();
+    assert!(a.complete());
+    let r = a.finish().unwrap();
+    assert_eq!(r.reused_bytes, 4);
+    assert_eq!(r.received_bytes, 8);
+    assert_eq!(std::fs::read(base.join("srv/new")).unwrap(), b"keepgonesent");
+}

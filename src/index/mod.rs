@@ -303,11 +303,17 @@ fn decode_entry(path: &[u8], body: &[u8]) -> Result<Entry, IndexError> {
 }
 
 /// An open index file. Cheap to share between threads (`&Index`).
+/// See [`Index::attach_watcher`].
+pub type WatcherProbe = Arc<dyn Fn() -> Option<usize> + Send + Sync>;
+
 pub struct Index {
     db: Database,
     path: PathBuf,
     id: u128,
     log_keep_min: u64,
+    /// Per set: the live watcher in this process (see
+    /// [`Index::watcher_pending`]).
+    watched: Mutex<HashMap<String, WatcherProbe>>,
 }
 
 impl std::fmt::Debug for Index {
@@ -423,7 +429,31 @@ impl Index {
             path: path.to_path_buf(),
             id,
             log_keep_min: LOG_KEEP_MIN,
+            watched: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// A live watcher in this process attaches to a set (`Some`) or leaves
+    /// it (`None`). Its probe answers [`Index::watcher_pending`]. In memory
+    /// only: a new process trusts nothing until its own watcher has scanned.
+    pub fn attach_watcher(&self, set: &str, probe: Option<WatcherProbe>) {
+        let mut w = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        match probe {
+            Some(p) => w.insert(set.to_string(), p),
+            None => w.remove(set),
+        };
+    }
+
+    /// What the set's live watcher says now: `Some(n)` when the stored set
+    /// is the files as they are except `n` changes it has seen but not
+    /// committed yet; `Some(0)` lets a reader skip its own stat scan.
+    /// `None`: no watcher, or one that cannot see every change.
+    pub fn watcher_pending(&self, set: &str) -> Option<usize> {
+        let probe = {
+            let w = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+            w.get(set).cloned()
+        };
+        probe.and_then(|p| p())
     }
 
     /// Changes the generation log's minimum budget (default

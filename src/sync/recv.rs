@@ -429,22 +429,34 @@ pub(crate) async fn receive_half(
     } = prepared;
     report.conflicts_made = kept;
     let reused = plan.reused_chunks;
-    let applier = {
+    let mut applier = {
         let t = t.clone();
         super::blocking(move || {
             let journal = Journal::open(&t.journal_dir.join(&t.set.name)).map_err(|e| ApplyError::Io {
                 path: t.journal_dir.display().to_string(),
                 source: e,
             })?;
-            Applier::prepare(Dest::new(&t.root, &t.set), plan, journal)
+            Applier::start(Dest::new(&t.root, &t.set), plan, journal)
         })
         .await?
     };
-    let mut applier = applier;
+    // The chunks the replica has no base for are asked for at once: the
+    // sender reads and sends them while this node copies what it already
+    // holds and signs the bases of the rest.
+    let whole = applier.take_need_whole();
+    send_needs(ctl, &whole, Vec::new()).await?;
+    let mut applier = super::blocking(move || match applier.fill() {
+        Ok(()) => Ok(applier),
+        Err(e) => {
+            applier.abort();
+            Err(e)
+        }
+    })
+    .await?;
     let need = applier.need().to_vec();
     let deltas = applier.take_delta_requests();
     let need_bytes = applier.need_bytes();
-    let asked = (need.len() + deltas.len()) as u64;
+    let asked = (whole.len() + need.len() + deltas.len()) as u64;
     send_needs(ctl, &need, deltas).await?;
     if let Some(p) = &t.progress {
         p.need(need_bytes);
@@ -455,7 +467,7 @@ pub(crate) async fn receive_half(
         reused,
     }))
     .await?;
-    drop(need);
+    drop((need, whole));
 
     while !applier.complete() {
         let ev = tokio::select! {

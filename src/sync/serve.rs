@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use hamirror_wire::{ErrorCode, ErrorMsg, Hello, HelloOk, Message, Mode, MsgType, PROTOCOL_VERSION, Position};
 
@@ -466,8 +467,9 @@ async fn refuse_if_diverged(index: &Arc<Index>, set: &str, h: &Hello, local: &st
     ))
 }
 
-/// The peer's side of a pull: scan this node's copy (quick check), offer
-/// its position, and unless the opener already has it, run the sender half.
+/// The peer's side of a pull: scan this node's copy (quick check) unless
+/// its watcher keeps the index current, offer its position, and unless the
+/// opener already has it, run the sender half.
 #[allow(clippy::too_many_arguments)]
 async fn serve_pull(
     ctl: &mut Control,
@@ -481,11 +483,15 @@ async fn serve_pull(
     local: &str,
     busy: BusyGuard<'_>,
 ) -> Result<(), SyncError> {
-    let generation = {
-        let (idx, set, root) = (index.clone(), set.clone(), node.conf.root.clone());
-        super::blocking(move || scan_set(&idx, &set, &root, &ScanOptions::default(), &Quiet)).await?
-    }
-    .generation;
+    let generation = match watched_generation(&index, &set.name).await? {
+        Some(g) => g,
+        None => {
+            let (idx, set, root) = (index.clone(), set.clone(), node.conf.root.clone());
+            super::blocking(move || scan_set(&idx, &set, &root, &ScanOptions::default(), &Quiet))
+                .await?
+                .generation
+        }
+    };
     let offer = Position {
         index: index.id(),
         generation,
@@ -525,6 +531,36 @@ async fn serve_pull(
         );
     }
     expect_goodbye(ctl).await
+}
+
+/// How long a pull waits for the set's watcher to commit what it has seen
+/// (a busy writer may keep it from ever settling) before scanning instead.
+const WATCHER_SETTLE: Duration = Duration::from_secs(2);
+
+/// The set's generation when a live watcher in this process keeps the
+/// index current (the daemon's held sets): once it has committed every
+/// change it has seen, the index is the set as it is and the stat scan of
+/// every file can be skipped, so the cost of a pull follows the changes.
+/// `None`: scan.
+async fn watched_generation(index: &Arc<Index>, set: &str) -> Result<Option<u64>, SyncError> {
+    let started = Instant::now();
+    loop {
+        match index.watcher_pending(set) {
+            None => {
+                return Ok(None);
+            }
+            Some(0) => break,
+            Some(_) if started.elapsed() >= WATCHER_SETTLE => {
+                tracing::debug!(set, "the watcher is still busy: scanning instead");
+                return Ok(None);
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+    let (idx, name) = (index.clone(), set.to_string());
+    let generation = super::blocking(move || idx.generation(&name)).await?;
+    tracing::debug!(set, generation, "kept current by the watcher: no scan");
+    Ok(Some(generation))
 }
 
 async fn expect_goodbye(ctl: &mut Control) -> Result<(), SyncError> {

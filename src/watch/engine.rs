@@ -24,6 +24,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -78,7 +79,14 @@ pub(crate) struct Worker {
     /// The state directory as a set path, when it lies inside a root: the
     /// index's own writes must not become changes to commit.
     state_path: Option<Vec<u8>>,
+    /// Paths seen changing but not committed, or [`NOT_CURRENT`]: what the
+    /// index's watcher probe reports (see `Index::attach_watcher`).
+    current: Arc<AtomicUsize>,
 }
+
+/// The index is not kept current (start-up scan not done, or a path can
+/// only be polled).
+const NOT_CURRENT: usize = usize::MAX;
 
 impl Worker {
     #[allow(clippy::too_many_arguments)]
@@ -118,6 +126,7 @@ impl Worker {
             next_full: now,
             backlog_logged: (now, None),
             state_path: None,
+            current: Arc::new(AtomicUsize::new(NOT_CURRENT)),
         }
     }
 
@@ -156,7 +165,21 @@ impl Worker {
     /// index failed in a way a retry cannot mend).
     pub fn run(mut self) -> Result<(), String> {
         let name = self.set.name.clone();
+        let probe: crate::index::WatcherProbe = {
+            let (current, queue) = (self.current.clone(), self.queue.clone());
+            // The queue first: the engine settles it only after storing
+            // its own count (see `report_current`).
+            Arc::new(move || {
+                let queued = queue.queued();
+                match current.load(Ordering::Acquire) {
+                    NOT_CURRENT => None,
+                    n => Some(n + queued),
+                }
+            })
+        };
+        self.index.attach_watcher(&name, Some(probe));
         let r = self.main_loop();
+        self.index.attach_watcher(&name, None);
         match &r {
             Ok(()) => {
                 self.log_backlog(true);
@@ -177,6 +200,7 @@ impl Worker {
             self.ensure_watched(&r.set_path, now);
         }
         self.full_scan("start-up")?;
+        self.report_current();
         self.set_status(|s| s.state = RunState::Watching);
         loop {
             let deadline = [
@@ -207,6 +231,7 @@ impl Worker {
             }
             if now >= self.next_full {
                 self.full_scan("periodic")?;
+                self.report_current();
                 continue;
             }
             let mut extra = self.due_polls(now);
@@ -223,11 +248,25 @@ impl Worker {
             }
             self.log_backlog(false);
             let (pending, flooded) = (self.coalescer.pending(), self.coalescer.flooded());
+            self.report_current();
             self.set_status(|s| {
                 s.pending_paths = pending;
                 s.flooded_roots = flooded;
             });
         }
+    }
+
+    /// Tells the index how current it is (see `Index::report_watcher`):
+    /// not at all while some path can only be polled.
+    fn report_current(&self) {
+        let pending = self.coalescer.pending() + self.coalescer.flooded();
+        let current = if self.unwatched.is_empty() {
+            pending
+        } else {
+            NOT_CURRENT
+        };
+        self.current.store(current, Ordering::Release);
+        self.queue.settled();
     }
 
     /// Watches a tree (again); what cannot be watched is polled instead.

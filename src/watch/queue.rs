@@ -21,6 +21,9 @@ struct Inner {
     lost: bool,
     stop: bool,
     failed: Option<String>,
+    /// Events the engine took but has not settled yet (see
+    /// [`Queue::settled`]).
+    taken: usize,
 }
 
 /// What [`Queue::wait`] returns.
@@ -67,6 +70,20 @@ impl Queue {
         self.cv.notify_one();
     }
 
+    /// Events waiting for the engine or taken by it and not settled (a
+    /// loss counts as one). Read under the lock the engine takes them
+    /// with, so an event is always counted here or by the engine.
+    pub fn queued(&self) -> usize {
+        let g = self.lock();
+        g.items.len() + usize::from(g.lost) + g.taken
+    }
+
+    /// The engine has accounted for everything it took (committed it, or
+    /// counts it as pending itself).
+    pub fn settled(&self) {
+        self.lock().taken = 0;
+    }
+
     /// Records that the source itself lost events.
     pub fn lost(&self) {
         self.lock().lost = true;
@@ -105,6 +122,7 @@ impl Queue {
             }
         }
         let lost = std::mem::take(&mut g.lost);
+        g.taken += g.items.len() + usize::from(lost);
         Drained {
             items: g.items.drain(..).collect(),
             lost,

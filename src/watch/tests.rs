@@ -171,3 +171,47 @@ fn a_missing_root_is_polled_until_it_appears_then_watched() {
     wait_for("the event", || h.backlog().unwrap().paths == Some(3));
     engine.stop();
 }
+
+#[test]
+fn the_index_says_when_its_watcher_keeps_it_current_and_stops_saying_so() {
+    let f = Fixture::new();
+    fs::write(f.node_root.join("data/a"), b"a").unwrap();
+    let index = Index::shared_set(&f.state, "Fdata").unwrap();
+    assert_eq!(index.watcher_pending("Fdata"), None, "no watcher yet");
+    let mut engine = f.engine();
+    let h = engine.start_set(&f.set("Fdata", "/data"), None).unwrap();
+    wait_for("watching", || h.status().state == RunState::Watching);
+    wait_for("current", || index.watcher_pending("Fdata") == Some(0));
+    let generation = index.generation("Fdata").unwrap();
+    // A change is counted from its event until it is committed: a reader
+    // that sees Some(0) afterwards finds it in the index.
+    fs::write(f.node_root.join("data/b"), b"b").unwrap();
+    wait_for("the event seen", || {
+        index.watcher_pending("Fdata") != Some(0) || index.entry("Fdata", b"data/b").unwrap().is_some()
+    });
+    wait_for("current again", || index.watcher_pending("Fdata") == Some(0));
+    assert!(index.generation("Fdata").unwrap() > generation);
+    assert!(index.entry("Fdata", b"data/b").unwrap().is_some());
+    // Another set's index is not spoken for.
+    assert_eq!(index.watcher_pending("Fother"), None);
+    assert!(engine.stop_set("Fdata"));
+    assert_eq!(
+        index.watcher_pending("Fdata"),
+        None,
+        "a stopped watcher keeps nothing current"
+    );
+    engine.stop();
+}
+
+#[test]
+fn a_root_that_can_only_be_polled_never_counts_as_current() {
+    let f = Fixture::new();
+    let index = Index::shared_set(&f.state, "Flate").unwrap();
+    let mut engine = f.engine();
+    let h = engine.start_set(&f.set("Flate", "/late"), None).unwrap();
+    wait_for("watching", || h.status().state == RunState::Watching);
+    assert!(!h.status().unwatched.is_empty());
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(index.watcher_pending("Flate"), None);
+    engine.stop();
+}
