@@ -29,6 +29,9 @@
 # holder's scan if any, the transfer, the apply with its two syncfs, the
 # index commit). Both replicas are then checked against the holder's copy
 # with `rsync -anc --delete -H` (must print nothing).
+#
+# WORK=DIR keeps the work directory (copies, config, state) in DIR and,
+# when DIR is already set up, reuses it: the next rounds change other files.
 set -euo pipefail
 
 tree=$(realpath -m "${1:-/tmp/hamirror-bench/tree}")
@@ -39,12 +42,12 @@ command -v rsync >/dev/null || { echo "resync.sh: needs rsync" >&2; exit 2; }
 [ -d "$tree" ] || "$here/benches/mktree.sh" "$tree"
 
 mkdir -p /tmp/hamirror-bench
-work=$(mktemp -d /tmp/hamirror-bench/resync.XXXXXX)
+if [ -n "${WORK:-}" ]; then work=$(realpath -m "$WORK"); mkdir -p "$work"; else work=$(mktemp -d /tmp/hamirror-bench/resync.XXXXXX); fi
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  [ -n "${KEEP:-}" ] || rm -rf "$work"
+  [ -n "${WORK:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
 
@@ -55,6 +58,9 @@ port() { python3 -c "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_
 
 # serv1 (the holder) holds Fbench under $work/a; serv2 pulls into $work/b.
 cfg=$work/cluster.d
+A() { "$bin" --config "$cfg" --node serv1 "$@"; }
+B() { "$bin" --config "$cfg" --node serv2 "$@"; }
+if [ ! -f "$work/ready" ]; then
 mkdir -p "$cfg/serv1" "$cfg/serv2" "$work/a" "$work/b" "$work/r"
 for n in 1 2; do
   root=$([ $n = 1 ] && echo "$work/a" || echo "$work/b")
@@ -71,20 +77,21 @@ for n in serv1 serv2; do
   fp=$("$bin" --config "$cfg" --node $n init 2>/dev/null | grep -o 'sha256:[0-9a-f]*' | head -1)
   echo "fingerprint = $fp" >> "$cfg/$n.conf"
 done
-A() { "$bin" --config "$cfg" --node serv1 "$@"; }
-B() { "$bin" --config "$cfg" --node serv2 "$@"; }
 
 echo "copying $tree twice ..." >&2
 cp -a "$tree" "$work/a/set"
 cp -a "$tree" "$work/b/set"
 cp -al "$work/b/set" "$work/r/set"
-files=$(find "$work/a/set" -type f | wc -l); bytes=$(du -sb "$work/a/set" | cut -f1)
 
 # serv2 in step: an initial push (its receiver indexes its copy; nothing moves).
 "$bin" --config "$cfg" --node serv2 serve 2> "$work/serve2.log" & pids+=($!); sleep 1
 A sync Fbench --json > "$work/init.json"
 kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'
 echo "initial push: $(jq1 "$work/init.json" "d['push']['outcome'] + ', ' + str(d['push']['chunks_sent']) + ' chunks sent'")" >&2
+touch "$work/ready"
+fi
+files=$(find "$work/a/set" -type f | wc -l); bytes=$(du -sb "$work/a/set" | cut -f1)
+round=$(cat "$work/rounds" 2>/dev/null || echo 0); echo $((round + 1)) > "$work/rounds"
 
 rport=$(port)
 cat > "$work/rsyncd.conf" <<CONF
@@ -113,6 +120,7 @@ def replace(p, data):
         f.write(data)
     os.chmod(tmp, st.st_mode & 0o7777)
     os.rename(tmp, p)
+written = 0
 for i, p in enumerate(picked):
     if i % 10 == 0:
         os.remove(p)
@@ -126,33 +134,19 @@ for i, p in enumerate(picked):
     else:
         data = data + rng.randbytes(1000)
     replace(p, data)
+    written += len(data)
 first = sorted(d for d, _, _ in os.walk(root))[1]
 for i in range(len(picked) // 10):
     # A fresh name: writing into an existing file would change the
     # replicas' hard-linked copies too.
     p = os.path.join(first, f"resync-new{seed}-{i:04d}.dat")
     assert not os.path.exists(p), p
+    data = rng.randbytes(rng.randrange(1000, 200000))
     with open(p, "wb") as f:
-        f.write(rng.randbytes(rng.randrange(1000, 200000)))
+        f.write(data)
+    written += len(data)
 print(f"changed {len(picked)} files, added {len(picked) // 10}", file=sys.stderr)
-PY
-}
-
-changed_bytes() {
-python3 - "$work/a/set" "$work/r/set" <<'PY'
-import os, sys
-a, b = sys.argv[1], sys.argv[2]
-n = 0
-for d, _, fs in os.walk(a):
-    for f in fs:
-        p = os.path.join(d, f)
-        q = os.path.join(b, os.path.relpath(p, a))
-        try:
-            if os.stat(p).st_ino != os.stat(q).st_ino:
-                n += os.path.getsize(p)
-        except FileNotFoundError:
-            n += os.path.getsize(p)
-print(n)
+print(written)
 PY
 }
 
@@ -160,9 +154,7 @@ PY
 # Appends a row to $rows.
 rows=""
 pull_round() {
-  local name=$1
-  local changed
-  changed=$(changed_bytes)
+  local name=$1 changed=$2
   sync
   find "$work" -type f > /dev/null   # warm the inode cache for both
   local t0 t1 h_time h_wire h_detail r_time r_wire
@@ -183,29 +175,29 @@ pull_round() {
 details=""
 
 # Round 1, cold holder: serv1 serves, started after the change.
-change 11
+changed=$(change $((11 + 2 * round)))
 "$bin" --config "$cfg" --node serv1 serve 2> "$work/serve1.log" & pids+=($!); sleep 1
-pull_round "cold holder (serve)"
+pull_round "cold holder (serve)" "$changed"
 kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'
 
 # Round 2, daemon holder: serv1's daemon holds its group and watches the
 # set while the change is made (serv2 is down), then serv2 pulls.
 "$bin" --config "$cfg" --node serv1 run 2> "$work/run1.log" & pids+=($!)
 for _ in $(seq 100); do
-  A status --json 2>/dev/null | python3 -c "import json,sys; d=json.load(sys.stdin); sys.exit(0 if any(g['group']=='serv1' and g['holder']=='serv1' and g['phase']=='held' for g in d['groups']) else 1)" && break
+  A status --json 2>/dev/null | python3 -c "import json,sys; d=json.load(sys.stdin); sys.exit(0 if any(g['group']=='serv1' and g['holder']=='serv1' and g['phase']=='held' for g in d['groups']) else 1)" 2>/dev/null && break
   sleep 0.2
 done
 grep -q "start-up scan set=Fbench" "$work/run1.log" || sleep 2
-change 12
+changed=$(change $((12 + 2 * round)))
 sleep 3   # the change is long made when the node returns
-pull_round "daemon holder (run)"
+pull_round "daemon holder (run)" "$changed"
 kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'
 
 echo
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/Model name: *//p'); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "set: $files files, $bytes bytes; each round changes ~1% of the files on the holder"
 echo
-echo "| resync after 1% changed | changed bytes of files | \`hamirror resync --from serv1\` (s) | \`rsync -aH --delete\` (s) | ratio | hamirror bytes on the wire | rsync bytes |"
+echo "| resync after 1% changed | bytes of the changed files | \`hamirror resync --from serv1\` (s) | \`rsync -aH --delete\` (s) | ratio | hamirror bytes on the wire | rsync bytes |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 printf '%s' "$rows"
 echo

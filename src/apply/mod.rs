@@ -7,10 +7,11 @@
 //!    interrupted run's temp file is found and its verified pieces kept),
 //!    and lists the chunks needed from the sender; those without a base can
 //!    be asked for at once ([`Applier::take_need_whole`]). Then
-//!    [`Applier::fill`] copies the pieces the replica already holds (each
-//!    verified by BLAKE3, in parallel) and, for the chunks the plan found a
-//!    base for (old bytes of the same file), signs the base, to ask for a
-//!    delta instead. [`Applier::prepare`] does both.
+//!    [`Applier::sign`] signs the base of each chunk the plan found one for
+//!    (old bytes of the same file), to ask for a delta instead, and
+//!    [`Applier::copy_held`] copies the pieces the replica already holds
+//!    (each verified by BLAKE3), both in parallel; the sender works on
+//!    what was asked meanwhile. [`Applier::prepare`] does it all.
 //! 2. [`Applier::deliver`] writes each received chunk, verified, to every
 //!    place that needs it; [`Applier::deliver_delta`] first rebuilds one
 //!    from its base, re-read and checked against what was signed.
@@ -401,14 +402,30 @@ impl Applier {
         whole
     }
 
-    /// Step 1, second half: copies the pieces the replica already holds
-    /// into the temp files (each verified by BLAKE3; one whose source
-    /// changed is needed from the sender instead), and signs the bases of
-    /// the chunks to ask for as deltas. Both in parallel.
+    /// Step 1, second half: [`Applier::sign`] then [`Applier::copy_held`].
+    ///
+    /// # Errors
+    /// As [`Applier::copy_held`].
+    pub fn fill(&mut self) -> Result<(), ApplyError> {
+        self.sign();
+        self.copy_held()
+    }
+
+    /// Signs the bases of the chunks the plan found one for (old bytes of
+    /// the same file), in parallel, to ask for them as deltas
+    /// ([`Applier::take_delta_requests`]); a base that cannot be read
+    /// leaves its chunk in [`Applier::need`], asked for whole.
+    pub fn sign(&mut self) {
+        self.sign_bases();
+    }
+
+    /// Copies the pieces the replica already holds into the temp files, in
+    /// parallel, each verified by BLAKE3; one whose source changed since
+    /// the index saw it is added to [`Applier::need`] instead.
     ///
     /// # Errors
     /// Disk full and permission errors stop the set (the caller aborts).
-    pub fn fill(&mut self) -> Result<(), ApplyError> {
+    pub fn copy_held(&mut self) -> Result<(), ApplyError> {
         let jobs = std::mem::take(&mut self.local);
         let dest = &self.dest;
         let copied: Vec<Copied> = jobs.into_par_iter().map(|job| job.run(dest)).collect();
@@ -429,14 +446,18 @@ impl Applier {
                 self.files[c.file].remaining += 1;
             }
         }
-        self.sign_bases();
         Ok(())
     }
 
+    /// Takes [`Applier::need`] (to ask for it), so that later calls
+    /// return only what was added since.
+    pub fn take_need(&mut self) -> Vec<Hash> {
+        std::mem::take(&mut self.need)
+    }
+
     /// Reads the base of every needed chunk the plan found one for and
-    /// computes its signature (in parallel: this reads and hashes the old
-    /// bytes around every changed chunk). A base that cannot be read leaves
-    /// its chunk asked for whole.
+    /// computes its signature (this reads and hashes the old bytes around
+    /// every changed chunk).
     fn sign_bases(&mut self) {
         let bases = std::mem::take(&mut self.plan.bases);
         if bases.is_empty() {

@@ -145,13 +145,15 @@ impl Index {
                     }
                     Some(old) => {
                         let old = decode_entry(path, &old)?;
-                        unlocate(&mut t.chunks, &old)?;
+                        relocate(&mut t.chunks, &old, &u.entry)?;
                         out.changed += 1;
                     }
-                    None => out.new += 1,
+                    None => {
+                        locate(&mut t.chunks, &u.entry)?;
+                        out.new += 1;
+                    }
                 }
                 t.entries.insert(path, &body[..])?;
-                locate(&mut t.chunks, &u.entry)?;
                 logged.push(path);
             }
             for path in deletes {
@@ -220,6 +222,25 @@ fn first_offsets(e: &Entry) -> HashMap<Hash, u64> {
 fn locate(chunks: &mut MultimapTable<'_, Bytes, Bytes>, e: &Entry) -> Result<(), IndexError> {
     for (hash, off) in first_offsets(e) {
         chunks.insert(&hash[..], &encode_location(off, &e.path)[..])?;
+    }
+    Ok(())
+}
+
+/// Moves a path's locator rows from its old entry to its new one, leaving
+/// alone the rows of chunks that stay at the same offset (an append or an
+/// edit in place changes few; the locator is a random-key B-tree where
+/// every row written costs a page).
+fn relocate(chunks: &mut MultimapTable<'_, Bytes, Bytes>, old: &Entry, new: &Entry) -> Result<(), IndexError> {
+    let (before, after) = (first_offsets(old), first_offsets(new));
+    for (hash, off) in &before {
+        if after.get(hash) != Some(off) {
+            chunks.remove(&hash[..], &encode_location(*off, &old.path)[..])?;
+        }
+    }
+    for (hash, off) in &after {
+        if before.get(hash) != Some(off) {
+            chunks.insert(&hash[..], &encode_location(*off, &new.path)[..])?;
+        }
     }
     Ok(())
 }

@@ -317,3 +317,25 @@ fn unmirrored_changes_are_those_after_the_last_point_in_step() {
     assert_eq!(idx.unmirrored(s, None).unwrap(), Some(vec![]));
     consistent(&idx, s);
 }
+
+#[test]
+fn a_changed_file_moves_only_the_locator_rows_that_changed() {
+    let (_d, idx) = open();
+    let s = "Fx";
+    idx.commit(s, &[up(file("a", &[(1, 10), (2, 20), (3, 30)], 1))], &[])
+        .unwrap();
+    // An insertion before chunk 3: chunk 1 stays at 0, 2 is replaced by 4,
+    // 3 moves from 30 to 35, and 5 is appended.
+    idx.commit(s, &[up(file("a", &[(1, 10), (4, 25), (3, 30), (5, 5)], 2))], &[])
+        .unwrap();
+    consistent(&idx, s);
+    let at = |h: u8| idx.locate_chunk(s, &[h; 32]).unwrap().map(|l| l.offset);
+    assert_eq!(
+        (at(1), at(2), at(3), at(4), at(5)),
+        (Some(0), None, Some(35), Some(10), Some(65))
+    );
+    // Into a directory and back: no row is left behind.
+    idx.commit(s, &[up(dir("a"))], &[]).unwrap();
+    consistent(&idx, s);
+    assert_eq!(at(1), None);
+}

@@ -440,12 +440,25 @@ pub(crate) async fn receive_half(
         })
         .await?
     };
-    // The chunks the replica has no base for are asked for at once: the
-    // sender reads and sends them while this node copies what it already
-    // holds and signs the bases of the rest.
+    // Asked for as soon as known, so the sender reads, compresses and
+    // computes deltas while this node works on the next step: first the
+    // chunks the replica has no base for, then the deltas (once the bases
+    // are signed) while the pieces the replica holds are copied, then the
+    // pieces whose local source had changed.
+    let mut asked = 0u64;
     let whole = applier.take_need_whole();
+    asked += whole.len() as u64;
     send_needs(ctl, &whole, Vec::new()).await?;
-    let mut applier = super::blocking(move || match applier.fill() {
+    drop(whole);
+    let mut applier = super::blocking(move || {
+        applier.sign();
+        Ok::<_, SyncError>(applier)
+    })
+    .await?;
+    let (need, deltas) = (applier.take_need(), applier.take_delta_requests());
+    asked += (need.len() + deltas.len()) as u64;
+    send_needs(ctl, &need, deltas).await?;
+    let mut applier = super::blocking(move || match applier.copy_held() {
         Ok(()) => Ok(applier),
         Err(e) => {
             applier.abort();
@@ -453,11 +466,10 @@ pub(crate) async fn receive_half(
         }
     })
     .await?;
-    let need = applier.need().to_vec();
-    let deltas = applier.take_delta_requests();
+    let need = applier.take_need();
+    asked += need.len() as u64;
+    send_needs(ctl, &need, Vec::new()).await?;
     let need_bytes = applier.need_bytes();
-    let asked = (whole.len() + need.len() + deltas.len()) as u64;
-    send_needs(ctl, &need, deltas).await?;
     if let Some(p) = &t.progress {
         p.need(need_bytes);
     }
@@ -467,7 +479,6 @@ pub(crate) async fn receive_half(
         reused,
     }))
     .await?;
-    drop((need, whole));
 
     while !applier.complete() {
         let ev = tokio::select! {
