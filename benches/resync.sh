@@ -25,6 +25,10 @@
 #      which holds its group and watches the set while the change is made,
 #      as the survivor of a failover does; its index is current and the
 #      pull skips its scan.
+# rsync also pulls with --fsync into a third replica (rf, another hard-link
+# copy of b): hamirror makes what it applied durable before it acknowledges
+# it (one syncfs before the renames, one after, the index commit), plain
+# rsync does not.
 # Timed: the whole command (hamirror: the local quick-check scan, the
 # holder's scan if any, the transfer, the apply with its two syncfs, the
 # index commit). Both replicas are then checked against the holder's copy
@@ -61,7 +65,7 @@ cfg=$work/cluster.d
 A() { "$bin" --config "$cfg" --node serv1 "$@"; }
 B() { "$bin" --config "$cfg" --node serv2 "$@"; }
 if [ ! -f "$work/ready" ]; then
-mkdir -p "$cfg/serv1" "$cfg/serv2" "$work/a" "$work/b" "$work/r"
+mkdir -p "$cfg/serv1" "$cfg/serv2" "$work/a" "$work/b" "$work/r" "$work/rf"
 for n in 1 2; do
   root=$([ $n = 1 ] && echo "$work/a" || echo "$work/b")
   printf 'address = 127.0.0.1\nport = %s\nheartbeat_port = %s\nroot = %s\nstate = %s\n' \
@@ -82,6 +86,7 @@ echo "copying $tree twice ..." >&2
 cp -a "$tree" "$work/a/set"
 cp -a "$tree" "$work/b/set"
 cp -al "$work/b/set" "$work/r/set"
+cp -al "$work/b/set" "$work/rf/set"
 
 # serv2 in step: an initial push (its receiver indexes its copy; nothing moves).
 "$bin" --config "$cfg" --node serv2 serve 2> "$work/serve2.log" & pids+=($!); sleep 1
@@ -165,11 +170,15 @@ pull_round() {
   rsync -aH --delete --stats "rsync://127.0.0.1:$rport/a/" "$work/r/set/" > "$work/rsync-$name.out"
   t1=$(now); r_time=$(secs "$t0" "$t1")
   r_wire=$(awk '/Total bytes sent/ {s=$4} /Total bytes received/ {r=$4} END {gsub(",","",s); gsub(",","",r); print s+r}' "$work/rsync-$name.out")
-  for d in "$work/b/set" "$work/r/set"; do
+  sync
+  t0=$(now)
+  rsync -aH --delete --fsync "rsync://127.0.0.1:$rport/a/" "$work/rf/set/"
+  t1=$(now); local rf_time; rf_time=$(secs "$t0" "$t1")
+  for d in "$work/b/set" "$work/r/set" "$work/rf/set"; do
     out=$(rsync -anc --delete -H --itemize-changes "$work/a/set/" "$d/")
     [ -z "$out" ] || { echo "MISMATCH against $d after round $name:"; echo "$out" | head; exit 1; }
   done
-  rows+="| $name | $changed | $h_time | $r_time | $(python3 -c "print(f'{$h_time / $r_time:.2f}')") | $h_wire | $r_wire |"$'\n'
+  rows+="| $name | $changed | $h_time | $r_time | $(python3 -c "print(f'{$h_time / $r_time:.2f}')") | $rf_time | $(python3 -c "print(f'{$h_time / $rf_time:.2f}')") | $h_wire | $r_wire |"$'\n'
   details+="$name: hamirror: $h_detail"$'\n'
 }
 details=""
@@ -197,8 +206,8 @@ echo
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/Model name: *//p'); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "set: $files files, $bytes bytes; each round changes ~1% of the files on the holder"
 echo
-echo "| resync after 1% changed | bytes of the changed files | \`hamirror resync --from serv1\` (s) | \`rsync -aH --delete\` (s) | ratio | hamirror bytes on the wire | rsync bytes |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| resync after 1% changed | bytes of the changed files | \`hamirror resync --from serv1\` (s) | \`rsync -aH --delete\` (s) | ratio | \`rsync -aH --delete --fsync\` (s) | ratio | hamirror bytes on the wire | rsync bytes |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 printf '%s' "$rows"
 echo
 printf '%s' "$details"
