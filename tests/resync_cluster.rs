@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use common::lab::{Lab, NODES, Opts};
 use common::netns::{netns_available, require_tool};
-use common::pair::{rsync_oracle, tree_differences};
+use common::pair::{rsync_differences, rsync_oracle, tree_differences};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 const SEC: Duration = Duration::from_secs(1);
@@ -164,13 +164,36 @@ fn data(lab: &Lab, i: usize) -> PathBuf {
     lab.mirror_root(NODES[i]).join("data/serv1")
 }
 
-/// Both copies of group serv1's set become identical (the mirror is
-/// asynchronous: give it time), then the rsync oracle agrees.
+/// Both copies of group serv1's set become identical and stay so for a
+/// second (the mirror is asynchronous: give it time; and a receiver's
+/// apply changes its directories' mtimes for a moment, which the holder's
+/// watcher may see and send again), then the rsync oracle agrees.
 fn converge(lab: &Lab, within: Duration) {
     let (a, b) = (data(lab, 0), data(lab, 1));
-    lab.wait("both copies of Fserv1data identical", within, |_| {
-        tree_differences(&a, &b).is_empty()
-    });
+    let deadline = std::time::Instant::now() + within;
+    let mut same_since: Option<std::time::Instant> = None;
+    loop {
+        let diffs = tree_differences(&a, &b);
+        let rsync = if diffs.is_empty() {
+            rsync_differences(&a, &b)
+        } else {
+            String::new()
+        };
+        if diffs.is_empty() && rsync.trim().is_empty() {
+            let since = *same_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() >= SEC {
+                break;
+            }
+        } else {
+            same_since = None;
+            assert!(
+                std::time::Instant::now() < deadline,
+                "both copies of Fserv1data never became identical within {within:?}: {diffs:?} {rsync}\n{}",
+                lab.logs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     rsync_oracle(&a, &b);
 }
 

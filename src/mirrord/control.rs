@@ -114,6 +114,11 @@ impl Control {
                     }
                 );
             }
+            Cmd::PeerCaughtUp { set } => {
+                if let Some(h) = self.engine.handle(&set) {
+                    h.ship_now();
+                }
+            }
             Cmd::Shutdown => {}
         }
     }

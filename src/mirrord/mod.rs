@@ -58,10 +58,24 @@ pub enum MirrorError {
 /// What the daemon asks of the control thread.
 #[derive(Debug)]
 enum Cmd {
-    Start { group: String, epoch: u64 },
-    Stop { group: String },
-    Resync { group: String },
-    LinkChanged { from: Link, to: Link },
+    Start {
+        group: String,
+        epoch: u64,
+    },
+    Stop {
+        group: String,
+    },
+    Resync {
+        group: String,
+    },
+    LinkChanged {
+        from: Link,
+        to: Link,
+    },
+    /// The peer caught up with a set by itself (see `sync::CaughtUpHook`).
+    PeerCaughtUp {
+        set: String,
+    },
     Shutdown,
 }
 
@@ -117,13 +131,19 @@ impl Mirrord {
             reporter: reporter.clone(),
             running: Arc::default(),
         };
-        let hook: crate::sync::DivergedHook = Box::new(move |set, group| back.start(set, group));
-        let server = Server::with_diverged_hook(cluster.clone(), local, holders.clone(), Some(hook));
+        let (tx, rx) = mpsc::channel();
+        let diverged: crate::sync::DivergedHook = Box::new(move |set, group| back.start(set, group));
+        let caught_up: crate::sync::CaughtUpHook = {
+            let tx = tx.clone();
+            Box::new(move |set| {
+                let _ = tx.send(Cmd::PeerCaughtUp { set: set.to_string() });
+            })
+        };
+        let server = Server::with_hooks(cluster.clone(), local, holders.clone(), Some(diverged), Some(caught_up));
         let ep = endpoint.clone();
         rt.spawn(async move { server.run(&ep).await });
 
         let backlog = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
         let (done_tx, done) = mpsc::channel();
         let ctl = control::Control::new(control::Parts {
             cluster,

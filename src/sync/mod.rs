@@ -39,7 +39,7 @@ pub use pull::{PullOptions, PullReport, kind_letter, pull};
 pub use push::{PushOptions, PushReport, push};
 pub use recv::ReceiveReport;
 pub use send::SendReport;
-pub use serve::{DivergedHook, Holders, OwnerHolds, Server};
+pub use serve::{CaughtUpHook, DivergedHook, Holders, OwnerHolds, Server};
 pub use shipper::QuicShipper;
 pub use verify::{Difference, VerifyReport, verify};
 

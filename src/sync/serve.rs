@@ -62,12 +62,19 @@ pub struct Server {
     /// Sets in conversation, with the connection each conversation is on.
     busy: Mutex<HashMap<String, Connection>>,
     diverged: Option<DivergedHook>,
+    caught_up: Option<CaughtUpHook>,
 }
 
 /// Told `(set, group)` when a push was refused because this node holds
 /// changes the sender lacks (`Diverged`): the daemon pulls them back with
 /// conflict copies by itself; `hamirror serve` leaves it to the operator.
 pub type DivergedHook = Box<dyn Fn(&str, &str) + Send + Sync>;
+
+/// Told `set` when the peer caught up with this node's copy by itself: it
+/// pulled the set completely, or delivered its conflict copies (the end of
+/// its pull-back). The daemon then retries at once a push the peer had
+/// refused, instead of after the retry's backoff.
+pub type CaughtUpHook = Box<dyn Fn(&str) + Send + Sync>;
 
 /// Marks a set busy for the life of a conversation.
 struct BusyGuard<'a> {
@@ -86,15 +93,17 @@ const SUPERSEDE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Server {
     pub fn new(cluster: Arc<Cluster>, local: &str, holders: Arc<dyn Holders>) -> Arc<Server> {
-        Server::with_diverged_hook(cluster, local, holders, None)
+        Server::with_hooks(cluster, local, holders, None, None)
     }
 
-    /// [`Server::new`], calling `diverged` after each `Diverged` refusal.
-    pub fn with_diverged_hook(
+    /// [`Server::new`], calling `diverged` after each `Diverged` refusal
+    /// and `caught_up` when the peer caught up by itself.
+    pub fn with_hooks(
         cluster: Arc<Cluster>,
         local: &str,
         holders: Arc<dyn Holders>,
         diverged: Option<DivergedHook>,
+        caught_up: Option<CaughtUpHook>,
     ) -> Arc<Server> {
         Arc::new(Server {
             cluster,
@@ -102,7 +111,14 @@ impl Server {
             holders,
             busy: Mutex::new(HashMap::new()),
             diverged,
+            caught_up,
         })
+    }
+
+    fn peer_caught_up(&self, set: &str) {
+        if let Some(hook) = &self.caught_up {
+            hook(set);
+        }
     }
 
     /// Serves connections until the endpoint closes.
@@ -306,7 +322,11 @@ impl Server {
             generation: a.generation,
         });
         if h.mode == Mode::Pull {
-            return serve_pull(ctl, conn, node, &set, &h, index, epoch, acked, &self.local, busy).await;
+            let complete = serve_pull(ctl, conn, node, &set, &h, index, epoch, acked, &self.local, busy).await?;
+            if complete {
+                self.peer_caught_up(&set.name);
+            }
+            return Ok(());
         }
         let policy = if h.mode == Mode::Conflicts {
             ConflictPolicy::Accept
@@ -356,6 +376,9 @@ impl Server {
         router.unregister(h.session);
         drop(busy);
         let r = result?;
+        if h.mode == Mode::Conflicts && r.complete {
+            self.peer_caught_up(&set.name);
+        }
         if r.listing == "none" {
             tracing::debug!(set = %set.name, peer = %ctl.peer, "in step, nothing to apply");
             return Ok(());
@@ -469,7 +492,8 @@ async fn refuse_if_diverged(index: &Arc<Index>, set: &str, h: &Hello, local: &st
 
 /// The peer's side of a pull: scan this node's copy (quick check) unless
 /// its watcher keeps the index current, offer its position, and unless the
-/// opener already has it, run the sender half.
+/// opener already has it, run the sender half. Returns whether the opener
+/// applied everything offered.
 #[allow(clippy::too_many_arguments)]
 async fn serve_pull(
     ctl: &mut Control,
@@ -482,7 +506,7 @@ async fn serve_pull(
     acked: Option<Position>,
     local: &str,
     busy: BusyGuard<'_>,
-) -> Result<(), SyncError> {
+) -> Result<bool, SyncError> {
     let generation = match watched_generation(&index, &set.name).await? {
         Some(g) => g,
         None => {
@@ -505,7 +529,7 @@ async fn serve_pull(
     }))
     .await?;
     if h.acked == Some(offer) {
-        return expect_goodbye(ctl).await;
+        return expect_goodbye(ctl).await.map(|()| false);
     }
     let o = Offer {
         index,
@@ -530,7 +554,8 @@ async fn serve_pull(
             "pulled by the peer"
         );
     }
-    expect_goodbye(ctl).await
+    expect_goodbye(ctl).await?;
+    Ok(sent.applied.is_some_and(|a| a.complete) && !h.dry_run)
 }
 
 /// How long a pull waits for the set's watcher to commit what it has seen

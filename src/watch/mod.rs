@@ -200,6 +200,15 @@ impl WatchHandle {
         self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// A retry waiting for its backoff is made now: the peer has just
+    /// caught up by other means (see `ShipReader::ship_now`). Nothing
+    /// without a shipper.
+    pub fn ship_now(&self) {
+        if let Some(s) = &self.ship {
+            s.ship_now();
+        }
+    }
+
     /// How shipping stands, and how many calls were made.
     pub fn shipping(&self) -> (Shipping, u64) {
         match &self.ship {

@@ -88,6 +88,8 @@ struct State {
     shipping: Shipping,
     calls: u64,
     stop: bool,
+    /// Retry a pending retry now (see [`ShipReader::ship_now`]).
+    poke: bool,
 }
 
 /// The shipping thread of one set; dropping it stops the thread after the
@@ -147,6 +149,14 @@ impl ShipLoop {
 pub(crate) struct ShipReader(Arc<(Mutex<State>, Condvar)>);
 
 impl ShipReader {
+    /// The peer has just caught up by other means (it pulled the set, or
+    /// took conflict copies): a retry waiting for its backoff is made now,
+    /// with the backoff reset. Nothing happens when no retry is pending.
+    pub fn ship_now(&self) {
+        lock(&self.0.0).poke = true;
+        self.0.1.notify_one();
+    }
+
     /// As [`ShipLoop::status`].
     pub fn status(&self) -> (Option<u64>, Shipping, u64) {
         let g = lock(&self.0.0);
@@ -174,6 +184,11 @@ fn run(shipper: &mut dyn Shipper, set: &MirrorSet, index: &Arc<Index>, shared: &
             loop {
                 if g.stop {
                     return;
+                }
+                if std::mem::take(&mut g.poke) && retry_at.is_some() {
+                    tracing::info!(set = %set.name, "the peer caught up by itself: retrying now");
+                    backoff = BACKOFF_MIN;
+                    retry_at = Some(Instant::now());
                 }
                 let retry_due = retry_at.is_some_and(|t| Instant::now() >= t);
                 if matches!(g.shipping, Shipping::Stopped(_)) {
@@ -340,5 +355,32 @@ mod tests {
         ship.request(2);
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(ship.status().2, 1, "no further call");
+    }
+
+    #[test]
+    fn a_pending_retry_is_made_at_once_when_the_peer_caught_up_by_itself() {
+        let tmp = tempfile::tempdir().unwrap();
+        let index = Arc::new(Index::open(tmp.path()).unwrap());
+        let rec = RecordingShipper::default();
+        *rec.fail_first.lock().unwrap() = 4;
+        let ship = ShipLoop::start(Box::new(rec.clone()), set(), index).unwrap();
+        let reader = ship.reader();
+        // Nothing pending: a poke makes no call.
+        reader.ship_now();
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(ship.status().2, 0);
+        ship.request(1);
+        // Retries after 250, 500 and 1000 ms: the fourth failure is at ~1.75 s
+        // and the next retry would wait 2 s.
+        wait_for(|| rec.generations().len() == 4);
+        let poked = Instant::now();
+        reader.ship_now();
+        wait_for(|| ship.status().0 == Some(1));
+        assert!(
+            poked.elapsed() < Duration::from_millis(1000),
+            "retried {:?} after the poke",
+            poked.elapsed()
+        );
+        assert_eq!(rec.generations().len(), 5);
     }
 }

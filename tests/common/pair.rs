@@ -293,6 +293,18 @@ pub fn tree_differences(a: &Path, b: &Path) -> Vec<String> {
 /// rsync as an independent oracle: a checksum dry run with deletes and hard
 /// links, itemizing any difference, must print nothing.
 pub fn rsync_oracle(a: &Path, b: &Path) {
+    let items = rsync_differences(a, b);
+    assert!(
+        items.trim().is_empty(),
+        "rsync sees differences between {} and {}:\n{items}",
+        a.display(),
+        b.display()
+    );
+}
+
+/// What rsync's checksum dry run (with deletes and hard links) itemizes
+/// between two trees: empty when they are the same.
+pub fn rsync_differences(a: &Path, b: &Path) -> String {
     let out = Command::new("rsync")
         .args(["-anc", "--delete", "-H", "--itemize-changes"])
         .arg(format!("{}/", a.display()))
@@ -304,11 +316,5 @@ pub fn rsync_oracle(a: &Path, b: &Path) {
         "rsync failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let items = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        items.trim().is_empty(),
-        "rsync sees differences between {} and {}:\n{items}",
-        a.display(),
-        b.display()
-    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
