@@ -182,6 +182,30 @@ fn a_resync_with_nothing_to_do_is_one_round_trip() {
     s.p.assert_mirrored(ROOTS);
 }
 
+#[test]
+fn a_resync_waits_while_another_process_of_this_node_holds_the_index() {
+    let s = Setup::new(1 << 20);
+    fs::write(s.p.src("srv/samba/late.txt"), b"written on the holder\n").unwrap();
+    // Another process of serv2 (its daemon applying a push, say) holds
+    // the set's index for a second.
+    let held = hamirror::index::Index::open_set(&s.p.state(2), "Fsmbd").unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        drop(held);
+    });
+    let started = Instant::now();
+    let (v, code, err) = s.resync(&[]);
+    release.join().unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("Fsmbd is in use on serv2"), "{err}");
+    assert!(started.elapsed() >= Duration::from_millis(900), "it waited");
+    assert_eq!(set0(&v)["complete"], true, "{v}");
+    assert_eq!(
+        fs::read(s.p.dst("srv/samba/late.txt")).unwrap(),
+        b"written on the holder\n"
+    );
+}
+
 /// The one conflict copy of `rel` under `root` (its full relative path).
 fn copy_of(root: &Path, rel: &str) -> String {
     let copies: Vec<String> = conflict_copies(root)

@@ -68,8 +68,8 @@ This node's own changes the peer does not have (written while it held the group,
 brain) are never lost: each such file is kept as NAME.hamirror-conflict-NODE-TIME next to it, \
 on both nodes, while the peer's version takes the real name. Deleted here but changed there \
 keeps the peer's file. --discard-mine takes the peer's side whole instead.\n\n\
-Run it with the daemon stopped on this node (it needs the set's index). --dry-run itemizes \
-(>f changed, *deleting, !conflict) and changes nothing.";
+This node's daemon may run (it does the same by itself when the node rejoins); while it is \
+applying a push to the set, the command waits (up to 30 s). --dry-run itemizes (>f changed, *deleting, !conflict) and changes nothing.";
 
 pub fn run(global: &Global, args: &ResyncArgs) -> anyhow::Result<i32> {
     let (cluster, me) = global.load_local()?;
@@ -107,7 +107,7 @@ pub fn run(global: &Global, args: &ResyncArgs) -> anyhow::Result<i32> {
     let started = std::time::Instant::now();
     let (mut reports, mut failed) = (Vec::new(), Vec::new());
     for (i, (owner, set)) in sets.iter().enumerate() {
-        let (index, _scan) = match scan_local(&node, owner, set, args.jobs) {
+        let (index, _scan) = match scan_when_free(&node, owner, set, args.jobs) {
             Ok(v) => v,
             Err(e) => {
                 eprintln!("hamirror: resync of {} from {}: {e:#}", set.name, peer.name);
@@ -218,6 +218,41 @@ pub fn run(global: &Global, args: &ResyncArgs) -> anyhow::Result<i32> {
     } else {
         EXIT_OK
     })
+}
+
+/// [`scan_local`], waiting (up to [`BUSY_WAIT`]) while another process of
+/// this node — its daemon applying a push — holds the set's index.
+fn scan_when_free(
+    node: &Node,
+    owner: &Node,
+    set: &MirrorSet,
+    jobs: Option<usize>,
+) -> anyhow::Result<(crate::index::Index, crate::scan::ScanReport)> {
+    let waiting = std::time::Instant::now();
+    loop {
+        match scan_local(node, owner, set, jobs) {
+            Err(e)
+                if waiting.elapsed() < BUSY_WAIT
+                    && e.chain().any(|c| {
+                        matches!(
+                            c.downcast_ref::<crate::index::IndexError>(),
+                            Some(crate::index::IndexError::InUse { .. })
+                        )
+                    }) =>
+            {
+                if waiting.elapsed() < Duration::from_millis(300) {
+                    eprintln!(
+                        "{} is in use on {} (its daemon applying a push?); waiting up to {} s",
+                        set.name,
+                        node.name,
+                        BUSY_WAIT.as_secs()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            r => return r,
+        }
+    }
 }
 
 fn summary(r: &PullReport, peer: &str) -> String {
