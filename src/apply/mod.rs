@@ -282,7 +282,7 @@ pub struct Applier {
     /// Needed chunks asked for as deltas (not in `need`), until sent.
     need_delta: Vec<DeltaRequest>,
     bases: HashMap<Hash, SignedBase>,
-    /// Pieces the replica already holds, per file, until [`Applier::fill`]
+    /// Pieces the replica already holds, per file, until [`Applier::copy_held`]
     /// copies them.
     local: Vec<LocalCopy>,
     fds: Fds,
@@ -299,21 +299,26 @@ fn mtime_ns(m: &std::fs::Metadata) -> i64 {
 }
 
 impl Applier {
-    /// Step 1 whole: [`Applier::start`] then [`Applier::fill`].
-    /// [`Applier::need`] lists the chunks to ask the sender for.
+    /// Step 1 whole: [`Applier::start`], [`Applier::sign`] and
+    /// [`Applier::copy_held`]. [`Applier::need`] lists the chunks to ask
+    /// the sender for.
     ///
     /// # Errors
-    /// As [`Applier::start`] and [`Applier::fill`].
+    /// As [`Applier::start`] and [`Applier::copy_held`].
     pub fn prepare(dest: Dest, plan: Plan, journal: Journal) -> Result<Applier, ApplyError> {
         let mut a = Applier::start(dest, plan, journal)?;
-        a.fill()?;
+        a.sign();
+        if let Err(e) = a.copy_held() {
+            a.abort();
+            return Err(e);
+        }
         Ok(a)
     }
 
     /// Step 1, first half: directories and temp files, and what each file
     /// needs. Cheap, so the chunks without a base can be asked for at once
-    /// ([`Applier::take_need_whole`]) while [`Applier::fill`] does the
-    /// slow part.
+    /// ([`Applier::take_need_whole`]) while [`Applier::sign`] and
+    /// [`Applier::copy_held`] do the slow part.
     ///
     /// # Errors
     /// A hostile path refuses the whole plan; disk full and permission
@@ -394,7 +399,7 @@ impl Applier {
     }
 
     /// Takes the needed chunks that have no base (so are asked for whole
-    /// whatever [`Applier::fill`] finds), to ask for before filling.
+    /// whatever [`Applier::sign`] finds), to ask for before signing.
     pub fn take_need_whole(&mut self) -> Vec<Hash> {
         let bases = &self.plan.bases;
         let (whole, based): (Vec<Hash>, Vec<Hash>) = self.need.iter().partition(|h| !bases.contains_key(*h));
@@ -402,63 +407,14 @@ impl Applier {
         whole
     }
 
-    /// Step 1, second half: [`Applier::sign`] then [`Applier::copy_held`].
-    ///
-    /// # Errors
-    /// As [`Applier::copy_held`].
-    pub fn fill(&mut self) -> Result<(), ApplyError> {
-        self.sign();
-        self.copy_held()
-    }
-
     /// Signs the bases of the chunks the plan found one for (old bytes of
     /// the same file), in parallel, to ask for them as deltas
     /// ([`Applier::take_delta_requests`]); a base that cannot be read
     /// leaves its chunk in [`Applier::need`], asked for whole.
     pub fn sign(&mut self) {
-        self.sign_bases();
-    }
-
-    /// Copies the pieces the replica already holds into the temp files, in
-    /// parallel, each verified by BLAKE3; one whose source changed since
-    /// the index saw it is added to [`Applier::need`] instead.
-    ///
-    /// # Errors
-    /// Disk full and permission errors stop the set (the caller aborts).
-    pub fn copy_held(&mut self) -> Result<(), ApplyError> {
-        let jobs = std::mem::take(&mut self.local);
-        let dest = &self.dest;
-        let copied: Vec<Copied> = jobs.into_par_iter().map(|job| job.run(dest)).collect();
-        for c in copied {
-            self.report.reused_bytes += c.bytes;
-            if let Some(e) = c.error {
-                if e.stops_set() {
-                    return Err(e);
-                }
-                self.files[c.file].failed.get_or_insert_with(|| e.to_string());
-            }
-            for (offset, len, hash) in c.missing {
-                let slots = self.waiting.entry(hash).or_default();
-                if slots.is_empty() {
-                    self.need.push(hash);
-                }
-                slots.push((c.file, offset, len));
-                self.files[c.file].remaining += 1;
-            }
-        }
-        Ok(())
-    }
-
-    /// Takes [`Applier::need`] (to ask for it), so that later calls
-    /// return only what was added since.
-    pub fn take_need(&mut self) -> Vec<Hash> {
-        std::mem::take(&mut self.need)
-    }
-
-    /// Reads the base of every needed chunk the plan found one for and
-    /// computes its signature (this reads and hashes the old bytes around
-    /// every changed chunk).
-    fn sign_bases(&mut self) {
+        // Reads the base of every needed chunk the plan found one for and
+        // computes its signature (this reads and hashes the old bytes
+        // around every changed chunk).
         let bases = std::mem::take(&mut self.plan.bases);
         if bases.is_empty() {
             return;
@@ -499,6 +455,42 @@ impl Applier {
         }
         let bases = &self.bases;
         self.need.retain(|h| !bases.contains_key(h));
+    }
+
+    /// Copies the pieces the replica already holds into the temp files, in
+    /// parallel, each verified by BLAKE3; one whose source changed since
+    /// the index saw it is added to [`Applier::need`] instead.
+    ///
+    /// # Errors
+    /// Disk full and permission errors stop the set (the caller aborts).
+    pub fn copy_held(&mut self) -> Result<(), ApplyError> {
+        let jobs = std::mem::take(&mut self.local);
+        let dest = &self.dest;
+        let copied: Vec<Copied> = jobs.into_par_iter().map(|job| job.run(dest)).collect();
+        for c in copied {
+            self.report.reused_bytes += c.bytes;
+            if let Some(e) = c.error {
+                if e.stops_set() {
+                    return Err(e);
+                }
+                self.files[c.file].failed.get_or_insert_with(|| e.to_string());
+            }
+            for (offset, len, hash) in c.missing {
+                let slots = self.waiting.entry(hash).or_default();
+                if slots.is_empty() {
+                    self.need.push(hash);
+                }
+                slots.push((c.file, offset, len));
+                self.files[c.file].remaining += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes [`Applier::need`] (to ask for it), so that later calls
+    /// return only what was added since.
+    pub fn take_need(&mut self) -> Vec<Hash> {
+        std::mem::take(&mut self.need)
     }
 
     fn prepare_file(
