@@ -287,8 +287,9 @@ mod tests {
         assert_eq!(c.chunk(Broken, |_| {}).unwrap_err().to_string(), "disk on fire");
     }
 
-    /// An insertion of a few bytes in the middle of 100 MB changes at most 3
-    /// chunks: the new list holds at most 3 hashes the old one does not.
+    /// An insertion of a few bytes at three places in the middle of 100 MB
+    /// changes at most 3 chunks: the new list holds at most 3 hashes the
+    /// old one does not.
     #[test]
     fn insertion_in_100_mb_changes_at_most_3_chunks() {
         let base = noise(42, 100 << 20);
@@ -309,6 +310,42 @@ mod tests {
             assert!((1..=3).contains(&new), "insert {ins} at {pos}: {new} new chunks");
             assert_eq!(after.size, base.len() as u64 + ins as u64);
         }
+    }
+
+    /// The chunks of `base`, and of `base` with `ins` inserted at `pos`.
+    fn chunks_around_insertion(base: &[u8], pos: usize, ins: &[u8]) -> (Vec<ChunkRef>, Vec<ChunkRef>) {
+        let mut data = base[..pos].to_vec();
+        data.extend_from_slice(ins);
+        data.extend_from_slice(&base[pos..]);
+        let p = ChunkParams::default();
+        (
+            chunk_bytes(base, p).unwrap().chunks,
+            chunk_bytes(&data, p).unwrap().chunks,
+        )
+    }
+
+    /// How many chunks an insertion of 1–15 bytes changes, over a fixed
+    /// sample of 200 (deterministic: no run can be unlucky). In a sample of
+    /// 6,000 the changed run was 1 chunk in 99.3 % of cases, at most 3 in
+    /// 99.97 %, 5 at most: when a shifted cut point lands less than the
+    /// minimum chunk size before an old one, the cut points take a few
+    /// chunks to meet again (and near the end of a file they may not meet
+    /// before it, so every chunk up to the end changes).
+    #[test]
+    fn insertions_change_one_chunk_almost_always() {
+        let mut counts = [0usize; 8];
+        for k in 0..200u64 {
+            let seed = k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let base = noise(seed, 2 << 20);
+            let pos = (seed >> 11) as usize % (base.len() - (512 << 10));
+            let (old, new) = chunks_around_insertion(&base, pos, &noise(!seed, 1 + (k as usize % 15)));
+            let old: HashSet<Hash> = old.iter().map(|c| c.hash).collect();
+            let changed = new.iter().filter(|c| !old.contains(&c.hash)).count();
+            counts[changed.min(7)] += 1;
+        }
+        assert_eq!(counts[0], 0, "{counts:?}");
+        assert!(counts[1] >= 196, "{counts:?}");
+        assert!(counts[4..].iter().sum::<usize>() == 0, "{counts:?}");
     }
 
     proptest! {
@@ -347,18 +384,28 @@ mod tests {
             }
         }
 
-        /// The 3-chunk bound holds wherever the insertion lands (a 4 MiB
-        /// buffer keeps each case fast; the 100 MB test above is the real size).
+        /// Wherever an insertion lands, the chunks before it are kept, the
+        /// changed ones form one run starting at the chunk it lands in, and
+        /// once the cut points meet again every later chunk is the old one
+        /// (a 4 MiB buffer keeps each case fast; the 100 MB test above is
+        /// the real size). How long the run is, is a matter of chance:
+        /// `insertions_change_one_chunk_almost_always` measures it.
         #[test]
-        fn insertion_anywhere_changes_at_most_3_chunks(seed in any::<u64>(), pos in 0usize..(4 << 20), ins in 1usize..16) {
+        fn an_insertion_changes_one_run_of_chunks_from_where_it_lands(
+            seed in any::<u64>(), pos in 0usize..(4 << 20), ins in 1usize..16,
+        ) {
             let base = noise(seed, 4 << 20);
-            let old: HashSet<Hash> = chunk_bytes(&base, ChunkParams::default()).unwrap().chunks.iter().map(|c| c.hash).collect();
-            let mut data = base[..pos].to_vec();
-            data.extend_from_slice(&noise(!seed, ins));
-            data.extend_from_slice(&base[pos..]);
-            let after = chunk_bytes(&data, ChunkParams::default()).unwrap();
-            let new = after.chunks.iter().filter(|c| !old.contains(&c.hash)).count();
-            prop_assert!((1..=3).contains(&new), "{} new chunks", new);
+            let (old, new) = chunks_around_insertion(&base, pos, &noise(!seed, ins));
+            // The chunks that end at or before the insertion are kept.
+            let kept = old.iter().scan(0u64, |end, c| { *end += u64::from(c.len); Some(*end) })
+                .take_while(|end| *end <= pos as u64).count();
+            prop_assert_eq!(&old[..kept], &new[..kept]);
+            // Then a run of new chunks, then the old tail.
+            let old_set: HashSet<Hash> = old.iter().map(|c| c.hash).collect();
+            let changed = new[kept..].iter().take_while(|c| !old_set.contains(&c.hash)).count();
+            prop_assert!(changed >= 1, "an insertion changes at least the chunk it lands in");
+            let tail = &new[kept + changed..];
+            prop_assert_eq!(tail, &old[old.len() - tail.len()..]);
         }
     }
 }

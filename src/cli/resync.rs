@@ -69,7 +69,8 @@ brain) are never lost: each such file is kept as NAME.hamirror-conflict-NODE-TIM
 on both nodes, while the peer's version takes the real name. Deleted here but changed there \
 keeps the peer's file. --discard-mine takes the peer's side whole instead.\n\n\
 This node's daemon may run (it does the same by itself when the node rejoins); while it is \
-applying a push to the set, the command waits (up to 30 s). --dry-run itemizes (>f changed, *deleting, !conflict) and changes nothing.";
+applying a push to the set, the command waits (up to 30 s). --dry-run itemizes (>f changed, \
+*deleting, !conflict) and changes nothing.";
 
 pub fn run(global: &Global, args: &ResyncArgs) -> anyhow::Result<i32> {
     let (cluster, me) = global.load_local()?;

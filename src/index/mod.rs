@@ -302,10 +302,10 @@ fn decode_entry(path: &[u8], body: &[u8]) -> Result<Entry, IndexError> {
     Ok(e)
 }
 
-/// An open index file. Cheap to share between threads (`&Index`).
 /// See [`Index::attach_watcher`].
 pub type WatcherProbe = Arc<dyn Fn() -> Option<usize> + Send + Sync>;
 
+/// An open index file. Cheap to share between threads (`&Index`).
 pub struct Index {
     db: Database,
     path: PathBuf,

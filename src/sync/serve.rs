@@ -571,9 +571,7 @@ async fn watched_generation(index: &Arc<Index>, set: &str) -> Result<Option<u64>
     let started = Instant::now();
     loop {
         match index.watcher_pending(set) {
-            None => {
-                return Ok(None);
-            }
+            None => return Ok(None),
             Some(0) => break,
             Some(_) if started.elapsed() >= WATCHER_SETTLE => {
                 tracing::debug!(set, "the watcher is still busy: scanning instead");

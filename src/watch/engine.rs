@@ -256,8 +256,10 @@ impl Worker {
         }
     }
 
-    /// Tells the index how current it is (see `Index::report_watcher`):
-    /// not at all while some path can only be polled.
+    /// Tells the index's watcher probe how current the index is (see
+    /// `Index::attach_watcher`): not at all while some path can only be
+    /// polled. Settles the queue's taken events: they are committed or
+    /// counted here now.
     fn report_current(&self) {
         let pending = self.coalescer.pending() + self.coalescer.flooded();
         let current = if self.unwatched.is_empty() {
