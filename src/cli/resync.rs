@@ -22,7 +22,7 @@ use super::progress::Bar;
 use super::scan::{bytes, scan_local};
 use super::{EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, Global};
 use crate::config::{MirrorSet, Node};
-use crate::sync::{PullOptions, PullReport, Router, SyncError, kind_letter, pull};
+use crate::sync::{PullOptions, PullReport, Router, SyncError, pull};
 use crate::transport::Endpoint;
 
 #[derive(Debug, Args)]
@@ -269,12 +269,7 @@ fn summary(r: &PullReport, peer: &str) -> String {
             );
         }
         "dry-run" => {
-            for (kind, p) in &rr.would_change {
-                let _ = writeln!(s, ">{} /{}", kind_letter(*kind), crate::scan::show_path(p));
-            }
-            for p in &rr.would_delete {
-                let _ = writeln!(s, "*deleting /{}", crate::scan::show_path(p));
-            }
+            super::sync::itemize(&mut s, &rr.would_change, &rr.would_delete);
             for p in &r.would_conflict {
                 let _ = writeln!(
                     s,

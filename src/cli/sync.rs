@@ -118,6 +118,18 @@ pub fn run(global: &Global, args: &SyncArgs) -> anyhow::Result<i32> {
     })
 }
 
+/// A dry run's itemized lines, rsync-style: `>f /path` for what would
+/// change (the letter is the kind), `*deleting /path`.
+pub(super) fn itemize(s: &mut String, change: &[(hamirror_wire::EntryKind, Vec<u8>)], delete: &[Vec<u8>]) {
+    use std::fmt::Write;
+    for (kind, p) in change {
+        let _ = writeln!(s, ">{} /{}", crate::sync::kind_letter(*kind), crate::scan::show_path(p));
+    }
+    for p in delete {
+        let _ = writeln!(s, "*deleting /{}", crate::scan::show_path(p));
+    }
+}
+
 fn summary(r: &PushReport, peer: &str, wire: u64) -> String {
     use std::fmt::Write;
     let mut s = String::new();
@@ -130,12 +142,7 @@ fn summary(r: &PushReport, peer: &str, wire: u64) -> String {
             );
         }
         "dry-run" => {
-            for (kind, p) in &r.send.would_change {
-                let _ = writeln!(s, ">{} /{}", crate::sync::kind_letter(*kind), crate::scan::show_path(p));
-            }
-            for p in &r.send.would_delete {
-                let _ = writeln!(s, "*deleting /{}", crate::scan::show_path(p));
-            }
+            itemize(&mut s, &r.send.would_change, &r.send.would_delete);
             let need = r.send.need.as_ref().map_or((0, 0), |n| (n.chunks, n.bytes));
             let _ = writeln!(
                 s,
