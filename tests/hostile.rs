@@ -106,39 +106,73 @@ fn refused_with(m: Result<Message, String>, code: ErrorCode, text: &str) {
     }
 }
 
+fn symlink(path: &[u8], target: &[u8]) -> Entry {
+    Entry {
+        kind: EntryKind::Symlink,
+        target: target.to_vec(),
+        size: 0,
+        chunks: vec![],
+        file_hash: [0; 32],
+        ..file(path, b"")
+    }
+}
+
 #[test]
-fn a_path_through_a_symlink_on_the_replica_is_refused_and_nothing_escapes() {
+fn an_offer_that_leads_through_its_own_symlink_or_replaces_a_root_is_refused_and_nothing_escapes() {
     let mut p = Pair::new();
     let outside = p.cfg.tmp.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::create_dir_all(p.dst("srv/samba")).unwrap();
-    std::os::unix::fs::symlink(&outside, p.dst("srv/samba/evil")).unwrap();
     p.start_serve();
-    as_serv1(&p, |conn| async move {
-        let (mut tx, mut rx) = conn.open_control().await.unwrap();
-        send(&mut tx, &Message::Hello(hello("Fsmbd", "serv1", "serv1", 1)))
-            .await
-            .unwrap();
-        assert!(matches!(recv(&mut rx).await, Ok(Message::HelloOk(_))));
-        let e = file(b"srv/samba/evil/pwned", b"owned");
-        send(&mut tx, &Message::Entries(vec![e])).await.unwrap();
-        let end = OfferEnd {
-            generation: 1,
-            listing: Listing::Full,
-            entries: 1,
-            deletes: 0,
-            bytes: 5,
-            set_entries: 1,
-            set_bytes: 5,
-            empty_roots: vec![],
-        };
-        send(&mut tx, &Message::OfferEnd(end)).await.unwrap();
-        refused_with(recv(&mut rx).await, ErrorCode::BadPath, "passes through a symlink");
-    });
+    let target = outside.as_os_str().as_encoded_bytes().to_vec();
+    let offers = [
+        // `evil` a symlink to a directory outside, and a file "in" it.
+        (
+            vec![
+                symlink(b"srv/samba/evil", &target),
+                file(b"srv/samba/evil/pwned", b"owned"),
+            ],
+            "not a directory",
+        ),
+        // A set's root directory replaced by a symlink, then written "in".
+        (
+            vec![symlink(b"srv/samba", &target), file(b"srv/samba/pwned", b"owned")],
+            "root directory",
+        ),
+    ];
+    for (entries, why) in offers {
+        as_serv1(&p, |conn| async move {
+            let (mut tx, mut rx) = conn.open_control().await.unwrap();
+            send(&mut tx, &Message::Hello(hello("Fsmbd", "serv1", "serv1", 1)))
+                .await
+                .unwrap();
+            assert!(matches!(recv(&mut rx).await, Ok(Message::HelloOk(_))));
+            let n = entries.len() as u64;
+            send(&mut tx, &Message::Entries(entries)).await.unwrap();
+            let end = OfferEnd {
+                generation: 1,
+                listing: Listing::Full,
+                entries: n,
+                deletes: 0,
+                bytes: 5,
+                set_entries: n,
+                set_bytes: 5,
+                empty_roots: vec![],
+            };
+            send(&mut tx, &Message::OfferEnd(end)).await.unwrap();
+            refused_with(recv(&mut rx).await, ErrorCode::BadPath, why);
+        });
+    }
     assert_eq!(
         std::fs::read_dir(&outside).unwrap().count(),
         0,
-        "nothing written through the symlink"
+        "nothing written outside"
+    );
+    assert!(p.dst("srv/samba").is_dir() && !p.dst("srv/samba").is_symlink());
+    assert_eq!(
+        std::fs::read_dir(p.dst("srv/samba")).unwrap().count(),
+        0,
+        "nothing applied"
     );
 }
 

@@ -1,13 +1,14 @@
 //! Setting an entry's metadata (owner, mode, mtime in nanoseconds) on files,
-//! directories and symlinks without following symlinks. Owner is set only
+//! directories and symlinks without following symlinks: on an open file, or
+//! on a name relative to a directory descriptor. Owner is set only
 //! when running as root, like rsync without `--owner` for other users.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::BorrowedFd;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+
+use rustix::fs::{AtFlags, Mode, OFlags};
 
 use hamirror_wire::Entry;
 
@@ -39,32 +40,82 @@ pub fn set_on_file(f: &File, e: &Entry) -> io::Result<()> {
     Ok(())
 }
 
-/// Owner, mode (not for symlinks) and mtime of a path, never following a
-/// symlink at its last component.
-pub fn set_on_path(path: &Path, e: &Entry, symlink: bool) -> io::Result<()> {
+/// Owner, mode (not for symlinks) and mtime of `name` in directory `dir`,
+/// never following a symlink: owner and times with `AT_SYMLINK_NOFOLLOW`,
+/// the mode on an `O_PATH | O_NOFOLLOW` descriptor (Linux has no
+/// `fchmodat(AT_SYMLINK_NOFOLLOW)` before 6.6), so a name swapped for a
+/// symlink in between is refused rather than followed.
+pub fn set_at(dir: BorrowedFd<'_>, name: &[u8], e: &Entry, symlink: bool) -> io::Result<()> {
     if is_root() {
-        std::os::unix::fs::lchown(path, Some(e.uid), Some(e.gid))?;
+        rustix::fs::chownat(
+            dir,
+            name,
+            Some(rustix::fs::Uid::from_raw(e.uid)),
+            Some(rustix::fs::Gid::from_raw(e.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?;
     }
     if !symlink {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(e.mode))?;
+        chmod_at(dir, name, e.mode)?;
     }
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let times = [timespec(e.mtime_ns), timespec(e.mtime_ns)];
-    // SAFETY: valid C string and a pointer to two timespecs.
-    if unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    set_mtime_at(dir, name, e.mtime_ns)
 }
 
-/// Flushes the filesystem holding `path` (one `syncfs` instead of an fsync
-/// per file: all temp files become durable before any is renamed).
-pub fn syncfs(path: &Path) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let f = File::open(path)?;
-    // SAFETY: valid fd.
-    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
-        return Err(io::Error::last_os_error());
+/// Owner, mode and mtime (`only_mtime`: the mtime) of a set's root
+/// directory, by its path: the roots are the administrator's, and a root
+/// that is a symlink to another disk is followed on purpose.
+pub fn set_on_root(path: &std::path::Path, e: &Entry, only_mtime: bool) -> io::Result<()> {
+    if !only_mtime {
+        if is_root() {
+            std::os::unix::fs::chown(path, Some(e.uid), Some(e.gid))?;
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(e.mode & 0o7777))?;
     }
-    Ok(())
+    let t = rustix::fs::Timespec {
+        tv_sec: e.mtime_ns.div_euclid(1_000_000_000),
+        tv_nsec: e.mtime_ns.rem_euclid(1_000_000_000) as _,
+    };
+    let times = rustix::fs::Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
+    Ok(rustix::fs::utimensat(rustix::fs::CWD, path, &times, AtFlags::empty())?)
+}
+
+/// Sets only the mtime (and atime) of `name` in `dir`, not following it.
+pub fn set_mtime_at(dir: BorrowedFd<'_>, name: &[u8], mtime_ns: i64) -> io::Result<()> {
+    let t = rustix::fs::Timespec {
+        tv_sec: mtime_ns.div_euclid(1_000_000_000),
+        tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _,
+    };
+    let times = rustix::fs::Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
+    Ok(rustix::fs::utimensat(dir, name, &times, AtFlags::SYMLINK_NOFOLLOW)?)
+}
+
+fn chmod_at(dir: BorrowedFd<'_>, name: &[u8], mode: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(dir, name, flags, Mode::empty())?;
+    let st = rustix::fs::fstat(&fd)?;
+    if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+        return Err(io::Error::from_raw_os_error(libc::ELOOP));
+    }
+    let mode = Mode::from_raw_mode(mode & 0o7777);
+    // The magic link names the inode opened above, whatever the name is now.
+    match rustix::fs::chmod(format!("/proc/self/fd/{}", fd.as_raw_fd()), mode) {
+        Err(rustix::io::Errno::NOENT) => {
+            // No /proc: open it for real (not following) and fchmod.
+            let rd = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let f = rustix::fs::openat(dir, name, rd, Mode::empty())?;
+            let again = rustix::fs::fstat(&f)?;
+            if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino) {
+                return Err(io::Error::from_raw_os_error(libc::ELOOP));
+            }
+            Ok(rustix::fs::fchmod(&f, mode)?)
+        }
+        r => Ok(r?),
+    }
 }

@@ -20,21 +20,30 @@
 //!    symlinks and hard links, deletes, sets directory metadata last, and
 //!    clears the journal of temp files.
 //!
+//! Every operation reaches the tree through [`Dest`]: relative to the
+//! set's roots, never through a symlink. A sender's type change (a file
+//! that became a directory, a directory that became a symlink…) is
+//! followed in the same pass; a directory the replica's own user swapped
+//! for a symlink fails the paths below it, and is never followed. Zero
+//! blocks are not written, so sparse files stay sparse. The directories a
+//! plan changes get their mtime back (or the plan's), also after an
+//! interrupted run: the journal keeps what they had before it.
+//!
 //! Disk full and permission errors stop the set: temp files are removed and
 //! nothing has been renamed, so the old replica is intact. Other per-file
 //! errors are recorded and the rest goes on (exit code 1). Depends on the
 //! plan and the filesystem only; no network, no index.
 
-mod dest;
+pub mod dest;
 mod journal;
 pub mod meta;
 
-use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 
 use hamirror_wire::{DeltaOp, DeltaRequest, Entry, Hash};
 use rayon::prelude::*;
@@ -44,7 +53,7 @@ use crate::plan::{FileBuild, Plan};
 use crate::scan::TEMP_SUFFIX;
 pub use crate::scan::is_temp_name;
 
-pub use dest::Dest;
+pub use dest::{Dest, Open};
 pub use journal::Journal;
 
 /// Why applying stopped, or why one path failed.
@@ -52,6 +61,10 @@ pub use journal::Journal;
 pub enum ApplyError {
     #[error("refusing path {path:?}: {why}")]
     UnsafePath { path: String, why: &'static str },
+    #[error(
+        "{path}: a directory on the way is a symlink or not a directory on the replica (changed there by hand?); not followed — `hamirror verify` shows the difference"
+    )]
+    Blocked { path: String },
     #[error(
         "disk full while writing {path}; nothing was renamed, the old replica is intact — free space and run again"
     )]
@@ -78,7 +91,18 @@ impl ApplyError {
     }
 
     fn from_io(path: &Path, e: io::Error) -> Self {
-        let path = path.display().to_string();
+        Self::classify(path.display().to_string(), e)
+    }
+
+    /// An error on set path `path`.
+    fn on(path: &[u8], e: io::Error) -> Self {
+        Self::classify(crate::scan::show_path(path).to_string(), e)
+    }
+
+    fn classify(path: String, e: io::Error) -> Self {
+        if dest::is_blocked(&e) {
+            return ApplyError::Blocked { path };
+        }
         match e.raw_os_error() {
             Some(libc::ENOSPC) | Some(libc::EDQUOT) => ApplyError::DiskFull { path },
             Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => ApplyError::Permission { path, source: e },
@@ -115,32 +139,72 @@ pub struct ApplyReport {
     pub reused_bytes: u64,
     /// Bytes found already in place in an interrupted run's temp file.
     pub resumed_bytes: u64,
+    /// Directories whose mtime an interrupted run had left changed, given
+    /// back the one they had before it (the index must learn it).
+    pub repaired_dirs: Vec<(Vec<u8>, i64)>,
 }
 
-/// The temp file for building `entry` at `final_path`: hidden, in the same
-/// directory (so the rename is atomic), named after the path and content so
-/// a rerun finds it again.
-fn temp_path(final_path: &Path, tag_source: &[u8], content: &Hash) -> PathBuf {
-    let name = final_path.file_name().map(|n| n.as_bytes()).unwrap_or(b"x");
+/// The temp file for building the entry at set path `path`: hidden, in the
+/// same directory (so the rename is atomic), named after the path and
+/// content so a rerun finds it again.
+pub fn temp_path(path: &[u8], content: &Hash) -> Vec<u8> {
+    let (dir, name) = dest::split(path);
     let short = &name[..name.len().min(200)];
     let mut h = blake3::Hasher::new();
-    h.update(tag_source);
+    h.update(path);
     h.update(content);
     let tag = h.finalize();
     let hex: String = tag.as_bytes()[..8].iter().map(|b| format!("{b:02x}")).collect();
-    let mut file = b".".to_vec();
-    file.extend_from_slice(short);
-    file.push(b'.');
-    file.extend_from_slice(hex.as_bytes());
-    file.extend_from_slice(TEMP_SUFFIX);
-    final_path.with_file_name(std::ffi::OsStr::from_bytes(&file))
+    let mut out = dir.to_vec();
+    if !out.is_empty() {
+        out.push(b'/');
+    }
+    out.push(b'.');
+    out.extend_from_slice(short);
+    out.push(b'.');
+    out.extend_from_slice(hex.as_bytes());
+    out.extend_from_slice(TEMP_SUFFIX);
+    out
+}
+
+/// Writes `data` at `offset` of a file that reads as zeros wherever it was
+/// not written (a fresh temp file, or an interrupted run's temp file of the
+/// same content), leaving every aligned 4 KiB block of zeros unwritten so
+/// that a sparse file stays sparse on the replica.
+fn write_sparse(f: &File, data: &[u8], offset: u64) -> io::Result<()> {
+    const BLOCK: usize = 4096;
+    let mut from = 0;
+    let mut at = (BLOCK - (offset % BLOCK as u64) as usize) % BLOCK;
+    while at + BLOCK <= data.len() {
+        if is_zero(&data[at..at + BLOCK]) {
+            if from < at {
+                f.write_all_at(&data[from..at], offset + from as u64)?;
+            }
+            from = at + BLOCK;
+        }
+        at += BLOCK;
+    }
+    // Any zeros read as zeros already; only whole blocks make holes.
+    if from < data.len() && !is_zero(&data[from..]) {
+        f.write_all_at(&data[from..], offset + from as u64)?;
+    }
+    Ok(())
+}
+
+fn is_zero(b: &[u8]) -> bool {
+    // Stops at the first non-zero word: costs nothing on ordinary data.
+    let (words, rest) = b.split_at(b.len() - b.len() % 16);
+    words
+        .chunks_exact(16)
+        .all(|w| u128::from_ne_bytes(w.try_into().expect("16 bytes")) == 0)
+        && rest.iter().all(|x| *x == 0)
 }
 
 /// The base of a chunk asked for as a delta: where it lies, how it was
 /// cut into blocks, and the BLAKE3 of the bytes that were signed (the file
 /// is read again to rebuild, and must not have changed in between).
 struct SignedBase {
-    path: PathBuf,
+    path: Vec<u8>,
     offset: u64,
     len: u32,
     block_size: u32,
@@ -151,7 +215,7 @@ struct SignedBase {
 struct LocalCopy {
     /// Index into the applier's files.
     file: usize,
-    temp: PathBuf,
+    temp: Vec<u8>,
     pieces: Vec<LocalPiece>,
 }
 
@@ -183,14 +247,10 @@ impl LocalCopy {
             missing: Vec::new(),
             error: None,
         };
-        let temp = match OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&self.temp)
-        {
+        let temp = match dest.open_file(&self.temp, Open::Write) {
             Ok(f) => f,
             Err(e) => {
-                out.error = Some(ApplyError::from_io(&self.temp, e));
+                out.error = Some(ApplyError::on(&self.temp, e));
                 return out;
             }
         };
@@ -198,14 +258,7 @@ impl LocalCopy {
         let mut buf = Vec::new();
         for p in self.pieces {
             if src.as_ref().is_none_or(|(path, _)| *path != p.src) {
-                let f = dest.resolve(&p.src).ok().and_then(|path| {
-                    OpenOptions::new()
-                        .read(true)
-                        .custom_flags(libc::O_NOFOLLOW)
-                        .open(path)
-                        .ok()
-                });
-                src = Some((p.src.clone(), f));
+                src = Some((p.src.clone(), dest.open_file(&p.src, Open::Read).ok()));
             }
             buf.resize(p.len as usize, 0);
             let held = src.as_ref().and_then(|(_, f)| f.as_ref()).is_some_and(|f| {
@@ -215,8 +268,8 @@ impl LocalCopy {
                 out.missing.push((p.offset, p.len, p.hash));
                 continue;
             }
-            if let Err(e) = temp.write_all_at(&buf, p.offset) {
-                out.error = Some(ApplyError::from_io(&self.temp, e));
+            if let Err(e) = write_sparse(&temp, &buf, p.offset) {
+                out.error = Some(ApplyError::on(&self.temp, e));
                 return out;
             }
             out.bytes += u64::from(p.len);
@@ -230,8 +283,8 @@ const BASE_CHANGED: &str = "the replica's old copy changed while a delta against
 
 struct Building {
     entry: Entry,
-    final_path: PathBuf,
-    temp: PathBuf,
+    /// Set path of the temp file, beside the final one.
+    temp: Vec<u8>,
     remaining: usize,
     failed: Option<String>,
 }
@@ -240,33 +293,19 @@ struct Building {
 /// thousands of descriptors at once, nor reopen a file for every chunk.
 #[derive(Default)]
 struct Fds {
-    open: HashMap<PathBuf, File>,
+    open: HashMap<Vec<u8>, File>,
 }
 
 impl Fds {
     const MAX: usize = 128;
 
-    fn get(&mut self, path: &Path, write: bool) -> io::Result<&File> {
+    fn get(&mut self, dest: &Dest, path: &[u8], how: Open) -> io::Result<&File> {
         if !self.open.contains_key(path) {
             if self.open.len() >= Self::MAX {
                 self.open.clear();
             }
-            let f = if write {
-                OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(path)?
-            } else {
-                OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(path)?
-            };
-            self.open.insert(path.to_path_buf(), f);
+            let f = dest.open_file(path, how)?;
+            self.open.insert(path.to_vec(), f);
         }
         Ok(&self.open[path])
     }
@@ -287,15 +326,22 @@ pub struct Applier {
     local: Vec<LocalCopy>,
     fds: Fds,
     journal: Journal,
-    /// Directories touched (temp files, renames), with their mtime before,
-    /// to restore it where the plan does not set it.
-    touched: HashMap<PathBuf, Option<i64>>,
+    /// The directories of the plan: where the sender has a directory, a
+    /// file or symlink on the replica is replaced (a type change).
+    dir_paths: HashSet<Vec<u8>>,
+    /// The set's directories this plan changes (temp files, renames, links,
+    /// deletions), with the mtime to give them back where the plan does not
+    /// set it: as first seen, by this run or by an interrupted earlier one.
+    touched: HashMap<Vec<u8>, i64>,
+    /// Of those, the ones whose mtime an interrupted run had changed.
+    repaired: HashSet<Vec<u8>>,
     report: ApplyReport,
 }
 
-fn mtime_ns(m: &std::fs::Metadata) -> i64 {
-    use std::os::unix::fs::MetadataExt;
-    m.mtime() * 1_000_000_000 + m.mtime_nsec()
+fn stat_mtime_ns(st: &rustix::fs::Stat) -> i64 {
+    st.st_mtime
+        .saturating_mul(1_000_000_000)
+        .saturating_add(st.st_mtime_nsec as i64)
 }
 
 impl Applier {
@@ -321,51 +367,77 @@ impl Applier {
     /// [`Applier::copy_held`] do the slow part.
     ///
     /// # Errors
-    /// A hostile path refuses the whole plan; disk full and permission
-    /// errors stop the set (nothing written is left behind).
+    /// A hostile path or an inconsistent offer refuses the whole plan;
+    /// disk full and permission errors stop the set (nothing written is
+    /// left behind).
     pub fn start(dest: Dest, plan: Plan, mut journal: Journal) -> Result<Applier, ApplyError> {
+        let mut plan = plan;
+        check_plan(&dest, &plan)?;
+        let builds = std::mem::take(&mut plan.files);
+        let temps: Vec<Vec<u8>> = builds
+            .iter()
+            .map(|fb| temp_path(&fb.entry.path, &fb.entry.file_hash))
+            .collect();
+        let leftovers = journal.leftovers(&dest);
+        // Every directory this plan changes, with its mtime before: from an
+        // interrupted run's journal when there was one (what this run sees
+        // is what that run left), else as found now.
+        let mut touched = HashMap::new();
+        let mut repaired = HashSet::new();
+        let mut new_dirs = Vec::new();
+        let changed = builds
+            .iter()
+            .map(|fb| &fb.entry.path)
+            .chain(
+                plan.symlinks
+                    .iter()
+                    .chain(&plan.hardlinks)
+                    .chain(&plan.dirs)
+                    .map(|e| &e.path),
+            )
+            .chain(&plan.deletes)
+            .chain(&leftovers);
+        for path in changed {
+            let dir = dest::split(path).0;
+            if touched.contains_key(dir) || !dest.holds_dir(dir) {
+                continue;
+            }
+            let now = dest.stat(dir).ok().filter(dest::is_dir).map(|st| stat_mtime_ns(&st));
+            let before = match (journal.dir_mtime(dir), now) {
+                (Some(earlier), now) => {
+                    if now != Some(earlier) {
+                        repaired.insert(dir.to_vec());
+                    }
+                    earlier
+                }
+                (None, Some(now)) => {
+                    new_dirs.push((dir.to_vec(), now));
+                    now
+                }
+                (None, None) => continue,
+            };
+            touched.insert(dir.to_vec(), before);
+        }
+        journal
+            .record(&temps, &new_dirs)
+            .map_err(|e| ApplyError::from_io(journal.path(), e))?;
         let mut a = Applier {
+            dir_paths: plan.dirs.iter().map(|d| d.path.clone()).collect(),
             dest,
-            files: Vec::with_capacity(plan.files.len()),
+            files: Vec::with_capacity(builds.len()),
             waiting: HashMap::new(),
             need: Vec::new(),
             need_delta: Vec::new(),
             bases: HashMap::new(),
             local: Vec::new(),
             fds: Fds::default(),
-            journal: Journal::default(),
-            touched: HashMap::new(),
+            journal,
+            touched,
+            repaired,
             report: ApplyReport::default(),
-            plan: Plan::default(),
+            plan,
         };
-        let mut plan = plan;
-        let builds = std::mem::take(&mut plan.files);
-        // Resolve every path first: a hostile path refuses the whole offer
-        // before anything is written.
-        let mut targets = Vec::with_capacity(builds.len());
-        for fb in &builds {
-            let final_path = a.dest.resolve(&fb.entry.path)?;
-            let temp = temp_path(&final_path, &fb.entry.path, &fb.entry.file_hash);
-            targets.push((final_path, temp));
-        }
-        for e in plan
-            .dirs
-            .iter()
-            .chain(&plan.symlinks)
-            .chain(&plan.hardlinks)
-            .chain(&plan.retouch)
-        {
-            a.dest.resolve(&e.path)?;
-        }
-        for d in &plan.deletes {
-            a.dest.resolve(d)?;
-        }
-        journal
-            .record(targets.iter().map(|(_, t)| t.as_path()))
-            .map_err(|e| ApplyError::from_io(journal.path(), e))?;
-        a.journal = journal;
-        a.plan = plan;
-        let result = a.prepare_inner(builds, targets);
+        let result = a.prepare_inner(builds, temps);
         if let Err(e) = result {
             a.abort();
             return Err(e);
@@ -373,17 +445,19 @@ impl Applier {
         Ok(a)
     }
 
-    fn prepare_inner(&mut self, builds: Vec<FileBuild>, targets: Vec<(PathBuf, PathBuf)>) -> Result<(), ApplyError> {
+    fn prepare_inner(&mut self, builds: Vec<FileBuild>, temps: Vec<Vec<u8>>) -> Result<(), ApplyError> {
         let dirs = std::mem::take(&mut self.plan.dirs);
         for d in &dirs {
-            let p = self.dest.local(&d.path);
-            self.ensure_dir(&p)?;
+            match self.ensure_dir(&d.path) {
+                Ok(()) => {}
+                Err(e) if e.stops_set() => return Err(e),
+                Err(e) => self.fail(&d.path, e),
+            }
         }
         self.plan.dirs = dirs;
-        for (i, (fb, (final_path, temp))) in builds.into_iter().zip(targets).enumerate() {
+        for (i, (fb, temp)) in builds.into_iter().zip(temps).enumerate() {
             let mut b = Building {
                 entry: fb.entry,
-                final_path,
                 temp,
                 remaining: 0,
                 failed: None,
@@ -419,30 +493,20 @@ impl Applier {
         if bases.is_empty() {
             return;
         }
-        let jobs: Vec<(Hash, PathBuf, u64, u32)> = self
-            .need
-            .iter()
-            .filter_map(|h| {
-                let b = bases.get(h)?;
-                let path = self.dest.resolve(&b.path).ok()?;
-                Some((*h, path, b.offset, b.len))
-            })
-            .collect();
+        let jobs: Vec<(Hash, &crate::plan::Base)> =
+            self.need.iter().filter_map(|h| Some((*h, bases.get(h)?))).collect();
+        let dest = &self.dest;
         let signed: Vec<Option<(SignedBase, DeltaRequest)>> = jobs
             .into_par_iter()
-            .map(|(hash, path, offset, len)| {
-                let f = File::options()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&path)
-                    .ok()?;
-                let mut buf = vec![0u8; len as usize];
-                f.read_exact_at(&mut buf, offset).ok()?;
-                let signature = delta::signature(&buf, delta::block_size_for(len));
+            .map(|(hash, b)| {
+                let f = dest.open_file(&b.path, Open::Read).ok()?;
+                let mut buf = vec![0u8; b.len as usize];
+                f.read_exact_at(&mut buf, b.offset).ok()?;
+                let signature = delta::signature(&buf, delta::block_size_for(b.len));
                 let base = SignedBase {
-                    path,
-                    offset,
-                    len,
+                    path: b.path.clone(),
+                    offset: b.offset,
+                    len: b.len,
                     block_size: signature.block_size,
                     digest: *blake3::hash(&buf).as_bytes(),
                 };
@@ -499,17 +563,16 @@ impl Applier {
         b: &mut Building,
         pieces: &[crate::plan::Piece],
     ) -> Result<(), ApplyError> {
-        if let Some(parent) = b.final_path.parent() {
-            self.ensure_dir(parent)?;
+        let dir = dest::split(&b.entry.path).0;
+        if self.dest.holds_dir(dir) {
+            self.ensure_dir(dir)?;
         }
-        // The temp file changes the directory's mtime: remember it first.
-        self.touch_parent(&b.final_path);
         let f = self
             .fds
-            .get(&b.temp, true)
-            .map_err(|e| ApplyError::from_io(&b.temp, e))?;
-        let have = f.metadata().map_err(|e| ApplyError::from_io(&b.temp, e))?.len();
-        f.set_len(b.entry.size).map_err(|e| ApplyError::from_io(&b.temp, e))?;
+            .get(&self.dest, &b.temp, Open::Create)
+            .map_err(|e| ApplyError::on(&b.temp, e))?;
+        let have = f.metadata().map_err(|e| ApplyError::on(&b.temp, e))?.len();
+        f.set_len(b.entry.size).map_err(|e| ApplyError::on(&b.temp, e))?;
         let mut buf = Vec::new();
         for piece in pieces {
             let len = piece.len as usize;
@@ -518,8 +581,8 @@ impl Applier {
             if piece.offset + u64::from(piece.len) <= have {
                 let f = self
                     .fds
-                    .get(&b.temp, true)
-                    .map_err(|e| ApplyError::from_io(&b.temp, e))?;
+                    .get(&self.dest, &b.temp, Open::Write)
+                    .map_err(|e| ApplyError::on(&b.temp, e))?;
                 if f.read_exact_at(&mut buf, piece.offset).is_ok() && *blake3::hash(&buf).as_bytes() == piece.hash {
                     self.report.resumed_bytes += u64::from(piece.len);
                     continue;
@@ -554,36 +617,28 @@ impl Applier {
         Ok(())
     }
 
-    fn ensure_dir(&mut self, p: &Path) -> Result<(), ApplyError> {
-        match std::fs::symlink_metadata(p) {
-            Ok(m) if m.is_dir() => return Ok(()),
-            Ok(_) => {
-                self.touch_parent(p);
-                std::fs::remove_file(p).map_err(|e| ApplyError::from_io(p, e))?;
+    /// Makes `path` (a directory of the set) a directory, with its missing
+    /// parents. Where the plan has a directory, a file or symlink in its
+    /// place is replaced (the sender changed its type); anywhere else a
+    /// non-directory on the way fails the path: the replica was changed
+    /// locally, and nothing is followed or guessed.
+    fn ensure_dir(&mut self, path: &[u8]) -> Result<(), ApplyError> {
+        if !self.dest.is_dir_root(path) {
+            match self.dest.stat(path) {
+                Ok(st) if dest::is_dir(&st) => return Ok(()),
+                Ok(_) if self.dir_paths.contains(path) => {
+                    self.dest.remove(path).map_err(|e| ApplyError::on(path, e))?;
+                }
+                Ok(_) => {
+                    return Err(ApplyError::on(path, io::Error::from_raw_os_error(libc::ENOTDIR)));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound || dest::is_blocked(&e) => {
+                    self.ensure_dir(dest::split(path).0)?;
+                }
+                Err(e) => return Err(ApplyError::on(path, e)),
             }
-            Err(_) => {}
         }
-        if let Some(parent) = p.parent() {
-            if std::fs::symlink_metadata(parent).is_err() {
-                self.ensure_dir(parent)?;
-            }
-            self.touch_parent(p);
-        }
-        match std::fs::create_dir(p) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-            Err(e) => Err(ApplyError::from_io(p, e)),
-        }
-    }
-
-    /// Remembers the mtime of `p`'s directory before the first change in it.
-    fn touch_parent(&mut self, p: &Path) {
-        if let Some(parent) = p.parent()
-            && !self.touched.contains_key(parent)
-        {
-            let m = std::fs::symlink_metadata(parent).ok().map(|m| mtime_ns(&m));
-            self.touched.insert(parent.to_path_buf(), m);
-        }
+        self.dest.mkdir(path).map_err(|e| ApplyError::on(path, e))
     }
 
     /// The chunk hashes to ask the sender for whole, each once, in
@@ -608,7 +663,8 @@ impl Applier {
             .sum()
     }
 
-    /// Step 2: writes a received chunk wherever it is needed.
+    /// Step 2: writes a received chunk wherever it is needed (zero blocks
+    /// left as holes).
     pub fn deliver(&mut self, hash: &Hash, data: &[u8]) -> Result<(), ApplyError> {
         let hex = || hash.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>();
         if blake3::hash(data).as_bytes() != hash {
@@ -630,9 +686,12 @@ impl Applier {
             }
             b.remaining -= 1;
             let temp = b.temp.clone();
-            let res = self.fds.get(&temp, true).and_then(|f| f.write_all_at(data, offset));
+            let res = self
+                .fds
+                .get(&self.dest, &temp, Open::Write)
+                .and_then(|f| write_sparse(f, data, offset));
             if let Err(e) = res {
-                let e = ApplyError::from_io(&temp, e);
+                let e = ApplyError::on(&temp, e);
                 if e.stops_set() {
                     self.abort();
                     return Err(e);
@@ -668,7 +727,7 @@ impl Applier {
         let mut buf = vec![0u8; base.len as usize];
         let read = self
             .fds
-            .get(&base.path, false)
+            .get(&self.dest, &base.path, Open::Read)
             .and_then(|f| f.read_exact_at(&mut buf, base.offset));
         if read.is_err() || blake3::hash(&buf).as_bytes() != &base.digest {
             self.fail_waiting(hash, BASE_CHANGED);
@@ -705,13 +764,16 @@ impl Applier {
     }
 
     /// Removes this run's temp files after a disk-full or permission error
-    /// (they only take space); nothing was renamed. A run that is merely
-    /// interrupted keeps them so the next run resumes.
+    /// (they only take space) and gives the directories their times back;
+    /// nothing was renamed. A run that is merely interrupted keeps them so
+    /// the next run resumes (and the journal keeps the directories' times).
     pub fn abort(&mut self) {
         self.fds.open.clear();
         for b in &self.files {
-            let _ = std::fs::remove_file(&b.temp);
+            let _ = self.dest.remove(&b.temp);
         }
+        self.journal.remove_leftovers(&self.dest);
+        self.restore_dirs(&HashSet::new());
         let _ = self.journal.clear();
     }
 
@@ -727,34 +789,34 @@ impl Applier {
         let files = std::mem::take(&mut self.files);
         for b in &files {
             if b.failed.is_none()
-                && let Err(e) = File::options()
-                    .write(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&b.temp)
+                && let Err(e) = self
+                    .dest
+                    .open_file(&b.temp, Open::Write)
                     .and_then(|f| meta::set_on_file(&f, &b.entry))
             {
-                self.fail(&b.entry.path, ApplyError::from_io(&b.temp, e));
+                self.fail(&b.entry.path, ApplyError::on(&b.temp, e));
             }
         }
-        let base = self.dest.root_paths().map(|(p, _)| p).find(|p| p.exists());
-        if let Some(base) = &base {
-            meta::syncfs(base).map_err(|e| ApplyError::from_io(base, e))?;
-        }
+        self.dest.syncfs().map_err(|e| ApplyError::on(b"", e))?;
+        let failed: HashSet<Vec<u8>> = self.report.failures.iter().map(|f| f.path.clone()).collect();
         for b in files {
             if let Some(reason) = b.failed {
-                let _ = std::fs::remove_file(&b.temp);
+                let _ = self.dest.remove(&b.temp);
                 self.report.failures.push(Failure {
                     path: b.entry.path.clone(),
                     reason,
                 });
                 continue;
             }
-            self.touch_parent(&b.final_path);
-            match replace(&b.temp, &b.final_path) {
+            if failed.contains(&b.entry.path) {
+                let _ = self.dest.remove(&b.temp);
+                continue;
+            }
+            match self.dest.replace(&b.temp, &b.entry.path) {
                 Ok(()) => self.report.applied.push(b.entry),
                 Err(e) => {
-                    let _ = std::fs::remove_file(&b.temp);
-                    self.fail(&b.entry.path, ApplyError::from_io(&b.final_path, e));
+                    let _ = self.dest.remove(&b.temp);
+                    self.fail(&b.entry.path, ApplyError::on(&b.entry.path, e));
                 }
             }
         }
@@ -764,70 +826,116 @@ impl Applier {
             self.outcome(e, res);
         }
         for e in &plan.retouch {
-            let p = self.dest.local(&e.path);
-            let res = match std::fs::symlink_metadata(&p) {
-                Ok(m) if m.is_file() => meta::set_on_path(&p, e, false),
-                Ok(_) => Err(io::Error::other("not a regular file on the replica")),
-                Err(err) => Err(err),
-            };
-            self.outcome(e, res.map_err(|err| ApplyError::from_io(&p, err)));
+            let res = self.retouch(e).map_err(|err| ApplyError::on(&e.path, err));
+            self.outcome(e, res);
         }
         for d in &plan.deletes {
-            let p = self.dest.local(d);
-            self.touch_parent(&p);
-            let res = match std::fs::symlink_metadata(&p) {
-                Ok(m) if m.is_dir() => std::fs::remove_dir_all(&p),
-                Ok(_) => std::fs::remove_file(&p),
-                // ENOTDIR: a parent became a file in this same plan, so the path is gone.
-                Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => Ok(()),
-                Err(e) => Err(e),
-            };
-            match res {
+            match self.dest.remove(d) {
                 Ok(()) => self.report.deleted.push(d.clone()),
-                Err(e) => self.fail(d, ApplyError::from_io(&p, e)),
+                Err(e) => self.fail(d, ApplyError::on(d, e)),
             }
         }
+        self.journal.remove_leftovers(&self.dest);
         // Directory metadata last, deepest first: nothing changes them after.
-        let mut set_dirs: HashMap<PathBuf, ()> = HashMap::new();
-        for d in plan.dirs.iter().rev() {
-            let p = self.dest.local(&d.path);
-            let res = meta::set_on_path(&p, d, false).map_err(|e| ApplyError::from_io(&p, e));
-            set_dirs.insert(p, ());
+        let mut set_dirs = HashSet::new();
+        let mut dirs: Vec<&Entry> = plan.dirs.iter().collect();
+        dirs.sort_by(|a, b| b.path.cmp(&a.path));
+        for d in dirs {
+            if self.report.failures.iter().any(|f| f.path == d.path) {
+                continue;
+            }
+            let res = self.set_dir(&d.path, d, false).map_err(|e| ApplyError::on(&d.path, e));
+            set_dirs.insert(d.path.clone());
             self.outcome(d, res);
         }
-        let mut touched: Vec<_> = self.touched.drain().collect();
-        touched.sort_by(|a, b| b.0.cmp(&a.0));
-        for (dir, before) in touched {
-            if let Some(ns) = before
-                && !set_dirs.contains_key(&dir)
-            {
-                let _ = restore_mtime(&dir, ns);
-            }
-        }
-        if let Some(base) = &base {
-            meta::syncfs(base).map_err(|e| ApplyError::from_io(base, e))?;
-        }
+        self.restore_dirs(&set_dirs);
+        self.dest.syncfs().map_err(|e| ApplyError::on(b"", e))?;
         self.journal
             .clear()
             .map_err(|e| ApplyError::from_io(self.journal.path(), e))?;
         Ok(std::mem::take(&mut self.report))
     }
 
-    fn link(&mut self, e: &Entry) -> Result<(), ApplyError> {
-        let p = self.dest.local(&e.path);
-        let tmp = temp_path(&p, &e.path, blake3::hash(&e.target).as_bytes());
-        let _ = std::fs::remove_file(&tmp);
-        self.touch_parent(&p);
-        let made = if e.kind == hamirror_wire::EntryKind::Symlink {
-            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&e.target), &tmp)
-                .and_then(|()| meta::set_on_path(&tmp, e, true))
-        } else {
-            let target = self.dest.resolve(&e.target)?;
-            std::fs::hard_link(&target, &tmp)
+    /// Gives the touched directories their mtime back, deepest first,
+    /// except those in `set` (the plan set them). Those an interrupted run
+    /// had left wrong are reported as repaired.
+    fn restore_dirs(&mut self, set: &HashSet<Vec<u8>>) {
+        let mut touched: Vec<(Vec<u8>, i64)> = self.touched.drain().collect();
+        touched.sort_by(|a, b| b.0.cmp(&a.0));
+        let mtime_only = |ns| Entry {
+            path: vec![],
+            kind: hamirror_wire::EntryKind::Dir,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime_ns: ns,
+            size: 0,
+            file_hash: [0; 32],
+            chunks: vec![],
+            target: vec![],
         };
-        made.and_then(|()| replace(&tmp, &p)).map_err(|err| {
-            let _ = std::fs::remove_file(&tmp);
-            ApplyError::from_io(&p, err)
+        for (dir, ns) in touched {
+            if set.contains(&dir) {
+                continue;
+            }
+            if self.set_dir(&dir, &mtime_only(ns), true).is_ok() && self.repaired.contains(&dir) {
+                self.report.repaired_dirs.push((dir, ns));
+            }
+        }
+    }
+
+    /// Sets `e`'s metadata (`only_mtime`: its mtime) on the directory at
+    /// `path`. A directory root is the administrator's and may be a
+    /// symlink to another disk: it is reached by its path.
+    fn set_dir(&self, path: &[u8], e: &Entry, only_mtime: bool) -> io::Result<()> {
+        if self.dest.is_dir_root(path) {
+            return meta::set_on_root(&self.dest.local(path), e, only_mtime);
+        }
+        let (dir, name) = self.dest.parent(path)?;
+        let st = rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
+        if !dest::is_dir(&st) {
+            return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+        }
+        if only_mtime {
+            meta::set_mtime_at(dir.as_fd(), name, e.mtime_ns)
+        } else {
+            meta::set_at(dir.as_fd(), name, e, false)
+        }
+    }
+
+    /// Owner, mode and mtime of a file whose content is already right.
+    fn retouch(&self, e: &Entry) -> io::Result<()> {
+        let (dir, name) = self.dest.parent(&e.path)?;
+        let st = rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(io::Error::other("not a regular file on the replica"));
+        }
+        meta::set_at(dir.as_fd(), name, e, false)
+    }
+
+    fn link(&mut self, e: &Entry) -> Result<(), ApplyError> {
+        let tmp = temp_path(&e.path, blake3::hash(&e.target).as_bytes());
+        let (dir, tmp_name) = self.dest.parent(&tmp).map_err(|err| ApplyError::on(&e.path, err))?;
+        let _ = rustix::fs::unlinkat(&dir, tmp_name, rustix::fs::AtFlags::empty());
+        let made = if e.kind == hamirror_wire::EntryKind::Symlink {
+            rustix::fs::symlinkat(e.target.as_slice(), &dir, tmp_name)
+                .map_err(io::Error::from)
+                .and_then(|()| meta::set_at(dir.as_fd(), tmp_name, e, true))
+        } else {
+            self.dest.check(&e.target)?;
+            self.dest.parent(&e.target).and_then(|(tdir, tname)| {
+                Ok(rustix::fs::linkat(
+                    &tdir,
+                    tname,
+                    &dir,
+                    tmp_name,
+                    rustix::fs::AtFlags::empty(),
+                )?)
+            })
+        };
+        made.and_then(|()| self.dest.replace(&tmp, &e.path)).map_err(|err| {
+            let _ = rustix::fs::unlinkat(&dir, tmp_name, rustix::fs::AtFlags::empty());
+            ApplyError::on(&e.path, err)
         })
     }
 
@@ -847,33 +955,58 @@ impl Applier {
     }
 }
 
-/// Renames `from` over `to`; a directory in the way (the sender replaced a
-/// directory by a file or link) is removed first.
-fn replace(from: &Path, to: &Path) -> io::Result<()> {
-    if let Ok(m) = std::fs::symlink_metadata(to)
-        && m.is_dir()
-    {
-        std::fs::remove_dir_all(to)?;
-    }
-    std::fs::rename(from, to)
-}
-
-fn restore_mtime(dir: &Path, ns: i64) -> io::Result<()> {
-    let m = std::fs::symlink_metadata(dir)?;
-    use std::os::unix::fs::MetadataExt;
-    let e = Entry {
-        path: vec![],
-        kind: hamirror_wire::EntryKind::Dir,
-        mode: m.mode() & 0o7777,
-        uid: m.uid(),
-        gid: m.gid(),
-        mtime_ns: ns,
-        size: 0,
-        file_hash: [0; 32],
-        chunks: vec![],
-        target: vec![],
+/// Refuses a plan that no honest sender makes: a path outside the roots
+/// or malformed, something other than a directory at a directory root or
+/// a directory at a single-file root, or a path below something the same
+/// offer says is not a directory (`evil` a symlink and `evil/x` a file).
+fn check_plan(dest: &Dest, plan: &Plan) -> Result<(), ApplyError> {
+    let refuse = |path: &[u8], why: &'static str| ApplyError::UnsafePath {
+        path: String::from_utf8_lossy(path).into_owned(),
+        why,
     };
-    meta::set_on_path(dir, &e, false)
+    let not_dirs: HashSet<&[u8]> = plan
+        .files
+        .iter()
+        .map(|f| &f.entry)
+        .chain(&plan.symlinks)
+        .chain(&plan.hardlinks)
+        .chain(&plan.retouch)
+        .map(|e| e.path.as_slice())
+        .collect();
+    for d in &plan.dirs {
+        dest.check(&d.path)?;
+        if dest.is_root(&d.path) && !dest.is_dir_root(&d.path) {
+            return Err(refuse(&d.path, "a directory where the set has a single file"));
+        }
+    }
+    for p in &not_dirs {
+        dest.check(p)?;
+        if dest.is_dir_root(p) {
+            return Err(refuse(p, "a set's root directory may only be a directory"));
+        }
+    }
+    for e in &plan.hardlinks {
+        dest.check(&e.target)?;
+    }
+    for d in &plan.deletes {
+        dest.check(d)?;
+    }
+    let paths = plan
+        .dirs
+        .iter()
+        .map(|d| d.path.as_slice())
+        .chain(not_dirs.iter().copied())
+        .chain(plan.hardlinks.iter().map(|e| e.target.as_slice()));
+    for p in paths {
+        let mut dir = dest::split(p).0;
+        while !dir.is_empty() && dest.holds_dir(dir) {
+            if not_dirs.contains(dir) {
+                return Err(refuse(p, "below a path the same offer says is not a directory"));
+            }
+            dir = dest::split(dir).0;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! reused chunks, resume after an interruption, refuse hostile paths.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use hamirror_wire::entry::file_hash;
 use hamirror_wire::{ChunkRef, Entry, EntryKind, Hash};
@@ -169,27 +169,102 @@ fn a_hostile_offer_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().join("root");
     std::fs::create_dir_all(base.join("srv")).unwrap();
-    std::os::unix::fs::symlink(tmp.path(), base.join("srv/escape")).unwrap();
-    for path in ["srv/escape/owned", "etc/passwd"] {
-        let p = plan(
-            &[file("srv/ok", &[b"x"], 1), file(path, &[b"evil"], 1)],
-            &[],
-            &Fake::default(),
-            &HashMap::new(),
-        );
+    let symlink = |path: &str, target: &str| Entry {
+        kind: EntryKind::Symlink,
+        target: target.as_bytes().to_vec(),
+        ..dir(path, 1)
+    };
+    let offers = [
+        (
+            vec![file("srv/ok", &[b"x"], 1), file("etc/passwd", &[b"evil"], 1)],
+            "outside",
+        ),
+        // A symlink and a path through it in one offer.
+        (
+            vec![symlink("srv/evil", "/etc"), file("srv/evil/passwd", &[b"evil"], 1)],
+            "not a directory",
+        ),
+        (
+            vec![dir("srv/d", 1), symlink("srv/d/e", "/"), dir("srv/d/e/f", 1)],
+            "not a directory",
+        ),
+        // The root itself replaced by a symlink.
+        (vec![symlink("srv", "/etc"), file("srv/ok", &[b"x"], 1)], "root"),
+    ];
+    for (entries, why) in offers {
+        let p = plan(&entries, &[], &Fake::default(), &HashMap::new());
         let err = Applier::prepare(
             Dest::new(&base, &set()),
             p,
             Journal::open(&tmp.path().join("j")).unwrap(),
         );
-        assert!(matches!(err, Err(ApplyError::UnsafePath { .. })), "{path}");
+        match err {
+            Err(ApplyError::UnsafePath { why: w, .. }) => assert!(w.contains(why), "{w}"),
+            other => panic!("{why}: {:?}", other.map(|_| ())),
+        }
     }
-    assert!(!tmp.path().join("owned").exists());
     assert_eq!(
         std::fs::read_dir(base.join("srv")).unwrap().count(),
-        1,
+        0,
         "nothing created"
     );
+}
+
+#[test]
+fn a_symlink_the_replica_has_below_a_root_is_never_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("root");
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(base.join("srv")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(outside.join("victim"), b"keep").unwrap();
+    // A local user swapped srv/d (a directory of the set) for a symlink.
+    std::os::unix::fs::symlink(&outside, base.join("srv/d")).unwrap();
+    let mut replica = Fake::default();
+    replica.0.insert(b"srv/d".to_vec(), dir("srv/d", 1));
+    replica
+        .0
+        .insert(b"srv/d/victim".to_vec(), file("srv/d/victim", &[b"keep"], 1));
+    let mut gone = file("srv/d/victim", &[b"keep"], 1);
+    gone.mode = 0o777;
+    let p = plan(
+        &[file("srv/ok", &[b"x"], 1), file("srv/d/new", &[b"y"], 1), gone],
+        &[b"srv/d/old".to_vec()],
+        &replica,
+        &HashMap::new(),
+    );
+    let mut a = Applier::prepare(
+        Dest::new(&base, &set()),
+        p,
+        Journal::open(&tmp.path().join("j")).unwrap(),
+    )
+    .unwrap();
+    for h in a.take_need() {
+        let data: &[u8] = if h == *blake3::hash(b"x").as_bytes() {
+            b"x"
+        } else {
+            b"y"
+        };
+        a.deliver(&h, data).unwrap();
+    }
+    let report = a.finish().unwrap();
+    assert_eq!(std::fs::read(base.join("srv/ok")).unwrap(), b"x");
+    let failed: Vec<_> = report.failures.iter().map(|f| f.path.as_slice()).collect();
+    assert!(failed.contains(&&b"srv/d/new"[..]), "{failed:?}");
+    assert!(failed.contains(&&b"srv/d/victim"[..]), "{failed:?}");
+    assert!(
+        report.failures.iter().all(|f| f.reason.contains("symlink")),
+        "{:?}",
+        report.failures
+    );
+    let names: Vec<_> = std::fs::read_dir(&outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["victim"], "nothing written outside");
+    assert_eq!(std::fs::metadata(&outside).unwrap().mode() & 0o777, 0o700);
+    assert_eq!(std::fs::metadata(outside.join("victim")).unwrap().mode() & 0o777, 0o644);
 }
 
 /// A replica holding `old` at srv/f, and an applier prepared for `new` at

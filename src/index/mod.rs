@@ -177,6 +177,23 @@ impl Fingerprint {
         }
     }
 
+    /// The fingerprint of an `lstat` result read through a descriptor.
+    pub fn of_stat(st: &rustix::fs::Stat) -> Fingerprint {
+        Fingerprint {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size as u64,
+            mtime_ns: st
+                .st_mtime
+                .saturating_mul(1_000_000_000)
+                .saturating_add(st.st_mtime_nsec as i64),
+            ctime_ns: st
+                .st_ctime
+                .saturating_mul(1_000_000_000)
+                .saturating_add(st.st_ctime_nsec as i64),
+        }
+    }
+
     fn encode(&self) -> [u8; Self::LEN] {
         let mut b = [0u8; Self::LEN];
         b[0..8].copy_from_slice(&self.dev.to_le_bytes());

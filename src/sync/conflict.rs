@@ -22,8 +22,6 @@
 //! apply (paths, metadata) and the sender half; not on the failover side.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -185,50 +183,46 @@ impl Conflicts {
     /// Copies one file to a fresh conflict name beside it, through a temp
     /// file renamed into place, with the entry's owner, mode and mtime.
     fn copy(&self, dest: &Dest, e: &Entry) -> Result<Entry, SyncError> {
-        let io = |path: &Path, source: std::io::Error| crate::apply::ApplyError::Io {
-            path: path.display().to_string(),
+        let io = |path: &[u8], source: std::io::Error| crate::apply::ApplyError::Io {
+            path: crate::scan::show_path(path).to_string(),
             source,
         };
-        let src = dest.resolve(&e.path)?;
         let mut n = 0;
-        let (path, local) = loop {
+        let path = loop {
             let mut p = e.path.clone();
             p.extend_from_slice(format!("{CONFLICT_MARK}{}-{}", self.node, self.time).as_bytes());
             if n > 0 {
                 p.extend_from_slice(format!("-{n}").as_bytes());
             }
-            let local = dest.local(&p);
-            if std::fs::symlink_metadata(&local).is_err() {
-                break (p, local);
+            if matches!(dest.stat(&p), Err(err) if err.kind() == std::io::ErrorKind::NotFound) {
+                break p;
             }
             n += 1;
         };
-        let name = local.file_name().unwrap_or(OsStr::new("conflict")).as_bytes().to_vec();
-        let mut tmp_name = b".".to_vec();
-        tmp_name.extend_from_slice(&name);
-        tmp_name.extend_from_slice(b".hamirror-tmp");
-        let tmp = local.with_file_name(OsStr::from_bytes(&tmp_name));
+        let tmp = crate::apply::temp_path(&path, &e.file_hash);
         // The directory's times are the holder's to set (they are mirrored
         // like any metadata): a copy made here must not change them.
-        let parent = local.parent().map(Path::to_path_buf);
-        let parent_mtime = parent
-            .as_ref()
-            .and_then(|p| std::fs::symlink_metadata(p).ok())
-            .and_then(|m| m.modified().ok());
-        std::fs::copy(&src, &tmp).map_err(|err| io(&tmp, err))?;
+        let dir = crate::apply::dest::split(&path).0.to_vec();
+        let dir_mtime = dest
+            .stat(&dir)
+            .ok()
+            .map(|st| st.st_mtime.saturating_mul(1_000_000_000) + st.st_mtime_nsec as i64);
         let entry = Entry { path, ..e.clone() };
-        let done = std::fs::File::open(&tmp)
-            .and_then(|f| {
-                crate::apply::meta::set_on_file(&f, &entry)?;
-                f.sync_all()
-            })
-            .and_then(|()| std::fs::rename(&tmp, &local));
+        let done = (|| {
+            let mut src = dest.open_file(&e.path, crate::apply::Open::Read)?;
+            let _ = dest.remove(&tmp);
+            let mut out = dest.open_file(&tmp, crate::apply::Open::Create)?;
+            std::io::copy(&mut src, &mut out)?;
+            crate::apply::meta::set_on_file(&out, &entry)?;
+            out.sync_all()?;
+            dest.replace(&tmp, &entry.path)
+        })();
         if let Err(err) = done {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io(&local, err).into());
+            let _ = dest.remove(&tmp);
+            return Err(io(&entry.path, err).into());
         }
-        if let (Some(dir), Some(t)) = (&parent, parent_mtime) {
-            let _ = std::fs::File::open(dir).and_then(|d| d.set_modified(t));
+        if let (Some(ns), Ok((parent, name))) = (dir_mtime, dest.parent(&dir)) {
+            let _ = crate::apply::meta::set_mtime_at(std::os::fd::AsFd::as_fd(&parent), name, ns);
         }
         tracing::warn!(
             path = %crate::scan::show_path(&e.path),
@@ -249,10 +243,11 @@ impl Conflicts {
                 entry: e.clone(),
                 // The file may have changed between the scan and the copy:
                 // unknown, so the next scan reads it again.
-                stat: std::fs::symlink_metadata(dest.local(&e.path))
+                stat: dest
+                    .stat(&e.path)
                     .ok()
-                    .filter(|m| m.len() == e.size)
-                    .map(|m| Fingerprint::of(&m)),
+                    .filter(|st| st.st_size as u64 == e.size)
+                    .map(|st| Fingerprint::of_stat(&st)),
             })
             .collect();
         index.commit(&set.name, &upserts, &[])?;
@@ -277,7 +272,9 @@ pub(crate) fn accept(
     let (mut ok, mut refused) = (Vec::new(), Vec::new());
     for e in offered {
         let here = index.entry(&set.name, &e.path)?;
-        let on_disk = std::fs::symlink_metadata(dest.local(&e.path)).is_ok();
+        // Something there the index does not know (or a path blocked by a
+        // symlink on the way): not free.
+        let on_disk = !matches!(dest.stat(&e.path), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
         match e.kind {
             // Parents of the copies: created when missing, never changed.
             EntryKind::Dir if here.is_none() && !on_disk => ok.push(e),

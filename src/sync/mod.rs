@@ -90,7 +90,7 @@ impl SyncError {
             SyncError::Refused { code, .. } | SyncError::Local { code, .. } => *code,
             SyncError::Index(_) | SyncError::Scan(_) => ErrorCode::Internal,
             SyncError::Apply(e) => match e {
-                ApplyError::UnsafePath { .. } => ErrorCode::BadPath,
+                ApplyError::UnsafePath { .. } | ApplyError::Blocked { .. } => ErrorCode::BadPath,
                 ApplyError::DiskFull { .. } => ErrorCode::DiskFull,
                 ApplyError::Permission { .. } => ErrorCode::PermissionDenied,
                 ApplyError::BadChunk { .. } | ApplyError::BadDelta { .. } => ErrorCode::HashMismatch,

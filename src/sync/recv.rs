@@ -167,7 +167,7 @@ fn prepare(
     // A full listing is compared with what is really on disk, and so is any
     // offer after an interrupted run (files it renamed into place are not in
     // the index yet; a stat pass finds them and their chunks are reused).
-    if full || !journal.listed().is_empty() {
+    if full || !journal.is_empty() {
         let report = scan_set(&t.index, &t.set, &t.root, &ScanOptions::default(), &Quiet)?;
         if !report.errors.is_empty() {
             tracing::warn!(set = %t.set.name, "replica scan: {} paths could not be read", report.errors.len());
@@ -582,16 +582,27 @@ fn finish(t: &Target, applier: Applier, refused: Vec<(Vec<u8>, String)>) -> Resu
             .map(|(path, reason)| crate::apply::Failure { path, reason }),
     );
     let dest = Dest::new(&t.root, &t.set);
-    let upserts: Vec<Upsert> = r
+    let mut upserts: Vec<Upsert> = r
         .applied
         .iter()
         .map(|e| Upsert {
             entry: e.clone(),
-            stat: std::fs::symlink_metadata(dest.local(&e.path))
-                .ok()
-                .map(|m| Fingerprint::of(&m)),
+            stat: dest.stat(&e.path).ok().map(|st| Fingerprint::of_stat(&st)),
         })
         .collect();
+    // Directories an interrupted run had left with a wrong mtime (which
+    // this run's replica scan recorded) have their true one back.
+    for (path, mtime_ns) in &r.repaired_dirs {
+        if let Some(e) = t.index.entry(&t.set.name, path)? {
+            upserts.push(Upsert {
+                entry: Entry {
+                    mtime_ns: *mtime_ns,
+                    ..e
+                },
+                stat: dest.stat(path).ok().map(|st| Fingerprint::of_stat(&st)),
+            });
+        }
+    }
     let complete = r.failures.is_empty();
     // Conflict copies are not a position of the sender's: no acknowledgement.
     let acking = complete && !matches!(t.conflicts, ConflictPolicy::Accept);

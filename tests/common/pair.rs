@@ -302,11 +302,11 @@ pub fn rsync_oracle(a: &Path, b: &Path) {
     );
 }
 
-/// What rsync's checksum dry run (with deletes and hard links) itemizes
-/// between two trees: empty when they are the same.
+/// What rsync's checksum dry run (with deletes, hard links, ACLs, xattrs,
+/// numeric owners) itemizes between two trees: empty when they are the same.
 pub fn rsync_differences(a: &Path, b: &Path) -> String {
     let out = Command::new("rsync")
-        .args(["-anc", "--delete", "-H", "--itemize-changes"])
+        .args(["-anc", "-HAX", "--numeric-ids", "--delete", "--itemize-changes"])
         .arg(format!("{}/", a.display()))
         .arg(format!("{}/", b.display()))
         .output()
