@@ -155,8 +155,10 @@ fn assert_outside_untouched(outside: &Path) {
         (0o700, 0),
         "outside's mode and owner kept"
     );
+    assert_eq!(m.mtime(), 1_000_000_000, "outside's mtime kept");
     let v = fs::metadata(outside.join("victim")).unwrap();
     assert_eq!((v.mode() & 0o7777, v.uid()), (0o644, 0), "victim's mode and owner kept");
+    assert_eq!(v.mtime(), 1_000_000_000, "victim's mtime kept");
     assert_eq!(fs::read(outside.join("victim")).unwrap(), b"not the set's");
 }
 
@@ -167,6 +169,10 @@ fn a_directory_swapped_for_a_symlink_on_the_replica_during_a_push_is_not_followe
     fs::create_dir_all(&outside).unwrap();
     fs::set_permissions(&outside, fs::Permissions::from_mode(0o700)).unwrap();
     write(&outside.join("victim"), b"not the set's");
+    for f in [outside.join("victim"), outside.clone()] {
+        let t = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        fs::File::open(&f).unwrap().set_modified(t).unwrap();
+    }
     let r1 = p.r1();
     let s = |r: &str| r1.join(r);
     write(&s("srv/samba/d/big"), &noise(1, 48 << 20));
@@ -291,4 +297,64 @@ fn directory_times_are_right_after_an_interrupted_pass() {
     // And the replica's index agrees with its disk: a pass from the
     // other direction would find no change of serv2's own.
     mirror(&p, "once more");
+}
+
+#[test]
+fn a_file_whose_name_merely_ends_like_a_temp_file_is_mirrored() {
+    let mut p = Pair::new();
+    let r1 = p.r1();
+    let s = |r: &str| r1.join(r);
+    write(&s("srv/samba/.notes.hamirror-tmp"), b"a user's file");
+    write(&s("srv/samba/d/.y.hamirror-tmp"), b"y");
+    write(&s("srv/samba/.z.0123456789abcdeg.hamirror-tmp"), b"not hex");
+    write(&s("etc/samba/smb.conf"), b"[global]\n");
+    fs::create_dir_all(s("var/lib/samba")).unwrap();
+    p.start_serve();
+    let v = p.sync_ok("Fsmbd");
+    assert_eq!(v["scan"]["files"], 4, "{v}");
+    p.assert_mirrored(ROOTS);
+    assert_eq!(
+        fs::read(p.dst("srv/samba/.notes.hamirror-tmp")).unwrap(),
+        b"a user's file"
+    );
+}
+
+#[test]
+fn a_replica_changed_by_hand_is_found_by_verify_and_mended_by_repair() {
+    let mut p = Pair::new();
+    let r1 = p.r1();
+    let s = |r: &str| r1.join(r);
+    write(&s("srv/samba/a"), b"aaaa");
+    write(&s("srv/samba/b"), b"bbbb");
+    write(&s("srv/samba/d/c"), &noise(7, 300_000));
+    write(&s("etc/samba/smb.conf"), b"[global]\n");
+    fs::create_dir_all(s("var/lib/samba")).unwrap();
+    p.start_serve();
+    mirror(&p, "initial");
+    // Behind hamirror's back on serv2: content (same size), mode, an extra
+    // file, a missing one.
+    fs::write(p.dst("srv/samba/a"), b"AAAA").unwrap();
+    fs::set_permissions(p.dst("srv/samba/b"), fs::Permissions::from_mode(0o600)).unwrap();
+    write(&p.dst("srv/samba/extra"), b"x");
+    fs::remove_file(p.dst("srv/samba/d/c")).unwrap();
+    let out = p.run("serv1", &["verify", "Fsmbd"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("hamirror verify Fsmbd --repair"), "names the fix: {text}");
+    // An ordinary pass trusts the acknowledgement: still different.
+    let v = p.sync_ok("Fsmbd");
+    assert_eq!(v["push"]["outcome"], "unchanged", "{v}");
+    let out = p.run("serv1", &["verify", "Fsmbd", "--repair"]);
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{o}\n{e}\n{}", p.serve_log());
+    p.assert_mirrored(ROOTS);
+    // And `sync --full` alone does the same.
+    fs::write(p.dst("srv/samba/a"), b"ZZZZ").unwrap();
+    let (v, code, err) = p.sync("Fsmbd", &["--full"]);
+    assert_eq!(code, 0, "{v} {err}");
+    assert_eq!(v["push"]["listing"], "full", "{v}");
+    p.assert_mirrored(ROOTS);
 }

@@ -165,9 +165,9 @@ mod tests {
         let base = tmp.path().join("root");
         std::fs::create_dir_all(base.join("srv")).unwrap();
         let dest = Dest::new(&base, &set);
-        let stray = b"srv/.a \x01\n.x.hamirror-tmp".to_vec();
+        let stray = b"srv/.a \x01\n.0123456789abcdef.hamirror-tmp".to_vec();
         std::fs::write(base.join(std::ffi::OsStr::from_bytes(&stray)), b"partial").unwrap();
-        let legacy = base.join("srv/.b.hamirror-tmp");
+        let legacy = base.join("srv/.b.fedcba9876543210.hamirror-tmp");
         std::fs::write(&legacy, b"partial").unwrap();
         let jpath = tmp.path().join("state/journal/Fx");
         let mut j = Journal::open(&jpath).unwrap();
@@ -180,7 +180,10 @@ mod tests {
         writeln!(f, "{}", hex(legacy.as_os_str().as_encoded_bytes())).unwrap();
         f.write_all(b"6162z").unwrap();
         let mut j = Journal::open(&jpath).unwrap();
-        assert_eq!(j.leftovers(&dest), vec![stray.clone(), b"srv/.b.hamirror-tmp".to_vec()]);
+        assert_eq!(
+            j.leftovers(&dest),
+            vec![stray.clone(), b"srv/.b.fedcba9876543210.hamirror-tmp".to_vec()]
+        );
         assert_eq!(j.dir_mtime(b"srv"), Some(7), "the first time recorded wins");
         j.remove_leftovers(&dest);
         j.clear().unwrap();

@@ -394,3 +394,22 @@ fn whole_chunks_are_asked_for_before_filling_and_a_changed_local_source_is_asked
     assert_eq!(r.received_bytes, 8);
     assert_eq!(std::fs::read(base.join("srv/new")).unwrap(), b"keepgonesent");
 }
+
+#[test]
+fn every_temp_name_the_receiver_makes_is_recognised_and_ordinary_names_are_not() {
+    let long = format!("srv/{}", "n".repeat(255));
+    for path in ["srv/x", "srv/.hidden", "srv/a.hamirror-tmp", long.as_str(), "x"] {
+        let t = temp_path(path.as_bytes(), &[7; 32]);
+        assert!(is_temp_name(dest::split(&t).1), "{}", String::from_utf8_lossy(&t));
+        assert!(dest::split(&t).1.len() <= 255, "fits a file name");
+    }
+    for name in [
+        &b".notes.hamirror-tmp"[..],
+        b"x.0123456789abcdef.hamirror-tmp",
+        b".x.0123456789abcdeg.hamirror-tmp",
+        b".x.0123456789ABCDEF.hamirror-tmp",
+        b"..0123456789abcdef.hamirror-tmp",
+    ] {
+        assert!(!is_temp_name(name), "{}", String::from_utf8_lossy(name));
+    }
+}

@@ -29,6 +29,12 @@ pub struct SyncArgs {
     /// the peer holds data, or more deleted than the set's delete_limit).
     #[arg(long)]
     pub force: bool,
+    /// Offer every entry, not only what changed since the peer's last
+    /// acknowledgement: the peer re-checks its own copy (a stat per file,
+    /// reading what changed) and repairs anything changed there by hand —
+    /// content, mode, owner, times, extra or missing files.
+    #[arg(long)]
+    pub full: bool,
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -70,6 +76,7 @@ pub fn run(global: &Global, args: &SyncArgs) -> anyhow::Result<i32> {
     let opts = PushOptions {
         dry_run: args.dry_run,
         force: args.force,
+        full: args.full,
         session: 1,
         progress: Some(bar.clone()),
     };

@@ -75,11 +75,22 @@ impl ScanError {
 /// Suffix of the temporary files a receiver builds new versions in.
 pub const TEMP_SUFFIX: &[u8] = b".hamirror-tmp";
 
-/// Whether a file name is one of hamirror's temporary files: they are not
-/// part of any set, so a scan skips them (after a failover the former
-/// receiver scans the same tree as sender).
+/// Whether a file name is one of hamirror's temporary files, exactly as a
+/// receiver names them (`.NAME.` + 16 hex digits + [`TEMP_SUFFIX`]): they
+/// are not part of any set, so a scan skips them (after a failover the
+/// former receiver scans the same tree as sender). Any other name ending
+/// in the suffix is an ordinary file and is mirrored.
 pub fn is_temp_name(name: &[u8]) -> bool {
-    name.starts_with(b".") && name.ends_with(TEMP_SUFFIX)
+    let Some(stem) = name.strip_suffix(TEMP_SUFFIX) else {
+        return false;
+    };
+    let Some((rest, tag)) = stem.split_last_chunk::<17>() else {
+        return false;
+    };
+    rest.len() >= 2
+        && rest[0] == b'.'
+        && tag[0] == b'.'
+        && tag[1..].iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// How to scan.

@@ -23,6 +23,10 @@ pub struct PushOptions {
     pub dry_run: bool,
     /// Override the receiver's mass-delete guard.
     pub force: bool,
+    /// Offer every entry (a full listing) even when the receiver is in
+    /// step: it then re-checks its own disk and repairs whatever was
+    /// changed there behind hamirror's back.
+    pub full: bool,
     /// Conversation id, unique among this connection's open conversations.
     pub session: u64,
     /// Told how much is to be sent and how much was (a progress bar).
@@ -126,7 +130,7 @@ pub async fn push(
             failures_total: 0,
             elapsed_s: 0.0,
         };
-        if ok.acked == Some(position) {
+        if ok.acked == Some(position) && !opts.full {
             ctl.send(&Message::Goodbye(Goodbye {
                 reason: "nothing changed".into(),
             }))
@@ -140,7 +144,8 @@ pub async fn push(
             root: local.conf.root.clone(),
             session: opts.session,
             position,
-            acked: ok.acked,
+            // Without the receiver's position the offer lists everything.
+            acked: if opts.full { None } else { ok.acked },
             empty_roots: empty_roots(local, set),
             dry_run: opts.dry_run,
             progress: opts.progress.clone(),
