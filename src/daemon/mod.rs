@@ -188,7 +188,12 @@ impl Daemon {
         {
             tracing::info!("memory not locked: {e}");
         }
-        let incarnation = failover::new_incarnation();
+        let incarnation = failover::incarnation::next_own(state.path()).map_err(|e| StateError::Io {
+            op: "persist the incarnation in",
+            path: state.path().join(failover::incarnation::OWN_FILE),
+            source: e,
+        })?;
+        let peer_floor = failover::incarnation::load_peer(state.path());
         let started = rt::now();
         let arbiter = Arbiter::new(
             cfg.clone(),
@@ -275,8 +280,9 @@ impl Daemon {
                 peer: peer.name.clone(),
                 links,
                 keepalive: cfg.timers.keepalive,
-                deadtime: cfg.timers.deadtime,
                 keys,
+                peer_floor,
+                record_in: Some(state.path().to_path_buf()),
                 incarnation,
                 realtime,
             },
