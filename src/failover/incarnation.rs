@@ -15,7 +15,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Sender};
 use std::thread::JoinHandle;
 
 /// This node's last incarnation.
@@ -86,7 +86,7 @@ pub struct PeerRecorder {
 
 impl PeerRecorder {
     pub fn start(state: PathBuf, errors: impl Fn(String) + Send + 'static) -> io::Result<PeerRecorder> {
-        let (tx, rx): (Sender<(u64, u64)>, Receiver<(u64, u64)>) = mpsc::channel();
+        let (tx, rx) = mpsc::channel::<(u64, u64)>();
         let thread = std::thread::Builder::new()
             .name("peer-incarnation".into())
             .spawn(move || {
