@@ -120,7 +120,8 @@ pub fn run(global: &Global, args: &LinksArgs) -> anyhow::Result<i32> {
     let (tx, rx) = mpsc::channel();
     // A diagnostic run is an incarnation of this node too: the daemon's
     // next one must be larger, or the peer would refuse it.
-    let incarnation = std::fs::create_dir_all(&me.conf.state)
+    let incarnation = std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&me.conf.state)
         .and_then(|()| failover::incarnation::next_own(&me.conf.state))
         .unwrap_or_else(|_| failover::new_incarnation());
     let endpoint = Endpoint::start(
