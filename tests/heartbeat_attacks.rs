@@ -1,7 +1,8 @@
 //! Attacks on the heartbeats and misconfigurations that look like them, on
 //! two real `hamirror run` daemons in the netns lab (`tests/common/lab.rs`):
 //! heartbeats of an earlier incarnation of serv1, recorded on the crossover
-//! and replayed after serv1 died, must not keep serv2 from taking over; and
+//! and replayed after serv1 died, must not keep serv2 from taking over —
+//! neither while serv2 runs on nor after serv2's daemon restarted; and
 //! two nodes with different heartbeat keys must not both start every group
 //! (split brain) but report the mismatch.
 //!
@@ -192,6 +193,53 @@ fn heartbeats_of_an_earlier_incarnation_replayed_after_the_death_do_not_stop_the
     attacker.join().unwrap();
     assert!(lab.holds(1, "serv1") && lab.holds(1, "serv2"));
     assert_eq!(lab.status(1).unwrap()["peer_alive"], false);
+}
+
+#[test]
+fn a_restarted_survivor_still_refuses_the_dead_peers_recorded_heartbeats() {
+    let _g = serial();
+    let Some(mut lab) = lab() else { return };
+    for i in 0..2 {
+        lab.start_static_responder(i);
+        lab.start(i);
+    }
+    lab.wait_both_running_own_groups();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sniffer = capture(lab.node_ns[1].clone(), "x0", SERV1_CROSSOVER, stop.clone());
+    std::thread::sleep(Duration::from_secs(6));
+    stop.store(true, Ordering::Relaxed);
+    let recorded = sniffer.join().unwrap();
+    assert!(recorded.len() >= 60, "recorded only {} heartbeats", recorded.len());
+
+    // serv1 dies; serv2 takes over, then its daemon is restarted (an
+    // upgrade, say) while the attacker replays serv1's last heartbeats:
+    // the new daemon has never seen them in this process.
+    lab.node_dies(0);
+    lab.wait("serv2 takes serv1's group over", Duration::from_secs(5), |l| {
+        l.holds(1, "serv1")
+    });
+    assert_eq!(lab.stop(1), Some(0));
+    let every = Duration::from_millis(Opts::default().timers.keepalive_ms);
+    let replaying = Instant::now() + every * recorded.len() as u32;
+    let attacker = replay(
+        lab.node_ns[1].clone(),
+        format!("{SERV2_CROSSOVER}:{HEARTBEAT_PORT}"),
+        recorded,
+        every,
+    );
+    lab.start(1);
+    // Clean-up, initdead (2 s), then every group: within the replay's 6 s.
+    lab.wait("the restarted serv2 runs both groups", Duration::from_secs(5), |l| {
+        l.holds(1, "serv1") && l.holds(1, "serv2")
+    });
+    assert!(
+        Instant::now() < replaying,
+        "the takeover must happen while the replay still runs"
+    );
+    let st = lab.status(1).unwrap();
+    assert_eq!(st["peer_alive"], false, "{st}");
+    assert!(lab.log(1).contains("replay"), "{}", lab.log(1));
+    attacker.join().unwrap();
 }
 
 #[test]
