@@ -171,10 +171,8 @@ impl Daemon {
             .heartbeat_key
             .clone()
             .ok_or_else(|| FailoverError::NoKeyFile(me.conf_file.clone()))?;
+        // Its mode and owner were checked by `run` (config::strict).
         let keys = failover::load_keys(&key_file)?;
-        if let Some(w) = failover::key_file_warning(&key_file) {
-            tracing::warn!("{w}");
-        }
         let mut cfg = ArbiterConfig::from_cluster(&cluster, &local).ok_or(DaemonError::UnknownNode(local.clone()))?;
         cfg.failback_needs_resync = mirror.is_some();
         let links = failover::links(&cluster, &local).ok_or(DaemonError::UnknownNode(local.clone()))?;
