@@ -3,7 +3,8 @@
 //! in its own process group with a timeout that kills the whole group, its
 //! output is captured (through an anonymous file, so a daemon that a start
 //! hook leaves running cannot block us by holding a pipe open) and logged.
-//! Exit codes are read the LSB way. A failed start stops what was started;
+//! Exit codes are read the LSB way. Hooks get a minimal environment
+//! ([`HOOK_PATH`], `LANG=C`, the `HAMIRROR_*` variables), not the daemon's. A failed start stops what was started;
 //! a failed stop is retried, then reported.
 //!
 //! This module runs one transition at a time and blocks; the daemon runs it
@@ -16,6 +17,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::config::{Group, Hook};
+
+/// `PATH` of every hook (nothing else of the daemon's environment but the
+/// `HAMIRROR_*` variables reaches a hook).
+pub const HOOK_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Keep at most this much of a hook's output (the end of it).
 const MAX_OUTPUT: usize = 64 << 10;
@@ -158,6 +163,17 @@ pub fn run_hook(hook: &Hook, arg: &str, extra: &[&str], env: &HookEnv, event: &s
         }
     };
     let mut cmd = Command::new(&hook.path);
+    // A minimal environment, not the daemon's: a hook runs as root, and
+    // whatever the shell that started the daemon had (LD_PRELOAD, a PATH
+    // through a user's directory, secrets) must not reach it. Variables
+    // named HAMIRROR_* are the documented way to configure hooks
+    // (HAMIRROR_RUN_DIR, HAMIRROR_MAILTO) and pass through.
+    cmd.env_clear().env("PATH", HOOK_PATH).env("LANG", "C");
+    for (k, v) in std::env::vars_os() {
+        if k.to_str().is_some_and(|k| k.starts_with("HAMIRROR_")) {
+            cmd.env(k, v);
+        }
+    }
     cmd.arg(arg)
         .args(extra)
         .env("HAMIRROR_EVENT", event)

@@ -190,3 +190,98 @@ fn every_problem_is_listed_even_when_a_node_conf_is_broken() {
         ],
     );
 }
+
+fn chmod(p: &std::path::Path, mode: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn the_published_example_key_is_refused_with_its_line_and_the_fix() {
+    let example = std::fs::read_to_string(common::example_dir().join("authkeys")).unwrap();
+    rejects(
+        |c| {
+            c.write("authkeys", &example);
+            chmod(&c.path("authkeys"), 0o600);
+        },
+        &[
+            "authkeys:6: this is the example key published with hamirror",
+            "head -c 32 /dev/urandom",
+        ],
+    );
+}
+
+#[test]
+fn heartbeat_key_files_must_not_be_readable_by_everyone_and_group_readable_warns() {
+    rejects(
+        |c| chmod(&c.path("authkeys"), 0o644),
+        &[
+            "authkeys: heartbeat key file is readable by everyone (mode 644)",
+            "run: chmod 600",
+        ],
+    );
+    let c = TempConfig::example();
+    chmod(&c.path("authkeys"), 0o640);
+    let out = c.run(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("warning: "), "{}", stderr(&out));
+    assert!(stderr(&out).contains("readable by its group (mode 640); run: chmod 600"));
+    // A missing key file is an error, not a surprise at daemon start.
+    rejects(
+        |c| std::fs::remove_file(c.path("authkeys")).unwrap(),
+        &["authkeys: cannot read the heartbeat key file's metadata"],
+    );
+}
+
+#[test]
+fn strict_modes_refuse_what_others_could_change_naming_the_file_and_the_fix() {
+    rejects(
+        |c| {
+            chmod(&c.path("serv1/S20smbd"), 0o775);
+            chmod(&c.path("serv2.conf"), 0o646);
+            chmod(&c.path("serv2"), 0o777);
+            chmod(&c.path("serv1/Fsmbd"), 0o664);
+        },
+        &[
+            "serv1/S20smbd: hook is writable by its group (mode 775): whoever can write it controls what root runs; \
+             run: chmod go-w ",
+            "serv2.conf: node configuration is writable by others (mode 646)",
+            "serv2: group directory is writable by group and others (mode 777)",
+            "serv1/Fsmbd: set file is writable by its group",
+        ],
+    );
+    rejects(
+        |c| chmod(c.dir().as_path(), 0o770),
+        &["configuration directory is writable by its group (mode 770)"],
+    );
+}
+
+#[test]
+fn strict_modes_refuse_files_owned_by_another_user() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to give a file away");
+        return;
+    }
+    rejects(
+        |c| std::os::unix::fs::chown(c.path("serv1/K10lpd"), Some(4321), None).unwrap(),
+        &[
+            "serv1/K10lpd: hook is owned by uid 4321, not by root",
+            "run: chown root ",
+        ],
+    );
+}
+
+#[test]
+fn run_refuses_to_start_on_the_same_problems() {
+    let c = TempConfig::example();
+    chmod(&c.path("serv1/S10ipaddr"), 0o777);
+    let out = c.run(&["--node", "serv1", "run", "--no-realtime"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("refusing to start"), "{err}");
+    assert!(
+        err.contains("serv1/S10ipaddr: hook is writable by group and others"),
+        "{err}"
+    );
+    assert!(err.contains("chmod go-w"), "{err}");
+}

@@ -1,7 +1,9 @@
 //! Is the peer alive, and on which links? Per-link silence warnings with
 //! flap summarising, the dead verdict after `deadtime` of silence on every
-//! link, and flap damping (a peer that "comes back from the dead" without
-//! having restarted stretches the next deadtime). Part of the pure arbiter:
+//! link, flap damping (a peer that "comes back from the dead" without
+//! having restarted stretches the next deadtime), and the key mismatch: a
+//! peer whose datagrams keep arriving but fail authentication is alive and
+//! misconfigured, not dead. Part of the pure arbiter:
 //! times come from the caller.
 
 use std::collections::VecDeque;
@@ -14,6 +16,8 @@ pub(super) struct Link {
     pub last_heard: Option<Millis>,
     /// Warned as silent (or would have been, while flapping).
     pub silent: bool,
+    /// When a datagram of the peer that failed authentication last came.
+    pub key_mismatch_last: Option<Millis>,
     /// Recent silence onsets, for flap detection.
     onsets: VecDeque<Millis>,
     flapping: bool,
@@ -25,6 +29,7 @@ impl Link {
             name: name.to_string(),
             last_heard: None,
             silent: false,
+            key_mismatch_last: None,
             onsets: VecDeque::new(),
             flapping: false,
         }
@@ -56,6 +61,11 @@ pub(super) struct Peer {
     pub flap_level: u32,
     pub flap_changed: Millis,
     pub unknown_groups: Vec<String>,
+    /// The last two datagrams of the peer that failed authentication
+    /// (older first), on any link.
+    pub key_mismatch: [Option<Millis>; 2],
+    /// A key mismatch was reported and has not ended yet.
+    pub key_mismatch_noted: bool,
 }
 
 impl Default for Peer {
@@ -66,6 +76,8 @@ impl Default for Peer {
             flap_level: 0,
             flap_changed: Millis(0),
             unknown_groups: vec![],
+            key_mismatch: [None, None],
+            key_mismatch_noted: false,
         }
     }
 }
@@ -82,6 +94,33 @@ impl Peer {
 }
 
 impl Arbiter {
+    pub(super) fn on_bad_key(&mut self, now: Millis, link: LinkId) {
+        if let Some(l) = self.links.get_mut(usize::from(link.0)) {
+            l.key_mismatch_last = Some(now);
+        }
+        self.peer.key_mismatch = [self.peer.key_mismatch[1], Some(now)];
+        if !self.peer.key_mismatch_noted && self.key_mismatch(now) {
+            self.peer.key_mismatch_noted = true;
+            let link = self.cfg.links.get(usize::from(link.0)).cloned().unwrap_or_default();
+            self.notify(Event::PeerKeyMismatch { link });
+        }
+    }
+
+    /// The peer keeps sending datagrams that fail authentication: two
+    /// within `deadtime`, the latter within `deadtime` of `now`. A peer in
+    /// that state is alive as far as anyone can tell, so its death cannot
+    /// be concluded from the silence of its authentic heartbeats.
+    pub(super) fn key_mismatch(&self, now: Millis) -> bool {
+        let d = self.cfg.timers.deadtime;
+        matches!(self.peer.key_mismatch, [Some(a), Some(b)] if b.since(a) < d && now.since(b) < d)
+    }
+
+    /// No takeover on the strength of the peer's silence: it is not silent,
+    /// it signs with another key.
+    pub(super) fn key_mismatch_blocks(&self, now: Millis) -> bool {
+        self.key_mismatch(now) && !self.peer.is_alive()
+    }
+
     pub(super) fn on_heartbeat(&mut self, now: Millis, link: LinkId, incarnation: u64, mut state: NodeState) {
         let prev_heard = self.last_heard_any();
         if prev_heard.is_some_and(|t| now.since(t) >= self.cfg.timers.warntime) {
@@ -170,6 +209,10 @@ impl Arbiter {
 
     /// Warnings per link, the dead verdict, and the easing of flap damping.
     pub(super) fn update_liveness(&mut self, now: Millis) {
+        if self.peer.key_mismatch_noted && !self.key_mismatch(now) {
+            self.peer.key_mismatch_noted = false;
+            self.notify(Event::PeerKeyMismatchEnded);
+        }
         let warntime = self.cfg.timers.warntime;
         let contact_since = match self.peer.status {
             PeerStatus::Alive { since, .. } => Some(since),
@@ -239,6 +282,11 @@ impl Arbiter {
 
     /// Deadlines of this part, for `poll_timeout`.
     pub(super) fn liveness_deadlines(&self, out: &mut Vec<Millis>) {
+        if let [_, Some(b)] = self.peer.key_mismatch
+            && self.peer.key_mismatch_noted
+        {
+            out.push(b + self.cfg.timers.deadtime);
+        }
         let warntime = self.cfg.timers.warntime;
         let contact_since = match self.peer.status {
             PeerStatus::Alive { since, .. } => Some(since),

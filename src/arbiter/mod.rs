@@ -14,7 +14,8 @@
 //!
 //! Contract for the driver:
 //! * call `handle_heartbeat` for every authenticated, non-replayed heartbeat
-//!   (per link), `handle_reach` after every prober round, and
+//!   (per link), `handle_bad_key` for every datagram of the peer that fails
+//!   authentication, `handle_reach` after every prober round, and
 //!   `handle_timeout` when `poll_timeout` is reached; drain pending inputs
 //!   before calling `handle_timeout` so a queued heartbeat is never missed;
 //! * after every call, drain `poll_action` and carry the actions out in
@@ -329,6 +330,16 @@ impl Arbiter {
         self.step(now);
     }
 
+    /// A datagram from the peer's address on `link`, naming the peer, that
+    /// failed authentication (the nodes have different heartbeat keys).
+    /// While they keep coming the peer is "alive, misconfigured": its
+    /// groups are not taken over and, when starting, this node waits.
+    pub fn handle_bad_key(&mut self, now: Millis, link: LinkId) {
+        let now = self.observe(now);
+        self.on_bad_key(now, link);
+        self.step(now);
+    }
+
     /// The prober's score after a round.
     pub fn handle_reach(&mut self, now: Millis, reach: Reach) {
         let now = self.observe(now);
@@ -417,6 +428,7 @@ impl Arbiter {
             peer: self.cfg.peer.clone(),
             mode: self.mode,
             peer_alive: self.peer.is_alive(),
+            peer_key_mismatch: self.peer.key_mismatch_noted,
             flap_level: self.peer.flap_level,
             deadtime_ms: self.cfg.deadtime(self.peer.flap_level).as_millis() as u64,
             reach: self.reach,
@@ -428,6 +440,7 @@ impl Arbiter {
                     link: l.name.clone(),
                     last_heard: l.last_heard,
                     silent: l.silent,
+                    key_mismatch_last: l.key_mismatch_last,
                 })
                 .collect(),
             groups: self

@@ -60,7 +60,7 @@ impl Arbiter {
                 if self.peer.is_alive() {
                     self.mode = Mode::Active { since: now };
                     self.notify(Event::Started { contact: true });
-                } else if now >= since + self.cfg.timers.initdead {
+                } else if now >= since + self.cfg.timers.initdead && !self.key_mismatch_blocks(now) {
                     match self.reach {
                         Some(r) if r.up > 0 || r.total == 0 => {
                             self.mode = Mode::Active { since: now };
@@ -165,9 +165,11 @@ impl Arbiter {
         if !matches!(self.mode, Mode::Active { .. }) || now < self.settle_until {
             return;
         }
+        let mismatch = self.key_mismatch_blocks(now);
         for i in 0..self.groups.len() {
             if self.groups[i].phase == Phase::Released
                 && let Some(reason) = self.acquire_reason(i, now)
+                && !(mismatch && reason != AcquireReason::Operator)
             {
                 self.acquire(i, reason);
             }

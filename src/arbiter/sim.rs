@@ -66,6 +66,8 @@ enum Ev {
         link: usize,
         incarnation: u64,
         state: NodeState,
+        /// The heartbeat key the sender signed with.
+        key: u8,
     },
     HeartbeatTick {
         node: usize,
@@ -117,6 +119,9 @@ struct Node {
     run: Run,
     arbiter: Option<Arbiter>,
     incarnation: u64,
+    /// Which heartbeat key it has (nodes with different keys see each
+    /// other's heartbeats fail authentication).
+    key: u8,
     /// Survives restarts, like the files in `state`.
     lock: bool,
     epochs: BTreeMap<String, u64>,
@@ -180,6 +185,7 @@ impl Sim {
             run: Run::Down,
             arbiter: None,
             incarnation: 0,
+            key: 0,
             lock: false,
             epochs: BTreeMap::new(),
             life: 0,
@@ -359,6 +365,13 @@ impl Sim {
     }
 
     /// How many reachlist hosts node `n` reaches while its LAN side is up.
+    /// Gives node `n` heartbeat key number `key` (all start with 0), as an
+    /// operator editing its key file and restarting it would (restart it
+    /// for that; the change itself takes effect at once).
+    pub fn set_key(&mut self, n: usize, key: u8) {
+        self.nodes[n].key = key;
+    }
+
     pub fn set_reach(&mut self, n: usize, hosts: u16) {
         self.nodes[n].reach_hosts = hosts.min(self.cfg.hosts);
     }
@@ -433,10 +446,16 @@ impl Sim {
                 link,
                 incarnation,
                 state,
+                key,
                 ..
             } => {
+                let same_key = key == self.nodes[n].key;
                 if let Some(a) = self.nodes[n].arbiter.as_mut() {
-                    a.handle_heartbeat(now, LinkId(link as u8), incarnation, state);
+                    if same_key {
+                        a.handle_heartbeat(now, LinkId(link as u8), incarnation, state);
+                    } else {
+                        a.handle_bad_key(now, LinkId(link as u8));
+                    }
                 }
             }
             Ev::HeartbeatTick { life: g, .. } if g == tick_gen => {
@@ -502,6 +521,7 @@ impl Sim {
         };
         let state = a.advert().clone();
         let inc = self.nodes[n].incarnation;
+        let key = self.nodes[n].key;
         for link in [CROSSOVER, LAN] {
             let m = self.links[link];
             if !(m.up && self.nodes[0].nic[link] && self.nodes[1].nic[link]) || self.chance(m.loss) {
@@ -515,6 +535,7 @@ impl Sim {
                     link,
                     incarnation: inc,
                     state: state.clone(),
+                    key,
                 },
             );
         }

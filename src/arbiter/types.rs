@@ -140,6 +140,14 @@ pub enum Event {
     Stalled {
         gap_ms: u64,
     },
+    /// The peer's datagrams keep arriving but fail authentication: the two
+    /// nodes have different heartbeat keys. The peer is alive: nothing is
+    /// taken over until it is fixed (or it falls silent for deadtime).
+    PeerKeyMismatch {
+        link: String,
+    },
+    /// No datagram failing authentication for deadtime.
+    PeerKeyMismatchEnded,
     /// The peer's heartbeats name a group this configuration lacks.
     UnknownGroup {
         group: String,
@@ -165,7 +173,8 @@ impl Event {
             | StandbyCleared
             | Acquired { .. }
             | Released { .. }
-            | FlapDampingEased { .. } => Level::Info,
+            | FlapDampingEased { .. }
+            | PeerKeyMismatchEnded => Level::Info,
             LinkSilent { .. }
             | LinkFlapping { .. }
             | PeerRestarted { .. }
@@ -174,9 +183,12 @@ impl Event {
             | UnknownGroup { .. }
             | Conflict { .. }
             | SteppingDown { .. } => Level::Warning,
-            PeerDead { .. } | IsolatedAtStart | StandbyEntered { .. } | AcquireFailed { .. } | ReleaseFailed { .. } => {
-                Level::Critical
-            }
+            PeerDead { .. }
+            | PeerKeyMismatch { .. }
+            | IsolatedAtStart
+            | StandbyEntered { .. }
+            | AcquireFailed { .. }
+            | ReleaseFailed { .. } => Level::Critical,
         }
     }
 
@@ -305,6 +317,8 @@ pub struct Status {
     pub peer: String,
     pub mode: Mode,
     pub peer_alive: bool,
+    /// Datagrams of the peer keep failing authentication (different keys).
+    pub peer_key_mismatch: bool,
     pub flap_level: u32,
     pub deadtime_ms: u64,
     #[serde(serialize_with = "ser_reach")]
@@ -320,6 +334,8 @@ pub struct LinkStatus {
     pub link: String,
     pub last_heard: Option<Millis>,
     pub silent: bool,
+    /// When a datagram of the peer failing authentication last came on it.
+    pub key_mismatch_last: Option<Millis>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

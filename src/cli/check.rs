@@ -1,6 +1,9 @@
 //! `hamirror check`: validate the configuration directory and print the
 //! cluster it describes — nodes, groups, sets with their roots, hooks in run
-//! order, the reachlist. Reads the configuration only.
+//! order, the reachlist. Also the rules of `config::strict` (owners and
+//! modes of what root reads and runs, private and unpublished heartbeat
+//! keys), as `hamirror run` applies them at start. Reads the configuration
+//! only.
 
 use clap::Args;
 
@@ -16,7 +19,22 @@ pub struct CheckArgs {
 }
 
 pub fn run(global: &Global, args: &CheckArgs) -> anyhow::Result<i32> {
-    match Cluster::load(&global.config) {
+    let loaded = Cluster::load(&global.config).and_then(|cluster| {
+        // Ownership, modes and keys: only for a configuration that loads
+        // (the paths come from it).
+        let found = crate::config::strict::check(&cluster);
+        if found.errors.is_empty() {
+            let mut cluster = cluster;
+            cluster.warnings.extend(found.warnings);
+            Ok(cluster)
+        } else {
+            for w in cluster.warnings.iter().chain(&found.warnings) {
+                eprintln!("warning: {w}");
+            }
+            Err(crate::config::ConfigErrors(found.errors))
+        }
+    });
+    match loaded {
         Ok(cluster) => {
             for w in &cluster.warnings {
                 eprintln!("warning: {w}");

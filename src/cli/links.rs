@@ -118,15 +118,21 @@ pub fn run(global: &Global, args: &LinksArgs) -> anyhow::Result<i32> {
         },
     );
     let (tx, rx) = mpsc::channel();
-    let incarnation = failover::new_incarnation();
+    // A diagnostic run is an incarnation of this node too: the daemon's
+    // next one must be larger, or the peer would refuse it.
+    let incarnation = std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&me.conf.state)
+        .and_then(|()| failover::incarnation::next_own(&me.conf.state))
+        .unwrap_or_else(|_| failover::new_incarnation());
     let endpoint = Endpoint::start(
         EndpointConfig {
             local: name.clone(),
             peer: cfg.peer.clone(),
             links: links.clone(),
             keepalive: cfg.timers.keepalive,
-            deadtime: cfg.timers.deadtime,
             keys,
+            peer_floor: failover::incarnation::load_peer(&me.conf.state),
+            record_in: None,
             incarnation,
             realtime,
         },
@@ -226,6 +232,7 @@ pub fn run(global: &Global, args: &LinksArgs) -> anyhow::Result<i32> {
                     "rejected",
                     json!({"link": cfg.links.get(usize::from(link.0)), "from": from.to_string(), "reason": reason, "count": count}),
                 ),
+                Input::BadKey { at, link, .. } => arbiter.handle_bad_key(at, link),
                 Input::SendFailed { at, link, error } => out.line(
                     at,
                     "send_failed",

@@ -31,6 +31,17 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
     for w in &cluster.warnings {
         tracing::warn!("{w}");
     }
+    let found = crate::config::strict::check(&cluster);
+    for w in &found.warnings {
+        tracing::warn!("{w}");
+    }
+    if !found.errors.is_empty() {
+        anyhow::bail!(
+            "refusing to start: {}
+(`hamirror check` lists every problem)",
+            crate::config::ConfigErrors(found.errors)
+        );
+    }
     let cluster = Arc::new(cluster);
     let has_sets = cluster.nodes.iter().any(|n| !n.group.sets.is_empty());
     let mut daemon = Daemon::new(

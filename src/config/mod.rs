@@ -14,6 +14,7 @@
 
 pub mod conf;
 mod layout;
+pub mod strict;
 pub mod values;
 
 use std::fmt;

@@ -28,6 +28,9 @@ use crate::arbiter::{
 use crate::config::Group;
 use crate::failover::Input;
 
+/// A key mismatch is logged (as an error) at most this often per link.
+const KEY_MISMATCH_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Recent events kept for `status`.
 const RECENT_EVENTS: usize = 40;
 
@@ -88,6 +91,8 @@ pub struct Driver {
     shutdown: Option<Millis>,
     forced: bool,
     reach_seen: Option<Reach>,
+    /// When a key mismatch was last logged, per link.
+    key_mismatch_logged: BTreeMap<u8, Millis>,
 }
 
 /// `key=value` words of an event's fields (its name left out).
@@ -138,6 +143,7 @@ impl Driver {
             shutdown: None,
             forced: false,
             reach_seen: None,
+            key_mismatch_logged: BTreeMap::new(),
         }
     }
 
@@ -310,6 +316,24 @@ impl Driver {
                 "heartbeat refused on {} from {from}: {reason} ({count} so far)",
                 self.link_name(link.0)
             ),
+            Input::BadKey { at, link, from, count } => {
+                let due = self
+                    .key_mismatch_logged
+                    .get(&link.0)
+                    .is_none_or(|t| at.since(*t) >= KEY_MISMATCH_LOG_EVERY);
+                if due {
+                    self.key_mismatch_logged.insert(link.0, at);
+                    tracing::error!(
+                        "heartbeats of {peer} on link {} from {from} fail authentication ({count} refused so far): \
+                         {peer} signs with a heartbeat key this node does not have. {peer} is alive, so nothing of \
+                         it is taken over. Fix: give both nodes the same key file (`heartbeat_key` in each \
+                         NODE.conf; compare with sha256sum) and restart the daemon whose key was wrong",
+                        self.link_name(link.0),
+                        peer = self.c.peer,
+                    );
+                }
+                self.arbiter.handle_bad_key(at, link);
+            }
             Input::SendFailed { link, error, .. } => {
                 tracing::warn!("heartbeat send on {} failing: {error}", self.link_name(link.0))
             }
@@ -609,6 +633,7 @@ impl Driver {
             standby_lock_error: self.lock_error.clone(),
             shutting_down: self.shutdown.is_some(),
             peer_alive: st.peer_alive,
+            peer_key_mismatch: st.peer_key_mismatch,
             deadtime_ms: st.deadtime_ms,
             flap_level: st.flap_level,
             reach: reach(st.reach),
@@ -620,6 +645,7 @@ impl Driver {
                     link: l.link.clone(),
                     last_heard_ms_ago: l.last_heard.map(|t| now.0.saturating_sub(t.0)),
                     silent: l.silent,
+                    key_mismatch_ms_ago: l.key_mismatch_last.map(|t| now.0.saturating_sub(t.0)),
                 })
                 .collect(),
             groups: st

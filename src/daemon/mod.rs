@@ -171,10 +171,8 @@ impl Daemon {
             .heartbeat_key
             .clone()
             .ok_or_else(|| FailoverError::NoKeyFile(me.conf_file.clone()))?;
+        // Its mode and owner were checked by `run` (config::strict).
         let keys = failover::load_keys(&key_file)?;
-        if let Some(w) = failover::key_file_warning(&key_file) {
-            tracing::warn!("{w}");
-        }
         let mut cfg = ArbiterConfig::from_cluster(&cluster, &local).ok_or(DaemonError::UnknownNode(local.clone()))?;
         cfg.failback_needs_resync = mirror.is_some();
         let links = failover::links(&cluster, &local).ok_or(DaemonError::UnknownNode(local.clone()))?;
@@ -188,7 +186,12 @@ impl Daemon {
         {
             tracing::info!("memory not locked: {e}");
         }
-        let incarnation = failover::new_incarnation();
+        let incarnation = failover::incarnation::next_own(state.path()).map_err(|e| StateError::Io {
+            op: "persist the incarnation in",
+            path: state.path().join(failover::incarnation::OWN_FILE),
+            source: e,
+        })?;
+        let peer_floor = failover::incarnation::load_peer(state.path());
         let started = rt::now();
         let arbiter = Arbiter::new(
             cfg.clone(),
@@ -275,8 +278,9 @@ impl Daemon {
                 peer: peer.name.clone(),
                 links,
                 keepalive: cfg.timers.keepalive,
-                deadtime: cfg.timers.deadtime,
                 keys,
+                peer_floor,
+                record_in: Some(state.path().to_path_buf()),
                 incarnation,
                 realtime,
             },

@@ -28,6 +28,10 @@ pub struct StatusReport {
     pub standby_lock_error: Option<String>,
     pub shutting_down: bool,
     pub peer_alive: bool,
+    /// The peer's datagrams keep failing authentication: the two nodes
+    /// have different heartbeat keys (nothing is taken over meanwhile).
+    #[serde(default)]
+    pub peer_key_mismatch: bool,
     /// The deadtime in force (stretched by flap damping).
     pub deadtime_ms: u64,
     pub flap_level: u32,
@@ -58,6 +62,10 @@ pub struct LinkReport {
     pub last_heard_ms_ago: Option<u64>,
     /// Silent for `warntime` (warned).
     pub silent: bool,
+    /// When a datagram of the peer that failed authentication (another
+    /// key) last arrived on it; `null`: none since start.
+    #[serde(default)]
+    pub key_mismatch_ms_ago: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +135,9 @@ impl StatusReport {
             self.peer,
             if self.peer_alive {
                 "alive"
+            } else if self.peer_key_mismatch {
+                "MISCONFIGURED: alive, but its heartbeats fail authentication (the two nodes have different \
+                 heartbeat keys); nothing is taken over until both use the same key file"
             } else {
                 "not heard (dead or absent)"
             }
@@ -156,7 +167,15 @@ impl StatusReport {
             let heard = l
                 .last_heard_ms_ago
                 .map_or_else(|| "never heard".into(), |ms| format!("heard {}", ago(ms)));
-            let _ = writeln!(s, "  {:<10} {}{heard}", l.link, if l.silent { "SILENT, " } else { "" });
+            let mismatch = l.key_mismatch_ms_ago.map_or_else(String::new, |ms| {
+                format!(", WRONG KEY: datagram failing authentication {}", ago(ms))
+            });
+            let _ = writeln!(
+                s,
+                "  {:<10} {}{heard}{mismatch}",
+                l.link,
+                if l.silent { "SILENT, " } else { "" }
+            );
         }
         let _ = writeln!(s, "groups:");
         for g in &self.groups {
@@ -231,6 +250,7 @@ mod tests {
             standby_lock_error: None,
             shutting_down: false,
             peer_alive: true,
+            peer_key_mismatch: false,
             deadtime_ms: 400,
             flap_level: 0,
             reach: Some(ReachReport { up: 3, total: 3 }),
@@ -240,11 +260,13 @@ mod tests {
                     link: "crossover".into(),
                     last_heard_ms_ago: Some(12),
                     silent: false,
+                    key_mismatch_ms_ago: None,
                 },
                 LinkReport {
                     link: "lan".into(),
                     last_heard_ms_ago: None,
                     silent: true,
+                    key_mismatch_ms_ago: Some(300),
                 },
             ],
             groups: vec![GroupReport {
@@ -295,7 +317,7 @@ mod tests {
             "node serv1: active",
             "reach: serv1 3/3, serv2 2/3",
             "crossover  heard 12 ms ago",
-            "lan        SILENT, never heard",
+            "lan        SILENT, never heard, WRONG KEY: datagram failing authentication 300 ms ago",
             "serv1      holder serv1      epoch 3",
             "mirroring is not running",
             "Fsmbd",

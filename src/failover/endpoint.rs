@@ -4,7 +4,9 @@
 //! every keepalive — and at once when the state changes — and receives,
 //! authenticates (MAC, sender, link, replay window) and timestamps the
 //! peer's heartbeats. What it accepts goes to the driver as
-//! [`Input::Heartbeat`]; it decides nothing. No tokio: a saturated runtime
+//! [`Input::Heartbeat`]; a datagram from the peer's address that names the
+//! peer but fails the MAC goes as [`Input::BadKey`] (the peer is alive but
+//! signs with another key). It decides nothing. No tokio: a saturated runtime
 //! must not delay a heartbeat.
 
 use std::net::{SocketAddr, UdpSocket};
@@ -19,6 +21,7 @@ use std::time::Duration;
 use hamirror_wire::heartbeat::{Heartbeat, HeartbeatError, HeartbeatKeys, ReplayWindow};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::incarnation::PeerRecorder;
 use super::rt::{self, monotonic_ms};
 use super::{FailoverError, Input};
 use crate::arbiter::{LinkId, NodeState};
@@ -31,6 +34,11 @@ const TOS_CS6: u32 = 0xc0;
 /// Rejected datagrams are reported at most this often per link and kind
 /// of rejection (a flood must not flood the log).
 const REJECT_REPORT_EVERY: u64 = 1000;
+/// The newest sequence number of the peer is persisted at least this often
+/// (and its incarnation at once when it changes).
+const RECORD_EVERY: u64 = 10_000;
+/// Rejection kind of a datagram from the peer that fails the MAC.
+const KIND_PEER_KEY: &str = "peer key";
 
 /// One link: where this node listens and where the peer listens.
 #[derive(Debug, Clone)]
@@ -48,10 +56,13 @@ pub struct EndpointConfig {
     pub peer: String,
     pub links: Vec<LinkAddr>,
     pub keepalive: Duration,
-    /// An older incarnation of the peer is accepted once the current one
-    /// has been silent this long (see `ReplayWindow`).
-    pub deadtime: Duration,
     pub keys: HeartbeatKeys,
+    /// The peer's newest (incarnation, sequence number) a previous run
+    /// accepted: nothing at or below it is accepted (see `ReplayWindow`).
+    pub peer_floor: Option<(u64, u64)>,
+    /// The state directory where the peer's newest numbers are persisted
+    /// for the next run; `None` for a diagnostic run.
+    pub record_in: Option<std::path::PathBuf>,
     /// This run's incarnation (e.g. the start time in µs since the epoch).
     pub incarnation: u64,
     pub realtime: bool,
@@ -149,7 +160,9 @@ struct Worker {
     tx: Sender<Input>,
     seq: u64,
     window: ReplayWindow,
-    last_accepted: Option<u64>,
+    recorder: Option<PeerRecorder>,
+    last_recorded: (u64, u64),
+    last_record_at: u64,
     send_failing: Vec<bool>,
     /// Last report time per (link, kind of rejection), and counts per link.
     last_reject_report: std::collections::HashMap<(usize, &'static str), u64>,
@@ -166,6 +179,22 @@ impl Worker {
         tx: Sender<Input>,
     ) -> Self {
         let n = sockets.len();
+        let recorder = cfg.record_in.clone().and_then(|dir| {
+            let notes = tx.clone();
+            match PeerRecorder::start(dir, move |e| {
+                let _ = notes.send(Input::Note(e));
+            }) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    let _ = tx.send(Input::Note(format!("cannot start the peer-incarnation recorder: {e}")));
+                    None
+                }
+            }
+        });
+        let window = match cfg.peer_floor {
+            Some((inc, seq)) => ReplayWindow::resume(inc, seq),
+            None => ReplayWindow::new(),
+        };
         Worker {
             cfg,
             sockets,
@@ -174,8 +203,10 @@ impl Worker {
             stop,
             tx,
             seq: 0,
-            window: ReplayWindow::new(),
-            last_accepted: None,
+            window,
+            recorder,
+            last_recorded: (0, 0),
+            last_record_at: 0,
             send_failing: vec![false; n],
             last_reject_report: Default::default(),
             rejected: vec![0; n],
@@ -229,6 +260,7 @@ impl Worker {
             for i in ready {
                 self.receive(i, &mut buf);
             }
+            self.record(monotonic_ms(), false);
             if fds[self.sockets.len()].revents != 0 {
                 let mut woke = false;
                 while self.wake.recv(&mut buf).is_ok() {
@@ -238,6 +270,22 @@ impl Worker {
                     self.send_all();
                 }
             }
+        }
+        self.record(monotonic_ms(), true);
+    }
+
+    /// Hands the peer's newest numbers to the recorder: at once for a new
+    /// incarnation or when `force`d, else every [`RECORD_EVERY`].
+    fn record(&mut self, now: u64, force: bool) {
+        let (Some(r), Some(inc)) = (&self.recorder, self.window.incarnation()) else {
+            return;
+        };
+        let cur = (inc, self.window.newest());
+        let due = force || inc != self.last_recorded.0 || now.saturating_sub(self.last_record_at) >= RECORD_EVERY;
+        if due && cur != self.last_recorded {
+            r.record(cur.0, cur.1);
+            self.last_recorded = cur;
+            self.last_record_at = now;
         }
     }
 
@@ -289,21 +337,27 @@ impl Worker {
                 Err(_) => return,
             };
             let at = monotonic_ms();
-            if let Err(reason) = self.accept(i, &buf[..n], at) {
+            if let Err(reason) = self.accept(i, &buf[..n], from, at) {
                 self.reject(i, from, reason, at);
             }
         }
     }
 
     /// Accepts a datagram or says why not: (kind, detail).
-    fn accept(&mut self, i: usize, packet: &[u8], at: u64) -> Result<(), (&'static str, String)> {
+    fn accept(&mut self, i: usize, packet: &[u8], from: SocketAddr, at: u64) -> Result<(), (&'static str, String)> {
         let link = &self.cfg.links[i];
-        let hb = Heartbeat::open(packet, &self.cfg.keys).map_err(|e| {
-            let kind = match e {
-                HeartbeatError::BadMac => "mac",
-                _ => "format",
-            };
-            (kind, e.to_string())
+        let hb = Heartbeat::open(packet, &self.cfg.keys).map_err(|e| match e {
+            // From the peer's address and naming the peer: the peer is
+            // alive and signs with another key (or someone on the link
+            // pretends so; either way its death cannot be concluded).
+            HeartbeatError::BadMac
+                if from.ip() == link.peer.ip()
+                    && Heartbeat::unverified_sender(packet).as_deref() == Some(self.cfg.peer.as_str()) =>
+            {
+                (KIND_PEER_KEY, e.to_string())
+            }
+            HeartbeatError::BadMac => ("mac", e.to_string()),
+            _ => ("format", e.to_string()),
         })?;
         if hb.sender != self.cfg.peer {
             return Err((
@@ -320,13 +374,9 @@ impl Worker {
                 ),
             ));
         }
-        let silent = self
-            .last_accepted
-            .is_none_or(|t| at.saturating_sub(t) >= self.cfg.deadtime.as_millis() as u64);
         self.window
-            .check(hb.incarnation, hb.seq, silent)
+            .check(hb.incarnation, hb.seq)
             .map_err(|e| ("replay", format!("replay: {e}")))?;
-        self.last_accepted = Some(at);
         let _ = self.tx.send(Input::Heartbeat {
             at: crate::arbiter::Millis(at),
             link: link.id,
@@ -338,6 +388,17 @@ impl Worker {
 
     fn reject(&mut self, i: usize, from: SocketAddr, (kind, reason): (&'static str, String), at: u64) {
         self.rejected[i] += 1;
+        if kind == KIND_PEER_KEY {
+            // Every one counts for the arbiter (as a heartbeat would); the
+            // driver rate-limits what it logs.
+            let _ = self.tx.send(Input::BadKey {
+                at: crate::arbiter::Millis(at),
+                link: self.cfg.links[i].id,
+                from,
+                count: self.rejected[i],
+            });
+            return;
+        }
         let last = self.last_reject_report.get(&(i, kind));
         if last.is_none_or(|t| at.saturating_sub(*t) >= REJECT_REPORT_EVERY) {
             self.last_reject_report.insert((i, kind), at);
@@ -378,7 +439,8 @@ mod tests {
                 peer: format!("127.0.0.1:{peer}").parse().unwrap(),
             }],
             keepalive,
-            deadtime: keepalive * 8,
+            peer_floor: None,
+            record_in: None,
             keys: HeartbeatKeys::from_secrets(&[KEY]).unwrap(),
             incarnation: 1,
             realtime: false,
@@ -399,9 +461,13 @@ mod tests {
     }
 
     fn sealed(sender: &str, seq: u64, link: u8, key: [u8; 32]) -> Vec<u8> {
+        sealed_inc(sender, 9, seq, link, key)
+    }
+
+    fn sealed_inc(sender: &str, incarnation: u64, seq: u64, link: u8, key: [u8; 32]) -> Vec<u8> {
         Heartbeat {
             sender: sender.into(),
-            incarnation: 9,
+            incarnation,
             seq,
             link,
             state: NodeState {
@@ -429,7 +495,12 @@ mod tests {
         }
         attacker.send_to(&good, to).unwrap();
         next(&rx, kind("replay"));
+        // Another key, from the peer's address, naming the peer: the peer
+        // is misconfigured, reported as such.
         attacker.send_to(&sealed("serv2", 2, 0, [8; 32]), to).unwrap();
+        next(&rx, |i| matches!(i, Input::BadKey { .. }));
+        // Another key naming someone else: just a bad MAC.
+        attacker.send_to(&sealed("serv3", 2, 0, [8; 32]), to).unwrap();
         next(&rx, kind("bad MAC"));
         attacker.send_to(&sealed("serv3", 3, 0, KEY), to).unwrap();
         next(&rx, kind("is not the peer"));
@@ -437,6 +508,77 @@ mod tests {
         next(&rx, kind("arrived on link"));
         attacker.send_to(&[b'x'; 64], to).unwrap();
         next(&rx, kind("bad magic"));
+        drop(ep);
+    }
+
+    #[test]
+    fn an_older_incarnation_is_refused_however_long_the_current_one_is_silent() {
+        let port = free_port();
+        let (ep, rx) = endpoint(port, free_port(), Duration::from_millis(10));
+        let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.send_to(&sealed_inc("serv2", 100, 1, 0, KEY), to).unwrap();
+        next(&rx, |i| matches!(i, Input::Heartbeat { incarnation: 100, .. }));
+        // The peer restarted (incarnation 200), then died; its recorded
+        // heartbeats of incarnation 100 are replayed well past deadtime.
+        s.send_to(&sealed_inc("serv2", 200, 1, 0, KEY), to).unwrap();
+        next(&rx, |i| matches!(i, Input::Heartbeat { incarnation: 200, .. }));
+        std::thread::sleep(Duration::from_millis(200));
+        s.send_to(&sealed_inc("serv2", 100, 2, 0, KEY), to).unwrap();
+        next(
+            &rx,
+            |i| matches!(i, Input::Rejected { reason, .. } if reason.contains("older than the current")),
+        );
+        drop(ep);
+    }
+
+    #[test]
+    fn a_restarted_endpoint_resumes_from_the_persisted_peer_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = |port: u16| {
+            let (tx, rx) = channel();
+            let cfg = EndpointConfig {
+                local: "serv1".into(),
+                peer: "serv2".into(),
+                links: vec![LinkAddr {
+                    id: LinkId(0),
+                    name: "crossover".into(),
+                    local: format!("127.0.0.1:{port}").parse().unwrap(),
+                    peer: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+                }],
+                keepalive: Duration::from_millis(10),
+                keys: HeartbeatKeys::from_secrets(&[KEY]).unwrap(),
+                peer_floor: crate::failover::incarnation::load_peer(dir.path()),
+                record_in: Some(dir.path().to_path_buf()),
+                incarnation: 1,
+                realtime: false,
+            };
+            (Endpoint::start(cfg, NodeState::default(), tx).unwrap(), rx)
+        };
+        let port = free_port();
+        let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (ep, rx) = start(port);
+        s.send_to(&sealed_inc("serv2", 100, 1, 0, KEY), to).unwrap();
+        next(&rx, |i| matches!(i, Input::Heartbeat { incarnation: 100, .. }));
+        s.send_to(&sealed_inc("serv2", 200, 5, 0, KEY), to).unwrap();
+        next(&rx, |i| matches!(i, Input::Heartbeat { incarnation: 200, .. }));
+        drop(ep);
+        assert_eq!(crate::failover::incarnation::load_peer(dir.path()), Some((200, 5)));
+        let (ep, rx) = start(port);
+        for (inc, seq) in [(100, 2), (200, 5), (200, 4)] {
+            s.send_to(&sealed_inc("serv2", inc, seq, 0, KEY), to).unwrap();
+        }
+        next(
+            &rx,
+            |i| matches!(i, Input::Rejected { reason, .. } if reason.contains("replay")),
+        );
+        let quiet_until = std::time::Instant::now() + Duration::from_millis(300);
+        while let Ok(i) = rx.recv_timeout(quiet_until.saturating_duration_since(std::time::Instant::now())) {
+            assert!(!matches!(i, Input::Heartbeat { .. }), "a replay was accepted: {i:?}");
+        }
+        s.send_to(&sealed_inc("serv2", 200, 6, 0, KEY), to).unwrap();
+        next(&rx, |i| matches!(i, Input::Heartbeat { incarnation: 200, .. }));
         drop(ep);
     }
 
@@ -455,7 +597,8 @@ mod tests {
                 peer: format!("127.0.0.1:{pa}").parse().unwrap(),
             }],
             keepalive: Duration::from_secs(5),
-            deadtime: Duration::from_secs(15),
+            peer_floor: None,
+            record_in: None,
             keys: HeartbeatKeys::from_secrets(&[KEY]).unwrap(),
             incarnation: 2,
             realtime: false,

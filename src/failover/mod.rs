@@ -9,6 +9,7 @@
 
 pub mod endpoint;
 pub mod hysteresis;
+pub mod incarnation;
 pub mod probe;
 pub mod rt;
 
@@ -43,6 +44,16 @@ pub enum Input {
         link: LinkId,
         from: SocketAddr,
         reason: String,
+        count: u64,
+    },
+    /// A datagram from the peer's address on `link`, naming the peer, whose
+    /// MAC fails with this node's keys: the peer is alive but signs with
+    /// another key. Every one is reported (they come at the keepalive rate,
+    /// like heartbeats), with the link's running count of refusals.
+    BadKey {
+        at: Millis,
+        link: LinkId,
+        from: SocketAddr,
         count: u64,
     },
     /// Sending on a link started failing (reported once until it works).
@@ -145,9 +156,9 @@ pub fn links(cluster: &Cluster, local: &str) -> Option<Vec<LinkAddr>> {
     Some(v)
 }
 
-/// A new incarnation number: microseconds since the Unix epoch, so it grows
-/// across restarts as long as the wall clock does (see `ReplayWindow` for
-/// what happens when it does not).
+/// A new incarnation number: microseconds since the Unix epoch. The daemon
+/// goes through [`incarnation::next_own`], which also keeps it growing when
+/// the wall clock went back.
 pub fn new_incarnation() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -23,10 +23,15 @@ pub struct TempConfig {
 }
 
 impl TempConfig {
+    /// The example with a heartbeat key of its own: `check` and `run`
+    /// refuse the published one.
     pub fn example() -> Self {
         let tmp = tempfile::tempdir().expect("temp dir");
         copy_tree(&example_dir(), &tmp.path().join("cluster.d"));
-        TempConfig { tmp }
+        let c = TempConfig { tmp };
+        c.write("authkeys", &format!("{}\n", random_key()));
+        std::fs::set_permissions(c.path("authkeys"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        c
     }
 
     pub fn dir(&self) -> PathBuf {
@@ -82,6 +87,15 @@ pub fn hamirror(config: &Path, args: &[&str]) -> Output {
         .expect("run hamirror")
 }
 
+/// 64 hex digits from /dev/urandom: a heartbeat key.
+pub fn random_key() -> String {
+    let mut key = [0u8; 32];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut key).unwrap();
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Copies a tree; nothing in the copy is writable by group or others,
+/// whatever the umask of the checkout (`check` and `run` refuse that).
 pub fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
@@ -92,6 +106,14 @@ pub fn copy_tree(from: &Path, to: &Path) {
         } else {
             std::fs::copy(e.path(), &dst).unwrap();
         }
+    }
+    for p in [to.to_path_buf()]
+        .into_iter()
+        .chain(std::fs::read_dir(to).unwrap().flatten().map(|e| e.path()))
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode & !0o022)).unwrap();
     }
 }
 

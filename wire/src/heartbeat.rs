@@ -10,7 +10,8 @@
 //! line, two accepted at once so keys can be rotated). The MAC is checked
 //! before anything else is decoded, so a forged packet never reaches the
 //! decoder. Replays are refused by [`ReplayWindow`], one per peer: a sliding
-//! window over the sequence numbers of the peer's current incarnation.
+//! window over the sequence numbers of the peer's current incarnation, and
+//! no older incarnation ever again.
 //!
 //! Pure bytes in, values out: no sockets, no clock. Decoding never panics.
 
@@ -323,6 +324,24 @@ impl Heartbeat {
     }
 }
 
+impl Heartbeat {
+    /// The sender named in a datagram whose MAC did not verify, for
+    /// diagnosis only: it tells a peer signing with another key (a
+    /// misconfiguration) from stray or hostile traffic. Anyone can forge
+    /// it; never act on it as if it were authentic.
+    pub fn unverified_sender(packet: &[u8]) -> Option<String> {
+        if packet.len() > MAX_HEARTBEAT
+            || packet.len() < MAGIC.len() + 1 + MAC_LEN
+            || packet[..4] != MAGIC
+            || packet[4] != VERSION
+        {
+            return None;
+        }
+        let body = &packet[5..packet.len() - MAC_LEN];
+        decode_body(body).ok().map(|h| h.sender)
+    }
+}
+
 fn decode_body(body: &[u8]) -> Result<Heartbeat, DecodeError> {
     let mut r = Reader::new(body);
     let sender = r.str("sender", MAX_NAME)?.to_string();
@@ -403,11 +422,13 @@ pub enum Fresh {
 
 /// Replay protection for one peer: per incarnation, the newest sequence
 /// number and a bitmap of the [`WINDOW`] before it. A newer incarnation
-/// replaces the old one. An older incarnation is refused unless the caller
-/// says the current one has gone silent (`current_silent`: silent for at
-/// least deadtime), which lets a peer whose clock went back restart without
-/// locking itself out; an attacker gains nothing from that but the replay
-/// of a dead peer's old state, which a live peer overrides at once.
+/// replaces the old one; an older one is always refused. Heartbeats of an
+/// incarnation that has ended are then worthless to an attacker who
+/// recorded them: replayed after the peer died, they cannot make it look
+/// alive. The sender's incarnation must therefore only grow (the daemon
+/// persists its last one, so a clock that went back cannot lock it out),
+/// and a receiver that restarts resumes from the newest incarnation and
+/// sequence number it persisted ([`ReplayWindow::resume`]).
 #[derive(Debug, Clone, Default)]
 pub struct ReplayWindow {
     incarnation: Option<u64>,
@@ -420,11 +441,22 @@ impl ReplayWindow {
         ReplayWindow::default()
     }
 
+    /// A window that has already seen every sequence number up to `seq`
+    /// of `incarnation`: what a restarted receiver persisted. Older
+    /// incarnations, and `seq` or below of this one, are refused.
+    pub fn resume(incarnation: u64, seq: u64) -> Self {
+        ReplayWindow {
+            incarnation: Some(incarnation),
+            newest: seq,
+            seen: u128::MAX,
+        }
+    }
+
     /// Checks and records an authenticated heartbeat's numbers.
-    pub fn check(&mut self, incarnation: u64, seq: u64, current_silent: bool) -> Result<Fresh, Replay> {
+    pub fn check(&mut self, incarnation: u64, seq: u64) -> Result<Fresh, Replay> {
         match self.incarnation {
             Some(cur) if cur == incarnation => {}
-            Some(cur) if incarnation < cur && !current_silent => {
+            Some(cur) if incarnation < cur => {
                 return Err(Replay::OldIncarnation {
                     got: incarnation,
                     current: cur,
@@ -457,6 +489,11 @@ impl ReplayWindow {
         }
         self.seen |= bit;
         Ok(Fresh::Same)
+    }
+
+    /// The newest sequence number accepted of the current incarnation.
+    pub fn newest(&self) -> u64 {
+        self.newest
     }
 
     pub fn incarnation(&self) -> Option<u64> {
@@ -656,40 +693,60 @@ mod tests {
     #[test]
     fn replays_are_refused_and_reordering_is_tolerated() {
         let mut w = ReplayWindow::new();
-        assert_eq!(w.check(5, 10, false), Ok(Fresh::NewIncarnation { previous: None }));
-        assert_eq!(w.check(5, 10, false), Err(Replay::Duplicate(10)));
-        assert_eq!(w.check(5, 12, false), Ok(Fresh::Same));
+        assert_eq!(w.check(5, 10), Ok(Fresh::NewIncarnation { previous: None }));
+        assert_eq!(w.check(5, 10), Err(Replay::Duplicate(10)));
+        assert_eq!(w.check(5, 12), Ok(Fresh::Same));
         // 11 came late over the other link: still accepted, once.
-        assert_eq!(w.check(5, 11, false), Ok(Fresh::Same));
-        assert_eq!(w.check(5, 11, false), Err(Replay::Duplicate(11)));
-        assert_eq!(w.check(5, 12 + WINDOW, false), Ok(Fresh::Same));
+        assert_eq!(w.check(5, 11), Ok(Fresh::Same));
+        assert_eq!(w.check(5, 11), Err(Replay::Duplicate(11)));
+        assert_eq!(w.check(5, 12 + WINDOW), Ok(Fresh::Same));
         assert_eq!(
-            w.check(5, 12, false),
+            w.check(5, 12),
             Err(Replay::TooOld {
                 seq: 12,
                 newest: 12 + WINDOW
             })
         );
         // A big jump forgets the whole window but stays monotonic.
-        assert_eq!(w.check(5, 1_000_000, false), Ok(Fresh::Same));
-        assert_eq!(w.check(5, 1_000_000, false), Err(Replay::Duplicate(1_000_000)));
+        assert_eq!(w.check(5, 1_000_000), Ok(Fresh::Same));
+        assert_eq!(w.check(5, 1_000_000), Err(Replay::Duplicate(1_000_000)));
     }
 
     #[test]
-    fn incarnations_move_forward_unless_the_current_one_is_silent() {
+    fn incarnations_only_move_forward_even_after_a_long_silence() {
         let mut w = ReplayWindow::new();
-        w.check(5, 100, false).unwrap();
+        w.check(5, 100).unwrap();
         // A restart: new incarnation, sequence numbers start again.
-        assert_eq!(w.check(6, 0, false), Ok(Fresh::NewIncarnation { previous: Some(5) }));
-        assert_eq!(w.check(6, 1, false), Ok(Fresh::Same));
-        // Old packets of the previous incarnation are replays.
-        assert_eq!(
-            w.check(5, 101, false),
-            Err(Replay::OldIncarnation { got: 5, current: 6 })
-        );
-        // Unless the current incarnation went silent (clock went back).
-        assert_eq!(w.check(4, 0, true), Ok(Fresh::NewIncarnation { previous: Some(6) }));
-        assert_eq!(w.incarnation(), Some(4));
+        assert_eq!(w.check(6, 0), Ok(Fresh::NewIncarnation { previous: Some(5) }));
+        assert_eq!(w.check(6, 1), Ok(Fresh::Same));
+        // Recorded packets of the previous incarnation are replays, however
+        // long the current one has been silent (the peer may be dead: the
+        // window has no clock and needs none).
+        for seq in [101, 102, 5_000] {
+            assert_eq!(w.check(5, seq), Err(Replay::OldIncarnation { got: 5, current: 6 }));
+        }
+        assert_eq!(w.incarnation(), Some(6));
+    }
+
+    #[test]
+    fn a_resumed_window_refuses_what_the_previous_run_had_seen() {
+        // The receiver restarted; it persisted incarnation 6 up to seq 40.
+        let mut w = ReplayWindow::resume(6, 40);
+        assert_eq!(w.check(5, 1_000), Err(Replay::OldIncarnation { got: 5, current: 6 }));
+        assert!(w.check(6, 40).is_err());
+        assert!(w.check(6, 39).is_err());
+        assert!(w.check(6, 1).is_err());
+        assert_eq!(w.check(6, 41), Ok(Fresh::Same));
+        assert_eq!(w.check(7, 0), Ok(Fresh::NewIncarnation { previous: Some(6) }));
+    }
+
+    #[test]
+    fn the_sender_of_a_packet_with_a_bad_mac_can_be_read_for_diagnosis() {
+        let bytes = sample().seal(keys(&[K2]).signing()).unwrap();
+        assert_eq!(Heartbeat::open(&bytes, &keys(&[K1])), Err(HeartbeatError::BadMac));
+        assert_eq!(Heartbeat::unverified_sender(&bytes).as_deref(), Some("serv1"));
+        assert_eq!(Heartbeat::unverified_sender(&bytes[..10]), None);
+        assert_eq!(Heartbeat::unverified_sender(&[b'x'; 64]), None);
     }
 
     proptest! {
@@ -709,7 +766,7 @@ mod tests {
             let mut w = ReplayWindow::new();
             let mut accepted = std::collections::HashSet::new();
             for s in seqs {
-                if w.check(1, s, false).is_ok() {
+                if w.check(1, s).is_ok() {
                     prop_assert!(accepted.insert(s), "{} accepted twice", s);
                 }
             }

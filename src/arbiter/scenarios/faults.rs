@@ -226,3 +226,64 @@ fn a_lone_survivor_keeps_its_groups_through_a_lan_outage() {
     assert_eq!(s.holding_map(), [vec![1], vec![1]]);
     assert_eq!(standby(&s, 1), None);
 }
+
+// ---------------------------------------------------------------- wrong key
+
+fn key_mismatch(e: &Event) -> bool {
+    matches!(e, Event::PeerKeyMismatch { .. })
+}
+
+#[test]
+fn two_nodes_with_different_keys_start_nothing_and_say_why() {
+    let mut s = Sim::new(SimConfig::default());
+    s.set_key(1, 7);
+    s.start(0);
+    s.start(1);
+    s.run_for(secs(30));
+    // Without an authenticated word from the peer neither can know what
+    // it runs: starting even its own group could double it.
+    assert_eq!(s.holding_map(), [Vec::<usize>::new(), vec![]]);
+    for n in 0..2 {
+        assert_eq!(s.count_events(n, key_mismatch), 1, "reported once, node {n}");
+        assert_eq!(s.count_events(n, |e| matches!(e, Event::Started { .. })), 0);
+        assert!(matches!(s.mode(n), Some(Mode::Starting { .. })));
+        assert!(s.arbiter(n).unwrap().status().peer_key_mismatch);
+    }
+    // The key is fixed (and the node restarted): normal start-up follows.
+    s.set_key(1, 0);
+    s.crash(1);
+    s.start(1);
+    s.run_for(secs(2));
+    assert_eq!(s.holding_map(), [vec![0], vec![1]]);
+    assert_eq!(s.count_events(0, |e| matches!(e, Event::PeerKeyMismatchEnded)), 1);
+    no_overlap(&s);
+}
+
+#[test]
+fn a_peer_restarted_with_another_key_keeps_its_group_from_being_taken_over() {
+    let mut s = default_settled();
+    s.crash(1);
+    s.set_key(1, 7);
+    s.start(1);
+    s.run_for(secs(30));
+    // serv1 keeps its own group, does not take serv2's; serv2 starts nothing.
+    assert_eq!(s.holding_map(), [vec![0], vec![]]);
+    assert_eq!(s.count_events(0, key_mismatch), 1);
+    no_overlap(&s);
+    // Then the misconfigured peer dies for real: its silence counts from
+    // its last datagram, and the survivor takes over.
+    s.crash(1);
+    let t0 = s.now();
+    s.run_for(secs(3));
+    assert_eq!(s.holding_map(), [vec![0], vec![0]]);
+    let took = s
+        .first_event(0, t0, |e| matches!(e, Event::Acquired { group, .. } if group == G2))
+        .unwrap();
+    let t = s.cfg.timers;
+    assert!(
+        took.since(t0) <= t.deadtime + t.keepalive + ms(100),
+        "{:?}",
+        took.since(t0)
+    );
+    no_overlap(&s);
+}

@@ -38,6 +38,17 @@ fn hook(path: &Path, log: &Path, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn go_minus_w(p: &Path) -> anyhow::Result<()> {
+    let m = std::fs::metadata(p)?;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(m.permissions().mode() & !0o022))?;
+    if m.is_dir() {
+        for e in std::fs::read_dir(p)? {
+            go_minus_w(&e?.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes the example under `base` and returns the config directory.
 pub fn write(base: &Path) -> anyhow::Result<PathBuf> {
     let dir = base.join("cluster.d");
@@ -90,5 +101,7 @@ pub fn write(base: &Path) -> anyhow::Result<PathBuf> {
     std::fs::write(dir.join("authkeys"), format!("{hex}\n"))?;
     std::fs::set_permissions(dir.join("authkeys"), std::fs::Permissions::from_mode(0o600))?;
     std::fs::write(dir.join("reachlist"), format!("127.0.0.1 tcp:{probe}\n"))?;
+    // `run` refuses files others could change, whatever the umask.
+    go_minus_w(&dir)?;
     Ok(dir)
 }
