@@ -356,27 +356,11 @@ pub fn remove_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ChunkParams, SetRoot};
+    use crate::config::ChunkParams;
 
     fn set() -> MirrorSet {
-        MirrorSet {
-            name: "Fx".into(),
-            file: "/c/Fx".into(),
-            roots: vec![
-                SetRoot {
-                    path: "/srv/data".into(),
-                    dir: true,
-                    line: 1,
-                },
-                SetRoot {
-                    path: "/etc/x.conf".into(),
-                    dir: false,
-                    line: 1,
-                },
-            ],
-            chunk: ChunkParams::default(),
-            delete_limit: 50,
-        }
+        let roots = [("/srv/data", true), ("/etc/x.conf", false)];
+        MirrorSet::for_tests("Fx", "/c/Fx".into(), &roots, ChunkParams::default())
     }
 
     #[test]

@@ -146,22 +146,12 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ChunkParams, MirrorSet, SetRoot};
+    use crate::config::{ChunkParams, MirrorSet};
 
     #[test]
     fn listed_temps_and_dir_times_survive_reopen_and_go_on_clear() {
         let tmp = tempfile::tempdir().unwrap();
-        let set = MirrorSet {
-            name: "Fx".into(),
-            file: "/c/Fx".into(),
-            roots: vec![SetRoot {
-                path: "/srv".into(),
-                dir: true,
-                line: 1,
-            }],
-            chunk: ChunkParams::default(),
-            delete_limit: 50,
-        };
+        let set = MirrorSet::for_tests("Fx", "/c/Fx".into(), &[("/srv", true)], ChunkParams::default());
         let base = tmp.path().join("root");
         std::fs::create_dir_all(base.join("srv")).unwrap();
         let dest = Dest::new(&base, &set);

@@ -8,22 +8,12 @@ use hamirror_wire::entry::file_hash;
 use hamirror_wire::{ChunkRef, Entry, EntryKind, Hash};
 
 use super::*;
-use crate::config::{ChunkParams, MirrorSet, SetRoot};
+use crate::config::{ChunkParams, MirrorSet};
 use crate::noise::noise;
 use crate::plan::{Location, Replica, plan};
 
 fn set() -> MirrorSet {
-    MirrorSet {
-        name: "Fx".into(),
-        file: "/c/Fx".into(),
-        roots: vec![SetRoot {
-            path: "/srv".into(),
-            dir: true,
-            line: 1,
-        }],
-        chunk: ChunkParams::default(),
-        delete_limit: 50,
-    }
+    MirrorSet::for_tests("Fx", "/c/Fx".into(), &[("/srv", true)], ChunkParams::default())
 }
 
 fn chunks_of(data: &[&[u8]]) -> Vec<ChunkRef> {
@@ -412,4 +402,37 @@ fn every_temp_name_the_receiver_makes_is_recognised_and_ordinary_names_are_not()
     ] {
         assert!(!is_temp_name(name), "{}", String::from_utf8_lossy(name));
     }
+}
+
+#[test]
+fn zero_blocks_are_left_as_holes_and_everything_reads_back_exactly() {
+    use std::os::unix::fs::FileExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut data = noise(9, 64 << 10);
+    // Zero runs: one covering aligned blocks, one unaligned and short.
+    data[8192..40000].fill(0);
+    data[50000..52000].fill(0);
+    for offset in [0u64, 1, 4095, 4096, 1 << 20] {
+        let path = tmp.path().join(format!("f{offset}"));
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        f.set_len(offset + data.len() as u64 + 8192).unwrap();
+        write_sparse(&f, &data, offset).unwrap();
+        write_sparse(&f, &[0u8; 8192], offset + data.len() as u64).unwrap();
+        let mut back = vec![1u8; data.len() + 8192];
+        f.read_exact_at(&mut back, offset).unwrap();
+        assert_eq!(&back[..data.len()], &data[..], "offset {offset}");
+        assert!(back[data.len()..].iter().all(|b| *b == 0));
+        // The data touches at most 17 blocks; at least 6 whole ones are zeros.
+        let allocated = f.metadata().unwrap().blocks() * 512;
+        assert!(
+            allocated <= (17 - 6) * 4096,
+            "offset {offset}: {allocated} bytes allocated"
+        );
+    }
+    assert!(is_zero(&[0; 33]) && !is_zero(&[0, 0, 1]) && is_zero(&[]));
 }
