@@ -11,7 +11,9 @@
 #
 # Per round and build: the initial copy of TREE into an empty replica (one
 # `hamirror sync`, receiver durable with syncfs as always), then the
-# no-change pass (median of 5). rsync (daemon on loopback, -aH --delete)
+# no-change pass (median of 5). Wall time is at the mercy of whatever else
+# the machine does; the CPU seconds (user + system) the receiver spent on
+# the initial copy, and the sender's, are much less so. rsync (daemon on loopback, -aH --delete)
 # copies the same tree once per round as the outside reference. Every
 # replica is checked with `rsync -anc -HAX --numeric-ids --delete` (must
 # print nothing). Prints a Markdown table for docs/BENCHMARKS.md.
@@ -48,7 +50,7 @@ oracle() {
 
 # One two-node cluster on loopback per build and round: serv1's root is the
 # tree's parent, serv2's an empty replica.
-run_build() { # BIN TAG -> prints "INIT NOOP"
+run_build() { # BIN TAG -> prints "INIT NOOP RECV_CPU SEND_CPU"
   local bin=$1 tag=$2 d=$work/$2 cfg
   cfg=$d/cluster.d
   mkdir -p "$cfg/serv1" "$d/replica"
@@ -64,20 +66,30 @@ run_build() { # BIN TAG -> prints "INIT NOOP"
     fp=$("$bin" --config "$cfg" --node $n init 2>/dev/null | grep -o 'sha256:[0-9a-f]*' | head -1)
     echo "fingerprint = $fp" >> "$cfg/$n.conf"
   done
-  "$bin" --config "$cfg" --node serv2 serve 2> "$d/serve.log" &
+  # serve under time(1), stopped (SIGTERM to serve itself) right after the
+  # initial copy so its CPU is that of the copy alone.
+  /usr/bin/time -f '%U %S' -o "$d/recv.cpu" "$bin" --config "$cfg" --node serv2 serve 2> "$d/serve.log" &
   local spid=$!
   pids+=("$spid"); sleep 1
   settle
   local t0 t1 init hs=()
-  t0=$(now); "$bin" --config "$cfg" --node serv1 sync Fbench > /dev/null; t1=$(now); init=$(secs "$t0" "$t1")
+  t0=$(now)
+  /usr/bin/time -f '%U %S' -o "$d/send.cpu" "$bin" --config "$cfg" --node serv1 sync Fbench > /dev/null
+  t1=$(now); init=$(secs "$t0" "$t1")
+  pkill -TERM -P "$spid"; wait "$spid" 2>/dev/null || true
+  local rcpu scpu
+  rcpu=$(awk 'END {printf "%.2f", $1 + $2}' "$d/recv.cpu"); scpu=$(awk 'END {printf "%.2f", $1 + $2}' "$d/send.cpu")
   oracle "$d/replica/$(basename "$tree")"
+  "$bin" --config "$cfg" --node serv2 serve 2>> "$d/serve.log" &
+  spid=$!
+  pids+=("$spid"); sleep 1
   settle
   for _ in 1 2 3 4 5; do
     t0=$(now); "$bin" --config "$cfg" --node serv1 sync Fbench > /dev/null; t1=$(now); hs+=("$(secs "$t0" "$t1")")
   done
   kill "$spid"; wait "$spid" 2>/dev/null || true
   rm -rf "$d"
-  echo "$init $(median "${hs[@]}")"
+  echo "$init $(median "${hs[@]}") $rcpu $scpu"
 }
 
 rport=$(port)
@@ -90,20 +102,22 @@ files=$(find "$tree" -type f | wc -l); bytes=$(du -sb "$tree" | cut -f1)
 find "$tree" -type f -print0 | xargs -0 cat > /dev/null   # warm the page cache for all
 echo "tree: $files files, $bytes bytes; machine: $(nproc) cores, $(lscpu | sed -n 's/Model name: *//p')"
 echo
-echo "| round | old initial | new initial | rsync initial | old no-change | new no-change | new/old initial | new/old no-change |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
-ois=(); nis=(); ons=(); nns=()
+echo "| round | old initial | new initial | rsync initial | old no-change | new no-change | new/old initial | new/old no-change | receiver CPU old / new | sender CPU old / new |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+ois=(); nis=(); ons=(); nns=(); orc=(); nrc=()
 for r in $(seq 1 "$rounds"); do
   if [ $((r % 2)) = 1 ]; then
-    read -r oi on < <(run_build "$old" old); read -r ni nn < <(run_build "$new" new)
+    read -r oi on orr os < <(run_build "$old" old); read -r ni nn nr ns < <(run_build "$new" new)
   else
-    read -r ni nn < <(run_build "$new" new); read -r oi on < <(run_build "$old" old)
+    read -r ni nn nr ns < <(run_build "$new" new); read -r oi on orr os < <(run_build "$old" old)
   fi
+  orc+=("$orr"); nrc+=("$nr")
   rm -rf "$work/rsync"; mkdir -p "$work/rsync"; settle
   t0=$(now); rsync -aH --delete "$tree/" "rsync://127.0.0.1:$rport/bench/"; t1=$(now); ri=$(secs "$t0" "$t1")
   oracle "$work/rsync"; rm -rf "$work/rsync"; mkdir -p "$work/rsync"
   ois+=("$oi"); nis+=("$ni"); ons+=("$on"); nns+=("$nn")
-  echo "| $r | $oi s | $ni s | $ri s | $on s | $nn s | $(ratio "$ni" "$oi") | $(ratio "$nn" "$on") |"
+  echo "| $r | $oi s | $ni s | $ri s | $on s | $nn s | $(ratio "$ni" "$oi") | $(ratio "$nn" "$on") | $orr / $nr s ($(ratio "$nr" "$orr")) | $os / $ns s |"
 done
 mo=$(median "${ois[@]}"); mn=$(median "${nis[@]}"); no=$(median "${ons[@]}"); nn=$(median "${nns[@]}")
-echo "| median | $mo s | $mn s | | $no s | $nn s | $(ratio "$mn" "$mo") | $(ratio "$nn" "$no") |"
+mor=$(median "${orc[@]}"); mnr=$(median "${nrc[@]}")
+echo "| median | $mo s | $mn s | | $no s | $nn s | $(ratio "$mn" "$mo") | $(ratio "$nn" "$no") | $mor / $mnr s ($(ratio "$mnr" "$mor")) | |"

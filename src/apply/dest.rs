@@ -213,7 +213,8 @@ impl Dest {
             Open::Create => OFlags::RDWR | OFlags::CREATE,
         };
         let f = File::from(self.open(path, flags, 0o600)?);
-        if !f.metadata()?.is_file() {
+        // A temp file is checked when made; reopening it for writing is hot.
+        if how != Open::Write && !f.metadata()?.is_file() {
             return Err(io::Error::other("not a regular file"));
         }
         Ok(f)
@@ -287,23 +288,37 @@ impl Dest {
     }
 
     /// Renames `from` to `to` (both set paths in the same directory), a
-    /// directory in the way removed first. A rename onto another name of
-    /// the same inode does nothing (rename(2)), so the source is then
-    /// removed instead: no temp file is ever left behind.
-    pub fn replace(&self, from: &[u8], to: &[u8]) -> io::Result<()> {
+    /// directory in the way removed first, and returns the `lstat` of `to`
+    /// after (`None` if that failed). A rename onto another name of the
+    /// same inode does nothing (rename(2)), so the source is then removed
+    /// instead: no temp file is ever left behind.
+    pub fn replace(&self, from: &[u8], to: &[u8]) -> io::Result<Option<rustix::fs::Stat>> {
         let (dir, to_name) = self.parent(to)?;
         let from_name = split(from).1;
-        if let Ok(st) = rustix::fs::statat(&dir, to_name, AtFlags::SYMLINK_NOFOLLOW) {
-            if is_dir(&st) {
-                remove_at(dir.as_fd(), to_name)?;
-            } else if let Ok(src) = rustix::fs::statat(&dir, from_name, AtFlags::SYMLINK_NOFOLLOW)
-                && src.st_dev == st.st_dev
-                && src.st_ino == st.st_ino
-            {
-                return Ok(rustix::fs::unlinkat(&dir, from_name, AtFlags::empty())?);
+        let stat = || rustix::fs::statat(&dir, to_name, AtFlags::SYMLINK_NOFOLLOW).ok();
+        let same_inode = |st: &rustix::fs::Stat| {
+            rustix::fs::statat(&dir, from_name, AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|src| (src.st_dev, src.st_ino) == (st.st_dev, st.st_ino))
+        };
+        match rustix::fs::renameat(&dir, from_name, &dir, to_name) {
+            Ok(()) => {
+                // Both names may still be there: then they were one inode.
+                if let Some(st) = stat()
+                    && st.st_nlink > 1
+                    && same_inode(&st)
+                {
+                    rustix::fs::unlinkat(&dir, from_name, AtFlags::empty())?;
+                }
+                Ok(stat())
             }
+            // A directory where the new version goes: removed, then again.
+            Err(rustix::io::Errno::ISDIR) | Err(rustix::io::Errno::NOTEMPTY) | Err(rustix::io::Errno::EXIST) => {
+                remove_at(dir.as_fd(), to_name)?;
+                rustix::fs::renameat(&dir, from_name, &dir, to_name)?;
+                Ok(stat())
+            }
+            Err(e) => Err(e.into()),
         }
-        Ok(rustix::fs::renameat(&dir, from_name, &dir, to_name)?)
     }
 
     /// Flushes the filesystem holding the set's first root that exists.

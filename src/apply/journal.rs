@@ -112,17 +112,18 @@ impl Journal {
             text.push_str(&format!("d {} {ns}\n", hex(d)));
             self.dirs.entry(d.clone()).or_insert(*ns);
         }
+        // Only written: what this run lists it removes itself (renamed,
+        // or removed with a failed file); `listed` stays the earlier runs'.
         for t in temps {
             text.push_str(&hex(t));
             text.push('\n');
-            self.listed.push(t.clone());
         }
         f.write_all(text.as_bytes())?;
         f.sync_data()
     }
 
-    /// Removes every listed temp file still present (through `dest`: never
-    /// through a symlink).
+    /// Removes the temp files earlier runs listed that are still present
+    /// (through `dest`: never through a symlink).
     pub fn remove_leftovers(&mut self, dest: &Dest) {
         for t in self.leftovers(dest) {
             if super::is_temp_name(super::dest::split(&t).1) {

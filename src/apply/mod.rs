@@ -131,6 +131,9 @@ pub struct Failure {
 pub struct ApplyReport {
     /// Paths created or changed (their new state is what the plan offered).
     pub applied: Vec<Entry>,
+    /// For each of `applied`, its `lstat` right after it was renamed into
+    /// place, where that was taken (files), for the index's fingerprint.
+    pub applied_stat: Vec<Option<rustix::fs::Stat>>,
     pub deleted: Vec<Vec<u8>>,
     pub failures: Vec<Failure>,
     /// Bytes written into files from received chunks.
@@ -335,6 +338,10 @@ pub struct Applier {
     touched: HashMap<Vec<u8>, i64>,
     /// Of those, the ones whose mtime an interrupted run had changed.
     repaired: HashSet<Vec<u8>>,
+    /// Directories this run already made sure of (each file in them is
+    /// then opened beneath them without another look: that open is
+    /// itself safe, and fails if the directory went away meanwhile).
+    ensured: HashSet<Vec<u8>>,
     report: ApplyReport,
 }
 
@@ -397,9 +404,10 @@ impl Applier {
             )
             .chain(&plan.deletes)
             .chain(&leftovers);
+        let mut seen = HashSet::new();
         for path in changed {
             let dir = dest::split(path).0;
-            if touched.contains_key(dir) || !dest.holds_dir(dir) {
+            if !seen.insert(dir) || !dest.holds_dir(dir) {
                 continue;
             }
             let now = dest.stat(dir).ok().filter(dest::is_dir).map(|st| stat_mtime_ns(&st));
@@ -434,6 +442,7 @@ impl Applier {
             journal,
             touched,
             repaired,
+            ensured: HashSet::new(),
             report: ApplyReport::default(),
             plan,
         };
@@ -623,6 +632,15 @@ impl Applier {
     /// non-directory on the way fails the path: the replica was changed
     /// locally, and nothing is followed or guessed.
     fn ensure_dir(&mut self, path: &[u8]) -> Result<(), ApplyError> {
+        if self.ensured.contains(path) {
+            return Ok(());
+        }
+        self.ensure_dir_once(path)?;
+        self.ensured.insert(path.to_vec());
+        Ok(())
+    }
+
+    fn ensure_dir_once(&mut self, path: &[u8]) -> Result<(), ApplyError> {
         if !self.dest.is_dir_root(path) {
             match self.dest.stat(path) {
                 Ok(st) if dest::is_dir(&st) => return Ok(()),
@@ -813,7 +831,10 @@ impl Applier {
                 continue;
             }
             match self.dest.replace(&b.temp, &b.entry.path) {
-                Ok(()) => self.report.applied.push(b.entry),
+                Ok(st) => {
+                    self.report.applied_stat.push(st);
+                    self.report.applied.push(b.entry);
+                }
                 Err(e) => {
                     let _ = self.dest.remove(&b.temp);
                     self.fail(&b.entry.path, ApplyError::on(&b.entry.path, e));
@@ -933,15 +954,19 @@ impl Applier {
                 )?)
             })
         };
-        made.and_then(|()| self.dest.replace(&tmp, &e.path)).map_err(|err| {
-            let _ = rustix::fs::unlinkat(&dir, tmp_name, rustix::fs::AtFlags::empty());
-            ApplyError::on(&e.path, err)
-        })
+        made.and_then(|()| self.dest.replace(&tmp, &e.path).map(|_| ()))
+            .map_err(|err| {
+                let _ = rustix::fs::unlinkat(&dir, tmp_name, rustix::fs::AtFlags::empty());
+                ApplyError::on(&e.path, err)
+            })
     }
 
     fn outcome(&mut self, e: &Entry, res: Result<(), ApplyError>) {
         match res {
-            Ok(()) => self.report.applied.push(e.clone()),
+            Ok(()) => {
+                self.report.applied_stat.push(None);
+                self.report.applied.push(e.clone());
+            }
             Err(err) => self.fail(&e.path, err),
         }
     }

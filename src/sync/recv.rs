@@ -585,9 +585,12 @@ fn finish(t: &Target, applier: Applier, refused: Vec<(Vec<u8>, String)>) -> Resu
     let mut upserts: Vec<Upsert> = r
         .applied
         .iter()
-        .map(|e| Upsert {
+        .zip(&r.applied_stat)
+        .map(|(e, st)| Upsert {
             entry: e.clone(),
-            stat: dest.stat(&e.path).ok().map(|st| Fingerprint::of_stat(&st)),
+            stat: st
+                .or_else(|| dest.stat(&e.path).ok())
+                .map(|st| Fingerprint::of_stat(&st)),
         })
         .collect();
     // Directories an interrupted run had left with a wrong mtime (which
