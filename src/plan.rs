@@ -269,6 +269,142 @@ pub fn too_many_deletes(deletes: usize, replica_count: usize, limit_percent: u8)
     deletes * 100 > replica_count * usize::from(limit_percent)
 }
 
+/// Of the replica entries an offer deletes (`deleted`, as the replica holds
+/// them), how many are really lost: a rename or a move shows as deletions
+/// plus new entries with the same content, and loses nothing. A file (with
+/// data) or a symlink is lost unless an offered entry has the same content
+/// (file hash) or target; a further name of a hard link never is (its data
+/// is counted with the first name); directories and empty files carry no
+/// content, so each new one in the offer (`is_new`: not held by the replica
+/// before) makes up for one deleted.
+pub fn really_lost(deleted: &[Entry], offered: &[Entry], is_new: impl Fn(&[u8]) -> bool) -> usize {
+    let mut content: HashSet<(bool, &[u8])> = HashSet::new();
+    let (mut new_dirs, mut new_empty) = (0usize, 0usize);
+    for e in offered {
+        match e.kind {
+            EntryKind::File if e.size > 0 => {
+                content.insert((true, &e.file_hash));
+            }
+            EntryKind::File if is_new(&e.path) => new_empty += 1,
+            EntryKind::Symlink => {
+                content.insert((false, &e.target));
+            }
+            EntryKind::Dir if is_new(&e.path) => new_dirs += 1,
+            _ => {}
+        }
+    }
+    let mut lost = 0;
+    for d in deleted {
+        let gone = match d.kind {
+            EntryKind::File if d.size > 0 => !content.contains(&(true, &d.file_hash[..])),
+            EntryKind::File => !made_up(&mut new_empty),
+            EntryKind::Symlink => !content.contains(&(false, &d.target[..])),
+            EntryKind::Dir => !made_up(&mut new_dirs),
+            EntryKind::HardLink => false,
+        };
+        lost += usize::from(gone);
+    }
+    lost
+}
+
+/// Takes one of `n` new entries without content to make up for a deleted one.
+fn made_up(n: &mut usize) -> bool {
+    let some = *n > 0;
+    *n = n.saturating_sub(1);
+    some
+}
+
+/// The guard's running count for one set on the replica: how much has been
+/// really lost since it was last reset, against the replica's size then, so
+/// that several passes each under the limit cannot together delete more
+/// than it (45 % three times is 83 %). Reset by a forced sync, and when a
+/// window of [`GUARD_WINDOW_S`] has passed since the last reset (steady
+/// churn — a spool — is not a mass delete; a mistake propagates within
+/// minutes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GuardCount {
+    /// Replica entries when the count started.
+    pub base: u64,
+    /// Entries really lost since (see [`really_lost`]).
+    pub lost: u64,
+    /// When the count started, seconds since the epoch.
+    pub since_s: u64,
+}
+
+/// How long a running count lasts before it starts again from zero.
+pub const GUARD_WINDOW_S: u64 = 3600;
+
+/// Why the guard refused: the cumulative loss and what it is measured against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuardRefusal {
+    pub lost_now: u64,
+    pub lost_before: u64,
+    pub of: u64,
+}
+
+impl GuardCount {
+    /// Adds `lost_now` entries (of a replica holding `replica_now` before
+    /// this pass) at time `now_s`: the new count, or the refusal when the
+    /// total would exceed `limit_percent` of the larger of the replica's
+    /// size at the reset and now. `prev` is the stored count (`None`: none
+    /// yet, or reset). A limit of 100 % turns the guard off.
+    pub fn add(
+        prev: Option<GuardCount>,
+        lost_now: u64,
+        replica_now: u64,
+        limit_percent: u8,
+        now_s: u64,
+    ) -> Result<GuardCount, GuardRefusal> {
+        if limit_percent >= 100 {
+            // Everything may go: nothing to count.
+            return Ok(prev.unwrap_or_default());
+        }
+        let fresh = GuardCount {
+            base: replica_now,
+            lost: 0,
+            since_s: now_s,
+        };
+        let prev = match prev {
+            Some(p) if now_s.saturating_sub(p.since_s) < GUARD_WINDOW_S && now_s >= p.since_s => p,
+            _ => fresh,
+        };
+        let of = prev.base.max(replica_now);
+        let total = prev.lost + lost_now;
+        if lost_now > 0 && too_many_deletes(total as usize, of as usize, limit_percent) {
+            return Err(GuardRefusal {
+                lost_now,
+                lost_before: prev.lost,
+                of,
+            });
+        }
+        Ok(GuardCount { lost: total, ..prev })
+    }
+
+    /// 24 bytes: base, lost, since (little endian).
+    pub fn encode(&self) -> Vec<u8> {
+        [self.base, self.lost, self.since_s]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect()
+    }
+
+    /// The inverse of [`GuardCount::encode`]; `None` for anything else.
+    pub fn decode(b: &[u8]) -> Option<GuardCount> {
+        let v: Vec<u64> = b
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        match (b.len(), v.as_slice()) {
+            (24, [base, lost, since_s]) => Some(GuardCount {
+                base: *base,
+                lost: *lost,
+                since_s: *since_s,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// rsync-style one-line item: `>f+++++ path`, `.f..tp. path`, `*deleting path`.
 pub fn itemize(change: Change, kind: EntryKind, path: &[u8]) -> String {
     let k = match kind {
@@ -486,5 +622,91 @@ mod tests {
         assert!(too_many_deletes(6, 10, 50));
         assert!(!too_many_deletes(0, 0, 0));
         assert!(too_many_deletes(1, 1, 0));
+    }
+
+    fn other(path: &str, kind: EntryKind, target: &str) -> Entry {
+        Entry {
+            kind,
+            target: target.as_bytes().to_vec(),
+            ..file(path, &[])
+        }
+    }
+
+    #[test]
+    fn a_rename_or_move_loses_nothing_and_a_delete_does() {
+        let old = vec![
+            other("a", EntryKind::Dir, ""),
+            file("a/x", &[(1, 10)]),
+            other("a/l", EntryKind::Symlink, "x"),
+            other("a/h", EntryKind::HardLink, "a/x"),
+            file("a/empty", &[]),
+        ];
+        let renamed = vec![
+            other("b", EntryKind::Dir, ""),
+            file("b/x", &[(1, 10)]),
+            other("b/l", EntryKind::Symlink, "x"),
+            other("b/h", EntryKind::HardLink, "b/x"),
+            file("b/empty", &[]),
+        ];
+        let new = |p: &[u8]| p.starts_with(b"b");
+        assert_eq!(really_lost(&old, &renamed, new), 0);
+        // Deleted outright: the directory, the file, the symlink, the empty
+        // file (the further name of the hard link is not counted).
+        assert_eq!(really_lost(&old, &[], new), 4);
+        // Content changed on the way: the file counts as lost.
+        let edited = vec![file("b/x", &[(2, 10)])];
+        assert_eq!(really_lost(&old[1..2], &edited, new), 1);
+        // A directory that already existed does not make up for one deleted.
+        assert_eq!(really_lost(&old[..1], &renamed[..1], |_| false), 1);
+    }
+
+    #[test]
+    fn the_guard_counts_across_passes_until_reset_or_the_window_ends() {
+        let t = 1_000_000;
+        // 45 % of 100, then 45 % of what is left: refused the second time.
+        let c = GuardCount::add(None, 45, 100, 50, t).unwrap();
+        assert_eq!(
+            c,
+            GuardCount {
+                base: 100,
+                lost: 45,
+                since_s: t
+            }
+        );
+        let r = GuardCount::add(Some(c), 25, 55, 50, t + 10).unwrap_err();
+        assert_eq!((r.lost_before, r.of), (45, 100));
+        // Within the limit together: counted on.
+        let c = GuardCount::add(Some(c), 5, 55, 50, t + 10).unwrap();
+        assert_eq!(c.lost, 50);
+        // A grown replica measures against its size now.
+        assert!(GuardCount::add(Some(c), 40, 200, 50, t + 20).is_ok());
+        // After the window, the count starts again.
+        let later = GuardCount::add(Some(c), 25, 55, 50, t + GUARD_WINDOW_S).unwrap();
+        assert_eq!(
+            later,
+            GuardCount {
+                base: 55,
+                lost: 25,
+                since_s: t + GUARD_WINDOW_S
+            }
+        );
+        // 100 % turns the guard off; nothing lost is never refused.
+        assert!(GuardCount::add(Some(c), 1000, 10, 100, t).is_ok());
+        assert!(
+            GuardCount::add(
+                Some(GuardCount {
+                    base: 1,
+                    lost: 9,
+                    since_s: t
+                }),
+                0,
+                1,
+                0,
+                t
+            )
+            .is_ok()
+        );
+        assert_eq!(GuardCount::decode(&c.encode()), Some(c));
+        assert_eq!(GuardCount::decode(b"short"), None);
     }
 }

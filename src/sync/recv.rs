@@ -224,7 +224,10 @@ fn prepare(
             .filter(|d| entries.contains_key(*d) && !preserved.contains(d.as_slice()))
             .cloned()
             .collect();
-        guard_mass_delete(t, &held, &end.empty_roots)?;
+        guard_mass_delete(t, &held, &offered, &entries, &end.empty_roots)?;
+    } else if t.force && !t.dry_run {
+        // An operator let this pass through: the guard counts afresh.
+        t.index.put_guard_record(&t.set.name, None)?;
     }
     let wanted: Vec<Hash> = offered
         .iter()
@@ -265,37 +268,70 @@ fn prepare(
 }
 
 /// Refuses an offer that would empty a root the replica holds data under,
-/// or delete more than the set's `delete_limit` of the replica.
-fn guard_mass_delete(t: &Target, deletes: &[Vec<u8>], empty_roots: &[Vec<u8>]) -> Result<(), SyncError> {
-    let replica = t.index.info(&t.set.name)?.entries;
+/// or make the entries really lost (not renamed or moved: see
+/// [`plan::really_lost`]) since the guard's count started exceed the set's
+/// `delete_limit` of the replica (see [`plan::GuardCount`]); otherwise
+/// records the new count (not in a dry run).
+fn guard_mass_delete(
+    t: &Target,
+    deletes: &[Vec<u8>],
+    offered: &[Entry],
+    held: &HashMap<Vec<u8>, Entry>,
+    empty_roots: &[Vec<u8>],
+) -> Result<(), SyncError> {
+    let let_through = format!(
+        "run `hamirror sync {} --force` on the holder if that is intended (for a pull: `hamirror resync {0} --force`)",
+        t.set.name
+    );
+    let deleted: Vec<Entry> = deletes.iter().filter_map(|d| held.get(d).cloned()).collect();
+    let is_new = |p: &[u8]| !held.contains_key(p);
     for root in empty_roots {
         let mut under = root.clone();
         under.push(b'/');
-        let held = deletes.iter().filter(|d| d.starts_with(&under)).count();
-        if held > 0 {
+        // All moved elsewhere in the set is no loss; an unmounted disk is.
+        let below: Vec<Entry> = deleted.iter().filter(|d| d.path.starts_with(&under)).cloned().collect();
+        let n = plan::really_lost(&below, offered, is_new);
+        if n > 0 {
             return Err(SyncError::local(
                 ErrorCode::MassDelete,
                 format!(
-                    "/{} is missing or empty on the sender but holds {held} entries here (an unmounted disk?); \
-                     nothing was deleted — mount it, or run with --force if the data is really gone",
+                    "/{} is missing or empty on the sender but holds {n} entries here (an unmounted disk?); \
+                     nothing was deleted — mount it, or {let_through}",
                     String::from_utf8_lossy(root)
                 ),
             ));
         }
     }
-    if plan::too_many_deletes(deletes.len(), replica as usize, t.set.delete_limit) {
-        return Err(SyncError::local(
+    let lost = plan::really_lost(&deleted, offered, is_new) as u64;
+    let replica = t.index.info(&t.set.name)?.entries;
+    let prev = t
+        .index
+        .guard_record(&t.set.name)?
+        .and_then(|r| plan::GuardCount::decode(&r));
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match plan::GuardCount::add(prev, lost, replica, t.set.delete_limit, now_s) {
+        Err(r) => Err(SyncError::local(
             ErrorCode::MassDelete,
             format!(
-                "the offer would delete {} of the {replica} entries of {} here (more than its delete limit of {}%); \
-                 nothing was deleted — run with --force if that is intended",
-                deletes.len(),
+                "the offer would lose {lost} entries of {} ({} deleted paths; renames and moves are not counted); \
+                 with the {} lost since the guard's count started that is more than its delete limit of {}% of \
+                 the {} entries here; nothing was deleted — {let_through}",
                 t.set.name,
-                t.set.delete_limit
+                deletes.len(),
+                r.lost_before,
+                t.set.delete_limit,
+                r.of
             ),
-        ));
+        )),
+        Ok(count) => {
+            if !t.dry_run && Some(count) != prev {
+                t.index.put_guard_record(&t.set.name, Some(&count.encode()))?;
+            }
+            Ok(())
+        }
     }
-    Ok(())
 }
 
 /// Target size of a `NeedDelta` message: the sender starts on the first
