@@ -5,7 +5,8 @@
 //! SIGTERM (exit 0) or until a set fails in a way a retry cannot mend
 //! (exit 2) — its engine, or its shipping: a peer refusing what a retry
 //! cannot change (the mass-delete guard, not the holder) ends the watch
-//! with the peer's reason, which names the command that lets it through. Each committed generation is shipped to the peer (one push
+//! with the peer's reason (for the guard, naming the command that lets it
+//! through). Each committed generation is shipped to the peer (one push
 //! conversation over a kept QUIC connection); while the peer is away the
 //! changes accumulate in the index and go out on reconnect. All the work is
 //! in `crate::watch` and `crate::sync`; this file only parses arguments and
@@ -18,7 +19,7 @@ use clap::{Args, ValueEnum};
 
 use super::{EXIT_FAILED, EXIT_OK, Global};
 use crate::sync::QuicShipper;
-use crate::watch::{Engine, EventSource, Notice, Shipping, WatchOptions};
+use crate::watch::{Engine, EventSource, Notice, WatchOptions};
 
 /// How often the sets' shipping is looked at.
 const STOPPED_POLL: std::time::Duration = std::time::Duration::from_millis(200);
@@ -131,13 +132,14 @@ pub fn run(global: &Global, args: &WatchArgs) -> anyhow::Result<i32> {
         );
     }
     let code = loop {
-        // A set whose shipping stopped (the peer refuses what a retry
+        // A set whose shipping the peer stopped (it refuses what a retry
         // cannot change: a mass delete, not the holder) is not mirrored any
-        // more: that must not go unnoticed in a log.
-        if let Some((set, why)) = handles.iter().find_map(|h| match h.shipping().0 {
-            Shipping::Stopped(why) => Some((h.set().to_string(), why)),
-            _ => None,
-        }) {
+        // more: that must not go unnoticed in a log. (A local problem — no
+        // identity key — leaves the watch recording into the index.)
+        if let Some((set, why)) = handles
+            .iter()
+            .find_map(|h| h.refused().map(|why| (h.set().to_string(), why)))
+        {
             eprintln!("hamirror: set {set}: shipping stopped, the peer's copy no longer follows: {why}");
             break EXIT_FAILED;
         }

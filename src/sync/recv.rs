@@ -288,15 +288,20 @@ fn guard_mass_delete(
     for root in empty_roots {
         let mut under = root.clone();
         under.push(b'/');
-        // All moved elsewhere in the set is no loss; an unmounted disk is.
-        let below: Vec<Entry> = deleted.iter().filter(|d| d.path.starts_with(&under)).cloned().collect();
+        // All moved elsewhere in the set is no loss; an unmounted disk is,
+        // and so is a single-file root that vanished (most likely a mistake).
+        let below: Vec<Entry> = deleted
+            .iter()
+            .filter(|d| d.path.starts_with(&under) || d.path == *root)
+            .cloned()
+            .collect();
         let n = plan::really_lost(&below, offered, is_new);
         if n > 0 {
             return Err(SyncError::local(
                 ErrorCode::MassDelete,
                 format!(
-                    "/{} is missing or empty on the sender but holds {n} entries here (an unmounted disk?); \
-                     nothing was deleted — mount it, or {let_through}",
+                    "/{} is missing or empty on the sender but holds {n} entries here (an unmounted disk? a \
+                     file removed by mistake?); nothing was deleted — mount or restore it, or {let_through}",
                     String::from_utf8_lossy(root)
                 ),
             ));
