@@ -156,3 +156,69 @@ fn check_warns_about_roots_of_this_nodes_sets_that_do_not_exist() {
     assert!(!err.contains("Fsmbd") && !err.contains("Flpd"), "{err}");
     assert!(err.contains("Fhttpd:2: /var/www/ does not exist on serv2"), "{err}");
 }
+
+/// The issue's case: the sender (a watch, in the middle of shipping big
+/// files) is killed with SIGKILL and a sender started at once (`sync`, then
+/// a watch) must be served, not refused as `Busy` while the receiver's old
+/// conversation finishes the work it was doing.
+#[test]
+fn a_sender_restarted_after_kill_9_is_served_at_once() {
+    let p = seeded();
+    let log = |n: u64| p.cfg.tmp.path().join(format!("watch{n}.log"));
+    let start = |n: u64| {
+        p.cmd("serv1", &["watch", "Fsmbd"])
+            .stdout(std::process::Stdio::null())
+            .stderr(fs::File::create(log(n)).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    for round in 0..3u64 {
+        let mut w = start(2 * round);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        for i in 0..6 {
+            write(
+                &p.src(&format!("srv/samba/big{i}")),
+                &common::noise(i + 10 * round, 16 << 20),
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(700 + 400 * round));
+        w.kill().unwrap();
+        w.wait().unwrap();
+        // A sync at once: served, not refused.
+        let t0 = std::time::Instant::now();
+        let (_, code, err) = p.sync("Fsmbd", &[]);
+        assert_eq!(code, 0, "round {round}: the restarted sender was refused: {err}");
+        eprintln!("round {round}: sync done {:?} after the kill", t0.elapsed());
+        // The mtime of a directory after an interrupted pass is the
+        // receiver's apply (issue #15.6, fixed there): not this test's.
+        oracle(&p, "srv/samba", &["--omit-dir-times"]);
+        // And a watch killed and started again at once.
+        for i in 0..6 {
+            write(
+                &p.src(&format!("srv/samba/big{i}")),
+                &common::noise(i + 100 * (round + 1), 16 << 20),
+            );
+        }
+        let mut w = start(2 * round + 1);
+        std::thread::sleep(std::time::Duration::from_millis(1500 + 300 * round));
+        w.kill().unwrap();
+        w.wait().unwrap();
+        let mut w = start(2 * round + 2);
+        let t0 = std::time::Instant::now();
+        while !oracle_items(&p, "srv/samba", &["--omit-dir-times"]).is_empty() {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(60),
+                "round {round}: no convergence"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        let _ = w.kill();
+        let _ = w.wait();
+        let text = fs::read_to_string(log(2 * round + 2)).unwrap();
+        let busy: Vec<&str> = text.lines().filter(|l| l.contains("(Busy)")).collect();
+        assert!(
+            busy.is_empty(),
+            "round {round}: the restarted watch was refused: {busy:?}"
+        );
+    }
+}
