@@ -257,7 +257,7 @@ fn a_seeded_random_workload_under_watch_ends_identical_by_rsync() {
     }
     p.start_serve();
     let log = fs::File::create(p.cfg.tmp.path().join("watch.log")).unwrap();
-    let _w = Watch(
+    let w = Watch(
         p.cmd("serv1", &["watch", "Fsmbd"])
             .stdout(Stdio::null())
             .stderr(log)
@@ -265,11 +265,18 @@ fn a_seeded_random_workload_under_watch_ends_identical_by_rsync() {
             .unwrap(),
     );
     let (src, dst) = (p.src("srv/samba"), p.dst("srv/samba"));
+    let w = std::cell::RefCell::new(w);
+    // Until the replica matches, the watch ended (a set it could not ship:
+    // no point waiting), or `within` passed.
     let settled = |within: Duration| -> (String, Vec<PathBuf>) {
         let deadline = Instant::now() + within;
         loop {
             let (diff, left) = (oracle(&src, &dst), temps(&dst));
-            if (diff.is_empty() && left.is_empty()) || Instant::now() > deadline {
+            let ended = w.borrow_mut().0.try_wait().ok().flatten();
+            if (diff.is_empty() && left.is_empty()) || Instant::now() > deadline || ended.is_some() {
+                if let Some(status) = ended {
+                    eprintln!("the watch ended: {status}");
+                }
                 return (diff, left);
             }
             std::thread::sleep(Duration::from_millis(250));
@@ -306,7 +313,7 @@ fn a_seeded_random_workload_under_watch_ends_identical_by_rsync() {
             let text = fs::read_to_string(p.cfg.tmp.path().join(f)).unwrap_or_default();
             let bad: Vec<&str> = text
                 .lines()
-                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.starts_with("hamirror:"))
                 .take(40)
                 .collect();
             format!("--- {f} (warnings and errors, first 40):\n{}\n", bad.join("\n"))
