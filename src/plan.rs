@@ -314,13 +314,16 @@ fn made_up(n: &mut usize) -> bool {
     some
 }
 
-/// The guard's running count for one set on the replica: how much has been
-/// really lost since it was last reset, against the replica's size then, so
+/// The guard's running count for one set on the replica: how much of the
+/// replica as it was when the count started has been really lost since, so
 /// that several passes each under the limit cannot together delete more
-/// than it (45 % three times is 83 %). Reset by a forced sync, and when a
-/// window of [`GUARD_WINDOW_S`] has passed since the last reset (steady
-/// churn — a spool — is not a mass delete; a mistake propagates within
-/// minutes).
+/// than it (45 % three times is 83 %). Entries written to the replica after
+/// the count started (by generation of the replica's index) are not
+/// counted when they go again: that is churn (a spool's jobs, scratch
+/// files), not a loss of what the replica held. The count starts again
+/// after a forced sync, after a pass an operator allowed (`allow`), and
+/// once [`GUARD_WINDOW_S`] has passed since it started (a mistake such as
+/// an `rm -rf` in the wrong place propagates within minutes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct GuardCount {
     /// Replica entries when the count started.
@@ -329,6 +332,11 @@ pub struct GuardCount {
     pub lost: u64,
     /// When the count started, seconds since the epoch.
     pub since_s: u64,
+    /// The replica index's generation when the count started.
+    pub since_gen: u64,
+    /// An operator allowed the next pass that deletes anything through
+    /// (`hamirror allow-deletes` on the replica); it starts the count again.
+    pub allow: bool,
 }
 
 /// How long a running count lasts before it starts again from zero.
@@ -343,65 +351,78 @@ pub struct GuardRefusal {
 }
 
 impl GuardCount {
-    /// Adds `lost_now` entries (of a replica holding `replica_now` before
-    /// this pass) at time `now_s`: the new count, or the refusal when the
-    /// total would exceed `limit_percent` of the larger of the replica's
-    /// size at the reset and now. `prev` is the stored count (`None`: none
-    /// yet, or reset). A limit of 100 % turns the guard off.
-    pub fn add(
-        prev: Option<GuardCount>,
-        lost_now: u64,
-        replica_now: u64,
-        limit_percent: u8,
-        now_s: u64,
-    ) -> Result<GuardCount, GuardRefusal> {
-        if limit_percent >= 100 {
-            // Everything may go: nothing to count.
-            return Ok(prev.unwrap_or_default());
-        }
+    /// The count a pass at `now_s` adds to: `prev` while it runs, or a new
+    /// one from the replica as it is now (`replica_now` entries, index
+    /// generation `gen_now`); and whether an operator let this pass through.
+    pub fn current(prev: Option<GuardCount>, replica_now: u64, gen_now: u64, now_s: u64) -> (GuardCount, bool) {
         let fresh = GuardCount {
             base: replica_now,
             lost: 0,
             since_s: now_s,
+            since_gen: gen_now,
+            allow: false,
         };
-        let prev = match prev {
-            Some(p) if now_s.saturating_sub(p.since_s) < GUARD_WINDOW_S && now_s >= p.since_s => p,
-            _ => fresh,
-        };
-        let of = prev.base.max(replica_now);
-        let total = prev.lost + lost_now;
+        match prev {
+            Some(p) if p.allow => (fresh, true),
+            Some(p) if now_s >= p.since_s && now_s - p.since_s < GUARD_WINDOW_S => (p, false),
+            _ => (fresh, false),
+        }
+    }
+
+    /// Adds `lost_now` entries (of a replica holding `replica_now` before
+    /// this pass): the new count, or the refusal when the total would
+    /// exceed `limit_percent` of the larger of the replica's size when the
+    /// count started and now. A limit of 100 % turns the guard off.
+    pub fn add(self, lost_now: u64, replica_now: u64, limit_percent: u8) -> Result<GuardCount, GuardRefusal> {
+        if limit_percent >= 100 {
+            return Ok(self);
+        }
+        let of = self.base.max(replica_now);
+        let total = self.lost + lost_now;
         if lost_now > 0 && too_many_deletes(total as usize, of as usize, limit_percent) {
             return Err(GuardRefusal {
                 lost_now,
-                lost_before: prev.lost,
+                lost_before: self.lost,
                 of,
             });
         }
-        Ok(GuardCount { lost: total, ..prev })
+        Ok(GuardCount { lost: total, ..self })
     }
 
-    /// 24 bytes: base, lost, since (little endian).
+    /// `prev` with the next pass allowed through.
+    pub fn allowing(prev: Option<GuardCount>) -> GuardCount {
+        GuardCount {
+            allow: true,
+            ..prev.unwrap_or_default()
+        }
+    }
+
+    /// 33 bytes: base, lost, since, since_gen (little endian), allow.
     pub fn encode(&self) -> Vec<u8> {
-        [self.base, self.lost, self.since_s]
+        let mut v: Vec<u8> = [self.base, self.lost, self.since_s, self.since_gen]
             .iter()
             .flat_map(|v| v.to_le_bytes())
-            .collect()
+            .collect();
+        v.push(u8::from(self.allow));
+        v
     }
 
     /// The inverse of [`GuardCount::encode`]; `None` for anything else.
     pub fn decode(b: &[u8]) -> Option<GuardCount> {
-        let v: Vec<u64> = b
+        if b.len() != 33 || b[32] > 1 {
+            return None;
+        }
+        let v: Vec<u64> = b[..32]
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
             .collect();
-        match (b.len(), v.as_slice()) {
-            (24, [base, lost, since_s]) => Some(GuardCount {
-                base: *base,
-                lost: *lost,
-                since_s: *since_s,
-            }),
-            _ => None,
-        }
+        Some(GuardCount {
+            base: v[0],
+            lost: v[1],
+            since_s: v[2],
+            since_gen: v[3],
+            allow: b[32] == 1,
+        })
     }
 }
 
@@ -664,49 +685,34 @@ mod tests {
     fn the_guard_counts_across_passes_until_reset_or_the_window_ends() {
         let t = 1_000_000;
         // 45 % of 100, then 45 % of what is left: refused the second time.
-        let c = GuardCount::add(None, 45, 100, 50, t).unwrap();
-        assert_eq!(
-            c,
-            GuardCount {
-                base: 100,
-                lost: 45,
-                since_s: t
-            }
-        );
-        let r = GuardCount::add(Some(c), 25, 55, 50, t + 10).unwrap_err();
+        let (c, through) = GuardCount::current(None, 100, 7, t);
+        assert!(!through);
+        let c = c.add(45, 100, 50).unwrap();
+        assert_eq!((c.base, c.lost, c.since_s, c.since_gen), (100, 45, t, 7));
+        let (again, _) = GuardCount::current(Some(c), 55, 9, t + 10);
+        assert_eq!(again, c, "the count runs on");
+        let r = again.add(25, 55, 50).unwrap_err();
         assert_eq!((r.lost_before, r.of), (45, 100));
         // Within the limit together: counted on.
-        let c = GuardCount::add(Some(c), 5, 55, 50, t + 10).unwrap();
+        let c = again.add(5, 55, 50).unwrap();
         assert_eq!(c.lost, 50);
         // A grown replica measures against its size now.
-        assert!(GuardCount::add(Some(c), 40, 200, 50, t + 20).is_ok());
+        assert!(c.add(40, 200, 50).is_ok());
         // After the window, the count starts again.
-        let later = GuardCount::add(Some(c), 25, 55, 50, t + GUARD_WINDOW_S).unwrap();
-        assert_eq!(
-            later,
-            GuardCount {
-                base: 55,
-                lost: 25,
-                since_s: t + GUARD_WINDOW_S
-            }
-        );
+        let (later, _) = GuardCount::current(Some(c), 55, 12, t + GUARD_WINDOW_S);
+        assert_eq!((later.base, later.lost, later.since_gen), (55, 0, 12));
+        assert!(later.add(25, 55, 50).is_ok());
         // 100 % turns the guard off; nothing lost is never refused.
-        assert!(GuardCount::add(Some(c), 1000, 10, 100, t).is_ok());
-        assert!(
-            GuardCount::add(
-                Some(GuardCount {
-                    base: 1,
-                    lost: 9,
-                    since_s: t
-                }),
-                0,
-                1,
-                0,
-                t
-            )
-            .is_ok()
-        );
+        assert!(c.add(1000, 10, 100).is_ok());
+        let over = GuardCount { lost: 9, base: 1, ..c };
+        assert!(over.add(0, 1, 0).is_ok());
+        // An operator's allowance lets one pass through and starts afresh.
+        let allowed = GuardCount::allowing(Some(c));
+        let (after, through) = GuardCount::current(Some(allowed), 1000, 20, t + 30);
+        assert!(through);
+        assert_eq!((after.base, after.lost, after.allow), (1000, 0, false));
         assert_eq!(GuardCount::decode(&c.encode()), Some(c));
+        assert_eq!(GuardCount::decode(&allowed.encode()), Some(allowed));
         assert_eq!(GuardCount::decode(b"short"), None);
     }
 }

@@ -104,7 +104,7 @@ fn watch_log(p: &Pair) -> String {
 }
 
 #[test]
-fn a_directory_renamed_under_watch_is_shipped_and_a_mass_delete_ends_the_watch() {
+fn a_directory_renamed_under_watch_is_shipped_and_shipping_goes_on() {
     let p = seeded(30);
     let log = fs::File::create(p.cfg.tmp.path().join("watch.log")).unwrap();
     let mut w = p
@@ -131,8 +131,22 @@ fn a_directory_renamed_under_watch_is_shipped_and_a_mass_delete_ends_the_watch()
     );
     std::thread::sleep(Duration::from_millis(500));
     oracle(&p);
-    // Now a real mass delete: the watch stops, saying how to go on.
-    fs::remove_dir_all(p.src("srv/samba/renamed")).unwrap();
+    let _ = w.kill();
+    let _ = w.wait();
+}
+
+#[test]
+fn a_mass_delete_under_watch_ends_the_watch_naming_the_command() {
+    let p = seeded(30);
+    let log = fs::File::create(p.cfg.tmp.path().join("watch.log")).unwrap();
+    let mut w = p
+        .cmd("serv1", &["watch", "Fsmbd"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    fs::remove_dir_all(p.src("srv/samba/share")).unwrap();
     let t0 = Instant::now();
     let status = loop {
         if let Some(s) = w.try_wait().unwrap() {
@@ -151,8 +165,39 @@ fn a_directory_renamed_under_watch_is_shipped_and_a_mass_delete_ends_the_watch()
         log.contains("shipping stopped") && log.contains("hamirror sync Fsmbd --force"),
         "{log}"
     );
-    assert!(Path::new(&p.dst("srv/samba/renamed/f0")).exists());
+    assert!(Path::new(&p.dst("srv/samba/share/f0")).exists());
     let (_, code, err) = p.sync("Fsmbd", &["--force"]);
     assert_eq!(code, 0, "{err}");
     oracle(&p);
+}
+
+/// The daemon's way (where `sync --force` cannot run: the daemon holds the
+/// set's index): `allow-deletes` on the replica's node lets the next pass
+/// through, once.
+#[test]
+fn allow_deletes_on_the_replica_lets_the_next_pass_through_once() {
+    let p = seeded(30);
+    for i in 0..10 {
+        write(&p.src(&format!("srv/samba/more/m{i}")), &noise(100 + i, 100));
+    }
+    p.sync_ok("Fsmbd");
+    fs::remove_dir_all(p.src("srv/samba/share")).unwrap();
+    write(&p.src("srv/samba/keep"), b"keep");
+    let (_, code, err) = p.sync("Fsmbd", &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("`hamirror allow-deletes Fsmbd` on the replica's node"),
+        "{err}"
+    );
+    assert!(p.dst("srv/samba/share/f0").exists());
+    let out = p.run("serv2", &["allow-deletes", "Fsmbd"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let (_, code, err) = p.sync("Fsmbd", &[]);
+    assert_eq!(code, 0, "{err}");
+    oracle(&p);
+    // Once: the next mass delete of what the replica held is refused again.
+    fs::remove_dir_all(p.src("srv/samba/more")).unwrap();
+    let (_, code, err) = p.sync("Fsmbd", &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(p.dst("srv/samba/more/m0").exists());
 }

@@ -280,7 +280,8 @@ fn guard_mass_delete(
     empty_roots: &[Vec<u8>],
 ) -> Result<(), SyncError> {
     let let_through = format!(
-        "run `hamirror sync {} --force` on the holder if that is intended (for a pull: `hamirror resync {0} --force`)",
+        "if that is intended, run `hamirror sync {0} --force` on the holder, or `hamirror allow-deletes {0}` on \
+         the replica's node (the daemon's way; for a pull: `hamirror resync {0} --force`)",
         t.set.name
     );
     let deleted: Vec<Entry> = deletes.iter().filter_map(|d| held.get(d).cloned()).collect();
@@ -306,14 +307,13 @@ fn guard_mass_delete(
                 ErrorCode::MassDelete,
                 format!(
                     "/{} is missing or empty on the sender but holds {n} entries here (an unmounted disk? a \
-                     file removed by mistake?); nothing was deleted — mount or restore it, or {let_through}",
+                     file removed by mistake?); nothing was deleted — mount or restore it; {let_through}",
                     String::from_utf8_lossy(root)
                 ),
             ));
         }
     }
-    let lost = plan::really_lost(&deleted, offered, is_new) as u64;
-    let replica = t.index.info(&t.set.name)?.entries;
+    let info = t.index.info(&t.set.name)?;
     let prev = t
         .index
         .guard_record(&t.set.name)?
@@ -321,27 +321,48 @@ fn guard_mass_delete(
     let now_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    match plan::GuardCount::add(prev, lost, replica, t.set.delete_limit, now_s) {
-        Err(r) => Err(SyncError::local(
-            ErrorCode::MassDelete,
-            format!(
-                "the offer would lose {lost} entries of {} ({} deleted paths; renames and moves are not counted); \
-                 with the {} lost since the guard's count started that is more than its delete limit of {}% of \
-                 the {} entries here; nothing was deleted — {let_through}",
-                t.set.name,
-                deletes.len(),
-                r.lost_before,
-                t.set.delete_limit,
-                r.of
-            ),
-        )),
-        Ok(count) => {
-            if !t.dry_run && Some(count) != prev {
-                t.index.put_guard_record(&t.set.name, Some(&count.encode()))?;
-            }
-            Ok(())
+    let (count, allowed) = plan::GuardCount::current(prev, info.entries, info.generation, now_s);
+    let count = if allowed {
+        tracing::warn!(set = %t.set.name, "an operator allowed this pass through the mass-delete guard");
+        // The count starts from what is left after it.
+        plan::GuardCount {
+            base: info.entries.saturating_sub(deleted.len() as u64),
+            ..count
         }
+    } else {
+        // What was written here after the count started and goes again is
+        // churn, not a loss of what the replica held (unknown: all counts).
+        let since = if count.since_gen < info.generation {
+            t.index.changes_since(&t.set.name, count.since_gen)?
+        } else {
+            None
+        };
+        let churn: HashSet<&[u8]> = since.iter().flatten().map(Vec::as_slice).collect();
+        let counted: Vec<Entry> = deleted
+            .into_iter()
+            .filter(|d| !churn.contains(d.path.as_slice()))
+            .collect();
+        let lost = plan::really_lost(&counted, offered, is_new) as u64;
+        count.add(lost, info.entries, t.set.delete_limit).map_err(|r| {
+            SyncError::local(
+                ErrorCode::MassDelete,
+                format!(
+                    "the offer would lose {lost} entries of {} ({} deleted paths; renames and moves are not \
+                     counted); with the {} lost since the guard's count started that is more than its delete \
+                     limit of {}% of the {} entries here; nothing was deleted — {let_through}",
+                    t.set.name,
+                    deletes.len(),
+                    r.lost_before,
+                    t.set.delete_limit,
+                    r.of
+                ),
+            )
+        })?
+    };
+    if !t.dry_run && Some(count) != prev {
+        t.index.put_guard_record(&t.set.name, Some(&count.encode()))?;
     }
+    Ok(())
 }
 
 /// Target size of a `NeedDelta` message: the sender starts on the first
