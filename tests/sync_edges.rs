@@ -175,7 +175,7 @@ fn a_sender_restarted_after_kill_9_is_served_at_once() {
             .spawn()
             .unwrap()
     };
-    for round in 0..3u64 {
+    for round in 0..2u64 {
         let mut w = start(2 * round);
         std::thread::sleep(std::time::Duration::from_millis(300));
         for i in 0..6 {
