@@ -201,3 +201,88 @@ fn allow_deletes_on_the_replica_lets_the_next_pass_through_once() {
     assert_eq!(code, 2, "{err}");
     assert!(p.dst("srv/samba/more/m0").exists());
 }
+
+/// Under the daemon: a mass delete on the holder is refused by the peer's
+/// guard, shown in `hamirror status --json` (the set's shipping names the
+/// refusal and the command), and goes through on the next retry once an
+/// operator runs `allow-deletes` on the replica's node.
+#[test]
+fn under_the_daemon_a_refused_mass_delete_shows_in_status_and_allow_deletes_lets_it_through() {
+    let p = Pair::new();
+    for n in ["serv1", "serv2"] {
+        for e in fs::read_dir(p.cfg.path(n)).unwrap().flatten() {
+            if e.file_name().to_string_lossy().starts_with(['S', 'K', 'N']) {
+                fs::remove_file(e.path()).unwrap();
+            }
+        }
+        p.cfg.set(&format!("{n}.conf"), "initdead", "initdead = 1s");
+    }
+    p.cfg.write("reachlist", "127.0.0.1\n");
+    for root in [p.r1(), p.r2()] {
+        for r in ROOTS
+            .iter()
+            .chain(&["var/spool/lpd", "var/www", "etc/apache2/sites-enabled"])
+        {
+            fs::create_dir_all(root.join(r)).unwrap();
+        }
+    }
+    write(&p.src("etc/printcap"), b"lp:\n");
+    write(&p.dst("etc/printcap"), b"lp:\n");
+    struct Daemons(Vec<std::process::Child>);
+    impl Drop for Daemons {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let log = |n: &str| p.cfg.tmp.path().join(format!("{n}.log"));
+    let _d = Daemons(
+        ["serv1", "serv2"]
+            .iter()
+            .map(|n| {
+                p.cmd(n, &["run", "--no-realtime"])
+                    .stdout(Stdio::null())
+                    .stderr(fs::File::create(log(n)).unwrap())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    let logs = || {
+        ["serv1", "serv2"]
+            .iter()
+            .map(|n| format!("===== {n}\n{}", fs::read_to_string(log(n)).unwrap_or_default()))
+            .collect::<String>()
+    };
+    let shipping = || -> Option<String> {
+        let out = p.run("serv1", &["status", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let s = v["sets"].as_array()?.iter().find(|s| s["set"] == "Fsmbd")?.clone();
+        s["shipping"].as_str().map(str::to_string)
+    };
+    let wait = |what: &str, f: &dyn Fn() -> bool| {
+        let t0 = Instant::now();
+        while !f() {
+            assert!(t0.elapsed() < Duration::from_secs(40), "timed out: {what}\n{}", logs());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    for i in 0..30 {
+        write(&p.src(&format!("srv/samba/share/f{i}")), &noise(i, 1000));
+    }
+    wait("the first copy", &|| p.dst("srv/samba/share/f29").exists());
+    fs::remove_dir_all(p.src("srv/samba/share")).unwrap();
+    wait("the refusal in status", &|| {
+        shipping().is_some_and(|s| s.contains("MassDelete") && s.contains("hamirror allow-deletes Fsmbd"))
+    });
+    assert!(p.dst("srv/samba/share/f0").exists());
+    let out = p.run("serv2", &["allow-deletes", "Fsmbd"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    wait("the deletion after allow-deletes", &|| {
+        !p.dst("srv/samba/share").exists()
+    });
+    wait("shipping ok", &|| shipping().as_deref() == Some("ok"));
+    oracle(&p);
+}

@@ -291,7 +291,17 @@ fn guard_mass_delete(
         return Ok(());
     }
     let is_new = |p: &[u8]| !held.contains_key(p);
-    for root in empty_roots {
+    let info = t.index.info(&t.set.name)?;
+    let prev = t
+        .index
+        .guard_record(&t.set.name)?
+        .and_then(|r| plan::GuardCount::decode(&r));
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (count, allowed) = plan::GuardCount::current(prev, info.entries, info.generation, now_s);
+    // An operator allowed this pass: neither check applies.
+    for root in empty_roots.iter().filter(|_| !allowed) {
         let mut under = root.clone();
         under.push(b'/');
         // All moved elsewhere in the set is no loss; an unmounted disk is,
@@ -313,15 +323,6 @@ fn guard_mass_delete(
             ));
         }
     }
-    let info = t.index.info(&t.set.name)?;
-    let prev = t
-        .index
-        .guard_record(&t.set.name)?
-        .and_then(|r| plan::GuardCount::decode(&r));
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (count, allowed) = plan::GuardCount::current(prev, info.entries, info.generation, now_s);
     let count = if allowed {
         tracing::warn!(set = %t.set.name, "an operator allowed this pass through the mass-delete guard");
         // The count starts from what is left after it.
