@@ -269,6 +269,163 @@ pub fn too_many_deletes(deletes: usize, replica_count: usize, limit_percent: u8)
     deletes * 100 > replica_count * usize::from(limit_percent)
 }
 
+/// Of the replica entries an offer deletes (`deleted`, as the replica holds
+/// them), how many are really lost: a rename or a move shows as deletions
+/// plus new entries with the same content, and loses nothing. A file (with
+/// data) or a symlink is lost unless an offered entry has the same content
+/// (file hash) or target; a further name of a hard link never is (its data
+/// is counted with the first name); directories and empty files carry no
+/// content, so each new one in the offer (`is_new`: not held by the replica
+/// before) makes up for one deleted.
+pub fn really_lost(deleted: &[Entry], offered: &[Entry], is_new: impl Fn(&[u8]) -> bool) -> usize {
+    let mut content: HashSet<(bool, &[u8])> = HashSet::new();
+    let (mut new_dirs, mut new_empty) = (0usize, 0usize);
+    for e in offered {
+        match e.kind {
+            EntryKind::File if e.size > 0 => {
+                content.insert((true, &e.file_hash));
+            }
+            EntryKind::File if is_new(&e.path) => new_empty += 1,
+            EntryKind::Symlink => {
+                content.insert((false, &e.target));
+            }
+            EntryKind::Dir if is_new(&e.path) => new_dirs += 1,
+            _ => {}
+        }
+    }
+    let mut lost = 0;
+    for d in deleted {
+        let gone = match d.kind {
+            EntryKind::File if d.size > 0 => !content.contains(&(true, &d.file_hash[..])),
+            EntryKind::File => !made_up(&mut new_empty),
+            EntryKind::Symlink => !content.contains(&(false, &d.target[..])),
+            EntryKind::Dir => !made_up(&mut new_dirs),
+            EntryKind::HardLink => false,
+        };
+        lost += usize::from(gone);
+    }
+    lost
+}
+
+/// Takes one of `n` new entries without content to make up for a deleted one.
+fn made_up(n: &mut usize) -> bool {
+    let some = *n > 0;
+    *n = n.saturating_sub(1);
+    some
+}
+
+/// The guard's running count for one set on the replica: how much of the
+/// replica as it was when the count started has been really lost since, so
+/// that several passes each under the limit cannot together delete more
+/// than it (45 % three times is 83 %). Entries written to the replica after
+/// the count started (by generation of the replica's index) are not
+/// counted when they go again: that is churn (a spool's jobs, scratch
+/// files), not a loss of what the replica held. The count starts again
+/// after a forced sync, after a pass an operator allowed (`allow`), and
+/// once [`GUARD_WINDOW_S`] has passed since it started (a mistake such as
+/// an `rm -rf` in the wrong place propagates within minutes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GuardCount {
+    /// Replica entries when the count started.
+    pub base: u64,
+    /// Entries really lost since (see [`really_lost`]).
+    pub lost: u64,
+    /// When the count started, seconds since the epoch.
+    pub since_s: u64,
+    /// The replica index's generation when the count started.
+    pub since_gen: u64,
+    /// An operator allowed the next pass that deletes anything through
+    /// (`hamirror allow-deletes` on the replica); it starts the count again.
+    pub allow: bool,
+}
+
+/// How long a running count lasts before it starts again from zero.
+pub const GUARD_WINDOW_S: u64 = 3600;
+
+/// Why the guard refused: the cumulative loss and what it is measured against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuardRefusal {
+    pub lost_now: u64,
+    pub lost_before: u64,
+    pub of: u64,
+}
+
+impl GuardCount {
+    /// The count a pass at `now_s` adds to: `prev` while it runs, or a new
+    /// one from the replica as it is now (`replica_now` entries, index
+    /// generation `gen_now`); and whether an operator let this pass through.
+    pub fn current(prev: Option<GuardCount>, replica_now: u64, gen_now: u64, now_s: u64) -> (GuardCount, bool) {
+        let fresh = GuardCount {
+            base: replica_now,
+            lost: 0,
+            since_s: now_s,
+            since_gen: gen_now,
+            allow: false,
+        };
+        match prev {
+            Some(p) if p.allow => (fresh, true),
+            Some(p) if now_s >= p.since_s && now_s - p.since_s < GUARD_WINDOW_S => (p, false),
+            _ => (fresh, false),
+        }
+    }
+
+    /// Adds `lost_now` entries (of a replica holding `replica_now` before
+    /// this pass): the new count, or the refusal when the total would
+    /// exceed `limit_percent` of the larger of the replica's size when the
+    /// count started and now. A limit of 100 % turns the guard off.
+    pub fn add(self, lost_now: u64, replica_now: u64, limit_percent: u8) -> Result<GuardCount, GuardRefusal> {
+        if limit_percent >= 100 {
+            return Ok(self);
+        }
+        let of = self.base.max(replica_now);
+        let total = self.lost + lost_now;
+        if lost_now > 0 && too_many_deletes(total as usize, of as usize, limit_percent) {
+            return Err(GuardRefusal {
+                lost_now,
+                lost_before: self.lost,
+                of,
+            });
+        }
+        Ok(GuardCount { lost: total, ..self })
+    }
+
+    /// `prev` with the next pass allowed through.
+    pub fn allowing(prev: Option<GuardCount>) -> GuardCount {
+        GuardCount {
+            allow: true,
+            ..prev.unwrap_or_default()
+        }
+    }
+
+    /// 33 bytes: base, lost, since, since_gen (little endian), allow.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v: Vec<u8> = [self.base, self.lost, self.since_s, self.since_gen]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        v.push(u8::from(self.allow));
+        v
+    }
+
+    /// The inverse of [`GuardCount::encode`]; `None` for anything else.
+    pub fn decode(b: &[u8]) -> Option<GuardCount> {
+        if b.len() != 33 || b[32] > 1 {
+            return None;
+        }
+        let v: Vec<u64> = b[..32]
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        Some(GuardCount {
+            base: v[0],
+            lost: v[1],
+            since_s: v[2],
+            since_gen: v[3],
+            allow: b[32] == 1,
+        })
+    }
+}
+
 /// rsync-style one-line item: `>f+++++ path`, `.f..tp. path`, `*deleting path`.
 pub fn itemize(change: Change, kind: EntryKind, path: &[u8]) -> String {
     let k = match kind {
@@ -486,5 +643,76 @@ mod tests {
         assert!(too_many_deletes(6, 10, 50));
         assert!(!too_many_deletes(0, 0, 0));
         assert!(too_many_deletes(1, 1, 0));
+    }
+
+    fn other(path: &str, kind: EntryKind, target: &str) -> Entry {
+        Entry {
+            kind,
+            target: target.as_bytes().to_vec(),
+            ..file(path, &[])
+        }
+    }
+
+    #[test]
+    fn a_rename_or_move_loses_nothing_and_a_delete_does() {
+        let old = vec![
+            other("a", EntryKind::Dir, ""),
+            file("a/x", &[(1, 10)]),
+            other("a/l", EntryKind::Symlink, "x"),
+            other("a/h", EntryKind::HardLink, "a/x"),
+            file("a/empty", &[]),
+        ];
+        let renamed = vec![
+            other("b", EntryKind::Dir, ""),
+            file("b/x", &[(1, 10)]),
+            other("b/l", EntryKind::Symlink, "x"),
+            other("b/h", EntryKind::HardLink, "b/x"),
+            file("b/empty", &[]),
+        ];
+        let new = |p: &[u8]| p.starts_with(b"b");
+        assert_eq!(really_lost(&old, &renamed, new), 0);
+        // Deleted outright: the directory, the file, the symlink, the empty
+        // file (the further name of the hard link is not counted).
+        assert_eq!(really_lost(&old, &[], new), 4);
+        // Content changed on the way: the file counts as lost.
+        let edited = vec![file("b/x", &[(2, 10)])];
+        assert_eq!(really_lost(&old[1..2], &edited, new), 1);
+        // A directory that already existed does not make up for one deleted.
+        assert_eq!(really_lost(&old[..1], &renamed[..1], |_| false), 1);
+    }
+
+    #[test]
+    fn the_guard_counts_across_passes_until_reset_or_the_window_ends() {
+        let t = 1_000_000;
+        // 45 % of 100, then 45 % of what is left: refused the second time.
+        let (c, through) = GuardCount::current(None, 100, 7, t);
+        assert!(!through);
+        let c = c.add(45, 100, 50).unwrap();
+        assert_eq!((c.base, c.lost, c.since_s, c.since_gen), (100, 45, t, 7));
+        let (again, _) = GuardCount::current(Some(c), 55, 9, t + 10);
+        assert_eq!(again, c, "the count runs on");
+        let r = again.add(25, 55, 50).unwrap_err();
+        assert_eq!((r.lost_before, r.of), (45, 100));
+        // Within the limit together: counted on.
+        let c = again.add(5, 55, 50).unwrap();
+        assert_eq!(c.lost, 50);
+        // A grown replica measures against its size now.
+        assert!(c.add(40, 200, 50).is_ok());
+        // After the window, the count starts again.
+        let (later, _) = GuardCount::current(Some(c), 55, 12, t + GUARD_WINDOW_S);
+        assert_eq!((later.base, later.lost, later.since_gen), (55, 0, 12));
+        assert!(later.add(25, 55, 50).is_ok());
+        // 100 % turns the guard off; nothing lost is never refused.
+        assert!(c.add(1000, 10, 100).is_ok());
+        let over = GuardCount { lost: 9, base: 1, ..c };
+        assert!(over.add(0, 1, 0).is_ok());
+        // An operator's allowance lets one pass through and starts afresh.
+        let allowed = GuardCount::allowing(Some(c));
+        let (after, through) = GuardCount::current(Some(allowed), 1000, 20, t + 30);
+        assert!(through);
+        assert_eq!((after.base, after.lost, after.allow), (1000, 0, false));
+        assert_eq!(GuardCount::decode(&c.encode()), Some(c));
+        assert_eq!(GuardCount::decode(&allowed.encode()), Some(allowed));
+        assert_eq!(GuardCount::decode(b"short"), None);
     }
 }

@@ -2,8 +2,9 @@
 //! cluster it describes — nodes, groups, sets with their roots, hooks in run
 //! order, the reachlist. Also the rules of `config::strict` (owners and
 //! modes of what root reads and runs, private and unpublished heartbeat
-//! keys), as `hamirror run` applies them at start. Reads the configuration
-//! only.
+//! keys), as `hamirror run` applies them at start, and whether the roots of
+//! this node's own sets exist (warnings, never an error). Reads the
+//! configuration only.
 
 use clap::Args;
 
@@ -39,6 +40,9 @@ pub fn run(global: &Global, args: &CheckArgs) -> anyhow::Result<i32> {
             for w in &cluster.warnings {
                 eprintln!("warning: {w}");
             }
+            for w in missing_roots(&cluster, &global.node_name()) {
+                eprintln!("warning: {w}");
+            }
             if !args.quiet {
                 print!("{}", describe(&cluster));
             }
@@ -57,6 +61,39 @@ pub fn run(global: &Global, args: &CheckArgs) -> anyhow::Result<i32> {
             Ok(EXIT_FAILED)
         }
     }
+}
+
+/// The roots of the sets this node (`me`, when it is one of the cluster's)
+/// owns that do not exist here, or are not what the set file says (a
+/// directory listed as a file or the other way round), one warning each
+/// naming the set file and line. Only warnings: the configuration is still
+/// valid, the path may be created later (a disk mounted by a start hook),
+/// and sets the peer owns are only received here, so their paths may
+/// legitimately not exist yet.
+fn missing_roots(c: &Cluster, me: &str) -> Vec<String> {
+    let Some(n) = c.node(me) else { return vec![] };
+    let mut out = Vec::new();
+    for set in &n.group.sets {
+        for r in &set.roots {
+            let local = n.local_path(&r.path);
+            let what = match std::fs::symlink_metadata(&local) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist".to_string(),
+                Err(e) => format!("cannot be examined: {e}"),
+                Ok(m) if r.dir && !m.is_dir() => "is listed as a directory (with a trailing /) but is not one".into(),
+                Ok(m) if !r.dir && m.is_dir() => "is a directory but is listed as a file (add a trailing /)".into(),
+                Ok(_) => continue,
+            };
+            out.push(format!(
+                "{}:{}: {}{} {what} on {me} (at {}): nothing of it is mirrored until it does",
+                set.file.display(),
+                r.line,
+                r.path.display(),
+                if r.dir { "/" } else { "" },
+                local.display()
+            ));
+        }
+    }
+    out
 }
 
 fn hooks(list: &[Hook]) -> String {

@@ -3,6 +3,7 @@
 //! node) before any command runs; only this layer uses `anyhow`, and it maps
 //! outcomes to the documented exit codes.
 
+mod allow;
 mod check;
 mod demo;
 mod init;
@@ -116,8 +117,10 @@ pub enum Command {
     /// Runs in the foreground: a stat scan at start-up, then filesystem events
     /// (fanotify as root, else inotify) turned into index generations within
     /// milliseconds; a full stat scan every `rescan_interval`. Logs each
-    /// generation and the backlog. Stops on SIGINT/SIGTERM (exit 0); exit 2 when
-    /// a set fails. Nothing is shipped to the peer yet.
+    /// generation and the backlog; ships each generation to the peer. Stops on
+    /// SIGINT/SIGTERM (exit 0); exit 2 when a set fails or the peer refuses it
+    /// for a reason a retry cannot mend (the mass-delete guard: the message
+    /// names the command that lets it through).
     Watch(watch::WatchArgs),
     /// Run the cluster daemon: heartbeats, prober, arbiter and hooks.
     ///
@@ -132,6 +135,13 @@ pub enum Command {
     Standby(standby::StandbyArgs),
     /// Move a group to this node: the peer stops it, then this node starts it.
     Takeover(takeover::TakeoverArgs),
+    /// On the replica's node: let the next pass of a set that deletes
+    /// anything through the mass-delete guard, and start its count again.
+    ///
+    /// For a mass delete the guard refused that is wanted after all, when
+    /// the holder's daemon keeps retrying (there, `sync --force` cannot run:
+    /// the daemon holds the set's index). Exit 0 done, 2 failed.
+    AllowDeletes(allow::AllowArgs),
 }
 
 impl Global {
@@ -218,6 +228,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Status(a) => status::run(&cli.global, a),
         Command::Standby(a) => standby::run(&cli.global, a),
         Command::Takeover(a) => takeover::run(&cli.global, a),
+        Command::AllowDeletes(a) => allow::run(&cli.global, a),
     };
     match result {
         Ok(code) => code,

@@ -26,7 +26,8 @@ pub struct SyncArgs {
     #[arg(short = 'n', long)]
     pub dry_run: bool,
     /// Override the mass-delete guard (a root missing or empty here while
-    /// the peer holds data, or more deleted than the set's delete_limit).
+    /// the peer holds data, or more lost than the set's delete_limit since
+    /// the guard's count started) and start its count again.
     #[arg(long)]
     pub force: bool,
     /// Offer every entry, not only what changed since the peer's last

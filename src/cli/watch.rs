@@ -3,7 +3,10 @@
 //! logging each committed generation (paths, bytes read, time from the
 //! first event to the commit) and the backlog. Runs until SIGINT or
 //! SIGTERM (exit 0) or until a set fails in a way a retry cannot mend
-//! (exit 2). Each committed generation is shipped to the peer (one push
+//! (exit 2) — its engine, or its shipping: a peer refusing what a retry
+//! cannot change (the mass-delete guard, not the holder) ends the watch
+//! with the peer's reason (for the guard, naming the command that lets it
+//! through). Each committed generation is shipped to the peer (one push
 //! conversation over a kept QUIC connection); while the peer is away the
 //! changes accumulate in the index and go out on reconnect. All the work is
 //! in `crate::watch` and `crate::sync`; this file only parses arguments and
@@ -17,6 +20,9 @@ use clap::{Args, ValueEnum};
 use super::{EXIT_FAILED, EXIT_OK, Global};
 use crate::sync::QuicShipper;
 use crate::watch::{Engine, EventSource, Notice, WatchOptions};
+
+/// How often the sets' shipping is looked at.
+const STOPPED_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Events {
@@ -116,14 +122,30 @@ pub fn run(global: &Global, args: &WatchArgs) -> anyhow::Result<i32> {
     let peer = cluster.peer_of(&me).context("no peer configured")?.clone();
     let rt = super::runtime()?;
     let mut engine = Engine::new(&node.conf.root, &node.conf.state, opts).with_notices(ntx);
+    let mut handles = Vec::new();
     for set in &sets {
         let shipper = QuicShipper::new(rt.handle().clone(), node, &peer, &node.group.name, 1);
-        engine
-            .start_set(set, Some(Box::new(shipper)))
-            .with_context(|| format!("node {me}, root {}", node.conf.root.display()))?;
+        handles.push(
+            engine
+                .start_set(set, Some(Box::new(shipper)))
+                .with_context(|| format!("node {me}, root {}", node.conf.root.display()))?,
+        );
     }
     let code = loop {
-        match rx.recv() {
+        // A set whose shipping the peer stopped (it refuses what a retry
+        // cannot change: a mass delete, not the holder) is not mirrored any
+        // more: that must not go unnoticed in a log. (A local problem — no
+        // identity key — leaves the watch recording into the index.)
+        if let Some((set, why)) = handles
+            .iter()
+            .find_map(|h| h.refused().map(|why| (h.set().to_string(), why)))
+        {
+            eprintln!("hamirror: set {set}: shipping stopped, the peer's copy no longer follows: {why}");
+            break EXIT_FAILED;
+        }
+        match rx.recv_timeout(STOPPED_POLL) {
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break EXIT_FAILED,
             Ok(Msg::Signal(sig)) => {
                 tracing::info!("signal {sig}: stopping");
                 break EXIT_OK;
@@ -133,7 +155,6 @@ pub fn run(global: &Global, args: &WatchArgs) -> anyhow::Result<i32> {
                 break EXIT_FAILED;
             }
             Ok(Msg::Stopped(_)) => {}
-            Err(_) => break EXIT_FAILED,
         }
     };
     engine.stop();

@@ -62,6 +62,10 @@ const ACKS: TableDefinition<&str, &[u8]> = TableDefinition::new("acks");
 /// this node's own, not on the peer. A table added after format 1 was
 /// frozen: an older file simply lacks it, which reads as "never in step".
 const SYNCED: TableDefinition<&str, u64> = TableDefinition::new("synced");
+/// Per set, on a replica: the mass-delete guard's running count, opaque
+/// here (`plan::GuardCount` encodes it). Added after format 1 like
+/// [`SYNCED`]: missing reads as "no count yet".
+const GUARD: TableDefinition<&str, &[u8]> = TableDefinition::new("guard");
 
 /// Where a node's index of one set stands: its index id and generation.
 /// A receiver stores the sender's position it last applied completely.
@@ -563,6 +567,39 @@ impl Index {
             let old = t.get(set)?.map(|v| v.value());
             if old.is_none_or(|o| o < generation) {
                 t.insert(set, generation)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The mass-delete guard's stored count of `set` (opaque bytes), if any.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn guard_record(&self, set: &str) -> Result<Option<Vec<u8>>, IndexError> {
+        let txn = self.db.begin_read()?;
+        match read_table(&txn, GUARD)? {
+            Some(t) => Ok(t.get(set)?.map(|v| v.value().to_vec())),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores (or, with `None`, forgets) the guard's count of `set`.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn put_guard_record(&self, set: &str, record: Option<&[u8]>) -> Result<(), IndexError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(GUARD)?;
+            match record {
+                Some(r) => {
+                    t.insert(set, r)?;
+                }
+                None => {
+                    t.remove(set)?;
+                }
             }
         }
         txn.commit()?;

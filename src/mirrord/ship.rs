@@ -106,6 +106,7 @@ impl Shipper for LinkShipper {
                     message: e.message,
                     retryable: true,
                     reached_peer: false,
+                    refused: false,
                 })
             }
         }

@@ -335,7 +335,10 @@ fn walk_targets(
             continue;
         }
         if let Err(why) = check_path(&t.path) {
-            tw.walked.error(t.path, format!("cannot be mirrored: {why}"));
+            tw.walked.skipped.push(super::report::Problem {
+                path: t.path,
+                reason: format!("{why} (not mirrored)"),
+            });
             continue;
         }
         let local = walk::local_path(node_root, &t.path);

@@ -246,7 +246,12 @@ fn list_dir<'s>(s: &rayon::Scope<'s>, dir: PathBuf, dir_path: Vec<u8>, dev: u64,
                 path.push(b'/');
                 path.extend_from_slice(entry.file_name().as_bytes());
                 if let Err(why) = check_path(&path) {
-                    w.error(path, format!("cannot be mirrored: {why}"));
+                    // Never mirrorable, whatever is retried: skipped (with
+                    // a warning and a count), not an error of every pass.
+                    w.skipped.push(Problem {
+                        path,
+                        reason: format!("{why} (not mirrored)"),
+                    });
                     continue;
                 }
                 let meta = match entry.metadata() {

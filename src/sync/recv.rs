@@ -224,7 +224,10 @@ fn prepare(
             .filter(|d| entries.contains_key(*d) && !preserved.contains(d.as_slice()))
             .cloned()
             .collect();
-        guard_mass_delete(t, &held, &end.empty_roots)?;
+        guard_mass_delete(t, &held, &offered, &entries, &end.empty_roots)?;
+    } else if t.force && !t.dry_run {
+        // An operator let this pass through: the guard counts afresh.
+        t.index.put_guard_record(&t.set.name, None)?;
     }
     let wanted: Vec<Hash> = offered
         .iter()
@@ -265,35 +268,100 @@ fn prepare(
 }
 
 /// Refuses an offer that would empty a root the replica holds data under,
-/// or delete more than the set's `delete_limit` of the replica.
-fn guard_mass_delete(t: &Target, deletes: &[Vec<u8>], empty_roots: &[Vec<u8>]) -> Result<(), SyncError> {
-    let replica = t.index.info(&t.set.name)?.entries;
-    for root in empty_roots {
+/// or make the entries really lost (not renamed or moved: see
+/// [`plan::really_lost`]) since the guard's count started exceed the set's
+/// `delete_limit` of the replica (see [`plan::GuardCount`]); otherwise
+/// records the new count (not in a dry run).
+fn guard_mass_delete(
+    t: &Target,
+    deletes: &[Vec<u8>],
+    offered: &[Entry],
+    held: &HashMap<Vec<u8>, Entry>,
+    empty_roots: &[Vec<u8>],
+) -> Result<(), SyncError> {
+    let let_through = format!(
+        "if that is intended, run `hamirror sync {0} --force` on the holder, or `hamirror allow-deletes {0}` on \
+         the replica's node (the daemon's way; for a pull: `hamirror resync {0} --force`)",
+        t.set.name
+    );
+    let deleted: Vec<Entry> = deletes.iter().filter_map(|d| held.get(d).cloned()).collect();
+    if deleted.is_empty() {
+        // Nothing to lose: no reading or writing of the count (a pass
+        // without deletions costs what it did).
+        return Ok(());
+    }
+    let is_new = |p: &[u8]| !held.contains_key(p);
+    let info = t.index.info(&t.set.name)?;
+    let prev = t
+        .index
+        .guard_record(&t.set.name)?
+        .and_then(|r| plan::GuardCount::decode(&r));
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (count, allowed) = plan::GuardCount::current(prev, info.entries, info.generation, now_s);
+    // An operator allowed this pass: neither check applies.
+    for root in empty_roots.iter().filter(|_| !allowed) {
         let mut under = root.clone();
         under.push(b'/');
-        let held = deletes.iter().filter(|d| d.starts_with(&under)).count();
-        if held > 0 {
+        // All moved elsewhere in the set is no loss; an unmounted disk is,
+        // and so is a single-file root that vanished (most likely a mistake).
+        let below: Vec<Entry> = deleted
+            .iter()
+            .filter(|d| d.path.starts_with(&under) || d.path == *root)
+            .cloned()
+            .collect();
+        let n = plan::really_lost(&below, offered, is_new);
+        if n > 0 {
             return Err(SyncError::local(
                 ErrorCode::MassDelete,
                 format!(
-                    "/{} is missing or empty on the sender but holds {held} entries here (an unmounted disk?); \
-                     nothing was deleted — mount it, or run with --force if the data is really gone",
+                    "/{} is missing or empty on the sender but holds {n} entries here (an unmounted disk? a \
+                     file removed by mistake?); nothing was deleted — mount or restore it; {let_through}",
                     String::from_utf8_lossy(root)
                 ),
             ));
         }
     }
-    if plan::too_many_deletes(deletes.len(), replica as usize, t.set.delete_limit) {
-        return Err(SyncError::local(
-            ErrorCode::MassDelete,
-            format!(
-                "the offer would delete {} of the {replica} entries of {} here (more than its delete limit of {}%); \
-                 nothing was deleted — run with --force if that is intended",
-                deletes.len(),
-                t.set.name,
-                t.set.delete_limit
-            ),
-        ));
+    let count = if allowed {
+        tracing::warn!(set = %t.set.name, "an operator allowed this pass through the mass-delete guard");
+        // The count starts from what is left after it.
+        plan::GuardCount {
+            base: info.entries.saturating_sub(deleted.len() as u64),
+            ..count
+        }
+    } else {
+        // What was written here after the count started and goes again is
+        // churn, not a loss of what the replica held (unknown: all counts).
+        let since = if count.since_gen < info.generation {
+            t.index.changes_since(&t.set.name, count.since_gen)?
+        } else {
+            None
+        };
+        let churn: HashSet<&[u8]> = since.iter().flatten().map(Vec::as_slice).collect();
+        let counted: Vec<Entry> = deleted
+            .into_iter()
+            .filter(|d| !churn.contains(d.path.as_slice()))
+            .collect();
+        let lost = plan::really_lost(&counted, offered, is_new) as u64;
+        count.add(lost, info.entries, t.set.delete_limit).map_err(|r| {
+            SyncError::local(
+                ErrorCode::MassDelete,
+                format!(
+                    "the offer would lose {lost} entries of {} ({} deleted paths; renames and moves are not \
+                     counted); with the {} lost since the guard's count started that is more than its delete \
+                     limit of {}% of the {} entries here; nothing was deleted — {let_through}",
+                    t.set.name,
+                    deletes.len(),
+                    r.lost_before,
+                    t.set.delete_limit,
+                    r.of
+                ),
+            )
+        })?
+    };
+    if !t.dry_run && Some(count) != prev {
+        t.index.put_guard_record(&t.set.name, Some(&count.encode()))?;
     }
     Ok(())
 }

@@ -9,6 +9,7 @@
 //! re-read manifest (verify).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -60,7 +61,7 @@ pub struct Server {
     local: String,
     holders: Arc<dyn Holders>,
     /// Sets in conversation, with the connection each conversation is on.
-    busy: Mutex<HashMap<String, Connection>>,
+    busy: Mutex<HashMap<String, Claim>>,
     diverged: Option<DivergedHook>,
     caught_up: Option<CaughtUpHook>,
 }
@@ -76,10 +77,18 @@ pub type DivergedHook = Box<dyn Fn(&str, &str) + Send + Sync>;
 /// refused, instead of after the retry's backoff.
 pub type CaughtUpHook = Box<dyn Fn(&str) + Send + Sync>;
 
+/// A set's conversation in progress: its connection, and whether a newer
+/// conversation superseded it (it then installs nothing more).
+struct Claim {
+    conn: Connection,
+    superseded: Arc<AtomicBool>,
+}
+
 /// Marks a set busy for the life of a conversation.
 struct BusyGuard<'a> {
-    busy: &'a Mutex<HashMap<String, Connection>>,
+    busy: &'a Mutex<HashMap<String, Claim>>,
     set: String,
+    superseded: Arc<AtomicBool>,
 }
 
 impl Drop for BusyGuard<'_> {
@@ -89,7 +98,11 @@ impl Drop for BusyGuard<'_> {
 }
 
 /// How long a new conversation waits for the one it superseded to end.
-const SUPERSEDE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+/// The old one ends at its next step on the (closed) connection, or at
+/// its next install ([`Target::recheck`]); the work in progress meanwhile
+/// (a replica scan, a file being built) can take seconds, and the peer
+/// must not be refused for it.
+const SUPERSEDE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Server {
     pub fn new(cluster: Arc<Cluster>, local: &str, holders: Arc<dyn Holders>) -> Arc<Server> {
@@ -258,21 +271,31 @@ impl Server {
                 let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
                 match busy.get(set) {
                     None => {
-                        busy.insert(set.to_string(), conn.clone());
+                        let superseded = Arc::new(AtomicBool::new(false));
+                        busy.insert(
+                            set.to_string(),
+                            Claim {
+                                conn: conn.clone(),
+                                superseded: superseded.clone(),
+                            },
+                        );
                         return Ok(BusyGuard {
                             busy: &self.busy,
                             set: set.to_string(),
+                            superseded,
                         });
                     }
-                    Some(old) if old.quinn().stable_id() != conn.quinn().stable_id() => {
-                        tracing::info!(
-                            set,
-                            "a new conversation for {set} supersedes one on an older connection"
-                        );
-                        old.close(
-                            ErrorCode::Busy.number(),
-                            "superseded: a newer connection from this peer works on the same set",
-                        );
+                    Some(old) if old.conn.quinn().stable_id() != conn.quinn().stable_id() => {
+                        if !old.superseded.swap(true, Ordering::SeqCst) {
+                            tracing::info!(
+                                set,
+                                "a new conversation for {set} supersedes one on an older connection"
+                            );
+                            old.conn.close(
+                                ErrorCode::Busy.number(),
+                                "superseded: a newer connection from this peer works on the same set",
+                            );
+                        }
                     }
                     Some(_) => {}
                 }
@@ -366,9 +389,21 @@ impl Server {
             dry_run: h.dry_run,
             conflicts: policy,
             progress: None,
-            recheck: (h.mode == Mode::Push).then(|| {
+            recheck: Some({
                 let (holders, local, h) = (self.holders.clone(), self.local.clone(), h.clone());
-                let r: super::recv::Recheck = Arc::new(move || check_holder(holders.as_ref(), &local, &h));
+                let superseded = busy.superseded.clone();
+                let r: super::recv::Recheck = Arc::new(move || {
+                    if superseded.load(Ordering::SeqCst) {
+                        return Err(SyncError::local(
+                            ErrorCode::Busy,
+                            "superseded by a newer conversation of the peer for this set".to_string(),
+                        ));
+                    }
+                    if h.mode == Mode::Push {
+                        check_holder(holders.as_ref(), &local, &h)?;
+                    }
+                    Ok(())
+                });
                 r
             }),
         };

@@ -93,6 +93,7 @@ impl Shipper for QuicShipper {
                 message: e.to_string(),
                 retryable: e.retryable(),
                 reached_peer: false,
+                refused: false,
             })?;
             self.session += 1;
             let opts = PushOptions {
@@ -108,6 +109,7 @@ impl Shipper for QuicShipper {
                         message: format!("no progress from {peer} for {} s; reconnecting", idle.as_secs()),
                         retryable: true,
                         reached_peer: false,
+                        refused: false,
                     });
                 }
             };
@@ -132,6 +134,7 @@ impl Shipper for QuicShipper {
                         message: format!("{} files could not be applied on {peer}{first}", r.failures_total),
                         retryable: true,
                         reached_peer: true,
+                        refused: false,
                     })
                 }
                 Err(e) => {
@@ -151,6 +154,7 @@ impl Shipper for QuicShipper {
                         message: e.to_string(),
                         retryable,
                         reached_peer: false,
+                        refused: matches!(e, SyncError::Refused { .. }),
                     })
                 }
             }

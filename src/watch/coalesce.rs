@@ -10,10 +10,13 @@
 //!   is never read at every write, and never waits forever;
 //! * metadata changes wait for the quiet period too (a `cp -p` sets the
 //!   times right after closing the file: one read, not two);
-//! * creations of directories, deletions and renames are ready at once:
-//!   they need no reading, and a new directory must be scanned as soon as
-//!   it appears (files created in it before it was watched are found by the
-//!   scan of its whole tree);
+//! * creations of directories and renames are ready at once: they need no
+//!   reading, and a new directory must be scanned as soon as it appears
+//!   (files created in it before it was watched are found by the scan of
+//!   its whole tree); a deletion (or the moved-from half of a rename) after
+//!   [`RENAME_GRACE`], and it goes out with any other creation, deletion or
+//!   rename due within that grace: both halves of a rename, which the
+//!   source may deliver apart, reach the replica in one pass;
 //! * a re-check (a file whose fingerprint was too recent to trust, a read
 //!   that failed) is ready at the time it names.
 //!
@@ -96,6 +99,10 @@ impl Event {
         }
     }
 }
+
+/// How long a deletion (or the moved-from half of a rename) waits for
+/// the moved-to half; see [`Coalescer::poll_ready`].
+pub const RENAME_GRACE: Duration = Duration::from_millis(20);
 
 /// Targets that are ready, for one scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,7 +214,7 @@ impl Coalescer {
             Event::Created { path, dir: true } | Event::MovedTo(path) => (path, Scope::Tree, true, Some(now), false),
             Event::Removed { path, tree } => {
                 let scope = if tree { Scope::Tree } else { Scope::Path };
-                (path, scope, true, Some(now), false)
+                (path, scope, true, Some(now + RENAME_GRACE), false)
             }
             Event::Recheck { path, tree, at } => {
                 let scope = if tree { Scope::Tree } else { Scope::Path };
@@ -323,10 +330,18 @@ impl Coalescer {
                 targets.push(Target::tree(self.roots[*r].0.clone()));
             }
         }
+        // A rename is two events (moved from, moved to) that may be taken
+        // from the queue apart: the half that arrived is held for
+        // RENAME_GRACE and goes out with the other, so the replica never
+        // sees the deletion in one pass and the new name in a later one (the
+        // mass-delete guard would count it as lost).
+        let any_ready = self.paths.values().any(|p| p.deadline() <= now);
         let ready: Vec<Vec<u8>> = self
             .paths
             .iter()
-            .filter(|(_, p)| p.deadline() <= now)
+            .filter(|(_, p)| {
+                p.deadline() <= now || (any_ready && p.namespace && p.hard.is_some_and(|h| h <= now + RENAME_GRACE))
+            })
             .map(|(path, _)| path.clone())
             .collect();
         for path in ready {

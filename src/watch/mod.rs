@@ -220,6 +220,11 @@ impl WatchHandle {
         }
     }
 
+    /// Why shipping stopped, when the peer refused (see [`ShipError::refused`]).
+    pub fn refused(&self) -> Option<String> {
+        self.ship.as_ref().and_then(ship::ShipReader::refused)
+    }
+
     /// What the peer has not acknowledged (reads the generation log).
     ///
     /// # Errors

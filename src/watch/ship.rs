@@ -57,6 +57,10 @@ pub struct ShipError {
     /// its way). Retried after [`BACKOFF_MIN`] without raising the backoff,
     /// which is for a peer that cannot be reached.
     pub reached_peer: bool,
+    /// The peer answered and refused (not the holder, an older epoch, the
+    /// mass-delete guard): an operator must act. Not set for a local
+    /// problem (no identity key), which leaves a watch recording only.
+    pub refused: bool,
 }
 
 /// First retry delay after a failure; doubled up to [`BACKOFF_MAX`].
@@ -90,6 +94,8 @@ struct State {
     stop: bool,
     /// Retry a pending retry now (see [`ShipReader::ship_now`]).
     poke: bool,
+    /// Stopped because the peer refused ([`ShipError::refused`]).
+    refused: bool,
 }
 
 /// The shipping thread of one set; dropping it stops the thread after the
@@ -161,6 +167,15 @@ impl ShipReader {
     pub fn status(&self) -> (Option<u64>, Shipping, u64) {
         let g = lock(&self.0.0);
         (g.acked, g.shipping.clone(), g.calls)
+    }
+
+    /// Why the peer refused, when that stopped shipping.
+    pub fn refused(&self) -> Option<String> {
+        let g = lock(&self.0.0);
+        match &g.shipping {
+            Shipping::Stopped(why) if g.refused => Some(why.clone()),
+            _ => None,
+        }
     }
 }
 
@@ -241,6 +256,7 @@ fn run(shipper: &mut dyn Shipper, set: &MirrorSet, index: &Arc<Index>, shared: &
             Err(e) => {
                 tracing::error!(set = %set.name, "shipping stopped: {e}; changes keep being recorded in the index");
                 g.shipping = Shipping::Stopped(e.message);
+                g.refused = e.refused;
                 retry_at = None;
             }
         }
@@ -281,6 +297,7 @@ impl Shipper for RecordingShipper {
                 message: "peer unreachable (test)".into(),
                 retryable: true,
                 reached_peer: false,
+                refused: false,
             });
         }
         Ok(ShipOutcome { acked: generation })
@@ -341,6 +358,7 @@ mod tests {
                 message: "not the holder".into(),
                 retryable: false,
                 reached_peer: true,
+                refused: false,
             })
         }
     }

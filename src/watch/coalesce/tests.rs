@@ -340,3 +340,31 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn both_halves_of_a_rename_taken_apart_go_out_together() {
+    let mut c = coalescer(cfg());
+    c.push(
+        t(0),
+        Event::Removed {
+            path: p("data/a"),
+            tree: true,
+        },
+    );
+    // The moved-to half is not there yet: the deletion waits for it.
+    assert!(c.poll_ready(t(0)).is_none());
+    assert_eq!(c.next_deadline(), Some(t(0) + RENAME_GRACE));
+    c.push(t(5), Event::MovedTo(p("data/z")));
+    let b = c.poll_ready(t(5)).unwrap();
+    assert_eq!(paths(&b), vec![tp("data"), tt("data/a"), tt("data/z")]);
+    // A deletion alone goes out after the grace.
+    c.push(
+        t(100),
+        Event::Removed {
+            path: p("data/x"),
+            tree: false,
+        },
+    );
+    assert!(c.poll_ready(t(110)).is_none());
+    assert_eq!(paths(&c.poll_ready(t(120)).unwrap()), vec![tp("data"), tp("data/x")]);
+}
