@@ -113,6 +113,19 @@ impl Dest {
         })
     }
 
+    /// The root of a path this node itself makes: as [`Dest::root_of`],
+    /// and also a temp file beside a single-file root (built in the root's
+    /// directory, so the rename is atomic). Never used for what a peer
+    /// offers ([`Dest::check`]).
+    fn root_of_own(&self, path: &[u8]) -> Option<&Root> {
+        self.root_of(path).or_else(|| {
+            let (dir, name) = split(path);
+            self.roots
+                .iter()
+                .find(|r| !r.dir && split(&r.rel).0 == dir && super::is_temp_name(name))
+        })
+    }
+
     /// Whether `path` is one of the roots itself.
     pub fn is_root(&self, path: &[u8]) -> bool {
         self.roots.iter().any(|r| r.rel == path)
@@ -139,6 +152,12 @@ impl Dest {
             why: "outside the set's roots",
         })?;
         Ok(())
+    }
+
+    /// Whether `path` is well formed and one this node may make: inside a
+    /// root, or a temp file beside a single-file root.
+    pub fn is_own(&self, path: &[u8]) -> bool {
+        hamirror_wire::entry::check_path(path).is_ok() && self.root_of_own(path).is_some()
     }
 
     /// The anchor of `root`, opened (and for a directory root, created
@@ -170,7 +189,7 @@ impl Dest {
     /// directory root itself).
     fn locate<'p>(&self, path: &'p [u8], create: bool) -> io::Result<(BorrowedFd<'_>, &'p [u8])> {
         let root = self
-            .root_of(path)
+            .root_of_own(path)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "outside the set's roots"))?;
         let anchor = self.anchor(root, create)?;
         let rel: &[u8] = if root.dir {
@@ -225,9 +244,9 @@ impl Dest {
     pub fn parent<'p>(&self, path: &'p [u8]) -> io::Result<(OwnedFd, &'p [u8])> {
         let (dir, name) = split(path);
         let root = self
-            .root_of(path)
+            .root_of_own(path)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "outside the set's roots"))?;
-        if path == root.rel.as_slice() {
+        if path == root.rel.as_slice() || !root.dir {
             if !root.dir {
                 return Ok((self.anchor(root, false)?.try_clone_to_owned()?, name));
             }
@@ -444,5 +463,12 @@ mod tests {
         assert!(tmp.path().join("srv/data/a").is_file());
         d.open_file(b"etc/x.conf", Open::Create).unwrap();
         assert!(tmp.path().join("etc/x.conf").is_file());
+        // The temp file of a single-file root lies beside it, in its
+        // directory; nothing else there is reachable, nor offerable.
+        let temp = crate::apply::temp_path(b"etc/x.conf", &[1; 32]);
+        d.open_file(&temp, Open::Create).unwrap();
+        d.replace(&temp, b"etc/x.conf").unwrap();
+        assert!(d.open_file(b"etc/other", Open::Create).is_err());
+        assert!(d.check(&temp).is_err());
     }
 }

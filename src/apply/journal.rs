@@ -91,7 +91,7 @@ impl Journal {
                     Some(p.clone())
                 }
             })
-            .filter(|p| dest.check(p).is_ok())
+            .filter(|p| dest.is_own(p))
             .collect()
     }
 
