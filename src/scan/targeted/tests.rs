@@ -171,9 +171,12 @@ fn paths_outside_the_roots_and_temporary_files_are_ignored() {
     let f = Fixture::new();
     f.full();
     f.write("etc/other", b"not in the set");
-    f.write("data/.x.hamirror-tmp", b"a receiver's temp file");
+    f.write("data/.x.0123456789abcdef.hamirror-tmp", b"a receiver's temp file");
     let s = f.targeted(
-        &[Target::path("etc/other"), Target::path("data/.x.hamirror-tmp")],
+        &[
+            Target::path("etc/other"),
+            Target::path("data/.x.0123456789abcdef.hamirror-tmp"),
+        ],
         false,
     );
     assert_eq!(counts(&s.scanned.report), (0, 0, 0, 0));
