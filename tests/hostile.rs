@@ -295,3 +295,129 @@ fn a_delta_that_does_not_fit_its_base_or_hash_is_refused_and_the_replica_kept() 
         assert_eq!(std::fs::read(p.dst("srv/samba/doc.txt")).unwrap(), old, "{text}");
     }
 }
+
+/// The next message within `secs`, or a timeout error (a receiver that
+/// keeps waiting for more of an absurd offer never answers).
+async fn recv_within(rx: &mut FrameReceiver, secs: u64) -> Result<Message, String> {
+    match tokio::time::timeout(std::time::Duration::from_secs(secs), recv(rx)).await {
+        Ok(m) => m,
+        Err(_) => Err(format!("no answer within {secs} s")),
+    }
+}
+
+fn offer_end(entries: u64, bytes: u64) -> OfferEnd {
+    OfferEnd {
+        generation: 1,
+        listing: Listing::Full,
+        entries,
+        deletes: 0,
+        bytes,
+        set_entries: entries,
+        set_bytes: bytes,
+        empty_roots: vec![],
+    }
+}
+
+#[test]
+fn an_offer_over_the_receivers_memory_budget_is_refused_while_it_arrives() {
+    let mut p = Pair::new();
+    // 1 MiB: about a thousand entries. The real budget is half the memory.
+    p.start_serve_env(&[("HAMIRROR_OFFER_MEMORY", "1M")]);
+    // Many entries.
+    as_serv1(&p, |conn| async move {
+        let (mut tx, mut rx) = conn.open_control().await.unwrap();
+        send(&mut tx, &Message::Hello(hello("Fsmbd", "serv1", "serv1", 1)))
+            .await
+            .unwrap();
+        assert!(matches!(recv(&mut rx).await, Ok(Message::HelloOk(_))));
+        let mut n = 0u64;
+        for b in 0..4 {
+            let batch: Vec<Entry> = (0..1000)
+                .map(|i| file(format!("srv/samba/{b}/{i}").as_bytes(), b"x"))
+                .collect();
+            n += batch.len() as u64;
+            if send(&mut tx, &Message::Entries(batch)).await.is_err() {
+                break;
+            }
+        }
+        let _ = send(&mut tx, &Message::OfferEnd(offer_end(n, n))).await;
+        refused_with(
+            recv_within(&mut rx, 20).await,
+            ErrorCode::TooLarge,
+            "too large for this node",
+        );
+    });
+    // One file announcing 2^24 chunk references: refused at its head,
+    // before a single reference has to arrive.
+    as_serv1(&p, |conn| async move {
+        let (mut tx, mut rx) = conn.open_control().await.unwrap();
+        send(&mut tx, &Message::Hello(hello("Fsmbd", "serv1", "serv1", 1)))
+            .await
+            .unwrap();
+        assert!(matches!(recv(&mut rx).await, Ok(Message::HelloOk(_))));
+        let head = hamirror_wire::FileHead {
+            path: b"srv/samba/huge".to_vec(),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 1,
+            size: 1 << 24,
+            file_hash: [0; 32],
+            chunks: 1 << 24,
+        };
+        send(&mut tx, &Message::FileHead(head)).await.unwrap();
+        refused_with(
+            recv_within(&mut rx, 20).await,
+            ErrorCode::TooLarge,
+            "16777216 chunk references",
+        );
+    });
+    assert!(!p.dst("srv").exists(), "nothing was written");
+    let log = p.serve_log();
+    assert!(log.contains("too large for this node"), "the receiver logs it:\n{log}");
+}
+
+#[test]
+fn an_offer_that_cannot_fit_the_disk_is_refused_before_any_chunk_is_asked_for() {
+    let mut p = Pair::new();
+    let Some(_disk) = common::SmallDisk::mount_or_skip(&p.dst("srv"), "2m") else {
+        return;
+    };
+    std::fs::create_dir_all(p.dst("srv/samba")).unwrap();
+    std::fs::write(p.dst("srv/samba/keep.txt"), b"the old replica").unwrap();
+    p.start_serve();
+    as_serv1(&p, |conn| async move {
+        let (mut tx, mut rx) = conn.open_control().await.unwrap();
+        send(&mut tx, &Message::Hello(hello("Fsmbd", "serv1", "serv1", 1)))
+            .await
+            .unwrap();
+        assert!(matches!(recv(&mut rx).await, Ok(Message::HelloOk(_))));
+        // 64 MiB declared in four 16 MiB chunks, on a 2 MiB disk; plus a
+        // small file that would fit alone.
+        let chunks: Vec<ChunkRef> = (0..4u8)
+            .map(|i| ChunkRef {
+                hash: *blake3::hash(&[i]).as_bytes(),
+                len: 16 << 20,
+            })
+            .collect();
+        let big = Entry {
+            size: 64 << 20,
+            file_hash: file_hash(&chunks),
+            chunks,
+            ..file(b"srv/samba/big.bin", b"")
+        };
+        let small = file(b"srv/samba/keep.txt", b"a newer version");
+        let bytes = big.size + small.size;
+        send(&mut tx, &Message::Entries(vec![big, small])).await.unwrap();
+        send(&mut tx, &Message::OfferEnd(offer_end(2, bytes))).await.unwrap();
+        refused_with(recv_within(&mut rx, 20).await, ErrorCode::DiskFull, "disk full");
+    });
+    assert_eq!(std::fs::read(p.dst("srv/samba/keep.txt")).unwrap(), b"the old replica");
+    let left: Vec<_> = std::fs::read_dir(p.dst("srv/samba"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["keep.txt"], "no temp file was made");
+    let log = p.serve_log();
+    assert!(log.contains("the old replica is intact"), "{log}");
+}

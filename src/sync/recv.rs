@@ -20,6 +20,7 @@ use super::SyncError;
 use super::chunks::Incoming;
 use super::conflict::{self, ConflictPolicy};
 use super::control::Control;
+use super::limits::{OfferBudget, OfferTally, check_space};
 use crate::apply::{Applier, ApplyError, Dest, Journal};
 use crate::config::MirrorSet;
 use crate::index::{Fingerprint, Index, Upsert};
@@ -109,16 +110,29 @@ impl Replica for View {
 
 /// Reads the offer up to `OfferEnd`. `None`: the sender said goodbye
 /// instead (nothing to offer).
+/// Refuses the offer as soon as what arrived passes this node's memory
+/// budget (`limits`), before planning anything.
 async fn read_offer(ctl: &mut Control) -> Result<Option<(Vec<Entry>, Vec<Vec<u8>>, OfferEnd)>, SyncError> {
     let mut asm = EntryAssembler::new();
+    let mut tally = OfferTally::new(OfferBudget::of_process());
     let bad = |e: hamirror_wire::DecodeError| SyncError::protocol(format!("offer: {e}"));
     let (mut entries, mut deletes) = (Vec::new(), Vec::new());
     loop {
         match ctl.next().await? {
-            Message::Entries(es) => entries.extend(asm.entries(es).map_err(bad)?),
-            Message::FileHead(h) => asm.head(h).map_err(bad)?,
+            Message::Entries(es) => {
+                tally.entries(&es)?;
+                entries.extend(asm.entries(es).map_err(bad)?);
+            }
+            Message::FileHead(h) => {
+                tally.head(&h)?;
+                asm.head(h).map_err(bad)?;
+            }
+            // Counted with its head.
             Message::ChunkList(l) => entries.extend(asm.chunk_list(l).map_err(bad)?),
-            Message::Deletes(d) => deletes.extend(asm.deletes(d).map_err(bad)?),
+            Message::Deletes(d) => {
+                tally.deletes(&d)?;
+                deletes.extend(asm.deletes(d).map_err(bad)?);
+            }
             Message::OfferEnd(end) => {
                 let announced = Counts {
                     entries: end.entries,
@@ -250,6 +264,11 @@ fn prepare(
         .collect();
     let view = View { entries, chunks };
     let plan = plan::plan(&offered, &deletes, &view, &HashMap::new());
+    // Before the applier makes a single temp file: an offer that cannot fit
+    // is refused whole rather than failing half-way (the applier still
+    // stops cleanly if the space goes meanwhile).
+    let building = plan.files.iter().map(|f| (f.entry.path.as_slice(), f.entry.size));
+    check_space(&t.root, &t.set, building, journal.listed())?;
     let changed_paths: HashSet<&[u8]> = plan.items.iter().map(|(_, _, p)| p.as_slice()).collect();
     let changed = offered
         .iter()
