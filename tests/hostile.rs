@@ -375,6 +375,14 @@ fn an_offer_over_the_receivers_memory_budget_is_refused_while_it_arrives() {
     assert!(!p.dst("srv").exists(), "nothing was written");
     let log = p.serve_log();
     assert!(log.contains("too large for this node"), "the receiver logs it:\n{log}");
+    // The real sender shows the receiver's reason, not a broken stream.
+    for i in 0..3000 {
+        common::write(&p.src(&format!("srv/samba/d{}/f{i}", i % 10)), b"x");
+    }
+    let (_, code, err) = p.sync("Fsmbd", &[]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("serv2 refused: the offer is too large for this node"), "{err}");
+    assert!(!p.dst("srv").exists(), "nothing was written");
 }
 
 #[test]
