@@ -134,7 +134,7 @@ fn quic_pair(tuning: &Tuning, server_rt: &Handle) -> (Endpoint, Endpoint) {
         let _in = server_rt.enter();
         Endpoint::listen(
             b,
-            spec("serv1", fa, vec![]),
+            spec("serv1", fa, vec!["127.0.0.1:0".parse().unwrap()]),
             &["127.0.0.1:0".parse().unwrap()],
             tuning.clone(),
         )

@@ -381,7 +381,10 @@ fn an_offer_over_the_receivers_memory_budget_is_refused_while_it_arrives() {
     }
     let (_, code, err) = p.sync("Fsmbd", &[]);
     assert_ne!(code, 0, "{err}");
-    assert!(err.contains("serv2 refused: the offer is too large for this node"), "{err}");
+    assert!(
+        err.contains("serv2 refused: the offer is too large for this node"),
+        "{err}"
+    );
     assert!(!p.dst("srv").exists(), "nothing was written");
 }
 
@@ -428,4 +431,56 @@ fn an_offer_that_cannot_fit_the_disk_is_refused_before_any_chunk_is_asked_for() 
     assert_eq!(left, ["keep.txt"], "no temp file was made");
     let log = p.serve_log();
     assert!(log.contains("the old replica is intact"), "{log}");
+}
+
+#[test]
+fn a_connection_from_an_address_not_the_peers_is_refused_before_the_handshake_and_logged_once() {
+    use hamirror::transport::{Identity, tls};
+    use quinn::crypto::rustls::QuicClientConfig;
+    let mut p = Pair::new();
+    common::write(&p.src("srv/samba/a.txt"), b"a");
+    p.start_serve();
+    let cluster = Cluster::load(&p.cfg.dir()).unwrap();
+    let (me, peer) = (cluster.node("serv1").unwrap(), cluster.node("serv2").unwrap());
+    // serv1's real key, but from 127.0.0.2: serv2 knows serv1 as 127.0.0.1.
+    let identity = Identity::load(&me.conf.key).unwrap();
+    let pinned = peer.conf.fingerprint.as_deref().unwrap().parse().unwrap();
+    let to = std::net::SocketAddr::new(peer.conf.address, peer.conf.port);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let sock = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+        let ep = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            None,
+            sock,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .unwrap();
+        for _ in 0..5 {
+            let pin = Arc::new(tls::PinnedPeer::new("serv2", "serv2.conf", Some(pinned)));
+            let tls = tls::client_config(&identity, pin).unwrap();
+            let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
+            let connecting = ep.connect_with(config, to, tls::SERVER_NAME).unwrap();
+            match tokio::time::timeout(std::time::Duration::from_secs(10), connecting).await {
+                // Refused on its first packet: no TLS alert, no certificate.
+                Ok(Err(quinn::ConnectionError::ConnectionClosed(c)))
+                    if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED => {}
+                other => panic!("expected a refusal before the handshake, got {other:?}"),
+            }
+        }
+    });
+    // The peer at its configured address is served as before.
+    p.sync_ok("Fsmbd");
+    p.assert_mirrored(&["srv/samba"]);
+    let log = p.serve_log();
+    assert_eq!(
+        log.matches("refused a connection from 127.0.0.2").count(),
+        1,
+        "one line per address per minute:\n{log}"
+    );
+    assert!(
+        log.contains("before the handshake: not an address of serv1 (serv1.conf lists 127.0.0.1)"),
+        "{log}"
+    );
+    assert!(!log.contains("handshake with 127.0.0.2"), "{log}");
 }

@@ -45,7 +45,7 @@ fn impatient() -> Tuning {
 fn pair(serv2_pins: Option<Fingerprint>, serv1_pins: Option<Fingerprint>) -> (Endpoint, Endpoint) {
     let server = Endpoint::listen(
         identity("serv2"),
-        spec("serv1", serv2_pins, vec![]),
+        spec("serv1", serv2_pins, vec![LOCALHOST.parse().unwrap()]),
         &[LOCALHOST.parse().unwrap()],
         quick(),
     )
@@ -167,7 +167,7 @@ async fn a_client_with_the_wrong_key_is_refused_on_both_sides_naming_both_finger
     // serv2 expects serv1's key; the client presents the intruder's.
     let server = Endpoint::listen(
         identity("serv2"),
-        spec("serv1", Some(fp("serv1")), vec![]),
+        spec("serv1", Some(fp("serv1")), vec![LOCALHOST.parse().unwrap()]),
         &[LOCALHOST.parse().unwrap()],
         quick(),
     )
@@ -201,7 +201,7 @@ async fn a_server_with_the_wrong_key_is_refused_on_both_sides_naming_both_finger
     // serv1 pins serv2's key, but an intruder answers at serv2's address.
     let server = Endpoint::listen(
         identity("intruder"),
-        spec("serv1", Some(fp("serv1")), vec![]),
+        spec("serv1", Some(fp("serv1")), vec![LOCALHOST.parse().unwrap()]),
         &[LOCALHOST.parse().unwrap()],
         quick(),
     )
@@ -394,7 +394,7 @@ async fn endpoints_from_cluster_config_pin_each_other_from_the_peers_node_conf()
 async fn a_server_listens_on_every_link_address() {
     let server = Endpoint::listen(
         identity("serv2"),
-        spec("serv1", Some(fp("serv1")), vec![]),
+        spec("serv1", Some(fp("serv1")), vec![LOCALHOST.parse().unwrap()]),
         &["127.0.0.1:0".parse().unwrap(), "127.0.0.2:0".parse().unwrap()],
         quick(),
     )

@@ -16,6 +16,7 @@
 //! compress_chunk / decompress_chunk   (bytes in, bytes out)
 //! ```
 
+mod admit;
 pub mod compress;
 mod connection;
 mod endpoint;
