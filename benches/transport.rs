@@ -1,5 +1,5 @@
 //! Throughput of the QUIC transport against a plain TCP copy on loopback:
-//! the same bytes, in the same 1 MiB frames (`write_frame`/`read_frame`),
+//! the same bytes, in the same 1 MiB frames (`write_frame`/`FrameReader`),
 //! through tokio in one process — QUIC over one uni stream and over several
 //! parallel uni streams, TCP over one connection. Prints MB/s, CPU seconds
 //! and the QUIC/TCP ratio. Run by `benches/transport.sh`, or:
@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use hamirror::transport::{Endpoint, FrameReceiver, Identity, PeerSpec, Tuning, read_frame, write_frame};
+use hamirror::transport::{Endpoint, FrameReader, FrameReceiver, Identity, PeerSpec, Tuning, write_frame};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 
@@ -99,9 +99,9 @@ async fn tcp(o: &Opts, data: &[u8], server_rt: &Handle) -> Run {
     let frames = o.bytes / data.len() as u64;
     let reader = server_rt.spawn(async move {
         let (s, _) = listener.accept().await.unwrap();
-        let mut r = tokio::io::BufReader::with_capacity(256 << 10, s);
+        let mut r = FrameReader::new(s, hamirror::transport::MAX_FRAME);
         let mut got = 0u64;
-        while let Some((_, p)) = read_frame(&mut r, u32::MAX).await.unwrap() {
+        while let Some((_, p)) = r.next().await.unwrap() {
             got += p.len() as u64;
         }
         got

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use hamirror_wire::{
-    Applied, Compression, Counts, DeltaRequest, Entry, EntryAssembler, EntryBatcher, ErrorCode, Failure, Failures,
-    Hash, Listing, Message, NeedEnd, OfferEnd, Position, msg::MAX_BATCH_HASHES,
+    Applied, Counts, DeltaRequest, Entry, EntryAssembler, EntryBatcher, ErrorCode, Failure, Failures, Hash, Listing,
+    Message, NeedEnd, OfferEnd, Position, msg::MAX_BATCH_HASHES,
 };
 use tokio::sync::mpsc;
 
@@ -26,7 +26,7 @@ use crate::config::MirrorSet;
 use crate::index::{Fingerprint, Index, Upsert};
 use crate::plan::{self, Location, Plan, Replica};
 use crate::scan::{Quiet, ScanOptions, scan_set};
-use crate::transport::{Encoding, decompress_chunk};
+use crate::transport::compress::received;
 
 /// What the receiver works on.
 pub(crate) struct Target {
@@ -561,25 +561,17 @@ fn deliver(mut applier: Applier, batch: Vec<Incoming>) -> Result<Applier, SyncEr
     let corrupt = |e: crate::transport::CompressError| {
         SyncError::local(ErrorCode::HashMismatch, format!("chunk does not decompress: {e}"))
     };
+    // The same steps as the `chunk` fuzz target (`crate::fuzzing`).
     for c in batch {
         match c {
             Incoming::Chunk(c) => {
-                let raw = match c.compression {
-                    Compression::None => c.data,
-                    Compression::Zstd => {
-                        decompress_chunk(Encoding::Zstd, &c.data, c.raw_len as usize).map_err(corrupt)?
-                    }
-                };
+                let raw = received(c.compression, c.data, c.raw_len as usize).map_err(corrupt)?;
                 applier.deliver(&c.hash, &raw)?;
             }
             Incoming::Delta(d) => {
-                let literals = match d.compression {
-                    Compression::None => d.literals,
-                    // The wire decoder bounded the literal length by raw_len.
-                    Compression::Zstd => {
-                        decompress_chunk(Encoding::Zstd, &d.literals, d.literal_len() as usize).map_err(corrupt)?
-                    }
-                };
+                // The wire decoder bounded the literal length by raw_len.
+                let len = d.literal_len() as usize;
+                let literals = received(d.compression, d.literals, len).map_err(corrupt)?;
                 applier.deliver_delta(&d.hash, d.raw_len, &d.ops, &literals)?;
             }
         }
