@@ -21,9 +21,12 @@ use super::error::TransportError;
 /// its header. The wire crate owns the value.
 pub use hamirror_wire::MAX_FRAME;
 
-/// The most a [`FrameReceiver`] takes from quinn at once (without copying:
-/// quinn hands over the received buffers).
-const READ_CHUNK: usize = 256 << 10;
+/// Received buffers a [`FrameReceiver`] takes from quinn in one call
+/// (without copying them: quinn hands them over). One call per packet's
+/// worth of data would cost a lock and a poll each.
+const READ_CHUNKS: usize = 32;
+/// Bytes a [`FrameReader`] reads at once.
+const READ_BUF: usize = 256 << 10;
 
 fn frame_error(e: FrameError) -> TransportError {
     match e {
@@ -58,7 +61,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         FrameReader {
             inner,
             decoder: FrameDecoder::with_max(max),
-            buf: vec![0; READ_CHUNK],
+            buf: vec![0; READ_BUF],
         }
     }
 
@@ -156,6 +159,7 @@ impl FrameSender {
 pub struct FrameReceiver {
     stream: quinn::RecvStream,
     decoder: FrameDecoder,
+    chunks: Vec<Bytes>,
 }
 
 impl FrameReceiver {
@@ -163,6 +167,7 @@ impl FrameReceiver {
         FrameReceiver {
             stream,
             decoder: FrameDecoder::new(),
+            chunks: vec![Bytes::new(); READ_CHUNKS],
         }
     }
 
@@ -181,8 +186,14 @@ impl FrameReceiver {
             }
             // quinn's own buffers, no copy: the decoder copies each byte
             // once, into the payload it belongs to.
-            match self.stream.read_chunk(READ_CHUNK, true).await? {
-                Some(chunk) => self.decoder.push(&chunk.bytes),
+            match self.stream.read_chunks(&mut self.chunks).await? {
+                Some(n) => {
+                    for c in &mut self.chunks[..n] {
+                        self.decoder.push(c);
+                        // Let quinn's buffer go now, not at the next read.
+                        *c = Bytes::new();
+                    }
+                }
                 None => {
                     self.decoder.finish().map_err(frame_error)?;
                     return Ok(None);
