@@ -408,3 +408,34 @@ async fn a_server_listens_on_every_link_address() {
         assert!(s.unwrap().is_ok());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_from_an_address_the_server_does_not_list_is_refused_before_the_handshake() {
+    // serv2 knows serv1 as 127.0.0.3; serv1 comes from 127.0.0.1.
+    let server = Endpoint::listen(
+        identity("serv2"),
+        spec("serv1", Some(fp("serv1")), vec!["127.0.0.3:7788".parse().unwrap()]),
+        &[LOCALHOST.parse().unwrap()],
+        quick(),
+    )
+    .unwrap();
+    let addr = server.local_addrs()[0];
+    let client = Endpoint::connector(identity("serv1"), spec("serv2", Some(fp("serv2")), vec![addr]), quick()).unwrap();
+    let start = Instant::now();
+    let e = within("connect", client.connect()).await.unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("serv2 refused the connection before the handshake"),
+        "{msg}"
+    );
+    assert!(
+        start.elapsed() < quick().connect_timeout,
+        "refused at once, not timed out"
+    );
+    // Nothing reaches accept(): no handshake was attempted.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), server.accept())
+            .await
+            .is_err()
+    );
+}

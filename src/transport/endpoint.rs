@@ -466,6 +466,17 @@ impl Shared {
         }
         let peer = self.peer.name.clone();
         match e {
+            // The peer's address filter (`admit`): retryable, as another
+            // link may be one it accepts.
+            quinn::ConnectionError::ConnectionClosed(c)
+                if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
+            {
+                TransportError::ConnectionLost(format!(
+                    "{peer} refused the connection before the handshake: it accepts only this node's \
+                     configured addresses (`address`, `lan`) and this connection came from another one \
+                     (its log names it)"
+                ))
+            }
             quinn::ConnectionError::ConnectionClosed(c) if is_crypto_code(u64::from(c.error_code)) => {
                 let alert = u64::from(c.error_code) - 0x100;
                 let reason = tls::refusal_reason(&String::from_utf8_lossy(&c.reason)).to_string();
