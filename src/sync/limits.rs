@@ -21,7 +21,8 @@ use crate::config::MirrorSet;
 
 /// What the receiver holds per offered entry while it plans, besides the
 /// path: the entry itself, its share of the replica view, the plan and the
-/// hash maps (measured around 700–900 bytes; rounded up).
+/// hash maps (estimated from the structures at 700–900 bytes, not
+/// measured; rounded up).
 pub const ENTRY_COST: u64 = 1024;
 /// Per chunk reference: the reference, its place in the set of wanted
 /// hashes and in the located-chunk map.
