@@ -321,7 +321,7 @@ fn offer_end(entries: u64, bytes: u64) -> OfferEnd {
 #[test]
 fn an_offer_over_the_receivers_memory_budget_is_refused_while_it_arrives() {
     let mut p = Pair::new();
-    // 1 MiB: about a thousand entries. The real budget is half the memory.
+    // 1 MiB: about 650 entries. The real budget is half the memory.
     p.start_serve_env(&[("HAMIRROR_OFFER_MEMORY", "1M")]);
     // Many entries.
     as_serv1(&p, |conn| async move {
@@ -483,4 +483,73 @@ fn a_connection_from_an_address_not_the_peers_is_refused_before_the_handshake_an
         "{log}"
     );
     assert!(!log.contains("handshake with 127.0.0.2"), "{log}");
+}
+
+/// Peak memory of `hamirror serve` per offered entry, to check the offer
+/// budget's per-entry estimate (`sync::limits::ENTRY_COST`). Slow; run by
+/// hand: `cargo test --release --test hostile measure -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_the_receivers_memory_per_offered_entry() {
+    let mut p = Pair::new();
+    p.start_serve();
+    let dir = p.cfg.dir();
+    let pid = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            cmd.contains(&*dir.to_string_lossy()) && cmd.contains(" serve")
+        })
+        .expect("the serve process");
+    let hwm = || {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kb: u64 = s
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .unwrap()
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .unwrap();
+        kb * 1024
+    };
+    let before = hwm();
+    let n: u64 = std::env::var("N").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    as_serv1(&p, |conn| async move {
+        let (mut tx, mut rx) = conn.open_control().await.unwrap();
+        send(&mut tx, &Message::Hello(hello("Fsmbd", "serv1", "serv1", 1)))
+            .await
+            .unwrap();
+        assert!(matches!(recv(&mut rx).await, Ok(Message::HelloOk(_))));
+        let mut batch = Vec::new();
+        for i in 0..n {
+            batch.push(file(
+                format!("srv/samba/d{}/file-{i:07}.txt", i % 100).as_bytes(),
+                &i.to_le_bytes(),
+            ));
+            if batch.len() == 5000 {
+                send(&mut tx, &Message::Entries(std::mem::take(&mut batch)))
+                    .await
+                    .unwrap();
+            }
+        }
+        if !batch.is_empty() {
+            send(&mut tx, &Message::Entries(batch)).await.unwrap();
+        }
+        send(&mut tx, &Message::OfferEnd(offer_end(n, 8 * n))).await.unwrap();
+        // The first Need comes after planning and the applier's start.
+        let m = recv_within(&mut rx, 600).await;
+        assert!(matches!(m, Ok(Message::Need(_))), "{m:?}");
+    });
+    let after = hwm();
+    eprintln!(
+        "{n} entries: peak RSS {} -> {} MiB, {} bytes per entry (ENTRY_COST + path + chunk ref = ~{})",
+        before >> 20,
+        after >> 20,
+        (after - before) / n,
+        1536 + 35 + 128
+    );
 }
