@@ -440,6 +440,38 @@ fn a_killed_receiver_resumes_without_resending_what_arrived() {
     interrupted_transfer_resumes(true);
 }
 
+/// The bytes fit (the receiver's up-front check passes) but the inodes do
+/// not: the disk fills during the apply, which must stop as cleanly.
+#[test]
+fn a_disk_that_fills_during_the_apply_stops_the_set_and_keeps_the_old_replica() {
+    let mut p = Pair::new();
+    let Some(_disk) = SmallDisk::mount_or_skip(&p.dst("srv"), "4m,nr_inodes=8") else {
+        return;
+    };
+    write(&p.src("srv/samba/old.txt"), b"the old replica");
+    p.start_serve();
+    p.sync_ok("Fsmbd");
+    write(
+        &p.src("srv/samba/old.txt"),
+        b"a newer version that must not half-arrive",
+    );
+    for i in 0..12 {
+        write(&p.src(&format!("srv/samba/new{i}.txt")), b"small");
+    }
+    let (_, code, err) = p.sync("Fsmbd", &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("disk full while writing"),
+        "failed during the apply: {err}"
+    );
+    assert!(err.contains("the old replica is intact"), "{err}");
+    assert_eq!(fs::read(p.dst("srv/samba/old.txt")).unwrap(), b"the old replica");
+    assert!(!p.dst("srv/samba/new0.txt").exists());
+    assert!(temp_files(&p.r2()).is_empty(), "{:?}", temp_files(&p.r2()));
+}
+
+/// More bytes than the replica's disk has free: refused before anything
+/// is written (the receiver compares with `statvfs` first).
 #[test]
 fn a_full_disk_stops_the_set_and_keeps_the_old_replica() {
     let mut p = Pair::new();
@@ -456,7 +488,7 @@ fn a_full_disk_stops_the_set_and_keeps_the_old_replica() {
     write(&p.src("srv/samba/too-big.bin"), &noise(5, 8 << 20));
     let (_, code, err) = p.sync("Fsmbd", &[]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("disk full"), "{err}");
+    assert!(err.contains("disk full: the offer builds 2 files"), "{err}");
     assert!(err.contains("the old replica is intact"), "{err}");
     assert_eq!(fs::read(p.dst("srv/samba/old.txt")).unwrap(), b"the old replica");
     assert!(!p.dst("srv/samba/too-big.bin").exists());
