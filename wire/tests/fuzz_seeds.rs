@@ -30,7 +30,7 @@ fn seeds(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 /// Checks (or with `HAMIRROR_WRITE_SEEDS=1` writes) generated seeds.
-pub fn committed(target: &str, made: Vec<(&str, Vec<u8>)>) {
+fn committed(target: &str, made: Vec<(&str, Vec<u8>)>) {
     let dir = seeds_dir(target);
     for (name, bytes) in made {
         let p = dir.join(name);
