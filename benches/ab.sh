@@ -104,7 +104,7 @@ echo "tree: $files files, $bytes bytes; machine: $(nproc) cores, $(lscpu | sed -
 echo
 echo "| round | old initial | new initial | rsync initial | old no-change | new no-change | new/old initial | new/old no-change | receiver CPU old / new | sender CPU old / new |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
-ois=(); nis=(); ons=(); nns=(); orc=(); nrc=()
+ois=(); nis=(); ons=(); nns=(); orc=(); nrc=(); ri_=(); rn_=(); rc_=()
 for r in $(seq 1 "$rounds"); do
   if [ $((r % 2)) = 1 ]; then
     read -r oi on orr os < <(run_build "$old" old); read -r ni nn nr ns < <(run_build "$new" new)
@@ -112,6 +112,7 @@ for r in $(seq 1 "$rounds"); do
     read -r ni nn nr ns < <(run_build "$new" new); read -r oi on orr os < <(run_build "$old" old)
   fi
   orc+=("$orr"); nrc+=("$nr")
+  ri_+=("$(ratio "$ni" "$oi")"); rn_+=("$(ratio "$nn" "$on")"); rc_+=("$(ratio "$nr" "$orr")")
   rm -rf "$work/rsync"; mkdir -p "$work/rsync"; settle
   t0=$(now); rsync -aH --delete "$tree/" "rsync://127.0.0.1:$rport/bench/"; t1=$(now); ri=$(secs "$t0" "$t1")
   oracle "$work/rsync"; rm -rf "$work/rsync"; mkdir -p "$work/rsync"
@@ -120,4 +121,6 @@ for r in $(seq 1 "$rounds"); do
 done
 mo=$(median "${ois[@]}"); mn=$(median "${nis[@]}"); no=$(median "${ons[@]}"); nn=$(median "${nns[@]}")
 mor=$(median "${orc[@]}"); mnr=$(median "${nrc[@]}")
-echo "| median | $mo s | $mn s | | $no s | $nn s | $(ratio "$mn" "$mo") | $(ratio "$nn" "$no") | $mor / $mnr s ($(ratio "$mnr" "$mor")) | |"
+# The ratios' medians (each ratio taken within one round) resist a round
+# that something else on the machine slowed down.
+echo "| median | $mo s | $mn s | | $no s | $nn s | $(median "${ri_[@]}") | $(median "${rn_[@]}") | $mor / $mnr s ($(median "${rc_[@]}")) | |"

@@ -15,6 +15,8 @@ pub mod config;
 pub mod daemon;
 pub mod delta;
 pub mod failover;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hooks;
 pub mod index;
 pub mod mirrord;

@@ -329,3 +329,261 @@ fn a_delta_that_does_not_fit_its_base_or_hash_is_refused_and_the_replica_kept() 
         assert_eq!(std::fs::read(p.dst("srv/samba/doc.txt")).unwrap(), old, "{text}");
     }
 }
+
+/// The next message within `secs`, or a timeout error (a receiver that
+/// keeps waiting for more of an absurd offer never answers).
+async fn recv_within(rx: &mut FrameReceiver, secs: u64) -> Result<Message, String> {
+    match tokio::time::timeout(std::time::Duration::from_secs(secs), recv(rx)).await {
+        Ok(m) => m,
+        Err(_) => Err(format!("no answer within {secs} s")),
+    }
+}
+
+fn offer_end(entries: u64, bytes: u64) -> OfferEnd {
+    OfferEnd {
+        generation: 1,
+        listing: Listing::Full,
+        entries,
+        deletes: 0,
+        bytes,
+        set_entries: entries,
+        set_bytes: bytes,
+        empty_roots: vec![],
+    }
+}
+
+#[test]
+fn an_offer_over_the_receivers_memory_budget_is_refused_while_it_arrives() {
+    let mut p = Pair::new();
+    // 1 MiB: about 650 entries. The real budget is half the memory.
+    p.start_serve_env(&[("HAMIRROR_OFFER_MEMORY", "1M")]);
+    // Many entries.
+    as_serv1(&p, |conn| async move {
+        let (mut tx, mut rx) = conn.open_control().await.unwrap();
+        send(&mut tx, &Message::Hello(hello("Fsmbd", "serv1", "serv1", 1)))
+            .await
+            .unwrap();
+        assert!(matches!(recv(&mut rx).await, Ok(Message::HelloOk(_))));
+        let mut n = 0u64;
+        for b in 0..4 {
+            let batch: Vec<Entry> = (0..1000)
+                .map(|i| file(format!("srv/samba/{b}/{i}").as_bytes(), b"x"))
+                .collect();
+            n += batch.len() as u64;
+            if send(&mut tx, &Message::Entries(batch)).await.is_err() {
+                break;
+            }
+        }
+        let _ = send(&mut tx, &Message::OfferEnd(offer_end(n, n))).await;
+        refused_with(
+            recv_within(&mut rx, 20).await,
+            ErrorCode::TooLarge,
+            "too large for this node",
+        );
+    });
+    // One file announcing 2^24 chunk references: refused at its head,
+    // before a single reference has to arrive.
+    as_serv1(&p, |conn| async move {
+        let (mut tx, mut rx) = conn.open_control().await.unwrap();
+        send(&mut tx, &Message::Hello(hello("Fsmbd", "serv1", "serv1", 1)))
+            .await
+            .unwrap();
+        assert!(matches!(recv(&mut rx).await, Ok(Message::HelloOk(_))));
+        let head = hamirror_wire::FileHead {
+            path: b"srv/samba/huge".to_vec(),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 1,
+            size: 1 << 24,
+            file_hash: [0; 32],
+            chunks: 1 << 24,
+        };
+        send(&mut tx, &Message::FileHead(head)).await.unwrap();
+        refused_with(
+            recv_within(&mut rx, 20).await,
+            ErrorCode::TooLarge,
+            "16777216 chunk references",
+        );
+    });
+    assert!(!p.dst("srv").exists(), "nothing was written");
+    let log = p.serve_log();
+    assert!(log.contains("too large for this node"), "the receiver logs it:\n{log}");
+    // The real sender shows the receiver's reason, not a broken stream.
+    for i in 0..3000 {
+        common::write(&p.src(&format!("srv/samba/d{}/f{i}", i % 10)), b"x");
+    }
+    let (_, code, err) = p.sync("Fsmbd", &[]);
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains("serv2 refused: the offer is too large for this node"),
+        "{err}"
+    );
+    assert!(!p.dst("srv").exists(), "nothing was written");
+}
+
+#[test]
+fn an_offer_that_cannot_fit_the_disk_is_refused_before_any_chunk_is_asked_for() {
+    let mut p = Pair::new();
+    let Some(_disk) = common::SmallDisk::mount_or_skip(&p.dst("srv"), "2m") else {
+        return;
+    };
+    std::fs::create_dir_all(p.dst("srv/samba")).unwrap();
+    std::fs::write(p.dst("srv/samba/keep.txt"), b"the old replica").unwrap();
+    p.start_serve();
+    as_serv1(&p, |conn| async move {
+        let (mut tx, mut rx) = conn.open_control().await.unwrap();
+        send(&mut tx, &Message::Hello(hello("Fsmbd", "serv1", "serv1", 1)))
+            .await
+            .unwrap();
+        assert!(matches!(recv(&mut rx).await, Ok(Message::HelloOk(_))));
+        // 64 MiB declared in four 16 MiB chunks, on a 2 MiB disk; plus a
+        // small file that would fit alone.
+        let chunks: Vec<ChunkRef> = (0..4u8)
+            .map(|i| ChunkRef {
+                hash: *blake3::hash(&[i]).as_bytes(),
+                len: 16 << 20,
+            })
+            .collect();
+        let big = Entry {
+            size: 64 << 20,
+            file_hash: file_hash(&chunks),
+            chunks,
+            ..file(b"srv/samba/big.bin", b"")
+        };
+        let small = file(b"srv/samba/keep.txt", b"a newer version");
+        let bytes = big.size + small.size;
+        send(&mut tx, &Message::Entries(vec![big, small])).await.unwrap();
+        send(&mut tx, &Message::OfferEnd(offer_end(2, bytes))).await.unwrap();
+        refused_with(recv_within(&mut rx, 20).await, ErrorCode::DiskFull, "disk full");
+    });
+    assert_eq!(std::fs::read(p.dst("srv/samba/keep.txt")).unwrap(), b"the old replica");
+    let left: Vec<_> = std::fs::read_dir(p.dst("srv/samba"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["keep.txt"], "no temp file was made");
+    let log = p.serve_log();
+    assert!(log.contains("the old replica is intact"), "{log}");
+}
+
+#[test]
+fn a_connection_from_an_address_not_the_peers_is_refused_before_the_handshake_and_logged_once() {
+    use hamirror::transport::{Identity, tls};
+    use quinn::crypto::rustls::QuicClientConfig;
+    let mut p = Pair::new();
+    common::write(&p.src("srv/samba/a.txt"), b"a");
+    p.start_serve();
+    let cluster = Cluster::load(&p.cfg.dir()).unwrap();
+    let (me, peer) = (cluster.node("serv1").unwrap(), cluster.node("serv2").unwrap());
+    // serv1's real key, but from 127.0.0.2: serv2 knows serv1 as 127.0.0.1.
+    let identity = Identity::load(&me.conf.key).unwrap();
+    let pinned = peer.conf.fingerprint.as_deref().unwrap().parse().unwrap();
+    let to = std::net::SocketAddr::new(peer.conf.address, peer.conf.port);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let sock = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+        let ep = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            None,
+            sock,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .unwrap();
+        for _ in 0..5 {
+            let pin = Arc::new(tls::PinnedPeer::new("serv2", "serv2.conf", Some(pinned)));
+            let tls = tls::client_config(&identity, pin).unwrap();
+            let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
+            let connecting = ep.connect_with(config, to, tls::SERVER_NAME).unwrap();
+            match tokio::time::timeout(std::time::Duration::from_secs(10), connecting).await {
+                // Refused on its first packet: no TLS alert, no certificate.
+                Ok(Err(quinn::ConnectionError::ConnectionClosed(c)))
+                    if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED => {}
+                other => panic!("expected a refusal before the handshake, got {other:?}"),
+            }
+        }
+    });
+    // The peer at its configured address is served as before.
+    p.sync_ok("Fsmbd");
+    p.assert_mirrored(&["srv/samba"]);
+    let log = p.serve_log();
+    assert_eq!(
+        log.matches("refused a connection from 127.0.0.2").count(),
+        1,
+        "one line per address per minute:\n{log}"
+    );
+    assert!(
+        log.contains("before the handshake: not an address of serv1 (serv1.conf lists 127.0.0.1)"),
+        "{log}"
+    );
+    assert!(!log.contains("handshake with 127.0.0.2"), "{log}");
+}
+
+/// Peak memory of `hamirror serve` per offered entry, to check the offer
+/// budget's per-entry estimate (`sync::limits::ENTRY_COST`). Slow; run by
+/// hand: `cargo test --release --test hostile measure -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_the_receivers_memory_per_offered_entry() {
+    let mut p = Pair::new();
+    p.start_serve();
+    let dir = p.cfg.dir();
+    let pid = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            cmd.contains(&*dir.to_string_lossy()) && cmd.contains(" serve")
+        })
+        .expect("the serve process");
+    let hwm = || {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kb: u64 = s
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .unwrap()
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .unwrap();
+        kb * 1024
+    };
+    let before = hwm();
+    let n: u64 = std::env::var("N").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    as_serv1(&p, |conn| async move {
+        let (mut tx, mut rx) = conn.open_control().await.unwrap();
+        send(&mut tx, &Message::Hello(hello("Fsmbd", "serv1", "serv1", 1)))
+            .await
+            .unwrap();
+        assert!(matches!(recv(&mut rx).await, Ok(Message::HelloOk(_))));
+        let mut batch = Vec::new();
+        for i in 0..n {
+            batch.push(file(
+                format!("srv/samba/d{}/file-{i:07}.txt", i % 100).as_bytes(),
+                &i.to_le_bytes(),
+            ));
+            if batch.len() == 5000 {
+                send(&mut tx, &Message::Entries(std::mem::take(&mut batch)))
+                    .await
+                    .unwrap();
+            }
+        }
+        if !batch.is_empty() {
+            send(&mut tx, &Message::Entries(batch)).await.unwrap();
+        }
+        send(&mut tx, &Message::OfferEnd(offer_end(n, 8 * n))).await.unwrap();
+        // The first Need comes after planning and the applier's start.
+        let m = recv_within(&mut rx, 600).await;
+        assert!(matches!(m, Ok(Message::Need(_))), "{m:?}");
+    });
+    let after = hwm();
+    eprintln!(
+        "{n} entries: peak RSS {} -> {} MiB, {} bytes per entry (ENTRY_COST + path + chunk ref = ~{})",
+        before >> 20,
+        after >> 20,
+        (after - before) / n,
+        1536 + 35 + 128
+    );
+}

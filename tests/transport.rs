@@ -45,7 +45,7 @@ fn impatient() -> Tuning {
 fn pair(serv2_pins: Option<Fingerprint>, serv1_pins: Option<Fingerprint>) -> (Endpoint, Endpoint) {
     let server = Endpoint::listen(
         identity("serv2"),
-        spec("serv1", serv2_pins, vec![]),
+        spec("serv1", serv2_pins, vec![LOCALHOST.parse().unwrap()]),
         &[LOCALHOST.parse().unwrap()],
         quick(),
     )
@@ -167,7 +167,7 @@ async fn a_client_with_the_wrong_key_is_refused_on_both_sides_naming_both_finger
     // serv2 expects serv1's key; the client presents the intruder's.
     let server = Endpoint::listen(
         identity("serv2"),
-        spec("serv1", Some(fp("serv1")), vec![]),
+        spec("serv1", Some(fp("serv1")), vec![LOCALHOST.parse().unwrap()]),
         &[LOCALHOST.parse().unwrap()],
         quick(),
     )
@@ -201,7 +201,7 @@ async fn a_server_with_the_wrong_key_is_refused_on_both_sides_naming_both_finger
     // serv1 pins serv2's key, but an intruder answers at serv2's address.
     let server = Endpoint::listen(
         identity("intruder"),
-        spec("serv1", Some(fp("serv1")), vec![]),
+        spec("serv1", Some(fp("serv1")), vec![LOCALHOST.parse().unwrap()]),
         &[LOCALHOST.parse().unwrap()],
         quick(),
     )
@@ -394,7 +394,7 @@ async fn endpoints_from_cluster_config_pin_each_other_from_the_peers_node_conf()
 async fn a_server_listens_on_every_link_address() {
     let server = Endpoint::listen(
         identity("serv2"),
-        spec("serv1", Some(fp("serv1")), vec![]),
+        spec("serv1", Some(fp("serv1")), vec![LOCALHOST.parse().unwrap()]),
         &["127.0.0.1:0".parse().unwrap(), "127.0.0.2:0".parse().unwrap()],
         quick(),
     )
@@ -407,4 +407,35 @@ async fn a_server_listens_on_every_link_address() {
         assert_eq!(c.unwrap().peer().addr, addr);
         assert!(s.unwrap().is_ok());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_from_an_address_the_server_does_not_list_is_refused_before_the_handshake() {
+    // serv2 knows serv1 as 127.0.0.3; serv1 comes from 127.0.0.1.
+    let server = Endpoint::listen(
+        identity("serv2"),
+        spec("serv1", Some(fp("serv1")), vec!["127.0.0.3:7788".parse().unwrap()]),
+        &[LOCALHOST.parse().unwrap()],
+        quick(),
+    )
+    .unwrap();
+    let addr = server.local_addrs()[0];
+    let client = Endpoint::connector(identity("serv1"), spec("serv2", Some(fp("serv2")), vec![addr]), quick()).unwrap();
+    let start = Instant::now();
+    let e = within("connect", client.connect()).await.unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("serv2 refused the connection before the handshake"),
+        "{msg}"
+    );
+    assert!(
+        start.elapsed() < quick().connect_timeout,
+        "refused at once, not timed out"
+    );
+    // Nothing reaches accept(): no handshake was attempted.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), server.accept())
+            .await
+            .is_err()
+    );
 }

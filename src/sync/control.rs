@@ -37,8 +37,35 @@ impl Control {
 
     pub(crate) async fn send(&mut self, m: &Message) -> Result<(), SyncError> {
         let payload = m.payload();
-        self.tx.send(m.msg_type() as u8, &payload).await?;
+        if let Err(e) = self.tx.send(m.msg_type() as u8, &payload).await {
+            return Err(self.refusal_behind(e.into()).await);
+        }
         Ok(())
+    }
+
+    /// A write failed: the peer may have refused first (an offer over its
+    /// limits is refused while it still arrives, and the peer then stops
+    /// reading). Its reason says more than "stream stopped".
+    async fn refusal_behind(&mut self, err: SyncError) -> SyncError {
+        let refusal = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            while let Some(item) = self.rx.recv().await {
+                match item {
+                    Ok(Message::Error(e)) => return Some(e),
+                    Ok(_) => {}
+                    Err(_) => return None,
+                }
+            }
+            None
+        })
+        .await;
+        match refusal {
+            Ok(Some(e)) => SyncError::Refused {
+                peer: self.peer.clone(),
+                code: e.code,
+                reason: e.reason,
+            },
+            _ => err,
+        }
     }
 
     /// The next message; the peer's `Error` becomes [`SyncError::Refused`].

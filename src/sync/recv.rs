@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use hamirror_wire::{
-    Applied, Compression, Counts, DeltaRequest, Entry, EntryAssembler, EntryBatcher, ErrorCode, Failure, Failures,
-    Hash, Listing, Message, NeedEnd, OfferEnd, Position, msg::MAX_BATCH_HASHES,
+    Applied, Counts, DeltaRequest, Entry, EntryAssembler, EntryBatcher, ErrorCode, Failure, Failures, Hash, Listing,
+    Message, NeedEnd, OfferEnd, Position, msg::MAX_BATCH_HASHES,
 };
 use tokio::sync::mpsc;
 
@@ -20,12 +20,13 @@ use super::SyncError;
 use super::chunks::Incoming;
 use super::conflict::{self, ConflictPolicy};
 use super::control::Control;
+use super::limits::{OfferBudget, OfferTally, check_space};
 use crate::apply::{Applier, ApplyError, Dest, Journal};
 use crate::config::MirrorSet;
 use crate::index::{Fingerprint, Index, Upsert};
 use crate::plan::{self, Location, Plan, Replica};
 use crate::scan::{Quiet, ScanOptions, scan_set};
-use crate::transport::{Encoding, decompress_chunk};
+use crate::transport::compress::received;
 
 /// What the receiver works on.
 pub(crate) struct Target {
@@ -109,16 +110,29 @@ impl Replica for View {
 
 /// Reads the offer up to `OfferEnd`. `None`: the sender said goodbye
 /// instead (nothing to offer).
+/// Refuses the offer as soon as what arrived passes this node's memory
+/// budget (`limits`), before planning anything.
 async fn read_offer(ctl: &mut Control) -> Result<Option<(Vec<Entry>, Vec<Vec<u8>>, OfferEnd)>, SyncError> {
     let mut asm = EntryAssembler::new();
+    let mut tally = OfferTally::new(OfferBudget::of_process());
     let bad = |e: hamirror_wire::DecodeError| SyncError::protocol(format!("offer: {e}"));
     let (mut entries, mut deletes) = (Vec::new(), Vec::new());
     loop {
         match ctl.next().await? {
-            Message::Entries(es) => entries.extend(asm.entries(es).map_err(bad)?),
-            Message::FileHead(h) => asm.head(h).map_err(bad)?,
+            Message::Entries(es) => {
+                tally.entries(&es)?;
+                entries.extend(asm.entries(es).map_err(bad)?);
+            }
+            Message::FileHead(h) => {
+                tally.head(&h)?;
+                asm.head(h).map_err(bad)?;
+            }
+            // Counted with its head.
             Message::ChunkList(l) => entries.extend(asm.chunk_list(l).map_err(bad)?),
-            Message::Deletes(d) => deletes.extend(asm.deletes(d).map_err(bad)?),
+            Message::Deletes(d) => {
+                tally.deletes(&d)?;
+                deletes.extend(asm.deletes(d).map_err(bad)?);
+            }
             Message::OfferEnd(end) => {
                 let announced = Counts {
                     entries: end.entries,
@@ -253,6 +267,15 @@ fn prepare(
         .collect();
     let view = View { entries, chunks };
     let plan = plan::plan(&offered, &deletes, &view, &HashMap::new());
+    // Before the applier makes a single temp file: an offer that cannot fit
+    // is refused whole rather than failing half-way (the applier still
+    // stops cleanly if the space goes meanwhile).
+    let building = plan.files.iter().map(|f| (f.entry.path.as_slice(), f.entry.size));
+    let resumed: Vec<std::path::PathBuf> = {
+        let dest = Dest::new(&t.root, &t.set);
+        journal.leftovers(&dest).iter().map(|p| dest.local(p)).collect()
+    };
+    check_space(&t.root, &t.set, building, &resumed)?;
     let changed_paths: HashSet<&[u8]> = plan.items.iter().map(|(_, _, p)| p.as_slice()).collect();
     let changed = offered
         .iter()
@@ -610,25 +633,17 @@ fn deliver(mut applier: Applier, batch: Vec<Incoming>) -> Result<Applier, SyncEr
     let corrupt = |e: crate::transport::CompressError| {
         SyncError::local(ErrorCode::HashMismatch, format!("chunk does not decompress: {e}"))
     };
+    // The same steps as the `chunk` fuzz target (`crate::fuzzing`).
     for c in batch {
         match c {
             Incoming::Chunk(c) => {
-                let raw = match c.compression {
-                    Compression::None => c.data,
-                    Compression::Zstd => {
-                        decompress_chunk(Encoding::Zstd, &c.data, c.raw_len as usize).map_err(corrupt)?
-                    }
-                };
+                let raw = received(c.compression, c.data, c.raw_len as usize).map_err(corrupt)?;
                 applier.deliver(&c.hash, &raw)?;
             }
             Incoming::Delta(d) => {
-                let literals = match d.compression {
-                    Compression::None => d.literals,
-                    // The wire decoder bounded the literal length by raw_len.
-                    Compression::Zstd => {
-                        decompress_chunk(Encoding::Zstd, &d.literals, d.literal_len() as usize).map_err(corrupt)?
-                    }
-                };
+                // The wire decoder bounded the literal length by raw_len.
+                let len = d.literal_len() as usize;
+                let literals = received(d.compression, d.literals, len).map_err(corrupt)?;
                 applier.deliver_delta(&d.hash, d.raw_len, &d.ops, &literals)?;
             }
         }

@@ -86,12 +86,20 @@ pub(crate) async fn send_manifest(ctl: &mut Control, node: &Node, set: &MirrorSe
 
 async fn receive_manifest(ctl: &mut Control) -> Result<(Vec<Entry>, ManifestEnd), SyncError> {
     let mut asm = EntryAssembler::new();
+    // The peer's manifest is held whole, like an offer: the same budget.
+    let mut tally = super::limits::OfferTally::new(super::limits::OfferBudget::of_process());
     let bad = |e: hamirror_wire::DecodeError| SyncError::protocol(format!("manifest: {e}"));
     let mut entries = Vec::new();
     loop {
         match ctl.next().await? {
-            Message::Entries(es) => entries.extend(asm.entries(es).map_err(bad)?),
-            Message::FileHead(h) => asm.head(h).map_err(bad)?,
+            Message::Entries(es) => {
+                tally.entries(&es)?;
+                entries.extend(asm.entries(es).map_err(bad)?);
+            }
+            Message::FileHead(h) => {
+                tally.head(&h)?;
+                asm.head(h).map_err(bad)?;
+            }
             Message::ChunkList(l) => entries.extend(asm.chunk_list(l).map_err(bad)?),
             Message::ManifestEnd(end) => {
                 asm.finish(Counts {

@@ -113,6 +113,24 @@ pub fn decompress_chunk(encoding: Encoding, data: &[u8], declared: usize) -> Res
     }
 }
 
+/// The raw bytes of received chunk data — a `Chunk`'s data, or a
+/// `ChunkDelta`'s literals — of `declared` bytes: as they came, or
+/// decompressed into at most that many.
+pub fn received(
+    compression: hamirror_wire::Compression,
+    data: Vec<u8>,
+    declared: usize,
+) -> Result<Vec<u8>, CompressError> {
+    match compression {
+        hamirror_wire::Compression::None if data.len() == declared => Ok(data),
+        hamirror_wire::Compression::None => Err(CompressError::LengthMismatch {
+            declared,
+            got: data.len(),
+        }),
+        hamirror_wire::Compression::Zstd => decompress_chunk(Encoding::Zstd, &data, declared),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

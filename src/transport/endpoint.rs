@@ -11,6 +11,10 @@
 //! the peer's CONNECTION_CLOSE (a TLS alert alone carries only a code).
 //! Both `accept` and `connect` log a refusal at error level (the daemon's
 //! log is where an operator looks) and return it as a typed error.
+//!
+//! A listener starts a handshake only for packets from the peer's link
+//! addresses (`admit`): anything else is refused on its first packet,
+//! before any TLS work, with at most one log line per address per minute.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -20,6 +24,7 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::admit::{Admission, LogLine, RefusalLog};
 use super::connection::{Connection, PeerIdentity};
 use super::error::{TransportError, is_crypto_code};
 use super::identity::{Fingerprint, Identity};
@@ -36,6 +41,7 @@ pub struct PeerSpec {
     /// The pinned fingerprint; `None` refuses every key.
     pub fingerprint: Option<Fingerprint>,
     /// Addresses to try in order: the crossover link first, then the LAN.
+    /// A listener accepts connections only from these IPs (any port).
     pub addrs: Vec<SocketAddr>,
 }
 
@@ -68,6 +74,9 @@ struct Shared {
     peer: PeerSpec,
     tuning: Tuning,
     transport: Arc<quinn::TransportConfig>,
+    /// The peer's link addresses: nobody else gets a handshake.
+    admission: Admission,
+    refusals: Mutex<RefusalLog>,
 }
 
 type Accepted = Result<Connection, TransportError>;
@@ -170,12 +179,15 @@ impl Endpoint {
         );
         let transport = Arc::new(tuning.transport_config());
         let (_, rx) = mpsc::channel(1);
+        let admission = Admission::new(peer.addrs.iter().map(SocketAddr::ip));
         Ok(Endpoint {
             shared: Arc::new(Shared {
                 identity,
                 peer,
                 tuning,
                 transport,
+                admission,
+                refusals: Mutex::new(RefusalLog::new()),
             }),
             listeners: Vec::new(),
             clients: Mutex::new(Vec::new()),
@@ -364,6 +376,34 @@ fn secs(d: Duration) -> String {
 }
 
 impl Shared {
+    /// One line per address per minute (`admit::RefusalLog`).
+    fn log_refusal(&self, from: SocketAddr) {
+        let line = self
+            .refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .note(from.ip(), std::time::Instant::now());
+        let Some(line) = line else {
+            return;
+        };
+        let allowed: Vec<String> = self.admission.allowed().iter().map(ToString::to_string).collect();
+        let more = match line {
+            LogLine::Address { unlogged: 0 } => String::new(),
+            LogLine::Address { unlogged } => format!(" ({unlogged} more from {} since its last line)", from.ip()),
+            LogLine::Others { unlogged } => format!(" ({unlogged} more from other addresses in the last minute)"),
+        };
+        tracing::warn!(
+            "refused a connection from {from} before the handshake: not an address of {} ({} lists {}){more}",
+            self.peer.name,
+            self.peer.conf,
+            if allowed.is_empty() {
+                "none".to_string()
+            } else {
+                allowed.join(", ")
+            },
+        );
+    }
+
     fn pin(&self) -> PinnedPeer {
         PinnedPeer::new(&self.peer.name, &self.peer.conf, self.peer.fingerprint)
     }
@@ -426,6 +466,17 @@ impl Shared {
         }
         let peer = self.peer.name.clone();
         match e {
+            // The peer's address filter (`admit`): retryable, as another
+            // link may be one it accepts.
+            quinn::ConnectionError::ConnectionClosed(c)
+                if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
+            {
+                TransportError::ConnectionLost(format!(
+                    "{peer} refused the connection before the handshake: it accepts only this node's \
+                     configured addresses (`address`, `lan`) and this connection came from another one \
+                     (its log names it)"
+                ))
+            }
             quinn::ConnectionError::ConnectionClosed(c) if is_crypto_code(u64::from(c.error_code)) => {
                 let alert = u64::from(c.error_code) - 0x100;
                 let reason = tls::refusal_reason(&String::from_utf8_lossy(&c.reason)).to_string();
@@ -487,6 +538,13 @@ async fn confirmed(conn: &quinn::Connection) -> Result<(), quinn::ConnectionErro
 
 async fn accept_loop(q: quinn::Endpoint, shared: Arc<Shared>, tx: mpsc::Sender<Accepted>) {
     while let Some(incoming) = q.accept().await {
+        let from = incoming.remote_address();
+        if !shared.admission.admits(from.ip()) {
+            // Before any TLS work: a refusal costs one small packet.
+            incoming.refuse();
+            shared.log_refusal(from);
+            continue;
+        }
         let shared = shared.clone();
         let tx = tx.clone();
         tokio::spawn(async move {

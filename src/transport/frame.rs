@@ -1,13 +1,18 @@
-//! Frames on a byte stream: a 4-byte big-endian length L, then one type
-//! byte, then L-1 payload bytes; L is 1..=[`MAX_FRAME`]. Owns reading and
-//! writing that envelope over any tokio stream, and the framed halves of
-//! QUIC streams ([`FrameSender`], [`FrameReceiver`]). It does not interpret
+//! Frames on QUIC streams: the framed halves ([`FrameSender`],
+//! [`FrameReceiver`]) and, for other byte streams, [`write_frame`] and
+//! [`FrameReader`]. The envelope (a 4-byte big-endian length L, one type
+//! byte, L-1 payload bytes; L in 1..=[`MAX_FRAME`]) is the wire crate's:
+//! headers come from `frame_header` and every byte read goes through its
+//! fuzzed [`FrameDecoder`], so there is one decoder. It does not interpret
 //! the type or the payload: the wire crate decodes those.
 //!
-//! The length is checked before any of the body is read or allocated, so
-//! a hostile length costs the reader nothing.
+//! The length is checked as soon as its four bytes are in, and a body's
+//! buffer grows with the bytes that arrive, so a hostile length costs the
+//! reader nothing.
 
 use bytes::Bytes;
+use hamirror_wire::frame::frame_header;
+use hamirror_wire::{FrameDecoder, FrameError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::error::TransportError;
@@ -16,55 +21,64 @@ use super::error::TransportError;
 /// its header. The wire crate owns the value.
 pub use hamirror_wire::MAX_FRAME;
 
+/// Received buffers a [`FrameReceiver`] takes from quinn in one call
+/// (without copying them: quinn hands them over). One call per packet's
+/// worth of data would cost a lock and a poll each.
+const READ_CHUNKS: usize = 32;
+/// Bytes a [`FrameReader`] reads at once.
+const READ_BUF: usize = 256 << 10;
+
+fn frame_error(e: FrameError) -> TransportError {
+    match e {
+        FrameError::TooLarge { len, max } => TransportError::FrameTooLarge { len, max },
+        FrameError::Empty => TransportError::EmptyFrame,
+        FrameError::Truncated { .. } => TransportError::Truncated,
+    }
+}
+
+fn header(ty: u8, payload_len: usize) -> Result<[u8; 5], TransportError> {
+    frame_header(ty, payload_len).map_err(frame_error)
+}
+
 /// Writes one frame. Refuses (before writing anything) a payload the peer
 /// would refuse.
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, ty: u8, payload: &[u8]) -> Result<(), TransportError> {
-    let len = payload.len() as u64 + 1;
-    if len > u64::from(MAX_FRAME) {
-        return Err(TransportError::FrameTooLarge { len, max: MAX_FRAME });
-    }
-    let mut head = [0u8; 5];
-    head[..4].copy_from_slice(&(len as u32).to_be_bytes());
-    head[4] = ty;
-    w.write_all(&head).await?;
+    w.write_all(&header(ty, payload.len())?).await?;
     w.write_all(payload).await?;
     Ok(())
 }
 
-/// Reads one frame: `Ok(None)` when the stream ends cleanly between frames.
-/// A length of 0 or above `max` is refused before the body is read.
-pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: u32) -> Result<Option<(u8, Vec<u8>)>, TransportError> {
-    let mut len_buf = [0u8; 4];
-    let mut got = 0;
-    while got < 4 {
-        let n = r.read(&mut len_buf[got..]).await?;
-        if n == 0 {
-            return if got == 0 {
-                Ok(None)
-            } else {
-                Err(TransportError::Truncated)
-            };
-        }
-        got += n;
-    }
-    let len = u32::from_be_bytes(len_buf);
-    if len == 0 {
-        return Err(TransportError::EmptyFrame);
-    }
-    if len > max {
-        return Err(TransportError::FrameTooLarge { len: len.into(), max });
-    }
-    let ty = r.read_u8().await?;
-    // Read into spare capacity: no zero-filling of up to 16 MiB first.
-    let n = len as usize - 1;
-    let mut payload = Vec::with_capacity(n);
-    let mut body = (&mut *r).take(n as u64);
-    while payload.len() < n {
-        if body.read_buf(&mut payload).await? == 0 {
-            return Err(TransportError::Truncated);
+/// Reads frames from any byte stream (TCP in the benchmark, buffers in
+/// tests) through the wire crate's decoder.
+pub struct FrameReader<R> {
+    inner: R,
+    decoder: FrameDecoder,
+    buf: Vec<u8>,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(inner: R, max: u32) -> Self {
+        FrameReader {
+            inner,
+            decoder: FrameDecoder::with_max(max),
+            buf: vec![0; READ_BUF],
         }
     }
-    Ok(Some((ty, payload)))
+
+    /// The next frame: `Ok(None)` when the stream ends cleanly between frames.
+    pub async fn next(&mut self) -> Result<Option<(u8, Vec<u8>)>, TransportError> {
+        loop {
+            if let Some(f) = self.decoder.pop().map_err(frame_error)? {
+                return Ok(Some((f.ty, f.payload)));
+            }
+            let n = self.inner.read(&mut self.buf).await?;
+            if n == 0 {
+                self.decoder.finish().map_err(frame_error)?;
+                return Ok(None);
+            }
+            self.decoder.push(&self.buf[..n]);
+        }
+    }
 }
 
 /// The sending half of a framed QUIC stream.
@@ -88,14 +102,8 @@ impl FrameSender {
     /// buffer itself until the peer has acknowledged it. For bulk chunks
     /// (`Vec<u8>` converts for free).
     pub async fn send_bytes(&mut self, ty: u8, payload: impl Into<Bytes>) -> Result<(), TransportError> {
-        let payload = payload.into();
-        let len = payload.len() as u64 + 1;
-        if len > u64::from(MAX_FRAME) {
-            return Err(TransportError::FrameTooLarge { len, max: MAX_FRAME });
-        }
-        let mut head = [0u8; 5];
-        head[..4].copy_from_slice(&(len as u32).to_be_bytes());
-        head[4] = ty;
+        let payload: Bytes = payload.into();
+        let head = header(ty, payload.len())?;
         let mut chunks = [Bytes::copy_from_slice(&head), payload];
         self.stream.write_all_chunks(&mut chunks).await?;
         Ok(())
@@ -150,24 +158,48 @@ impl FrameSender {
 #[derive(Debug)]
 pub struct FrameReceiver {
     stream: quinn::RecvStream,
-    max: u32,
+    decoder: FrameDecoder,
+    chunks: Vec<Bytes>,
 }
 
 impl FrameReceiver {
     pub fn new(stream: quinn::RecvStream) -> Self {
-        FrameReceiver { stream, max: MAX_FRAME }
+        FrameReceiver {
+            stream,
+            decoder: FrameDecoder::new(),
+            chunks: vec![Bytes::new(); READ_CHUNKS],
+        }
     }
 
     /// Lowers the largest frame accepted (never above [`MAX_FRAME`]).
     pub fn with_max(mut self, max: u32) -> Self {
-        self.max = max.min(MAX_FRAME);
+        self.decoder = FrameDecoder::with_max(max);
         self
     }
 
     /// The next frame as (type byte, payload), or `None` when the peer
     /// finished the stream between frames.
     pub async fn recv(&mut self) -> Result<Option<(u8, Vec<u8>)>, TransportError> {
-        read_frame(&mut self.stream, self.max).await
+        loop {
+            if let Some(f) = self.decoder.pop().map_err(frame_error)? {
+                return Ok(Some((f.ty, f.payload)));
+            }
+            // quinn's own buffers, no copy: the decoder copies each byte
+            // once, into the payload it belongs to.
+            match self.stream.read_chunks(&mut self.chunks).await? {
+                Some(n) => {
+                    for c in &mut self.chunks[..n] {
+                        self.decoder.push(c);
+                        // Let quinn's buffer go now, not at the next read.
+                        *c = Bytes::new();
+                    }
+                }
+                None => {
+                    self.decoder.finish().map_err(frame_error)?;
+                    return Ok(None);
+                }
+            }
+        }
     }
 
     /// Tells the peer to stop sending on this stream.
@@ -188,6 +220,15 @@ mod tests {
         tokio::runtime::Builder::new_current_thread().build().unwrap()
     }
 
+    async fn read_all(bytes: &[u8]) -> Result<Vec<(u8, Vec<u8>)>, TransportError> {
+        let mut r = FrameReader::new(bytes, MAX_FRAME);
+        let mut out = Vec::new();
+        while let Some(f) = r.next().await? {
+            out.push(f);
+        }
+        Ok(out)
+    }
+
     #[test]
     fn frames_round_trip_and_end_cleanly() {
         rt().block_on(async {
@@ -195,13 +236,7 @@ mod tests {
             write_frame(&mut buf, 7, b"hello").await.unwrap();
             write_frame(&mut buf, 1, b"").await.unwrap();
             assert_eq!(&buf[..5], &[0, 0, 0, 6, 7]);
-            let mut r = &buf[..];
-            assert_eq!(
-                read_frame(&mut r, MAX_FRAME).await.unwrap(),
-                Some((7, b"hello".to_vec()))
-            );
-            assert_eq!(read_frame(&mut r, MAX_FRAME).await.unwrap(), Some((1, vec![])));
-            assert_eq!(read_frame(&mut r, MAX_FRAME).await.unwrap(), None);
+            assert_eq!(read_all(&buf).await.unwrap(), [(7, b"hello".to_vec()), (1, vec![])]);
         });
     }
 
@@ -210,9 +245,9 @@ mod tests {
         rt().block_on(async {
             // The writer sends only a header announcing MAX_FRAME + 1 and keeps
             // the stream open: reading the body would wait forever.
-            let (mut w, mut r) = tokio::io::duplex(64);
+            let (mut w, r) = tokio::io::duplex(64);
             w.write_all(&(MAX_FRAME + 1).to_be_bytes()).await.unwrap();
-            let err = read_frame(&mut r, MAX_FRAME).await.unwrap_err();
+            let err = FrameReader::new(r, MAX_FRAME).next().await.unwrap_err();
             assert!(
                 matches!(err, TransportError::FrameTooLarge { len, max } if len == u64::from(MAX_FRAME) + 1 && max == MAX_FRAME),
                 "{err}"
@@ -224,19 +259,10 @@ mod tests {
     #[test]
     fn zero_length_and_truncated_frames_are_errors() {
         rt().block_on(async {
-            let mut r: &[u8] = &[0, 0, 0, 0];
+            assert!(matches!(read_all(&[0, 0, 0, 0]).await, Err(TransportError::EmptyFrame)));
+            assert!(matches!(read_all(&[0, 0]).await, Err(TransportError::Truncated)));
             assert!(matches!(
-                read_frame(&mut r, MAX_FRAME).await,
-                Err(TransportError::EmptyFrame)
-            ));
-            let mut r: &[u8] = &[0, 0];
-            assert!(matches!(
-                read_frame(&mut r, MAX_FRAME).await,
-                Err(TransportError::Truncated)
-            ));
-            let mut r: &[u8] = &[0, 0, 0, 9, 1, 2];
-            assert!(matches!(
-                read_frame(&mut r, MAX_FRAME).await,
+                read_all(&[0, 0, 0, 9, 1, 2]).await,
                 Err(TransportError::Truncated)
             ));
         });
@@ -252,11 +278,7 @@ mod tests {
             assert!(buf.is_empty());
             // Exactly at the limit is fine.
             write_frame(&mut buf, 1, &big[1..]).await.unwrap();
-            let mut r = &buf[..];
-            assert_eq!(
-                read_frame(&mut r, MAX_FRAME).await.unwrap().unwrap().1.len(),
-                big.len() - 1
-            );
+            assert_eq!(read_all(&buf).await.unwrap()[0].1.len(), big.len() - 1);
         });
     }
 }

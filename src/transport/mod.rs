@@ -16,6 +16,7 @@
 //! compress_chunk / decompress_chunk   (bytes in, bytes out)
 //! ```
 
+mod admit;
 pub mod compress;
 mod connection;
 mod endpoint;
@@ -29,7 +30,7 @@ pub use compress::{CompressError, Encoding, compress_chunk, decompress_chunk};
 pub use connection::{CONTROL_PRIORITY, Connection, LinkStats, PeerIdentity};
 pub use endpoint::{Endpoint, PeerSpec};
 pub use error::TransportError;
-pub use frame::{FrameReceiver, FrameSender, MAX_FRAME, read_frame, write_frame};
+pub use frame::{FrameReader, FrameReceiver, FrameSender, MAX_FRAME, write_frame};
 pub use identity::{Fingerprint, Identity, IdentityError};
 pub use tls::{ALPN, PinError};
 pub use tuning::Tuning;

@@ -127,6 +127,46 @@ pub fn stderr(o: &Output) -> String {
 
 pub mod pair;
 
+/// A small tmpfs mounted for a test (root only), unmounted when dropped.
+pub struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    pub fn mount(at: &Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "hamirror-test",
+                at.to_str().unwrap(),
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallDisk(at.to_path_buf()))
+    }
+
+    /// [`SmallDisk::mount`], or `None` (the test skips) when not root and
+    /// `HAMIRROR_SKIP_ROOT_TESTS` is set; panics when not root otherwise.
+    pub fn mount_or_skip(at: &Path, size: &str) -> Option<SmallDisk> {
+        if let Some(d) = SmallDisk::mount(at, size) {
+            return Some(d);
+        }
+        if std::env::var_os("HAMIRROR_SKIP_ROOT_TESTS").is_some() {
+            eprintln!("skipped: mounting a tmpfs needs root (HAMIRROR_SKIP_ROOT_TESTS is set)");
+            return None;
+        }
+        panic!("mounting a tmpfs needs root; run as root or set HAMIRROR_SKIP_ROOT_TESTS=1");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
 /// Writes a file, creating the directories it needs.
 pub fn write(p: &Path, data: &[u8]) {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();

@@ -108,10 +108,16 @@ impl Pair {
 
     /// Starts serv2's receiver and waits until its port is bound.
     pub fn start_serve(&mut self) {
+        self.start_serve_env(&[]);
+    }
+
+    /// [`Pair::start_serve`] with extra environment variables.
+    pub fn start_serve_env(&mut self, env: &[(&str, &str)]) {
         self.stop_serve();
         let log = std::fs::File::create(self.cfg.tmp.path().join("serve.log")).unwrap();
         let child = self
             .cmd("serv2", &["serve"])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -103,18 +103,33 @@ pub(crate) fn seal_frame(buf: &mut [u8], ty: u8) -> Result<(), FrameError> {
     Ok(())
 }
 
+/// A body grows in steps of at least this much (doubling beyond): a frame
+/// announced but not sent costs at most this, whatever its length says,
+/// and frames up to it — entry batches and chunk lists (~1 MiB, a little
+/// more), every chunk at the default chunk sizes — are received into one
+/// allocation of their exact size.
+pub const BODY_STEP: usize = 2 << 20;
+
 /// Cuts frames out of a byte stream fed in arbitrary pieces.
 ///
 /// Feed it with [`push`](Self::push), then call [`pop`](Self::pop) until it
-/// returns `Ok(None)`; that way it holds at most one incomplete frame plus
-/// one read. An error is sticky (the same bytes give the same error): the
-/// caller closes the connection.
+/// returns `Ok(None)`. Bytes are copied once, straight into the payload of
+/// the frame they belong to; it holds the frame being read plus the whole
+/// frames of the last push not yet popped. A bad length is found as soon as
+/// its four bytes are in; the error is sticky (the frames before it are
+/// still returned first) and later bytes are dropped: the caller closes
+/// the connection.
 #[derive(Debug, Clone)]
 pub struct FrameDecoder {
-    buf: Vec<u8>,
-    /// Start of the unconsumed bytes; compacted lazily so popping many small
-    /// frames out of one read does not shift the buffer each time.
-    start: usize,
+    /// Header bytes of the frame being read.
+    head: [u8; HEADER_LEN],
+    head_len: usize,
+    /// Its payload so far (once the header is complete).
+    body: Vec<u8>,
+    /// Its payload length, once known.
+    body_len: usize,
+    ready: std::collections::VecDeque<Frame>,
+    error: Option<FrameError>,
     max: u32,
 }
 
@@ -136,68 +151,90 @@ impl FrameDecoder {
     /// Clamped to `1..=MAX_FRAME`.
     pub fn with_max(max: u32) -> Self {
         FrameDecoder {
-            buf: Vec::new(),
-            start: 0,
+            head: [0; HEADER_LEN],
+            head_len: 0,
+            body: Vec::new(),
+            body_len: 0,
+            ready: std::collections::VecDeque::new(),
+            error: None,
             max: max.clamp(1, MAX_FRAME),
         }
     }
 
     /// Appends bytes read from the stream.
-    pub fn push(&mut self, bytes: &[u8]) {
-        if self.start > 0 && self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        } else if self.start >= (64 << 10) && self.start * 2 >= self.buf.len() {
-            self.buf.drain(..self.start);
-            self.start = 0;
+    pub fn push(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() && self.error.is_none() {
+            if self.head_len < HEADER_LEN {
+                let n = (HEADER_LEN - self.head_len).min(bytes.len());
+                self.head[self.head_len..self.head_len + n].copy_from_slice(&bytes[..n]);
+                self.head_len += n;
+                bytes = &bytes[n..];
+                if self.head_len >= 4 && self.head_len - n < 4 {
+                    let h = &self.head;
+                    match check_len(u32::from_be_bytes([h[0], h[1], h[2], h[3]]), self.max) {
+                        Ok(len) => self.body_len = len,
+                        Err(e) => {
+                            self.error = Some(e);
+                            return;
+                        }
+                    }
+                }
+                if self.head_len < HEADER_LEN {
+                    continue;
+                }
+            }
+            let want = self.body_len - self.body.len();
+            let n = want.min(bytes.len());
+            if self.body.capacity() - self.body.len() < n {
+                // Grow with what arrives (doubling, at least BODY_STEP), not
+                // with what the length announces.
+                let step = BODY_STEP.max(self.body.len()).max(n);
+                self.body.reserve_exact(step.min(want));
+            }
+            self.body.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.body.len() == self.body_len {
+                let payload = std::mem::take(&mut self.body);
+                self.ready.push_back(Frame {
+                    ty: self.head[4],
+                    payload,
+                });
+                self.head_len = 0;
+                self.body_len = 0;
+            }
         }
-        self.buf.extend_from_slice(bytes);
     }
 
-    /// The next complete frame, `Ok(None)` if more bytes are needed, or an
-    /// error as soon as a bad length prefix is buffered.
+    /// The next complete frame, `Ok(None)` if more bytes are needed, or the
+    /// error of a bad length prefix once the frames before it are out.
     pub fn pop(&mut self) -> Result<Option<Frame>, FrameError> {
-        let avail = &self.buf[self.start..];
-        let Some(len) = avail.get(..4) else {
-            return Ok(None);
-        };
-        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]);
-        let payload_len = check_len(len, self.max)?;
-        let total = HEADER_LEN + payload_len;
-        if avail.len() < total {
-            // Reserve the rest of the frame once, so a large body arriving in
-            // small reads does not reallocate repeatedly.
-            self.buf.reserve(total - avail.len());
-            return Ok(None);
+        if let Some(f) = self.ready.pop_front() {
+            return Ok(Some(f));
         }
-        let frame = Frame {
-            ty: avail[4],
-            payload: avail[HEADER_LEN..total].to_vec(),
-        };
-        self.start += total;
-        if self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
+        match &self.error {
+            Some(e) => Err(e.clone()),
+            None => Ok(None),
         }
-        Ok(Some(frame))
     }
 
     /// Bytes buffered and not yet returned in a frame.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        let ready: usize = self.ready.iter().map(|f| HEADER_LEN + f.payload.len()).sum();
+        ready + self.head_len + self.body.len()
     }
 
     /// How many more bytes the next frame needs at least (the rest of the
     /// header, or the rest of the body); 0 if a frame can be popped.
     pub fn needed(&self) -> usize {
-        let avail = &self.buf[self.start..];
-        match avail.get(..4) {
-            None => HEADER_LEN - avail.len(),
-            Some(l) => {
-                let len = u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize;
-                (4 + len.max(1)).saturating_sub(avail.len())
-            }
+        if !self.ready.is_empty() {
+            return 0;
         }
+        if self.head_len < 4 {
+            return HEADER_LEN - self.head_len;
+        }
+        let h = &self.head;
+        let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        (4 + len.max(1)).saturating_sub(self.head_len + self.body.len())
     }
 
     /// Call when the stream ends: an error if it ended inside a frame.
@@ -276,6 +313,42 @@ mod tests {
         );
         assert_eq!(d.finish(), Ok(()));
         assert_eq!(d.needed(), HEADER_LEN);
+    }
+
+    #[test]
+    fn a_frame_announced_but_not_sent_costs_at_most_one_step() {
+        let mut d = FrameDecoder::new();
+        d.push(&frame_header(1, MAX_FRAME as usize - 1).unwrap());
+        d.push(&[0; 10]);
+        assert!(d.body.capacity() <= BODY_STEP, "{}", d.body.capacity());
+        assert_eq!(d.needed(), MAX_FRAME as usize - 11);
+        // Frames up to a step arrive in one allocation.
+        let mut d = FrameDecoder::new();
+        let f = encode_frame(2, &vec![9; BODY_STEP - 100]).unwrap();
+        let mut first = None;
+        for piece in f.chunks(1200) {
+            d.push(piece);
+            if d.body.capacity() > 0 {
+                assert_eq!(
+                    *first.get_or_insert(d.body.as_ptr()),
+                    d.body.as_ptr(),
+                    "never reallocated"
+                );
+            }
+        }
+        assert_eq!(d.pop().unwrap().unwrap().payload.len(), BODY_STEP - 100);
+    }
+
+    #[test]
+    fn frames_before_a_bad_length_come_out_then_the_error_sticks() {
+        let mut d = FrameDecoder::with_max(100);
+        let mut bytes = encode_frame(1, b"ok").unwrap();
+        bytes.extend_from_slice(&1000u32.to_be_bytes());
+        bytes.extend_from_slice(&encode_frame(2, b"never").unwrap());
+        d.push(&bytes);
+        assert_eq!(d.pop().unwrap().unwrap().payload, b"ok");
+        assert!(matches!(d.pop(), Err(FrameError::TooLarge { len: 1000, max: 100 })));
+        assert!(matches!(d.pop(), Err(FrameError::TooLarge { .. })));
     }
 
     proptest! {

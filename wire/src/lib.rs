@@ -29,6 +29,8 @@ pub mod batch;
 pub mod codec;
 pub mod entry;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod heartbeat;
 pub mod msg;
 
