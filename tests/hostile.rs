@@ -76,6 +76,16 @@ async fn recv(rx: &mut FrameReceiver) -> Result<Message, String> {
     }
 }
 
+/// Opens a push conversation as serv1, Fsmbd's holder, and expects it let in.
+async fn holder_hello(conn: &hamirror::transport::Connection) -> (FrameSender, FrameReceiver) {
+    let (mut tx, mut rx) = conn.open_control().await.unwrap();
+    send(&mut tx, &Message::Hello(hello("Fsmbd", "serv1", "serv1", 1)))
+        .await
+        .unwrap();
+    assert!(matches!(recv(&mut rx).await, Ok(Message::HelloOk(_))));
+    (tx, rx)
+}
+
 /// Runs `script` as serv1 (with serv1's real key) against serv2's receiver.
 fn as_serv1<F, Fut>(p: &Pair, script: F)
 where
@@ -142,11 +152,7 @@ fn an_offer_that_leads_through_its_own_symlink_or_replaces_a_root_is_refused_and
     ];
     for (entries, why) in offers {
         as_serv1(&p, |conn| async move {
-            let (mut tx, mut rx) = conn.open_control().await.unwrap();
-            send(&mut tx, &Message::Hello(hello("Fsmbd", "serv1", "serv1", 1)))
-                .await
-                .unwrap();
-            assert!(matches!(recv(&mut rx).await, Ok(Message::HelloOk(_))));
+            let (mut tx, mut rx) = holder_hello(&conn).await;
             let n = entries.len() as u64;
             send(&mut tx, &Message::Entries(entries)).await.unwrap();
             let end = OfferEnd {
@@ -182,11 +188,7 @@ fn parent_and_absolute_paths_close_the_connection_as_bad_frames() {
     p.start_serve();
     for bad in [&b"srv/samba/../../../escaped"[..], b"/tmp/escaped"] {
         as_serv1(&p, |conn| async move {
-            let (mut tx, mut rx) = conn.open_control().await.unwrap();
-            send(&mut tx, &Message::Hello(hello("Fsmbd", "serv1", "serv1", 1)))
-                .await
-                .unwrap();
-            assert!(matches!(recv(&mut rx).await, Ok(Message::HelloOk(_))));
+            let (mut tx, mut rx) = holder_hello(&conn).await;
             // The encoder writes any bytes; the receiver's decoder refuses them.
             let _ = send(&mut tx, &Message::Entries(vec![file(bad, b"x")])).await;
             let err = recv(&mut rx).await.unwrap_err();
@@ -286,11 +288,7 @@ fn a_delta_that_does_not_fit_its_base_or_hash_is_refused_and_the_replica_kept() 
     for (ops, literals, text) in cases {
         let new = new.clone();
         as_serv1(&p, |conn| async move {
-            let (mut tx, mut rx) = conn.open_control().await.unwrap();
-            send(&mut tx, &Message::Hello(hello("Fsmbd", "serv1", "serv1", 1)))
-                .await
-                .unwrap();
-            assert!(matches!(recv(&mut rx).await, Ok(Message::HelloOk(_))));
+            let (mut tx, mut rx) = holder_hello(&conn).await;
             send(&mut tx, &Message::Entries(vec![file(b"srv/samba/doc.txt", &new)]))
                 .await
                 .unwrap();
@@ -359,11 +357,7 @@ fn an_offer_over_the_receivers_memory_budget_is_refused_while_it_arrives() {
     p.start_serve_env(&[("HAMIRROR_OFFER_MEMORY", "1M")]);
     // Many entries.
     as_serv1(&p, |conn| async move {
-        let (mut tx, mut rx) = conn.open_control().await.unwrap();
-        send(&mut tx, &Message::Hello(hello("Fsmbd", "serv1", "serv1", 1)))
-            .await
-            .unwrap();
-        assert!(matches!(recv(&mut rx).await, Ok(Message::HelloOk(_))));
+        let (mut tx, mut rx) = holder_hello(&conn).await;
         let mut n = 0u64;
         for b in 0..4 {
             let batch: Vec<Entry> = (0..1000)
@@ -384,11 +378,7 @@ fn an_offer_over_the_receivers_memory_budget_is_refused_while_it_arrives() {
     // One file announcing 2^24 chunk references: refused at its head,
     // before a single reference has to arrive.
     as_serv1(&p, |conn| async move {
-        let (mut tx, mut rx) = conn.open_control().await.unwrap();
-        send(&mut tx, &Message::Hello(hello("Fsmbd", "serv1", "serv1", 1)))
-            .await
-            .unwrap();
-        assert!(matches!(recv(&mut rx).await, Ok(Message::HelloOk(_))));
+        let (mut tx, mut rx) = holder_hello(&conn).await;
         let head = hamirror_wire::FileHead {
             path: b"srv/samba/huge".to_vec(),
             mode: 0o644,
@@ -432,11 +422,7 @@ fn an_offer_that_cannot_fit_the_disk_is_refused_before_any_chunk_is_asked_for() 
     std::fs::write(p.dst("srv/samba/keep.txt"), b"the old replica").unwrap();
     p.start_serve();
     as_serv1(&p, |conn| async move {
-        let (mut tx, mut rx) = conn.open_control().await.unwrap();
-        send(&mut tx, &Message::Hello(hello("Fsmbd", "serv1", "serv1", 1)))
-            .await
-            .unwrap();
-        assert!(matches!(recv(&mut rx).await, Ok(Message::HelloOk(_))));
+        let (mut tx, mut rx) = holder_hello(&conn).await;
         // 64 MiB declared in four 16 MiB chunks, on a 2 MiB disk; plus a
         // small file that would fit alone.
         let chunks: Vec<ChunkRef> = (0..4u8)
@@ -553,11 +539,7 @@ fn measure_the_receivers_memory_per_offered_entry() {
     let before = hwm();
     let n: u64 = std::env::var("N").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     as_serv1(&p, |conn| async move {
-        let (mut tx, mut rx) = conn.open_control().await.unwrap();
-        send(&mut tx, &Message::Hello(hello("Fsmbd", "serv1", "serv1", 1)))
-            .await
-            .unwrap();
-        assert!(matches!(recv(&mut rx).await, Ok(Message::HelloOk(_))));
+        let (mut tx, mut rx) = holder_hello(&conn).await;
         let mut batch = Vec::new();
         for i in 0..n {
             batch.push(file(

@@ -17,7 +17,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::noise;
@@ -49,23 +49,6 @@ impl Rng {
 }
 
 const DEFAULT_SEED: u64 = 0x5EED_0015;
-
-/// rsync's view of what differs (the oracle of issue #15: checksums, hard
-/// links, ACLs, xattrs, numeric ids, deletes), empty when identical.
-fn oracle(src: &Path, dst: &Path) -> String {
-    let out = Command::new("rsync")
-        .args(["-anc", "-HAX", "--numeric-ids", "--delete", "-i"])
-        .arg(format!("{}/", src.display()))
-        .arg(format!("{}/", dst.display()))
-        .output()
-        .expect("rsync is needed as the test oracle (apt-get install rsync)");
-    assert!(
-        out.status.success(),
-        "rsync failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Temp files of the receiver left under `dir`.
 fn temps(dir: &Path) -> Vec<PathBuf> {
@@ -270,7 +253,7 @@ fn a_seeded_random_workload_under_watch_ends_identical_by_rsync() {
     let settled = |within: Duration| -> (String, Vec<PathBuf>) {
         let deadline = Instant::now() + within;
         loop {
-            let (diff, left) = (oracle(&src, &dst), temps(&dst));
+            let (diff, left) = (common::pair::rsync_differences(&src, &dst), temps(&dst));
             let ended = w.borrow_mut().0.try_wait().ok().flatten();
             if (diff.is_empty() && left.is_empty()) || Instant::now() > deadline || ended.is_some() {
                 if let Some(status) = ended {
