@@ -99,6 +99,16 @@ fn deletions_add_up_across_passes_until_a_forced_sync() {
     oracle(&p);
 }
 
+/// `hamirror watch Fsmbd` on serv1, its log in watch.log.
+fn start_watch(p: &Pair) -> std::process::Child {
+    let log = fs::File::create(p.cfg.tmp.path().join("watch.log")).unwrap();
+    p.cmd("serv1", &["watch", "Fsmbd"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
 fn watch_log(p: &Pair) -> String {
     fs::read_to_string(p.cfg.tmp.path().join("watch.log")).unwrap_or_default()
 }
@@ -106,13 +116,7 @@ fn watch_log(p: &Pair) -> String {
 #[test]
 fn a_directory_renamed_under_watch_is_shipped_and_shipping_goes_on() {
     let p = seeded(30);
-    let log = fs::File::create(p.cfg.tmp.path().join("watch.log")).unwrap();
-    let mut w = p
-        .cmd("serv1", &["watch", "Fsmbd"])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut w = start_watch(&p);
     let until = |what: &dyn Fn() -> bool, within: Duration| {
         let t0 = Instant::now();
         while !what() && t0.elapsed() < within {
@@ -138,13 +142,7 @@ fn a_directory_renamed_under_watch_is_shipped_and_shipping_goes_on() {
 #[test]
 fn a_mass_delete_under_watch_ends_the_watch_naming_the_command() {
     let p = seeded(30);
-    let log = fs::File::create(p.cfg.tmp.path().join("watch.log")).unwrap();
-    let mut w = p
-        .cmd("serv1", &["watch", "Fsmbd"])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut w = start_watch(&p);
     std::thread::sleep(Duration::from_millis(1000));
     fs::remove_dir_all(p.src("srv/samba/share")).unwrap();
     let t0 = Instant::now();

@@ -137,24 +137,34 @@ fn status_events(lab: &Lab, i: usize) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn heartbeats_of_an_earlier_incarnation_replayed_after_the_death_do_not_stop_the_takeover() {
-    let _g = serial();
-    let Some(mut lab) = lab() else { return };
+/// Starts both daemons and records, for `secs` seconds, serv1's heartbeats
+/// on the crossover as serv2 receives them (at least ten a second).
+fn record_serv1(lab: &mut Lab, secs: u64) -> Vec<Vec<u8>> {
     for i in 0..2 {
         lab.start_static_responder(i);
         lab.start(i);
     }
     lab.wait_both_running_own_groups();
-
-    // An attacker on the crossover records serv1's heartbeats (its first
-    // incarnation) as serv2 receives them.
     let stop = Arc::new(AtomicBool::new(false));
     let sniffer = capture(lab.node_ns[1].clone(), "x0", SERV1_CROSSOVER, stop.clone());
-    std::thread::sleep(Duration::from_secs(4));
+    std::thread::sleep(Duration::from_secs(secs));
     stop.store(true, Ordering::Relaxed);
     let recorded = sniffer.join().unwrap();
-    assert!(recorded.len() >= 40, "recorded only {} heartbeats", recorded.len());
+    assert!(
+        recorded.len() as u64 >= 10 * secs,
+        "recorded only {} heartbeats",
+        recorded.len()
+    );
+    recorded
+}
+
+#[test]
+fn heartbeats_of_an_earlier_incarnation_replayed_after_the_death_do_not_stop_the_takeover() {
+    let _g = serial();
+    let Some(mut lab) = lab() else { return };
+    // An attacker on the crossover records serv1's heartbeats (its first
+    // incarnation) as serv2 receives them.
+    let recorded = record_serv1(&mut lab, 4);
 
     // serv1's daemon restarts (a new incarnation) and rejoins.
     lab.kill(0);
@@ -199,17 +209,7 @@ fn heartbeats_of_an_earlier_incarnation_replayed_after_the_death_do_not_stop_the
 fn a_restarted_survivor_still_refuses_the_dead_peers_recorded_heartbeats() {
     let _g = serial();
     let Some(mut lab) = lab() else { return };
-    for i in 0..2 {
-        lab.start_static_responder(i);
-        lab.start(i);
-    }
-    lab.wait_both_running_own_groups();
-    let stop = Arc::new(AtomicBool::new(false));
-    let sniffer = capture(lab.node_ns[1].clone(), "x0", SERV1_CROSSOVER, stop.clone());
-    std::thread::sleep(Duration::from_secs(6));
-    stop.store(true, Ordering::Relaxed);
-    let recorded = sniffer.join().unwrap();
-    assert!(recorded.len() >= 60, "recorded only {} heartbeats", recorded.len());
+    let recorded = record_serv1(&mut lab, 6);
 
     // serv1 dies; serv2 takes over, then its daemon is restarted (an
     // upgrade, say) while the attacker replays serv1's last heartbeats:

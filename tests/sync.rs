@@ -440,14 +440,13 @@ fn a_killed_receiver_resumes_without_resending_what_arrived() {
     interrupted_transfer_resumes(true);
 }
 
-/// The bytes fit (the receiver's up-front check passes) but the inodes do
-/// not: the disk fills during the apply, which must stop as cleanly.
-#[test]
-fn a_disk_that_fills_during_the_apply_stops_the_set_and_keeps_the_old_replica() {
+/// A pair whose replica lives on a small tmpfs (`options`), with
+/// `old.txt` mirrored there and then changed on the holder: the next pass
+/// must not half-install the new version. `None` where tmpfs cannot be
+/// mounted (not root).
+fn mirrored_onto_a_small_disk(options: &str) -> Option<(Pair, SmallDisk)> {
     let mut p = Pair::new();
-    let Some(_disk) = SmallDisk::mount_or_skip(&p.dst("srv"), "4m,nr_inodes=8") else {
-        return;
-    };
+    let disk = SmallDisk::mount_or_skip(&p.dst("srv"), options)?;
     write(&p.src("srv/samba/old.txt"), b"the old replica");
     p.start_serve();
     p.sync_ok("Fsmbd");
@@ -455,6 +454,16 @@ fn a_disk_that_fills_during_the_apply_stops_the_set_and_keeps_the_old_replica() 
         &p.src("srv/samba/old.txt"),
         b"a newer version that must not half-arrive",
     );
+    Some((p, disk))
+}
+
+/// The bytes fit (the receiver's up-front check passes) but the inodes do
+/// not: the disk fills during the apply, which must stop as cleanly.
+#[test]
+fn a_disk_that_fills_during_the_apply_stops_the_set_and_keeps_the_old_replica() {
+    let Some((p, _disk)) = mirrored_onto_a_small_disk("4m,nr_inodes=8") else {
+        return;
+    };
     for i in 0..12 {
         write(&p.src(&format!("srv/samba/new{i}.txt")), b"small");
     }
@@ -474,17 +483,9 @@ fn a_disk_that_fills_during_the_apply_stops_the_set_and_keeps_the_old_replica() 
 /// is written (the receiver compares with `statvfs` first).
 #[test]
 fn a_full_disk_stops_the_set_and_keeps_the_old_replica() {
-    let mut p = Pair::new();
-    let Some(_disk) = SmallDisk::mount_or_skip(&p.dst("srv"), "4m") else {
+    let Some((p, _disk)) = mirrored_onto_a_small_disk("4m") else {
         return;
     };
-    write(&p.src("srv/samba/old.txt"), b"the old replica");
-    p.start_serve();
-    p.sync_ok("Fsmbd");
-    write(
-        &p.src("srv/samba/old.txt"),
-        b"a newer version that must not half-arrive",
-    );
     write(&p.src("srv/samba/too-big.bin"), &noise(5, 8 << 20));
     let (_, code, err) = p.sync("Fsmbd", &[]);
     assert_eq!(code, 2, "{err}");

@@ -17,27 +17,41 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-fn timespec(ns: i64) -> libc::timespec {
-    libc::timespec {
-        tv_sec: ns.div_euclid(1_000_000_000) as libc::time_t,
+/// Access and modification time both at `ns` (nanoseconds since the epoch).
+fn timestamps(ns: i64) -> rustix::fs::Timestamps {
+    let t = rustix::fs::Timespec {
+        tv_sec: ns.div_euclid(1_000_000_000),
         tv_nsec: ns.rem_euclid(1_000_000_000) as _,
+    };
+    rustix::fs::Timestamps {
+        last_access: t,
+        last_modification: t,
     }
+}
+
+/// The mtime of a `stat` result in nanoseconds.
+pub fn stat_mtime_ns(st: &rustix::fs::Stat) -> i64 {
+    st.st_mtime
+        .saturating_mul(1_000_000_000)
+        .saturating_add(st.st_mtime_nsec as i64)
+}
+
+/// What to set on a directory: all of an entry's metadata, or only an
+/// mtime (given back after the directory's contents changed).
+#[derive(Debug, Clone, Copy)]
+pub enum DirMeta<'a> {
+    All(&'a Entry),
+    Mtime(i64),
 }
 
 /// Owner, mode and mtime of an open regular file (a temp file before rename).
 /// Owner first: chown clears set-id bits, chmod restores them.
 pub fn set_on_file(f: &File, e: &Entry) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     if is_root() {
         std::os::unix::fs::fchown(f, Some(e.uid), Some(e.gid))?;
     }
     f.set_permissions(std::fs::Permissions::from_mode(e.mode))?;
-    let times = [timespec(e.mtime_ns), timespec(e.mtime_ns)];
-    // SAFETY: valid fd and a pointer to two timespecs.
-    if unsafe { libc::futimens(f.as_raw_fd(), times.as_ptr()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(rustix::fs::futimens(f, &timestamps(e.mtime_ns))?)
 }
 
 /// Owner, mode (not for symlinks) and mtime of `name` in directory `dir`,
@@ -61,38 +75,44 @@ pub fn set_at(dir: BorrowedFd<'_>, name: &[u8], e: &Entry, symlink: bool) -> io:
     set_mtime_at(dir, name, e.mtime_ns)
 }
 
-/// Owner, mode and mtime (`only_mtime`: the mtime) of a set's root
-/// directory, by its path: the roots are the administrator's, and a root
-/// that is a symlink to another disk is followed on purpose.
-pub fn set_on_root(path: &std::path::Path, e: &Entry, only_mtime: bool) -> io::Result<()> {
-    if !only_mtime {
-        if is_root() {
-            std::os::unix::fs::chown(path, Some(e.uid), Some(e.gid))?;
+/// A set's root directory's metadata, by its path: the roots are the
+/// administrator's, and a root that is a symlink to another disk is
+/// followed on purpose.
+pub fn set_on_root(path: &std::path::Path, m: DirMeta<'_>) -> io::Result<()> {
+    let ns = match m {
+        DirMeta::All(e) => {
+            if is_root() {
+                std::os::unix::fs::chown(path, Some(e.uid), Some(e.gid))?;
+            }
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(e.mode & 0o7777))?;
+            e.mtime_ns
         }
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(e.mode & 0o7777))?;
+        DirMeta::Mtime(ns) => ns,
+    };
+    Ok(rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &timestamps(ns),
+        AtFlags::empty(),
+    )?)
+}
+
+/// A directory's metadata: `name` in `dir`, not following it.
+pub fn set_dir_at(dir: BorrowedFd<'_>, name: &[u8], m: DirMeta<'_>) -> io::Result<()> {
+    match m {
+        DirMeta::All(e) => set_at(dir, name, e, false),
+        DirMeta::Mtime(ns) => set_mtime_at(dir, name, ns),
     }
-    let t = rustix::fs::Timespec {
-        tv_sec: e.mtime_ns.div_euclid(1_000_000_000),
-        tv_nsec: e.mtime_ns.rem_euclid(1_000_000_000) as _,
-    };
-    let times = rustix::fs::Timestamps {
-        last_access: t,
-        last_modification: t,
-    };
-    Ok(rustix::fs::utimensat(rustix::fs::CWD, path, &times, AtFlags::empty())?)
 }
 
 /// Sets only the mtime (and atime) of `name` in `dir`, not following it.
 pub fn set_mtime_at(dir: BorrowedFd<'_>, name: &[u8], mtime_ns: i64) -> io::Result<()> {
-    let t = rustix::fs::Timespec {
-        tv_sec: mtime_ns.div_euclid(1_000_000_000),
-        tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _,
-    };
-    let times = rustix::fs::Timestamps {
-        last_access: t,
-        last_modification: t,
-    };
-    Ok(rustix::fs::utimensat(dir, name, &times, AtFlags::SYMLINK_NOFOLLOW)?)
+    Ok(rustix::fs::utimensat(
+        dir,
+        name,
+        &timestamps(mtime_ns),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?)
 }
 
 fn chmod_at(dir: BorrowedFd<'_>, name: &[u8], mode: u32) -> io::Result<()> {

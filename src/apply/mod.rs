@@ -345,12 +345,6 @@ pub struct Applier {
     report: ApplyReport,
 }
 
-fn stat_mtime_ns(st: &rustix::fs::Stat) -> i64 {
-    st.st_mtime
-        .saturating_mul(1_000_000_000)
-        .saturating_add(st.st_mtime_nsec as i64)
-}
-
 impl Applier {
     /// Step 1 whole: [`Applier::start`], [`Applier::sign`] and
     /// [`Applier::copy_held`]. [`Applier::need`] lists the chunks to ask
@@ -410,7 +404,11 @@ impl Applier {
             if !seen.insert(dir) || !dest.holds_dir(dir) {
                 continue;
             }
-            let now = dest.stat(dir).ok().filter(dest::is_dir).map(|st| stat_mtime_ns(&st));
+            let now = dest
+                .stat(dir)
+                .ok()
+                .filter(dest::is_dir)
+                .map(|st| meta::stat_mtime_ns(&st));
             let before = match (journal.dir_mtime(dir), now) {
                 (Some(earlier), now) => {
                     if now != Some(earlier) {
@@ -865,7 +863,9 @@ impl Applier {
             if self.report.failures.iter().any(|f| f.path == d.path) {
                 continue;
             }
-            let res = self.set_dir(&d.path, d, false).map_err(|e| ApplyError::on(&d.path, e));
+            let res = self
+                .set_dir(&d.path, meta::DirMeta::All(d))
+                .map_err(|e| ApplyError::on(&d.path, e));
             set_dirs.insert(d.path.clone());
             self.outcome(d, res);
         }
@@ -883,45 +883,29 @@ impl Applier {
     fn restore_dirs(&mut self, set: &HashSet<Vec<u8>>) {
         let mut touched: Vec<(Vec<u8>, i64)> = self.touched.drain().collect();
         touched.sort_by(|a, b| b.0.cmp(&a.0));
-        let mtime_only = |ns| Entry {
-            path: vec![],
-            kind: hamirror_wire::EntryKind::Dir,
-            mode: 0,
-            uid: 0,
-            gid: 0,
-            mtime_ns: ns,
-            size: 0,
-            file_hash: [0; 32],
-            chunks: vec![],
-            target: vec![],
-        };
         for (dir, ns) in touched {
             if set.contains(&dir) {
                 continue;
             }
-            if self.set_dir(&dir, &mtime_only(ns), true).is_ok() && self.repaired.contains(&dir) {
+            if self.set_dir(&dir, meta::DirMeta::Mtime(ns)).is_ok() && self.repaired.contains(&dir) {
                 self.report.repaired_dirs.push((dir, ns));
             }
         }
     }
 
-    /// Sets `e`'s metadata (`only_mtime`: its mtime) on the directory at
-    /// `path`. A directory root is the administrator's and may be a
-    /// symlink to another disk: it is reached by its path.
-    fn set_dir(&self, path: &[u8], e: &Entry, only_mtime: bool) -> io::Result<()> {
+    /// Sets metadata on the directory at `path`. A directory root is the
+    /// administrator's and may be a symlink to another disk: it is reached
+    /// by its path.
+    fn set_dir(&self, path: &[u8], m: meta::DirMeta<'_>) -> io::Result<()> {
         if self.dest.is_dir_root(path) {
-            return meta::set_on_root(&self.dest.local(path), e, only_mtime);
+            return meta::set_on_root(&self.dest.local(path), m);
         }
         let (dir, name) = self.dest.parent(path)?;
         let st = rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
         if !dest::is_dir(&st) {
             return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
         }
-        if only_mtime {
-            meta::set_mtime_at(dir.as_fd(), name, e.mtime_ns)
-        } else {
-            meta::set_at(dir.as_fd(), name, e, false)
-        }
+        meta::set_dir_at(dir.as_fd(), name, m)
     }
 
     /// Owner, mode and mtime of a file whose content is already right.

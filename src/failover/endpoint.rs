@@ -427,9 +427,9 @@ mod tests {
         UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
     }
 
-    fn endpoint(listen: u16, peer: u16, keepalive: Duration) -> (Endpoint, Receiver<Input>) {
-        let (tx, rx) = channel();
-        let cfg = EndpointConfig {
+    /// serv1's endpoint on 127.0.0.1:`listen`, its peer at `peer`.
+    fn config(listen: u16, peer: u16, keepalive: Duration) -> EndpointConfig {
+        EndpointConfig {
             local: "serv1".into(),
             peer: "serv2".into(),
             links: vec![LinkAddr {
@@ -444,7 +444,12 @@ mod tests {
             keys: HeartbeatKeys::from_secrets(&[KEY]).unwrap(),
             incarnation: 1,
             realtime: false,
-        };
+        }
+    }
+
+    fn endpoint(listen: u16, peer: u16, keepalive: Duration) -> (Endpoint, Receiver<Input>) {
+        let (tx, rx) = channel();
+        let cfg = config(listen, peer, keepalive);
         (Endpoint::start(cfg, NodeState::default(), tx).unwrap(), rx)
     }
 
@@ -538,20 +543,9 @@ mod tests {
         let start = |port: u16| {
             let (tx, rx) = channel();
             let cfg = EndpointConfig {
-                local: "serv1".into(),
-                peer: "serv2".into(),
-                links: vec![LinkAddr {
-                    id: LinkId(0),
-                    name: "crossover".into(),
-                    local: format!("127.0.0.1:{port}").parse().unwrap(),
-                    peer: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-                }],
-                keepalive: Duration::from_millis(10),
-                keys: HeartbeatKeys::from_secrets(&[KEY]).unwrap(),
                 peer_floor: crate::failover::incarnation::load_peer(dir.path()),
                 record_in: Some(dir.path().to_path_buf()),
-                incarnation: 1,
-                realtime: false,
+                ..config(port, free_port(), Duration::from_millis(10))
             };
             (Endpoint::start(cfg, NodeState::default(), tx).unwrap(), rx)
         };

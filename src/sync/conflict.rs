@@ -203,10 +203,7 @@ impl Conflicts {
         // The directory's times are the holder's to set (they are mirrored
         // like any metadata): a copy made here must not change them.
         let dir = crate::apply::dest::split(&path).0.to_vec();
-        let dir_mtime = dest
-            .stat(&dir)
-            .ok()
-            .map(|st| st.st_mtime.saturating_mul(1_000_000_000) + st.st_mtime_nsec as i64);
+        let dir_mtime = dest.stat(&dir).ok().map(|st| crate::apply::meta::stat_mtime_ns(&st));
         let entry = Entry { path, ..e.clone() };
         let done = (|| {
             let mut src = dest.open_file(&e.path, crate::apply::Open::Read)?;
