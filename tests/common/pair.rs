@@ -14,9 +14,25 @@ use std::time::{Duration, Instant};
 use super::{TempConfig, stderr};
 
 /// `N` distinct UDP ports that were free a moment ago (all held at once
-/// while picked, so the kernel cannot hand out the same one twice).
+/// while picked, so the kernel cannot hand out the same one twice), and
+/// never handed out before in this test process: once released, the
+/// kernel may give a port to another test running in parallel before the
+/// first one's daemon has bound it.
 pub fn free_udp_ports<const N: usize>() -> [u16; N] {
-    let socks: Vec<UdpSocket> = (0..N).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    let (mut socks, mut skipped) = (Vec::with_capacity(N), Vec::new());
+    while socks.len() < N {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = s.local_addr().unwrap().port();
+        if given.contains(&port) {
+            // Held until the end, so the next bind gets another port.
+            skipped.push(s);
+        } else {
+            given.push(port);
+            socks.push(s);
+        }
+    }
     std::array::from_fn(|i| socks[i].local_addr().unwrap().port())
 }
 
