@@ -23,6 +23,17 @@ fn example_configuration_is_valid_and_printed_in_run_order() {
     assert!(s.contains("set Fhttpd"), "{s}");
     assert!(s.contains("192.168.1.5 (tcp:445)"), "{s}");
     assert!(s.contains("delete limit 20%"), "{s}");
+    assert!(
+        s.contains(
+            "monitor: S hooks `status` every 10s (timeout 20s); after 3 failures in a row restart, at most 1 within 1h, \
+             then move to the peer"
+        ),
+        "{s}"
+    );
+    assert!(
+        s.contains("monitor: off (monitor_interval = 0)"),
+        "serv2's group has none: {s}"
+    );
 }
 
 /// Applies `mutate` to a fresh copy of the example and asserts that `check`
@@ -47,7 +58,7 @@ fn rejects(mutate: impl FnOnce(&TempConfig), expected: &[&str]) {
 fn unknown_key_names_file_line_and_the_keys_expected() {
     rejects(
         |c| c.append("serv1.conf", "colour = blue\n"),
-        &["serv1.conf:14: unknown key `colour`; expected one of: address"],
+        &["serv1.conf:17: unknown key `colour`; expected one of: address"],
     );
 }
 
@@ -184,7 +195,7 @@ fn every_problem_is_listed_even_when_a_node_conf_is_broken() {
             c.write("serv1/Fweb", "/var/www2/x/ relative\n");
         },
         &[
-            "serv1.conf:14: unknown key `colour`",
+            "serv1.conf:17: unknown key `colour`",
             "serv1/Fweb:1: \"relative\" is not an absolute path",
             "2 problems found",
         ],

@@ -504,3 +504,105 @@ fn a_hanging_start_hook_is_killed_after_hook_timeout_and_blocks_nothing_else() {
     assert_eq!(obs.overlap(0, t0, true), 0);
     obs.stop();
 }
+
+/// Kills group `g`'s responder on node `i` behind hamirror's back.
+fn kill_service(lab: &Lab, i: usize, g: &str) {
+    let pidf = lab.path(&format!("run/svc-{}-{g}.pid", NODES[i]));
+    let pid = std::fs::read_to_string(&pidf).unwrap_or_else(|e| panic!("{}: {e}", pidf.display()));
+    let ok = std::process::Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {pid}");
+}
+
+fn health(lab: &Lab, i: usize, g: &str) -> serde_json::Value {
+    lab.status(i)
+        .and_then(|s| {
+            s["groups"]
+                .as_array()?
+                .iter()
+                .find(|x| x["group"] == g)
+                .map(|x| x["health"].clone())
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_dead_service_is_restarted_in_place_then_moved_to_the_peer_when_it_dies_again() {
+    let _s = serial();
+    let Some((lab, obs)) = ready(Opts {
+        extra_conf: "monitor_interval = 300ms\nmonitor_failures = 2\nmonitor_restarts = 1\nmonitor_timeout = 2s\n",
+        ..Opts::default()
+    }) else {
+        return;
+    };
+    lab.wait("serv1's first health check", 5 * SEC, |l| {
+        health(l, 0, "serv1")["state"] == "ok"
+    });
+
+    // The service dies: two failed checks, then a restart on serv1 itself.
+    let t0 = monotonic_ms();
+    kill_service(&lab, 0, "serv1");
+    lab.wait("serv1 restarted its group", 10 * SEC, |l| has_event(l, 0, "restarted"));
+    obs.wait_answer(&lab, 0, "serv1", 5 * SEC);
+    let ev = events(&lab, 0);
+    let failed: Vec<_> = ev.iter().filter(|(e, _, _)| e == "monitor_failed").collect();
+    assert_eq!(failed.len(), 1, "one warning below the threshold: {ev:?}");
+    assert!(failed[0].2.contains("S20svc status exited 3"), "{ev:?}");
+    assert!(
+        ev.iter()
+            .any(|(e, l, d)| e == "restarting" && l == "warning" && d.contains("restart=1/1")),
+        "{ev:?}"
+    );
+    assert!(lab.holds(0, "serv1"), "a restart keeps the group here\n{}", lab.logs());
+    assert!(
+        !lab.holds(1, "serv1")
+            && !events(&lab, 1)
+                .iter()
+                .any(|(e, _, d)| e == "acquired" && d.contains("group=serv1")),
+        "serv2 never took it"
+    );
+    let h = health(&lab, 0, "serv1");
+    assert_eq!(h["restarts"], 1, "{h}");
+    // The notify hooks were told, in order.
+    let told = std::fs::read_to_string(lab.path("events.log")).unwrap();
+    let order: Vec<&str> = told
+        .lines()
+        .filter(|l| l.starts_with("serv1 ") && l.contains(" serv1 "))
+        .filter_map(|l| l.split(' ').nth(1))
+        .filter(|e| ["monitor_failed", "restarting", "restarted"].contains(e))
+        .collect();
+    assert_eq!(order, ["monitor_failed", "restarting", "restarted"], "{told}");
+
+    // It dies again within the hour: the restart is used up, so serv1
+    // stops the group and serv2 starts it.
+    let t1 = monotonic_ms();
+    kill_service(&lab, 0, "serv1");
+    lab.wait("serv2 runs serv1's group", 10 * SEC, |l| l.holds(1, "serv1"));
+    obs.wait_answer(&lab, 0, "serv2", 5 * SEC);
+    assert!(has_event(&lab, 0, "unhealthy"), "{:?}", events(&lab, 0));
+    assert!(
+        events(&lab, 0)
+            .iter()
+            .any(|(e, _, d)| e == "released" && d.contains("reason=unhealthy")),
+        "{:?}",
+        events(&lab, 0)
+    );
+    assert_eq!(
+        lab.group(0, "serv1"),
+        Some(("released".to_string(), Some("serv2".to_string())))
+    );
+    assert_eq!(obs.overlap(0, t1, true), 0, "the address was never up on both nodes");
+    // serv2's own service was never disturbed, and serv1 does not take its
+    // group back while serv2 runs it.
+    assert_no_blink(&lab, &obs, 1, t0, "serv2's own service");
+    std::thread::sleep(2 * SEC);
+    assert!(lab.holds(1, "serv1") && !lab.holds(0, "serv1"), "{}", lab.logs());
+    // `status` says what happened, in words too.
+    let (_, text) = lab.command(0, &["status"]);
+    assert!(text.contains("unhealthy"), "{text}");
+    summary("service died twice: restart, then move", &obs, t0);
+    obs.stop();
+}

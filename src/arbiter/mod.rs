@@ -369,6 +369,23 @@ impl Arbiter {
         self.step(now);
     }
 
+    /// The health monitor gave up on `group` here: release it (K hooks) and
+    /// advertise it as failed, so the peer starts it. Ignored unless the
+    /// group is held.
+    pub fn handle_unhealthy(&mut self, now: Millis, group: &str) {
+        let now = self.observe(now);
+        self.on_unhealthy(group);
+        self.step(now);
+    }
+
+    /// Whether moving `group` away would leave it running somewhere: the
+    /// peer is alive, active, and has not failed to run it itself.
+    pub fn peer_can_take(&self, group: &str) -> bool {
+        self.peer.alive_state().is_some_and(|p| {
+            !p.standby && !p.starting && !p.observer && p.claim(group).is_none_or(|c| c.claim != Claim::Failed)
+        })
+    }
+
     /// The mirror of `group` to the peer is (or is no longer) caught up.
     pub fn handle_resync(&mut self, now: Millis, group: &str, caught_up: bool) {
         let now = self.observe(now);

@@ -371,6 +371,9 @@ impl Arbiter {
             g.phase = Phase::Released;
             g.manual = false;
             g.conflict = false;
+            if reason == ReleaseReason::Unhealthy {
+                g.failed_here = true;
+            }
             self.notify(Event::Released { group, epoch, reason });
         } else {
             // Still claimed (the advert says Releasing), so the peer keeps
@@ -382,6 +385,20 @@ impl Arbiter {
             };
             self.notify(Event::ReleaseFailed { group, epoch });
         }
+    }
+
+    pub(super) fn on_unhealthy(&mut self, group: &str) {
+        let Some(i) = self.groups.iter().position(|g| g.conf.name == group) else {
+            return;
+        };
+        let Phase::Held { epoch } = self.groups[i].phase else {
+            return;
+        };
+        self.notify(Event::Unhealthy {
+            group: group.to_string(),
+            epoch,
+        });
+        self.release(i, epoch, ReleaseReason::Unhealthy);
     }
 
     pub(super) fn on_command(&mut self, now: Millis, cmd: Command) -> Result<(), CommandError> {

@@ -42,6 +42,10 @@ pub enum ReleaseReason {
     PeerRequest,
     /// `auto_failback`: its owner is back.
     Failback,
+    /// The health monitor gave up on it here (restarts used up): the peer
+    /// may start it; this node does not take it back until the situation
+    /// changes, as after a failed start.
+    Unhealthy,
 }
 
 /// Why this node is in standby.
@@ -124,6 +128,12 @@ pub enum Event {
         group: String,
         epoch: u64,
     },
+    /// The health monitor gave up on the group here: it is released so the
+    /// peer starts it.
+    Unhealthy {
+        group: String,
+        epoch: u64,
+    },
     /// Both hold the group; the peer's claim is newer, this node steps down.
     SteppingDown {
         group: String,
@@ -188,7 +198,8 @@ impl Event {
             | IsolatedAtStart
             | StandbyEntered { .. }
             | AcquireFailed { .. }
-            | ReleaseFailed { .. } => Level::Critical,
+            | ReleaseFailed { .. }
+            | Unhealthy { .. } => Level::Critical,
         }
     }
 

@@ -153,6 +153,21 @@ pub fn describe(c: &Cluster) -> String {
         if !g.notify.is_empty() {
             let _ = writeln!(s, "    notify: {}", hooks(&g.notify));
         }
+        let m = g.monitor;
+        if m.enabled() {
+            let _ = writeln!(
+                s,
+                "    monitor: S hooks `status` every {} (timeout {}); after {} failures in a row restart, at most {} \
+                 within {}, then move to the peer",
+                human_duration(m.interval),
+                human_duration(m.timeout),
+                m.failures,
+                m.restarts,
+                human_duration(m.window)
+            );
+        } else {
+            let _ = writeln!(s, "    monitor: off (monitor_interval = 0)");
+        }
     }
     let t = c
         .nodes

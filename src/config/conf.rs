@@ -26,6 +26,44 @@ pub const MAX_QUIET_PERIOD: Duration = Duration::from_secs(10);
 /// cleanly, short enough that a hung hook does not block failover forever.
 pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The service health monitor of a group: the `monitor_*` keys of its
+/// owner's `NODE.conf`, so the group is watched the same way on whichever
+/// node runs it. See `docs/HOOKS.md#health-monitor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct MonitorConf {
+    /// How often the group's S hooks are called with `status` while it
+    /// runs; zero turns the monitor off (the default, as in Pacemaker, where
+    /// a resource has no monitor operation until one is configured).
+    pub interval: Duration,
+    /// Longest one `status` call may take; past it the call counts as failed.
+    pub timeout: Duration,
+    /// Consecutive failed checks before anything is done.
+    pub failures: u32,
+    /// Restarts in place (K hooks, then S hooks) within `window` before the
+    /// next failure moves the group to the peer instead.
+    pub restarts: u32,
+    /// A restart older than this is forgotten (Pacemaker's failure-timeout).
+    pub window: Duration,
+}
+
+impl Default for MonitorConf {
+    fn default() -> Self {
+        MonitorConf {
+            interval: Duration::ZERO,
+            timeout: Duration::from_secs(20),
+            failures: 3,
+            restarts: 1,
+            window: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl MonitorConf {
+    pub fn enabled(&self) -> bool {
+        !self.interval.is_zero()
+    }
+}
+
 /// Failure-detection timers. The defaults aim at a client-visible outage
 /// under one second after a node dies (see `docs/FAILOVER.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -125,6 +163,8 @@ pub struct NodeConf {
     /// Longest a single hook may run before its whole process group is
     /// killed and the hook counts as failed. Node-local (hooks differ).
     pub hook_timeout: Duration,
+    /// The health monitor of this node's group.
+    pub monitor: MonitorConf,
     pub set_overrides: BTreeMap<String, SetOverrides>,
     /// The line each key was set on, for messages about cross-file rules.
     pub lines: BTreeMap<String, usize>,
@@ -153,6 +193,11 @@ pub const KEYS: &[&str] = &[
     "rescan_interval",
     "quiet_period",
     "hook_timeout",
+    "monitor_interval",
+    "monitor_timeout",
+    "monitor_failures",
+    "monitor_restarts",
+    "monitor_window",
 ];
 
 /// Parses `text` (the contents of `file`) for node `node`. Relative paths
@@ -296,6 +341,23 @@ pub fn parse(file: &Path, text: &str, node: &str, config_dir: &Path) -> Result<N
         Err(e) => Err(e),
     });
     let hook_timeout = get("hook_timeout", &positive);
+    let count = |lo: u32| {
+        move |s: &str| match s.trim().parse::<u32>() {
+            Ok(n) if (lo..=1000).contains(&n) => Ok(()),
+            _ => Err(format!("expected a whole number from {lo} to 1000, found {s:?}")),
+        }
+    };
+    let monitor_interval = get("monitor_interval", &|s: &str| match parse_duration(s) {
+        Ok(d) if !d.is_zero() && d < Duration::from_millis(100) => {
+            Err("0 (off) or at least 100ms: every check runs the S hooks".to_string())
+        }
+        Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    });
+    let monitor_timeout = get("monitor_timeout", &positive);
+    let monitor_failures = get("monitor_failures", &count(1));
+    let monitor_restarts = get("monitor_restarts", &count(0));
+    let monitor_window = get("monitor_window", &positive);
 
     if address.is_none() && !values.contains_key("address") {
         errors.push(ConfigError::file(
@@ -340,6 +402,17 @@ pub fn parse(file: &Path, text: &str, node: &str, config_dir: &Path) -> Result<N
         rescan_interval: td(rescan, Duration::from_secs(3600)),
         quiet_period: td(quiet, DEFAULT_QUIET_PERIOD),
         hook_timeout: td(hook_timeout, DEFAULT_HOOK_TIMEOUT),
+        monitor: {
+            let m = MonitorConf::default();
+            let n = |v: Option<(String, usize)>, def: u32| v.map_or(def, |(s, _)| s.trim().parse().expect("validated"));
+            MonitorConf {
+                interval: td(monitor_interval, m.interval),
+                timeout: td(monitor_timeout, m.timeout),
+                failures: n(monitor_failures, m.failures),
+                restarts: n(monitor_restarts, m.restarts),
+                window: td(monitor_window, m.window),
+            }
+        },
         set_overrides: overrides,
         lines: values.into_iter().map(|(k, (_, l))| (k, l)).collect(),
     })
@@ -386,6 +459,32 @@ mod tests {
         let errs = p("port = 1\nport = 2\n").unwrap_err();
         assert!(errs.iter().any(|e| e.msg.contains("set twice (first on line 1)")));
         assert!(errs.iter().any(|e| e.msg.contains("missing required key `address`")));
+    }
+
+    #[test]
+    fn the_monitor_is_off_by_default_and_its_keys_are_checked() {
+        let c = p("address = 10.0.0.1\n").unwrap();
+        assert!(!c.monitor.enabled());
+        let c = p("address = 10.0.0.1\nmonitor_interval = 5s\nmonitor_failures = 2\nmonitor_restarts = 0\n").unwrap();
+        assert_eq!(c.monitor.interval, Duration::from_secs(5));
+        assert_eq!((c.monitor.failures, c.monitor.restarts), (2, 0));
+        assert_eq!(c.monitor.timeout, Duration::from_secs(20));
+        let errs =
+            p("address = 10.0.0.1\nmonitor_interval = 10ms\nmonitor_failures = 0\nmonitor_restarts = x\n").unwrap_err();
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(text.len(), 3, "{text:?}");
+        assert!(
+            text[0].contains(":2:") && text[0].contains("at least 100ms"),
+            "{text:?}"
+        );
+        assert!(
+            text[1].contains(":3:") && text[1].contains("from 1 to 1000"),
+            "{text:?}"
+        );
+        assert!(
+            text[2].contains(":4:") && text[2].contains("from 0 to 1000"),
+            "{text:?}"
+        );
     }
 
     #[test]

@@ -195,6 +195,7 @@ fn load_group(
         start: vec![],
         stop: vec![],
         notify: vec![],
+        monitor: conf.monitor,
     };
     let files = match fs::read_dir(node_dir) {
         Ok(rd) => {
@@ -715,6 +716,7 @@ mod timer_tests {
                 start: vec![],
                 stop: vec![],
                 notify: vec![],
+                monitor: Default::default(),
             },
         }
     }

@@ -20,7 +20,7 @@ pub mod values;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use conf::{NodeConf, Timers};
+pub use conf::{MonitorConf, NodeConf, Timers};
 pub use layout::{Hook, HookKind, MirrorSet, ReachHost, SetRoot};
 pub use values::ChunkParams;
 
@@ -94,6 +94,8 @@ pub struct Group {
     pub stop: Vec<Hook>,
     /// `N` hooks in run order: notified of every event.
     pub notify: Vec<Hook>,
+    /// How the group's health is checked while it runs (its owner's keys).
+    pub monitor: MonitorConf,
 }
 
 /// A cluster member as configured.

@@ -18,6 +18,7 @@ use std::sync::mpsc::Sender;
 
 use super::Msg;
 use super::control::{Request, Response};
+use super::health::{Health, Verdict};
 use super::mirror::{ClusterView, GroupView, LinkView, MirrorControl, MirrorReport, SetBacklog};
 use super::status::{EventReport, GroupReport, HooksReport, LinkReport, ReachReport, StatusReport};
 use super::worker::{Job, JobDone, Notice};
@@ -93,6 +94,8 @@ pub struct Driver {
     reach_seen: Option<Reach>,
     /// When a key mismatch was last logged, per link.
     key_mismatch_logged: BTreeMap<u8, Millis>,
+    /// The health monitor of each group held here that has one.
+    health: BTreeMap<String, Health>,
 }
 
 /// `key=value` words of an event's fields (its name left out).
@@ -144,6 +147,7 @@ impl Driver {
             forced: false,
             reach_seen: None,
             key_mismatch_logged: BTreeMap::new(),
+            health: BTreeMap::new(),
         }
     }
 
@@ -153,8 +157,15 @@ impl Driver {
 
     /// When to call [`Driver::handle_timeout`] next.
     pub fn poll_timeout(&self) -> Millis {
-        let flush = self.flushing.values().map(|(since, _)| *since + FLUSH_WAIT).min();
-        flush.map_or(self.arbiter.poll_timeout(), |f| f.min(self.arbiter.poll_timeout()))
+        let flush = self.flushing.values().map(|(since, _)| *since + FLUSH_WAIT);
+        // A check waits for the worker to be idle: it is dispatched when
+        // the job ahead of it is done, not by a timer.
+        let checks = self
+            .health
+            .values()
+            .filter_map(Health::due)
+            .filter(|_| self.pending.is_empty());
+        flush.chain(checks).fold(self.arbiter.poll_timeout(), |a, b| a.min(b))
     }
 
     pub fn handle_timeout(&mut self, now: Millis) {
@@ -233,6 +244,7 @@ impl Driver {
         while let Some(a) = self.arbiter.poll_action() {
             self.carry_out(now, a);
         }
+        self.schedule_checks(now);
         let generation = self.arbiter.advert_generation();
         if self.advert_gen != Some(generation) {
             self.advert_gen = Some(generation);
@@ -463,6 +475,30 @@ impl Driver {
                 }
             }
             JobDone::Reannounced { .. } => {}
+            JobDone::Monitored { group, epoch, result } => self.checked(now, &group, epoch, result),
+            JobDone::Restarted { group, epoch, ok } => {
+                let current = self.health.get(&group).is_some_and(|h| h.epoch() == epoch)
+                    && self.arbiter.phase(&group) == Some(Phase::Held { epoch });
+                if !current {
+                    return;
+                }
+                if ok {
+                    if let Some(h) = self.health.get_mut(&group) {
+                        h.restarted(now);
+                    }
+                    self.health_event(now, Level::Info, "restarted", &group, epoch, String::new());
+                } else {
+                    self.health_event(
+                        now,
+                        Level::Critical,
+                        "restart_failed",
+                        &group,
+                        epoch,
+                        "the group is stopped here and left to the peer".into(),
+                    );
+                    self.arbiter.handle_unhealthy(now, &group);
+                }
+            }
             JobDone::StandbyLock { present, error } => {
                 self.c.standby_lock = present;
                 if let Some(e) = &error {
@@ -472,6 +508,136 @@ impl Driver {
                 self.lock_error = error;
             }
         }
+    }
+
+    /// Keeps one monitor per group held here (a new holding, a new epoch:
+    /// a fresh monitor) and hands due checks to the worker when it is idle,
+    /// so a check never runs alongside a start or a stop.
+    fn schedule_checks(&mut self, now: Millis) {
+        let held: BTreeMap<String, u64> = self
+            .arbiter
+            .status()
+            .groups
+            .iter()
+            .filter_map(|g| match g.phase {
+                Phase::Held { epoch } => Some((g.group.clone(), epoch)),
+                _ => None,
+            })
+            .collect();
+        self.health.retain(|g, h| held.get(g) == Some(&h.epoch()));
+        if self.shutdown.is_some() {
+            return;
+        }
+        for (group, epoch) in &held {
+            if self.health.contains_key(group) {
+                continue;
+            }
+            if let Some(conf) = self.c.groups.iter().find(|g| &g.name == group).map(|g| g.monitor)
+                && conf.enabled()
+            {
+                self.health.insert(group.clone(), Health::new(conf, *epoch, now));
+            }
+        }
+        if !self.pending.is_empty() {
+            return;
+        }
+        let due = self
+            .health
+            .iter()
+            .filter_map(|(g, h)| h.due().filter(|t| *t <= now).map(|t| (t, g.clone())))
+            .min();
+        if let Some((_, group)) = due
+            && let Some(h) = self.health.get_mut(&group)
+        {
+            h.begin();
+            let epoch = h.epoch();
+            self.send_job(Job::Monitor { group, epoch });
+        }
+    }
+
+    /// A health check ended: what it leads to (see [`Health::checked`]).
+    fn checked(&mut self, now: Millis, group: &str, epoch: u64, result: Result<(), String>) {
+        let peer_can_take = self.arbiter.peer_can_take(group);
+        let current = self.arbiter.phase(group) == Some(Phase::Held { epoch });
+        let Some(h) = self.health.get_mut(group).filter(|h| h.epoch() == epoch && current) else {
+            return;
+        };
+        let failure = result.as_ref().err().cloned().unwrap_or_default();
+        match h.checked(now, result, peer_can_take) {
+            Verdict::Healthy => {}
+            Verdict::Recovered { after } => self.health_event(
+                now,
+                Level::Info,
+                "monitor_recovered",
+                group,
+                epoch,
+                format!("after={after}"),
+            ),
+            Verdict::Failing { count, of } => self.health_event(
+                now,
+                Level::Warning,
+                "monitor_failed",
+                group,
+                epoch,
+                format!("failures={count}/{of} {failure}"),
+            ),
+            Verdict::Restart { n, of } => {
+                self.health_event(
+                    now,
+                    Level::Warning,
+                    "restarting",
+                    group,
+                    epoch,
+                    format!("restart={n}/{of} {failure}"),
+                );
+                self.send_job(Job::Restart {
+                    group: group.to_string(),
+                    epoch,
+                });
+            }
+            Verdict::RestartNoPeer => {
+                self.health_event(
+                    now,
+                    Level::Critical,
+                    "restarting",
+                    group,
+                    epoch,
+                    format!(
+                        "restarts used up, but {} cannot take the group over (dead, standby, starting or failed                          there): restarting it here again; {failure}",
+                        self.c.peer
+                    ),
+                );
+                self.send_job(Job::Restart {
+                    group: group.to_string(),
+                    epoch,
+                });
+            }
+            Verdict::FailOver => {
+                tracing::error!(
+                    "group {group}: health checks keep failing after the restarts allowed ({failure}); stopping it                      here so {} starts it",
+                    self.c.peer
+                );
+                self.arbiter.handle_unhealthy(now, group);
+            }
+        }
+    }
+
+    /// An event of the health monitor: logged, kept for `status`, and told
+    /// to the notify hooks, like the arbiter's.
+    fn health_event(&mut self, now: Millis, level: Level, event: &str, group: &str, epoch: u64, detail: String) {
+        let detail = format!("group={group} epoch={epoch} {detail}").trim_end().to_string();
+        match level {
+            Level::Info => tracing::info!("event {event} {detail}"),
+            Level::Warning => tracing::warn!("event {event} {detail}"),
+            Level::Critical => tracing::error!("event {event} {detail}"),
+        }
+        let _ = self.c.notices.send(Notice {
+            event: event.to_string(),
+            message: format!("{}: {event} {detail}", self.c.local),
+            group: group.to_string(),
+            epoch,
+        });
+        self.record(now, level, event.to_string(), detail);
     }
 
     fn on_signal(&mut self, now: Millis, sig: i32) {
@@ -658,6 +824,7 @@ impl Driver {
                     epoch: g.epoch,
                     phase: snake(&g.phase, "phase"),
                     peer_claim: g.peer_claim.map(|c| claim_name(c).to_string()),
+                    health: self.health.get(&g.group).map(|h| h.report(now)),
                 })
                 .collect(),
             hooks: HooksReport {

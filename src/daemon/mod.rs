@@ -23,6 +23,7 @@
 
 pub mod control;
 pub mod driver;
+pub mod health;
 pub mod mirror;
 pub mod signals;
 pub mod state;

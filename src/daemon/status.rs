@@ -8,6 +8,7 @@ use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
 
+use super::health::HealthReport;
 use super::mirror::SetBacklog;
 
 /// Everything `hamirror status` shows.
@@ -79,6 +80,9 @@ pub struct GroupReport {
     pub phase: String,
     /// The peer's claim from its latest heartbeat, while it is alive.
     pub peer_claim: Option<String>,
+    /// The health monitor, while the group runs here and one is configured.
+    #[serde(default)]
+    pub health: Option<HealthReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,6 +194,29 @@ impl StatusReport {
                     .as_ref()
                     .map_or_else(String::new, |c| format!(", {}: {c}", self.peer))
             );
+            if let Some(h) = &g.health {
+                let checked = h
+                    .last_check_ms_ago
+                    .map_or_else(|| "not checked yet".into(), |ms| format!("checked {}", ago(ms)));
+                let failure = match (&h.last_failure, h.last_failure_ms_ago) {
+                    (Some(f), Some(ms)) => format!("; last failure {}: {f}", ago(ms)),
+                    _ => String::new(),
+                };
+                let state = match h.state.as_str() {
+                    "ok" | "pending" => h.state.clone(),
+                    other => other.to_uppercase(),
+                };
+                let _ = writeln!(
+                    s,
+                    "  {:<10} health {state}, {checked} (every {:.1} s; failures {}/{}, restarts {}/{}){failure}",
+                    "",
+                    h.interval_ms as f64 / 1000.0,
+                    h.failures,
+                    h.failures_allowed,
+                    h.restarts,
+                    h.restarts_allowed,
+                );
+            }
         }
         let _ = writeln!(
             s,
@@ -276,6 +303,17 @@ mod tests {
                 epoch: 3,
                 phase: "held".into(),
                 peer_claim: None,
+                health: Some(HealthReport {
+                    state: "failing".into(),
+                    failures: 1,
+                    failures_allowed: 3,
+                    restarts: 0,
+                    restarts_allowed: 1,
+                    interval_ms: 10_000,
+                    last_check_ms_ago: Some(1500),
+                    last_failure: Some("S20smbd status exited 3 (program is not running)".into()),
+                    last_failure_ms_ago: Some(1500),
+                }),
             }],
             hooks: HooksReport {
                 running: None,
@@ -325,6 +363,8 @@ mod tests {
             "Fhttpd       group serv2      backlog 3 files / 4096 bytes, lag 250 ms, shipping ok over lan",
             "2.5 s ago",
             "link_silent link=lan",
+            "health FAILING, checked 1.5 s ago (every 10.0 s; failures 1/3, restarts 0/1); last failure 1.5 s ago: \
+             S20smbd status exited 3",
         ] {
             assert!(t.contains(want), "{want:?} missing in:\n{t}");
         }

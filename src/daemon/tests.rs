@@ -28,6 +28,7 @@ fn group(name: &str) -> Group {
         start: vec![],
         stop: vec![],
         notify: vec![],
+        monitor: Default::default(),
     }
 }
 
@@ -74,6 +75,13 @@ struct Rig {
 }
 
 fn rig(mirror: Option<Box<dyn MirrorControl>>) -> Rig {
+    rig_with(mirror, Default::default())
+}
+
+/// A rig whose serv1 group has this health monitor.
+fn rig_with(mirror: Option<Box<dyn MirrorControl>>, monitor: crate::config::MonitorConf) -> Rig {
+    let mut serv1 = group("serv1");
+    serv1.monitor = monitor;
     let mut cfg = ArbiterConfig::new("serv1", "serv2", Timers::default(), true);
     cfg.preferred = Some(crate::arbiter::Side::Local);
     let arbiter = Arbiter::new(cfg, Millis(0), Startup::default());
@@ -86,7 +94,7 @@ fn rig(mirror: Option<Box<dyn MirrorControl>>) -> Rig {
         DriverConf {
             local: "serv1".into(),
             peer: "serv2".into(),
-            groups: vec![group("serv1"), group("serv2")],
+            groups: vec![serv1, group("serv2")],
             incarnation: 1,
             started: Millis(0),
             standby_lock: false,
@@ -155,6 +163,12 @@ impl Rig {
                         present: false,
                         error: None,
                     },
+                    Job::Monitor { group, epoch } => JobDone::Monitored {
+                        group,
+                        epoch,
+                        result: Ok(()),
+                    },
+                    Job::Restart { group, epoch } => JobDone::Restarted { group, epoch, ok: true },
                 };
                 self.d.handle(Millis(now), Msg::Done(done));
             }
@@ -453,6 +467,13 @@ impl HookRunner for Fake {
         self.calls.lock().unwrap().push(format!("reannounce {}", group.name));
         true
     }
+    fn check(&mut self, group: &Group, env: &HookEnv) -> Result<(), String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("check {} {}", group.name, env.epoch));
+        Ok(())
+    }
 }
 
 fn worker_conf(dir: &Path, runner: Box<dyn HookRunner>) -> WorkerConf {
@@ -660,4 +681,229 @@ fn hooks_start_with_no_blocked_signals_and_normal_scheduling() {
         "{text}"
     );
     assert_eq!(lines.next(), Some("0"), "scheduling policy SCHED_OTHER: {text}");
+}
+
+fn monitored(failures: u32, restarts: u32) -> Rig {
+    let mut r = rig_with(
+        None,
+        crate::config::MonitorConf {
+            interval: std::time::Duration::from_secs(1),
+            timeout: std::time::Duration::from_secs(5),
+            failures,
+            restarts,
+            window: std::time::Duration::from_secs(3600),
+        },
+    );
+    r.running();
+    r
+}
+
+impl Rig {
+    /// Time runs from `from` to `to` in keepalive steps (longer gaps look
+    /// like a stalled process), with the peer's heartbeats when `peer` is
+    /// given. Returns the jobs asked for meanwhile.
+    fn tick(&mut self, from: u64, to: u64, peer: Option<&NodeState>) -> Vec<Job> {
+        let mut jobs = vec![];
+        let mut t = from;
+        while t < to {
+            t = (t + 50).min(to);
+            match peer {
+                Some(p) => self.d.handle(Millis(t), heartbeat(t, p.clone())),
+                None => self.d.handle_timeout(Millis(t)),
+            }
+            jobs.extend(self.jobs());
+        }
+        jobs
+    }
+
+    /// Answers the check asked for at `at`; returns the jobs that follow.
+    fn answer(&mut self, at: u64, result: Result<(), String>) -> Vec<Job> {
+        self.d.handle(
+            Millis(at),
+            Msg::Done(JobDone::Monitored {
+                group: "serv1".into(),
+                epoch: 1,
+                result,
+            }),
+        );
+        self.jobs()
+    }
+
+    fn events(&self) -> Vec<String> {
+        // Only the groups' events: the rig's lan link is never heard.
+        self.notices
+            .try_iter()
+            .filter(|n| !n.group.is_empty())
+            .map(|n| format!("{} {}", n.event, n.group))
+            .collect()
+    }
+}
+
+fn down() -> Result<(), String> {
+    Err("S20smbd status exited 3 (program is not running)".into())
+}
+
+fn check_of_serv1() -> Vec<Job> {
+    vec![Job::Monitor {
+        group: "serv1".into(),
+        epoch: 1,
+    }]
+}
+
+#[test]
+fn a_group_without_a_monitor_is_never_checked() {
+    let mut r = rig(None);
+    r.running();
+    let p = peer(&[("serv2", 1, Claim::Held)]);
+    assert!(r.tick(20, 5_000, Some(&p)).is_empty());
+}
+
+#[test]
+fn failed_checks_restart_the_group_then_hand_it_to_the_peer() {
+    let mut r = monitored(2, 1);
+    let _ = r.events();
+    let p = peer(&[("serv2", 1, Claim::Held)]);
+    assert!(
+        r.tick(20, 1_000, Some(&p)).is_empty(),
+        "the first check waits one interval"
+    );
+    assert_eq!(r.tick(1_000, 1_050, Some(&p)), check_of_serv1());
+    assert!(r.answer(1_060, Ok(())).is_empty());
+    assert_eq!(r.tick(1_060, 2_100, Some(&p)), check_of_serv1());
+    assert!(r.answer(2_100, down()).is_empty(), "one failure of two does nothing");
+    let h = r.d.status(Millis(2_110)).groups[0].health.clone().unwrap();
+    assert_eq!((h.state.as_str(), h.failures), ("failing", 1));
+    assert_eq!(r.tick(2_100, 3_150, Some(&p)), check_of_serv1());
+    let restart = vec![Job::Restart {
+        group: "serv1".into(),
+        epoch: 1,
+    }];
+    assert_eq!(
+        r.answer(3_150, down()),
+        restart,
+        "the second failure restarts it in place, same epoch"
+    );
+    assert_eq!(
+        r.d.status(Millis(3_160)).groups[0].health.clone().unwrap().state,
+        "restarting"
+    );
+    assert!(r.tick(3_150, 3_500, Some(&p)).is_empty(), "no check while it restarts");
+    r.d.handle(
+        Millis(3_500),
+        Msg::Done(JobDone::Restarted {
+            group: "serv1".into(),
+            epoch: 1,
+            ok: true,
+        }),
+    );
+    assert_eq!(r.tick(3_500, 4_550, Some(&p)), check_of_serv1());
+    assert!(r.answer(4_550, down()).is_empty());
+    assert_eq!(r.tick(4_550, 5_600, Some(&p)), check_of_serv1());
+    assert_eq!(
+        r.answer(5_600, down()),
+        vec![Job::Release {
+            group: "serv1".into(),
+            epoch: 1
+        }],
+        "restarts used up: released for the peer"
+    );
+    r.d.handle(
+        Millis(5_610),
+        Msg::Done(JobDone::Released {
+            group: "serv1".into(),
+            epoch: 1,
+            ok: true,
+        }),
+    );
+    let last = r.adverts.lock().unwrap().last().cloned().unwrap();
+    let claim = last.groups.iter().find(|g| g.group == "serv1").map(|g| g.claim);
+    assert_eq!(
+        claim,
+        Some(Claim::Failed),
+        "the peer sees it failed here and may start it"
+    );
+    assert_eq!(
+        r.events(),
+        vec![
+            "monitor_failed serv1",
+            "restarting serv1",
+            "restarted serv1",
+            "monitor_failed serv1",
+            "unhealthy serv1",
+            "released serv1"
+        ]
+    );
+    // The peer starts it: not taken back, and no more checks here.
+    let p = peer(&[("serv1", 2, Claim::Held), ("serv2", 1, Claim::Held)]);
+    assert!(r.tick(5_610, 9_000, Some(&p)).is_empty());
+    assert!(r.d.status(Millis(9_000)).groups[0].health.is_none());
+}
+
+#[test]
+fn with_the_peer_dead_the_group_is_restarted_here_instead_of_dropped() {
+    let mut r = monitored(1, 0);
+    let jobs = r.tick(20, 1_050, None);
+    assert!(!r.d.arbiter().peer_alive());
+    assert!(jobs.contains(&Job::Monitor {
+        group: "serv1".into(),
+        epoch: 1
+    }));
+    let _ = r.events();
+    assert_eq!(
+        r.answer(1_060, down()),
+        vec![Job::Restart {
+            group: "serv1".into(),
+            epoch: 1
+        }]
+    );
+    assert_eq!(r.events(), vec!["restarting serv1"]);
+}
+
+#[test]
+fn a_failed_restart_leaves_the_group_to_the_peer() {
+    let mut r = monitored(1, 1);
+    let p = peer(&[("serv2", 1, Claim::Held)]);
+    assert_eq!(r.tick(20, 1_050, Some(&p)), check_of_serv1());
+    assert_eq!(
+        r.answer(1_050, down()),
+        vec![Job::Restart {
+            group: "serv1".into(),
+            epoch: 1
+        }]
+    );
+    r.d.handle(
+        Millis(1_060),
+        Msg::Done(JobDone::Restarted {
+            group: "serv1".into(),
+            epoch: 1,
+            ok: false,
+        }),
+    );
+    assert_eq!(
+        r.jobs(),
+        vec![Job::Release {
+            group: "serv1".into(),
+            epoch: 1
+        }]
+    );
+}
+
+#[test]
+fn no_check_runs_while_a_transition_is_queued() {
+    let mut r = monitored(3, 1);
+    let p = peer(&[("serv2", 1, Claim::Held)]);
+    r.tick(20, 900, Some(&p));
+    // A standby request queues a release before the check is due.
+    r.ask(900, Request::Standby);
+    let jobs = r.jobs();
+    assert!(jobs.iter().any(|j| matches!(j, Job::Release { .. })), "{jobs:?}");
+    let jobs = r.tick(900, 1_500, Some(&p));
+    assert!(
+        !jobs.iter().any(|j| matches!(j, Job::Monitor { .. })),
+        "the check waits for the worker: {jobs:?}"
+    );
+    assert!(
+        r.d.poll_timeout() > Millis(1_500),
+        "and is not polled for in a hot loop"
+    );
 }

@@ -48,6 +48,17 @@ pub enum Job {
         reason: StandbyReason,
     },
     ClearStandbyLock,
+    /// Run the group's S hooks with `status` (the health monitor).
+    Monitor {
+        group: String,
+        epoch: u64,
+    },
+    /// The health monitor's restart in place: K hooks, then S hooks. The
+    /// epoch stays: the group never leaves this node.
+    Restart {
+        group: String,
+        epoch: u64,
+    },
 }
 
 impl Job {
@@ -59,6 +70,8 @@ impl Job {
             Job::Reannounce { group, epoch } => format!("reannounce {group} (epoch {epoch})"),
             Job::WriteStandbyLock { .. } => "write standby lock".into(),
             Job::ClearStandbyLock => "clear standby lock".into(),
+            Job::Monitor { group, epoch } => format!("check {group} (epoch {epoch})"),
+            Job::Restart { group, epoch } => format!("restart {group} (epoch {epoch})"),
         }
     }
 }
@@ -80,6 +93,18 @@ pub enum JobDone {
         group: String,
         ok: bool,
     },
+    /// A health check ended: `Err` says which hook failed and how.
+    Monitored {
+        group: String,
+        epoch: u64,
+        result: Result<(), String>,
+    },
+    /// A restart ended; `ok` if both the stop and the start succeeded.
+    Restarted {
+        group: String,
+        epoch: u64,
+        ok: bool,
+    },
     /// The standby lock was written or cleared; `error` if that failed.
     StandbyLock {
         present: bool,
@@ -96,6 +121,8 @@ pub trait HookRunner: Send {
     fn stop(&mut self, group: &Group, env: &HookEnv) -> Result<(), HookError>;
     /// S hooks with `reannounce`; false if one of them failed.
     fn reannounce(&mut self, group: &Group, env: &HookEnv) -> bool;
+    /// S hooks with `status`, each within the group's monitor timeout.
+    fn check(&mut self, group: &Group, env: &HookEnv) -> Result<(), String>;
 }
 
 /// The executables in the configuration directory, through [`crate::hooks`].
@@ -122,6 +149,10 @@ impl HookRunner for ScriptHooks {
             ok &= matches!(run.outcome, Outcome::Ok | Outcome::Failed { code: 3, .. });
         }
         ok
+    }
+
+    fn check(&mut self, group: &Group, env: &HookEnv) -> Result<(), String> {
+        hooks::check_group(group, env, group.monitor.timeout)
     }
 }
 
@@ -220,6 +251,33 @@ impl WorkerConf {
                     tracing::warn!(group = %group, epoch, "re-announce: a hook failed (see above)");
                 }
                 JobDone::Reannounced { group, ok }
+            }
+            Job::Monitor { group, epoch } => {
+                let result = match self.groups.iter().find(|g| g.name == group).cloned() {
+                    Some(g) => self.runner.check(&g, &self.env(&group, epoch)),
+                    None => Err("no such group in the configuration".into()),
+                };
+                JobDone::Monitored { group, epoch, result }
+            }
+            Job::Restart { group, epoch } => {
+                let Some(g) = self.groups.iter().find(|g| g.name == group).cloned() else {
+                    tracing::error!(group = %group, "no such group in the configuration; not restarted");
+                    return JobDone::Restarted {
+                        group,
+                        epoch,
+                        ok: false,
+                    };
+                };
+                let env = self.env(&group, epoch);
+                tracing::info!(group = %group, epoch, "restarting group: {} K hooks, then {} S hooks", g.stop.len(), g.start.len());
+                let ok = match self.runner.stop(&g, &env).and_then(|()| self.runner.start(&g, &env)) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(group = %group, epoch, "restart: {e}");
+                        false
+                    }
+                };
+                JobDone::Restarted { group, epoch, ok }
             }
             Job::WriteStandbyLock { reason } => {
                 let reason = serde_json::to_value(reason)

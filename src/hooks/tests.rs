@@ -56,6 +56,7 @@ fn hooks_run_in_order_with_argument_and_environment() {
         start: vec![script(tmp.path(), "S10ip", &line), script(tmp.path(), "S20web", &line)],
         stop: vec![script(tmp.path(), "K10web", &line), script(tmp.path(), "K90ip", &line)],
         notify: vec![],
+        monitor: Default::default(),
     };
     let runs = start_group(&group, &env(), &fast()).unwrap();
     assert!(runs.iter().all(HookRun::ok));
@@ -85,6 +86,7 @@ fn a_failed_start_stops_what_was_started() {
             script(tmp.path(), "K90ip", &rec("K90ip")),
         ],
         notify: vec![],
+        monitor: Default::default(),
     };
     let err = start_group(&group, &env(), &fast()).unwrap_err();
     match &err {
@@ -160,6 +162,7 @@ fn a_failed_stop_is_retried_then_reported_and_later_hooks_still_run() {
             script(tmp.path(), "K90ip", &format!("echo ip >> {}", log.display())),
         ],
         notify: vec![],
+        monitor: Default::default(),
     };
     let err = stop_group(&group, &env(), &fast()).unwrap_err();
     assert!(matches!(&err, HookError::StopFailed { failed, .. } if failed == &["K10stuck".to_string()]));

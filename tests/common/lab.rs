@@ -89,6 +89,8 @@ pub struct Opts {
     /// node's `root-<node>/`) and the nodes keys and pinned fingerprints,
     /// so the daemons mirror.
     pub mirror: bool,
+    /// Lines added to both `NODE.conf` files (`monitor_interval = 1s\n`).
+    pub extra_conf: &'static str,
 }
 
 impl Default for Opts {
@@ -101,6 +103,7 @@ impl Default for Opts {
             service: Service::Hooks,
             probe_every: Duration::from_millis(50),
             mirror: false,
+            extra_conf: "",
         }
     }
 }
@@ -230,7 +233,7 @@ impl Lab {
                 format!(
                     "address = {}\nlan = {}\nstate = {}\nheartbeat_key = authkeys\nkeepalive = {}ms\nwarntime = {}ms\n\
                      deadtime = {}ms\ntakeover_delay = {}ms\ninitdead = {}\npreferred = serv1\nauto_failback = {}\n\
-                     hook_timeout = {}\n",
+                     hook_timeout = {}\n{}",
                     CROSS_IPS[i],
                     LAN_IPS[i],
                     d.join(format!("state-{node}")).display(),
@@ -241,6 +244,7 @@ impl Lab {
                     self.opts.initdead,
                     if self.opts.auto_failback { "yes" } else { "no" },
                     self.opts.hook_timeout,
+                    self.opts.extra_conf,
                 ),
             )
             .unwrap();
@@ -273,8 +277,8 @@ impl Lab {
         script(
             &d.join("svc"),
             &format!(
-                r#"# svc start|stop|reannounce GROUP ADDRESS: the test's TCP service, a responder
-# bound to the group's address that answers with the node's name.
+                r#"# svc start|stop|status|reannounce GROUP ADDRESS: the test's TCP service, a
+# responder bound to the group's address that answers with the node's name.
 act=$1 group=$2 addr=$3
 pidf={run}/svc-$HAMIRROR_NODE-$group.pid
 case "$act" in
@@ -292,6 +296,9 @@ start)
 stop)
   [ -f "$pidf" ] && kill "$(cat "$pidf")" 2>/dev/null
   rm -f "$pidf"; exit 0 ;;
+status)
+  if [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null; then exit 0; fi
+  echo "the responder of $group is not running"; exit 3 ;;
 *) exit 0 ;;
 esac"#,
                 run = run.display(),
