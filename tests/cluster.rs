@@ -606,3 +606,61 @@ fn a_dead_service_is_restarted_in_place_then_moved_to_the_peer_when_it_dies_agai
     summary("service died twice: restart, then move", &obs, t0);
     obs.stop();
 }
+
+/// Node `i`'s events of the last `within_ms`.
+fn events_within(lab: &Lab, i: usize, within_ms: u64) -> Vec<(String, String, String)> {
+    lab.status(i)
+        .and_then(|s| s["events"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter(|e| e["ago_ms"].as_u64().is_some_and(|a| a <= within_ms))
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap_or("").to_string(),
+                e["level"].as_str().unwrap_or("").to_string(),
+                e["detail"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_planned_stop_and_a_rejoin_of_the_peer_are_routine_no_error_no_conflict() {
+    let _s = serial();
+    let Some((mut lab, obs)) = ready(Opts::default()) else {
+        return;
+    };
+    let log_before = lab.log(1).len();
+    let t0 = monotonic_ms();
+    assert_eq!(lab.stop(0), Some(0), "clean shutdown exits 0");
+    obs.wait_answer(&lab, 0, "serv2", 5 * SEC);
+    lab.wait("serv2 declared serv1 gone", 5 * SEC, |l| has_event(l, 1, "peer_dead"));
+    let since = monotonic_ms() - t0 + 500;
+    let ev = events_within(&lab, 1, since);
+    let dead: Vec<_> = ev.iter().filter(|(e, _, _)| e == "peer_dead").collect();
+    assert!(
+        dead.iter().all(|(_, l, d)| l == "info" && d.contains("planned=true")),
+        "a planned stop is not an error: {ev:?}"
+    );
+    assert!(
+        ev.iter().all(|(_, l, _)| l == "info"),
+        "nothing but info on serv2 for serv1's planned stop: {ev:?}"
+    );
+    let log = lab.log(1)[log_before..].to_string();
+    assert!(!log.contains("ERROR"), "serv2 logged errors for a planned stop:\n{log}");
+
+    // serv1 comes back (as after a reboot) and cleans up what it might have
+    // left: routine for serv2, which keeps serving.
+    let t1 = monotonic_ms();
+    lab.start(0);
+    lab.wait("serv1 back as a backup", 10 * SEC, |l| mode_is(l, 0, "active", None));
+    std::thread::sleep(SEC);
+    let ev = events_within(&lab, 1, monotonic_ms() - t1 + 200);
+    assert!(
+        !ev.iter().any(|(e, _, _)| e == "conflict" || e == "stepping_down"),
+        "a rejoin is not a conflict: {ev:?}"
+    );
+    assert!(lab.holds(1, "serv1") && lab.holds(1, "serv2"));
+    assert_no_blink(&lab, &obs, 0, t1, "serv1's rejoin");
+    obs.stop();
+}

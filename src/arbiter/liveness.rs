@@ -220,6 +220,11 @@ impl Arbiter {
         };
         let window = self.cfg.link_flap_window;
         let onsets_to_flap = self.cfg.link_flap_onsets;
+        let planned = self
+            .peer
+            .state
+            .as_ref()
+            .is_some_and(|s| s.standby && s.groups.is_empty());
         let mut events = Vec::new();
         for l in &mut self.links {
             // A link never heard is measured from when the peer came alive.
@@ -239,6 +244,7 @@ impl Arbiter {
                         events.push(Event::LinkSilent {
                             link: l.name.clone(),
                             silent_ms: now.since(reference.unwrap_or(now)).as_millis() as u64,
+                            planned,
                         });
                     }
                 }
@@ -268,6 +274,7 @@ impl Arbiter {
                 self.notify(Event::PeerDead {
                     silent_ms: now.since(last).as_millis() as u64,
                     deadtime_ms: deadtime.as_millis() as u64,
+                    planned,
                 });
             } else if self.peer.flap_level > 0 && now.since(self.peer.flap_changed.max(since)) >= self.cfg.flap_decay {
                 self.peer.flap_level -= 1;

@@ -205,7 +205,13 @@ impl Arbiter {
                 });
                 return Some(ReleaseReason::StaleEpoch);
             }
-            if !self.groups[i].conflict {
+            if !self.groups[i].conflict && c.claim == Claim::Releasing && peer_starting {
+                // A peer back from a reboot or a crash stopping what it may
+                // have left running (its start-up clean-up): routine, not a
+                // conflict. It may still have answered for the addresses
+                // until now, so they are re-announced once it has let go.
+                self.groups[i].conflict = true;
+            } else if !self.groups[i].conflict {
                 self.groups[i].conflict = true;
                 self.actions.push_back(Action::Reannounce {
                     group: name.clone(),

@@ -303,3 +303,96 @@ proptest! {
         }
     }
 }
+
+/// serv1 runs both groups (serv2 died earlier) and then hears serv2
+/// again, restarted (a new incarnation), saying `state`. Returns the
+/// actions and events that follow.
+fn survivor_hearing(state: NodeState) -> (Arbiter, Vec<Action>, u64) {
+    let mut a = Arbiter::new(cfg(), Millis(0), Startup::default());
+    settle_hooks(&mut a, Millis(0));
+    a.handle_reach(Millis(5), Reach { up: 3, total: 3 });
+    a.handle_heartbeat(Millis(10), LinkId(0), 7, peer_state(&[("serv2", 3, Claim::Held)]));
+    settle_hooks(&mut a, Millis(10));
+    let mut t = 10;
+    while a.phase("serv2") != Some(Phase::Held { epoch: 4 }) {
+        t += 50;
+        a.handle_timeout(Millis(t));
+        settle_hooks(&mut a, Millis(t));
+        assert!(t < 5_000, "serv2's group was not taken over");
+    }
+    t += 50;
+    a.handle_heartbeat(Millis(t), LinkId(0), 8, state);
+    let acts = drain(&mut a);
+    (a, acts, t)
+}
+
+fn conflicts(acts: &[Action]) -> usize {
+    acts.iter()
+        .filter(|x| matches!(x, Action::Notify(Event::Conflict { .. })))
+        .count()
+}
+
+fn reannounces(acts: &[Action]) -> usize {
+    acts.iter().filter(|x| matches!(x, Action::Reannounce { .. })).count()
+}
+
+#[test]
+fn a_peer_back_from_a_reboot_cleaning_up_is_no_conflict_but_is_reannounced_after() {
+    let mut cleaning = peer_state(&[("serv2", 3, Claim::Releasing)]);
+    cleaning.starting = true;
+    let (mut a, acts, t) = survivor_hearing(cleaning);
+    assert_eq!(conflicts(&acts), 0, "{acts:?}");
+    assert_eq!(reannounces(&acts), 0, "{acts:?}");
+    assert_eq!(
+        a.phase("serv2"),
+        Some(Phase::Held { epoch: 4 }),
+        "the survivor keeps it"
+    );
+    // The clean-up is done: the addresses are announced again once.
+    let mut done = peer_state(&[]);
+    done.starting = true;
+    a.handle_heartbeat(Millis(t + 50), LinkId(0), 8, done);
+    let acts = drain(&mut a);
+    assert_eq!(reannounces(&acts), 1, "{acts:?}");
+    assert_eq!(conflicts(&acts), 0, "{acts:?}");
+}
+
+#[test]
+fn a_peer_that_still_holds_the_group_is_a_conflict() {
+    // Frozen, not rebooted: it comes back active and holding.
+    let (_, acts, _) = survivor_hearing(peer_state(&[("serv2", 3, Claim::Held)]));
+    assert_eq!(conflicts(&acts), 1, "{acts:?}");
+    assert_eq!(reannounces(&acts), 1, "{acts:?}");
+}
+
+#[test]
+fn a_peer_that_stopped_after_handing_everything_over_is_silent_at_info_level() {
+    let levels = |standby: bool, groups: &[(&str, u64, Claim)]| {
+        let mut a = Arbiter::new(cfg(), Millis(0), Startup::default());
+        settle_hooks(&mut a, Millis(0));
+        let mut st = peer_state(groups);
+        st.standby = standby;
+        a.handle_heartbeat(Millis(10), LinkId(0), 7, st.clone());
+        a.handle_heartbeat(Millis(10), LinkId(1), 7, st);
+        settle_hooks(&mut a, Millis(10));
+        let mut out = vec![];
+        for t in (60..=1_000).step_by(50) {
+            a.handle_timeout(Millis(t));
+            for act in settle_hooks(&mut a, Millis(t)) {
+                if let Action::Notify(e @ (Event::LinkSilent { .. } | Event::PeerDead { .. })) = act {
+                    out.push((e.name(), e.level()));
+                }
+            }
+        }
+        out
+    };
+    let planned = levels(true, &[]);
+    assert!(planned.iter().any(|(n, _)| n == "peer_dead"), "{planned:?}");
+    assert!(planned.iter().all(|(_, l)| *l == Level::Info), "{planned:?}");
+    let crash = levels(false, &[("serv2", 3, Claim::Held)]);
+    assert!(crash.contains(&("peer_dead".to_string(), Level::Critical)), "{crash:?}");
+    assert!(
+        crash.contains(&("link_silent".to_string(), Level::Warning)),
+        "{crash:?}"
+    );
+}

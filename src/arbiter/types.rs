@@ -69,6 +69,9 @@ pub enum Event {
     LinkSilent {
         link: String,
         silent_ms: u64,
+        /// The peer's last word was standby holding nothing: what a planned
+        /// stop (`systemctl stop`, a reboot) looks like. Reported as info.
+        planned: bool,
     },
     LinkUp {
         link: String,
@@ -97,6 +100,9 @@ pub enum Event {
     PeerDead {
         silent_ms: u64,
         deadtime_ms: u64,
+        /// As for [`Event::LinkSilent`]: the peer had handed everything
+        /// over first, so its silence costs nothing. Reported as info.
+        planned: bool,
     },
     FlapDampingEased {
         flap_level: u32,
@@ -176,6 +182,7 @@ impl Event {
     pub fn level(&self) -> Level {
         use Event::*;
         match self {
+            LinkSilent { planned: true, .. } | PeerDead { planned: true, .. } => Level::Info,
             LinkUp { .. }
             | LinkStable { .. }
             | PeerAlive { .. }

@@ -227,6 +227,7 @@ pub fn run(global: &Global, args: &LinksArgs) -> anyhow::Result<i32> {
                     from,
                     reason,
                     count,
+                    ..
                 } => out.line(
                     at,
                     "rejected",

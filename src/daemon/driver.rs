@@ -321,6 +321,17 @@ impl Driver {
             Input::Rejected {
                 link,
                 from,
+                kind,
+                reason,
+                count,
+                ..
+            } if kind == crate::failover::endpoint::KIND_STALE => tracing::debug!(
+                "heartbeat dropped on {} from {from}: {reason} ({count} refused so far)",
+                self.link_name(link.0)
+            ),
+            Input::Rejected {
+                link,
+                from,
                 reason,
                 count,
                 ..

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use hamirror_wire::heartbeat::{Heartbeat, HeartbeatError, HeartbeatKeys, ReplayWindow};
+use hamirror_wire::heartbeat::{Heartbeat, HeartbeatError, HeartbeatKeys, Replay, ReplayWindow};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::incarnation::PeerRecorder;
@@ -39,6 +39,8 @@ const REJECT_REPORT_EVERY: u64 = 1000;
 const RECORD_EVERY: u64 = 10_000;
 /// Rejection kind of a datagram from the peer that fails the MAC.
 const KIND_PEER_KEY: &str = "peer key";
+/// A datagram of the current run older than the replay window.
+pub const KIND_STALE: &str = "stale";
 
 /// One link: where this node listens and where the peer listens.
 #[derive(Debug, Clone)]
@@ -374,9 +376,17 @@ impl Worker {
                 ),
             ));
         }
-        self.window
-            .check(hb.incarnation, hb.seq)
-            .map_err(|e| ("replay", format!("replay: {e}")))?;
+        self.window.check(hb.incarnation, hb.seq).map_err(|e| match e {
+            // Older than the window but of the current run: what a pause of
+            // this process leaves queued on the slower link (each link's
+            // queue is read in turn). A replay of such a datagram would be
+            // refused the same way and carries nothing newer.
+            Replay::TooOld { .. } => (
+                KIND_STALE,
+                format!("stale: {e} (queued while this process was paused, or late on a slower link)"),
+            ),
+            _ => ("replay", format!("replay: {e}")),
+        })?;
         let _ = self.tx.send(Input::Heartbeat {
             at: crate::arbiter::Millis(at),
             link: link.id,
@@ -406,6 +416,7 @@ impl Worker {
                 at: crate::arbiter::Millis(at),
                 link: self.cfg.links[i].id,
                 from,
+                kind,
                 reason,
                 count: self.rejected[i],
             });
@@ -513,6 +524,18 @@ mod tests {
         next(&rx, kind("arrived on link"));
         attacker.send_to(&[b'x'; 64], to).unwrap();
         next(&rx, kind("bad magic"));
+        // Far behind the newest of the current run (what a pause of this
+        // process leaves queued on the other link): stale, not a replay.
+        attacker.send_to(&sealed("serv2", 400, 0, KEY), to).unwrap();
+        next(&rx, |i| matches!(i, Input::Heartbeat { .. }));
+        attacker.send_to(&sealed("serv2", 100, 0, KEY), to).unwrap();
+        match next(&rx, |i| matches!(i, Input::Rejected { .. })) {
+            Input::Rejected { kind, reason, .. } => {
+                assert_eq!(kind, KIND_STALE);
+                assert!(reason.starts_with("stale:") && !reason.contains("replay"), "{reason}");
+            }
+            _ => unreachable!(),
+        }
         drop(ep);
     }
 

@@ -43,6 +43,9 @@ pub enum Input {
         at: Millis,
         link: LinkId,
         from: SocketAddr,
+        /// `mac`, `format`, `sender`, `link`, `replay`, or `stale`
+        /// ([`endpoint::KIND_STALE`]: harmless, logged at debug level).
+        kind: &'static str,
         reason: String,
         count: u64,
     },
