@@ -240,7 +240,51 @@ pub fn run_hook(hook: &Hook, arg: &str, extra: &[&str], env: &HookEnv, event: &s
     run
 }
 
+/// Runs of one hook with one action, for `status --json` and the metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HookStat {
+    pub hook: String,
+    /// `start`, `stop`, `status`, `reannounce`, or the notify event.
+    pub action: String,
+    pub ok: u64,
+    pub failed: u64,
+    /// How long the last run took, and whether it succeeded.
+    pub last_ms: u64,
+    pub last_ok: bool,
+}
+
+static STATS: std::sync::Mutex<Vec<HookStat>> = std::sync::Mutex::new(Vec::new());
+
+/// Every hook run of this process so far, in first-run order.
+pub fn stats() -> Vec<HookStat> {
+    STATS.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+fn count(run: &HookRun) {
+    let mut all = STATS.lock().unwrap_or_else(|p| p.into_inner());
+    let i = match all.iter().position(|s| s.hook == run.hook && s.action == run.arg) {
+        Some(i) => i,
+        None => {
+            all.push(HookStat {
+                hook: run.hook.clone(),
+                action: run.arg.clone(),
+                ..HookStat::default()
+            });
+            all.len() - 1
+        }
+    };
+    let s = &mut all[i];
+    if run.ok() {
+        s.ok += 1;
+    } else {
+        s.failed += 1;
+    }
+    s.last_ms = run.elapsed.as_millis() as u64;
+    s.last_ok = run.ok();
+}
+
 fn log_run(run: &HookRun) {
+    count(run);
     let out = run.output.trim_end();
     if run.arg == "status" && run.ok() {
         // A passing health check every few seconds would drown the log.

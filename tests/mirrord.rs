@@ -353,3 +353,112 @@ fn a_node_restarted_from_an_old_state_is_refused_as_sender_and_as_holder() {
         .clone();
     assert!(g["epoch"].as_u64().unwrap() >= 4, "{g}");
 }
+
+/// `GET /metrics` from `addr`, with a plain socket (no HTTP client needed).
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    body.to_string()
+}
+
+/// The value of the sample `key` (name and labels exactly as printed).
+fn metric(text: &str, key: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.rsplit_once(' ').filter(|(k, _)| *k == key))
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+#[test]
+fn the_metrics_endpoint_and_textfile_show_the_cluster_and_move_while_a_set_is_written() {
+    let mut c = Cluster::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let textfile = c.p.cfg.tmp.path().join("hamirror.prom");
+    c.p.cfg.append(
+        "serv1.conf",
+        &format!("metrics_listen = {addr}\nmetrics_textfile = {}\n", textfile.display()),
+    );
+    c.start(0);
+    c.start(1);
+    c.wait("each node holds its own group", Duration::from_secs(20), |c| {
+        c.phase(0, "serv1").as_deref() == Some("held") && c.phase(1, "serv2").as_deref() == Some("held")
+    });
+    let first = scrape(&addr);
+    assert_eq!(metric(&first, "hamirror_peer_alive"), Some(1.0), "{first}");
+    assert_eq!(
+        metric(&first, r#"hamirror_group_held{group="serv1"}"#),
+        Some(1.0),
+        "{first}"
+    );
+    assert_eq!(
+        metric(&first, r#"hamirror_group_holder{group="serv2",holder="serv2"}"#),
+        Some(1.0)
+    );
+    let hb = |t: &str| metric(t, r#"hamirror_heartbeats_received_total{link="crossover"}"#).unwrap();
+
+    // Written, then mirrored: the peer's acknowledgement moves forward.
+    c.wait("a first acknowledgement of Fsmbd", Duration::from_secs(10), |_| {
+        metric(
+            &scrape(&addr),
+            r#"hamirror_set_last_ack_timestamp_seconds{set="Fsmbd",group="serv1"}"#,
+        )
+        .is_some()
+    });
+    let before = scrape(&addr);
+    let acked = |t: &str| {
+        metric(
+            t,
+            r#"hamirror_set_last_ack_timestamp_seconds{set="Fsmbd",group="serv1"}"#,
+        )
+        .unwrap()
+    };
+    std::thread::sleep(Duration::from_millis(1100));
+    write(&c.p.src("srv/samba/share/m.txt"), &vec![7u8; 300_000]);
+    c.converge("the write", Duration::from_secs(20));
+    c.wait("the acknowledgement to move", Duration::from_secs(10), |_| {
+        acked(&scrape(&addr)) > acked(&before)
+    });
+    let after = scrape(&addr);
+    assert!(hb(&after) > hb(&first), "heartbeats counted:\n{after}");
+    assert_eq!(
+        metric(&after, r#"hamirror_set_backlog_files{set="Fsmbd",group="serv1"}"#),
+        Some(0.0),
+        "{after}"
+    );
+    assert_eq!(
+        metric(&after, r#"hamirror_set_shipping_ok{set="Fsmbd",group="serv1"}"#),
+        Some(1.0)
+    );
+
+    // A verify's outcome shows up too.
+    let out = c.p.run("serv1", &["verify", "Fsmbd"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let t = scrape(&addr);
+    assert_eq!(
+        metric(&t, r#"hamirror_set_verify_differences{set="Fsmbd"}"#),
+        Some(0.0),
+        "{t}"
+    );
+
+    // The textfile carries the same families.
+    c.wait("the textfile", Duration::from_secs(10), |_| {
+        fs::read_to_string(&textfile).is_ok_and(|t| t.contains("hamirror_set_verify_differences{set=\"Fsmbd\"} 0"))
+    });
+    let file = fs::read_to_string(&textfile).unwrap();
+    assert_eq!(
+        metric(&file, r#"hamirror_group_held{group="serv1"}"#),
+        Some(1.0),
+        "{file}"
+    );
+}

@@ -75,6 +75,11 @@ fn verify_once(global: &Global, args: &VerifyArgs) -> anyhow::Result<i32> {
             return Ok(EXIT_FAILED);
         }
     };
+    // For the metrics: the last verify of each set, with its outcome.
+    if let Err(e) = crate::daemon::metrics::record_verify(&node.conf.state, &set.name, report.differences.len() as u64)
+    {
+        tracing::debug!("verify result not recorded in {}: {e}", node.conf.state.display());
+    }
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -165,6 +165,12 @@ pub struct NodeConf {
     pub hook_timeout: Duration,
     /// The health monitor of this node's group.
     pub monitor: MonitorConf,
+    /// Where the daemon serves Prometheus metrics (`GET /metrics`); off
+    /// when unset.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// A file the daemon rewrites with the metrics (node_exporter's
+    /// textfile collector); off when unset.
+    pub metrics_textfile: Option<PathBuf>,
     pub set_overrides: BTreeMap<String, SetOverrides>,
     /// The line each key was set on, for messages about cross-file rules.
     pub lines: BTreeMap<String, usize>,
@@ -198,6 +204,8 @@ pub const KEYS: &[&str] = &[
     "monitor_failures",
     "monitor_restarts",
     "monitor_window",
+    "metrics_listen",
+    "metrics_textfile",
 ];
 
 /// Parses `text` (the contents of `file`) for node `node`. Relative paths
@@ -358,6 +366,12 @@ pub fn parse(file: &Path, text: &str, node: &str, config_dir: &Path) -> Result<N
     let monitor_failures = get("monitor_failures", &count(1));
     let monitor_restarts = get("monitor_restarts", &count(0));
     let monitor_window = get("monitor_window", &positive);
+    let metrics_listen = get("metrics_listen", &|s: &str| {
+        s.parse::<std::net::SocketAddr>()
+            .map(|_| ())
+            .map_err(|_| format!("expected ADDRESS:PORT like 127.0.0.1:9798 or [::1]:9798, found {s:?}"))
+    });
+    let metrics_textfile = get("metrics_textfile", &path);
 
     if address.is_none() && !values.contains_key("address") {
         errors.push(ConfigError::file(
@@ -413,6 +427,8 @@ pub fn parse(file: &Path, text: &str, node: &str, config_dir: &Path) -> Result<N
                 window: td(monitor_window, m.window),
             }
         },
+        metrics_listen: metrics_listen.map(|(s, _)| s.parse().expect("validated")),
+        metrics_textfile: metrics_textfile.map(|(s, _)| resolve(&s)),
         set_overrides: overrides,
         lines: values.into_iter().map(|(k, (_, l))| (k, l)).collect(),
     })
@@ -484,6 +500,21 @@ mod tests {
         assert!(
             text[2].contains(":4:") && text[2].contains("from 0 to 1000"),
             "{text:?}"
+        );
+    }
+
+    #[test]
+    fn metrics_are_off_by_default_and_take_an_address_and_a_file() {
+        let c = p("address = 10.0.0.1\n").unwrap();
+        assert_eq!((c.metrics_listen, c.metrics_textfile.clone()), (None, None));
+        let c =
+            p("address = 10.0.0.1\nmetrics_listen = 127.0.0.1:9798\nmetrics_textfile = /var/lib/n/h.prom\n").unwrap();
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9798".parse().unwrap()));
+        assert_eq!(c.metrics_textfile, Some(PathBuf::from("/var/lib/n/h.prom")));
+        let errs = p("address = 10.0.0.1\nmetrics_listen = 9798\n").unwrap_err();
+        assert!(
+            errs[0].to_string().contains(":2:") && errs[0].to_string().contains("ADDRESS:PORT"),
+            "{errs:?}"
         );
     }
 

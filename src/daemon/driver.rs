@@ -96,6 +96,11 @@ pub struct Driver {
     key_mismatch_logged: BTreeMap<u8, Millis>,
     /// The health monitor of each group held here that has one.
     health: BTreeMap<String, Health>,
+    /// Per link: heartbeats accepted, datagrams refused (for the metrics).
+    received: BTreeMap<u8, u64>,
+    rejected: BTreeMap<u8, u64>,
+    /// Conflict copies made per set.
+    conflict_copies: BTreeMap<String, u64>,
 }
 
 /// `key=value` words of an event's fields (its name left out).
@@ -148,6 +153,9 @@ impl Driver {
             reach_seen: None,
             key_mismatch_logged: BTreeMap::new(),
             health: BTreeMap::new(),
+            received: BTreeMap::new(),
+            rejected: BTreeMap::new(),
+            conflict_copies: BTreeMap::new(),
         }
     }
 
@@ -198,6 +206,7 @@ impl Driver {
             shown.join(",")
         );
         tracing::warn!("event conflict_copies {detail}");
+        *self.conflict_copies.entry(set.clone()).or_default() += copies.len() as u64;
         let _ = self.c.notices.send(Notice {
             event: "conflict_copies".into(),
             message: format!(
@@ -291,13 +300,22 @@ impl Driver {
     }
 
     fn on_input(&mut self, input: Input) {
+        if let Input::Rejected { link, count, .. } | Input::BadKey { link, count, .. } = &input {
+            // The endpoint's running count per link (reported at most once
+            // a second per kind): keep the newest.
+            let c = self.rejected.entry(link.0).or_default();
+            *c = (*c).max(*count);
+        }
         match input {
             Input::Heartbeat {
                 at,
                 link,
                 incarnation,
                 state,
-            } => self.arbiter.handle_heartbeat(at, link, incarnation, state),
+            } => {
+                *self.received.entry(link.0).or_default() += 1;
+                self.arbiter.handle_heartbeat(at, link, incarnation, state)
+            }
             Input::Reach { at, reach, hosts } => {
                 if self.reach_seen != Some(reach) {
                     self.reach_seen = Some(reach);
@@ -362,6 +380,11 @@ impl Driver {
             }
             Input::Note(n) => tracing::info!("{n}"),
         }
+    }
+
+    fn link_count(&self, counts: &BTreeMap<u8, u64>, name: &str) -> u64 {
+        let i = self.arbiter.config().links.iter().position(|l| l == name);
+        i.and_then(|i| counts.get(&(i as u8))).copied().unwrap_or(0)
     }
 
     fn link_name(&self, i: u8) -> String {
@@ -791,11 +814,13 @@ impl Driver {
             .iter()
             .flat_map(|g| g.sets.iter().map(move |s| (g.name.clone(), s.name.clone())))
             .map(|(group, set)| {
-                backlog.iter().find(|b| b.set == set).cloned().unwrap_or(SetBacklog {
+                let mut b = backlog.iter().find(|b| b.set == set).cloned().unwrap_or(SetBacklog {
                     set,
                     group,
                     ..Default::default()
-                })
+                });
+                b.conflict_copies = self.conflict_copies.get(&b.set).copied().unwrap_or(0);
+                b
             })
             .collect();
         StatusReport {
@@ -823,6 +848,8 @@ impl Driver {
                     last_heard_ms_ago: l.last_heard.map(|t| now.0.saturating_sub(t.0)),
                     silent: l.silent,
                     key_mismatch_ms_ago: l.key_mismatch_last.map(|t| now.0.saturating_sub(t.0)),
+                    received: self.link_count(&self.received, &l.link),
+                    rejected: self.link_count(&self.rejected, &l.link),
                 })
                 .collect(),
             groups: st
@@ -841,6 +868,7 @@ impl Driver {
             hooks: HooksReport {
                 running: self.pending.front().cloned(),
                 queued: self.pending.iter().skip(1).cloned().collect(),
+                runs: crate::hooks::stats(),
             },
             sets,
             mirroring: self.c.mirror.is_some(),

@@ -71,6 +71,12 @@ pub struct SetBacklog {
     /// The link it is mirrored over (`crossover`, `lan`, `any`).
     #[serde(default)]
     pub link: Option<String>,
+    /// When the peer last confirmed it held everything shipped (Unix ms).
+    #[serde(default)]
+    pub last_ack_unix_ms: Option<u64>,
+    /// Conflict copies made for this set since the daemon started.
+    #[serde(default)]
+    pub conflict_copies: u64,
 }
 
 /// The mirror side as the daemon drives it. Implemented by the mirroring

@@ -24,6 +24,7 @@
 pub mod control;
 pub mod driver;
 pub mod health;
+pub mod metrics;
 pub mod mirror;
 pub mod signals;
 pub mod state;
@@ -222,6 +223,14 @@ impl Daemon {
         // Threads at normal priority first (they inherit the creator's).
         signals::spawn(tx.clone()).map_err(os("starting the signal thread"))?;
         control.serve(tx.clone()).map_err(os("starting the control thread"))?;
+        if let Some(addr) = me.conf.metrics_listen {
+            metrics::serve(addr, tx.clone(), state.path().to_path_buf()).map_err(os("binding metrics_listen"))?;
+            tracing::info!("metrics at http://{addr}/metrics");
+        }
+        if let Some(file) = &me.conf.metrics_textfile {
+            metrics::write_textfile(file.clone(), tx.clone(), state.path().to_path_buf())
+                .map_err(os("starting the metrics_textfile writer"))?;
+        }
         let groups = vec![me.group.clone(), peer.group.clone()];
         let (job_tx, job_rx) = mpsc::channel();
         let runner = runner.unwrap_or_else(|| {

@@ -67,6 +67,12 @@ pub struct LinkReport {
     /// key) last arrived on it; `null`: none since start.
     #[serde(default)]
     pub key_mismatch_ms_ago: Option<u64>,
+    /// Heartbeats of the peer accepted on it since this daemon started.
+    #[serde(default)]
+    pub received: u64,
+    /// Datagrams refused on it (bad MAC, replays, stale, strangers).
+    #[serde(default)]
+    pub rejected: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +97,9 @@ pub struct HooksReport {
     pub running: Option<String>,
     /// Transitions waiting behind it.
     pub queued: Vec<String>,
+    /// Every hook run since the daemon started, per hook and action.
+    #[serde(default)]
+    pub runs: Vec<crate::hooks::HookStat>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -261,10 +270,10 @@ impl StatusReport {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn report() -> StatusReport {
+    pub(crate) fn report() -> StatusReport {
         StatusReport {
             node: "serv1".into(),
             peer: "serv2".into(),
@@ -288,12 +297,16 @@ mod tests {
                     last_heard_ms_ago: Some(12),
                     silent: false,
                     key_mismatch_ms_ago: None,
+                    received: 9000,
+                    rejected: 2,
                 },
                 LinkReport {
                     link: "lan".into(),
                     last_heard_ms_ago: None,
                     silent: true,
                     key_mismatch_ms_ago: Some(300),
+                    received: 0,
+                    rejected: 5,
                 },
             ],
             groups: vec![GroupReport {
@@ -318,6 +331,14 @@ mod tests {
             hooks: HooksReport {
                 running: None,
                 queued: vec![],
+                runs: vec![crate::hooks::HookStat {
+                    hook: "S20smbd".into(),
+                    action: "status".into(),
+                    ok: 41,
+                    failed: 1,
+                    last_ms: 12,
+                    last_ok: false,
+                }],
             },
             sets: vec![
                 SetBacklog {
@@ -333,6 +354,8 @@ mod tests {
                     lag_ms: Some(250),
                     shipping: Some("ok".into()),
                     link: Some("lan".into()),
+                    last_ack_unix_ms: Some(1_700_000_000_250),
+                    conflict_copies: 2,
                 },
             ],
             mirroring: false,

@@ -23,6 +23,9 @@ const BYTES_UP_TO: usize = 10_000;
 #[derive(Debug, Default)]
 pub(super) struct BacklogTracker {
     behind_since: HashMap<String, Instant>,
+    /// Per set: the last acknowledged generation seen and when (Unix ms)
+    /// the peer last confirmed holding everything shipped.
+    last_ack: HashMap<String, (Option<u64>, Option<u64>)>,
 }
 
 impl BacklogTracker {
@@ -82,6 +85,12 @@ impl BacklogTracker {
             b.pending_bytes = Some(bytes);
         }
         let step = in_step(&status.state, &shipping, backlog.generation, backlog.acked);
+        let ack = self.last_ack.entry(set.name.clone()).or_default();
+        if step || (backlog.acked.is_some() && ack.0 != backlog.acked) {
+            ack.1 = Some(unix_ms());
+        }
+        ack.0 = backlog.acked;
+        b.last_ack_unix_ms = ack.1;
         if step {
             self.behind_since.remove(&set.name);
             b.pending_files = Some(0);
@@ -100,5 +109,12 @@ impl BacklogTracker {
     /// Drops the memory of sets no longer mirrored from here.
     pub fn forget_others(&mut self, current: &[SetBacklog]) {
         self.behind_since.retain(|s, _| current.iter().any(|b| &b.set == s));
+        self.last_ack.retain(|s, _| current.iter().any(|b| &b.set == s));
     }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
