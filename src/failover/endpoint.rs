@@ -39,8 +39,11 @@ const REJECT_REPORT_EVERY: u64 = 1000;
 const RECORD_EVERY: u64 = 10_000;
 /// Rejection kind of a datagram from the peer that fails the MAC.
 const KIND_PEER_KEY: &str = "peer key";
-/// A datagram of the current run older than the replay window.
+/// A datagram of the current run older than the replay window, arriving
+/// among fresh ones (see `Worker::accept`).
 pub const KIND_STALE: &str = "stale";
+/// "Among fresh ones": within this long of an accepted heartbeat.
+const STALE_WITHIN_MS: u64 = 1000;
 
 /// One link: where this node listens and where the peer listens.
 #[derive(Debug, Clone)]
@@ -162,6 +165,8 @@ struct Worker {
     tx: Sender<Input>,
     seq: u64,
     window: ReplayWindow,
+    /// When a heartbeat was last accepted (ms, monotonic).
+    last_accepted: Option<u64>,
     recorder: Option<PeerRecorder>,
     last_recorded: (u64, u64),
     last_record_at: u64,
@@ -206,6 +211,7 @@ impl Worker {
             tx,
             seq: 0,
             window,
+            last_accepted: None,
             recorder,
             last_recorded: (0, 0),
             last_record_at: 0,
@@ -376,17 +382,21 @@ impl Worker {
                 ),
             ));
         }
+        let recent = self
+            .last_accepted
+            .is_some_and(|t| at.saturating_sub(t) <= STALE_WITHIN_MS);
         self.window.check(hb.incarnation, hb.seq).map_err(|e| match e {
-            // Older than the window but of the current run: what a pause of
-            // this process leaves queued on the slower link (each link's
-            // queue is read in turn). A replay of such a datagram would be
-            // refused the same way and carries nothing newer.
-            Replay::TooOld { .. } => (
+            // Older than the window, of the current run, while newer ones
+            // are arriving: what a pause of this process leaves queued on
+            // the slower link (each link's queue is read in turn). Without
+            // fresh heartbeats around it, the same refusal is a replay.
+            Replay::TooOld { .. } if recent => (
                 KIND_STALE,
                 format!("stale: {e} (queued while this process was paused, or late on a slower link)"),
             ),
             _ => ("replay", format!("replay: {e}")),
         })?;
+        self.last_accepted = Some(at);
         let _ = self.tx.send(Input::Heartbeat {
             at: crate::arbiter::Millis(at),
             link: link.id,
@@ -536,6 +546,10 @@ mod tests {
             }
             _ => unreachable!(),
         }
+        // The same with no fresh heartbeat for a while: a replay.
+        std::thread::sleep(Duration::from_millis(STALE_WITHIN_MS + 100));
+        attacker.send_to(&sealed("serv2", 90, 0, KEY), to).unwrap();
+        next(&rx, kind("replay"));
         drop(ep);
     }
 
