@@ -191,7 +191,10 @@ impl Excludes {
             if self.excludes_name(&path[..i], true) {
                 return true;
             }
-            i += 1 + path[i + 1..].iter().position(|b| *b == b'/').unwrap_or(path.len() - i - 1);
+            i += 1 + path[i + 1..]
+                .iter()
+                .position(|b| *b == b'/')
+                .unwrap_or(path.len() - i - 1);
         }
         match is_dir {
             Some(d) => self.excludes_name(path, d),
@@ -214,6 +217,73 @@ impl super::MirrorSet {
             let top = top.strip_prefix(b"/").unwrap_or(top);
             self.excludes.excludes_below(top, path, is_dir)
         })
+    }
+}
+
+impl Rule {
+    /// Whether this anchored rule can match nothing in `roots` (set paths,
+    /// with whether each is a directory): its fixed leading components lead
+    /// outside every root, or it names a directory above a root. Unanchored
+    /// rules depend on what the roots hold: `false`.
+    pub fn outside(&self, roots: &[(&[u8], bool)]) -> bool {
+        if !self.anchored {
+            return false;
+        }
+        let pat: Vec<&[u8]> = self.pat.split(|b| *b == b'/').collect();
+        let comp = |p: &[u8], name: &[u8]| {
+            if self.wild {
+                wildmatch(p, name) == Match::True
+            } else {
+                p == name
+            }
+        };
+        !roots.iter().any(|&(root, dir)| {
+            let names: Vec<&[u8]> = root.split(|b| *b == b'/').collect();
+            match pat.iter().position(|c| c.windows(2).any(|w| w == b"**")) {
+                // Below a `**` anything may follow.
+                Some(k) => pat[..k].iter().zip(&names).all(|(p, n)| comp(p, n)),
+                None => {
+                    pat.len() >= names.len()
+                        && (dir || pat.len() == names.len())
+                        && pat.iter().zip(&names).all(|(p, n)| comp(p, n))
+                }
+            }
+        })
+    }
+}
+
+impl Excludes {
+    /// Warnings about rules that do nothing or too much for a set with
+    /// these `roots` (set paths, with whether each is a directory), as
+    /// (line, message): an anchored rule outside every root, and a rule
+    /// that excludes a whole root.
+    pub fn warnings(&self, roots: &[(&[u8], bool, usize)]) -> Vec<(usize, String)> {
+        let mut out = Vec::new();
+        let plain: Vec<(&[u8], bool)> = roots.iter().map(|&(p, d, _)| (p, d)).collect();
+        for r in &self.rules {
+            if r.outside(&plain) {
+                out.push((
+                    r.line,
+                    format!(
+                        "`{r}` can never match: it names no path inside the set's roots (an anchored pattern is an absolute path, like `- /var/lib/samba/cache/`)"
+                    ),
+                ));
+            }
+        }
+        for &(root, dir, line) in roots {
+            if let Some(r) = self.rules.iter().find(|r| r.matches(root, dir)).filter(|r| !r.include) {
+                out.push((
+                    r.line,
+                    format!(
+                        "`{r}` excludes the root /{}{} (line {line}) as a whole: nothing of it is mirrored",
+                        String::from_utf8_lossy(root),
+                        if dir { "/" } else { "" }
+                    ),
+                ));
+            }
+        }
+        out.sort();
+        out
     }
 }
 
@@ -254,7 +324,9 @@ fn check_brackets(p: &[u8]) -> Result<(), String> {
                 loop {
                     match p.get(j) {
                         None => {
-                            return Err("a `[` class is not closed; expected `]` (write `\\[` for a literal `[`)".into());
+                            return Err(
+                                "a `[` class is not closed; expected `]` (write `\\[` for a literal `[`)".into(),
+                            );
                         }
                         Some(b']') => break,
                         Some(b'\\') => j += 2,
@@ -540,6 +612,34 @@ mod tests {
             let e = Rule::parse(false, p, 3).unwrap_err();
             assert!(e.contains(want), "{p:?}: {e}");
         }
+    }
+
+    #[test]
+    fn anchored_patterns_outside_every_root_are_found() {
+        let roots: &[(&[u8], bool)] = &[(b"var/lib/samba", true), (b"etc/samba/smb.conf", false)];
+        for (p, outside) in [
+            ("/var/lib/samba/cache/", false),
+            ("/var/lib/*/cache/", false),
+            ("/var/lib/samba/**/x", false),
+            ("/var/**", false),
+            ("/etc/samba/smb.conf", false),
+            ("/srv/x", true),
+            ("/var/lib/", true),
+            ("/var/lib/sam", true),
+            ("/etc/samba/smb.conf/x", true),
+            ("/etc/samba/other", true),
+            ("/srv/**/x", true),
+            ("*.tmp", false),
+        ] {
+            assert_eq!(rule(p).outside(roots), outside, "{p}");
+        }
+        let ex = Excludes {
+            rules: vec![rule("/srv/x"), rule("samba/")],
+        };
+        let w = ex.warnings(&[(b"var/lib/samba", true, 1)]);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].1.contains("can never match"), "{w:?}");
+        assert!(w[1].1.contains("excludes the root /var/lib/samba/ (line 1)"), "{w:?}");
     }
 
     #[test]

@@ -234,6 +234,14 @@ fn load_group(
         match first {
             'F' => {
                 if let Some(set) = load_set(&path, &name, conf, errors) {
+                    let roots: Vec<(&[u8], bool, usize)> = set
+                        .roots
+                        .iter()
+                        .map(|r| (set_path_of(&r.path), r.dir, r.line))
+                        .collect();
+                    for (line, msg) in set.excludes.warnings(&roots) {
+                        warnings.push(ConfigError::at(&path, line, msg));
+                    }
                     group.sets.push(set);
                 }
             }
@@ -265,6 +273,13 @@ fn load_group(
         }
     }
     group
+}
+
+/// A root's set path: its absolute path without the leading `/`.
+fn set_path_of(p: &Path) -> &[u8] {
+    use std::os::unix::ffi::OsStrExt;
+    let b = p.as_os_str().as_bytes();
+    b.strip_prefix(b"/").unwrap_or(b)
 }
 
 fn is_backup_name(name: &str) -> bool {

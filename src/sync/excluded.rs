@@ -127,8 +127,8 @@ fn excluded_inside(set: &MirrorSet, local: &Path, dir: &[u8], found: &mut Vec<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::exclude::{Excludes, Rule};
     use crate::config::ChunkParams;
+    use crate::config::exclude::{Excludes, Rule};
 
     fn entry(path: &str, kind: EntryKind) -> Entry {
         Entry {
@@ -170,15 +170,29 @@ mod tests {
         .into_iter()
         .map(|e| (e.path.clone(), e))
         .collect();
-        let mut deletes: Vec<Vec<u8>> = ["srv/gone/f", "srv/gone/sub", "srv/gone", "srv/plain/f", "srv/plain", "srv/y.tmp"]
-            .iter()
-            .map(|p| p.as_bytes().to_vec())
-            .collect();
+        let mut deletes: Vec<Vec<u8>> = [
+            "srv/gone/f",
+            "srv/gone/sub",
+            "srv/gone",
+            "srv/plain/f",
+            "srv/plain",
+            "srv/y.tmp",
+        ]
+        .iter()
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
         let mut offered = vec![entry("srv/new.tmp", EntryKind::File), entry("srv/new", EntryKind::File)];
         let p = protect(&set, root, &held, &mut offered, &mut deletes);
-        let show = |v: &[Vec<u8>]| v.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect::<Vec<_>>();
+        let show = |v: &[Vec<u8>]| {
+            v.iter()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(show(&deletes), ["srv/gone/f", "srv/plain/f", "srv/plain"]);
-        assert_eq!(show(&offered.iter().map(|e| e.path.clone()).collect::<Vec<_>>()), ["srv/new"]);
+        assert_eq!(
+            show(&offered.iter().map(|e| e.path.clone()).collect::<Vec<_>>()),
+            ["srv/new"]
+        );
         assert_eq!(show(&p.forget), ["srv/y.tmp"]);
     }
 }
