@@ -199,6 +199,30 @@ pub fn compare(local: &[Entry], peer: &[Entry], local_name: &str, peer_name: &st
     out
 }
 
+/// A directory only on the peer with nothing mirrored in it is most
+/// likely one the replica keeps because it holds files the set excludes
+/// (never deleted there, as rsync does): say so, since no sync removes it.
+fn explain_kept_dirs(diffs: &mut [Difference], mine: &[Entry], theirs: &[Entry]) {
+    let ours: std::collections::HashSet<&[u8]> = mine.iter().map(|e| e.path.as_slice()).collect();
+    for e in theirs
+        .iter()
+        .filter(|e| e.kind == EntryKind::Dir && !ours.contains(e.path.as_slice()))
+    {
+        let mut under = e.path.clone();
+        under.push(b'/');
+        if theirs.iter().any(|o| o.path.starts_with(&under)) {
+            continue;
+        }
+        let shown = format!("/{}", show_path(&e.path));
+        if let Some(d) = diffs.iter_mut().find(|d| d.path == shown) {
+            d.what.push_str(
+                "; if it holds files the set excludes, the replica keeps it (excluded files are never deleted \
+                 there): remove them on the replica to let it go",
+            );
+        }
+    }
+}
+
 fn fmt_ns(ns: i64) -> String {
     format!("{}.{:09}", ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000))
 }
@@ -239,12 +263,16 @@ pub async fn verify(
         }))
         .await?;
         ctl.close().await?;
+        let mut differences = compare(&mine, &theirs, &local.name, peer);
+        if !set.excludes.is_empty() {
+            explain_kept_dirs(&mut differences, &mine, &theirs);
+        }
         Ok(VerifyReport {
             set: set.name.clone(),
             local_entries: mine.len() as u64,
             peer_entries: theirs.len() as u64,
             bytes: mine.iter().map(|e| e.size).sum(),
-            differences: compare(&mine, &theirs, &local.name, peer),
+            differences,
             local_unreadable: unreadable.into_iter().map(|(p, w)| (show_path(&p), w)).collect(),
             peer_unreadable: end
                 .failures
