@@ -117,7 +117,7 @@ fn excluded_paths_do_not_arrive_and_the_replicas_are_kept_like_rsyncs() {
     // Our own comparison: only excluded paths differ (the replica's own
     // d/lock directory has other contents than the holder's).
     let diffs = differing(&p);
-    assert_eq!(diffs, expected.map(|e| format!("{e}")).to_vec(), "{diffs:#?}");
+    assert_eq!(diffs, expected.map(str::to_string).to_vec(), "{diffs:#?}");
     assert!(p.dst("srv/samba/keep.log").exists() && p.dst("srv/samba/lock").is_file());
     assert!(p.dst("srv/samba/cache/c").exists());
     for kept in ["srv/samba/old.tmp", "var/lib/samba/cache/r", "srv/samba/d/lock/r"] {
@@ -128,7 +128,7 @@ fn excluded_paths_do_not_arrive_and_the_replicas_are_kept_like_rsyncs() {
     let v = sync_ok(&p, &["--full"]);
     assert_eq!(v["push"]["listing"], "full", "{v}");
     assert_oracle(&p);
-    assert_eq!(differing(&p), expected.map(|e| format!("{e}")).to_vec());
+    assert_eq!(differing(&p), expected.map(str::to_string).to_vec());
 
     // A directory deleted on the holder that holds an excluded file on
     // the replica stays there with that file (rsync: "cannot delete
@@ -299,14 +299,14 @@ fn the_watcher_ignores_excluded_paths_with_inotify() {
 #[test]
 fn the_watcher_ignores_excluded_paths_with_fanotify() {
     // fanotify needs root and a kernel that has it: skipped otherwise.
-    if unsafe_geteuid() != 0 {
+    if euid() != 0 {
         eprintln!("skipped: fanotify needs root");
         return;
     }
     watch_test("fanotify");
 }
 
-fn unsafe_geteuid() -> u32 {
+fn euid() -> u32 {
     fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
