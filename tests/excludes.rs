@@ -353,3 +353,113 @@ fn check_lists_the_rules_and_names_bad_ones_by_file_and_line() {
         );
     }
 }
+
+/// What rsync, given `rules` as filter rules, would transfer from serv1's
+/// roots: every name, directories with a trailing `/`, sorted.
+fn rsync_selects(p: &Pair, rules: &[&str]) -> Vec<String> {
+    let empty = p.cfg.tmp.path().join("empty");
+    fs::create_dir_all(&empty).unwrap();
+    let mut cmd = std::process::Command::new("rsync");
+    cmd.args(["-anR", "--no-implied-dirs", "--out-format=%n"]);
+    for r in rules {
+        cmd.arg(format!("--filter={r}"));
+    }
+    for r in ROOTS {
+        cmd.arg(format!("{}/./{r}/", p.r1().display()));
+    }
+    let out = cmd.arg(format!("{}/", empty.display())).output().unwrap();
+    assert!(out.status.success(), "rsync: {}", stderr(&out));
+    let mut v: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+/// What `sync --dry-run` to an empty replica would create, in the same form.
+fn hamirror_selects(p: &Pair) -> Vec<String> {
+    let out = p.run("serv1", &["sync", "Fsmbd", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut v: Vec<String> = stdout(&out)
+        .lines()
+        .filter_map(|l| {
+            let (kind, path) = l.strip_prefix('>')?.split_once(" /")?;
+            Some(if kind == "d" {
+                format!("{path}/")
+            } else {
+                path.to_string()
+            })
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn each_pattern_selects_exactly_what_rsync_selects() {
+    let mut p = Pair::new();
+    let files = [
+        "srv/samba/a.tmp",
+        "srv/samba/abc",
+        "srv/samba/ac",
+        "srv/samba/lock/f",
+        "srv/samba/d/lock",
+        "srv/samba/d/x.log",
+        "srv/samba/d/keep.log",
+        "srv/samba/d/e/y.log",
+        "srv/samba/e/f/.g.swp",
+        "srv/samba/a/x/b/f",
+        "srv/samba/a/b/f",
+        "srv/samba/b",
+        "srv/samba/file7",
+        "srv/samba/filex",
+        "srv/samba/apple",
+        "srv/samba/cherry",
+        "srv/samba/]",
+        "srv/samba/with space",
+        "etc/samba/smb.conf",
+        "var/lib/samba/cache/c",
+        "var/lib/samba/db.tmp",
+    ];
+    for f in files {
+        write(&p.src(f), b"x");
+    }
+    p.start_serve();
+    let base = fs::read_to_string(p.cfg.path("serv1/Fsmbd")).unwrap();
+    let cases: &[&[&str]] = &[
+        &[],
+        &["- *.tmp"],
+        &["- a?c"],
+        &["- lock/"],
+        &["- lock"],
+        &["- /srv/samba/d/"],
+        &["- d/*.log"],
+        &["- e/f"],
+        &["- **/*.swp"],
+        &["- /srv/samba/**.log"],
+        &["- a/**/b"],
+        &["- **/b"],
+        &["- /srv/samba/d/***"],
+        &["- [ab]*"],
+        &["- [!ab]*"],
+        &["- file[0-9]"],
+        &["- []x]"],
+        &["- samba/d"],
+        &["- samba/"],
+        &["- with space"],
+        &["- /var/lib/samba/*"],
+        &["+ keep.log", "- *.log"],
+        &["+ */", "+ *.log", "- *"],
+        &["- *.log", "+ keep.log"],
+        // A `*` never crosses a `/`: d/e/y.log is not matched by d/*.
+        &["+ /srv/samba/d/e/", "- /srv/samba/d/*"],
+        &["+ /srv/samba/a/", "+ /srv/samba/a/**/", "- /srv/samba/a/*/b/"],
+        &["- /srv/samba/a/*/*/f", "- a/b/[f]"],
+    ];
+    for rules in cases {
+        fs::write(p.cfg.path("serv1/Fsmbd"), format!("{base}{}\n", rules.join("\n"))).unwrap();
+        let (ours, theirs) = (hamirror_selects(&p), rsync_selects(&p, rules));
+        assert_eq!(
+            ours, theirs,
+            "rules {rules:?}: hamirror (left) and rsync (right) differ"
+        );
+    }
+}
