@@ -142,6 +142,24 @@ fn excluded_paths_do_not_arrive_and_the_replicas_are_kept_like_rsyncs() {
     assert!(!p.dst("srv/samba/gone/f").exists());
     assert_oracle(&p);
 
+    // A directory that became a file on the holder while the replica's
+    // copy holds an excluded file: not replaced (the pass reports it and
+    // exits 1, as rsync fails it), until that file is removed there.
+    write(&p.src("srv/samba/t/f"), b"f");
+    sync_ok(&p, &[]);
+    write(&p.dst("srv/samba/t/mine.tmp"), b"replica's own");
+    fs::remove_dir_all(p.src("srv/samba/t")).unwrap();
+    write(&p.src("srv/samba/t"), b"now a file");
+    settle();
+    let (v, code, err) = p.sync("Fsmbd", &[]);
+    assert_eq!(code, 1, "{v}\n{err}");
+    assert!(err.contains("/srv/samba/t/mine.tmp, which the set excludes"), "{err}");
+    assert!(p.dst("srv/samba/t/mine.tmp").exists());
+    fs::remove_file(p.dst("srv/samba/t/mine.tmp")).unwrap();
+    sync_ok(&p, &[]);
+    assert_eq!(fs::read(p.dst("srv/samba/t")).unwrap(), b"now a file");
+    assert_oracle(&p);
+
     // verify compares only what the set mirrors; the directory kept for
     // the replica's excluded file is a difference, with why no sync
     // removes it. Once that file goes, the next sync removes it.

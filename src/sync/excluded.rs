@@ -27,6 +27,10 @@ pub(super) struct Protected {
     /// Of those, the paths the replica's index still holds: it forgets
     /// them (they are not part of the set; their files stay).
     pub forget: Vec<Vec<u8>>,
+    /// Offered entries that would replace a directory holding excluded
+    /// files on the replica (a directory that became a file or a symlink):
+    /// not applied, with why (rsync fails them the same way).
+    pub in_the_way: Vec<(Vec<u8>, String)>,
 }
 
 /// Takes out of `offered` and `deletes` what `set`'s rules protect.
@@ -52,6 +56,24 @@ pub(super) fn protect(
             out.offered.push(e.path.clone());
         }
         !excluded
+    });
+    // A directory that became something else would be removed with
+    // everything in it: not while it holds excluded files.
+    offered.retain(|e| {
+        if e.kind == EntryKind::Dir || !held.get(&e.path).is_some_and(|h| h.kind == EntryKind::Dir) {
+            return true;
+        }
+        let mut found = Vec::new();
+        excluded_inside(set, &local(&e.path), &e.path, &mut found);
+        if let Some(f) = found.first() {
+            let why = format!(
+                "the directory here holds /{}, which the set excludes (never deleted on the replica); remove it \
+                 there to let the directory be replaced",
+                String::from_utf8_lossy(f)
+            );
+            out.in_the_way.push((e.path.clone(), why));
+        }
+        found.is_empty()
     });
     // The kind on the replica decides (a directory-only rule), else the
     // kind the index knows, else either.
@@ -181,7 +203,14 @@ mod tests {
         .iter()
         .map(|p| p.as_bytes().to_vec())
         .collect();
-        let mut offered = vec![entry("srv/new.tmp", EntryKind::File), entry("srv/new", EntryKind::File)];
+        let mut offered = vec![
+            entry("srv/new.tmp", EntryKind::File),
+            entry("srv/new", EntryKind::File),
+            // A directory that became a file, and still holds an excluded
+            // file here.
+            entry("srv/gone/sub", EntryKind::File),
+            entry("srv/plain", EntryKind::Symlink),
+        ];
         let p = protect(&set, root, &held, &mut offered, &mut deletes);
         let show = |v: &[Vec<u8>]| {
             v.iter()
@@ -191,8 +220,11 @@ mod tests {
         assert_eq!(show(&deletes), ["srv/gone/f", "srv/plain/f", "srv/plain"]);
         assert_eq!(
             show(&offered.iter().map(|e| e.path.clone()).collect::<Vec<_>>()),
-            ["srv/new"]
+            ["srv/new", "srv/plain"]
         );
+        assert_eq!(p.in_the_way.len(), 1);
+        assert_eq!(p.in_the_way[0].0, b"srv/gone/sub");
+        assert!(p.in_the_way[0].1.contains("/srv/gone/sub/x.tmp"), "{:?}", p.in_the_way);
         assert_eq!(show(&p.forget), ["srv/y.tmp"]);
     }
 }

@@ -229,7 +229,8 @@ fn prepare(
     // What this node's rules exclude is neither written nor deleted here,
     // whatever the sender's copy of the configuration says; and it does
     // not count toward the mass-delete guard.
-    let protected = super::excluded::protect(&t.set, &t.root, &entries, &mut offered, &mut deletes);
+    let mut protected = super::excluded::protect(&t.set, &t.root, &entries, &mut offered, &mut deletes);
+    refused.append(&mut protected.in_the_way);
     if !protected.deletes.is_empty() || !protected.offered.is_empty() {
         tracing::info!(
             set = %t.set.name,
