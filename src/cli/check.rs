@@ -147,6 +147,10 @@ pub fn describe(c: &Cluster) -> String {
                     n.local_path(&r.path).display()
                 );
             }
+            for r in &set.excludes.rules {
+                let what = if r.include { "include" } else { "exclude" };
+                let _ = writeln!(s, "      {what} {}  (line {})", r.text, r.line);
+            }
         }
         let _ = writeln!(s, "    start: {}", hooks(&g.start));
         let _ = writeln!(s, "    stop:  {}", hooks(&g.stop));

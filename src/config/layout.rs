@@ -9,6 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use super::conf::{self, NodeConf};
+use super::exclude::{Excludes, Rule};
 use super::values::{ChunkParams, human_duration};
 use super::{Cluster, ConfigError, Group, Node, is_node_name};
 
@@ -32,6 +33,8 @@ pub struct MirrorSet {
     pub chunk: ChunkParams,
     /// Refuse a sync that would delete more than this share (%) of the replica.
     pub delete_limit: u8,
+    /// The `- PATTERN` / `+ PATTERN` lines: what under the roots is not mirrored.
+    pub excludes: Excludes,
 }
 
 #[cfg(test)]
@@ -52,6 +55,7 @@ impl MirrorSet {
                 .collect(),
             chunk,
             delete_limit: 50,
+            excludes: Excludes::default(),
         }
     }
 }
@@ -231,6 +235,14 @@ fn load_group(
         match first {
             'F' => {
                 if let Some(set) = load_set(&path, &name, conf, errors) {
+                    let roots: Vec<(&[u8], bool, usize)> = set
+                        .roots
+                        .iter()
+                        .map(|r| (set_path_of(&r.path), r.dir, r.line))
+                        .collect();
+                    for (line, msg) in set.excludes.warnings(&roots) {
+                        warnings.push(ConfigError::at(&path, line, msg));
+                    }
                     group.sets.push(set);
                 }
             }
@@ -262,6 +274,13 @@ fn load_group(
         }
     }
     group
+}
+
+/// A root's set path: its absolute path without the leading `/`.
+fn set_path_of(p: &Path) -> &[u8] {
+    use std::os::unix::ffi::OsStrExt;
+    let b = p.as_os_str().as_bytes();
+    b.strip_prefix(b"/").unwrap_or(b)
 }
 
 fn is_backup_name(name: &str) -> bool {
@@ -301,8 +320,16 @@ fn load_set(path: &Path, name: &str, conf: &NodeConf, errors: &mut Vec<ConfigErr
     };
     let before = errors.len();
     let mut roots: Vec<SetRoot> = Vec::new();
+    let mut excludes = Excludes::default();
     for (i, line) in text.lines().enumerate() {
         let content = line.split('#').next().unwrap_or("");
+        if let Some(rule) = parse_rule_line(content, i + 1) {
+            match rule {
+                Ok(r) => excludes.rules.push(r),
+                Err(msg) => errors.push(ConfigError::at(path, i + 1, msg)),
+            }
+            continue;
+        }
         for word in content.split_whitespace() {
             match parse_root(word) {
                 Ok((p, dir)) => {
@@ -337,7 +364,27 @@ fn load_set(path: &Path, name: &str, conf: &NodeConf, errors: &mut Vec<ConfigErr
         roots,
         chunk: o.and_then(|o| o.chunk).unwrap_or(conf.chunk),
         delete_limit: o.and_then(|o| o.delete_limit).unwrap_or(conf.delete_limit),
+        excludes,
     })
+}
+
+/// A `- PATTERN` or `+ PATTERN` line of an `F` file (`None`: a line of
+/// paths). The pattern is the rest of the line, spaces inside kept.
+fn parse_rule_line(content: &str, line: usize) -> Option<Result<Rule, String>> {
+    let t = content.trim();
+    let include = match t.as_bytes().first() {
+        Some(b'-') => false,
+        Some(b'+') => true,
+        _ => return None,
+    };
+    let rest = &t[1..];
+    if !rest.is_empty() && !rest.starts_with([' ', '\t']) {
+        let sign = &t[..1];
+        return Some(Err(format!(
+            "{t:?}: expected `{sign} PATTERN` (a space after `{sign}`), like `- *.tmp` or `- /var/cache/x/`"
+        )));
+    }
+    Some(Rule::parse(include, rest.trim(), line))
 }
 
 /// Validates one path word of an `F` file.

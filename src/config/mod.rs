@@ -7,12 +7,13 @@
 //! Layout (see `docs/CONFIG.md`):
 //! ```text
 //! DIR/NODE.conf          key = value lines
-//! DIR/NODE/F<name>       a mirror set: whitespace-separated absolute paths
+//! DIR/NODE/F<name>       a mirror set: whitespace-separated absolute paths, `- PATTERN` excludes
 //! DIR/NODE/S<NN><name>   start hooks, K<NN><name> stop hooks, N<NN><name> notify hooks
 //! DIR/reachlist          one host per line (`HOST` for ICMP, `HOST tcp:PORT`)
 //! ```
 
 pub mod conf;
+pub mod exclude;
 mod layout;
 pub mod strict;
 pub mod values;
@@ -21,6 +22,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use conf::{MonitorConf, NodeConf, Timers};
+pub use exclude::Excludes;
 pub use layout::{Hook, HookKind, MirrorSet, ReachHost, SetRoot};
 pub use values::ChunkParams;
 

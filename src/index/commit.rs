@@ -38,6 +38,8 @@ pub struct CommitOutcome {
     pub deleted: u64,
     /// Upserts equal to the stored entry: only the fingerprint was rewritten.
     pub refreshed: u64,
+    /// Paths dropped without a deletion being logged (now excluded).
+    pub forgotten: u64,
 }
 
 impl CommitOutcome {
@@ -87,11 +89,39 @@ impl Index {
         deletes: &[Vec<u8>],
         ack: Option<Position>,
     ) -> Result<CommitOutcome, IndexError> {
+        self.commit_all(set, upserts, deletes, &[], ack)
+    }
+
+    /// [`Index::commit`], and drops the paths of `forget` without logging
+    /// them: paths the set's rules now exclude are no longer part of it,
+    /// but they were not deleted, so no peer is told to delete them (a
+    /// delta lists only logged paths) and they do not raise the generation.
+    ///
+    /// # Errors
+    /// As [`Index::commit`].
+    pub fn commit_forgetting(
+        &self,
+        set: &str,
+        upserts: &[Upsert],
+        deletes: &[Vec<u8>],
+        forget: &[Vec<u8>],
+    ) -> Result<CommitOutcome, IndexError> {
+        self.commit_all(set, upserts, deletes, forget, None)
+    }
+
+    fn commit_all(
+        &self,
+        set: &str,
+        upserts: &[Upsert],
+        deletes: &[Vec<u8>],
+        forget: &[Vec<u8>],
+        ack: Option<Position>,
+    ) -> Result<CommitOutcome, IndexError> {
         let invalid = |p: &[u8], why: String| IndexError::InvalidEntry {
             path: String::from_utf8_lossy(p).into_owned(),
             why,
         };
-        for p in deletes {
+        for p in deletes.iter().chain(forget) {
             check_path(p).map_err(|why| invalid(p, why.into()))?;
         }
         // Everything stored must read back: encode and decode each entry.
@@ -108,7 +138,7 @@ impl Index {
             }
             bodies.push(w.buf);
         }
-        if upserts.is_empty() && deletes.is_empty() && ack.is_none() {
+        if upserts.is_empty() && deletes.is_empty() && forget.is_empty() && ack.is_none() {
             return self.generation(set).map(|generation| CommitOutcome {
                 generation,
                 ..CommitOutcome::default()
@@ -165,7 +195,17 @@ impl Index {
                     logged.push(path);
                 }
             }
-            info.entries = (info.entries + out.new).saturating_sub(out.deleted);
+            for path in forget {
+                t.stat.remove(&path[..])?;
+                let old = t.entries.remove(&path[..])?.map(|v| v.value().to_vec());
+                if let Some(old) = old {
+                    unlocate(&mut t.chunks, &decode_entry(path, &old)?)?;
+                    out.forgotten += 1;
+                }
+            }
+            info.entries = (info.entries + out.new)
+                .saturating_sub(out.deleted)
+                .saturating_sub(out.forgotten);
             if !logged.is_empty() {
                 logged.sort_unstable();
                 logged.dedup();

@@ -219,7 +219,7 @@ impl Scanner {
         let (known, walked) = self.pool.install(|| {
             rayon::join(
                 || index.fingerprints(&set.name),
-                || walk::walk(&set.roots, node_root, &self.pool),
+                || walk::walk(&set.roots, &set.excludes, node_root, &self.pool),
             )
         });
         let known = known?;
@@ -265,6 +265,7 @@ impl Scanner {
         report.errors.extend(walked.errors);
         report.missing_roots.extend(walked.missing_roots);
         let keep: BTreeSet<Vec<u8>> = walked.keep.into_iter().collect();
+        let excluded: BTreeSet<Vec<u8>> = walked.excluded.into_iter().collect();
         let trust = |fp| (!read::is_racy(&fp, walk_started, racy_ns)).then_some(fp);
         let Pending {
             mut upserts,
@@ -303,11 +304,20 @@ impl Scanner {
         }
 
         // What the index knows but the walk did not find is gone, unless it lies
-        // at or below a path that could not be examined.
+        // at or below a path that could not be examined. What is now
+        // excluded was not deleted: the index forgets it without logging a
+        // deletion (a peer is never told to delete it).
         let read_done = start.elapsed();
-        let mut deletes: Vec<Vec<u8>> = known.into_keys().filter(|p| !is_kept(p, &keep)).collect();
+        let (mut forget, mut deletes): (Vec<Vec<u8>>, Vec<Vec<u8>>) = known
+            .into_keys()
+            .filter(|p| !is_kept(p, &keep))
+            .partition(|p| is_kept(p, &excluded));
         deletes.sort_unstable();
-        let outcome = index.commit(&set.name, &upserts, &deletes)?;
+        forget.sort_unstable();
+        let outcome = index.commit_forgetting(&set.name, &upserts, &deletes, &forget)?;
+        if outcome.forgotten > 0 {
+            tracing::info!(set = %set.name, paths = outcome.forgotten, "excluded paths dropped from the index (not deletions)");
+        }
         report.new = outcome.new;
         report.changed = outcome.changed;
         report.deleted = outcome.deleted;

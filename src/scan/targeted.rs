@@ -124,10 +124,7 @@ impl Scanner {
         let start = Instant::now();
         let previous_generation = index.generation(&set.name)?;
         let walk_started = now_ns();
-        let mut walked = match self
-            .pool
-            .install(|| walk_targets(&set.roots, node_root, targets, &self.pool))
-        {
+        let mut walked = match self.pool.install(|| walk_targets(set, node_root, targets, &self.pool)) {
             Ok(w) => w,
             Err(why) => return self.full(index, set, node_root, observer, why),
         };
@@ -211,7 +208,9 @@ fn needs_full_scan(
     if hard_links {
         let found: HashSet<&[u8]> = walked.found.iter().map(|f| &f.path[..]).collect();
         let keep: BTreeSet<Vec<u8>> = walked.keep.iter().cloned().collect();
-        if let Some(p) = known.keys().find(|p| !found.contains(&p[..]) && !is_kept(p, &keep)) {
+        let excluded: BTreeSet<Vec<u8>> = walked.excluded.iter().cloned().collect();
+        let gone = |p: &Vec<u8>| !found.contains(&p[..]) && !is_kept(p, &keep) && !is_kept(p, &excluded);
+        if let Some(p) = known.keys().find(|p| gone(p)) {
             return Some(format!(
                 "/{} was deleted and the set holds hard links",
                 super::show_path(p)
@@ -301,12 +300,13 @@ fn set_path(root: &SetRoot) -> Vec<u8> {
 /// Examines each target (see the module documentation). `Err` gives the
 /// reason to scan the whole set instead.
 fn walk_targets(
-    roots: &[SetRoot],
+    set: &MirrorSet,
     node_root: &Path,
     targets: &[Target],
     pool: &rayon::ThreadPool,
 ) -> Result<TargetWalk, String> {
-    let mut roots: Vec<Root<'_>> = roots
+    let mut roots: Vec<Root<'_>> = set
+        .roots
         .iter()
         .map(|root| Root {
             root,
@@ -324,12 +324,15 @@ fn walk_targets(
         };
         let dev = root_dev(root, node_root)?;
         if t.path == root.path {
-            walk_root(root, dev, node_root, &t, pool, &mut tw)?;
+            walk_root(root, dev, node_root, &t, &set.excludes, pool, &mut tw)?;
             continue;
         }
         let present =
             ancestors_ok(&t.path, root.path.len(), dev, node_root, &mut dirs) && !is_temp_name(last_name(&t.path));
         if !present {
+            if set.excluded(&t.path, None) {
+                tw.walked.excluded.push(t.path.clone());
+            }
             tw.paths.push(t.path.clone());
             tw.trees.push(t.path);
             continue;
@@ -345,6 +348,9 @@ fn walk_targets(
         let meta = match fs::symlink_metadata(&local) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if set.excluded(&t.path, None) {
+                    tw.walked.excluded.push(t.path.clone());
+                }
                 tw.paths.push(t.path.clone());
                 tw.trees.push(t.path);
                 continue;
@@ -354,6 +360,13 @@ fn walk_targets(
                 continue;
             }
         };
+        if set.excluded(&t.path, Some(meta.is_dir())) {
+            // Not part of the set: what the index holds of it is forgotten.
+            tw.walked.excluded.push(t.path.clone());
+            tw.paths.push(t.path.clone());
+            tw.trees.push(t.path);
+            continue;
+        }
         tw.walked.add(t.path.clone(), &meta);
         tw.paths.push(t.path.clone());
         if !meta.is_dir() {
@@ -366,7 +379,8 @@ fn walk_targets(
             });
             tw.trees.push(t.path);
         } else if t.scope == Scope::Tree {
-            tw.walked.merge(walk::walk_below(local, t.path.clone(), dev, pool));
+            tw.walked
+                .merge(walk::walk_below(local, t.path.clone(), dev, &set.excludes, pool));
             tw.trees.push(t.path);
         }
     }
@@ -399,15 +413,22 @@ fn walk_root(
     dev: u64,
     node_root: &Path,
     t: &Target,
+    excludes: &crate::config::Excludes,
     pool: &rayon::ThreadPool,
     tw: &mut TargetWalk,
 ) -> Result<(), String> {
     let local = walk::local_path(node_root, &root.path);
     let meta = fs::symlink_metadata(&local).map_err(|e| format!("root /{}: {e}", super::show_path(&root.path)))?;
-    tw.walked.add(root.path.clone(), &meta);
     tw.paths.push(root.path.clone());
+    if excludes.excludes_name(&root.path, root.root.dir) {
+        tw.walked.excluded.push(root.path.clone());
+        tw.trees.push(root.path.clone());
+        return Ok(());
+    }
+    tw.walked.add(root.path.clone(), &meta);
     if root.root.dir && t.scope == Scope::Tree {
-        tw.walked.merge(walk::walk_below(local, root.path.clone(), dev, pool));
+        tw.walked
+            .merge(walk::walk_below(local, root.path.clone(), dev, excludes, pool));
         tw.trees.push(root.path.clone());
     }
     Ok(())

@@ -349,3 +349,53 @@ fn a_file_replaced_by_a_fifo_before_reading_is_refused_without_blocking() {
     let err = out.into_iter().next().unwrap().unwrap_err();
     assert_eq!(err.reason, "no longer a regular file");
 }
+
+fn with_excludes(mut f: Fixture, rules: &[&str]) -> Fixture {
+    f.set.excludes = crate::config::Excludes {
+        rules: rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| crate::config::exclude::Rule::parse(false, r, i + 2).unwrap())
+            .collect(),
+    };
+    f
+}
+
+#[test]
+fn excluded_paths_are_not_scanned_and_newly_excluded_ones_are_forgotten_not_deleted() {
+    let f = Fixture::new();
+    f.write("data/a", b"a");
+    f.write("data/a.tmp", b"t");
+    f.write("data/cache/x", b"x");
+    f.write("data/d/lock/y", b"y");
+    f.write("data/lock", b"a file named lock");
+    let r = f.scan();
+    assert_eq!(r.new, 9, "{r:#?}");
+    let generation = r.generation;
+    let f = with_excludes(f, &["*.tmp", "/data/cache/", "lock/"]);
+    let r = f.scan();
+    // Newly excluded: dropped from the index, no deletion logged, no new
+    // generation (a peer is never told to delete them).
+    assert_eq!((r.new, r.changed, r.deleted), (0, 0, 0), "{r:#?}");
+    assert_eq!(r.generation, generation);
+    for gone in [
+        "data/a.tmp",
+        "data/cache",
+        "data/cache/x",
+        "data/d/lock",
+        "data/d/lock/y",
+    ] {
+        assert!(f.entry(gone).is_none(), "{gone} is still indexed");
+    }
+    // A file named like a directory-only pattern stays.
+    assert!(f.entry("data/lock").is_some());
+    assert!(f.entry("data/a").is_some());
+    assert_eq!(f.index.info(&f.set.name).unwrap().entries, 4);
+    // New files in excluded places are never recorded (their directory's
+    // mtime changed: that is a change of /data).
+    f.write("data/b.tmp", b"t");
+    f.write("data/cache/z", b"z");
+    let r = f.scan();
+    assert_eq!((r.new, r.changed, r.deleted), (0, 1, 0), "{r:#?}");
+    assert!(f.entry("data/b.tmp").is_none() && f.entry("data/cache/z").is_none());
+}

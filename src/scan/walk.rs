@@ -12,6 +12,9 @@
 //!   part of the data, and crossing them silently could mirror a huge or
 //!   virtual tree;
 //! * sockets, FIFOs and devices are skipped and reported;
+//! * what the set's exclude rules exclude is not recorded, and an excluded
+//!   directory is not entered: its set path goes to [`Walked::excluded`],
+//!   so the caller can tell an excluded path from a deleted one;
 //! * a path that cannot be examined is an error for that path; the caller
 //!   keeps its previous state (and, for a directory, everything below it).
 //!
@@ -33,7 +36,7 @@ use std::sync::Mutex;
 use hamirror_wire::entry::check_path;
 
 use super::report::Problem;
-use crate::config::SetRoot;
+use crate::config::{Excludes, SetRoot};
 use crate::index::Fingerprint;
 
 /// What kind of path the walk found.
@@ -90,6 +93,9 @@ pub(super) struct Walked {
     /// Set paths whose stored state (including everything below them)
     /// must be kept because they could not be examined.
     pub keep: Vec<Vec<u8>>,
+    /// Set paths the exclude rules exclude (with everything below them):
+    /// not part of the set, though they exist.
+    pub excluded: Vec<Vec<u8>>,
 }
 
 impl Walked {
@@ -104,6 +110,7 @@ impl Walked {
         self.errors.extend(other.errors);
         self.missing_roots.extend(other.missing_roots);
         self.keep.extend(other.keep);
+        self.excluded.extend(other.excluded);
     }
 
     /// Records a path of any kind; special files are skipped.
@@ -165,15 +172,15 @@ pub(super) fn local_path(node_root: &Path, set_path: &[u8]) -> PathBuf {
 
 /// Walks every root of a set, under the node's `node_root`, listing
 /// directories in parallel on `pool`.
-pub(super) fn walk(roots: &[SetRoot], node_root: &Path, pool: &rayon::ThreadPool) -> Walked {
+pub(super) fn walk(roots: &[SetRoot], excludes: &Excludes, node_root: &Path, pool: &rayon::ThreadPool) -> Walked {
     let mut w = Walked::default();
     for root in roots {
-        walk_root(root, node_root, pool, &mut w);
+        walk_root(root, excludes, node_root, pool, &mut w);
     }
     w
 }
 
-fn walk_root(root: &SetRoot, node_root: &Path, pool: &rayon::ThreadPool, w: &mut Walked) {
+fn walk_root(root: &SetRoot, excludes: &Excludes, node_root: &Path, pool: &rayon::ThreadPool, w: &mut Walked) {
     let rel = root.path.strip_prefix("/").unwrap_or(&root.path);
     let root_path = rel.as_os_str().as_bytes().to_vec();
     if let Err(why) = check_path(&root_path) {
@@ -203,18 +210,28 @@ fn walk_root(root: &SetRoot, node_root: &Path, pool: &rayon::ThreadPool, w: &mut
         w.error(root_path, why);
         return;
     }
+    if excludes.excludes_name(&root_path, is_dir) {
+        w.excluded.push(root_path);
+        return;
+    }
     w.add(root_path.clone(), &meta);
     if is_dir {
-        w.merge(walk_below(local, root_path, meta.dev(), pool));
+        w.merge(walk_below(local, root_path, meta.dev(), excludes, pool));
     }
 }
 
 /// Lists everything below the directory `dir` (set path `dir_path`), which
 /// lies on the device `dev`, in parallel on `pool`. The directory itself is
 /// not recorded.
-pub(super) fn walk_below(dir: PathBuf, dir_path: Vec<u8>, dev: u64, pool: &rayon::ThreadPool) -> Walked {
+pub(super) fn walk_below(
+    dir: PathBuf,
+    dir_path: Vec<u8>,
+    dev: u64,
+    excludes: &Excludes,
+    pool: &rayon::ThreadPool,
+) -> Walked {
     let shared = Mutex::new(Walked::default());
-    pool.scope(|s| list_dir(s, dir, dir_path, dev, &shared));
+    pool.scope(|s| list_dir(s, dir, dir_path, dev, excludes, &shared));
     shared.into_inner().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -223,7 +240,14 @@ pub(super) const MOUNT_POINT: &str = "mount point: recorded as an empty director
 
 /// Lists one directory, stats its entries, and spawns a task per
 /// subdirectory. Results are gathered locally and merged once per directory.
-fn list_dir<'s>(s: &rayon::Scope<'s>, dir: PathBuf, dir_path: Vec<u8>, dev: u64, shared: &'s Mutex<Walked>) {
+fn list_dir<'s>(
+    s: &rayon::Scope<'s>,
+    dir: PathBuf,
+    dir_path: Vec<u8>,
+    dev: u64,
+    excludes: &'s Excludes,
+    shared: &'s Mutex<Walked>,
+) {
     let mut w = Walked::default();
     match fs::read_dir(&dir) {
         Err(e) => w.error(dir_path.clone(), format!("cannot list: {}", describe(&e))),
@@ -261,11 +285,15 @@ fn list_dir<'s>(s: &rayon::Scope<'s>, dir: PathBuf, dir_path: Vec<u8>, dev: u64,
                         continue;
                     }
                 };
+                if !excludes.is_empty() && excludes.excludes_name(&path, meta.is_dir()) {
+                    w.excluded.push(path);
+                    continue;
+                }
                 if meta.is_dir() {
                     if meta.dev() == dev {
                         let sub = entry.path();
                         let sub_path = path.clone();
-                        s.spawn(move |s| list_dir(s, sub, sub_path, dev, shared));
+                        s.spawn(move |s| list_dir(s, sub, sub_path, dev, excludes, shared));
                     } else {
                         w.skipped.push(Problem {
                             path: path.clone(),

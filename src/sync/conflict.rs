@@ -414,6 +414,7 @@ async fn offer_copies(
             dry_run: false,
             progress: None,
             only: Some(entries.to_vec()),
+            rules: None,
         };
         let sent = send_half(conn, &mut ctl, offer).await?;
         ctl.send(&Message::Goodbye(Goodbye { reason: "done".into() })).await?;

@@ -18,6 +18,7 @@
 mod chunks;
 mod conflict;
 mod control;
+mod excluded;
 pub mod limits;
 mod pull;
 mod push;

@@ -150,6 +150,7 @@ pub async fn push(
             dry_run: opts.dry_run,
             progress: opts.progress.clone(),
             only: None,
+            rules: Some(set.clone()),
         };
         let send = send_half(conn, &mut ctl, offer).await?;
         report.outcome = if opts.dry_run { "dry-run" } else { send.listing };

@@ -206,7 +206,7 @@ fn prepare(
         ConflictPolicy::Overwrite | ConflictPolicy::DiscardMine => {}
     }
     let mut entries = HashMap::new();
-    let deletes = if full {
+    let mut deletes = if full {
         let listed: HashSet<&[u8]> = offered.iter().map(|e| e.path.as_slice()).collect();
         let mut gone = Vec::new();
         for e in t.index.entries(&t.set.name)? {
@@ -226,6 +226,25 @@ fn prepare(
         }
         deletes
     };
+    // What this node's rules exclude is neither written nor deleted here,
+    // whatever the sender's copy of the configuration says; and it does
+    // not count toward the mass-delete guard.
+    let mut protected = super::excluded::protect(&t.set, &t.root, &entries, &mut offered, &mut deletes);
+    refused.append(&mut protected.in_the_way);
+    if !protected.deletes.is_empty() || !protected.offered.is_empty() {
+        tracing::info!(
+            set = %t.set.name,
+            deletes = protected.deletes.len(),
+            offered = protected.offered.len(),
+            "excluded here: kept as they are on the replica"
+        );
+    }
+    if !protected.forget.is_empty() && !t.dry_run {
+        t.index.commit_forgetting(&t.set.name, &[], &[], &protected.forget)?;
+        for p in &protected.forget {
+            entries.remove(p);
+        }
+    }
     if !t.force && !matches!(t.conflicts, ConflictPolicy::Accept) {
         // Only what the replica holds counts: a delta lists every path
         // deleted since the acknowledged generation, and under churn most

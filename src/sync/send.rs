@@ -40,6 +40,10 @@ pub(crate) struct Offer {
     /// Offer exactly these entries (a conflict delivery) instead of the
     /// changes since the receiver's acknowledgement.
     pub only: Option<Vec<hamirror_wire::Entry>>,
+    /// The set, whose exclude rules keep excluded paths out of a delta: a
+    /// path logged before it became excluded is neither offered nor listed
+    /// as deleted (the replica keeps its copy).
+    pub rules: Option<crate::config::MirrorSet>,
 }
 
 /// What the sender half did.
@@ -111,8 +115,11 @@ fn build_offer(o: &Offer) -> Result<Built, SyncError> {
             Listing::Full
         }
         (Some((base, paths)), None) => {
+            let excluded = |p: &[u8], is_dir: Option<bool>| o.rules.as_ref().is_some_and(|s| s.excluded(p, is_dir));
             for p in paths {
                 match o.index.entry(&o.set, &p)? {
+                    Some(e) if excluded(&e.path, Some(e.kind == EntryKind::Dir)) => {}
+                    None if excluded(&p, None) => {}
                     Some(e) => {
                         note(&e);
                         msgs.extend(batcher.entry(e));

@@ -577,6 +577,7 @@ async fn serve_pull(
         dry_run: h.dry_run,
         progress: None,
         only: None,
+        rules: Some(set.clone()),
     };
     let sent = send_half(conn, ctl, o).await?;
     // Applied: the set is free (and its index closed) for what the opener

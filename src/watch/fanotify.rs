@@ -442,6 +442,9 @@ impl Reader {
         let Some(set_path) = self.roots.set_path(&path) else {
             return;
         };
+        if self.roots.excluded(&set_path, Some(mask & libc::FAN_ONDIR != 0)) {
+            return;
+        }
         for ev in events(mask, set_path) {
             self.queue.push(ev);
             self.delivered += 1;

@@ -172,7 +172,11 @@ impl Inotify {
                     let mut sub = rel.clone();
                     sub.push(b'/');
                     sub.extend_from_slice(name.as_bytes());
-                    stack.push((entry.path(), sub));
+                    // Nothing below an excluded directory is mirrored: no
+                    // watch (they are a limited resource) and no events.
+                    if !self.roots.excluded(&sub, Some(true)) {
+                        stack.push((entry.path(), sub));
+                    }
                 }
             }
         }
@@ -208,6 +212,9 @@ impl Source for Inotify {
             Ok(m) if m.is_dir() => m.dev(),
             _ => return Ok(Watched::Missing),
         };
+        if self.roots.excluded(path, Some(true)) {
+            return Ok(Watched::Yes);
+        }
         self.add_tree(local, path.to_vec(), dev)?;
         Ok(Watched::Yes)
     }
@@ -324,7 +331,7 @@ impl Reader {
             return;
         }
         drop(map);
-        if self.roots.covering(&path).is_none() {
+        if self.roots.covering(&path).is_none() || self.roots.excluded(&path, Some(is_dir)) {
             return;
         }
         for ev in events(mask, is_dir, path) {

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use super::inotify::Inotify;
 use super::queue::Queue;
-use crate::config::MirrorSet;
+use crate::config::{Excludes, MirrorSet};
 
 /// Which kernel interface delivers events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -76,9 +76,11 @@ pub(crate) struct WatchRoot {
     pub dir: bool,
 }
 
-/// The roots of one set and the mapping between local and set paths.
+/// The roots of one set and the mapping between local and set paths, and
+/// the set's exclude rules: a source drops the events of excluded paths
+/// and (inotify) adds no watch below an excluded directory.
 #[derive(Debug, Clone)]
-pub(crate) struct Roots(pub Vec<WatchRoot>);
+pub(crate) struct Roots(pub Vec<WatchRoot>, pub Excludes);
 
 impl Roots {
     pub fn new(set: &MirrorSet, node_root: &Path) -> Roots {
@@ -96,7 +98,18 @@ impl Roots {
                     }
                 })
                 .collect(),
+            set.excludes.clone(),
         )
+    }
+
+    /// Whether the set's rules exclude `path` (a set path in one of the
+    /// roots), itself or through a directory above it.
+    pub fn excluded(&self, path: &[u8], is_dir: Option<bool>) -> bool {
+        if self.1.is_empty() {
+            return false;
+        }
+        self.covering(path)
+            .is_some_and(|r| self.1.excludes_below(&r.set_path, path, is_dir))
     }
 
     /// The set path of a local path (configured or canonical form), if it

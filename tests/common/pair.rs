@@ -338,5 +338,50 @@ pub fn rsync_differences(a: &Path, b: &Path) -> String {
         "rsync failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with("cannot delete non-empty directory: "))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// [`rsync_differences`] for a set with exclude rules: rsync's checksum
+/// dry run over the directory `roots` (set paths such as `srv/samba`), each
+/// named as `A/./ROOT/` with `--relative` so that rsync sees the same
+/// paths as hamirror (relative to `/`), and `rules` passed unchanged as
+/// `--filter` rules (`- *.tmp`, `+ keep.log`, `- /var/lib/samba/cache/`):
+/// the same text in an F file and in rsync's filter must select the same
+/// paths. rsync's own notes (such as "cannot delete non-empty directory")
+/// go to stderr and are not differences.
+pub fn rsync_differences_filtered(a: &Path, b: &Path, roots: &[&str], rules: &[&str]) -> String {
+    let mut cmd = Command::new("rsync");
+    cmd.args([
+        "-anc",
+        "-HAX",
+        "--numeric-ids",
+        "--delete",
+        "--itemize-changes",
+        "--relative",
+        "--no-implied-dirs",
+    ]);
+    for r in rules {
+        cmd.arg(format!("--filter={r}"));
+    }
+    for r in roots {
+        cmd.arg(format!("{}/./{r}/", a.display()));
+    }
+    cmd.arg(format!("{}/", b.display()));
+    let out = cmd
+        .output()
+        .expect("rsync is needed as the test oracle (apt-get install rsync)");
+    assert!(
+        out.status.success(),
+        "rsync failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with("cannot delete non-empty directory: "))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }

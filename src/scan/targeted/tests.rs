@@ -292,3 +292,45 @@ fn normalize_merges_duplicates_and_drops_what_a_tree_covers() {
         ]
     );
 }
+
+#[test]
+fn targets_in_excluded_places_are_forgotten_and_never_recorded() {
+    let mut f = Fixture::new();
+    f.write("data/keep", b"k");
+    f.write("data/cache/x", b"x");
+    f.write("data/a.swp", b"s");
+    f.full();
+    f.base.set.excludes = crate::config::Excludes {
+        rules: ["/data/cache/", "**/*.swp"]
+            .iter()
+            .map(|r| crate::config::exclude::Rule::parse(false, r, 2).unwrap())
+            .collect(),
+    };
+    f.write("data/cache/new", b"n");
+    f.write("data/sub/b.swp", b"s");
+    let s = f.targeted(
+        &[
+            Target::path(b"data/cache/new".to_vec()),
+            Target::path(b"data/cache".to_vec()),
+            Target::tree(b"data/sub".to_vec()),
+            Target::path(b"data/a.swp".to_vec()),
+            Target::path(b"data".to_vec()),
+        ],
+        false,
+    );
+    let r = &s.scanned.report;
+    assert_eq!(s.full, None);
+    // data/sub is new (and data changed); nothing excluded is recorded,
+    // nothing deleted.
+    assert_eq!((r.new, r.changed, r.deleted), (1, 1, 0), "{r:#?}");
+    for p in [
+        "data/cache",
+        "data/cache/x",
+        "data/cache/new",
+        "data/a.swp",
+        "data/sub/b.swp",
+    ] {
+        assert!(f.index.entry(&f.set.name, p.as_bytes()).unwrap().is_none(), "{p}");
+    }
+    f.assert_converged();
+}
