@@ -4,6 +4,7 @@
 //! in [`netns`], the two-node cluster lab in [`lab`].
 #![allow(dead_code)]
 
+pub mod daemons;
 pub mod lab;
 pub mod netns;
 pub mod node;

@@ -110,7 +110,12 @@ impl Pair {
     }
 
     pub fn cmd(&self, node: &str, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_hamirror"));
+        self.cmd_bin(Path::new(env!("CARGO_BIN_EXE_hamirror")), node, args)
+    }
+
+    /// As [`Pair::cmd`], with another build of hamirror.
+    pub fn cmd_bin(&self, bin: &Path, node: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(bin);
         c.arg("--config").arg(self.cfg.dir()).arg("--node").arg(node).args(args);
         c.env_remove("HAMIRROR_CONFIG")
             .env_remove("HAMIRROR_NODE")

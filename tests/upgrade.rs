@@ -1,0 +1,134 @@
+//! A rolling upgrade with two real builds: serv1 runs the previous version
+//! of hamirror (`HAMIRROR_PREVIOUS_BIN`, built by `.ci/run` from the commit
+//! it names), serv2 this one. Heartbeats, failover and mirroring must work
+//! in both directions between the two versions; then serv1 is upgraded the
+//! way docs/OPERATIONS.md says (stop, replace, start, take its group back)
+//! and the pair mirrors on. Every phase ends with a full tree comparison and
+//! the rsync oracle.
+//!
+//! Without `HAMIRROR_PREVIOUS_BIN` the test says so and passes, except under
+//! CI (`CI=true`), where the missing binary is a failure: CI must run it.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::daemons::{Cluster, NODES};
+use common::write;
+
+/// Keys and lines the previous version does not know (it refuses unknown
+/// keys, as it should).
+const NEWER: &[&str] = &["monitor_", "metrics_", "xattrs"];
+
+fn previous_bin() -> Option<PathBuf> {
+    match std::env::var_os("HAMIRROR_PREVIOUS_BIN") {
+        Some(p) => {
+            let p = PathBuf::from(p);
+            assert!(p.is_file(), "HAMIRROR_PREVIOUS_BIN={} is not a file", p.display());
+            Some(p)
+        }
+        None if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI must build the previous version for this test: HAMIRROR_PREVIOUS_BIN is not set (see .ci/run)")
+        }
+        None => {
+            eprintln!("upgrade: HAMIRROR_PREVIOUS_BIN not set; skipped (.ci/run builds it)");
+            None
+        }
+    }
+}
+
+fn version(bin: &std::path::Path) -> String {
+    let out = std::process::Command::new(bin).arg("--version").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Drops what the previous version would refuse from the configuration:
+/// newer keys in each NODE.conf, exclude rules in the set files.
+fn config_for_previous(c: &Cluster) {
+    for n in NODES {
+        let f = c.p.cfg.path(&format!("{n}.conf"));
+        let text = std::fs::read_to_string(&f).unwrap();
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| !NEWER.iter().any(|k| l.trim_start().starts_with(k)))
+            .collect();
+        std::fs::write(&f, kept.join("\n") + "\n").unwrap();
+        for e in std::fs::read_dir(c.p.cfg.path(n)).unwrap().flatten() {
+            if e.file_name().to_string_lossy().starts_with('F') {
+                let text = std::fs::read_to_string(e.path()).unwrap();
+                let kept: Vec<&str> = text
+                    .lines()
+                    .filter(|l| !l.trim_start().starts_with(['-', '+']))
+                    .collect();
+                std::fs::write(e.path(), kept.join("\n") + "\n").unwrap();
+            }
+        }
+    }
+}
+
+fn holds_own_groups(c: &Cluster) -> bool {
+    c.phase(0, "serv1").as_deref() == Some("held") && c.phase(1, "serv2").as_deref() == Some("held")
+}
+
+#[test]
+fn a_rolling_upgrade_keeps_failover_and_mirroring_working_across_versions() {
+    let Some(previous) = previous_bin() else {
+        return;
+    };
+    let mut c = Cluster::new();
+    config_for_previous(&c);
+    c.bins[0] = previous.clone();
+    eprintln!(
+        "upgrade: serv1 runs {:?}, serv2 runs {:?}",
+        version(&previous),
+        version(&c.bins[1])
+    );
+    c.start(0);
+    c.start(1);
+    c.wait(
+        "each node holds its own group, across versions",
+        Duration::from_secs(20),
+        holds_own_groups,
+    );
+
+    // Mirroring in both directions between the versions.
+    write(
+        &c.p.src("srv/samba/share/old.txt"),
+        b"written on serv1, previous version\n",
+    );
+    write(&c.p.src("etc/samba/smb.conf"), b"[global]\n");
+    write(&c.p.dst("var/www/index.html"), b"<h1>serv2, this version</h1>\n");
+    c.converge("both directions across versions", Duration::from_secs(30));
+
+    // Step 1 of the upgrade: serv1 stops (a planned stop hands its group to
+    // serv2, which runs this version) ...
+    c.stop(0);
+    c.wait("serv2 runs serv1's group", Duration::from_secs(10), |c| {
+        c.phase(1, "serv1").as_deref() == Some("held")
+    });
+    write(
+        &c.p.dst("srv/samba/share/during.txt"),
+        b"written on serv2 during the upgrade\n",
+    );
+    // ... step 2: the new binary replaces the old; serv1 starts as a backup
+    // and gets back what changed meanwhile ...
+    c.bins[0] = c.bins[1].clone();
+    c.start(0);
+    c.converge("the upgraded node resynced", Duration::from_secs(30));
+    // ... step 3: it takes its group back.
+    let out = c.p.run("serv1", &["takeover", "serv1"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.logs()
+    );
+    c.wait("serv1 holds its group again", Duration::from_secs(10), holds_own_groups);
+    write(&c.p.src("srv/samba/share/after.txt"), b"both on this version\n");
+    c.converge("after the upgrade", Duration::from_secs(30));
+    assert_eq!(
+        std::fs::read(c.p.src("srv/samba/share/during.txt")).unwrap(),
+        b"written on serv2 during the upgrade\n"
+    );
+}
