@@ -6,6 +6,7 @@
 mod allow;
 mod check;
 mod demo;
+mod health;
 mod init;
 mod links;
 mod log;

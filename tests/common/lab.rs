@@ -569,6 +569,8 @@ esac"#,
     }
 
     /// `hamirror status --json` of node `i`, or None if it does not answer.
+    /// Any health verdict (exit 0 OK, 1 WARNING, 2 CRITICAL) is an answer:
+    /// tests read the report of degraded clusters on purpose.
     pub fn status(&self, i: usize) -> Option<Value> {
         let out = Command::new(bin())
             .arg("--config")
@@ -576,10 +578,21 @@ esac"#,
             .args(["--node", NODES[i], "status", "--json"])
             .output()
             .ok()?;
-        if !out.status.success() {
+        if !matches!(out.status.code(), Some(0..=2)) {
             return None;
         }
         serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// `hamirror status` (text) of node `i`: its exit code and stdout.
+    pub fn status_code(&self, i: usize) -> (Option<i32>, String) {
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(self.config())
+            .args(["--node", NODES[i], "status"])
+            .output()
+            .expect("run hamirror status");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Runs `hamirror ARGS` as node `i`; (success, stdout + stderr).
