@@ -20,13 +20,13 @@ use crate::daemon::{Request, Response, StatusReport, control};
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Args)]
-#[command(
-    after_help = "Exit codes (as a Nagios check): 0 OK: the peer alive, each group on its owner, every set \
-in step; 1 WARNING: serving with less redundancy (peer dead and its group taken over, standby, a group on the \
-other node, a silent link, a set retrying or behind); 2 CRITICAL: a group runs on neither node or its stop \
-failed, the peer has another heartbeat key; 3 UNKNOWN: the daemon did not answer.\n\n\
-Examples:\n  hamirror status\n  hamirror status --json | jq .health\n  hamirror status --max-lag 300 >/dev/null || alert"
-)]
+#[command(after_help = "Exit codes (as a Nagios check; the first line says why):\n  \
+0 OK        the peer alive, each group on its owner, every set in step\n  \
+1 WARNING   serving with less redundancy: the peer dead (its group taken over), standby, a group on\n              \
+the other node, a silent link, a set retrying or behind, starting\n  \
+2 CRITICAL  a group runs on neither node or its stop failed, the peer has another heartbeat key\n  \
+3 UNKNOWN   the daemon did not answer\n\n\
+Examples:\n  hamirror status\n  hamirror status --json | jq .health\n  hamirror status --max-lag 300 >/dev/null || alert")]
 pub struct StatusArgs {
     /// Print the daemon's JSON report (with a `health` object) instead of text.
     #[arg(long)]
@@ -74,7 +74,7 @@ pub fn run(global: &Global, args: &StatusArgs) -> anyhow::Result<i32> {
             let h = health::judge(&r, args.max_lag.saturating_mul(1000));
             (Some(r), h)
         }
-        Err(e) => (None, Health::unknown(format!("{e:#}"))),
+        Err(e) => (None, Health::unknown(super::explain(&e))),
     };
     if args.json {
         let mut v = match &report {
