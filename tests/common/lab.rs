@@ -89,6 +89,10 @@ pub struct Opts {
     /// node's `root-<node>/`) and the nodes keys and pinned fingerprints,
     /// so the daemons mirror.
     pub mirror: bool,
+    /// Run the daemons, `status` and the hooks from an installed tree (an
+    /// extracted package: `ROOT/usr/bin/hamirror`,
+    /// `ROOT/usr/share/hamirror/hooks/`) instead of this build's.
+    pub installed: Option<PathBuf>,
 }
 
 impl Default for Opts {
@@ -101,6 +105,7 @@ impl Default for Opts {
             service: Service::Hooks,
             probe_every: Duration::from_millis(50),
             mirror: false,
+            installed: None,
         }
     }
 }
@@ -120,11 +125,23 @@ pub struct Lab {
     _ns: Namespaces,
 }
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_hamirror")
-}
-
 impl Lab {
+    /// The hamirror binary the lab runs.
+    pub fn bin(&self) -> PathBuf {
+        match &self.opts.installed {
+            Some(root) => root.join("usr/bin/hamirror"),
+            None => PathBuf::from(env!("CARGO_BIN_EXE_hamirror")),
+        }
+    }
+
+    /// Where the shipped hooks (`ipaddr`…) are.
+    pub fn hooks_dir(&self) -> PathBuf {
+        match &self.opts.installed {
+            Some(root) => root.join("usr/share/hamirror/hooks"),
+            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks"),
+        }
+    }
+
     /// Builds the network and writes the configuration; starts nothing.
     pub fn new(prefix: &str, opts: Opts) -> Lab {
         remove_stale_namespaces(prefix);
@@ -246,7 +263,8 @@ impl Lab {
             .unwrap();
             let g = c.join(node);
             std::fs::create_dir_all(&g).unwrap();
-            let ipaddr = concat!(env!("CARGO_MANIFEST_DIR"), "/hooks/ipaddr");
+            let ipaddr = self.hooks_dir().join("ipaddr");
+            let ipaddr = ipaddr.display();
             let addr = SERVICE_IPS[i];
             script(&g.join("S10ipaddr"), &format!("exec {ipaddr} \"$1\" {addr}/24 l0"));
             script(&g.join("K90ipaddr"), &format!("exec {ipaddr} \"$1\" {addr}/24 l0"));
@@ -391,7 +409,8 @@ esac"#,
             .open(self.path(&format!("{}.log", NODES[i])))
             .unwrap();
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.node_ns[i], bin()])
+            .args(["netns", "exec", &self.node_ns[i]])
+            .arg(self.bin())
             .arg("--config")
             .arg(self.config())
             .args(["--node", NODES[i], "run"])
@@ -572,7 +591,7 @@ esac"#,
     /// Any health verdict (exit 0 OK, 1 WARNING, 2 CRITICAL) is an answer:
     /// tests read the report of degraded clusters on purpose.
     pub fn status(&self, i: usize) -> Option<Value> {
-        let out = Command::new(bin())
+        let out = Command::new(self.bin())
             .arg("--config")
             .arg(self.config())
             .args(["--node", NODES[i], "status", "--json"])
@@ -586,7 +605,7 @@ esac"#,
 
     /// `hamirror status` (text) of node `i`: its exit code and stdout.
     pub fn status_code(&self, i: usize) -> (Option<i32>, String) {
-        let out = Command::new(bin())
+        let out = Command::new(self.bin())
             .arg("--config")
             .arg(self.config())
             .args(["--node", NODES[i], "status"])
@@ -597,7 +616,7 @@ esac"#,
 
     /// Runs `hamirror ARGS` as node `i`; (success, stdout + stderr).
     pub fn command(&self, i: usize, args: &[&str]) -> (bool, String) {
-        let out = Command::new(bin())
+        let out = Command::new(self.bin())
             .arg("--config")
             .arg(self.config())
             .args(["--node", NODES[i]])
