@@ -223,3 +223,18 @@ fn an_error_prints_each_cause_once() {
     assert!(text.starts_with("UNKNOWN: is `hamirror run` running?"), "{text}");
     assert_eq!(text.matches("Connection refused").count(), 1, "{text}");
 }
+
+#[test]
+fn a_mistyped_status_is_unknown_not_critical() {
+    let out = bin()
+        .args(["--config", "/nonexistent", "status", "--no-such-option"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--no-such-option"));
+    // Other commands keep clap's 2.
+    let out = bin().args(["check", "--no-such-option"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = bin().args(["status", "--help"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
