@@ -135,6 +135,28 @@ fn the_package_holds_what_the_readme_says_and_its_files_run_a_failing_over_clust
         .unwrap();
     assert_eq!(stdout(&conffiles), "/etc/cluster.d/README\n");
 
+    // Installed disabled and stopped; an upgrade reloads systemd but does
+    // not restart the daemon (that would hand the node's groups over).
+    let ctl = tmp.path().join("control");
+    let e = Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&ctl).output().unwrap();
+    assert!(e.status.success(), "{}", stderr(&e));
+    let postinst = std::fs::read_to_string(ctl.join("postinst")).unwrap();
+    assert!(postinst.contains("daemon-reload"), "{postinst}");
+    let commands: Vec<&str> = postinst.lines().filter(|l| !l.trim_start().starts_with('#')).collect();
+    assert!(
+        !commands.iter().any(|l| l.contains("restart") || l.contains(" start")),
+        "{postinst}"
+    );
+    let prerm = std::fs::read_to_string(ctl.join("prerm")).unwrap();
+    assert!(
+        prerm.contains("\"$1\" = remove") && prerm.contains("stop hamirror.service"),
+        "{prerm}"
+    );
+    for script in ["postinst", "prerm", "postrm"] {
+        let sh = Command::new("sh").arg("-n").arg(ctl.join(script)).output().unwrap();
+        assert!(sh.status.success(), "{script}: {}", stderr(&sh));
+    }
+
     // Extracted: the unit's paths exist in the tree, the binary runs.
     let root = tmp.path().join("root");
     let x = Command::new("dpkg-deb")
