@@ -332,3 +332,27 @@ pub fn explain(e: &anyhow::Error) -> String {
 fn init_logging() {
     log::init();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::explain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading the index: {source}")]
+    struct ShowsItsSource {
+        #[source]
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn an_error_line_names_each_cause_once() {
+        let e = anyhow::Error::new(std::io::Error::other("disk on fire")).context("writing Fsmbd");
+        assert_eq!(explain(&e), "writing Fsmbd: disk on fire");
+        let e = anyhow::Error::new(ShowsItsSource {
+            source: std::io::Error::other("gone"),
+        })
+        .context("scan of Fsmbd");
+        assert_eq!(explain(&e), "scan of Fsmbd: reading the index: gone");
+        assert_eq!(format!("{e:#}"), "scan of Fsmbd: reading the index: gone: gone");
+    }
+}
