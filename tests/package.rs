@@ -2,7 +2,8 @@
 //! with the debug binary: the layout is under test, not the speed), looked
 //! at from outside (`dpkg-deb`) and then used: its extracted binary,
 //! shipped hooks and the paths its systemd unit names run a two-node
-//! cluster in the netns lab (`tests/common/lab.rs`) that fails over.
+//! cluster in the netns lab (`tests/common/lab.rs`) that mirrors (checked
+//! with the rsync oracle) and fails over.
 //!
 //! Needs cargo-deb (`cargo install cargo-deb`): outside CI the test says it
 //! skips when it is missing; under CI (`CI` set; `.ci/run` installs it) it
@@ -66,7 +67,7 @@ fn unit_value(unit: &str, key: &str) -> Option<String> {
 }
 
 #[test]
-fn the_package_holds_what_the_readme_says_and_its_files_run_a_failing_over_cluster() {
+fn the_package_holds_what_the_readme_says_and_its_files_run_a_mirroring_failing_over_cluster() {
     if !cargo_deb_or_skip() {
         return;
     }
@@ -220,6 +221,7 @@ fn the_package_holds_what_the_readme_says_and_its_files_run_a_failing_over_clust
         "hmpk",
         Opts {
             service: Service::Static,
+            mirror: true,
             installed: Some(root.clone()),
             ..Default::default()
         },
@@ -256,6 +258,20 @@ fn the_package_holds_what_the_readme_says_and_its_files_run_a_failing_over_clust
         on(&lab, 0, SERVICE_IPS[0]),
         "the shipped ipaddr hook configured serv1's address"
     );
+    // The package's daemons mirror serv1's set to serv2.
+    let (a, b) = (
+        lab.mirror_root("serv1").join("data/serv1"),
+        lab.mirror_root("serv2").join("data/serv1"),
+    );
+    std::fs::write(a.join("index.html"), b"<h1>from the package</h1>\n").unwrap();
+    std::fs::create_dir_all(a.join("sub")).unwrap();
+    std::fs::write(a.join("sub/data"), vec![7u8; 300_000]).unwrap();
+    lab.wait("serv1's files on serv2", 10 * SEC, |_| {
+        std::fs::read(b.join("sub/data")).is_ok_and(|d| d.len() == 300_000) && b.join("index.html").exists()
+    });
+    lab.wait("serv1's set in step", 10 * SEC, |l| l.status_code(0).0 == Some(0));
+    common::pair::assert_trees_equal(&a, &b);
+    common::pair::rsync_oracle(&a, &b);
     // serv1 dies: serv2 takes its address over with the shipped hook.
     lab.node_dies(0);
     lab.wait("serv2 runs serv1's group", 10 * SEC, |l| l.holds(1, "serv1"));

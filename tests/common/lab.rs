@@ -341,7 +341,12 @@ esac"#,
             let mut text = std::fs::read_to_string(&conf).unwrap();
             text.push_str(&format!("root = {}\n", root.display()));
             std::fs::write(&conf, &text).unwrap();
-            let out = super::hamirror(&c, &["--node", node, "init"]);
+            let out = Command::new(self.bin())
+                .arg("--config")
+                .arg(&c)
+                .args(["--node", node, "init"])
+                .output()
+                .expect("run hamirror init");
             assert!(out.status.success(), "init {node}: {}", super::stderr(&out));
             let stdout = super::stdout(&out);
             let fp = stdout
