@@ -23,6 +23,7 @@ pub mod mirrord;
 pub mod noise;
 pub mod plan;
 pub mod scan;
+pub mod sdnotify;
 pub mod sync;
 pub mod transport;
 pub mod watch;

@@ -296,3 +296,27 @@ fn run_refuses_to_start_on_the_same_problems() {
     );
     assert!(err.contains("chmod go-w"), "{err}");
 }
+
+/// `run` refuses to mirror without this node's identity key: `check` on
+/// that node says so first (not about the peer's: that is on the peer).
+#[test]
+fn a_missing_identity_key_of_this_node_is_refused_when_the_cluster_mirrors() {
+    let c = TempConfig::example();
+    let state = c.tmp.path().join("state");
+    c.append("serv1.conf", &format!("state = {}\n", state.display()));
+    let out = c.run(&["--node", "serv1", "check"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("no identity key at {}/identity.pem", state.display()))
+            && err.contains("run `hamirror init` on serv1"),
+        "{err}"
+    );
+    // Not looked for by a machine that is no node of the cluster.
+    assert_eq!(c.run(&["--node", "elsewhere", "check"]).status.code(), Some(0));
+    // Nor serv2's on serv1 (it is missing here too: /var/lib/hamirror/serv2).
+    let out = c.run(&["--node", "serv1", "init"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = c.run(&["--node", "serv1", "check", "--quiet"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

@@ -276,6 +276,14 @@ fn under_the_daemon_a_refused_mass_delete_shows_in_status_and_allow_deletes_lets
         shipping().is_some_and(|s| s.contains("MassDelete") && s.contains("hamirror allow-deletes Fsmbd"))
     });
     assert!(p.dst("srv/samba/share/f0").exists());
+    // Serving, but the set is not mirrored: WARNING (exit 1) naming it.
+    let out = p.run("serv1", &["status"]);
+    let text = common::stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.starts_with("WARNING: ") && text.contains("set Fsmbd shipping "),
+        "{text}"
+    );
     let out = p.run("serv2", &["allow-deletes", "Fsmbd"]);
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     wait("the deletion after allow-deletes", &|| {

@@ -286,9 +286,11 @@ fn nodes_with_different_heartbeat_keys_start_nothing_of_each_other_and_say_so() 
             "{node}: both links see it: {st}"
         );
         assert!(status_events(&lab, i).iter().any(|e| e == "peer_key_mismatch"));
-        let (ok, text) = lab.command(i, &["status"]);
-        assert!(ok);
+        let (code, text) = lab.status_code(i);
         assert!(text.contains("MISCONFIGURED") && text.contains("WRONG KEY"), "{text}");
+        // A misconfigured peer blocks failover: CRITICAL, named first.
+        assert_eq!(code, Some(2), "{text}");
+        assert!(text.starts_with("CRITICAL: peer"), "{text}");
         let log = lab.log(i);
         let errors: Vec<&str> = log
             .lines()

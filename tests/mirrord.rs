@@ -43,10 +43,17 @@ fn the_holder_mirrors_the_old_holder_is_refused_after_a_takeover_and_gets_the_ch
                     .any(|b| b["set"] == "Fsmbd" && b["pending_files"] == 0 && b["shipping"] == "ok")
         })
     });
+    // Both up, each group on its owner, every set in step: OK, exit 0.
+    c.wait("serv1's status OK", Duration::from_secs(10), |c| {
+        c.p.run("serv1", &["status"]).status.code() == Some(0)
+    });
     let text = c.p.run("serv1", &["status"]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
-        text.contains("Fsmbd") && text.contains("backlog 0 files / 0 bytes") && text.contains("shipping ok over"),
+        text.starts_with("OK\n")
+            && text.contains("Fsmbd")
+            && text.contains("backlog 0 files / 0 bytes")
+            && text.contains("shipping ok over"),
         "{text}"
     );
 
@@ -55,6 +62,16 @@ fn the_holder_mirrors_the_old_holder_is_refused_after_a_takeover_and_gets_the_ch
     c.wait("serv2 holds serv1's group", Duration::from_secs(10), |c| {
         c.phase(1, "serv1").as_deref() == Some("held")
     });
+    // Serving both groups without a peer: WARNING, exit 1, saying why.
+    let out = c.p.run("serv2", &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.starts_with("WARNING: ")
+            && text.contains("peer serv1 not heard")
+            && text.contains("group serv1 runs on serv2, not on its owner serv1"),
+        "{text}"
+    );
     write(
         &c.p.dst("srv/samba/share/b.txt"),
         b"written on serv2 after the takeover\n",

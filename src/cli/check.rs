@@ -2,7 +2,8 @@
 //! cluster it describes — nodes, groups, sets with their roots, hooks in run
 //! order, the reachlist. Also the rules of `config::strict` (owners and
 //! modes of what root reads and runs, private and unpublished heartbeat
-//! keys), as `hamirror run` applies them at start, and whether the roots of
+//! keys), as `hamirror run` applies them at start, this node's identity
+//! key when the cluster mirrors (`run` needs it), and whether the roots of
 //! this node's own sets exist (warnings, never an error). Reads the
 //! configuration only.
 
@@ -23,7 +24,8 @@ pub fn run(global: &Global, args: &CheckArgs) -> anyhow::Result<i32> {
     let loaded = Cluster::load(&global.config).and_then(|cluster| {
         // Ownership, modes and keys: only for a configuration that loads
         // (the paths come from it).
-        let found = crate::config::strict::check(&cluster);
+        let mut found = crate::config::strict::check(&cluster);
+        found.errors.extend(missing_identity(&cluster, &global.node_name()));
         if found.errors.is_empty() {
             let mut cluster = cluster;
             cluster.warnings.extend(found.warnings);
@@ -94,6 +96,26 @@ fn missing_roots(c: &Cluster, me: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// This node's identity key, when the cluster mirrors anything and the
+/// key is missing: `hamirror run` would refuse to start (the mirror
+/// transport pins each node's key), so `check` says it first. Only for the
+/// node `check` runs on (the peer's key is on the peer).
+fn missing_identity(c: &Cluster, me: &str) -> Option<crate::config::ConfigError> {
+    let n = c.node(me)?;
+    let mirrors = c.nodes.iter().any(|n| !n.group.sets.is_empty());
+    (mirrors && !n.conf.key.exists()).then(|| {
+        crate::config::ConfigError::file(
+            &n.conf_file,
+            format!(
+                "no identity key at {} (the cluster mirrors sets: the peer pins this node's key): run \
+                 `hamirror init` on {me} and put the fingerprint line it prints in {}",
+                n.conf.key.display(),
+                n.conf_file.display()
+            ),
+        )
+    })
 }
 
 fn hooks(list: &[Hook]) -> String {

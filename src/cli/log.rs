@@ -4,7 +4,7 @@
 //! (`JOURNAL_STREAM` names it): no timestamps (the journal adds its own)
 //! and a `<N>` syslog priority prefix per line, so `journalctl -p warning`
 //! shows exactly the warnings and errors. Elsewhere (a pipe, a file):
-//! timestamps without colours.
+//! timestamps without colours. `NO_COLOR` turns the colours off anywhere.
 
 use std::fmt;
 use std::io::IsTerminal;
@@ -53,6 +53,13 @@ where
     }
 }
 
+/// Colours only on a terminal, and not when `NO_COLOR` is set to anything
+/// but the empty string (no-color.org). clap's help and errors follow the
+/// same variable by themselves; the progress bars have no colours.
+pub fn colour() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 pub fn init() {
     let filter = || {
         tracing_subscriber::EnvFilter::try_from_env("HAMIRROR_LOG")
@@ -70,7 +77,7 @@ pub fn init() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter())
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(colour())
         .with_target(false)
         .try_init();
 }

@@ -111,8 +111,13 @@ pub fn run(global: &Global, args: &ResyncArgs) -> anyhow::Result<i32> {
         let (index, _scan) = match scan_when_free(&node, owner, set, args.jobs) {
             Ok(v) => v,
             Err(e) => {
-                eprintln!("hamirror: resync of {} from {}: {e:#}", set.name, peer.name);
-                failed.push((set.name.clone(), format!("{e:#}")));
+                eprintln!(
+                    "hamirror: resync of {} from {}: {}",
+                    set.name,
+                    peer.name,
+                    super::explain(&e)
+                );
+                failed.push((set.name.clone(), super::explain(&e)));
                 continue;
             }
         };

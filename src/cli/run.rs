@@ -1,5 +1,6 @@
 //! `hamirror run`: the cluster daemon in the foreground (systemd runs it as
-//! a simple service; see `docs/hamirror.service` and `docs/OPERATIONS.md`).
+//! a `Type=notify` service with a watchdog, `crate::sdnotify`; see
+//! `docs/hamirror.service` and `docs/OPERATIONS.md`).
 //! Validates the configuration, builds the daemon, plugs in mirroring
 //! (`crate::mirrord`: the receiver and the watchers of the groups this node
 //! holds) when either group has a mirror set, and maps how it ended to the
@@ -27,6 +28,8 @@ pub struct RunArgs {
 }
 
 pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
+    // SAFETY: no thread has started yet (logging set-up starts none).
+    let notifier = unsafe { crate::sdnotify::Notifier::from_env() };
     let (cluster, name) = global.load_local()?;
     for w in &cluster.warnings {
         tracing::warn!("{w}");
@@ -51,6 +54,9 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
             realtime: !args.no_realtime,
         },
     )?;
+    if let Some(n) = notifier {
+        daemon.set_notifier(n);
+    }
     if args.no_mirror {
         tracing::info!("mirroring off (--no-mirror)");
     } else if !has_sets {

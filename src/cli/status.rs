@@ -1,8 +1,10 @@
 //! `hamirror status`: asks the running daemon (over `state/control.sock`)
 //! for its view — per group holder and epoch, links, reach scores, the
 //! standby lock, hooks at work, each set's backlog and lag, recent events —
-//! and prints it as text or, with `--json`, as the daemon's JSON. Also the
-//! socket helper the other operator commands share.
+//! and prints it as text or, with `--json`, as the daemon's JSON, led by
+//! the verdict of [`super::health`] whose code is the exit code (0 OK,
+//! 1 WARNING, 2 CRITICAL, 3 UNKNOWN: a monitoring check). Also the socket
+//! helper the other operator commands share.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,17 +12,28 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use super::{EXIT_OK, Global, local};
+use super::health::{self, Health};
+use super::{Global, local};
 use crate::daemon::{Request, Response, StatusReport, control};
 
 /// How long a command waits for the daemon's answer.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Args)]
+#[command(after_help = "Exit codes (as a Nagios check; the first line says why):\n  \
+0 OK        the peer alive, each group on its owner, every set in step\n  \
+1 WARNING   serving with less redundancy: the peer dead (its group taken over), standby, a group on\n              \
+the other node, a silent link, a set retrying or behind, starting\n  \
+2 CRITICAL  a group runs on neither node or its stop failed, the peer has another heartbeat key\n  \
+3 UNKNOWN   the daemon did not answer\n\n\
+Examples:\n  hamirror status\n  hamirror status --json | jq .health\n  hamirror status --max-lag 300 >/dev/null || alert")]
 pub struct StatusArgs {
-    /// Print the daemon's JSON report instead of text.
+    /// Print the daemon's JSON report (with a `health` object) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// A set behind its peer for longer than this many seconds is a WARNING.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub max_lag: u64,
 }
 
 /// The control socket of the local node's daemon.
@@ -53,13 +66,30 @@ pub fn fetch(socket: &std::path::Path) -> anyhow::Result<StatusReport> {
         .context("the daemon answered without a status")
 }
 
+/// Never an error: what keeps the daemon from answering is the UNKNOWN
+/// verdict (exit 3), on stdout where a monitoring system reads it.
 pub fn run(global: &Global, args: &StatusArgs) -> anyhow::Result<i32> {
-    let sock = socket(global)?;
-    let status = fetch(&sock)?;
+    let (report, health) = match socket(global).and_then(|sock| fetch(&sock)) {
+        Ok(r) => {
+            let h = health::judge(&r, args.max_lag.saturating_mul(1000));
+            (Some(r), h)
+        }
+        Err(e) => (None, Health::unknown(super::explain(&e))),
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        let mut v = match &report {
+            Some(r) => serde_json::to_value(r)?,
+            None => serde_json::json!({}),
+        };
+        if let Some(m) = v.as_object_mut() {
+            m.insert("health".into(), serde_json::to_value(&health)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        print!("{}", status.render());
+        println!("{health}");
+        if let Some(r) = &report {
+            print!("{}", r.render());
+        }
     }
-    Ok(EXIT_OK)
+    Ok(health.code)
 }

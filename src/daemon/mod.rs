@@ -110,6 +110,7 @@ pub struct Daemon {
     rx: Receiver<Msg>,
     mirror: Option<Box<dyn MirrorControl>>,
     runner: Option<Box<dyn HookRunner>>,
+    notifier: Option<crate::sdnotify::Notifier>,
 }
 
 impl Daemon {
@@ -127,6 +128,7 @@ impl Daemon {
             rx,
             mirror: None,
             runner: None,
+            notifier: None,
         })
     }
 
@@ -140,6 +142,12 @@ impl Daemon {
     /// the owner's copy to have caught up.
     pub fn set_mirror(&mut self, mirror: Box<dyn MirrorControl>) {
         self.mirror = Some(mirror);
+    }
+
+    /// Tells systemd how the daemon does (`Type=notify`: ready, watchdog
+    /// pings from the main loop, status, stopping).
+    pub fn set_notifier(&mut self, notifier: crate::sdnotify::Notifier) {
+        self.notifier = Some(notifier);
     }
 
     /// Replaces the hook runner (tests; default: the configured scripts).
@@ -157,6 +165,7 @@ impl Daemon {
             rx,
             mirror,
             runner,
+            notifier: mut sd,
         } = self;
         let me = cluster
             .node(&local)
@@ -320,6 +329,10 @@ impl Daemon {
             tracing::info!("driver at normal priority (SCHED_FIFO not permitted: {e})");
         }
         driver.pump(started);
+        if let Some(n) = &mut sd {
+            n.ready(&driver.status(rt::now()).summary());
+        }
+        let mut summarised = std::time::Instant::now();
 
         let outcome = loop {
             match driver.outcome() {
@@ -327,7 +340,10 @@ impl Daemon {
                 done => break done,
             }
             let now = rt::now();
-            let wait = Duration::from_millis(driver.poll_timeout().0.saturating_sub(now.0));
+            let mut wait = Duration::from_millis(driver.poll_timeout().0.saturating_sub(now.0));
+            if let Some(every) = sd.as_ref().and_then(|n| n.watchdog_interval()) {
+                wait = wait.min(every);
+            }
             let first = match rx.recv_timeout(wait) {
                 Ok(m) => Some(m),
                 Err(mpsc::RecvTimeoutError::Timeout) => None,
@@ -336,12 +352,26 @@ impl Daemon {
             // Every pending message first, then the timers: a queued
             // heartbeat must never lose against a deadline.
             for msg in first.into_iter().chain(rx.try_iter()) {
+                if let (Some(n), Msg::Signal(sig)) = (&mut sd, &msg)
+                    && *sig != libc::SIGHUP
+                {
+                    n.stopping("stopping: releasing every group held here");
+                }
                 driver.handle(rt::now(), msg);
                 if driver.outcome() == Outcome::Forced {
                     break;
                 }
             }
             driver.handle_timeout(rt::now());
+            // From this loop: a loop that hangs stops the pings, and
+            // systemd restarts the daemon.
+            if let Some(n) = &mut sd {
+                n.watchdog(std::time::Instant::now());
+                if summarised.elapsed() >= Duration::from_secs(1) {
+                    summarised = std::time::Instant::now();
+                    n.status(&driver.status(rt::now()).summary());
+                }
+            }
         };
         finish(
             outcome,

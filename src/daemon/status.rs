@@ -56,7 +56,7 @@ pub struct ReachReport {
     pub total: u16,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkReport {
     pub link: String,
     /// When the peer was last heard on it; `null`: never since start.
@@ -91,7 +91,7 @@ pub struct GroupReport {
     pub health: Option<HealthReport>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HooksReport {
     /// The transition the hook worker is carrying out.
     pub running: Option<String>,
@@ -127,6 +127,37 @@ fn reach(r: Option<ReachReport>) -> String {
 }
 
 impl StatusReport {
+    /// One line for systemd's `STATUS=`: mode, peer, what runs here.
+    pub fn summary(&self) -> String {
+        let held: Vec<&str> = self
+            .groups
+            .iter()
+            .filter(|g| g.holder.as_deref() == Some(self.node.as_str()))
+            .map(|g| g.group.as_str())
+            .collect();
+        format!(
+            "{}{}{}; peer {} {}; running {}",
+            if self.shutting_down { "shutting down, " } else { "" },
+            self.mode,
+            self.standby_reason
+                .as_ref()
+                .map_or_else(String::new, |r| format!(" ({r})")),
+            self.peer,
+            if self.peer_alive {
+                "alive"
+            } else if self.peer_key_mismatch {
+                "MISCONFIGURED (wrong heartbeat key)"
+            } else {
+                "not heard"
+            },
+            if held.is_empty() {
+                "no group".to_string()
+            } else {
+                format!("group {}", held.join(", "))
+            }
+        )
+    }
+
     /// The human-readable form.
     pub fn render(&self) -> String {
         let mut s = String::new();

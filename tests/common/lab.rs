@@ -91,6 +91,10 @@ pub struct Opts {
     pub mirror: bool,
     /// Lines added to both `NODE.conf` files (`monitor_interval = 1s\n`).
     pub extra_conf: &'static str,
+    /// Run the daemons, `status` and the hooks from an installed tree (an
+    /// extracted package: `ROOT/usr/bin/hamirror`,
+    /// `ROOT/usr/share/hamirror/hooks/`) instead of this build's.
+    pub installed: Option<PathBuf>,
 }
 
 impl Default for Opts {
@@ -104,6 +108,7 @@ impl Default for Opts {
             probe_every: Duration::from_millis(50),
             mirror: false,
             extra_conf: "",
+            installed: None,
         }
     }
 }
@@ -123,11 +128,23 @@ pub struct Lab {
     _ns: Namespaces,
 }
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_hamirror")
-}
-
 impl Lab {
+    /// The hamirror binary the lab runs.
+    pub fn bin(&self) -> PathBuf {
+        match &self.opts.installed {
+            Some(root) => root.join("usr/bin/hamirror"),
+            None => PathBuf::from(env!("CARGO_BIN_EXE_hamirror")),
+        }
+    }
+
+    /// Where the shipped hooks (`ipaddr`…) are.
+    pub fn hooks_dir(&self) -> PathBuf {
+        match &self.opts.installed {
+            Some(root) => root.join("usr/share/hamirror/hooks"),
+            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks"),
+        }
+    }
+
     /// Builds the network and writes the configuration; starts nothing.
     pub fn new(prefix: &str, opts: Opts) -> Lab {
         remove_stale_namespaces(prefix);
@@ -250,7 +267,8 @@ impl Lab {
             .unwrap();
             let g = c.join(node);
             std::fs::create_dir_all(&g).unwrap();
-            let ipaddr = concat!(env!("CARGO_MANIFEST_DIR"), "/hooks/ipaddr");
+            let ipaddr = self.hooks_dir().join("ipaddr");
+            let ipaddr = ipaddr.display();
             let addr = SERVICE_IPS[i];
             script(&g.join("S10ipaddr"), &format!("exec {ipaddr} \"$1\" {addr}/24 l0"));
             script(&g.join("K90ipaddr"), &format!("exec {ipaddr} \"$1\" {addr}/24 l0"));
@@ -330,7 +348,12 @@ esac"#,
             let mut text = std::fs::read_to_string(&conf).unwrap();
             text.push_str(&format!("root = {}\n", root.display()));
             std::fs::write(&conf, &text).unwrap();
-            let out = super::hamirror(&c, &["--node", node, "init"]);
+            let out = Command::new(self.bin())
+                .arg("--config")
+                .arg(&c)
+                .args(["--node", node, "init"])
+                .output()
+                .expect("run hamirror init");
             assert!(out.status.success(), "init {node}: {}", super::stderr(&out));
             let stdout = super::stdout(&out);
             let fp = stdout
@@ -398,7 +421,8 @@ esac"#,
             .open(self.path(&format!("{}.log", NODES[i])))
             .unwrap();
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.node_ns[i], bin()])
+            .args(["netns", "exec", &self.node_ns[i]])
+            .arg(self.bin())
             .arg("--config")
             .arg(self.config())
             .args(["--node", NODES[i], "run"])
@@ -576,22 +600,35 @@ esac"#,
     }
 
     /// `hamirror status --json` of node `i`, or None if it does not answer.
+    /// Any health verdict (exit 0 OK, 1 WARNING, 2 CRITICAL) is an answer:
+    /// tests read the report of degraded clusters on purpose.
     pub fn status(&self, i: usize) -> Option<Value> {
-        let out = Command::new(bin())
+        let out = Command::new(self.bin())
             .arg("--config")
             .arg(self.config())
             .args(["--node", NODES[i], "status", "--json"])
             .output()
             .ok()?;
-        if !out.status.success() {
+        if !matches!(out.status.code(), Some(0..=2)) {
             return None;
         }
         serde_json::from_slice(&out.stdout).ok()
     }
 
+    /// `hamirror status` (text) of node `i`: its exit code and stdout.
+    pub fn status_code(&self, i: usize) -> (Option<i32>, String) {
+        let out = Command::new(self.bin())
+            .arg("--config")
+            .arg(self.config())
+            .args(["--node", NODES[i], "status"])
+            .output()
+            .expect("run hamirror status");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Runs `hamirror ARGS` as node `i`; (success, stdout + stderr).
     pub fn command(&self, i: usize, args: &[&str]) -> (bool, String) {
-        let out = Command::new(bin())
+        let out = Command::new(self.bin())
             .arg("--config")
             .arg(self.config())
             .args(["--node", NODES[i]])
