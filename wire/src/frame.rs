@@ -14,11 +14,11 @@ use crate::msg::ErrorCode;
 
 /// The protocol version carried in `Hello`/`HelloOk`. Any change to the
 /// encoding or meaning of an existing message raises it (see PROTOCOL.md).
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The TLS ALPN protocol id of [`PROTOCOL_VERSION`]. A node that speaks
 /// several versions offers one id per version, newest first.
-pub const ALPN: &[u8] = b"hamirror/1";
+pub const ALPN: &[u8] = b"hamirror/2";
 
 /// Largest value of the length prefix (type byte + payload): a full
 /// [`crate::entry::MAX_CHUNK`] of chunk data plus room for its header.
@@ -255,7 +255,7 @@ mod tests {
     fn frame_bytes_are_frozen() {
         assert_eq!(encode_frame(0x04, b"ab").unwrap(), [0, 0, 0, 3, 4, b'a', b'b']);
         assert_eq!(encode_frame(0x7f, b"").unwrap(), [0, 0, 0, 1, 0x7f]);
-        assert_eq!(ALPN, b"hamirror/1");
+        assert_eq!(ALPN, b"hamirror/2");
         assert_eq!(MAX_FRAME, 16_842_752);
     }
 

@@ -36,7 +36,7 @@ pub mod msg;
 
 pub use batch::{Counts, EntryAssembler, EntryBatcher};
 pub use codec::{DecodeError, Reader, Writer};
-pub use entry::{ChunkRef, Entry, EntryKind, Hash};
+pub use entry::{ChunkRef, Entry, EntryKind, Hash, Xattr};
 pub use frame::{ALPN, Frame, FrameDecoder, FrameError, MAX_FRAME, PROTOCOL_VERSION};
 pub use msg::{
     Applied, BlockSum, Chunk, ChunkDelta, ChunkView, Chunking, Compression, DeltaOp, DeltaRequest, ErrorCode, ErrorMsg,

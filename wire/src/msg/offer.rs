@@ -6,7 +6,7 @@
 //! the receiver's business.
 
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::entry::{self, ChunkRef, Entry, Hash, MAX_CHUNK, MAX_CHUNKS, MODE_MASK, check_path};
+use crate::entry::{self, ChunkRef, Entry, Hash, MAX_CHUNK, MAX_CHUNKS, MODE_MASK, Xattr, check_path};
 use crate::msg::{MAX_BATCH_ENTRIES, MAX_CHUNK_LIST, MAX_ROOTS};
 
 /// Reads a path and checks its shape ([`check_path`]).
@@ -89,6 +89,8 @@ pub struct FileHead {
     pub file_hash: Hash,
     /// How many chunks the following `ChunkList` messages hold in total.
     pub chunks: u64,
+    /// The file's extended attributes, as in an [`Entry`].
+    pub xattrs: Vec<Xattr>,
 }
 
 impl FileHead {
@@ -103,6 +105,7 @@ impl FileHead {
             size: e.size,
             file_hash: e.file_hash,
             chunks: e.chunks.len() as u64,
+            xattrs: e.xattrs.clone(),
         }
     }
 
@@ -119,6 +122,7 @@ impl FileHead {
             file_hash: self.file_hash,
             chunks,
             target: vec![],
+            xattrs: self.xattrs,
         }
     }
 
@@ -131,6 +135,7 @@ impl FileHead {
             .varint(self.size)
             .raw(&self.file_hash)
             .varint(self.chunks);
+        entry::put_xattrs(w, &self.xattrs);
     }
 
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<FileHead, DecodeError> {
@@ -143,6 +148,7 @@ impl FileHead {
             size: r.varint("size")?,
             file_hash: r.hash("file hash")?,
             chunks: r.bounded("file head chunk count", MAX_CHUNKS)?,
+            xattrs: entry::get_xattrs(r)?,
         };
         // Every chunk holds 1..=MAX_CHUNK bytes.
         if h.chunks == 0 || h.size < h.chunks || h.size > h.chunks.saturating_mul(MAX_CHUNK.into()) {

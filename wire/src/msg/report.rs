@@ -99,6 +99,10 @@ pub struct Applied {
     /// Paths deleted.
     pub deleted: u64,
     pub failures: Failures,
+    /// Entries applied with something left out (since version 2: an
+    /// extended attribute or ACL the replica's filesystem refused). They
+    /// do not make the acknowledgement incomplete.
+    pub warnings: Failures,
 }
 
 impl Applied {
@@ -111,6 +115,7 @@ impl Applied {
             .varint(self.chunks_reused)
             .varint(self.deleted);
         self.failures.encode(w);
+        self.warnings.encode(w);
     }
 
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Applied, DecodeError> {
@@ -123,6 +128,7 @@ impl Applied {
             chunks_reused: r.varint("chunks reused")?,
             deleted: r.varint("paths deleted")?,
             failures: Failures::decode(r)?,
+            warnings: Failures::decode(r)?,
         };
         if a.complete && !a.failures.is_empty() {
             return Err(DecodeError::Invalid {

@@ -37,6 +37,10 @@ fn small_file() -> Entry {
         file_hash: file_hash(&chunks),
         chunks,
         target: vec![],
+        xattrs: vec![crate::Xattr {
+            name: b"user.k".to_vec(),
+            value: b"v".to_vec(),
+        }],
     }
 }
 
@@ -71,7 +75,7 @@ fn samples() -> Vec<(Message, &'static str)> {
                 offer: Some(pos),
                 acked: None,
             }),
-            "00000031010100010702733102733204466c7064027331018080018080048080\
+            "00000031010200010702733102733204466c7064027331018080018080048080\
              10010102030405060708090a0b0c0d0e0f10ac0200",
         ),
         (
@@ -82,7 +86,7 @@ fn samples() -> Vec<(Message, &'static str)> {
                 offer: None,
                 acked: Some(pos),
             }),
-            "0000001a02010273320100010102030405060708090a0b0c0d0e0f10ac02",
+            "0000001a02020273320100010102030405060708090a0b0c0d0e0f10ac02",
         ),
         (
             Message::Error(ErrorMsg::new(ErrorCode::StaleEpoch, "epoch 1 < 2")),
@@ -94,14 +98,14 @@ fn samples() -> Vec<(Message, &'static str)> {
         ),
         (
             Message::Entries(vec![small_file()]),
-            "0000004f100103612f6200a4030102030379ffd0b6ce7fbe5529efceca6fb77e\
+            "00000059100103612f6200a4030102030379ffd0b6ce7fbe5529efceca6fb77e\
              94556e239db8872c3bd7f80aee742cbf5201abababababababababababababab\
-             abababababababababababababababababab03",
+             abababababababababababababababababab030106757365722e6b0176",
         ),
         (
             Message::FileHead(FileHead::of(&small_file())),
-            "0000002c1103612f62a4030102030379ffd0b6ce7fbe5529efceca6fb77e9455\
-             6e239db8872c3bd7f80aee742cbf5201",
+            "000000361103612f62a4030102030379ffd0b6ce7fbe5529efceca6fb77e9455\
+             6e239db8872c3bd7f80aee742cbf52010106757365722e6b0176",
         ),
         (
             Message::ChunkList(small_file().chunks),
@@ -202,8 +206,13 @@ fn samples() -> Vec<(Message, &'static str)> {
                 chunks_reused: 9,
                 deleted: 1,
                 failures: failures.clone(),
+                warnings: Failures {
+                    total: 1,
+                    listed: vec![Failure::new(b"y".to_vec(), ErrorCode::Unsupported, "user.k")],
+                },
             }),
-            "000000114005000380200209010201017808026e6f",
+            "0000001d4005000380200209010201017808026e6f010101791206757365722e\
+             6b",
         ),
         (
             Message::ManifestEnd(ManifestEnd {
@@ -377,6 +386,7 @@ fn inconsistent_reports_are_refused() {
         chunks_reused: 0,
         deleted: 0,
         failures,
+        warnings: Failures::default(),
     };
     let p = Message::Applied(applied).payload();
     assert!(
@@ -478,7 +488,20 @@ pub(crate) fn arb_entry() -> impl Strategy<Value = Entry> {
         proptest::collection::vec(1..=255u8, 1..20).prop_map(|t| (EntryKind::Symlink, vec![], t)),
         arb_path().prop_map(|t| (EntryKind::HardLink, vec![], t)),
     ];
-    (meta, body).prop_map(|((path, mode, uid, gid, mtime_ns), (kind, chunks, target))| Entry {
+    let xattrs = proptest::collection::btree_map(
+        "(user|security|trusted|system)\\.[a-z_]{1,12}",
+        proptest::collection::vec(any::<u8>(), 0..40),
+        0..4,
+    )
+    .prop_map(|m| {
+        m.into_iter()
+            .map(|(n, value)| crate::Xattr {
+                name: n.into_bytes(),
+                value,
+            })
+            .collect::<Vec<_>>()
+    });
+    (meta, body, xattrs).prop_map(|((path, mode, uid, gid, mtime_ns), (kind, chunks, target), xattrs)| Entry {
         path,
         kind,
         mode,
@@ -493,6 +516,7 @@ pub(crate) fn arb_entry() -> impl Strategy<Value = Entry> {
         },
         chunks,
         target,
+        xattrs,
     })
 }
 
@@ -654,7 +678,7 @@ fn arb_offer_end() -> impl Strategy<Value = OfferEnd> {
 }
 
 fn arb_applied() -> impl Strategy<Value = Applied> {
-    (any::<[u64; 6]>(), any::<bool>(), arb_failures()).prop_map(|(n, complete, failures)| Applied {
+    (any::<[u64; 6]>(), any::<bool>(), arb_failures(), arb_failures()).prop_map(|(n, complete, failures, warnings)| Applied {
         generation: n[0],
         complete: complete && failures.is_empty(),
         files: n[1],
@@ -663,6 +687,7 @@ fn arb_applied() -> impl Strategy<Value = Applied> {
         chunks_reused: n[4],
         deleted: n[5],
         failures,
+        warnings,
     })
 }
 
@@ -846,17 +871,17 @@ fn frozen_resync_samples() {
     for (m, want) in [
         (
             pull,
-            "00000031010101000702733102733204466c7064027331018080018080048080\
+            "00000031010201000702733102733204466c7064027331018080018080048080\
              1000010102030405060708090a0b0c0d0e0f10ac02",
         ),
         (
             conflicts,
-            "00000031010103000702733102733204466c7064027331018080018080048080\
+            "00000031010203000702733102733204466c7064027331018080018080048080\
              10010102030405060708090a0b0c0d0e0f10ac0200",
         ),
         (
             answer,
-            "0000002b02010273310101010203040506070809\
+            "0000002b02020273310101010203040506070809\
              0a0b0c0d0e0f10ac020100000000000000000000000000000007\
              09",
         ),
