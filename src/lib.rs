@@ -26,3 +26,4 @@ pub mod scan;
 pub mod sync;
 pub mod transport;
 pub mod watch;
+pub mod xattr;

@@ -32,6 +32,8 @@ pub struct MirrorSet {
     pub chunk: ChunkParams,
     /// Refuse a sync that would delete more than this share (%) of the replica.
     pub delete_limit: u8,
+    /// Extended-attribute namespaces mirrored.
+    pub xattrs: super::XattrNamespaces,
 }
 
 #[cfg(test)]
@@ -52,6 +54,7 @@ impl MirrorSet {
                 .collect(),
             chunk,
             delete_limit: 50,
+            xattrs: super::XattrNamespaces::default(),
         }
     }
 }
@@ -336,6 +339,7 @@ fn load_set(path: &Path, name: &str, conf: &NodeConf, errors: &mut Vec<ConfigErr
         roots,
         chunk: o.and_then(|o| o.chunk).unwrap_or(conf.chunk),
         delete_limit: o.and_then(|o| o.delete_limit).unwrap_or(conf.delete_limit),
+        xattrs: o.and_then(|o| o.xattrs).unwrap_or(conf.xattrs),
     })
 }
 

@@ -16,6 +16,7 @@ pub mod conf;
 mod layout;
 pub mod strict;
 pub mod values;
+pub mod xattrs;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 pub use conf::{NodeConf, Timers};
 pub use layout::{Hook, HookKind, MirrorSet, ReachHost, SetRoot};
 pub use values::ChunkParams;
+pub use xattrs::XattrNamespaces;
 
 /// Default configuration directory.
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/cluster.d";

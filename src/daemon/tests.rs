@@ -24,6 +24,7 @@ fn group(name: &str) -> Group {
             roots: vec![],
             chunk: Default::default(),
             delete_limit: 50,
+            xattrs: Default::default(),
         }],
         start: vec![],
         stop: vec![],

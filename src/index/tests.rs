@@ -19,6 +19,7 @@ fn file(path: &str, chunks: &[(u8, u32)], mtime: i64) -> Entry {
         file_hash: file_hash(&chunks),
         chunks,
         target: vec![],
+        xattrs: vec![],
     }
 }
 
@@ -34,6 +35,7 @@ fn dir(path: &str) -> Entry {
         file_hash: [0; 32],
         chunks: vec![],
         target: vec![],
+        xattrs: vec![],
     }
 }
 

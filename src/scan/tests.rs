@@ -345,7 +345,7 @@ fn a_file_replaced_by_a_fifo_before_reading_is_refused_without_blocking() {
         size: 10,
     };
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-    let out = read::read_all(vec![job], f.set.chunk, &pool, 0, &Quiet).unwrap();
+    let out = read::read_all(vec![job], f.set.chunk, f.set.xattrs, &pool, 0, &Quiet).unwrap();
     let err = out.into_iter().next().unwrap().unwrap_err();
     assert_eq!(err.reason, "no longer a regular file");
 }

@@ -318,6 +318,7 @@ mod tests {
             roots: vec![],
             chunk: ChunkParams::default(),
             delete_limit: 50,
+            xattrs: Default::default(),
         }
     }
 

@@ -40,6 +40,7 @@ impl Fixture {
             }],
             chunk: ChunkParams::default(),
             delete_limit: 50,
+            xattrs: Default::default(),
         }
     }
 

@@ -87,10 +87,7 @@ pub(crate) fn get_xattrs(r: &mut Reader<'_>) -> Result<Vec<Xattr>, DecodeError> 
         let value = r.bytes("xattr value", MAX_XATTR_VALUE)?.to_vec();
         v.push(Xattr { name, value });
     }
-    check_xattrs(&v).map_err(|what| DecodeError::Invalid {
-        what,
-        value: n as u64,
-    })?;
+    check_xattrs(&v).map_err(|what| DecodeError::Invalid { what, value: n as u64 })?;
     Ok(v)
 }
 
@@ -376,7 +373,10 @@ mod tests {
         e.encode(&mut w);
         assert_eq!(
             w.buf,
-            [5, b'e', b't', b'c', b'/', b'x', 1, 0xed, 0x03, 0, 0, 1, 0, 1, 6, b'u', b's', b'e', b'r', b'.', b'a', 1, b'1']
+            [
+                5, b'e', b't', b'c', b'/', b'x', 1, 0xed, 0x03, 0, 0, 1, 0, 1, 6, b'u', b's', b'e', b'r', b'.', b'a',
+                1, b'1'
+            ]
         );
     }
 
@@ -396,7 +396,9 @@ mod tests {
             vec![x(b"user.\0", 1)],
             vec![x(b"user.a", MAX_XATTR_VALUE + 1)],
             (0..5u8).map(|i| x(&[b'u', b'.', b'a' + i], MAX_XATTR_VALUE)).collect(),
-            (0..=MAX_XATTRS).map(|i| x(format!("user.{i:04}").as_bytes(), 0)).collect(),
+            (0..=MAX_XATTRS)
+                .map(|i| x(format!("user.{i:04}").as_bytes(), 0))
+                .collect(),
         ] {
             assert!(check_xattrs(&bad).is_err(), "{bad:?}");
             let mut e = file();

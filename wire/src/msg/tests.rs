@@ -501,23 +501,25 @@ pub(crate) fn arb_entry() -> impl Strategy<Value = Entry> {
             })
             .collect::<Vec<_>>()
     });
-    (meta, body, xattrs).prop_map(|((path, mode, uid, gid, mtime_ns), (kind, chunks, target), xattrs)| Entry {
-        path,
-        kind,
-        mode,
-        uid,
-        gid,
-        mtime_ns,
-        size: chunks.iter().map(|c| u64::from(c.len)).sum(),
-        file_hash: if kind == EntryKind::File {
-            file_hash(&chunks)
-        } else {
-            [0; 32]
+    (meta, body, xattrs).prop_map(
+        |((path, mode, uid, gid, mtime_ns), (kind, chunks, target), xattrs)| Entry {
+            path,
+            kind,
+            mode,
+            uid,
+            gid,
+            mtime_ns,
+            size: chunks.iter().map(|c| u64::from(c.len)).sum(),
+            file_hash: if kind == EntryKind::File {
+                file_hash(&chunks)
+            } else {
+                [0; 32]
+            },
+            chunks,
+            target,
+            xattrs,
         },
-        chunks,
-        target,
-        xattrs,
-    })
+    )
 }
 
 fn arb_name() -> impl Strategy<Value = String> {
@@ -678,16 +680,18 @@ fn arb_offer_end() -> impl Strategy<Value = OfferEnd> {
 }
 
 fn arb_applied() -> impl Strategy<Value = Applied> {
-    (any::<[u64; 6]>(), any::<bool>(), arb_failures(), arb_failures()).prop_map(|(n, complete, failures, warnings)| Applied {
-        generation: n[0],
-        complete: complete && failures.is_empty(),
-        files: n[1],
-        bytes: n[2],
-        chunks_received: n[3],
-        chunks_reused: n[4],
-        deleted: n[5],
-        failures,
-        warnings,
+    (any::<[u64; 6]>(), any::<bool>(), arb_failures(), arb_failures()).prop_map(|(n, complete, failures, warnings)| {
+        Applied {
+            generation: n[0],
+            complete: complete && failures.is_empty(),
+            files: n[1],
+            bytes: n[2],
+            chunks_received: n[3],
+            chunks_reused: n[4],
+            deleted: n[5],
+            failures,
+            warnings,
+        }
     })
 }
 

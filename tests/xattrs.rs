@@ -1,0 +1,283 @@
+//! Extended attributes and POSIX ACLs through the real binary (serv1
+//! `sync`, serv2 `serve` on 127.0.0.1): user attributes on files and
+//! directories, access and default ACLs, a change or removal of an
+//! attribute alone (which ships no chunk data), `verify` finding an
+//! attribute changed on the replica and `--repair` mending it, a namespace
+//! turned off in the configuration, and a replica filesystem that refuses
+//! attributes (a warning per attribute, the set still applied). After each
+//! step rsync (`-anc -HAX`, which compares xattrs and ACLs) must see no
+//! difference. Needs `setfattr`/`getfattr` (attr) and `setfacl`/`getfacl`
+//! (acl).
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::pair::Pair;
+use common::write;
+
+const ROOTS: &[&str] = &["srv/samba", "etc/samba", "var/lib/samba"];
+
+fn settle() {
+    std::thread::sleep(Duration::from_millis(150));
+}
+
+fn run(cmd: &str, args: &[&str], path: &Path) {
+    let out = Command::new(cmd)
+        .args(args)
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd} is needed (apt-get install attr acl): {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn setfattr(path: &Path, name: &str, value: &str) {
+    run("setfattr", &["-n", name, "-v", value], path);
+}
+
+fn getfacl(path: &Path) -> String {
+    let out = Command::new("getfacl")
+        .args(["-c", "-n", "-p"])
+        .arg(path)
+        .output()
+        .expect("getfacl (apt-get install acl)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let out = Command::new("getfattr")
+        .args(["--only-values", "-h", "-n", name])
+        .arg(path)
+        .output()
+        .expect("getfattr (apt-get install attr)");
+    out.status.success().then_some(out.stdout)
+}
+
+/// The example set with a Samba-like tree.
+fn samba(p: &Pair) {
+    let s = |r: &str| p.src(r);
+    write(&s("srv/samba/share/doc.txt"), b"a document");
+    write(&s("srv/samba/share/plain.txt"), b"no attributes");
+    write(&s("srv/samba/acl.txt"), b"an access ACL");
+    write(&s("etc/samba/smb.conf"), b"[global]\n");
+    fs::create_dir_all(s("var/lib/samba")).unwrap();
+}
+
+fn mirror(p: &Pair, step: &str) -> serde_json::Value {
+    settle();
+    let (v, code, err) = p.sync("Fsmbd", &[]);
+    assert_eq!(
+        code,
+        0,
+        "{step}: sync failed: {err}\n{v}\nserve log:\n{}",
+        p.serve_log()
+    );
+    p.assert_mirrored(ROOTS);
+    v
+}
+
+#[test]
+fn user_xattrs_and_acls_are_mirrored_and_an_attribute_change_ships_no_data() {
+    let mut p = Pair::new();
+    samba(&p);
+    let doc = p.src("srv/samba/share/doc.txt");
+    setfattr(&doc, "user.DOSATTRIB", "A20");
+    setfattr(&p.src("srv/samba/share"), "user.share", "yes");
+    run("setfacl", &["-m", "u:1234:r,g:4321:rw"], &p.src("srv/samba/acl.txt"));
+    run("setfacl", &["-d", "-m", "u:1234:rwx"], &p.src("srv/samba/share"));
+    run("setfacl", &["-m", "u:1234:rx"], &p.src("srv/samba/share"));
+    p.start_serve();
+    mirror(&p, "initial");
+    let dst = |r: &str| p.dst(r);
+    assert_eq!(
+        xattr(&dst("srv/samba/share/doc.txt"), "user.DOSATTRIB").unwrap(),
+        b"A20"
+    );
+    assert_eq!(xattr(&dst("srv/samba/share"), "user.share").unwrap(), b"yes");
+    for r in ["srv/samba/acl.txt", "srv/samba/share"] {
+        let (a, b) = (getfacl(&p.src(r)), getfacl(&dst(r)));
+        assert!(a.contains("user:1234:"), "{r}: {a}");
+        assert_eq!(a, b, "{r}: the ACLs differ");
+    }
+    assert!(getfacl(&dst("srv/samba/share")).contains("default:user:1234:rwx"));
+
+    // An attribute changed alone: only the entry travels.
+    setfattr(&doc, "user.DOSATTRIB", "A21");
+    let v = mirror(&p, "attribute changed");
+    let push = &v["push"];
+    assert_eq!(push["outcome"], "delta", "{v}");
+    assert_eq!(push["chunks_sent"], 0, "an attribute change ships no chunk: {v}");
+    assert_eq!(push["chunk_bytes"], 0, "{v}");
+    assert_eq!(push["files_applied"], 1, "{v}");
+    assert_eq!(
+        xattr(&dst("srv/samba/share/doc.txt"), "user.DOSATTRIB").unwrap(),
+        b"A21"
+    );
+
+    // An ACL changed alone, and an attribute removed.
+    run("setfacl", &["-m", "u:1234:rw"], &p.src("srv/samba/acl.txt"));
+    run("setfattr", &["-x", "user.share"], &p.src("srv/samba/share"));
+    let v = mirror(&p, "ACL changed, attribute removed");
+    assert_eq!(v["push"]["chunks_sent"], 0, "{v}");
+    assert_eq!(xattr(&dst("srv/samba/share"), "user.share"), None);
+    assert_eq!(getfacl(&p.src("srv/samba/acl.txt")), getfacl(&dst("srv/samba/acl.txt")));
+
+    // ACLs removed altogether; the file's mode is what the holder's is.
+    run("setfacl", &["-b"], &p.src("srv/samba/acl.txt"));
+    run("setfacl", &["-k"], &p.src("srv/samba/share"));
+    mirror(&p, "ACLs removed");
+    assert!(!getfacl(&dst("srv/samba/acl.txt")).contains("user:1234"));
+    assert!(!getfacl(&dst("srv/samba/share")).contains("default:"));
+
+    let again = p.sync_ok("Fsmbd");
+    assert_eq!(again["push"]["outcome"], "unchanged", "{again}");
+}
+
+#[test]
+fn verify_finds_an_attribute_changed_on_the_replica_and_repair_mends_it() {
+    let mut p = Pair::new();
+    samba(&p);
+    setfattr(&p.src("srv/samba/share/doc.txt"), "user.DOSATTRIB", "A20");
+    p.start_serve();
+    mirror(&p, "initial");
+    assert_eq!(p.run("serv1", &["verify", "Fsmbd"]).status.code(), Some(0));
+
+    setfattr(&p.dst("srv/samba/share/doc.txt"), "user.DOSATTRIB", "A99");
+    setfattr(&p.dst("srv/samba/share/plain.txt"), "user.stray", "1");
+    let out = p.run("serv1", &["verify", "Fsmbd"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("user.DOSATTRIB differs"), "{text}");
+    assert!(text.contains("user.stray on serv2 only"), "{text}");
+
+    let out = p.run("serv1", &["verify", "Fsmbd", "--repair"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}\nserve log:\n{}", p.serve_log());
+    p.assert_mirrored(ROOTS);
+    assert_eq!(xattr(&p.dst("srv/samba/share/plain.txt"), "user.stray"), None);
+}
+
+#[test]
+fn a_namespace_turned_off_is_neither_mirrored_nor_compared() {
+    let mut p = Pair::new();
+    // The set's override is its owner's (serv1); the node key is each node's.
+    p.cfg
+        .append("serv1.conf", "xattrs = user\nFsmbd.xattrs = system.posix_acl\n");
+    p.cfg.append("serv2.conf", "xattrs = user\n");
+    samba(&p);
+    setfattr(&p.src("srv/samba/share/doc.txt"), "user.DOSATTRIB", "A20");
+    run("setfacl", &["-m", "u:1234:r"], &p.src("srv/samba/acl.txt"));
+    p.start_serve();
+    settle();
+    let (v, code, err) = p.sync("Fsmbd", &[]);
+    assert_eq!(code, 0, "{err}\n{v}");
+    assert_eq!(xattr(&p.dst("srv/samba/share/doc.txt"), "user.DOSATTRIB"), None);
+    assert_eq!(
+        getfacl(&p.src("srv/samba/acl.txt")),
+        getfacl(&p.dst("srv/samba/acl.txt"))
+    );
+    // Not compared either: verify finds the copies identical.
+    let out = p.run("serv1", &["verify", "Fsmbd"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+
+    // `none` turns it off.
+    p.cfg.set("serv1.conf", "Fsmbd.xattrs", "Fsmbd.xattrs = none");
+    run("setfacl", &["-m", "u:999:r"], &p.src("srv/samba/acl.txt"));
+    p.start_serve();
+    settle();
+    let (v, code, err) = p.sync("Fsmbd", &[]);
+    assert_eq!(code, 0, "{err}\n{v}");
+    assert!(!getfacl(&p.dst("srv/samba/acl.txt")).contains("user:999"));
+}
+
+/// A small ext4 image (1 KiB blocks, no `ea_inode`), loop-mounted for a
+/// test and unmounted when dropped: attributes must fit in one block
+/// beside the inode, so a large value is refused with ENOSPC while small
+/// ones are kept — a filesystem that refuses some attributes, as a real
+/// replica disk may.
+struct SmallExt4(std::path::PathBuf);
+
+impl SmallExt4 {
+    fn mount(at: &Path, image: &Path) -> Option<SmallExt4> {
+        fs::create_dir_all(at).unwrap();
+        let made = Command::new("truncate")
+            .args(["-s", "16M"])
+            .arg(image)
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new("mkfs.ext4")
+                .args(["-q", "-b", "1024", "-O", "^ea_inode"])
+                .arg(image)
+                .status()
+                .is_ok_and(|s| s.success());
+        let ok = made
+            && Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(image)
+                .arg(at)
+                .status()
+                .is_ok_and(|s| s.success());
+        if !ok && std::env::var_os("HAMIRROR_SKIP_ROOT_TESTS").is_some() {
+            eprintln!("skipped: a loop-mounted ext4 needs root (HAMIRROR_SKIP_ROOT_TESTS is set)");
+            return None;
+        }
+        assert!(ok, "a loop-mounted ext4 needs root, mkfs.ext4 and a loop device");
+        Some(SmallExt4(at.to_path_buf()))
+    }
+}
+
+impl Drop for SmallExt4 {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn attributes_the_replica_refuses_are_warnings_and_the_set_is_still_applied() {
+    let mut p = Pair::new();
+    samba(&p);
+    let big = "x".repeat(2500);
+    let doc = p.src("srv/samba/share/doc.txt");
+    setfattr(&doc, "user.DOSATTRIB", "A20");
+    setfattr(&doc, "user.big", &big);
+    setfattr(&p.src("srv/samba/share"), "user.big", &big);
+    // The image holds srv/ (its lost+found stays outside the set's roots).
+    let image = p.cfg.tmp.path().join("replica.img");
+    let Some(_disk) = SmallExt4::mount(&p.dst("srv"), &image) else {
+        return;
+    };
+    p.start_serve();
+    settle();
+    let (v, code, err) = p.sync("Fsmbd", &[]);
+    assert_eq!(code, 0, "refused attributes do not fail the set: {err}\n{v}");
+    assert_eq!(v["push"]["warnings_total"], 2, "{v}\n{err}");
+    for path in ["srv/samba/share/doc.txt", "srv/samba/share"] {
+        let line = format!("warning: /{path}: extended attribute user.big: no room for it on the replica's filesystem");
+        assert!(err.contains(&line), "no {line:?} in:\n{err}");
+    }
+    assert_eq!(
+        xattr(&p.dst("srv/samba/share/doc.txt"), "user.DOSATTRIB").unwrap(),
+        b"A20"
+    );
+    assert_eq!(xattr(&p.dst("srv/samba/share/doc.txt"), "user.big"), None);
+    for f in [
+        "srv/samba/share/doc.txt",
+        "srv/samba/share/plain.txt",
+        "srv/samba/acl.txt",
+    ] {
+        assert_eq!(fs::read(p.src(f)).unwrap(), fs::read(p.dst(f)).unwrap(), "{f}");
+    }
+    // Verify names what the replica lacks.
+    let out = p.run("serv1", &["verify", "Fsmbd"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("user.big missing on serv2"), "{text}");
+}
