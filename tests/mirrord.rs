@@ -4,8 +4,9 @@
 //! the holder is killed and the peer takes its group over, the old
 //! holder's pushes are refused (it is not the holder any more), the new
 //! holder mirrors back to the old one when it returns (resync), and after
-//! an operator takeover the direction flips again. Every phase ends with a
-//! full tree comparison and the rsync oracle.
+//! an operator takeover the direction flips again. Extended attributes
+//! and ACLs travel with the files each way. Every phase ends with a full
+//! tree comparison and the rsync oracle.
 
 mod common;
 
@@ -14,7 +15,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::pair::{Pair, rsync_oracle, tree_differences};
+use common::pair::{Pair, rsync_differences, rsync_oracle, tree_differences};
 use common::write;
 use serde_json::Value;
 
@@ -146,10 +147,18 @@ impl Cluster {
     fn converge(&self, what: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            let diffs: Vec<String> = ROOTS
+            let mut diffs: Vec<String> = ROOTS
                 .iter()
                 .flat_map(|r| tree_differences(&self.p.src(r), &self.p.dst(r)))
                 .collect();
+            if diffs.is_empty() {
+                // Attributes and ACLs, which only rsync compares.
+                diffs = ROOTS
+                    .iter()
+                    .map(|r| rsync_differences(&self.p.src(r), &self.p.dst(r)))
+                    .filter(|d| !d.trim().is_empty())
+                    .collect();
+            }
             if diffs.is_empty() {
                 break;
             }
@@ -165,6 +174,16 @@ impl Cluster {
             rsync_oracle(&self.p.src(r), &self.p.dst(r));
         }
     }
+}
+
+/// Runs `setfattr` or `setfacl` (packages attr, acl) on `path`.
+fn attr_tool(cmd: &str, args: &[&str], path: &Path) {
+    let out = std::process::Command::new(cmd)
+        .args(args)
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd} is needed (apt-get install attr acl): {e}"));
+    assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn filetime_now() -> libc::timespec {
@@ -198,6 +217,12 @@ fn the_holder_mirrors_the_old_holder_is_refused_after_a_takeover_and_gets_the_ch
     write(&c.p.src("etc/samba/smb.conf"), b"[global]\n");
     write(&c.p.src("etc/samba/lmhosts"), b"127.0.0.1 localhost\n");
     write(&c.p.dst("var/www/index.html"), b"<h1>serv2</h1>\n");
+    attr_tool(
+        "setfattr",
+        &["-n", "user.DOSATTRIB", "-v", "A20"],
+        &c.p.src("srv/samba/share/a.txt"),
+    );
+    attr_tool("setfacl", &["-d", "-m", "u:1234:rwx"], &c.p.src("srv/samba/share"));
     c.converge("both holders' first writes", Duration::from_secs(20));
 
     // status shows each set of the held group in step, over the crossover.
@@ -229,6 +254,12 @@ fn the_holder_mirrors_the_old_holder_is_refused_after_a_takeover_and_gets_the_ch
     );
     write(&c.p.dst("srv/samba/share/a.txt"), b"changed on serv2\n");
     fs::remove_file(c.p.dst("etc/samba/lmhosts")).unwrap();
+    attr_tool(
+        "setfattr",
+        &["-n", "user.DOSATTRIB", "-v", "A21"],
+        &c.p.dst("srv/samba/share/b.txt"),
+    );
+    attr_tool("setfacl", &["-m", "u:1234:rw"], &c.p.dst("srv/samba/share/a.txt"));
 
     // The old holder, stale, tries to push its copy: refused.
     let out = c.p.run("serv1", &["sync", "Fsmbd"]);
