@@ -109,6 +109,16 @@ fn user_xattrs_and_acls_are_mirrored_and_an_attribute_change_ships_no_data() {
     }
     assert!(getfacl(&dst("srv/samba/share")).contains("default:user:1234:rwx"));
 
+    // New files in a directory with a default ACL: one keeps the ACL it
+    // inherited, one had it removed — on the replica its temp file
+    // inherits one too, which must go.
+    write(&p.src("srv/samba/share/inherits.txt"), b"inherits");
+    write(&p.src("srv/samba/share/stripped.txt"), b"stripped");
+    run("setfacl", &["-b"], &p.src("srv/samba/share/stripped.txt"));
+    assert!(getfacl(&p.src("srv/samba/share/inherits.txt")).contains("user:1234:"));
+    mirror(&p, "files under a default ACL");
+    assert!(!getfacl(&dst("srv/samba/share/stripped.txt")).contains("user:1234"));
+
     // An attribute changed alone: only the entry travels.
     setfattr(&doc, "user.DOSATTRIB", "A21");
     let v = mirror(&p, "attribute changed");
