@@ -178,7 +178,8 @@ fn verify_finds_an_attribute_changed_on_the_replica_and_repair_mends_it() {
 #[test]
 fn a_namespace_turned_off_is_neither_mirrored_nor_compared() {
     let mut p = Pair::new();
-    // The set's override is its owner's (serv1); the node key is each node's.
+    // A set's settings are its owner's (serv1.conf); serv2's own key is for
+    // serv2's sets and changes nothing here.
     p.cfg
         .append("serv1.conf", "xattrs = user\nFsmbd.xattrs = system.posix_acl\n");
     p.cfg.append("serv2.conf", "xattrs = user\n");
