@@ -20,6 +20,16 @@ pub const PROTOCOL_VERSION: u32 = 2;
 /// several versions offers one id per version, newest first.
 pub const ALPN: &[u8] = b"hamirror/2";
 
+/// Every protocol version this crate speaks with its ALPN id, newest first
+/// (the order a node offers them in). Version 1 lacks extended attributes
+/// (`Entry::xattrs`, `FileHead::xattrs`, `Applied::warnings`).
+pub const VERSIONS: &[(u32, &[u8])] = &[(2, b"hamirror/2"), (1, b"hamirror/1")];
+
+/// The protocol version an ALPN id stands for, if this crate speaks it.
+pub fn version_of_alpn(id: &[u8]) -> Option<u32> {
+    VERSIONS.iter().find(|(_, a)| *a == id).map(|(v, _)| *v)
+}
+
 /// Largest value of the length prefix (type byte + payload): a full
 /// [`crate::entry::MAX_CHUNK`] of chunk data plus room for its header.
 pub const MAX_FRAME: u32 = (16 << 20) + (64 << 10);

@@ -106,7 +106,7 @@ pub struct Applied {
 }
 
 impl Applied {
-    pub(crate) fn encode(&self, w: &mut Writer) {
+    pub(crate) fn encode(&self, w: &mut Writer, v1: bool) {
         w.varint(self.generation)
             .bool(self.complete)
             .varint(self.files)
@@ -115,10 +115,12 @@ impl Applied {
             .varint(self.chunks_reused)
             .varint(self.deleted);
         self.failures.encode(w);
-        self.warnings.encode(w);
+        if !v1 {
+            self.warnings.encode(w);
+        }
     }
 
-    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Applied, DecodeError> {
+    pub(crate) fn decode(r: &mut Reader<'_>, v1: bool) -> Result<Applied, DecodeError> {
         let a = Applied {
             generation: r.varint("generation")?,
             complete: r.bool("complete")?,
@@ -128,7 +130,7 @@ impl Applied {
             chunks_reused: r.varint("chunks reused")?,
             deleted: r.varint("paths deleted")?,
             failures: Failures::decode(r)?,
-            warnings: Failures::decode(r)?,
+            warnings: if v1 { Failures::default() } else { Failures::decode(r)? },
         };
         if a.complete && !a.failures.is_empty() {
             return Err(DecodeError::Invalid {

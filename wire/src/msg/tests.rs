@@ -895,3 +895,37 @@ fn frozen_resync_samples() {
         assert_eq!(round_trip(&m), m);
     }
 }
+
+/// Version 1 encodings, for a version-1 peer: the frozen samples of
+/// version 1 (attributes and warnings dropped), and they decode back.
+#[test]
+fn version_1_encodings_are_the_frozen_version_1_samples() {
+    let applied = samples()
+        .into_iter()
+        .find(|(m, _)| matches!(m, Message::Applied(_)))
+        .unwrap()
+        .0;
+    for (m, v1) in [
+        (
+            Message::Entries(vec![small_file()]),
+            "100103612f6200a4030102030379ffd0b6ce7fbe5529efceca6fb77e94556e239db8872c3bd7f80aee742cbf5201\
+             abababababababababababababababababababababababababababababababab03",
+        ),
+        (
+            Message::FileHead(FileHead::of(&small_file())),
+            "1103612f62a4030102030379ffd0b6ce7fbe5529efceca6fb77e94556e239db8872c3bd7f80aee742cbf5201",
+        ),
+        (applied, "4005000380200209010201017808026e6f"),
+    ] {
+        let ty = m.msg_type() as u8;
+        let payload = m.payload_for(1);
+        assert_eq!(format!("{ty:02x}{}", hex(&payload)), v1, "{m:?}");
+        let back = Message::decode_for(1, ty, &payload).unwrap();
+        assert_ne!(back, m, "version 1 drops the attributes");
+        assert!(Message::decode_for(2, ty, &payload).is_err());
+        assert_eq!(back.payload_for(1), payload);
+    }
+    assert_eq!(crate::version_of_alpn(b"hamirror/1"), Some(1));
+    assert_eq!(crate::version_of_alpn(crate::ALPN), Some(crate::PROTOCOL_VERSION));
+    assert_eq!(crate::version_of_alpn(b"hamirror/9"), None);
+}
