@@ -447,3 +447,45 @@ fn a_no_change_pass_reads_no_attribute() {
     assert!(!calls.is_empty() && calls.len() < 10, "{calls:?}");
     p.assert_mirrored(ROOTS);
 }
+
+/// A peer that speaks only protocol version 1 (`HAMIRROR_PROTOCOL=1`
+/// stands in for the previous release: it offers only `hamirror/1` and
+/// encodes as version 1 did): the sync works, without attributes, with
+/// one warning; verify compares everything else.
+#[test]
+fn a_version_1_peer_gets_everything_but_the_attributes_with_a_warning() {
+    let mut p = Pair::new();
+    samba(&p);
+    setfattr(&p.src("srv/samba/share/doc.txt"), "user.DOSATTRIB", "A20");
+    p.start_serve_env(&[("HAMIRROR_PROTOCOL", "1")]);
+    settle();
+    let (v, code, err) = p.sync("Fsmbd", &[]);
+    assert_eq!(code, 0, "{err}\n{v}\nserve log:\n{}", p.serve_log());
+    assert!(err.contains("serv2 speaks protocol version 1"), "{err}");
+    assert_eq!(
+        err.matches("speaks protocol version 1").count(),
+        1,
+        "one warning: {err}"
+    );
+    assert!(
+        p.serve_log().contains("serv1 speaks protocol version 1"),
+        "{}",
+        p.serve_log()
+    );
+    for r in ROOTS {
+        common::pair::assert_trees_equal(&p.src(r), &p.dst(r));
+    }
+    assert_eq!(xattr(&p.dst("srv/samba/share/doc.txt"), "user.DOSATTRIB"), None);
+    // An attribute kept on the replica is left alone by a retouch.
+    setfattr(&p.dst("srv/samba/share/plain.txt"), "user.replica", "1");
+    run("chmod", &["600"], &p.src("srv/samba/share/plain.txt"));
+    settle();
+    let (v, code, err) = p.sync("Fsmbd", &[]);
+    assert_eq!(code, 0, "{err}\n{v}");
+    assert_eq!(
+        xattr(&p.dst("srv/samba/share/plain.txt"), "user.replica").unwrap(),
+        b"1"
+    );
+    let out = p.run("serv1", &["verify", "Fsmbd"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+}

@@ -354,7 +354,8 @@ fn a_file_replaced_by_a_fifo_before_reading_is_refused_without_blocking() {
 fn attributes_are_read_with_the_file_and_a_namespace_change_reads_every_file_again() {
     let mut f = Fixture::new();
     f.write("data/a", b"a");
-    let set = |name: &str, value: &[u8]| rustix::fs::setxattr(f.p("data/a"), name, value, rustix::fs::XattrFlags::empty());
+    let set =
+        |name: &str, value: &[u8]| rustix::fs::setxattr(f.p("data/a"), name, value, rustix::fs::XattrFlags::empty());
     set("user.b", b"2").unwrap();
     set("user.a", b"1").unwrap();
     rustix::fs::setxattr(f.p("data"), "user.dir", b"d", rustix::fs::XattrFlags::empty()).unwrap();
@@ -362,7 +363,10 @@ fn attributes_are_read_with_the_file_and_a_namespace_change_reads_every_file_aga
     let names = |e: Entry| e.xattrs.into_iter().map(|x| (x.name, x.value)).collect::<Vec<_>>();
     let want = vec![(b"user.a".to_vec(), b"1".to_vec()), (b"user.b".to_vec(), b"2".to_vec())];
     assert_eq!(names(f.entry("data/a").unwrap()), want, "ascending by name");
-    assert_eq!(names(f.entry("data").unwrap()), vec![(b"user.dir".to_vec(), b"d".to_vec())]);
+    assert_eq!(
+        names(f.entry("data").unwrap()),
+        vec![(b"user.dir".to_vec(), b"d".to_vec())]
+    );
     // Nothing changed: nothing read.
     assert_eq!(counts(&f.scan()), (0, 0, 0, 0));
 

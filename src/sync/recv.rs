@@ -271,6 +271,15 @@ fn prepare(
             })
         })
         .collect();
+    if t.set.xattrs.is_none() {
+        // No attribute is mirrored (or the sender cannot send them): the
+        // replica keeps its own, and so does its index.
+        for e in &mut offered {
+            if let Some(cur) = entries.get(&e.path).filter(|c| c.kind == e.kind) {
+                e.xattrs.clone_from(&cur.xattrs);
+            }
+        }
+    }
     let view = View { entries, chunks };
     let plan = plan::plan(&offered, &deletes, &view, &HashMap::new());
     // Before the applier makes a single temp file: an offer that cannot fit
@@ -505,6 +514,11 @@ pub(crate) async fn receive_half(
                 "a delta offer from a base this node did not acknowledge",
             ));
         }
+    }
+    let mut t = t;
+    if ctl.version < 2 {
+        // A version-1 sender sends no attributes: those on the replica stay.
+        t.set.xattrs = crate::config::XattrNamespaces::NONE;
     }
     let t = Arc::new(t);
     let n_offered = offered.len() as u64;

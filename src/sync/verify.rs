@@ -249,10 +249,14 @@ pub async fn verify(
             tokio::task::spawn_blocking(move || read_manifest(&node, &set))
         };
         let (theirs, end) = receive_manifest(&mut ctl).await?;
-        let (mine, unreadable) = match mine.await {
+        let (mut mine, unreadable) = match mine.await {
             Ok(r) => r?,
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         };
+        if ctl.version < 2 {
+            // A version-1 peer sends no attributes: they cannot be compared.
+            mine.iter_mut().for_each(|e| e.xattrs.clear());
+        }
         ctl.send(&Message::Goodbye(Goodbye {
             reason: "verified".into(),
         }))
