@@ -173,11 +173,13 @@ pub fn read(on: On<'_>, ns: &XattrNamespaces) -> Result<Vec<Xattr>, String> {
 /// access ACL rewrites the group bits, and a chmod after it would rewrite
 /// the ACL's mask.
 pub fn apply(on: On<'_>, want: &[Xattr], ns: &XattrNamespaces) -> Vec<String> {
-    let root = is_root();
-    let want: Vec<&Xattr> = want.iter().filter(|a| ns.matches(&a.name, root)).collect();
     if ns.is_none() {
         return vec![];
     }
+    let root = is_root();
+    // A configured `trusted.*` attribute is tried even when not root: its
+    // refusal is a warning, not a silent drop.
+    let want: Vec<&Xattr> = want.iter().filter(|a| ns.matches(&a.name, true)).collect();
     let mut warnings = Vec::new();
     let show = |n: &[u8]| String::from_utf8_lossy(n).into_owned();
     let have = match names(on, ns, root) {
@@ -222,4 +224,58 @@ fn refused(e: Errno) -> String {
         _ => "refused",
     };
     format!("{what} ({})", io::Error::from(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn x(name: &str, value: &str) -> Xattr {
+        Xattr {
+            name: name.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn apply_makes_the_namespaces_exact_and_leaves_the_others_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"x").unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        let on = On::Fd(std::os::fd::AsFd::as_fd(&f));
+        let user = XattrNamespaces::parse("user").unwrap();
+        rustix::fs::fsetxattr(&f, "user.stale", b"1", XattrFlags::empty()).unwrap();
+        rustix::fs::fsetxattr(&f, "user.same", b"s", XattrFlags::empty()).unwrap();
+        // Outside the namespaces: untouched (trusted.* needs root to set).
+        let other = is_root() && rustix::fs::fsetxattr(&f, "trusted.keep", b"k", XattrFlags::empty()).is_ok();
+        let want = [x("user.a", "1"), x("user.same", "s"), x("user.z", "")];
+        assert!(apply(on, &want, &user).is_empty());
+        assert_eq!(read(on, &user).unwrap(), want.to_vec(), "ascending, exact");
+        if other {
+            let all = XattrNamespaces::parse("user trusted").unwrap();
+            assert!(read(on, &all).unwrap().contains(&x("trusted.keep", "k")));
+        }
+        assert!(apply(on, &[], &XattrNamespaces::NONE).is_empty());
+        assert_eq!(read(on, &user).unwrap().len(), 3, "`none` touches nothing");
+        assert!(read(on, &XattrNamespaces::NONE).unwrap().is_empty());
+    }
+
+    #[test]
+    fn too_many_attributes_are_a_scan_error_naming_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"x").unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        for i in 0..=hamirror_wire::entry::MAX_XATTRS {
+            if rustix::fs::fsetxattr(&f, format!("user.{i:03}"), b"", XattrFlags::empty()).is_err() {
+                return; // the filesystem holds fewer: nothing to test here
+            }
+        }
+        let e = read(On::Fd(std::os::fd::AsFd::as_fd(&f)), &XattrNamespaces::default()).unwrap_err();
+        assert!(
+            e.contains("too many extended attributes") && e.contains("at most 128"),
+            "{e}"
+        );
+    }
 }
