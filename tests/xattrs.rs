@@ -489,3 +489,39 @@ fn a_version_1_peer_gets_everything_but_the_attributes_with_a_warning() {
     let out = p.run("serv1", &["verify", "Fsmbd"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// The other way round: a version-1 sender (serv1 with
+/// `HAMIRROR_PROTOCOL=1`) pushing to a version-2 receiver sends no
+/// attributes, and the receiver does not take that for "none": the
+/// replica's own attributes stay.
+#[test]
+fn a_version_1_sender_does_not_strip_the_replicas_attributes() {
+    let mut p = Pair::new();
+    samba(&p);
+    p.start_serve();
+    mirror(&p, "initial");
+    setfattr(&p.dst("srv/samba/share/plain.txt"), "user.replica", "1");
+    run("chmod", &["600"], &p.src("srv/samba/share/plain.txt"));
+    write(&p.src("srv/samba/share/new.txt"), b"new");
+    settle();
+    let out = p
+        .cmd("serv1", &["sync", "Fsmbd", "--json"])
+        .env("HAMIRROR_PROTOCOL", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}\n{}", p.serve_log());
+    assert!(
+        p.serve_log().contains("serv1 speaks protocol version 1"),
+        "{}",
+        p.serve_log()
+    );
+    assert_eq!(fs::read(p.dst("srv/samba/share/new.txt")).unwrap(), b"new");
+    assert_eq!(
+        xattr(&p.dst("srv/samba/share/plain.txt"), "user.replica").unwrap(),
+        b"1"
+    );
+    for r in ROOTS {
+        common::pair::assert_trees_equal(&p.src(r), &p.dst(r));
+    }
+}
