@@ -121,12 +121,23 @@ impl Dest {
             Mode::empty(),
         )?;
         let st = rustix::fs::fstat(&fd)?;
-        if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+        let kind = st.st_mode & libc::S_IFMT;
+        if kind != libc::S_IFREG && kind != libc::S_IFDIR {
             return Err(io::Error::from_raw_os_error(libc::ELOOP));
         }
         // The magic link names the inode opened above, whatever the name is now.
         let link = crate::xattr::proc_path(fd.as_fd());
-        Ok(crate::xattr::apply(crate::xattr::On::Path(&link), want, &self.xattrs))
+        if link.exists() {
+            return Ok(crate::xattr::apply(crate::xattr::On::Path(&link), want, &self.xattrs));
+        }
+        // No /proc: open it for real (not following) and check it is the same inode.
+        let rd = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let f = rustix::fs::openat(&dir, name, rd, Mode::empty())?;
+        let again = rustix::fs::fstat(&f)?;
+        if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino) {
+            return Err(io::Error::from_raw_os_error(libc::ELOOP));
+        }
+        Ok(crate::xattr::apply(crate::xattr::On::Fd(f.as_fd()), want, &self.xattrs))
     }
 
     /// The local path of a set path, for messages (never for access).

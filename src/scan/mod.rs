@@ -433,24 +433,32 @@ fn classify(
 }
 
 /// The attributes of the directory at `local`, not following a symlink
-/// put in its place since the walk (that change is the next scan's).
+/// put in its place since the walk (that change is the next scan's). A
+/// directory this process may not read is reached through the
+/// `/proc/self/fd` link of an `O_PATH` descriptor.
 fn dir_xattrs(local: &Path, ns: &XattrNamespaces) -> Result<Vec<hamirror_wire::Xattr>, String> {
+    use rustix::fs::{Mode, OFlags};
+    use rustix::io::Errno;
     if ns.is_none() {
         return Ok(vec![]);
     }
-    use rustix::fs::{Mode, OFlags};
-    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let fd = match rustix::fs::open(local, flags, Mode::empty()) {
-        Ok(fd) => fd,
-        Err(rustix::io::Errno::NOENT) => return Ok(vec![]),
-        Err(e) => return Err(format!("cannot open directory to read its extended attributes: {e}")),
-    };
-    let st = rustix::fs::fstat(&fd).map_err(|e| e.to_string())?;
-    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
-        return Ok(vec![]);
+    let nofollow = OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let cannot = |e: Errno| format!("cannot open directory to read its extended attributes: {e}");
+    match rustix::fs::open(local, OFlags::RDONLY | OFlags::DIRECTORY | nofollow, Mode::empty()) {
+        Ok(fd) => crate::xattr::read(crate::xattr::On::Fd(std::os::fd::AsFd::as_fd(&fd)), ns),
+        // Gone, or no longer a directory: the next scan sees what it is now.
+        Err(Errno::NOENT | Errno::LOOP | Errno::NOTDIR) => Ok(vec![]),
+        Err(Errno::ACCESS) => {
+            let fd = rustix::fs::open(local, OFlags::PATH | nofollow, Mode::empty()).map_err(cannot)?;
+            let st = rustix::fs::fstat(&fd).map_err(cannot)?;
+            if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+                return Ok(vec![]);
+            }
+            let link = crate::xattr::proc_path(std::os::fd::AsFd::as_fd(&fd));
+            crate::xattr::read(crate::xattr::On::Path(&link), ns)
+        }
+        Err(e) => Err(cannot(e)),
     }
-    let link = crate::xattr::proc_path(std::os::fd::AsFd::as_fd(&fd));
-    crate::xattr::read(crate::xattr::On::Path(&link), ns)
 }
 
 /// What [`Index::xattr_namespaces`] records for `set`: its namespaces,
