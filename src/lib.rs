@@ -27,3 +27,4 @@ pub mod sdnotify;
 pub mod sync;
 pub mod transport;
 pub mod watch;
+pub mod xattr;

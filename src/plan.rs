@@ -115,7 +115,7 @@ impl Plan {
 }
 
 fn same_meta(a: &Entry, b: &Entry) -> bool {
-    a.mode == b.mode && a.uid == b.uid && a.gid == b.gid && a.mtime_ns == b.mtime_ns
+    a.mode == b.mode && a.uid == b.uid && a.gid == b.gid && a.mtime_ns == b.mtime_ns && a.xattrs == b.xattrs
 }
 
 /// Builds the plan for `offered` entries and `deleted` paths.
@@ -476,6 +476,7 @@ mod tests {
             file_hash: file_hash(&chunks),
             chunks,
             target: vec![],
+            xattrs: vec![],
         }
     }
 

@@ -60,6 +60,7 @@ fn file(path: &[u8], data: &[u8]) -> Entry {
         file_hash: file_hash(&chunks),
         chunks,
         target: vec![],
+        xattrs: vec![],
     }
 }
 
@@ -388,6 +389,7 @@ fn an_offer_over_the_receivers_memory_budget_is_refused_while_it_arrives() {
             size: 1 << 24,
             file_hash: [0; 32],
             chunks: 1 << 24,
+            xattrs: vec![],
         };
         send(&mut tx, &Message::FileHead(head)).await.unwrap();
         refused_with(

@@ -41,6 +41,7 @@ fn file(path: String, round: u64, i: u64) -> Upsert {
             file_hash: file_hash(&chunks),
             chunks,
             target: vec![],
+            xattrs: vec![],
         },
         stat: Some(Fingerprint {
             dev: 1,

@@ -4,8 +4,9 @@
 //! the holder is killed and the peer takes its group over, the old
 //! holder's pushes are refused (it is not the holder any more), the new
 //! holder mirrors back to the old one when it returns (resync), and after
-//! an operator takeover the direction flips again. Every phase ends with a
-//! full tree comparison and the rsync oracle.
+//! an operator takeover the direction flips again. Extended attributes
+//! and ACLs travel with the files each way. Every phase ends with a full
+//! tree comparison and the rsync oracle.
 
 mod common;
 
@@ -15,6 +16,16 @@ use std::time::{Duration, Instant};
 
 use common::daemons::Cluster;
 use common::write;
+
+/// Runs `setfattr` or `setfacl` (packages attr, acl) on `path`.
+fn attr_tool(cmd: &str, args: &[&str], path: &Path) {
+    let out = std::process::Command::new(cmd)
+        .args(args)
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd} is needed (apt-get install attr acl): {e}"));
+    assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+}
 
 #[test]
 fn the_holder_mirrors_the_old_holder_is_refused_after_a_takeover_and_gets_the_changes_back() {
@@ -30,6 +41,12 @@ fn the_holder_mirrors_the_old_holder_is_refused_after_a_takeover_and_gets_the_ch
     write(&c.p.src("etc/samba/smb.conf"), b"[global]\n");
     write(&c.p.src("etc/samba/lmhosts"), b"127.0.0.1 localhost\n");
     write(&c.p.dst("var/www/index.html"), b"<h1>serv2</h1>\n");
+    attr_tool(
+        "setfattr",
+        &["-n", "user.DOSATTRIB", "-v", "A20"],
+        &c.p.src("srv/samba/share/a.txt"),
+    );
+    attr_tool("setfacl", &["-d", "-m", "u:1234:rwx"], &c.p.src("srv/samba/share"));
     c.converge("both holders' first writes", Duration::from_secs(20));
 
     // status shows each set of the held group in step, over the crossover.
@@ -78,6 +95,12 @@ fn the_holder_mirrors_the_old_holder_is_refused_after_a_takeover_and_gets_the_ch
     );
     write(&c.p.dst("srv/samba/share/a.txt"), b"changed on serv2\n");
     fs::remove_file(c.p.dst("etc/samba/lmhosts")).unwrap();
+    attr_tool(
+        "setfattr",
+        &["-n", "user.DOSATTRIB", "-v", "A21"],
+        &c.p.dst("srv/samba/share/b.txt"),
+    );
+    attr_tool("setfacl", &["-m", "u:1234:rw"], &c.p.dst("srv/samba/share/a.txt"));
 
     // The old holder, stale, tries to push its copy: refused.
     let out = c.p.run("serv1", &["sync", "Fsmbd"]);

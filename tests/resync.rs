@@ -475,6 +475,7 @@ mod wire_checks {
             file_hash: file_hash(&chunks),
             chunks,
             target: vec![],
+            xattrs: vec![],
         }
     }
 

@@ -39,6 +39,9 @@ struct Root {
 pub struct Dest {
     base: PathBuf,
     roots: Vec<Root>,
+    /// The extended-attribute namespaces this set mirrors: those the
+    /// receiver sets and removes (others on the replica are left alone).
+    pub xattrs: crate::config::XattrNamespaces,
 }
 
 /// What [`Dest::open_file`] opens a file for.
@@ -91,7 +94,50 @@ impl Dest {
         Dest {
             base: base.to_path_buf(),
             roots,
+            xattrs: set.xattrs,
         }
+    }
+
+    /// Makes the attributes of the file or directory at `path` (not a
+    /// symlink: refused, never followed) exactly `want`, within the set's
+    /// namespaces, after its mode was set. A directory root is reached by
+    /// its path. Returns the attributes the filesystem refused.
+    ///
+    /// # Errors
+    /// `path` cannot be reached, or is a symlink.
+    pub fn set_xattrs(&self, path: &[u8], want: &[hamirror_wire::Xattr]) -> io::Result<Vec<String>> {
+        if self.xattrs.is_none() {
+            return Ok(vec![]);
+        }
+        if self.is_dir_root(path) {
+            let local = self.local(path);
+            return Ok(crate::xattr::apply(crate::xattr::On::Path(&local), want, &self.xattrs));
+        }
+        let (dir, name) = self.parent(path)?;
+        let fd = rustix::fs::openat(
+            &dir,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let st = rustix::fs::fstat(&fd)?;
+        let kind = st.st_mode & libc::S_IFMT;
+        if kind != libc::S_IFREG && kind != libc::S_IFDIR {
+            return Err(io::Error::from_raw_os_error(libc::ELOOP));
+        }
+        // The magic link names the inode opened above, whatever the name is now.
+        let link = crate::xattr::proc_path(fd.as_fd());
+        if link.exists() {
+            return Ok(crate::xattr::apply(crate::xattr::On::Path(&link), want, &self.xattrs));
+        }
+        // No /proc: open it for real (not following) and check it is the same inode.
+        let rd = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let f = rustix::fs::openat(&dir, name, rd, Mode::empty())?;
+        let again = rustix::fs::fstat(&f)?;
+        if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino) {
+            return Err(io::Error::from_raw_os_error(libc::ELOOP));
+        }
+        Ok(crate::xattr::apply(crate::xattr::On::Fd(f.as_fd()), want, &self.xattrs))
     }
 
     /// The local path of a set path, for messages (never for access).

@@ -136,6 +136,10 @@ pub struct ApplyReport {
     pub applied_stat: Vec<Option<rustix::fs::Stat>>,
     pub deleted: Vec<Vec<u8>>,
     pub failures: Vec<Failure>,
+    /// Paths applied without some of their extended attributes (the
+    /// replica's filesystem refused them): one per attribute, the reason
+    /// naming it.
+    pub warnings: Vec<Failure>,
     /// Bytes written into files from received chunks.
     pub received_bytes: u64,
     /// Bytes copied from chunks the replica already held.
@@ -804,13 +808,25 @@ impl Applier {
         self.fds.open.clear();
         let files = std::mem::take(&mut self.files);
         for b in &files {
-            if b.failed.is_none()
-                && let Err(e) = self
-                    .dest
-                    .open_file(&b.temp, Open::Write)
-                    .and_then(|f| meta::set_on_file(&f, &b.entry))
-            {
-                self.fail(&b.entry.path, ApplyError::on(&b.temp, e));
+            if b.failed.is_some() {
+                continue;
+            }
+            // Attributes on the temp file, so the file appears complete;
+            // after the mode (a chmod would rewrite an ACL's mask).
+            let set = self.dest.open_file(&b.temp, Open::Write).and_then(|f| {
+                meta::set_on_file(&f, &b.entry)?;
+                if self.dest.xattrs.is_none() {
+                    return Ok(vec![]);
+                }
+                Ok(crate::xattr::apply(
+                    crate::xattr::On::Fd(f.as_fd()),
+                    &b.entry.xattrs,
+                    &self.dest.xattrs,
+                ))
+            });
+            match set {
+                Ok(w) => self.warn(&b.entry.path, w),
+                Err(e) => self.fail(&b.entry.path, ApplyError::on(&b.temp, e)),
             }
         }
         self.dest.syncfs().map_err(|e| ApplyError::on(b"", e))?;
@@ -846,6 +862,7 @@ impl Applier {
         }
         for e in &plan.retouch {
             let res = self.retouch(e).map_err(|err| ApplyError::on(&e.path, err));
+            let res = res.map(|w| self.warn(&e.path, w));
             self.outcome(e, res);
         }
         for d in &plan.deletes {
@@ -865,6 +882,8 @@ impl Applier {
             }
             let res = self
                 .set_dir(&d.path, meta::DirMeta::All(d))
+                .and_then(|()| self.dest.set_xattrs(&d.path, &d.xattrs))
+                .map(|w| self.warn(&d.path, w))
                 .map_err(|e| ApplyError::on(&d.path, e));
             set_dirs.insert(d.path.clone());
             self.outcome(d, res);
@@ -908,14 +927,28 @@ impl Applier {
         meta::set_dir_at(dir.as_fd(), name, m)
     }
 
-    /// Owner, mode and mtime of a file whose content is already right.
-    fn retouch(&self, e: &Entry) -> io::Result<()> {
+    /// Owner, mode, mtime and attributes of a file whose content is
+    /// already right. Returns the attributes the replica refused.
+    fn retouch(&self, e: &Entry) -> io::Result<Vec<String>> {
         let (dir, name) = self.dest.parent(&e.path)?;
         let st = rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Err(io::Error::other("not a regular file on the replica"));
         }
-        meta::set_at(dir.as_fd(), name, e, false)
+        meta::set_at(dir.as_fd(), name, e, false)?;
+        self.dest.set_xattrs(&e.path, &e.xattrs)
+    }
+
+    /// Records the attributes the replica refused on `path`: warnings, not
+    /// failures (the rest of the entry is in place).
+    fn warn(&mut self, path: &[u8], warnings: Vec<String>) {
+        for w in warnings {
+            tracing::warn!("{}: extended attribute {w}", String::from_utf8_lossy(path));
+            self.report.warnings.push(Failure {
+                path: path.to_vec(),
+                reason: format!("extended attribute {w}"),
+            });
+        }
     }
 
     fn link(&mut self, e: &Entry) -> Result<(), ApplyError> {

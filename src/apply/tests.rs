@@ -38,6 +38,7 @@ fn file(path: &str, data: &[&[u8]], mtime_ns: i64) -> Entry {
         file_hash: file_hash(&chunks),
         chunks,
         target: vec![],
+        xattrs: vec![],
     }
 }
 

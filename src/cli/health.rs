@@ -138,11 +138,19 @@ pub fn judge(r: &StatusReport, max_lag_ms: u64) -> Health {
             // Running here, it lost its fallback; running nowhere is
             // CRITICAL below anyway.
             add(
-                if g.holder.is_some() { State::Warning } else { State::Critical },
+                if g.holder.is_some() {
+                    State::Warning
+                } else {
+                    State::Critical
+                },
                 format!("group {}: {} reports it failed there", g.group, r.peer),
             );
         }
-        if let Some(h) = g.health.as_ref().filter(|h| !matches!(h.state.as_str(), "ok" | "pending")) {
+        if let Some(h) = g
+            .health
+            .as_ref()
+            .filter(|h| !matches!(h.state.as_str(), "ok" | "pending"))
+        {
             add(
                 State::Warning,
                 format!(

@@ -212,6 +212,9 @@ pub fn run(global: &Global, args: &ResyncArgs) -> anyhow::Result<i32> {
     }
     let mut partial = false;
     for r in &reports {
+        for (p, why) in &r.receive.warned {
+            eprintln!("warning: /{}: {why}", crate::scan::show_path(p));
+        }
         for (p, why) in &r.receive.failed {
             eprintln!("error: /{}: {why}", crate::scan::show_path(p));
         }

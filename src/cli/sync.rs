@@ -110,6 +110,15 @@ pub fn run(global: &Global, args: &SyncArgs) -> anyhow::Result<i32> {
             summary(&report, &peer.name, stats.udp_bytes_sent + stats.udp_bytes_received)
         );
     }
+    for (p, why) in &report.warnings {
+        eprintln!("warning: /{p}: {why}");
+    }
+    if report.warnings_total > report.warnings.len() as u64 {
+        eprintln!(
+            "… and {} more warnings",
+            report.warnings_total - report.warnings.len() as u64
+        );
+    }
     for (p, why) in &report.failures {
         eprintln!("error: /{p}: {why}");
     }
@@ -167,7 +176,7 @@ fn summary(r: &PushReport, peer: &str, wire: u64) -> String {
                 s,
                 "{} → {peer}: generation {} ({listing}), {} entries offered, {} deleted\n  \
                  {} files applied ({}), {} chunks sent ({} raw, {} framed; {} as deltas), {} chunks reused\n  \
-                 {} on the wire, {:.3} s",
+                 {} on the wire, {:.3} s{}",
                 r.set,
                 r.generation,
                 r.send.entries_offered,
@@ -180,7 +189,11 @@ fn summary(r: &PushReport, peer: &str, wire: u64) -> String {
                 r.send.deltas_sent,
                 r.chunks_reused,
                 bytes(wire),
-                r.elapsed_s
+                r.elapsed_s,
+                match r.warnings_total {
+                    0 => String::new(),
+                    n => format!(", {n} warnings (extended attributes the replica refused)"),
+                }
             );
         }
     }

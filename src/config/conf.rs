@@ -135,6 +135,7 @@ impl Timers {
 pub struct SetOverrides {
     pub chunk: Option<ChunkParams>,
     pub delete_limit: Option<u8>,
+    pub xattrs: Option<super::XattrNamespaces>,
     /// Line of the first override, to report a set that does not exist.
     pub line: usize,
 }
@@ -156,6 +157,8 @@ pub struct NodeConf {
     pub preferred: Option<String>,
     pub chunk: ChunkParams,
     pub delete_limit: u8,
+    /// Extended-attribute namespaces mirrored (`xattrs`).
+    pub xattrs: super::XattrNamespaces,
     pub rescan_interval: Duration,
     /// How long a file must go without writes before `watch` reads it when
     /// it was not closed (a closed file is read at once).
@@ -196,6 +199,7 @@ pub const KEYS: &[&str] = &[
     "preferred",
     "chunk",
     "delete_limit",
+    "xattrs",
     "rescan_interval",
     "quiet_period",
     "hook_timeout",
@@ -245,9 +249,15 @@ pub fn parse(file: &Path, text: &str, node: &str, config_dir: &Path) -> Result<N
                     Ok(p) => o.delete_limit = Some(p),
                     Err(e) => errors.push(err(line, format!("`{key}`: {e}"))),
                 },
+                "xattrs" => match super::XattrNamespaces::parse(value) {
+                    Ok(x) => o.xattrs = Some(x),
+                    Err(e) => errors.push(err(line, format!("`{key}`: {e}"))),
+                },
                 _ => errors.push(err(
                     line,
-                    format!("unknown set option `{opt}` in `{key}`; expected F<name>.chunk or F<name>.delete_limit"),
+                    format!(
+                        "unknown set option `{opt}` in `{key}`; expected F<name>.chunk, F<name>.delete_limit or F<name>.xattrs"
+                    ),
                 )),
             }
             continue;
@@ -339,6 +349,7 @@ pub fn parse(file: &Path, text: &str, node: &str, config_dir: &Path) -> Result<N
     let preferred = get("preferred", &name);
     let chunk_v = get("chunk", &chunk);
     let delete_limit = get("delete_limit", &pct);
+    let xattrs = get("xattrs", &|s: &str| super::XattrNamespaces::parse(s).map(|_| ()));
     let rescan = get("rescan_interval", &dur);
     let quiet = get("quiet_period", &|s: &str| match parse_duration(s) {
         Ok(d) if d <= MAX_QUIET_PERIOD => Ok(()),
@@ -413,6 +424,9 @@ pub fn parse(file: &Path, text: &str, node: &str, config_dir: &Path) -> Result<N
             ChunkParams::parse(&s).expect("validated")
         }),
         delete_limit: delete_limit.map_or(50, |(s, _)| parse_percent(&s).expect("validated")),
+        xattrs: xattrs.map_or_else(super::XattrNamespaces::default, |(s, _)| {
+            super::XattrNamespaces::parse(&s).expect("validated")
+        }),
         rescan_interval: td(rescan, Duration::from_secs(3600)),
         quiet_period: td(quiet, DEFAULT_QUIET_PERIOD),
         hook_timeout: td(hook_timeout, DEFAULT_HOOK_TIMEOUT),
@@ -536,6 +550,20 @@ mod tests {
         assert_eq!(o.chunk.unwrap().avg, 32 << 10);
         assert_eq!(o.delete_limit, Some(10));
         assert!(p("address = ::1\nFsmbd.colour = red\n").is_err());
+    }
+
+    #[test]
+    fn xattrs_have_a_default_a_node_value_and_a_set_override() {
+        use crate::config::XattrNamespaces;
+        assert_eq!(p("address = ::1\n").unwrap().xattrs, XattrNamespaces::default());
+        let c = p("address = ::1\nxattrs = user\nFsmbd.xattrs = none\n").unwrap();
+        assert_eq!(c.xattrs.to_string(), "user");
+        assert!(c.set_overrides["Fsmbd"].xattrs.unwrap().is_none());
+        let errs = p("address = ::1\nxattrs = user bogus\n").unwrap_err();
+        assert!(
+            errs[0].to_string().contains("`xattrs`: unknown namespace \"bogus\""),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct MirrorSet {
     pub delete_limit: u8,
     /// The `- PATTERN` / `+ PATTERN` lines: what under the roots is not mirrored.
     pub excludes: Excludes,
+    /// Extended-attribute namespaces mirrored.
+    pub xattrs: super::XattrNamespaces,
 }
 
 #[cfg(test)]
@@ -56,6 +58,7 @@ impl MirrorSet {
             chunk,
             delete_limit: 50,
             excludes: Excludes::default(),
+            xattrs: super::XattrNamespaces::default(),
         }
     }
 }
@@ -365,6 +368,7 @@ fn load_set(path: &Path, name: &str, conf: &NodeConf, errors: &mut Vec<ConfigErr
         chunk: o.and_then(|o| o.chunk).unwrap_or(conf.chunk),
         delete_limit: o.and_then(|o| o.delete_limit).unwrap_or(conf.delete_limit),
         excludes,
+        xattrs: o.and_then(|o| o.xattrs).unwrap_or(conf.xattrs),
     })
 }
 

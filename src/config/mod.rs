@@ -17,6 +17,7 @@ pub mod exclude;
 mod layout;
 pub mod strict;
 pub mod values;
+pub mod xattrs;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ pub use conf::{MonitorConf, NodeConf, Timers};
 pub use exclude::Excludes;
 pub use layout::{Hook, HookKind, MirrorSet, ReachHost, SetRoot};
 pub use values::ChunkParams;
+pub use xattrs::XattrNamespaces;
 
 /// Default configuration directory.
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/cluster.d";

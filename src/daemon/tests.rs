@@ -25,6 +25,7 @@ fn group(name: &str) -> Group {
             chunk: Default::default(),
             delete_limit: 50,
             excludes: Default::default(),
+            xattrs: Default::default(),
         }],
         start: vec![],
         stop: vec![],

@@ -70,6 +70,7 @@ mod tests {
                 file_hash: [0; 32],
                 chunks: vec![],
                 target: vec![],
+                xattrs: vec![],
             },
             stat: (ino > 0).then_some(Fingerprint {
                 dev: 1,

@@ -66,6 +66,11 @@ const SYNCED: TableDefinition<&str, u64> = TableDefinition::new("synced");
 /// here (`plan::GuardCount` encodes it). Added after format 1 like
 /// [`SYNCED`]: missing reads as "no count yet".
 const GUARD: TableDefinition<&str, &[u8]> = TableDefinition::new("guard");
+/// Per set: the extended-attribute namespaces its entries were read with
+/// (`XattrNamespaces` as text). Added after format 1: missing (an index
+/// from before attributes were mirrored) or different means the stored
+/// entries may lack attributes, and the next full scan reads every file.
+const XATTRS: TableDefinition<&str, &str> = TableDefinition::new("xattrs");
 
 /// Where a node's index of one set stands: its index id and generation.
 /// A receiver stores the sender's position it last applied completely.
@@ -315,12 +320,18 @@ fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
 }
 
 fn decode_entry(path: &[u8], body: &[u8]) -> Result<Entry, IndexError> {
+    let whole = |r: Reader<'_>, e: Entry| r.finish().map(|()| e);
     let mut r = Reader::new(body);
-    let e = Entry::decode_body(&mut r, path.to_vec())
-        .map_err(|e| IndexError::Corrupt(format!("entry {}: {e}", String::from_utf8_lossy(path))))?;
-    r.finish()
-        .map_err(|e| IndexError::Corrupt(format!("entry {}: {e}", String::from_utf8_lossy(path))))?;
-    Ok(e)
+    Entry::decode_body(&mut r, path.to_vec())
+        .and_then(|e| whole(r, e))
+        .or_else(|err| {
+            // A row written before entries carried extended attributes.
+            let mut r = Reader::new(body);
+            Entry::decode_body_v1(&mut r, path.to_vec())
+                .and_then(|e| whole(r, e))
+                .map_err(|_| err)
+        })
+        .map_err(|e| IndexError::Corrupt(format!("entry {}: {e}", String::from_utf8_lossy(path))))
 }
 
 /// See [`Index::attach_watcher`].
@@ -569,6 +580,30 @@ impl Index {
                 t.insert(set, generation)?;
             }
         }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The extended-attribute namespaces `set`'s entries were read with,
+    /// as recorded by [`Index::set_xattr_namespaces`].
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn xattr_namespaces(&self, set: &str) -> Result<Option<String>, IndexError> {
+        let txn = self.db.begin_read()?;
+        match read_table(&txn, XATTRS)? {
+            Some(t) => Ok(t.get(set)?.map(|v| v.value().to_string())),
+            None => Ok(None),
+        }
+    }
+
+    /// Records the namespaces a full scan of `set` read attributes with.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn set_xattr_namespaces(&self, set: &str, namespaces: &str) -> Result<(), IndexError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(XATTRS)?.insert(set, namespaces)?;
         txn.commit()?;
         Ok(())
     }

@@ -19,6 +19,7 @@ fn file(path: &str, chunks: &[(u8, u32)], mtime: i64) -> Entry {
         file_hash: file_hash(&chunks),
         chunks,
         target: vec![],
+        xattrs: vec![],
     }
 }
 
@@ -34,6 +35,7 @@ fn dir(path: &str) -> Entry {
         file_hash: [0; 32],
         chunks: vec![],
         target: vec![],
+        xattrs: vec![],
     }
 }
 
@@ -338,4 +340,21 @@ fn a_changed_file_moves_only_the_locator_rows_that_changed() {
     idx.commit(s, &[up(dir("a"))], &[]).unwrap();
     consistent(&idx, s);
     assert_eq!(at(1), None);
+}
+
+#[test]
+fn an_entry_stored_before_entries_had_attributes_still_reads() {
+    let mut e = dir("a");
+    // A row as an index from before protocol version 2 stored it.
+    let mut w = hamirror_wire::Writer::new();
+    e.encode_body_v1(&mut w);
+    assert_eq!(decode_entry(b"a", &w.buf).unwrap(), e);
+    e.xattrs = vec![hamirror_wire::Xattr {
+        name: b"user.x".to_vec(),
+        value: b"1".to_vec(),
+    }];
+    let mut w = hamirror_wire::Writer::new();
+    e.encode_body(&mut w);
+    assert_eq!(decode_entry(b"a", &w.buf).unwrap(), e);
+    assert!(decode_entry(b"a", &w.buf[..w.buf.len() - 1]).is_err());
 }

@@ -35,7 +35,7 @@ use hamirror_wire::{Entry, EntryKind};
 use thiserror::Error;
 
 use crate::chunk::ChunkError;
-use crate::config::MirrorSet;
+use crate::config::{MirrorSet, XattrNamespaces};
 use crate::index::{Fingerprint, Index, IndexError, Upsert};
 
 pub use read::READ_ATTEMPTS;
@@ -214,6 +214,10 @@ impl Scanner {
     ) -> Result<Scanned, ScanError> {
         let start = Instant::now();
         let previous_generation = index.generation(&set.name)?;
+        // Entries read with other attribute namespaces (or before entries
+        // had attributes) may lack some: every file is read once again.
+        let namespaces = xattr_stamp(set);
+        let reread = index.xattr_namespaces(&set.name)?.as_deref() != Some(namespaces.as_str());
         let walk_started = now_ns();
         // The stored fingerprints are read while the walk runs.
         let (known, walked) = self.pool.install(|| {
@@ -222,14 +226,17 @@ impl Scanner {
                 || walk::walk(&set.roots, &set.excludes, node_root, &self.pool),
             )
         });
-        let known = known?;
+        let mut known = known?;
+        if reread {
+            known.values_mut().for_each(|fp| *fp = None);
+        }
         tracing::debug!(set = %set.name, walk_done = ?start.elapsed(), "scan walk");
         let report = ScanReport {
             set: set.name.clone(),
             previous_generation,
             ..ScanReport::default()
         };
-        self.finish(
+        let scanned = self.finish(
             index,
             set,
             node_root,
@@ -239,7 +246,11 @@ impl Scanner {
             report,
             observer,
             start,
-        )
+        )?;
+        if reread {
+            index.set_xattr_namespaces(&set.name, &namespaces)?;
+        }
+        Ok(scanned)
     }
 
     /// The common back half of a full and a targeted scan: quick check of
@@ -271,13 +282,13 @@ impl Scanner {
             mut upserts,
             jobs,
             links,
-        } = classify(walked.found, &mut known, node_root, trust, &mut report);
+        } = classify(walked.found, &mut known, node_root, &set.xattrs, trust, &mut report);
 
         let classified = start.elapsed();
         let total: u64 = jobs.iter().map(|j| j.size).sum();
         observer.reading(jobs.len() as u64, total);
         let mut failed: BTreeSet<Vec<u8>> = BTreeSet::new();
-        for r in read::read_all(jobs, set.chunk, &self.pool, racy_ns, observer)? {
+        for r in read::read_all(jobs, set.chunk, set.xattrs, &self.pool, racy_ns, observer)? {
             match r {
                 Ok(read) => {
                     report.files_read += 1;
@@ -359,6 +370,7 @@ fn classify(
     found: Vec<walk::Found>,
     known: &mut HashMap<Vec<u8>, Option<Fingerprint>>,
     node_root: &Path,
+    xattrs: &XattrNamespaces,
     trust: impl Fn(Fingerprint) -> Option<Fingerprint>,
     report: &mut ScanReport,
 ) -> Pending {
@@ -375,8 +387,14 @@ fn classify(
             Kind::Dir => {
                 report.dirs += 1;
                 if !hit {
-                    let entry = base_entry(f.path, EntryKind::Dir, &f.stat);
-                    p.upserts.push(Upsert { entry, stat: trust(fp) });
+                    let mut entry = base_entry(f.path, EntryKind::Dir, &f.stat);
+                    match dir_xattrs(&walk::local_path(node_root, &entry.path), xattrs) {
+                        Ok(x) => {
+                            entry.xattrs = x;
+                            p.upserts.push(Upsert { entry, stat: trust(fp) });
+                        }
+                        Err(why) => report.errors.push(problem(&entry.path, &why)),
+                    }
                 }
             }
             Kind::Symlink => {
@@ -422,6 +440,46 @@ fn classify(
         }
     }
     p
+}
+
+/// The attributes of the directory at `local`, not following a symlink
+/// put in its place since the walk (that change is the next scan's). A
+/// directory this process may not read is reached through the
+/// `/proc/self/fd` link of an `O_PATH` descriptor.
+fn dir_xattrs(local: &Path, ns: &XattrNamespaces) -> Result<Vec<hamirror_wire::Xattr>, String> {
+    use rustix::fs::{Mode, OFlags};
+    use rustix::io::Errno;
+    if ns.is_none() {
+        return Ok(vec![]);
+    }
+    let nofollow = OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let cannot = |e: Errno| format!("cannot open directory to read its extended attributes: {e}");
+    match rustix::fs::open(local, OFlags::RDONLY | OFlags::DIRECTORY | nofollow, Mode::empty()) {
+        Ok(fd) => crate::xattr::read(crate::xattr::On::Fd(std::os::fd::AsFd::as_fd(&fd)), ns),
+        // Gone, or no longer a directory: the next scan sees what it is now.
+        Err(Errno::NOENT | Errno::LOOP | Errno::NOTDIR) => Ok(vec![]),
+        Err(Errno::ACCESS) => {
+            let fd = rustix::fs::open(local, OFlags::PATH | nofollow, Mode::empty()).map_err(cannot)?;
+            let st = rustix::fs::fstat(&fd).map_err(cannot)?;
+            if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+                return Ok(vec![]);
+            }
+            let link = crate::xattr::proc_path(std::os::fd::AsFd::as_fd(&fd));
+            crate::xattr::read(crate::xattr::On::Path(&link), ns)
+        }
+        Err(e) => Err(cannot(e)),
+    }
+}
+
+/// What [`Index::xattr_namespaces`] records for `set`: its namespaces,
+/// and whether `trusted.*` could be seen (root).
+fn xattr_stamp(set: &MirrorSet) -> String {
+    let root = crate::xattr::is_root();
+    if set.xattrs.trusted && !root {
+        format!("{} (not root)", set.xattrs)
+    } else {
+        set.xattrs.to_string()
+    }
 }
 
 /// For each multiply linked regular file: its first name in byte order
@@ -474,6 +532,7 @@ pub(crate) fn base_entry(path: Vec<u8>, kind: EntryKind, stat: &Stat) -> Entry {
         file_hash: [0; 32],
         chunks: vec![],
         target: vec![],
+        xattrs: vec![],
     }
 }
 

@@ -1,7 +1,10 @@
 //! Reading changed files: each is opened without following symlinks,
 //! chunked and hashed by a [`Chunker`], and its `fstat` compared before and
 //! after; a file that changed while it was read is read again, a few times,
-//! and then reported as an error — a torn hash is never returned.
+//! and then reported as an error — a torn hash is never returned. Its
+//! extended attributes (the set's namespaces) are read on the same
+//! descriptor between the two `fstat`s: a change to them changes the
+//! ctime, so it too is caught by the comparison.
 //!
 //! Files are spread over a rayon pool, largest first, each worker pulling
 //! the next file from a shared counter: the big files start early and the
@@ -11,6 +14,7 @@
 
 use std::fs::{File, Metadata};
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
@@ -24,7 +28,7 @@ use super::report::Problem;
 use super::walk::Stat;
 use super::{ScanError, ScanObserver, base_entry, now_ns};
 use crate::chunk::Chunker;
-use crate::config::ChunkParams;
+use crate::config::{ChunkParams, XattrNamespaces};
 use crate::index::Fingerprint;
 
 /// How often a file that keeps changing under the reader is tried.
@@ -53,6 +57,7 @@ pub(super) struct Hashed {
 pub(super) fn read_all(
     mut jobs: Vec<Job>,
     params: ChunkParams,
+    xattrs: XattrNamespaces,
     pool: &rayon::ThreadPool,
     racy_ns: i64,
     observer: &dyn ScanObserver,
@@ -74,7 +79,7 @@ pub(super) fn read_all(
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(job) = jobs.get(i) else { break };
-                    let r = read_one(job, &mut chunker, racy_ns, observer).map_err(|reason| Problem {
+                    let r = read_one(job, &mut chunker, &xattrs, racy_ns, observer).map_err(|reason| Problem {
                         path: job.path.clone(),
                         reason,
                     });
@@ -116,7 +121,13 @@ fn describe(e: &io::Error) -> String {
 }
 
 /// Reads one file, retrying while it changes underneath.
-fn read_one(job: &Job, chunker: &mut Chunker, racy_ns: i64, observer: &dyn ScanObserver) -> Result<Hashed, String> {
+fn read_one(
+    job: &Job,
+    chunker: &mut Chunker,
+    xattrs: &XattrNamespaces,
+    racy_ns: i64,
+    observer: &dyn ScanObserver,
+) -> Result<Hashed, String> {
     for attempt in 1..=READ_ATTEMPTS {
         if attempt > 1 {
             // A writer is busy with this file; give it a moment.
@@ -133,6 +144,7 @@ fn read_one(job: &Job, chunker: &mut Chunker, racy_ns: i64, observer: &dyn ScanO
         let chunked = chunker
             .chunk(&file, |n| observer.progress(n))
             .map_err(|e| format!("read error: {e}"))?;
+        let attrs = crate::xattr::read(crate::xattr::On::Fd(file.as_fd()), xattrs)?;
         let after = file.metadata().map_err(|e| describe(&e))?;
         let (fp0, fp1) = (Fingerprint::of(&before), Fingerprint::of(&after));
         if fp0 != fp1 || chunked.size != after.size() {
@@ -143,6 +155,7 @@ fn read_one(job: &Job, chunker: &mut Chunker, racy_ns: i64, observer: &dyn ScanO
         entry.size = chunked.size;
         let chunks = chunked.chunks.len() as u64;
         entry.chunks = chunked.chunks;
+        entry.xattrs = attrs;
         let stat = (!is_racy(&fp1, started, racy_ns)).then_some(fp1);
         return Ok(Hashed { entry, stat, chunks });
     }

@@ -345,7 +345,7 @@ fn a_file_replaced_by_a_fifo_before_reading_is_refused_without_blocking() {
         size: 10,
     };
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-    let out = read::read_all(vec![job], f.set.chunk, &pool, 0, &Quiet).unwrap();
+    let out = read::read_all(vec![job], f.set.chunk, f.set.xattrs, &pool, 0, &Quiet).unwrap();
     let err = out.into_iter().next().unwrap().unwrap_err();
     assert_eq!(err.reason, "no longer a regular file");
 }
@@ -398,4 +398,33 @@ fn excluded_paths_are_not_scanned_and_newly_excluded_ones_are_forgotten_not_dele
     let r = f.scan();
     assert_eq!((r.new, r.changed, r.deleted), (0, 1, 0), "{r:#?}");
     assert!(f.entry("data/b.tmp").is_none() && f.entry("data/cache/z").is_none());
+}
+
+#[test]
+fn attributes_are_read_with_the_file_and_a_namespace_change_reads_every_file_again() {
+    let mut f = Fixture::new();
+    f.write("data/a", b"a");
+    let set =
+        |name: &str, value: &[u8]| rustix::fs::setxattr(f.p("data/a"), name, value, rustix::fs::XattrFlags::empty());
+    set("user.b", b"2").unwrap();
+    set("user.a", b"1").unwrap();
+    rustix::fs::setxattr(f.p("data"), "user.dir", b"d", rustix::fs::XattrFlags::empty()).unwrap();
+    f.scan();
+    let names = |e: Entry| e.xattrs.into_iter().map(|x| (x.name, x.value)).collect::<Vec<_>>();
+    let want = vec![(b"user.a".to_vec(), b"1".to_vec()), (b"user.b".to_vec(), b"2".to_vec())];
+    assert_eq!(names(f.entry("data/a").unwrap()), want, "ascending by name");
+    assert_eq!(
+        names(f.entry("data").unwrap()),
+        vec![(b"user.dir".to_vec(), b"d".to_vec())]
+    );
+    // Nothing changed: nothing read.
+    assert_eq!(counts(&f.scan()), (0, 0, 0, 0));
+
+    // Another namespace setting: every file is read once more, and entries
+    // change where the attributes read differ.
+    f.set.xattrs = crate::config::XattrNamespaces::NONE;
+    let r = f.scan();
+    assert_eq!(r.files_read, 1, "{r:?}");
+    assert!(f.entry("data/a").unwrap().xattrs.is_empty());
+    assert_eq!(counts(&f.scan()), (0, 0, 0, 0));
 }

@@ -20,6 +20,9 @@ pub(crate) struct Control {
     tx: FrameSender,
     rx: mpsc::Receiver<Result<Message, SyncError>>,
     pub(crate) peer: String,
+    /// The protocol version of the connection: messages are encoded and
+    /// decoded as it has them.
+    pub(crate) version: u32,
 }
 
 impl Control {
@@ -27,16 +30,35 @@ impl Control {
     /// on the accepting side).
     pub(crate) fn new(conn: &Connection, tx: FrameSender, rx: FrameReceiver) -> Control {
         let (inbox, messages) = mpsc::channel(INBOX);
-        tokio::spawn(read_loop(conn.clone(), rx, inbox));
+        let version = conn.protocol_version();
+        if version < PROTOCOL_VERSION {
+            warn_old_peer(&conn.peer().name, version);
+        }
+        tokio::spawn(read_loop(conn.clone(), rx, inbox, version));
         Control {
             tx,
             rx: messages,
             peer: conn.peer().name.clone(),
+            version,
         }
     }
 
+    /// Sends `m` as the connection's protocol version has it; a hello and
+    /// its answer carry that version.
     pub(crate) async fn send(&mut self, m: &Message) -> Result<(), SyncError> {
-        let payload = m.payload();
+        let payload = match m {
+            Message::Hello(h) if h.version != self.version => Message::Hello(Hello {
+                version: self.version,
+                ..h.clone()
+            })
+            .payload_for(self.version),
+            Message::HelloOk(h) if h.version != self.version => Message::HelloOk(hamirror_wire::HelloOk {
+                version: self.version,
+                ..h.clone()
+            })
+            .payload_for(self.version),
+            m => m.payload_for(self.version),
+        };
         if let Err(e) = self.tx.send(m.msg_type() as u8, &payload).await {
             return Err(self.refusal_behind(e.into()).await);
         }
@@ -117,13 +139,30 @@ impl Control {
     }
 }
 
-async fn read_loop(conn: Connection, mut rx: FrameReceiver, inbox: mpsc::Sender<Result<Message, SyncError>>) {
+/// Says once per process that a peer of an older protocol version gets no
+/// extended attributes.
+fn warn_old_peer(peer: &str, version: u32) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            "{peer} speaks protocol version {version} (this node {PROTOCOL_VERSION}): extended attributes and ACLs \
+             are not mirrored to or from it (nor compared by verify); upgrade it"
+        );
+    });
+}
+
+async fn read_loop(
+    conn: Connection,
+    mut rx: FrameReceiver,
+    inbox: mpsc::Sender<Result<Message, SyncError>>,
+    version: u32,
+) {
     loop {
         let item = match rx.recv().await {
             Ok(Some((ty, _))) if ty == MsgType::Chunk as u8 => {
                 Err(SyncError::protocol("chunk data on the control stream"))
             }
-            Ok(Some((ty, payload))) => match Message::decode(ty, &payload) {
+            Ok(Some((ty, payload))) => match Message::decode_for(version, ty, &payload) {
                 Ok(m) => Ok(m),
                 Err(e) => {
                     let e = WireError::Decode(e);

@@ -164,6 +164,7 @@ mod tests {
             file_hash: [0; 32],
             chunks: vec![],
             target: vec![],
+            xattrs: vec![],
         }
     }
 

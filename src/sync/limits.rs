@@ -121,14 +121,18 @@ impl OfferTally {
     /// A batch of entries.
     pub fn entries(&mut self, batch: &[Entry]) -> Result<(), SyncError> {
         for e in batch {
-            self.add(1, e.chunks.len() as u64, (e.path.len() + e.target.len()) as u64);
+            self.add(
+                1,
+                e.chunks.len() as u64,
+                (e.path.len() + e.target.len() + xattr_bytes(&e.xattrs)) as u64,
+            );
         }
         self.check()
     }
 
     /// A split file's head, counted with all the references it announces.
     pub fn head(&mut self, h: &FileHead) -> Result<(), SyncError> {
-        self.add(1, h.chunks, h.path.len() as u64);
+        self.add(1, h.chunks, (h.path.len() + xattr_bytes(&h.xattrs)) as u64);
         self.check()
     }
 
@@ -173,6 +177,12 @@ impl OfferTally {
 }
 
 /// A size for a message: `1.5 GiB`, `300 MiB`, `12 KiB`, `100 B`.
+/// What an entry's extended attributes cost held in memory: their bytes
+/// and a vector header for each name and value.
+fn xattr_bytes(x: &[hamirror_wire::Xattr]) -> usize {
+    x.iter().map(|a| a.name.len() + a.value.len() + 48).sum()
+}
+
 pub fn approx(v: u64) -> String {
     for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
         if v >= 1 << shift {
@@ -306,6 +316,7 @@ mod tests {
             file_hash: [0; 32],
             chunks: vec![ChunkRef { hash: [0; 32], len: 1 }; chunks],
             target: vec![],
+            xattrs: vec![],
         }
     }
 
@@ -326,6 +337,19 @@ mod tests {
     }
 
     #[test]
+    fn extended_attributes_count_against_the_budget() {
+        let mut t = OfferTally::new(budget(ENTRY_COST + 1 + 1000));
+        let mut e = entry("a", 0);
+        t.entries(std::slice::from_ref(&e)).unwrap();
+        e.xattrs = vec![hamirror_wire::Xattr {
+            name: b"user.big".to_vec(),
+            value: vec![0; 2000],
+        }];
+        let mut t = OfferTally::new(budget(ENTRY_COST + 1 + 1000));
+        assert!(t.entries(&[e]).is_err());
+    }
+
+    #[test]
     fn a_file_head_is_judged_by_the_references_it_announces() {
         let mut t = OfferTally::new(budget(1 << 20));
         let head = FileHead {
@@ -337,6 +361,7 @@ mod tests {
             size: 1 << 24,
             file_hash: [0; 32],
             chunks: 1 << 24,
+            xattrs: vec![],
         };
         assert_eq!(t.head(&head).unwrap_err().code(), ErrorCode::TooLarge);
         // Deleted paths count too.

@@ -50,6 +50,10 @@ pub struct PushReport {
     /// Files the receiver could not apply: (path, reason).
     pub failures: Vec<(String, String)>,
     pub failures_total: u64,
+    /// Entries applied without some extended attribute the receiver's
+    /// filesystem refused: (path, reason naming the attribute).
+    pub warnings: Vec<(String, String)>,
+    pub warnings_total: u64,
     pub elapsed_s: f64,
 }
 
@@ -128,6 +132,8 @@ pub async fn push(
             deleted: 0,
             failures: vec![],
             failures_total: 0,
+            warnings: vec![],
+            warnings_total: 0,
             elapsed_s: 0.0,
         };
         if ok.acked == Some(position) && !opts.full {
@@ -162,6 +168,13 @@ pub async fn push(
             report.failures_total = a.failures.total;
             report.failures = a
                 .failures
+                .listed
+                .iter()
+                .map(|f| (crate::scan::show_path(&f.path), f.reason.clone()))
+                .collect();
+            report.warnings_total = a.warnings.total;
+            report.warnings = a
+                .warnings
                 .listed
                 .iter()
                 .map(|f| (crate::scan::show_path(&f.path), f.reason.clone()))

@@ -70,11 +70,17 @@ pub struct ReceiveReport {
     pub bytes_received: u64,
     pub chunks_reused: u64,
     pub failures: u64,
+    /// Extended attributes the replica's filesystem refused (the entries
+    /// are applied without them).
+    pub warnings: u64,
     /// The sender's position is now acknowledged.
     pub complete: bool,
     /// Files that could not be applied: (path, reason), the first ones.
     #[serde(skip)]
     pub failed: Vec<(Vec<u8>, String)>,
+    /// The first warnings: (path, reason naming the attribute).
+    #[serde(skip)]
+    pub warned: Vec<(Vec<u8>, String)>,
     /// Dry run: what would be created or changed, and deleted, and the
     /// chunk data that would be needed.
     #[serde(skip)]
@@ -284,6 +290,15 @@ fn prepare(
             })
         })
         .collect();
+    if t.set.xattrs.is_none() {
+        // No attribute is mirrored (or the sender cannot send them): the
+        // replica keeps its own, and so does its index.
+        for e in &mut offered {
+            if let Some(cur) = entries.get(&e.path).filter(|c| c.kind == e.kind) {
+                e.xattrs.clone_from(&cur.xattrs);
+            }
+        }
+    }
     let view = View { entries, chunks };
     let plan = plan::plan(&offered, &deletes, &view, &HashMap::new());
     // Before the applier makes a single temp file: an offer that cannot fit
@@ -468,6 +483,7 @@ async fn answer_dry_run(ctl: &mut Control, t: &Target, p: Prepared) -> Result<Re
         chunks_reused: plan.reused_chunks,
         deleted: plan.deletes.len() as u64,
         failures: Failures::default(),
+        warnings: Failures::default(),
     };
     ctl.send(&Message::Applied(applied)).await?;
     Ok(ReceiveReport {
@@ -517,6 +533,11 @@ pub(crate) async fn receive_half(
                 "a delta offer from a base this node did not acknowledge",
             ));
         }
+    }
+    let mut t = t;
+    if ctl.version < 2 {
+        // A version-1 sender sends no attributes: those on the replica stay.
+        t.set.xattrs = crate::config::XattrNamespaces::NONE;
     }
     let t = Arc::new(t);
     let n_offered = offered.len() as u64;
@@ -635,6 +656,13 @@ pub(crate) async fn receive_half(
         .iter()
         .map(|f| (f.path.clone(), f.reason.clone()))
         .collect();
+    report.warnings = applied_msg.warnings.total;
+    report.warned = applied_msg
+        .warnings
+        .listed
+        .iter()
+        .map(|f| (f.path.clone(), f.reason.clone()))
+        .collect();
     applied_msg.chunks_received = report.chunks_received;
     applied_msg.chunks_reused = reused;
     report.applied = applied_msg.files;
@@ -730,6 +758,10 @@ fn finish(t: &Target, applier: Applier, refused: Vec<(Vec<u8>, String)>) -> Resu
     for f in &r.failures {
         failures.push(Failure::new(f.path.clone(), ErrorCode::Io, f.reason.clone()));
     }
+    let mut warnings = Failures::default();
+    for w in &r.warnings {
+        warnings.push(Failure::new(w.path.clone(), ErrorCode::Unsupported, w.reason.clone()));
+    }
     let applied = Applied {
         generation: t.offered.generation,
         complete,
@@ -739,6 +771,7 @@ fn finish(t: &Target, applier: Applier, refused: Vec<(Vec<u8>, String)>) -> Resu
         chunks_reused: 0,
         deleted: r.deleted.len() as u64,
         failures,
+        warnings,
     };
     Ok((applied, r.failures.len() as u64))
 }

@@ -174,17 +174,18 @@ impl Server {
         // is decoded, so any version can be refused readably.
         let hello = match rx.recv().await {
             Ok(Some((ty, payload))) if ty == MsgType::Hello as u8 => match Hello::peek_version(&payload) {
-                Ok(v) if v != PROTOCOL_VERSION => {
+                Ok(v) if v != conn.protocol_version() => {
                     let reason = format!(
-                        "{} speaks protocol version {PROTOCOL_VERSION}, the peer version {v}",
-                        self.local
+                        "{} speaks protocol version {} on this connection, the peer version {v}",
+                        self.local,
+                        conn.protocol_version()
                     );
                     let m = Message::Error(ErrorMsg::new(ErrorCode::VersionMismatch, reason));
                     let _ = tx.send(m.msg_type() as u8, &m.payload()).await;
                     let _ = tx.finished().await;
                     return;
                 }
-                _ => match Message::decode(ty, &payload) {
+                _ => match Message::decode_for(conn.protocol_version(), ty, &payload) {
                     Ok(Message::Hello(h)) => h,
                     Ok(_) | Err(_) => {
                         conn.close(ErrorCode::BadFrame.number(), "the hello does not decode");

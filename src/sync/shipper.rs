@@ -115,6 +115,9 @@ impl Shipper for QuicShipper {
             };
             match pushed {
                 Ok(r) if r.failures_total == 0 => {
+                    for (p, why) in &r.warnings {
+                        tracing::warn!(set = %set.name, peer = %peer, "/{p}: {why}");
+                    }
                     if r.outcome != "unchanged" {
                         tracing::info!(
                             set = %set.name, peer = %peer, generation = r.generation, listing = r.outcome,

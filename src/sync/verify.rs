@@ -1,9 +1,10 @@
 //! `hamirror verify`: both nodes re-read every file of a set (no quick
 //! check: every byte is chunked and hashed again) and the opener compares
 //! the two manifests entry by entry — content, kind, mode, owner, mtime,
-//! symlink and hard-link targets. The check an admin runs after an
-//! incident; it writes nothing. What the set's exclude rules exclude is
-//! not read on either side, so it is never a difference.
+//! symlink and hard-link targets, extended attributes and ACLs (in the
+//! set's namespaces). The check an admin runs after an incident; it writes
+//! nothing. What the set's exclude rules exclude is not read on either
+//! side, so it is never a difference.
 
 use std::collections::BTreeMap;
 
@@ -130,6 +131,25 @@ fn kind_name(k: EntryKind) -> &'static str {
     }
 }
 
+/// Which extended attributes differ between two entries, by name.
+fn xattr_difference(a: &Entry, b: &Entry, local_name: &str, peer_name: &str) -> String {
+    let theirs: BTreeMap<&[u8], &[u8]> = b.xattrs.iter().map(|x| (&x.name[..], &x.value[..])).collect();
+    let ours: BTreeMap<&[u8], &[u8]> = a.xattrs.iter().map(|x| (&x.name[..], &x.value[..])).collect();
+    let show = |n: &[u8]| String::from_utf8_lossy(n).into_owned();
+    let mut parts = Vec::new();
+    for (n, v) in &ours {
+        match theirs.get(n) {
+            None => parts.push(format!("{} missing on {peer_name}", show(n))),
+            Some(w) if w != v => parts.push(format!("{} differs", show(n))),
+            Some(_) => {}
+        }
+    }
+    for n in theirs.keys().filter(|n| !ours.contains_key(*n)) {
+        parts.push(format!("{} on {peer_name} only (not on {local_name})", show(n)));
+    }
+    format!("extended attributes: {}", parts.join(", "))
+}
+
 /// Every difference between two manifests, in path order.
 pub fn compare(local: &[Entry], peer: &[Entry], local_name: &str, peer_name: &str) -> Vec<Difference> {
     let ours: BTreeMap<&[u8], &Entry> = local.iter().map(|e| (e.path.as_slice(), e)).collect();
@@ -184,6 +204,9 @@ pub fn compare(local: &[Entry], peer: &[Entry], local_name: &str, peer_name: &st
                         "owner {}:{} on {local_name}, {}:{} on {peer_name}",
                         a.uid, a.gid, b.uid, b.gid
                     ));
+                }
+                if a.xattrs != b.xattrs {
+                    diff(xattr_difference(a, b, local_name, peer_name));
                 }
                 if a.mtime_ns != b.mtime_ns {
                     diff(format!(
@@ -254,10 +277,14 @@ pub async fn verify(
         // The peer's walk skipped what its rules exclude; a peer with an
         // older copy of the set file may list more, which is not compared.
         theirs.retain(|e| !set.excluded(&e.path, Some(e.kind == EntryKind::Dir)));
-        let (mine, unreadable) = match mine.await {
+        let (mut mine, unreadable) = match mine.await {
             Ok(r) => r?,
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         };
+        if ctl.version < 2 {
+            // A version-1 peer sends no attributes: they cannot be compared.
+            mine.iter_mut().for_each(|e| e.xattrs.clear());
+        }
         ctl.send(&Message::Goodbye(Goodbye {
             reason: "verified".into(),
         }))

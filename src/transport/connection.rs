@@ -46,6 +46,16 @@ impl Connection {
         &self.peer
     }
 
+    /// The protocol version the handshake settled on (the ALPN id both
+    /// sides offered, newest first: see `wire::VERSIONS`).
+    pub fn protocol_version(&self) -> u32 {
+        self.inner
+            .handshake_data()
+            .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+            .and_then(|d| d.protocol.as_deref().and_then(hamirror_wire::version_of_alpn))
+            .unwrap_or(hamirror_wire::PROTOCOL_VERSION)
+    }
+
     /// Opens the control stream. The peer sees it only once something is
     /// sent on it, so the opener speaks first (the hello).
     pub async fn open_control(&self) -> Result<(FrameSender, FrameReceiver), TransportError> {

@@ -263,7 +263,7 @@ pub fn server_config(identity: &Identity, pin: Arc<PinnedPeer>) -> Result<rustls
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(pin)
         .with_cert_resolver(Arc::new(FixedServerCert(key)));
-    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    cfg.alpn_protocols = alpn_ids();
     cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     cfg.send_tls13_tickets = 0;
     cfg.max_early_data_size = 0;
@@ -279,10 +279,22 @@ pub fn client_config(identity: &Identity, pin: Arc<PinnedPeer>) -> Result<rustls
         .dangerous()
         .with_custom_certificate_verifier(pin)
         .with_client_cert_resolver(Arc::new(FixedClientCert(key)));
-    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    cfg.alpn_protocols = alpn_ids();
     cfg.resumption = rustls::client::Resumption::disabled();
     cfg.enable_early_data = false;
     Ok(cfg)
+}
+
+/// The ALPN ids of every protocol version this node speaks, newest first.
+/// `HAMIRROR_PROTOCOL=1` offers only version 1 (a test stands in for a
+/// node of the previous release with it).
+fn alpn_ids() -> Vec<Vec<u8>> {
+    let only: Option<u32> = std::env::var("HAMIRROR_PROTOCOL").ok().and_then(|v| v.parse().ok());
+    hamirror_wire::VERSIONS
+        .iter()
+        .filter(|(v, _)| only.is_none_or(|o| o == *v))
+        .map(|(_, id)| id.to_vec())
+        .collect()
 }
 
 /// Always presents this node's one certificate.
@@ -376,8 +388,9 @@ mod tests {
         let pin = Arc::new(PinnedPeer::new("serv2", "serv2.conf", None));
         let s = server_config(&id, pin.clone()).unwrap();
         let c = client_config(&id, pin).unwrap();
-        assert_eq!(s.alpn_protocols, vec![ALPN.to_vec()]);
-        assert_eq!(c.alpn_protocols, vec![ALPN.to_vec()]);
+        let ids = vec![ALPN.to_vec(), b"hamirror/1".to_vec()];
+        assert_eq!(s.alpn_protocols, ids, "newest first");
+        assert_eq!(c.alpn_protocols, ids);
         assert_eq!(s.send_tls13_tickets, 0);
     }
 }

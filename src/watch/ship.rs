@@ -319,6 +319,7 @@ mod tests {
             chunk: ChunkParams::default(),
             delete_limit: 50,
             excludes: Default::default(),
+            xattrs: Default::default(),
         }
     }
 

@@ -41,6 +41,7 @@ impl Fixture {
             chunk: ChunkParams::default(),
             delete_limit: 50,
             excludes: Default::default(),
+            xattrs: Default::default(),
         }
     }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::pair::{Pair, rsync_oracle, tree_differences};
+use super::pair::{Pair, rsync_differences, rsync_oracle, tree_differences};
 
 pub const NODES: [&str; 2] = ["serv1", "serv2"];
 /// Every root of both groups' sets, as paths under a node's root.
@@ -172,10 +172,18 @@ impl Cluster {
     pub fn converge(&self, what: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            let diffs: Vec<String> = ROOTS
+            let mut diffs: Vec<String> = ROOTS
                 .iter()
                 .flat_map(|r| tree_differences(&self.p.src(r), &self.p.dst(r)))
                 .collect();
+            if diffs.is_empty() {
+                // Attributes and ACLs, which only rsync compares.
+                diffs = ROOTS
+                    .iter()
+                    .map(|r| rsync_differences(&self.p.src(r), &self.p.dst(r)))
+                    .filter(|d| !d.trim().is_empty())
+                    .collect();
+            }
             if diffs.is_empty() {
                 break;
             }

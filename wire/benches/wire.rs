@@ -31,6 +31,7 @@ fn listing() -> Vec<Entry> {
                 file_hash: file_hash(&chunks),
                 chunks,
                 target: vec![],
+                xattrs: vec![],
             }
         })
         .collect()

@@ -255,6 +255,7 @@ mod tests {
             file_hash: file_hash(&chunks),
             chunks,
             target: vec![],
+            xattrs: vec![],
         }
     }
 

@@ -18,6 +18,78 @@ pub const MAX_CHUNK: u32 = 16 << 20;
 pub const MAX_CHUNKS: u64 = 1 << 24;
 /// Permission bits only (`07777`); the kind is carried separately.
 pub const MODE_MASK: u32 = 0o7777;
+/// Most extended attributes on one entry.
+pub const MAX_XATTRS: u64 = 128;
+/// Longest attribute name, namespace included (Linux `XATTR_NAME_MAX`).
+pub const MAX_XATTR_NAME: usize = 255;
+/// Largest attribute value (Linux `XATTR_SIZE_MAX`).
+pub const MAX_XATTR_VALUE: usize = 64 << 10;
+/// Most bytes of names and values together on one entry.
+pub const MAX_XATTR_BYTES: usize = 256 << 10;
+
+/// One extended attribute (a POSIX ACL is one too:
+/// `system.posix_acl_access` / `system.posix_acl_default`, in the kernel's
+/// binary form).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Xattr {
+    /// The full name with its namespace: `user.DOSATTRIB`.
+    pub name: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
+/// Checks a list of attributes as an entry carries it: at most
+/// [`MAX_XATTRS`], names of 3..=[`MAX_XATTR_NAME`] bytes with a namespace
+/// (`ns.rest`) and no NUL, strictly ascending by name (so two equal sets
+/// compare equal), values of at most [`MAX_XATTR_VALUE`] bytes, at most
+/// [`MAX_XATTR_BYTES`] in all.
+pub fn check_xattrs(x: &[Xattr]) -> Result<(), &'static str> {
+    if x.len() as u64 > MAX_XATTRS {
+        return Err("too many extended attributes");
+    }
+    let mut total = 0usize;
+    for (i, a) in x.iter().enumerate() {
+        let n = &a.name;
+        if n.len() > MAX_XATTR_NAME || n.contains(&0) {
+            return Err("extended attribute name too long or with NUL");
+        }
+        match n.iter().position(|b| *b == b'.') {
+            Some(dot) if dot > 0 && dot + 1 < n.len() => {}
+            _ => return Err("extended attribute name without a namespace"),
+        }
+        if a.value.len() > MAX_XATTR_VALUE {
+            return Err("extended attribute value too large");
+        }
+        if i > 0 && x[i - 1].name >= a.name {
+            return Err("extended attributes not in ascending name order");
+        }
+        total += n.len() + a.value.len();
+    }
+    if total > MAX_XATTR_BYTES {
+        return Err("extended attributes too large in all");
+    }
+    Ok(())
+}
+
+/// Encodes an attribute list: `list(name: bytes(255), value: bytes(64 KiB))`.
+pub(crate) fn put_xattrs(w: &mut Writer, x: &[Xattr]) {
+    w.varint(x.len() as u64);
+    for a in x {
+        w.bytes(&a.name).bytes(&a.value);
+    }
+}
+
+/// Decodes and checks ([`check_xattrs`]) an attribute list.
+pub(crate) fn get_xattrs(r: &mut Reader<'_>) -> Result<Vec<Xattr>, DecodeError> {
+    let n = r.count("xattr count", MAX_XATTRS, 5)?;
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let name = r.bytes("xattr name", MAX_XATTR_NAME)?.to_vec();
+        let value = r.bytes("xattr value", MAX_XATTR_VALUE)?.to_vec();
+        v.push(Xattr { name, value });
+    }
+    check_xattrs(&v).map_err(|what| DecodeError::Invalid { what, value: n as u64 })?;
+    Ok(v)
+}
 
 /// One content-defined chunk of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -73,6 +145,9 @@ pub struct Entry {
     pub chunks: Vec<ChunkRef>,
     /// Symlink target, or the first name of a hard link.
     pub target: Vec<u8>,
+    /// Extended attributes and ACLs, ascending by name ([`check_xattrs`]).
+    /// Empty for symlinks and hard links (a hard link's are its file's).
+    pub xattrs: Vec<Xattr>,
 }
 
 /// The identity of a file's content, derived from its chunk list:
@@ -125,6 +200,12 @@ impl Entry {
 
     /// Encodes everything but the path (the index keys entries by path).
     pub fn encode_body(&self, w: &mut Writer) {
+        self.encode_body_v1(w);
+        put_xattrs(w, &self.xattrs);
+    }
+
+    /// The body as protocol version 1 had it: without the attributes.
+    pub fn encode_body_v1(&self, w: &mut Writer) {
         w.u8(self.kind as u8)
             .varint(self.mode.into())
             .varint(self.uid.into())
@@ -152,6 +233,13 @@ impl Entry {
 
     /// Decodes what [`Entry::encode_body`] wrote, for the given path.
     pub fn decode_body(r: &mut Reader<'_>, path: Vec<u8>) -> Result<Entry, DecodeError> {
+        let mut e = Entry::decode_body_v1(r, path)?;
+        e.xattrs = get_xattrs(r)?;
+        Ok(e)
+    }
+
+    /// Decodes what [`Entry::encode_body_v1`] wrote (no attributes).
+    pub fn decode_body_v1(r: &mut Reader<'_>, path: Vec<u8>) -> Result<Entry, DecodeError> {
         let kind = EntryKind::from_u8(r.u8("entry kind")?)?;
         let mode = r.bounded("mode", MODE_MASK.into())? as u32;
         let uid = r.u32("uid")?;
@@ -169,6 +257,7 @@ impl Entry {
             file_hash: [0; 32],
             chunks: vec![],
             target: vec![],
+            xattrs: vec![],
         };
         match kind {
             EntryKind::File => {
@@ -237,6 +326,10 @@ mod tests {
             file_hash: file_hash(&chunks),
             chunks,
             target: vec![],
+            xattrs: vec![Xattr {
+                name: b"user.DOSATTRIB".to_vec(),
+                value: b"0x20".to_vec(),
+            }],
         }
     }
 
@@ -248,6 +341,7 @@ mod tests {
         link.size = 0;
         link.file_hash = [0; 32];
         link.target = b"../x".to_vec();
+        link.xattrs.clear();
         for e in [file(), link] {
             let mut w = Writer::new();
             e.encode(&mut w);
@@ -270,10 +364,61 @@ mod tests {
             file_hash: [0; 32],
             chunks: vec![],
             target: vec![],
+            xattrs: vec![Xattr {
+                name: b"user.a".to_vec(),
+                value: b"1".to_vec(),
+            }],
         };
         let mut w = Writer::new();
         e.encode(&mut w);
-        assert_eq!(w.buf, [5, b'e', b't', b'c', b'/', b'x', 1, 0xed, 0x03, 0, 0, 1, 0]);
+        assert_eq!(
+            w.buf,
+            [
+                5, b'e', b't', b'c', b'/', b'x', 1, 0xed, 0x03, 0, 0, 1, 0, 1, 6, b'u', b's', b'e', b'r', b'.', b'a',
+                1, b'1'
+            ]
+        );
+    }
+
+    #[test]
+    fn attribute_lists_are_checked() {
+        let x = |n: &[u8], v: usize| Xattr {
+            name: n.to_vec(),
+            value: vec![0; v],
+        };
+        assert!(check_xattrs(&[x(b"user.a", 1), x(b"user.b", 0)]).is_ok());
+        for bad in [
+            vec![x(b"user.b", 1), x(b"user.a", 1)],
+            vec![x(b"user.a", 1), x(b"user.a", 1)],
+            vec![x(b"nodot", 1)],
+            vec![x(b".a", 1)],
+            vec![x(b"user.", 1)],
+            vec![x(b"user.\0", 1)],
+            vec![x(b"user.a", MAX_XATTR_VALUE + 1)],
+            (0..5u8).map(|i| x(&[b'u', b'.', b'a' + i], MAX_XATTR_VALUE)).collect(),
+            (0..=MAX_XATTRS)
+                .map(|i| x(format!("user.{i:04}").as_bytes(), 0))
+                .collect(),
+        ] {
+            assert!(check_xattrs(&bad).is_err(), "{bad:?}");
+            let mut e = file();
+            e.xattrs = bad;
+            let mut w = Writer::new();
+            e.encode(&mut w);
+            assert!(Entry::decode(&mut Reader::new(&w.buf)).is_err());
+        }
+    }
+
+    #[test]
+    fn a_version_1_body_has_no_attributes() {
+        let e = file();
+        let mut w = Writer::new();
+        e.encode_body_v1(&mut w);
+        let mut r = Reader::new(&w.buf);
+        let back = Entry::decode_body_v1(&mut r, e.path.clone()).unwrap();
+        r.finish().unwrap();
+        assert_eq!(back.xattrs, vec![]);
+        assert!(Entry::decode_body(&mut Reader::new(&w.buf), e.path.clone()).is_err());
     }
 
     #[test]

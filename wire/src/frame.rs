@@ -14,11 +14,21 @@ use crate::msg::ErrorCode;
 
 /// The protocol version carried in `Hello`/`HelloOk`. Any change to the
 /// encoding or meaning of an existing message raises it (see PROTOCOL.md).
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The TLS ALPN protocol id of [`PROTOCOL_VERSION`]. A node that speaks
 /// several versions offers one id per version, newest first.
-pub const ALPN: &[u8] = b"hamirror/1";
+pub const ALPN: &[u8] = b"hamirror/2";
+
+/// Every protocol version this crate speaks with its ALPN id, newest first
+/// (the order a node offers them in). Version 1 lacks extended attributes
+/// (`Entry::xattrs`, `FileHead::xattrs`, `Applied::warnings`).
+pub const VERSIONS: &[(u32, &[u8])] = &[(2, b"hamirror/2"), (1, b"hamirror/1")];
+
+/// The protocol version an ALPN id stands for, if this crate speaks it.
+pub fn version_of_alpn(id: &[u8]) -> Option<u32> {
+    VERSIONS.iter().find(|(_, a)| *a == id).map(|(v, _)| *v)
+}
 
 /// Largest value of the length prefix (type byte + payload): a full
 /// [`crate::entry::MAX_CHUNK`] of chunk data plus room for its header.
@@ -255,7 +265,7 @@ mod tests {
     fn frame_bytes_are_frozen() {
         assert_eq!(encode_frame(0x04, b"ab").unwrap(), [0, 0, 0, 3, 4, b'a', b'b']);
         assert_eq!(encode_frame(0x7f, b"").unwrap(), [0, 0, 0, 1, 0x7f]);
-        assert_eq!(ALPN, b"hamirror/1");
+        assert_eq!(ALPN, b"hamirror/2");
         assert_eq!(MAX_FRAME, 16_842_752);
     }
 

@@ -47,6 +47,12 @@ pub fn message(data: &[u8]) {
         assert_eq!(d.pop().expect("re-encoded message decodes"), Some(m));
         assert!(d.finish().is_ok());
     }
+    // As a version-1 peer's message: decodes to a value or an error, and
+    // what decodes re-encodes (as version 1) to the same value.
+    if let Ok(m) = Message::decode_for(1, ty, payload) {
+        let again = m.payload_for(1);
+        assert_eq!(Message::decode_for(1, ty, &again).expect("re-encoded decodes"), m);
+    }
 }
 
 /// A stream: the first byte sets the read size and the decoder's frame

@@ -36,8 +36,8 @@ pub mod msg;
 
 pub use batch::{Counts, EntryAssembler, EntryBatcher};
 pub use codec::{DecodeError, Reader, Writer};
-pub use entry::{ChunkRef, Entry, EntryKind, Hash};
-pub use frame::{ALPN, Frame, FrameDecoder, FrameError, MAX_FRAME, PROTOCOL_VERSION};
+pub use entry::{ChunkRef, Entry, EntryKind, Hash, Xattr};
+pub use frame::{ALPN, Frame, FrameDecoder, FrameError, MAX_FRAME, PROTOCOL_VERSION, VERSIONS, version_of_alpn};
 pub use msg::{
     Applied, BlockSum, Chunk, ChunkDelta, ChunkView, Chunking, Compression, DeltaOp, DeltaRequest, ErrorCode, ErrorMsg,
     Failure, Failures, FileHead, Goodbye, Hello, HelloOk, Listing, ManifestEnd, Message, MessageDecoder, Mode, MsgType,

@@ -164,13 +164,21 @@ impl Message {
 
     /// Appends the payload (without frame header or type byte).
     pub fn encode_payload(&self, w: &mut Writer) {
+        self.encode_payload_for(w, crate::PROTOCOL_VERSION);
+    }
+
+    /// Appends the payload as protocol `version` encodes it (1 or 2: only
+    /// `Entries`, `FileHead` and `Applied` differ; version 1 drops the
+    /// attributes and warnings).
+    pub fn encode_payload_for(&self, w: &mut Writer, version: u32) {
+        let v1 = version < 2;
         match self {
             Message::Hello(m) => m.encode(w),
             Message::HelloOk(m) => m.encode(w),
             Message::Error(m) => m.encode(w),
             Message::Goodbye(m) => m.encode(w),
-            Message::Entries(v) => offer::put_entries(w, v),
-            Message::FileHead(m) => m.encode(w),
+            Message::Entries(v) => offer::put_entries(w, v, v1),
+            Message::FileHead(m) => m.encode(w, v1),
             Message::ChunkList(v) => offer::put_chunk_list(w, v),
             Message::Deletes(v) => offer::put_paths(w, v),
             Message::OfferEnd(m) => m.encode(w),
@@ -179,15 +187,20 @@ impl Message {
             Message::NeedDelta(v) => delta::put_requests(w, v),
             Message::Chunk(m) => m.view().encode(w),
             Message::ChunkDelta(m) => m.encode(w),
-            Message::Applied(m) => m.encode(w),
+            Message::Applied(m) => m.encode(w, v1),
             Message::ManifestEnd(m) => m.encode(w),
         }
     }
 
     /// The payload alone.
     pub fn payload(&self) -> Vec<u8> {
+        self.payload_for(crate::PROTOCOL_VERSION)
+    }
+
+    /// The payload alone, as protocol `version` encodes it.
+    pub fn payload_for(&self, version: u32) -> Vec<u8> {
         let mut w = Writer::new();
-        self.encode_payload(&mut w);
+        self.encode_payload_for(&mut w, version);
         w.buf
     }
 
@@ -205,14 +218,20 @@ impl Message {
     /// Decodes a payload of type `ty`. Any byte string gives a message or an
     /// error, never a panic; every byte must be used.
     pub fn decode(ty: u8, payload: &[u8]) -> Result<Message, DecodeError> {
+        Message::decode_for(crate::PROTOCOL_VERSION, ty, payload)
+    }
+
+    /// [`Message::decode`] as protocol `version` encodes messages.
+    pub fn decode_for(version: u32, ty: u8, payload: &[u8]) -> Result<Message, DecodeError> {
+        let v1 = version < 2;
         let r = &mut Reader::new(payload);
         let m = match MsgType::from_u8(ty)? {
             MsgType::Hello => Message::Hello(Hello::decode(r)?),
             MsgType::HelloOk => Message::HelloOk(HelloOk::decode(r)?),
             MsgType::Error => Message::Error(ErrorMsg::decode(r)?),
             MsgType::Goodbye => Message::Goodbye(Goodbye::decode(r)?),
-            MsgType::Entries => Message::Entries(offer::get_entries(r)?),
-            MsgType::FileHead => Message::FileHead(FileHead::decode(r)?),
+            MsgType::Entries => Message::Entries(offer::get_entries(r, v1)?),
+            MsgType::FileHead => Message::FileHead(FileHead::decode(r, v1)?),
             MsgType::ChunkList => Message::ChunkList(offer::get_chunk_list(r)?),
             MsgType::Deletes => Message::Deletes(offer::get_paths(r, "delete count", MAX_BATCH_PATHS)?),
             MsgType::OfferEnd => Message::OfferEnd(OfferEnd::decode(r)?),
@@ -222,7 +241,7 @@ impl Message {
             MsgType::NeedDelta => Message::NeedDelta(delta::get_requests(r)?),
             MsgType::Chunk => Message::Chunk(ChunkView::decode_from(r)?.to_owned()),
             MsgType::ChunkDelta => Message::ChunkDelta(ChunkDelta::decode_from(r)?),
-            MsgType::Applied => Message::Applied(Applied::decode(r)?),
+            MsgType::Applied => Message::Applied(Applied::decode(r, v1)?),
             MsgType::ManifestEnd => Message::ManifestEnd(ManifestEnd::decode(r)?),
         };
         r.finish()?;

@@ -6,7 +6,7 @@
 //! the receiver's business.
 
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::entry::{self, ChunkRef, Entry, Hash, MAX_CHUNK, MAX_CHUNKS, MODE_MASK, check_path};
+use crate::entry::{self, ChunkRef, Entry, Hash, MAX_CHUNK, MAX_CHUNKS, MODE_MASK, Xattr, check_path};
 use crate::msg::{MAX_BATCH_ENTRIES, MAX_CHUNK_LIST, MAX_ROOTS};
 
 /// Reads a path and checks its shape ([`check_path`]).
@@ -19,19 +19,30 @@ fn get_path(r: &mut Reader<'_>, what: &'static str) -> Result<Vec<u8>, DecodeErr
     Ok(p.to_vec())
 }
 
-pub(crate) fn put_entries(w: &mut Writer, entries: &[Entry]) {
+/// `v1`: as protocol version 1 encodes them (no attributes).
+pub(crate) fn put_entries(w: &mut Writer, entries: &[Entry], v1: bool) {
     w.varint(entries.len() as u64);
     for e in entries {
-        e.encode(w);
+        if v1 {
+            w.bytes(&e.path);
+            e.encode_body_v1(w);
+        } else {
+            e.encode(w);
+        }
     }
 }
 
-pub(crate) fn get_entries(r: &mut Reader<'_>) -> Result<Vec<Entry>, DecodeError> {
+pub(crate) fn get_entries(r: &mut Reader<'_>, v1: bool) -> Result<Vec<Entry>, DecodeError> {
     // The smallest entry: path of 1 byte (2) + kind, mode, uid, gid, mtime, size (6).
     let n = r.count("entry count", MAX_BATCH_ENTRIES, 8)?;
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
-        v.push(Entry::decode(r)?);
+        v.push(if v1 {
+            let path = get_path(r, "entry path")?;
+            Entry::decode_body_v1(r, path)?
+        } else {
+            Entry::decode(r)?
+        });
     }
     Ok(v)
 }
@@ -89,6 +100,8 @@ pub struct FileHead {
     pub file_hash: Hash,
     /// How many chunks the following `ChunkList` messages hold in total.
     pub chunks: u64,
+    /// The file's extended attributes, as in an [`Entry`].
+    pub xattrs: Vec<Xattr>,
 }
 
 impl FileHead {
@@ -103,6 +116,7 @@ impl FileHead {
             size: e.size,
             file_hash: e.file_hash,
             chunks: e.chunks.len() as u64,
+            xattrs: e.xattrs.clone(),
         }
     }
 
@@ -119,10 +133,11 @@ impl FileHead {
             file_hash: self.file_hash,
             chunks,
             target: vec![],
+            xattrs: self.xattrs,
         }
     }
 
-    pub(crate) fn encode(&self, w: &mut Writer) {
+    pub(crate) fn encode(&self, w: &mut Writer, v1: bool) {
         w.bytes(&self.path)
             .varint(self.mode.into())
             .varint(self.uid.into())
@@ -131,9 +146,12 @@ impl FileHead {
             .varint(self.size)
             .raw(&self.file_hash)
             .varint(self.chunks);
+        if !v1 {
+            entry::put_xattrs(w, &self.xattrs);
+        }
     }
 
-    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<FileHead, DecodeError> {
+    pub(crate) fn decode(r: &mut Reader<'_>, v1: bool) -> Result<FileHead, DecodeError> {
         let h = FileHead {
             path: get_path(r, "file head path")?,
             mode: r.bounded("mode", MODE_MASK.into())? as u32,
@@ -143,6 +161,7 @@ impl FileHead {
             size: r.varint("size")?,
             file_hash: r.hash("file hash")?,
             chunks: r.bounded("file head chunk count", MAX_CHUNKS)?,
+            xattrs: if v1 { vec![] } else { entry::get_xattrs(r)? },
         };
         // Every chunk holds 1..=MAX_CHUNK bytes.
         if h.chunks == 0 || h.size < h.chunks || h.size > h.chunks.saturating_mul(MAX_CHUNK.into()) {

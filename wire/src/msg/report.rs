@@ -99,10 +99,14 @@ pub struct Applied {
     /// Paths deleted.
     pub deleted: u64,
     pub failures: Failures,
+    /// Entries applied with something left out (since version 2: an
+    /// extended attribute or ACL the replica's filesystem refused). They
+    /// do not make the acknowledgement incomplete.
+    pub warnings: Failures,
 }
 
 impl Applied {
-    pub(crate) fn encode(&self, w: &mut Writer) {
+    pub(crate) fn encode(&self, w: &mut Writer, v1: bool) {
         w.varint(self.generation)
             .bool(self.complete)
             .varint(self.files)
@@ -111,9 +115,12 @@ impl Applied {
             .varint(self.chunks_reused)
             .varint(self.deleted);
         self.failures.encode(w);
+        if !v1 {
+            self.warnings.encode(w);
+        }
     }
 
-    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Applied, DecodeError> {
+    pub(crate) fn decode(r: &mut Reader<'_>, v1: bool) -> Result<Applied, DecodeError> {
         let a = Applied {
             generation: r.varint("generation")?,
             complete: r.bool("complete")?,
@@ -123,6 +130,7 @@ impl Applied {
             chunks_reused: r.varint("chunks reused")?,
             deleted: r.varint("paths deleted")?,
             failures: Failures::decode(r)?,
+            warnings: if v1 { Failures::default() } else { Failures::decode(r)? },
         };
         if a.complete && !a.failures.is_empty() {
             return Err(DecodeError::Invalid {

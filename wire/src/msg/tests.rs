@@ -37,6 +37,10 @@ fn small_file() -> Entry {
         file_hash: file_hash(&chunks),
         chunks,
         target: vec![],
+        xattrs: vec![crate::Xattr {
+            name: b"user.k".to_vec(),
+            value: b"v".to_vec(),
+        }],
     }
 }
 
@@ -71,7 +75,7 @@ fn samples() -> Vec<(Message, &'static str)> {
                 offer: Some(pos),
                 acked: None,
             }),
-            "00000031010100010702733102733204466c7064027331018080018080048080\
+            "00000031010200010702733102733204466c7064027331018080018080048080\
              10010102030405060708090a0b0c0d0e0f10ac0200",
         ),
         (
@@ -82,7 +86,7 @@ fn samples() -> Vec<(Message, &'static str)> {
                 offer: None,
                 acked: Some(pos),
             }),
-            "0000001a02010273320100010102030405060708090a0b0c0d0e0f10ac02",
+            "0000001a02020273320100010102030405060708090a0b0c0d0e0f10ac02",
         ),
         (
             Message::Error(ErrorMsg::new(ErrorCode::StaleEpoch, "epoch 1 < 2")),
@@ -94,14 +98,14 @@ fn samples() -> Vec<(Message, &'static str)> {
         ),
         (
             Message::Entries(vec![small_file()]),
-            "0000004f100103612f6200a4030102030379ffd0b6ce7fbe5529efceca6fb77e\
+            "00000059100103612f6200a4030102030379ffd0b6ce7fbe5529efceca6fb77e\
              94556e239db8872c3bd7f80aee742cbf5201abababababababababababababab\
-             abababababababababababababababababab03",
+             abababababababababababababababababab030106757365722e6b0176",
         ),
         (
             Message::FileHead(FileHead::of(&small_file())),
-            "0000002c1103612f62a4030102030379ffd0b6ce7fbe5529efceca6fb77e9455\
-             6e239db8872c3bd7f80aee742cbf5201",
+            "000000361103612f62a4030102030379ffd0b6ce7fbe5529efceca6fb77e9455\
+             6e239db8872c3bd7f80aee742cbf52010106757365722e6b0176",
         ),
         (
             Message::ChunkList(small_file().chunks),
@@ -202,8 +206,13 @@ fn samples() -> Vec<(Message, &'static str)> {
                 chunks_reused: 9,
                 deleted: 1,
                 failures: failures.clone(),
+                warnings: Failures {
+                    total: 1,
+                    listed: vec![Failure::new(b"y".to_vec(), ErrorCode::Unsupported, "user.k")],
+                },
             }),
-            "000000114005000380200209010201017808026e6f",
+            "0000001d4005000380200209010201017808026e6f010101791206757365722e\
+             6b",
         ),
         (
             Message::ManifestEnd(ManifestEnd {
@@ -377,6 +386,7 @@ fn inconsistent_reports_are_refused() {
         chunks_reused: 0,
         deleted: 0,
         failures,
+        warnings: Failures::default(),
     };
     let p = Message::Applied(applied).payload();
     assert!(
@@ -478,22 +488,38 @@ pub(crate) fn arb_entry() -> impl Strategy<Value = Entry> {
         proptest::collection::vec(1..=255u8, 1..20).prop_map(|t| (EntryKind::Symlink, vec![], t)),
         arb_path().prop_map(|t| (EntryKind::HardLink, vec![], t)),
     ];
-    (meta, body).prop_map(|((path, mode, uid, gid, mtime_ns), (kind, chunks, target))| Entry {
-        path,
-        kind,
-        mode,
-        uid,
-        gid,
-        mtime_ns,
-        size: chunks.iter().map(|c| u64::from(c.len)).sum(),
-        file_hash: if kind == EntryKind::File {
-            file_hash(&chunks)
-        } else {
-            [0; 32]
+    let xattrs = proptest::collection::btree_map(
+        "(user|security|trusted|system)\\.[a-z_]{1,12}",
+        proptest::collection::vec(any::<u8>(), 0..40),
+        0..4,
+    )
+    .prop_map(|m| {
+        m.into_iter()
+            .map(|(n, value)| crate::Xattr {
+                name: n.into_bytes(),
+                value,
+            })
+            .collect::<Vec<_>>()
+    });
+    (meta, body, xattrs).prop_map(
+        |((path, mode, uid, gid, mtime_ns), (kind, chunks, target), xattrs)| Entry {
+            path,
+            kind,
+            mode,
+            uid,
+            gid,
+            mtime_ns,
+            size: chunks.iter().map(|c| u64::from(c.len)).sum(),
+            file_hash: if kind == EntryKind::File {
+                file_hash(&chunks)
+            } else {
+                [0; 32]
+            },
+            chunks,
+            target,
+            xattrs,
         },
-        chunks,
-        target,
-    })
+    )
 }
 
 fn arb_name() -> impl Strategy<Value = String> {
@@ -654,15 +680,18 @@ fn arb_offer_end() -> impl Strategy<Value = OfferEnd> {
 }
 
 fn arb_applied() -> impl Strategy<Value = Applied> {
-    (any::<[u64; 6]>(), any::<bool>(), arb_failures()).prop_map(|(n, complete, failures)| Applied {
-        generation: n[0],
-        complete: complete && failures.is_empty(),
-        files: n[1],
-        bytes: n[2],
-        chunks_received: n[3],
-        chunks_reused: n[4],
-        deleted: n[5],
-        failures,
+    (any::<[u64; 6]>(), any::<bool>(), arb_failures(), arb_failures()).prop_map(|(n, complete, failures, warnings)| {
+        Applied {
+            generation: n[0],
+            complete: complete && failures.is_empty(),
+            files: n[1],
+            bytes: n[2],
+            chunks_received: n[3],
+            chunks_reused: n[4],
+            deleted: n[5],
+            failures,
+            warnings,
+        }
     })
 }
 
@@ -846,17 +875,17 @@ fn frozen_resync_samples() {
     for (m, want) in [
         (
             pull,
-            "00000031010101000702733102733204466c7064027331018080018080048080\
+            "00000031010201000702733102733204466c7064027331018080018080048080\
              1000010102030405060708090a0b0c0d0e0f10ac02",
         ),
         (
             conflicts,
-            "00000031010103000702733102733204466c7064027331018080018080048080\
+            "00000031010203000702733102733204466c7064027331018080018080048080\
              10010102030405060708090a0b0c0d0e0f10ac0200",
         ),
         (
             answer,
-            "0000002b02010273310101010203040506070809\
+            "0000002b02020273310101010203040506070809\
              0a0b0c0d0e0f10ac020100000000000000000000000000000007\
              09",
         ),
@@ -865,4 +894,38 @@ fn frozen_resync_samples() {
         assert_eq!(hex(&m.encode_frame().unwrap()), want, "{m:?}");
         assert_eq!(round_trip(&m), m);
     }
+}
+
+/// Version 1 encodings, for a version-1 peer: the frozen samples of
+/// version 1 (attributes and warnings dropped), and they decode back.
+#[test]
+fn version_1_encodings_are_the_frozen_version_1_samples() {
+    let applied = samples()
+        .into_iter()
+        .find(|(m, _)| matches!(m, Message::Applied(_)))
+        .unwrap()
+        .0;
+    for (m, v1) in [
+        (
+            Message::Entries(vec![small_file()]),
+            "100103612f6200a4030102030379ffd0b6ce7fbe5529efceca6fb77e94556e239db8872c3bd7f80aee742cbf5201\
+             abababababababababababababababababababababababababababababababab03",
+        ),
+        (
+            Message::FileHead(FileHead::of(&small_file())),
+            "1103612f62a4030102030379ffd0b6ce7fbe5529efceca6fb77e94556e239db8872c3bd7f80aee742cbf5201",
+        ),
+        (applied, "4005000380200209010201017808026e6f"),
+    ] {
+        let ty = m.msg_type() as u8;
+        let payload = m.payload_for(1);
+        assert_eq!(format!("{ty:02x}{}", hex(&payload)), v1, "{m:?}");
+        let back = Message::decode_for(1, ty, &payload).unwrap();
+        assert_ne!(back, m, "version 1 drops the attributes");
+        assert!(Message::decode_for(2, ty, &payload).is_err());
+        assert_eq!(back.payload_for(1), payload);
+    }
+    assert_eq!(crate::version_of_alpn(b"hamirror/1"), Some(1));
+    assert_eq!(crate::version_of_alpn(crate::ALPN), Some(crate::PROTOCOL_VERSION));
+    assert_eq!(crate::version_of_alpn(b"hamirror/9"), None);
 }
