@@ -79,11 +79,9 @@ fn a_rolling_upgrade_keeps_failover_and_mirroring_working_across_versions() {
     let mut c = Cluster::new();
     config_for_previous(&c);
     c.bins[0] = previous.clone();
-    eprintln!(
-        "upgrade: serv1 runs {:?}, serv2 runs {:?}",
-        version(&previous),
-        version(&c.bins[1])
-    );
+    let (old, new) = (version(&previous), version(&c.bins[1]));
+    eprintln!("upgrade: serv1 runs {old:?}, serv2 runs {new:?}");
+    assert_ne!(old, new, "HAMIRROR_PREVIOUS_BIN is this build, not the previous one");
     c.start(0);
     c.start(1);
     c.wait(
@@ -100,6 +98,13 @@ fn a_rolling_upgrade_keeps_failover_and_mirroring_working_across_versions() {
     write(&c.p.src("etc/samba/smb.conf"), b"[global]\n");
     write(&c.p.dst("var/www/index.html"), b"<h1>serv2, this version</h1>\n");
     c.converge("both directions across versions", Duration::from_secs(30));
+    // The newer node spoke the older protocol, and said what that costs.
+    let log = std::fs::read_to_string(c.log_path(1)).unwrap();
+    assert!(
+        log.contains("speaks protocol version 1") && log.contains("are not mirrored"),
+        "{}",
+        c.logs()
+    );
 
     // Step 1 of the upgrade: serv1 stops (a planned stop hands its group to
     // serv2, which runs this version) ...
@@ -126,7 +131,15 @@ fn a_rolling_upgrade_keeps_failover_and_mirroring_working_across_versions() {
     );
     c.wait("serv1 holds its group again", Duration::from_secs(10), holds_own_groups);
     write(&c.p.src("srv/samba/share/after.txt"), b"both on this version\n");
-    c.converge("after the upgrade", Duration::from_secs(30));
+    // Both on this version: what only it carries is mirrored now (the
+    // comparison includes the rsync oracle's -X).
+    let out = std::process::Command::new("setfattr")
+        .args(["-n", "user.DOSATTRIB", "-v", "A20"])
+        .arg(c.p.src("srv/samba/share/after.txt"))
+        .output()
+        .expect("setfattr (apt-get install attr)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    c.converge("after the upgrade, attributes too", Duration::from_secs(30));
     assert_eq!(
         std::fs::read(c.p.src("srv/samba/share/during.txt")).unwrap(),
         b"written on serv2 during the upgrade\n"

@@ -332,10 +332,17 @@ pub fn rsync_oracle(a: &Path, b: &Path) {
 /// What rsync's checksum dry run (with deletes, hard links, ACLs, xattrs,
 /// numeric owners) itemizes between two trees: empty when they are the same.
 pub fn rsync_differences(a: &Path, b: &Path) -> String {
-    let out = Command::new("rsync")
-        .args(["-anc", "-HAX", "--numeric-ids", "--delete", "--itemize-changes"])
+    let mut cmd = Command::new("rsync");
+    cmd.args(["-anc", "-HAX", "--numeric-ids", "--delete", "--itemize-changes"])
         .arg(format!("{}/", a.display()))
-        .arg(format!("{}/", b.display()))
+        .arg(format!("{}/", b.display()));
+    itemized(cmd)
+}
+
+/// Runs an rsync dry run and returns its itemized lines (its notes such as
+/// "cannot delete non-empty directory" are not differences).
+fn itemized(mut cmd: Command) -> String {
+    let out = cmd
         .output()
         .expect("rsync is needed as the test oracle (apt-get install rsync)");
     assert!(
@@ -376,17 +383,5 @@ pub fn rsync_differences_filtered(a: &Path, b: &Path, roots: &[&str], rules: &[&
         cmd.arg(format!("{}/./{r}/", a.display()));
     }
     cmd.arg(format!("{}/", b.display()));
-    let out = cmd
-        .output()
-        .expect("rsync is needed as the test oracle (apt-get install rsync)");
-    assert!(
-        out.status.success(),
-        "rsync failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.starts_with("cannot delete non-empty directory: "))
-        .map(|l| format!("{l}\n"))
-        .collect()
+    itemized(cmd)
 }
