@@ -280,6 +280,10 @@ fn an_inotify_queue_overflow_rescans_the_roots_and_converges() {
         return;
     }
     let n = LocalNode::new("");
+    // Watched from the start: the flood's events all land in the queue.
+    for d in 0..7 {
+        fs::create_dir_all(n.p(&format!("srv/samba/flood/{d}"))).unwrap();
+    }
     let w = {
         let _g = STARTING.lock().unwrap_or_else(|p| p.into_inner());
         // Read when an inotify instance is created: only ours gets the small
@@ -290,9 +294,17 @@ fn an_inotify_queue_overflow_rescans_the_roots_and_converges() {
         w
     };
     w.expect(0, START, "start-up scan");
+    // Paused while the flood is written into watched directories, so the
+    // 16-event queue overflows however fast the watcher would have drained
+    // it (a loaded machine used to make the writer the slow side: no
+    // overflow, and the test failed waiting for one).
+    // SAFETY: the pid of our own child.
+    unsafe { libc::kill(w.pid(), libc::SIGSTOP) };
     for i in 0..500 {
         n.write(&format!("srv/samba/flood/{}/{i}", i % 7), b"x");
     }
+    // SAFETY: as above.
+    unsafe { libc::kill(w.pid(), libc::SIGCONT) };
     w.expect(0, Duration::from_secs(30), "events were lost");
     assert_converged(&n, w);
     let (r, _, _) = n.scan("Fsmbd");
