@@ -36,15 +36,7 @@ fn temps_under(dir: &Path) -> Vec<String> {
 
 /// Syncs, asserts success, the trees identical, and no temp file left.
 fn mirror(p: &Pair, step: &str) {
-    settle();
-    let (v, code, err) = p.sync("Fsmbd", &[]);
-    assert_eq!(
-        code,
-        0,
-        "{step}: sync failed: {err}\n{v}\nserve log:\n{}",
-        p.serve_log()
-    );
-    p.assert_mirrored(ROOTS);
+    p.mirror_fsmbd(step, ROOTS);
     let temps = temps_under(&p.dst("srv/samba"));
     assert!(temps.is_empty(), "{step}: temp files left on the replica: {temps:?}");
 }

@@ -206,16 +206,7 @@ fn allow_deletes_on_the_replica_lets_the_next_pass_through_once() {
 /// operator runs `allow-deletes` on the replica's node.
 #[test]
 fn under_the_daemon_a_refused_mass_delete_shows_in_status_and_allow_deletes_lets_it_through() {
-    let p = Pair::new();
-    for n in ["serv1", "serv2"] {
-        for e in fs::read_dir(p.cfg.path(n)).unwrap().flatten() {
-            if e.file_name().to_string_lossy().starts_with(['S', 'K', 'N']) {
-                fs::remove_file(e.path()).unwrap();
-            }
-        }
-        p.cfg.set(&format!("{n}.conf"), "initdead", "initdead = 1s");
-    }
-    p.cfg.write("reachlist", "127.0.0.1\n");
+    let p = Pair::new().for_daemons();
     for root in [p.r1(), p.r2()] {
         for r in ROOTS
             .iter()

@@ -13,17 +13,7 @@ use common::pair::Pair;
 
 #[test]
 fn hooks_run_with_a_minimal_environment_not_the_daemons() {
-    let p = Pair::new();
-    for n in ["serv1", "serv2"] {
-        for e in fs::read_dir(p.cfg.path(n)).unwrap().flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(['S', 'K', 'N']) {
-                fs::remove_file(e.path()).unwrap();
-            }
-        }
-        p.cfg.set(&format!("{n}.conf"), "initdead", "initdead = 1s");
-    }
-    p.cfg.write("reachlist", "127.0.0.1\n");
+    let p = Pair::new().for_daemons();
     let dump = p.cfg.tmp.path().join("env.txt");
     let hook = p.cfg.path("serv1/S10env");
     fs::write(

@@ -29,16 +29,7 @@ impl Drop for Killed {
 
 /// serv1 alone, no hooks but one S hook that records its environment.
 fn pair() -> Pair {
-    let p = Pair::new();
-    for n in ["serv1", "serv2"] {
-        for e in fs::read_dir(p.cfg.path(n)).unwrap().flatten() {
-            if e.file_name().to_string_lossy().starts_with(['S', 'K', 'N']) {
-                fs::remove_file(e.path()).unwrap();
-            }
-        }
-        p.cfg.set(&format!("{n}.conf"), "initdead", "initdead = 1s");
-    }
-    p.cfg.write("reachlist", "127.0.0.1\n");
+    let p = Pair::new().for_daemons();
     let env = p.cfg.tmp.path().join("hook.env");
     p.cfg.write(
         "serv1/S10env",

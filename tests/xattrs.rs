@@ -72,16 +72,7 @@ fn samba(p: &Pair) {
 }
 
 fn mirror(p: &Pair, step: &str) -> serde_json::Value {
-    settle();
-    let (v, code, err) = p.sync("Fsmbd", &[]);
-    assert_eq!(
-        code,
-        0,
-        "{step}: sync failed: {err}\n{v}\nserve log:\n{}",
-        p.serve_log()
-    );
-    p.assert_mirrored(ROOTS);
-    v
+    p.mirror_fsmbd(step, ROOTS)
 }
 
 #[test]

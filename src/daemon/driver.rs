@@ -205,9 +205,8 @@ impl Driver {
             if copies.len() > shown.len() { "+" } else { "" },
             shown.join(",")
         );
-        tracing::warn!("event conflict_copies {detail}");
         *self.conflict_copies.entry(set.clone()).or_default() += copies.len() as u64;
-        let _ = self.c.notices.send(Notice {
+        let notice = Notice {
             event: "conflict_copies".into(),
             message: format!(
                 "{}: {} file(s) of {set} changed on both nodes or not yet mirrored were kept as conflict copies: {}",
@@ -217,8 +216,22 @@ impl Driver {
             ),
             group,
             epoch: 0,
-        });
-        self.record(now, Level::Warning, "conflict_copies".into(), detail);
+        };
+        self.tell(now, Level::Warning, notice, detail);
+    }
+
+    /// Every event the same way: logged at its level as `event NAME
+    /// DETAIL`, handed to the notify hooks, kept for `status`.
+    fn tell(&mut self, now: Millis, level: Level, notice: Notice, detail: String) {
+        let name = &notice.event;
+        match level {
+            Level::Info => tracing::info!("event {name} {detail}"),
+            Level::Warning => tracing::warn!("event {name} {detail}"),
+            Level::Critical => tracing::error!("event {name} {detail}"),
+        }
+        let event = name.clone();
+        let _ = self.c.notices.send(notice);
+        self.record(now, level, event, detail);
     }
 
     /// The mirror has sent the last changes of a released group: only now
@@ -457,20 +470,14 @@ impl Driver {
             return;
         }
         let (name, detail) = (e.name(), event_detail(&e));
-        match e.level() {
-            Level::Info => tracing::info!("event {name} {detail}"),
-            Level::Warning => tracing::warn!("event {name} {detail}"),
-            Level::Critical => tracing::error!("event {name} {detail}"),
-        }
         let v = serde_json::to_value(&e).unwrap_or_default();
         let notice = Notice {
-            event: name.clone(),
             message: format!("{}: {name} {detail}", self.c.local),
+            event: name,
             group: v.get("group").and_then(|g| g.as_str()).unwrap_or_default().to_string(),
             epoch: v.get("epoch").and_then(|g| g.as_u64()).unwrap_or(0),
         };
-        let _ = self.c.notices.send(notice);
-        self.record(now, e.level(), name, detail);
+        self.tell(now, e.level(), notice, detail);
         if matches!(
             e,
             Event::PeerAlive { .. } | Event::PeerRestarted { .. } | Event::PeerReturned { .. }
@@ -548,29 +555,25 @@ impl Driver {
     /// a fresh monitor) and hands due checks to the worker when it is idle,
     /// so a check never runs alongside a start or a stop.
     fn schedule_checks(&mut self, now: Millis) {
-        let held: BTreeMap<String, u64> = self
-            .arbiter
-            .status()
-            .groups
-            .iter()
-            .filter_map(|g| match g.phase {
-                Phase::Held { epoch } => Some((g.group.clone(), epoch)),
+        // Runs on every message (heartbeats included): only the groups
+        // that have a monitor are looked at, by their phase alone.
+        for g in self.c.groups.iter().filter(|g| g.monitor.enabled()) {
+            let held = match self.arbiter.phase(&g.name) {
+                Some(Phase::Held { epoch }) => Some(epoch),
                 _ => None,
-            })
-            .collect();
-        self.health.retain(|g, h| held.get(g) == Some(&h.epoch()));
+            };
+            match (held, self.health.get(&g.name).map(Health::epoch)) {
+                (Some(epoch), Some(e)) if e == epoch => {}
+                (Some(epoch), _) if self.shutdown.is_none() => {
+                    self.health.insert(g.name.clone(), Health::new(g.monitor, epoch, now));
+                }
+                _ => {
+                    self.health.remove(&g.name);
+                }
+            }
+        }
         if self.shutdown.is_some() {
             return;
-        }
-        for (group, epoch) in &held {
-            if self.health.contains_key(group) {
-                continue;
-            }
-            if let Some(conf) = self.c.groups.iter().find(|g| &g.name == group).map(|g| g.monitor)
-                && conf.enabled()
-            {
-                self.health.insert(group.clone(), Health::new(conf, *epoch, now));
-            }
         }
         if !self.pending.is_empty() {
             return;
@@ -660,18 +663,13 @@ impl Driver {
     /// to the notify hooks, like the arbiter's.
     fn health_event(&mut self, now: Millis, level: Level, event: &str, group: &str, epoch: u64, detail: String) {
         let detail = format!("group={group} epoch={epoch} {detail}").trim_end().to_string();
-        match level {
-            Level::Info => tracing::info!("event {event} {detail}"),
-            Level::Warning => tracing::warn!("event {event} {detail}"),
-            Level::Critical => tracing::error!("event {event} {detail}"),
-        }
-        let _ = self.c.notices.send(Notice {
+        let notice = Notice {
             event: event.to_string(),
             message: format!("{}: {event} {detail}", self.c.local),
             group: group.to_string(),
             epoch,
-        });
-        self.record(now, level, event.to_string(), detail);
+        };
+        self.tell(now, level, notice, detail);
     }
 
     fn on_signal(&mut self, now: Millis, sig: i32) {

@@ -44,17 +44,7 @@ impl Cluster {
     /// The loopback pair with hooks that do nothing, a reachlist both
     /// nodes reach, and a short initdead.
     pub fn new() -> Cluster {
-        let p = Pair::new();
-        for n in NODES {
-            for e in fs::read_dir(p.cfg.path(n)).unwrap().flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with(['S', 'K', 'N']) {
-                    fs::remove_file(e.path()).unwrap();
-                }
-            }
-            p.cfg.set(&format!("{n}.conf"), "initdead", "initdead = 1s");
-        }
-        p.cfg.write("reachlist", "127.0.0.1\n");
+        let p = Pair::new().for_daemons();
         for root in [p.r1(), p.r2()] {
             for r in ROOTS {
                 fs::create_dir_all(root.join(r)).unwrap();

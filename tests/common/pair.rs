@@ -184,6 +184,37 @@ impl Pair {
         v
     }
 
+    /// Ready for two `hamirror run` daemons on loopback: the example's
+    /// hooks removed (none runs), a short initdead, a reachlist both reach.
+    pub fn for_daemons(self) -> Pair {
+        for n in ["serv1", "serv2"] {
+            for e in std::fs::read_dir(self.cfg.path(n)).unwrap().flatten() {
+                if e.file_name().to_string_lossy().starts_with(['S', 'K', 'N']) {
+                    std::fs::remove_file(e.path()).unwrap();
+                }
+            }
+            self.cfg.set(&format!("{n}.conf"), "initdead", "initdead = 1s");
+        }
+        self.cfg.write("reachlist", "127.0.0.1\n");
+        self
+    }
+
+    /// Past the scanner's racy window (so a change is seen by its
+    /// fingerprint), syncs Fsmbd, asserts it succeeded and that `roots` are
+    /// identical on both nodes; returns the sync's JSON summary.
+    pub fn mirror_fsmbd(&self, step: &str, roots: &[&str]) -> serde_json::Value {
+        std::thread::sleep(Duration::from_millis(150));
+        let (v, code, err) = self.sync("Fsmbd", &[]);
+        assert_eq!(
+            code,
+            0,
+            "{step}: sync failed: {err}\n{v}\nserve log:\n{}",
+            self.serve_log()
+        );
+        self.assert_mirrored(roots);
+        v
+    }
+
     /// Asserts the Fsmbd roots are identical on both nodes, by the test's own
     /// comparison and by rsync.
     pub fn assert_mirrored(&self, roots: &[&str]) {
