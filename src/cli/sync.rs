@@ -110,24 +110,8 @@ pub fn run(global: &Global, args: &SyncArgs) -> anyhow::Result<i32> {
             summary(&report, &peer.name, stats.udp_bytes_sent + stats.udp_bytes_received)
         );
     }
-    for (p, why) in &report.warnings {
-        eprintln!("warning: /{p}: {why}");
-    }
-    if report.warnings_total > report.warnings.len() as u64 {
-        eprintln!(
-            "… and {} more warnings",
-            report.warnings_total - report.warnings.len() as u64
-        );
-    }
-    for (p, why) in &report.failures {
-        eprintln!("error: /{p}: {why}");
-    }
-    if report.failures_total > report.failures.len() as u64 {
-        eprintln!(
-            "… and {} more failures",
-            report.failures_total - report.failures.len() as u64
-        );
-    }
+    print_listed("warning", &report.warnings, report.warnings_total, "warnings");
+    print_listed("error", &report.failures, report.failures_total, "failures");
     Ok(if report.failures_total > 0 || scan.is_partial() {
         EXIT_PARTIAL
     } else {
@@ -198,4 +182,15 @@ fn summary(r: &PushReport, peer: &str, wire: u64) -> String {
         }
     }
     s
+}
+
+/// The paths the peer named (`LEVEL: /PATH: WHY`), then how many more it
+/// counted without naming them.
+fn print_listed(level: &str, listed: &[(String, String)], total: u64, what: &str) {
+    for (p, why) in listed {
+        eprintln!("{level}: /{p}: {why}");
+    }
+    if total > listed.len() as u64 {
+        eprintln!("… and {} more {what}", total - listed.len() as u64);
+    }
 }
