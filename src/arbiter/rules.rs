@@ -9,8 +9,8 @@
 
 use super::liveness::PeerStatus;
 use super::{
-    AcquireReason, Action, Arbiter, Claim, Command, CommandError, Event, Millis, Mode, Phase, Reach, ReleaseReason,
-    Side, StandbyReason,
+    AcquireReason, Action, Arbiter, Claim, Command, CommandError, Event, Maintenance, Millis, Mode, Phase, Reach,
+    ReleaseReason, Side, StandbyReason,
 };
 
 /// A reach score that says this node is cut off from the LAN.
@@ -22,8 +22,44 @@ impl Arbiter {
     pub(super) fn step(&mut self, now: Millis) {
         self.update_liveness(now);
         self.update_mode(now);
-        self.update_groups(now);
+        if !self.maintenance.on {
+            // Maintenance freezes every decision about groups: nothing is
+            // started, stopped, handed back or retried; liveness and the
+            // mode are still followed, so status stays true and decisions
+            // resume from the real situation when it ends.
+            self.update_groups(now);
+        }
         self.refresh_advert();
+    }
+
+    /// Takes the peer's maintenance register if it supersedes ours.
+    pub(super) fn merge_maintenance(&mut self, now: Millis, theirs: Maintenance) {
+        if theirs.newer_than(&self.maintenance) {
+            let by = self.cfg.peer.clone();
+            self.set_maintenance(now, theirs, by);
+        }
+    }
+
+    fn set_maintenance(&mut self, now: Millis, m: Maintenance, by: String) {
+        let was = self.maintenance.on;
+        self.maintenance = m;
+        self.actions.push_back(Action::WriteMaintenance {
+            on: m.on,
+            generation: m.generation,
+        });
+        if m.on == was {
+            return;
+        }
+        let generation = m.generation;
+        if m.on {
+            self.worse_since = None;
+            self.notify(Event::MaintenanceOn { generation, by });
+        } else {
+            // As after an operator command: fresh heartbeats first, then
+            // decisions from what is true now.
+            self.settle_until = self.settle_until.max(now + self.cfg.settle);
+            self.notify(Event::MaintenanceOff { generation, by });
+        }
     }
 
     fn enter_standby(&mut self, reason: StandbyReason) {
@@ -80,8 +116,8 @@ impl Arbiter {
                     }
                 }
             }
-            Mode::Active { .. } => self.review_active(now),
-            Mode::Standby { .. } => {}
+            Mode::Active { .. } if !self.maintenance.on => self.review_active(now),
+            Mode::Active { .. } | Mode::Standby { .. } => {}
         }
     }
 
@@ -397,6 +433,9 @@ impl Arbiter {
         let Some(i) = self.groups.iter().position(|g| g.conf.name == group) else {
             return;
         };
+        if self.maintenance.on {
+            return;
+        }
         let Phase::Held { epoch } = self.groups[i].phase else {
             return;
         };
@@ -408,7 +447,23 @@ impl Arbiter {
     }
 
     pub(super) fn on_command(&mut self, now: Millis, cmd: Command) -> Result<(), CommandError> {
+        if self.maintenance.on && matches!(cmd, Command::Standby | Command::Takeover(_)) {
+            return Err(CommandError::InMaintenance);
+        }
         match cmd {
+            Command::Maintenance(on) => {
+                if self.maintenance.on != on {
+                    // Past both registers (ours is never behind the peer's
+                    // after a merge), so the peer adopts it.
+                    let m = Maintenance {
+                        on,
+                        generation: self.maintenance.generation + 1,
+                    };
+                    let by = self.cfg.local.clone();
+                    self.set_maintenance(now, m, by);
+                }
+                Ok(())
+            }
             Command::Standby => {
                 if !matches!(self.mode, Mode::Standby { .. }) {
                     self.enter_standby(StandbyReason::Operator);

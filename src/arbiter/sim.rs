@@ -18,7 +18,8 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::time::Duration;
 
 use super::{
-    Action, Arbiter, ArbiterConfig, Command, CommandError, Event, LinkId, Millis, Mode, NodeState, Phase, Side, Startup,
+    Action, Arbiter, ArbiterConfig, Command, CommandError, Event, LinkId, Maintenance, Millis, Mode, NodeState, Phase,
+    Side, Startup,
 };
 use crate::config::Timers;
 use crate::failover::hysteresis::ReachTracker;
@@ -125,6 +126,8 @@ struct Node {
     /// Survives restarts, like the files in `state`.
     lock: bool,
     epochs: BTreeMap<String, u64>,
+    /// The persisted maintenance register (survives power cycles).
+    maintenance: Maintenance,
     /// Life generation: bumps on start and crash, so events of a previous
     /// life (hook completions) are dropped.
     life: u64,
@@ -188,6 +191,7 @@ impl Sim {
             key: 0,
             lock: false,
             epochs: BTreeMap::new(),
+            maintenance: Maintenance::default(),
             life: 0,
             tick_gen: 0,
             timer_gen: 0,
@@ -276,9 +280,12 @@ impl Sim {
         node.hook_running = false;
         node.frozen_inbox.clear();
         node.advert_seen = u64::MAX;
+        // A power cycle: nothing kept running, whatever the register says.
         let startup = Startup {
             standby_lock: node.lock,
             epochs: node.epochs.clone(),
+            maintenance: node.maintenance,
+            kept: BTreeMap::new(),
         };
         node.arbiter = Some(Arbiter::new(cfg, now, startup));
         let life = node.tick_gen;
@@ -557,6 +564,7 @@ impl Sim {
                 Action::Release { group, .. } => node.hooks.push_back(Hook { group, acquire: false }),
                 Action::WriteStandbyLock { .. } => node.lock = true,
                 Action::ClearStandbyLock => node.lock = false,
+                Action::WriteMaintenance { on, generation } => node.maintenance = Maintenance { on, generation },
                 Action::Reannounce { .. } => {}
                 Action::Notify(e) => node.events.push((now, e)),
             }

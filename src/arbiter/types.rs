@@ -168,6 +168,17 @@ pub enum Event {
     UnknownGroup {
         group: String,
     },
+    /// Maintenance mode began (on node `by`, `hamirror maintenance on`):
+    /// failover decisions are frozen on both nodes.
+    MaintenanceOn {
+        generation: u64,
+        by: String,
+    },
+    /// Maintenance mode ended: decisions resume.
+    MaintenanceOff {
+        generation: u64,
+        by: String,
+    },
 }
 
 /// How loudly to report an [`Event`].
@@ -191,6 +202,7 @@ impl Event {
             | Acquired { .. }
             | Released { .. }
             | FlapDampingEased { .. }
+            | MaintenanceOff { .. }
             | PeerKeyMismatchEnded => Level::Info,
             LinkSilent { .. }
             | LinkFlapping { .. }
@@ -198,6 +210,7 @@ impl Event {
             | PeerReturned { .. }
             | Stalled { .. }
             | UnknownGroup { .. }
+            | MaintenanceOn { .. }
             | Conflict { .. }
             | SteppingDown { .. } => Level::Warning,
             PeerDead { .. }
@@ -245,6 +258,9 @@ pub enum Action {
     WriteStandbyLock { reason: StandbyReason },
     /// Remove the standby lock.
     ClearStandbyLock,
+    /// Persist the maintenance register (durably), so a restarted daemon
+    /// stays frozen and keeps what it holds.
+    WriteMaintenance { on: bool, generation: u64 },
     /// Log it and run the notification hooks.
     Notify(Event),
 }
@@ -255,6 +271,9 @@ pub enum Command {
     Standby,
     ClearStandby,
     Takeover(String),
+    /// `hamirror maintenance on|off`: freeze or resume failover decisions,
+    /// on both nodes.
+    Maintenance(bool),
 }
 
 /// Why an operator command was refused. Retrying the same command in the
@@ -271,6 +290,10 @@ pub enum CommandError {
     Starting,
     #[error("this node already holds (or is starting) group {0}")]
     AlreadyHeld(String),
+    #[error(
+        "the cluster is in maintenance mode: failover decisions are frozen; end it first (`hamirror maintenance off`)"
+    )]
+    InMaintenance,
 }
 
 /// The node's mode.
@@ -345,6 +368,11 @@ pub struct Status {
     pub peer_reach: Option<Reach>,
     pub links: Vec<LinkStatus>,
     pub groups: Vec<GroupStatus>,
+    /// The maintenance register here (failover frozen when on).
+    pub maintenance: bool,
+    pub maintenance_generation: u64,
+    /// The peer's register as its last heartbeat said, while it is alive.
+    pub peer_maintenance: Option<(bool, u64)>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

@@ -121,6 +121,12 @@ pub fn judge(r: &StatusReport, max_lag_ms: u64) -> Health {
     if r.shutting_down {
         add(State::Warning, format!("{} is shutting down", r.node));
     }
+    if r.maintenance.on {
+        add(
+            State::Warning,
+            "maintenance mode: failover decisions are frozen (`hamirror maintenance off` ends it)".to_string(),
+        );
+    }
     let settling = r.mode == "starting" || r.shutting_down;
     for g in &r.groups {
         match g.phase.as_str() {
@@ -240,6 +246,7 @@ mod tests {
             standby_reason: None,
             standby_lock: false,
             standby_lock_error: None,
+            maintenance: Default::default(),
             shutting_down: false,
             peer_alive: true,
             peer_key_mismatch: false,

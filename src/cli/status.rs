@@ -7,7 +7,7 @@
 //! helper the other operator commands share.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
@@ -64,6 +64,35 @@ pub fn fetch(socket: &std::path::Path) -> anyhow::Result<StatusReport> {
         .status
         .map(|s| *s)
         .context("the daemon answered without a status")
+}
+
+/// An operator command: sends `req`, prints the daemon's answer, then
+/// (unless `no_wait`) reads the status every `every` until `settled` gives
+/// an exit code (it gets the report and the time since the request), or
+/// `timeout` passes: then `late` says why and gives the code.
+pub fn command_and_wait(
+    socket: &std::path::Path,
+    req: &Request,
+    (no_wait, timeout, every): (bool, Duration, Duration),
+    mut settled: impl FnMut(&StatusReport, Duration) -> Option<i32>,
+    late: impl FnOnce(&StatusReport) -> i32,
+) -> anyhow::Result<i32> {
+    let asked = Instant::now();
+    let r = ask(socket, req)?;
+    println!("{}", r.message.unwrap_or_default());
+    if no_wait {
+        return Ok(super::EXIT_OK);
+    }
+    loop {
+        let s = fetch(socket)?;
+        if let Some(code) = settled(&s, asked.elapsed()) {
+            return Ok(code);
+        }
+        if asked.elapsed() >= timeout {
+            return Ok(late(&s));
+        }
+        std::thread::sleep(every);
+    }
 }
 
 /// Never an error: what keeps the daemon from answering is the UNKNOWN

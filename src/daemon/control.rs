@@ -34,7 +34,13 @@ pub enum Request {
     Status,
     Standby,
     ClearStandby,
-    Takeover { group: String },
+    Takeover {
+        group: String,
+    },
+    /// `hamirror maintenance on|off`.
+    Maintenance {
+        on: bool,
+    },
 }
 
 /// The daemon's answer: `ok`, and either an error, a message or a status.
