@@ -120,6 +120,9 @@ fn maintenance_freezes_both_nodes_keeps_services_up_across_a_daemon_restart_and_
     });
     std::thread::sleep(SEC);
     assert_eq!(hook_lines(&log), started, "kept, not restarted");
+    // ... and mirrors it as before.
+    common::write(&c.p.src("srv/samba/share/in-maintenance.txt"), b"kept and mirrored\n");
+    c.converge("a write on the kept group", 20 * SEC);
 
     // Ended on serv2: both resume; each still holds its own, nothing moved.
     let (code, out, err) = maintenance(&c, "serv2", &["off"]);

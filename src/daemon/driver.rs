@@ -284,6 +284,7 @@ impl Driver {
         }
         if self.arbiter.maintenance().on || self.maintenance_written.0 {
             self.persist_maintenance();
+            self.watch_kept();
         }
         self.schedule_checks(now);
         let generation = self.arbiter.advert_generation();
@@ -470,6 +471,22 @@ impl Driver {
             Action::ClearStandbyLock => self.send_job(Job::ClearStandbyLock),
             Action::WriteMaintenance { .. } => self.persist_maintenance(),
             Action::Notify(e) => self.on_event(now, e),
+        }
+    }
+
+    /// A group held since start-up without its start hooks (kept across a
+    /// restart in maintenance) is mirrored like one acquired here.
+    fn watch_kept(&mut self) {
+        let Some(m) = self.c.mirror.as_mut() else {
+            return;
+        };
+        for g in self.arbiter.status().groups {
+            if let Phase::Held { epoch } = g.phase
+                && !self.watching.contains(&g.group)
+            {
+                m.start_watching(&g.group, epoch);
+                self.watching.insert(g.group);
+            }
         }
     }
 
