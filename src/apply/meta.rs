@@ -127,7 +127,9 @@ fn chmod_at(dir: BorrowedFd<'_>, name: &[u8], mode: u32) -> io::Result<()> {
     let mode = Mode::from_raw_mode(mode & 0o7777);
     // The magic link names the inode opened above, whatever the name is now.
     match rustix::fs::chmod(format!("/proc/self/fd/{}", fd.as_raw_fd()), mode) {
-        Err(rustix::io::Errno::NOENT) if matches!(st.st_mode & libc::S_IFMT, libc::S_IFIFO | libc::S_IFCHR | libc::S_IFBLK) => {
+        Err(rustix::io::Errno::NOENT)
+            if matches!(st.st_mode & libc::S_IFMT, libc::S_IFIFO | libc::S_IFCHR | libc::S_IFBLK) =>
+        {
             // Opening a FIFO blocks, opening a device may act on it.
             Err(io::Error::other(
                 "no /proc: the mode of a FIFO or device node cannot be set without opening it",

@@ -1018,9 +1018,8 @@ impl Applier {
             EntryKind::Fifo => (FileType::Fifo, 0),
             EntryKind::CharDev | EntryKind::BlockDev => {
                 // The wire decoder refused any other spelling.
-                let (major, minor) = hamirror_wire::entry::parse_device(&e.target).ok_or_else(|| {
-                    failed(io::Error::new(io::ErrorKind::InvalidData, "bad device number"))
-                })?;
+                let (major, minor) = hamirror_wire::entry::parse_device(&e.target)
+                    .ok_or_else(|| failed(io::Error::new(io::ErrorKind::InvalidData, "bad device number")))?;
                 let ty = if e.kind == EntryKind::CharDev {
                     FileType::CharacterDevice
                 } else {
