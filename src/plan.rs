@@ -701,6 +701,55 @@ mod tests {
     }
 
     #[test]
+    fn fifos_and_devices_are_made_when_kind_number_or_metadata_differ() {
+        let null = |dev: &str| Entry {
+            size: 0,
+            file_hash: [0; 32],
+            ..other("dev/null", EntryKind::CharDev, dev)
+        };
+        let pipe = Entry {
+            size: 0,
+            file_hash: [0; 32],
+            ..other("q/pipe", EntryKind::Fifo, "")
+        };
+        let replica = holding(&[null("1:3"), pipe.clone()]);
+        let p = plan(&[null("1:3"), pipe.clone()], &[], &replica, &HashMap::new());
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(p.unchanged, 2);
+        // Another device number, a block device of the same number, a mode.
+        let block = Entry {
+            kind: EntryKind::BlockDev,
+            ..null("1:3")
+        };
+        let chmod = Entry {
+            mode: 0o600,
+            ..pipe.clone()
+        };
+        for (offered, change) in [
+            (null("1:5"), Change::Content),
+            (block, Change::Create),
+            (chmod, Change::Content),
+        ] {
+            let p = plan(std::slice::from_ref(&offered), &[], &replica, &HashMap::new());
+            assert_eq!(p.specials, vec![offered.clone()]);
+            assert_eq!(p.items, vec![(change, offered.kind, offered.path.clone())]);
+            assert!(p.need.is_empty() && p.files.is_empty());
+        }
+        assert_eq!(itemize(Change::Create, EntryKind::Fifo, b"q/pipe"), "+S q/pipe");
+        assert_eq!(itemize(Change::Content, EntryKind::CharDev, b"dev/null"), ">D dev/null");
+        // Data-less like directories: a new one makes up for one deleted.
+        let moved = Entry {
+            path: b"r/pipe".to_vec(),
+            ..pipe.clone()
+        };
+        assert_eq!(
+            really_lost(std::slice::from_ref(&pipe), &[moved], |p| p.starts_with(b"r")),
+            0
+        );
+        assert_eq!(really_lost(&[pipe], &[], |_| true), 1);
+    }
+
+    #[test]
     fn the_guard_counts_across_passes_until_reset_or_the_window_ends() {
         let t = 1_000_000;
         // 45 % of 100, then 45 % of what is left: refused the second time.
