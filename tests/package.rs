@@ -87,6 +87,7 @@ fn the_package_holds_what_the_readme_says_and_its_files_run_a_mirroring_failing_
         ("usr/share/hamirror/hooks/ipaddr", "-rwxr-xr-x"),
         ("usr/share/hamirror/hooks/systemd-unit", "-rwxr-xr-x"),
         ("usr/share/hamirror/hooks/mail-notify", "-rwxr-xr-x"),
+        ("usr/lib/ocf/resource.d/hamirror/mirror", "-rwxr-xr-x"),
         ("usr/lib/systemd/system/hamirror.service", "-rw-r--r--"),
         ("usr/share/man/man1/hamirror.1.gz", "-rw-r--r--"),
         ("usr/share/man/man1/hamirror-status.1.gz", "-rw-r--r--"),

@@ -137,6 +137,11 @@ pub struct ArbiterConfig {
     /// Hand a group back (`auto_failback`) only after the daemon reported
     /// with [`Arbiter::handle_resync`] that the owner has caught up.
     pub failback_needs_resync: bool,
+    /// `failover = pacemaker`: groups start and stop here only on
+    /// [`Command::Promote`] and [`Command::Demote`] (and a newer epoch on the
+    /// peer still makes this node step down); no takeover, standby by
+    /// reach score or failback of its own.
+    pub external: bool,
 }
 
 impl ArbiterConfig {
@@ -175,6 +180,7 @@ impl ArbiterConfig {
             release_retry: Duration::from_secs(5),
             observer: false,
             failback_needs_resync: false,
+            external: false,
         }
     }
 
@@ -192,6 +198,7 @@ impl ArbiterConfig {
         cfg.groups[0].name = me.group.name.clone();
         cfg.groups[1].name = peer.group.name.clone();
         cfg.auto_failback = me.conf.auto_failback;
+        cfg.external = me.conf.failover == crate::config::FailoverMode::Pacemaker;
         cfg.preferred = me
             .conf
             .preferred
@@ -240,6 +247,8 @@ struct GroupState {
     /// We hold it and saw the peer hold it with an older epoch: re-announce
     /// once the peer has let go.
     conflict: bool,
+    /// Pacemaker asked for it to stop here (`demote`) while it was starting.
+    demote: bool,
     /// The daemon reported the owner caught up (failback gate).
     caught_up: bool,
 }
@@ -295,6 +304,7 @@ impl Arbiter {
                     manual: false,
                     requested: false,
                     conflict: false,
+                    demote: false,
                     caught_up: false,
                 }
             })

@@ -36,6 +36,8 @@ pub const NODES: [&str; 2] = ["serv1", "serv2"];
 pub struct SimConfig {
     pub timers: Timers,
     pub auto_failback: bool,
+    /// `failover = pacemaker` on both nodes: groups move on promote/demote only.
+    pub external: bool,
     /// Index of the preferred node.
     pub preferred: Option<usize>,
     /// Reachlist hosts.
@@ -51,6 +53,7 @@ impl Default for SimConfig {
         SimConfig {
             timers: Timers::default(),
             auto_failback: false,
+            external: false,
             preferred: Some(0),
             hosts: 3,
             acquire_time: Duration::from_millis(20),
@@ -255,6 +258,7 @@ impl Sim {
     fn arbiter_config(&self, n: usize) -> ArbiterConfig {
         let mut c = ArbiterConfig::new(NODES[n], NODES[1 - n], self.cfg.timers, true);
         c.auto_failback = self.cfg.auto_failback;
+        c.external = self.cfg.external;
         c.preferred = self
             .cfg
             .preferred

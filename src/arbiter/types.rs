@@ -23,7 +23,8 @@ pub enum AcquireReason {
     PeerStandby,
     /// The peer's start hooks failed for it.
     PeerFailed,
-    /// An operator asked for it (`takeover GROUP`).
+    /// An operator asked for it (`takeover GROUP`), or Pacemaker did
+    /// (`promote GROUP`).
     Operator,
 }
 
@@ -46,6 +47,8 @@ pub enum ReleaseReason {
     /// may start it; this node does not take it back until the situation
     /// changes, as after a failed start.
     Unhealthy,
+    /// Pacemaker demoted it here (`demote GROUP`).
+    Demoted,
 }
 
 /// Why this node is in standby.
@@ -274,6 +277,11 @@ pub enum Command {
     /// `hamirror maintenance on|off`: freeze or resume failover decisions,
     /// on both nodes.
     Maintenance(bool),
+    /// `failover = pacemaker`: run the group here (as `Takeover`, but
+    /// already holding it is fine).
+    Promote(String),
+    /// `failover = pacemaker`: stop the group here; not holding it is fine.
+    Demote(String),
 }
 
 /// Why an operator command was refused. Retrying the same command in the
@@ -290,10 +298,18 @@ pub enum CommandError {
     Starting,
     #[error("this node already holds (or is starting) group {0}")]
     AlreadyHeld(String),
+    #[error("group {0} is still stopping here; try again when it has stopped")]
+    StillReleasing(String),
     #[error(
         "the cluster is in maintenance mode: failover decisions are frozen; end it first (`hamirror maintenance off`)"
     )]
     InMaintenance,
+    #[error(
+        "`promote` and `demote` are Pacemaker's (failover = pacemaker); this cluster uses `takeover` and `standby`"
+    )]
+    NotExternal,
+    #[error("with failover = pacemaker, Pacemaker moves groups: use `crm resource move` (or promote/demote)")]
+    External,
 }
 
 /// The node's mode.

@@ -13,6 +13,7 @@ mod links;
 mod log;
 mod maintenance;
 mod progress;
+mod promote;
 mod resync;
 mod run;
 mod scan;
@@ -215,6 +216,14 @@ pub enum Command {
     /// Move a group to this node: the peer stops it, then this node starts it.
     #[command(after_help = "Examples:\n  hamirror takeover serv1    # on serv1, after a failover: take its group back")]
     Takeover(takeover::TakeoverArgs),
+    /// With `failover = pacemaker`: make this node the holder of GROUP (the
+    /// peer stops it first). Pacemaker's OCF agent calls it; exit 0 running
+    /// here, 2 failed.
+    #[command(after_help = "Examples:\n  hamirror promote serv1     # what `crm resource promote` ends up doing here")]
+    Promote(promote::PromoteArgs),
+    /// With `failover = pacemaker`: stop GROUP here (this node becomes its
+    /// replica). Exit 0 stopped, 2 failed.
+    Demote(promote::PromoteArgs),
     /// On the replica's node: let the next pass of a set that deletes
     /// anything through the mass-delete guard, and start its count again.
     ///
@@ -314,6 +323,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Standby(a) => standby::run(&cli.global, a),
         Command::Takeover(a) => takeover::run(&cli.global, a),
         Command::Maintenance(a) => maintenance::run(&cli.global, a),
+        Command::Promote(a) => promote::promote(&cli.global, a),
+        Command::Demote(a) => promote::demote(&cli.global, a),
         Command::AllowDeletes(a) => allow::run(&cli.global, a),
         Command::Completions(a) => completions::completions(a),
         Command::Man(a) => completions::man(a),

@@ -34,6 +34,11 @@ pub struct StatusArgs {
     /// A set behind its peer for longer than this many seconds is a WARNING.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub max_lag: u64,
+    /// Print only GROUP's phase on this node, who decides and the daemon's
+    /// pid, e.g. `held pacemaker 1234` (for scripts and the OCF agent): exit
+    /// 0, 2 no such group, 3 the daemon did not answer.
+    #[arg(long, value_name = "GROUP", conflicts_with = "json")]
+    pub phase: Option<String>,
 }
 
 /// The control socket of the local node's daemon.
@@ -98,6 +103,21 @@ pub fn command_and_wait(
 /// Never an error: what keeps the daemon from answering is the UNKNOWN
 /// verdict (exit 3), on stdout where a monitoring system reads it.
 pub fn run(global: &Global, args: &StatusArgs) -> anyhow::Result<i32> {
+    if let Some(group) = &args.phase {
+        let r = match socket(global).and_then(|sock| fetch(&sock)) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("hamirror: {}", super::explain(&e));
+                return Ok(health::State::Unknown.exit_code());
+            }
+        };
+        let Some(g) = r.groups.iter().find(|g| &g.group == group) else {
+            eprintln!("hamirror: no group {group:?} in this cluster");
+            return Ok(super::EXIT_FAILED);
+        };
+        println!("{} {} {}", g.phase, r.failover, r.pid);
+        return Ok(super::EXIT_OK);
+    }
     let (report, health) = match socket(global).and_then(|sock| fetch(&sock)) {
         Ok(r) => {
             let h = health::judge(&r, args.max_lag.saturating_mul(1000));

@@ -41,6 +41,14 @@ pub enum Request {
     Maintenance {
         on: bool,
     },
+    /// `hamirror promote GROUP` (failover = pacemaker).
+    Promote {
+        group: String,
+    },
+    /// `hamirror demote GROUP` (failover = pacemaker).
+    Demote {
+        group: String,
+    },
 }
 
 /// The daemon's answer: `ok`, and either an error, a message or a status.

@@ -823,6 +823,14 @@ impl Driver {
                 Command::Takeover(group.clone()),
                 format!("takeover of {group} requested: the peer releases it, then this node starts it"),
             ),
+            Request::Promote { group } => (
+                Command::Promote(group.clone()),
+                format!("promote {group}: the peer stops it if it runs there, then this node starts it"),
+            ),
+            Request::Demote { group } => (
+                Command::Demote(group.clone()),
+                format!("demote {group}: stopping it here"),
+            ),
             Request::Maintenance { on } => {
                 if self.arbiter.maintenance().on == on {
                     return Response::message(format!("maintenance mode is already {}", if on { "on" } else { "off" }));
@@ -945,6 +953,12 @@ impl Driver {
             standby_reason,
             standby_lock: self.c.standby_lock,
             standby_lock_error: self.lock_error.clone(),
+            failover: if self.arbiter.config().external {
+                "pacemaker"
+            } else {
+                "builtin"
+            }
+            .to_string(),
             maintenance: MaintenanceReport {
                 on: st.maintenance,
                 generation: st.maintenance_generation,

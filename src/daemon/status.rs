@@ -27,6 +27,9 @@ pub struct StatusReport {
     pub standby_lock: bool,
     /// The last attempt to write or clear the lock failed with this.
     pub standby_lock_error: Option<String>,
+    /// Who decides where groups run: `builtin` or `pacemaker`.
+    #[serde(default)]
+    pub failover: String,
     /// Maintenance mode (failover decisions frozen) as this node knows it.
     #[serde(default)]
     pub maintenance: MaintenanceReport,
@@ -359,6 +362,7 @@ pub(crate) mod tests {
             standby_reason: None,
             standby_lock: false,
             standby_lock_error: None,
+            failover: "builtin".into(),
             maintenance: Default::default(),
             shutting_down: false,
             peer_alive: true,

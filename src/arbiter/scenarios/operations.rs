@@ -238,3 +238,81 @@ fn the_newer_maintenance_setting_wins_after_a_partition_and_survives_a_power_cyc
         "serv2's group not restarted in maintenance"
     );
 }
+
+// ---------------------------------------------------------------- failover = pacemaker
+
+fn external() -> Sim {
+    let mut s = Sim::new(SimConfig {
+        external: true,
+        ..SimConfig::default()
+    });
+    s.start(0);
+    s.start(1);
+    s.run_for(secs(2));
+    s
+}
+
+#[test]
+fn under_pacemaker_nothing_starts_by_itself_and_promote_demote_move_groups_without_overlap() {
+    let mut s = external();
+    assert_eq!(
+        s.holding_map(),
+        [Vec::<usize>::new(), vec![]],
+        "nobody owns anything: Pacemaker decides"
+    );
+    s.command(0, Command::Promote(G1.into())).unwrap();
+    s.command(1, Command::Promote(G2.into())).unwrap();
+    s.run_for(secs(1));
+    assert_eq!(s.holding_map(), [vec![0], vec![1]]);
+    // Promote again where it runs: nothing to do. Builtin commands refused.
+    s.command(0, Command::Promote(G1.into())).unwrap();
+    assert_eq!(s.command(0, Command::Takeover(G2.into())), Err(CommandError::External));
+    assert_eq!(s.command(0, Command::Standby), Err(CommandError::External));
+    // A switchover as Pacemaker orders it: demote there, promote here.
+    s.command(0, Command::Demote(G1.into())).unwrap();
+    s.run_for(secs(1));
+    assert_eq!(s.holding_map(), [vec![], vec![1]], "demoted, not taken by anyone");
+    s.command(1, Command::Promote(G1.into())).unwrap();
+    s.run_for(secs(1));
+    assert_eq!(s.holding_map(), [vec![1], vec![1]]);
+    // Promote while the peer still runs it: the peer lets go first.
+    s.command(0, Command::Promote(G1.into())).unwrap();
+    s.run_for(secs(1));
+    assert_eq!(s.holding_map(), [vec![0], vec![1]]);
+    no_overlap(&s);
+}
+
+#[test]
+fn under_pacemaker_a_dead_peer_is_not_taken_over_until_promoted_and_a_lower_score_is_no_reason_to_stand_by() {
+    let mut s = external();
+    s.command(0, Command::Promote(G1.into())).unwrap();
+    s.command(1, Command::Promote(G2.into())).unwrap();
+    s.run_for(secs(1));
+    s.set_nic(1, LAN, false);
+    s.run_for(secs(3));
+    assert_eq!(standby(&s, 1), None);
+    assert_eq!(s.holding_map(), [vec![0], vec![1]]);
+    s.set_nic(1, LAN, true);
+    s.crash(0);
+    s.run_for(secs(5));
+    assert_eq!(s.count_events(1, is_dead), 1);
+    assert_eq!(
+        s.holding_map(),
+        [vec![], vec![1]],
+        "waits for Pacemaker (and its fencing)"
+    );
+    s.command(1, Command::Promote(G1.into())).unwrap();
+    s.run_for(secs(1));
+    assert_eq!(s.holding_map(), [vec![1], vec![1]]);
+    // The old holder comes back: it starts nothing, and its stale epoch
+    // could not win anyway.
+    s.start(0);
+    s.run_for(secs(3));
+    assert_eq!(s.holding_map(), [vec![1], vec![1]]);
+    assert_eq!(
+        s.command(0, Command::Demote(G2.into())),
+        Ok(()),
+        "demoting what does not run here is fine"
+    );
+    no_overlap(&s);
+}
