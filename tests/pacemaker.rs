@@ -9,11 +9,14 @@
 //! corosync; skips (saying why) without them, fails under CI (`CI` set).
 //! HAMIRROR_SKIP_NETNS=1 skips. Namespaces `hmpk<pid>-…`, deleted on drop.
 
+// Nodes are indexed throughout (0 = node1), in every table.
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::pacemaker::{Mon, NODES, PcmkLab};
+use common::pacemaker::{Mon, NODES, Opts, PcmkLab, STATEFUL_AGENT};
 
 const CLONE: &str = "st-clone";
 
@@ -25,6 +28,9 @@ const CLONE_XML: &str = r#"<clone id="st-clone">
     <nvpair id="st-clone-promoted-max" name="promoted-max" value="1"/>
   </meta_attributes>
   <primitive id="st" class="ocf" provider="pacemaker" type="Stateful">
+    <instance_attributes id="st-params">
+      <nvpair id="st-envfile" name="envfile" value="/run/st.env"/>
+    </instance_attributes>
     <operations>
       <op id="st-monitor-promoted" name="monitor" interval="2s" role="Promoted" timeout="10s"/>
       <op id="st-monitor-unpromoted" name="monitor" interval="3s" role="Unpromoted" timeout="10s"/>
@@ -82,7 +88,15 @@ fn killing_the_promoted_node_promotes_another_and_the_returning_node_rejoins_unp
         return;
     }
     let t0 = Instant::now();
-    let mut lab = PcmkLab::new("hmpk");
+    // The knobs the hamirror agent's tests need: a provider of their own
+    // (here a copy of the test agent) and an environment for the agents.
+    let agents = tempfile::tempdir().unwrap();
+    std::fs::copy(STATEFUL_AGENT, agents.path().join("Stateful")).unwrap();
+    let opts = Opts {
+        providers: vec![("hamirror-lab".into(), agents.path().to_path_buf())],
+        env: vec![("HAMIRROR_LAB_MARK".into(), "it's the lab".into())],
+    };
+    let mut lab = PcmkLab::with("hmpk", opts);
     for (i, name) in NODES.iter().enumerate() {
         let uname = lab.run_ok(i, &["uname", "-n"]);
         assert_eq!(uname.trim(), *name, "each node has its own hostname");
@@ -104,6 +118,12 @@ fn killing_the_promoted_node_promotes_another_and_the_returning_node_rejoins_unp
     lab.run_ok(0, &["cibadmin", "--create", "-o", "resources", "--xml-text", CLONE_XML]);
     let (first, promote) = lab.wait_for("one promoted instance, the others unpromoted", SETTLE_MAX, settled);
     assert_roles(&lab, &first);
+    for i in 0..3 {
+        let env = lab.run_ok(i, &["cat", "/run/st.env"]);
+        assert!(env.contains("HAMIRROR_LAB_MARK=it's the lab\n"), "{}: {env}", NODES[i]);
+    }
+    let meta = lab.run_ok(1, &["crm_resource", "--show-metadata", "ocf:hamirror-lab:Stateful"]);
+    assert!(meta.contains(r#"<resource-agent name="Stateful""#), "{meta}");
 
     let k = NODES.iter().position(|n| *n == first).unwrap();
     lab.kill_node(k);

@@ -16,6 +16,12 @@
 //!   a missing prerequisite fails instead. `HAMIRROR_SKIP_NETNS=1` skips.
 //! - [`PcmkLab::new`] builds the network and boots the three nodes;
 //!   [`PcmkLab::wait_online`] waits for a DC with quorum and N nodes online.
+//!   [`PcmkLab::with`] and [`Opts`] add OCF providers of the test's own
+//!   (`ocf:hamirror:mirror` from the checkout, overlaid on the installed
+//!   `/usr/lib/ocf/resource.d` inside the nodes only) and environment
+//!   variables every agent inherits. Paths of the host (the test's temp
+//!   dirs, the built binary) are visible in the nodes: only `/run`,
+//!   `/dev/shm` and the directories below are private.
 //! - [`PcmkLab::run`] / [`PcmkLab::run_ok`] run any command inside node i
 //!   (its network, mount and UTS namespaces): `crm_mon`, `cibadmin`,
 //!   `crm_resource`, `crm_attribute`, or a hamirror command. Agents see the
@@ -189,12 +195,26 @@ fn attr(line: &str, name: &str) -> Option<String> {
     Some(line[start..start + len].to_string())
 }
 
+/// What a test adds to every node.
+#[derive(Debug, Clone, Default)]
+pub struct Opts {
+    /// OCF providers added to the node's `/usr/lib/ocf/resource.d` (an
+    /// overlay on the installed ones): (provider, directory of agents),
+    /// e.g. `("hamirror", <checkout>/ocf)` for `ocf:hamirror:mirror`. The
+    /// agents are copied when the lab is built.
+    pub providers: Vec<(String, PathBuf)>,
+    /// Environment of pacemakerd, hence of its daemons and of every agent
+    /// it runs (a test binary's path, a config directory…).
+    pub env: Vec<(String, String)>,
+}
+
 /// The three nodes, their namespaces and the anchor of each running node.
 pub struct PcmkLab {
     pub dir: tempfile::TempDir,
     /// node1, node2, node3.
     pub node_ns: [String; 3],
     pub lan_ns: String,
+    pub opts: Opts,
     /// The `sleep infinity` each node's boot script became: holds the
     /// node's mount and UTS namespaces; `None` while the node is down.
     anchors: [Option<Child>; 3],
@@ -246,6 +266,11 @@ impl PcmkLab {
     /// `prefix` makes the namespace names (`<prefix><pid>-n1`) unique per
     /// test.
     pub fn new(prefix: &str) -> PcmkLab {
+        PcmkLab::with(prefix, Opts::default())
+    }
+
+    /// [`PcmkLab::new`] with agents and environment of the test's own.
+    pub fn with(prefix: &str, opts: Opts) -> PcmkLab {
         remove_stale_namespaces(prefix);
         let mut ns = Namespaces::default();
         let lan = ns.add(prefix, "lan");
@@ -267,6 +292,7 @@ impl PcmkLab {
             dir: tempfile::tempdir().expect("temp dir"),
             node_ns,
             lan_ns: lan,
+            opts,
             anchors: [None, None, None],
             _ns: ns,
         };
@@ -307,8 +333,16 @@ impl PcmkLab {
             std::fs::write(&authkey, &key).unwrap();
             std::fs::set_permissions(&authkey, std::fs::Permissions::from_mode(0o400)).unwrap();
             std::fs::write(d.join("etc-corosync/corosync.conf"), corosync_conf(&d)).unwrap();
+            for (provider, from) in &self.opts.providers {
+                let to = d.join("ocf").join(provider);
+                std::fs::create_dir_all(&to).unwrap();
+                for e in std::fs::read_dir(from).unwrap_or_else(|e| panic!("agents of {provider}: {from:?}: {e}")) {
+                    let e = e.unwrap();
+                    std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+                }
+            }
             let boot = d.join("boot.sh");
-            std::fs::write(&boot, boot_script(i, &d)).unwrap();
+            std::fs::write(&boot, boot_script(i, &d, &self.opts)).unwrap();
             std::fs::set_permissions(&boot, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
     }
@@ -591,7 +625,20 @@ fn corosync_conf(d: &Path) -> String {
 }
 
 /// Node `i`'s boot (see the module doc); `d` is its directory.
-fn boot_script(i: usize, d: &Path) -> String {
+fn boot_script(i: usize, d: &Path, opts: &Opts) -> String {
+    let mut extra = String::new();
+    if !opts.providers.is_empty() {
+        // The test's providers over the installed ones, read-only.
+        let _ = writeln!(
+            extra,
+            "mount -t overlay pcmk-lab-ocf -o lowerdir={}:{OCF} {OCF}",
+            d.join("ocf").display(),
+            OCF = "/usr/lib/ocf/resource.d"
+        );
+    }
+    for (k, v) in &opts.env {
+        let _ = writeln!(extra, "export {k}='{}'", v.replace('\'', r"'\''"));
+    }
     let d = d.display();
     format!(
         r#"#!/bin/sh
@@ -605,7 +652,7 @@ mount --bind {d}/etc-corosync /etc/corosync
 mount --bind {d}/lib-corosync /var/lib/corosync
 mount --bind {d}/lib-pacemaker /var/lib/pacemaker
 mount --bind {d}/log-pacemaker /var/log/pacemaker
-{corosync} -f >>{d}/corosync.out 2>&1 &
+{extra}{corosync} -f >>{d}/corosync.out 2>&1 &
 n=0
 until {cmapctl} -g totem.cluster_name >/dev/null 2>&1; do
   n=$((n+1))
