@@ -53,8 +53,9 @@
 //! has no fencing device; in production a lost node must be fenced (IPMI,
 //! SBD, a PDU, a cloud API) before its resources run elsewhere, or a node
 //! that is only cut off, not dead, keeps writing. Corosync's token is 1 s
-//! (3 nodes: 1.65 s with the default coefficient) and `dc-deadtime` 2 s so
-//! that a failover takes seconds; `no-quorum-policy=stop` (the default) is
+//! whatever the node count (`token_coefficient: 0`; consensus 1.2 s) and
+//! `dc-deadtime` 2 s so that a failover takes 2-4 s (production defaults:
+//! 3 s + 650 ms per node beyond two, and a 20 s `dc-deadtime`); `no-quorum-policy=stop` (the default) is
 //! written out. The properties are seeded into each node's CIB before the
 //! first boot (the 20 s default `dc-deadtime` would otherwise delay the
 //! first DC election). Knet transport with a fresh random authkey.
@@ -616,7 +617,7 @@ fn corosync_conf(d: &Path) -> String {
     format!(
         "# The Pacemaker test lab (tests/common/pacemaker.rs): fast failure detection.\n\
          totem {{\n  version: 2\n  cluster_name: hamirror-lab\n  transport: knet\n  crypto_cipher: aes256\n  \
-         crypto_hash: sha256\n  token: 1000\n  join: 50\n}}\n\
+         crypto_hash: sha256\n  token: 1000\n  token_coefficient: 0\n  join: 50\n}}\n\
          nodelist {{\n{nodes}}}\n\
          quorum {{\n  provider: corosync_votequorum\n  two_node: 0\n}}\n\
          logging {{\n  to_stderr: no\n  to_syslog: no\n  to_logfile: yes\n  logfile: {}\n  timestamp: hires\n}}\n",
