@@ -3,7 +3,9 @@
 //! namespaces run a promotable clone of `ocf:pacemaker:Stateful`; the
 //! promoted node loses power, Pacemaker promotes another within seconds,
 //! and the node that comes back rejoins unpromoted. The hamirror agent's
-//! tests (issue #14) run in the same lab.
+//! tests (issue #14) run in the same lab: this one also overlays
+//! `ocf:hamirror:mirror` from the checkout on the nodes' agents (Pacemaker
+//! reads its metadata) and gives the agents an environment variable.
 //!
 //! Needs root, iproute2 and the packages pacemaker, pacemaker-cli-utils and
 //! corosync; skips (saying why) without them, fails under CI (`CI` set).
@@ -14,9 +16,10 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::pacemaker::{Mon, NODES, Opts, PcmkLab, STATEFUL_AGENT};
+use common::pacemaker::{Mon, NODES, Opts, PcmkLab};
 
 const CLONE: &str = "st-clone";
 
@@ -89,12 +92,13 @@ fn killing_the_promoted_node_promotes_another_and_the_returning_node_rejoins_unp
         return;
     }
     let t0 = Instant::now();
-    // The knobs the hamirror agent's tests need: a provider of their own
-    // (here a copy of the test agent) and an environment for the agents.
-    let agents = tempfile::tempdir().unwrap();
-    std::fs::copy(STATEFUL_AGENT, agents.path().join("Stateful")).unwrap();
+    // The knobs the hamirror agent's tests need: its provider from the
+    // checkout (not installed on the host) and an environment for agents.
     let opts = Opts {
-        providers: vec![("hamirror-lab".into(), agents.path().to_path_buf())],
+        providers: vec![(
+            "hamirror".into(),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks/ocf"),
+        )],
         env: vec![("HAMIRROR_LAB_MARK".into(), "it's the lab".into())],
     };
     let mut lab = PcmkLab::with("hmpk", opts);
@@ -123,8 +127,8 @@ fn killing_the_promoted_node_promotes_another_and_the_returning_node_rejoins_unp
         let env = lab.run_ok(i, &["cat", "/run/st.env"]);
         assert!(env.contains("HAMIRROR_LAB_MARK=it's the lab\n"), "{}: {env}", NODES[i]);
     }
-    let meta = lab.run_ok(1, &["crm_resource", "--show-metadata", "ocf:hamirror-lab:Stateful"]);
-    assert!(meta.contains(r#"<resource-agent name="Stateful""#), "{meta}");
+    let meta = lab.run_ok(1, &["crm_resource", "--show-metadata", "ocf:hamirror:mirror"]);
+    assert!(meta.contains(r#"<resource-agent name="mirror""#), "{meta}");
 
     let k = NODES.iter().position(|n| *n == first).unwrap();
     lab.kill_node(k);
