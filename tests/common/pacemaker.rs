@@ -35,6 +35,7 @@
 //!   polls; [`PcmkLab::logs`] gathers what to print when an assertion fails.
 //! - Drop kills every process and deletes the namespaces (even on panic);
 //!   namespaces of a run killed outright are cleaned by the next run.
+//!   Labs of one test binary wait for each other (a lock the lab holds).
 //!
 //! How a node is isolated: its boot script runs under `ip netns exec NS
 //! unshare --mount --uts --propagation private`, sets the hostname (= node
@@ -67,6 +68,7 @@ use std::fmt::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::netns::{Namespaces, ip, kill_all_in, remove_stale_namespaces};
@@ -221,7 +223,14 @@ pub struct PcmkLab {
     anchors: [Option<Child>; 3],
     // Last: the namespaces go after every process in them.
     _ns: Namespaces,
+    // After the namespaces: the next lab starts once this one is gone.
+    _one_at_a_time: MutexGuard<'static, ()>,
 }
+
+/// Labs of one test binary run one at a time: their namespace names share
+/// the process id, and two clusters' worth of daemons at once on a small
+/// machine would risk token timeouts nobody asked for.
+static ONE_LAB: Mutex<()> = Mutex::new(());
 
 impl PcmkLab {
     /// Whether the lab can run here; prints why not (the test then
@@ -272,6 +281,7 @@ impl PcmkLab {
 
     /// [`PcmkLab::new`] with agents and environment of the test's own.
     pub fn with(prefix: &str, opts: Opts) -> PcmkLab {
+        let one_at_a_time = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
         remove_stale_namespaces(prefix);
         let mut ns = Namespaces::default();
         let lan = ns.add(prefix, "lan");
@@ -296,6 +306,7 @@ impl PcmkLab {
             opts,
             anchors: [None, None, None],
             _ns: ns,
+            _one_at_a_time: one_at_a_time,
         };
         lab.write_nodes();
         for i in 0..3 {
