@@ -40,15 +40,17 @@
 //! How a node is isolated: its boot script runs under `ip netns exec NS
 //! unshare --mount --uts --propagation private`, sets the hostname (= node
 //! name, also `name:` in the nodelist), mounts fresh tmpfs on `/run`
-//! (pacemaker's `/run/crm`, agents' state under `/var/run`) and `/dev/shm`
-//! (libqb's IPC ring buffers would collide between nodes), bind-mounts the
+//! (`/run/corosync.pid`: with a shared /run the second corosync refuses to
+//! start; pacemaker's `/run/crm`; agents' state under `/var/run`) and
+//! `/dev/shm` (libqb's IPC ring buffers, ~8 MB a node), bind-mounts the
 //! node's own directories of the lab over `/etc/corosync`,
 //! `/var/lib/corosync`, `/var/lib/pacemaker` and `/var/log/pacemaker`,
 //! starts `corosync -f` and then `pacemakerd` (which starts its daemons,
 //! some as user hacluster), and stays as `sleep infinity`: that "anchor"
-//! holds the namespaces, and [`PcmkLab::run`] enters them through it. libqb's
-//! IPC sockets are abstract unix sockets, which belong to the network
-//! namespace: the three nodes' IPC cannot meet. No systemd is involved.
+//! holds the namespaces, and [`PcmkLab::run`] enters them through it. The
+//! IPC sockets (`@cib_rw`, `@cpg`, `@lrmd`…) are abstract unix sockets,
+//! which belong to the network namespace: the three nodes' IPC cannot
+//! meet. No systemd is involved.
 //!
 //! Lab settings, not production ones: `stonith-enabled=false` because a lab
 //! has no fencing device; in production a lost node must be fenced (IPMI,
@@ -56,10 +58,11 @@
 //! that is only cut off, not dead, keeps writing. Corosync's token is 1 s
 //! whatever the node count (`token_coefficient: 0`; consensus 1.2 s) and
 //! `dc-deadtime` 2 s so that a failover takes 2-4 s (production defaults:
-//! 3 s + 650 ms per node beyond two, and a 20 s `dc-deadtime`); `no-quorum-policy=stop` (the default) is
-//! written out. The properties are seeded into each node's CIB before the
-//! first boot (the 20 s default `dc-deadtime` would otherwise delay the
-//! first DC election). Knet transport with a fresh random authkey.
+//! token 3 s + 650 ms per node beyond two, `dc-deadtime` 20 s);
+//! `no-quorum-policy=stop` (the default) is written out. The properties
+//! are seeded into each node's CIB before the first boot (the default
+//! `dc-deadtime` would delay the first DC election by 20 s). Knet
+//! transport, encrypted with a fresh random authkey shared by the three.
 
 // Nodes are indexed throughout (0 = node1), in every table.
 #![allow(clippy::needless_range_loop)]
