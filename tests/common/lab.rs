@@ -32,7 +32,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::netns::{Children, Namespaces, enter_netns, ip, monotonic_ms, remove_stale_namespaces, signal, try_ip};
+use super::netns::{
+    Children, Namespaces, enter_netns, ip, monotonic_ms, netns_pids, remove_stale_namespaces, signal, try_ip,
+};
 pub use super::observe::Observer;
 
 pub const NODES: [&str; 2] = ["serv1", "serv2"];
@@ -205,15 +207,7 @@ impl Lab {
     /// The processes running in node `i`'s namespace (its daemon, hooks,
     /// services, announcements) — everything that dies with the node.
     pub fn node_pids(&self, i: usize) -> Vec<u32> {
-        let out = Command::new("ip")
-            .args(["netns", "pids", &self.node_ns[i]])
-            .output()
-            .expect("ip netns pids");
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .filter(|p| *p != std::process::id())
-            .collect()
+        netns_pids(&self.node_ns[i])
     }
 
     /// Node `i` freezes (SIGSTOP of everything in it, and its static

@@ -1,7 +1,8 @@
 //! Shared helpers for the integration tests: a temporary copy of the example
 //! `cluster.d` and a way to run the real binary against it. Each test file
 //! includes this module with `mod common;`. Network-namespace helpers are
-//! in [`netns`], the two-node cluster lab in [`lab`].
+//! in [`netns`], the two-node cluster lab in [`lab`], the three-node
+//! Corosync + Pacemaker lab in [`pacemaker`].
 #![allow(dead_code)]
 
 pub mod daemons;
@@ -9,6 +10,7 @@ pub mod lab;
 pub mod netns;
 pub mod node;
 pub mod observe;
+pub mod pacemaker;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -123,8 +123,45 @@ pub fn remove_stale_namespaces(prefix: &str) {
         };
         let pid: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
         if !pid.is_empty() && !Path::new("/proc").join(&pid).exists() {
+            // Daemons of the dead run (corosync, pacemaker…) outlive it;
+            // deleting the name alone would leave them running.
+            kill_all_in(name, std::time::Duration::from_secs(5));
             let _ = Command::new("ip").args(["netns", "del", name]).output();
         }
+    }
+}
+
+/// The processes in network namespace `ns`, without the caller (whose
+/// threads may have entered it).
+pub fn netns_pids(ns: &str) -> Vec<u32> {
+    let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() else {
+        return vec![];
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .filter(|p| *p != std::process::id())
+        .collect()
+}
+
+/// SIGKILLs everything in `ns` until nothing is left (a process may fork
+/// between listing and killing) or `within` has passed; true if emptied.
+/// Frozen processes are thawed so that they can die.
+pub fn kill_all_in(ns: &str, within: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let pids = netns_pids(ns);
+        if pids.is_empty() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        for p in pids {
+            signal(p, libc::SIGCONT);
+            signal(p, libc::SIGKILL);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
