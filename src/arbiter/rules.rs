@@ -511,7 +511,7 @@ impl Arbiter {
                 }
                 Ok(())
             }
-            Command::Standby => {
+            Command::Standby | Command::Shutdown => {
                 if !matches!(self.mode, Mode::Standby { .. }) {
                     self.enter_standby(StandbyReason::Operator);
                 }

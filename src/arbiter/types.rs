@@ -277,6 +277,11 @@ pub enum Command {
     /// `hamirror maintenance on|off`: freeze or resume failover decisions,
     /// on both nodes.
     Maintenance(bool),
+    /// The daemon is stopping: release everything, as `Standby` does (the
+    /// daemon writes no lock for it). Never refused: a stop of the daemon
+    /// under Pacemaker hands over too (maintenance mode keeps the
+    /// services instead, in the daemon, before it gets here).
+    Shutdown,
     /// `failover = pacemaker`: run the group here (as `Takeover`, but
     /// already holding it is fine).
     Promote(String),

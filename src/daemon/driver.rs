@@ -548,7 +548,7 @@ impl Driver {
         }
         if self.shutdown.is_some() && matches!(e, Event::MaintenanceOff { .. }) {
             // Stopping was left to the end of maintenance: hand over now.
-            let _ = self.arbiter.handle_command(now, Command::Standby);
+            let _ = self.arbiter.handle_command(now, Command::Shutdown);
         }
         let (name, detail) = (e.name(), event_detail(&e));
         let v = serde_json::to_value(&e).unwrap_or_default();
@@ -792,7 +792,7 @@ impl Driver {
             epoch: 0,
         });
         self.record(now, Level::Info, "stopping".into(), detail);
-        let _ = self.arbiter.handle_command(now, Command::Standby);
+        let _ = self.arbiter.handle_command(now, Command::Shutdown);
     }
 
     fn on_request(&mut self, now: Millis, req: Request) -> Response {

@@ -314,5 +314,9 @@ fn under_pacemaker_a_dead_peer_is_not_taken_over_until_promoted_and_a_lower_scor
         Ok(()),
         "demoting what does not run here is fine"
     );
+    // A stop of the daemon (SIGTERM) still hands over what it holds.
+    s.command(1, Command::Shutdown).unwrap();
+    s.run_for(secs(1));
+    assert_eq!(s.holding_map(), [Vec::<usize>::new(), vec![]]);
     no_overlap(&s);
 }
