@@ -23,7 +23,7 @@ work=$(mktemp -d /tmp/hamirror-index.XXXXXX)
 pid=
 cleanup() {
   [ -n "$pid" ] && { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
-  rm -rf "$work"
+  if [ -n "${KEEP:-}" ]; then echo "kept $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 port() { python3 -c "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"; }
@@ -58,15 +58,18 @@ for n in serv1 serv2; do
   fp=$("$bin" --config "$work/cluster.d" --node $n init 2>/dev/null | grep -o 'sha256:[0-9a-f]*' | head -1)
   echo "fingerprint = $fp" >> "$work/cluster.d/$n.conf"
 done
-"$bin" --config "$work/cluster.d" --node serv2 serve 2> "$work/serve.log" &
+HAMIRROR_LOG=${HAMIRROR_LOG:-info} "$bin" --config "$work/cluster.d" --node serv2 serve 2> "$work/serve.log" &
 pid=$!
 sleep 1
-H() { "$bin" --config "$work/cluster.d" --node serv1 sync Fbench > /dev/null; }
+H() { "$bin" --config "$work/cluster.d" --node serv1 sync Fbench > /dev/null 2>> "$work/sync.log"; }
 count=$(find "$work/src/tree" | wc -l)
-size() { stat -c %s "$work/state$1/sets/Fbench.redb"; }
-row() { printf '| %s | %s | %s |\n' "$1" "$(($(size 1) / count))" "$(($(size 2) / count))"; }
+# Disk space (allocated blocks) and, in parentheses, the file's length:
+# redb doubles the length when it needs room and leaves the unwritten tail
+# as a hole.
+size() { echo "$(($(stat -c '%b * %B' "$work/state$1/sets/Fbench.redb") / count)) ($(($(stat -c %s "$work/state$1/sets/Fbench.redb") / count)))"; }
+row() { printf '| %s | %s | %s |\n' "$1" "$(size 1)" "$(size 2)"; }
 echo "tree: $count entries, $(du -sb "$work/src/tree" | cut -f1) bytes; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "| after | sender B/entry | receiver B/entry |"
+echo "| after | sender B/entry on disk (length) | receiver B/entry on disk (length) |"
 echo "| --- | --- | --- |"
 H; row "first sync"
 for i in $(seq "$passes"); do H; done

@@ -10,7 +10,11 @@
 //! Compaction: redb never gives back the pages a commit freed inside the
 //! file, only a free tail; [`Index::maybe_compact`] runs
 //! `Database::compact` when the file has grown well past its size after
-//! the last compaction. Knows nothing of scanning or peers.
+//! the last compaction. Size here is the disk space the file takes
+//! (allocated blocks), not its length: redb doubles the length whenever it
+//! runs out of room, and the tail it has not written yet is a hole — a
+//! compacted file's first commit would otherwise look like a doubling and
+//! compact again. Knows nothing of scanning or peers.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -24,7 +28,7 @@ type Bytes = &'static [u8];
 
 /// Files smaller than this are never compacted: there is little to gain.
 const COMPACT_MIN: u64 = 4 << 20;
-/// `meta` key: the file's length after the last compaction (u64 LE).
+/// `meta` key: the file's disk space after the last compaction (u64 LE).
 const COMPACTED: &str = "compacted";
 
 /// Converts every set of a format-1 index to format 2 and records the new
@@ -102,9 +106,9 @@ fn decode_log_v1(record: &[u8]) -> Result<Vec<Vec<u8>>, hamirror_wire::DecodeErr
     Ok(out)
 }
 
-/// The file's length after its last compaction, as recorded in `meta`
-/// (the current length for a file never compacted).
-pub(super) fn compacted_len(db: &Database, path: &std::path::Path) -> Result<u64, IndexError> {
+/// The file's disk space after its last compaction, as recorded in `meta` (0
+/// for a file never compacted: it is compacted once it is large enough).
+pub(super) fn compacted_len(db: &Database) -> Result<u64, IndexError> {
     let txn = db.begin_read()?;
     let stored = match read_table(&txn, META)? {
         Some(t) => t
@@ -112,18 +116,26 @@ pub(super) fn compacted_len(db: &Database, path: &std::path::Path) -> Result<u64
             .and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes)),
         None => None,
     };
-    Ok(stored.unwrap_or_else(|| std::fs::metadata(path).map_or(0, |m| m.len())))
+    Ok(stored.unwrap_or(0))
+}
+
+/// The disk space a file takes (its allocated blocks); 0 if it cannot be
+/// read.
+pub(super) fn disk_bytes(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).map_or(0, |m| m.blocks().saturating_mul(512))
 }
 
 impl Index {
-    /// Compacts the file when it has grown to more than one and a half
-    /// times its size after the last compaction (and past a few MiB).
+    /// Compacts the file when its disk space has grown to more than one and
+    /// a half times what it was after the last compaction (and past a few
+    /// MiB).
     /// Skipped, to be tried after a later commit, while any transaction is
     /// open in this process (an [`super::Entries`] iterator holds one).
     /// Storage errors are logged, not returned: the commit that called this
     /// is already durable.
     pub(super) fn maybe_compact(&self) {
-        let len = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        let len = disk_bytes(&self.path);
         let base = self.compacted_len.load(Ordering::Relaxed);
         if len < COMPACT_MIN || len <= base.saturating_add(base / 2) {
             return;
@@ -131,7 +143,7 @@ impl Index {
         let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
         match db.compact() {
             Ok(_) => {
-                let after = std::fs::metadata(&self.path).map_or(len, |m| m.len());
+                let after = disk_bytes(&self.path);
                 tracing::debug!("index {} compacted: {len} -> {after} bytes", self.path.display());
                 self.compacted_len.store(after, Ordering::Relaxed);
                 // Remembered across restarts, so a start does not compact
@@ -146,7 +158,9 @@ impl Index {
                     tracing::warn!("index {}: {e}", self.path.display());
                 }
             }
-            Err(redb::CompactionError::TransactionInProgress) => {}
+            Err(redb::CompactionError::TransactionInProgress) => {
+                tracing::debug!("index {}: not compacted, a transaction is open", self.path.display());
+            }
             Err(e) => {
                 tracing::warn!("index {}: compaction failed: {e}", self.path.display());
                 // Not again until the file has grown as much once more.

@@ -341,7 +341,7 @@ pub type WatcherProbe = Arc<dyn Fn() -> Option<usize> + Send + Sync>;
 pub struct Index {
     db: RwLock<Database>,
     path: PathBuf,
-    /// The file's length after the last compaction; see
+    /// The file's disk space after the last compaction; see
     /// [`Index::maybe_compact`].
     compacted_len: AtomicU64,
     id: u128,
@@ -468,7 +468,7 @@ impl Index {
                 id
             }
         };
-        let compacted_len = migrate::compacted_len(&db, path)?;
+        let compacted_len = migrate::compacted_len(&db)?;
         let index = Index {
             db: RwLock::new(db),
             path: path.to_path_buf(),

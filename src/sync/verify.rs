@@ -3,7 +3,8 @@
 //! the two manifests entry by entry — content, kind, mode, owner, mtime,
 //! symlink and hard-link targets, extended attributes and ACLs (in the
 //! set's namespaces). The check an admin runs after an incident; it writes
-//! nothing. What the set's exclude rules exclude is not read on either
+//! nothing, not even a temporary index: each side's manifest is built in
+//! memory by one parallel read of its files. What the set's exclude rules exclude is not read on either
 //! side, so it is never a difference.
 
 use std::collections::BTreeMap;
@@ -16,8 +17,7 @@ use hamirror_wire::{
 use super::SyncError;
 use super::control::Control;
 use crate::config::{MirrorSet, Node};
-use crate::index::Index;
-use crate::scan::{Quiet, ScanOptions, show_path};
+use crate::scan::{Quiet, ScanOptions, Scanner, show_path};
 use crate::transport::Connection;
 
 /// One way the two copies differ.
@@ -50,13 +50,11 @@ impl VerifyReport {
 /// A re-read manifest and the paths that could not be read (with why).
 pub(crate) type Manifest = (Vec<Entry>, Vec<(Vec<u8>, String)>);
 
-/// Re-reads a set under `node`'s root into a throw-away index: every file
-/// is read (the index starts empty, so no quick check applies).
+/// Re-reads a set under `node`'s root: every file is read and hashed, on
+/// every core, straight into memory (no index is written).
 pub(crate) fn read_manifest(node: &Node, set: &MirrorSet) -> Result<Manifest, SyncError> {
-    let tmp = tempfile::tempdir().map_err(|e| SyncError::local(ErrorCode::Io, format!("temp dir: {e}")))?;
-    let index = Index::open_file(&tmp.path().join("verify.redb"))?;
-    let report = crate::scan::scan_set(&index, set, &node.conf.root, &ScanOptions::default(), &Quiet)?;
-    let entries = index.entries(&set.name)?.collect::<Result<Vec<_>, _>>()?;
+    let scanner = Scanner::new(&ScanOptions::default())?;
+    let (entries, report) = scanner.read_manifest(set, &node.conf.root, &Quiet)?;
     Ok((entries, report.errors.into_iter().map(|p| (p.path, p.reason)).collect()))
 }
 
