@@ -276,7 +276,15 @@ impl Scanner {
         report.missing_roots.extend(walked.missing_roots);
         let keep: BTreeSet<Vec<u8>> = walked.keep.into_iter().collect();
         let excluded: BTreeSet<Vec<u8>> = walked.excluded.into_iter().collect();
-        let upserts = self.gather(set, node_root, walked.found, &mut known, walk_started, &mut report, observer)?;
+        let upserts = self.gather(
+            set,
+            node_root,
+            walked.found,
+            &mut known,
+            walk_started,
+            &mut report,
+            observer,
+        )?;
 
         // What the index knows but the walk did not find is gone, unless it lies
         // at or below a path that could not be examined. What is now
@@ -379,7 +387,9 @@ impl Scanner {
     ) -> Result<(Vec<Entry>, ScanReport), ScanError> {
         let start = Instant::now();
         let walk_started = now_ns();
-        let walked = self.pool.install(|| walk::walk(&set.roots, &set.excludes, node_root, &self.pool));
+        let walked = self
+            .pool
+            .install(|| walk::walk(&set.roots, &set.excludes, node_root, &self.pool));
         let mut report = ScanReport {
             set: set.name.clone(),
             ..ScanReport::default()
