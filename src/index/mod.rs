@@ -344,6 +344,8 @@ pub struct Index {
     /// The file's disk space after the last compaction; see
     /// [`Index::maybe_compact`].
     compacted_len: AtomicU64,
+    /// See [`Index::with_compact_min`].
+    compact_min: u64,
     id: u128,
     log_keep_min: u64,
     /// Per set: the live watcher in this process (see
@@ -473,6 +475,7 @@ impl Index {
             db: RwLock::new(db),
             path: path.to_path_buf(),
             compacted_len: AtomicU64::new(compacted_len),
+            compact_min: migrate::COMPACT_MIN,
             id,
             log_keep_min: LOG_KEEP_MIN,
             watched: Mutex::new(HashMap::new()),
@@ -510,6 +513,13 @@ impl Index {
             w.get(set).cloned()
         };
         probe.and_then(|p| p())
+    }
+
+    /// Changes the size below which the file is never compacted (default
+    /// a few MiB); the crash test compacts small files.
+    pub fn with_compact_min(mut self, bytes: u64) -> Index {
+        self.compact_min = bytes;
+        self
     }
 
     /// Changes the generation log's minimum budget (default

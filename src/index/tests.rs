@@ -486,3 +486,35 @@ fn a_format_1_index_is_converted_keeping_entries_fingerprints_log_and_acknowledg
     let idx = Index::open_file(&path).unwrap();
     assert_eq!(idx.entries("Fx").unwrap().count(), 4);
 }
+
+#[test]
+fn compaction_keeps_a_rewritten_index_from_growing() {
+    // 20 rounds rewriting every row; returns (disk bytes at the end, disk
+    // bytes once compacted from scratch).
+    let run = |min: u64| {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("i.redb");
+        let idx = Index::open_file(&path).unwrap().with_compact_min(min);
+        for round in 1..=20 {
+            let ups: Vec<Upsert> = (0..2000)
+                .map(|i| up(file(&format!("d{}/f{i}", i % 30), &[(round as u8, 100 + i)], round)))
+                .collect();
+            idx.commit("Fx", &ups, &[]).unwrap();
+        }
+        let end = migrate::disk_bytes(&path);
+        idx.compacted_len.store(0, std::sync::atomic::Ordering::Relaxed);
+        let idx = idx.with_compact_min(0);
+        idx.maybe_compact();
+        consistent(&idx, "Fx");
+        (end, migrate::disk_bytes(&path))
+    };
+    let (grown, live) = run(u64::MAX);
+    let (kept, live2) = run(0);
+    assert_eq!(live, live2);
+    eprintln!("without compaction {grown} bytes, with {kept}, {live} live");
+    assert!(grown * 2 > live * 3, "without compaction {grown} bytes, {live} live");
+    assert!(
+        kept * 4 <= live * 5 + (64 << 10),
+        "with compaction {kept} bytes, {live} live"
+    );
+}

@@ -338,3 +338,30 @@ pub async fn verify(
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_verify_hashes_fixed_blocks_and_tells_one_changed_byte() {
+        let set = in_blocks(&MirrorSet::for_tests(
+            "Fx",
+            "Fx".into(),
+            &[("data", false)],
+            ChunkParams::default(),
+        ));
+        let block = VERIFY_BLOCK as usize;
+        let mut data: Vec<u8> = (0..block * 5 / 2).map(|i| (i * 7 % 251) as u8).collect();
+        let a = crate::chunk::chunk_bytes(&data, set.chunk).unwrap();
+        let lens: Vec<u32> = a.chunks.iter().map(|c| c.len).collect();
+        assert_eq!(lens, vec![VERIFY_BLOCK, VERIFY_BLOCK, VERIFY_BLOCK / 2]);
+        for (c, piece) in a.chunks.iter().zip(data.chunks(block)) {
+            assert_eq!(c.hash, *blake3::hash(piece).as_bytes());
+        }
+        data[block + 3] ^= 1;
+        let b = crate::chunk::chunk_bytes(&data, set.chunk).unwrap();
+        assert_ne!(a.file_hash(), b.file_hash());
+        assert_eq!(a.chunks[0], b.chunks[0]);
+    }
+}
