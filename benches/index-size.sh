@@ -26,7 +26,7 @@ cleanup() {
   if [ -n "${KEEP:-}" ]; then echo "kept $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
-port() { python3 -c "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"; }
+. "$here/benches/pair.sh"
 
 mkdir -p "$work/src/tree" "$work/replica" "$work/cluster.d/serv1" "$work/cluster.d/serv2"
 python3 - "$work/src/tree" "$files" <<'PY'
@@ -47,17 +47,7 @@ for i in range(n):
     with open(os.path.join(root, d, f"report-{i:06d}{ext[i % 5]}"), "wb") as f:
         f.write(rng.randbytes(rng.randint(200, 4096)))
 PY
-for n in 1 2; do
-  root=$([ $n = 1 ] && echo "$work/src" || echo "$work/replica")
-  printf 'address = 127.0.0.1\nport = %s\nheartbeat_port = %s\nroot = %s\nstate = %s\n' \
-    "$(port)" "$(port)" "$root" "$work/state$n" > "$work/cluster.d/serv$n.conf"
-done
-echo "/tree/" > "$work/cluster.d/serv1/Fbench"
-echo 127.0.0.1 > "$work/cluster.d/reachlist"
-for n in serv1 serv2; do
-  fp=$("$bin" --config "$work/cluster.d" --node $n init 2>/dev/null | grep -o 'sha256:[0-9a-f]*' | head -1)
-  echo "fingerprint = $fp" >> "$work/cluster.d/$n.conf"
-done
+pair_config "$work" "$bin"
 HAMIRROR_LOG=${HAMIRROR_LOG:-info} "$bin" --config "$work/cluster.d" --node serv2 serve 2> "$work/serve.log" &
 pid=$!
 sleep 1

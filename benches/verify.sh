@@ -30,7 +30,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-port() { python3 -c "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"; }
+. "$here/benches/pair.sh"
 median() { python3 -c "import statistics,sys; print(f'{statistics.median(map(float, sys.argv[1:])):.2f}')" "$@"; }
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
 
@@ -58,17 +58,7 @@ for count, lo, hi in mix:
         i += 1
 PY
 cp -a "$work/src/tree" "$work/replica/tree"
-for n in 1 2; do
-  root=$([ $n = 1 ] && echo "$work/src" || echo "$work/replica")
-  printf 'address = 127.0.0.1\nport = %s\nheartbeat_port = %s\nroot = %s\nstate = %s\n' \
-    "$(port)" "$(port)" "$root" "$work/state$n" > "$work/cluster.d/serv$n.conf"
-done
-echo "/tree/" > "$work/cluster.d/serv1/Fbench"
-echo 127.0.0.1 > "$work/cluster.d/reachlist"
-for n in serv1 serv2; do
-  fp=$("$bin" --config "$work/cluster.d" --node $n init 2>/dev/null | grep -o 'sha256:[0-9a-f]*' | head -1)
-  echo "fingerprint = $fp" >> "$work/cluster.d/$n.conf"
-done
+pair_config "$work" "$bin"
 serve() {
   [ -n "$pid" ] && { kill "$pid"; wait "$pid" 2>/dev/null || true; }
   "$1" --config "$work/cluster.d" --node serv2 serve 2> "$work/serve.log" &

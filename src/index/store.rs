@@ -32,7 +32,8 @@ pub(super) fn encode_row(entry: &Entry, stat: Option<&Fingerprint>) -> Vec<u8> {
     entry.encode_body(&mut body);
     let derived = entry.kind == EntryKind::File && entry.file_hash == file_hash(&entry.chunks);
     let mut w = Writer::new();
-    w.u8(u8::from(stat.is_some()) * FP_KNOWN | u8::from(derived) * HASH_DERIVED);
+    let flags = if stat.is_some() { FP_KNOWN } else { 0 } | if derived { HASH_DERIVED } else { 0 };
+    w.u8(flags);
     if let Some(f) = stat {
         w.varint(f.dev)
             .varint(f.ino)
