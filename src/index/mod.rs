@@ -831,9 +831,9 @@ impl Index {
         Ok(self.locate_chunks(set, std::slice::from_ref(hash))?.pop().flatten())
     }
 
-    /// Checks that the set's tables agree with each other (every entry has
-    /// a fingerprint row and the reverse, every file's chunks are located
-    /// and every locator points into a file holding that chunk, the log is
+    /// Checks that the set's tables agree with each other (every row
+    /// decodes, every file's chunks are located and every locator points
+    /// into a file holding that chunk, the log is
     /// contiguous up to the generation, the counters match). Returns the
     /// problems found; empty means consistent. Reads the whole set.
     ///
