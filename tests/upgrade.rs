@@ -153,7 +153,8 @@ fn a_rolling_upgrade_keeps_failover_and_mirroring_working_across_versions() {
 
 /// An index written by the previous version (format 1) is converted when
 /// this one opens it, keeping every fingerprint and acknowledgement: the
-/// first sync after the upgrade reads no file and sends nothing.
+/// first sync after the upgrade sends nothing, and the one after reads
+/// nothing either.
 #[test]
 fn an_index_of_the_previous_version_is_upgraded_and_the_next_sync_sends_nothing() {
     let Some(previous) = previous_bin() else {
@@ -174,12 +175,33 @@ fn an_index_of_the_previous_version_is_upgraded_and_the_next_sync_sends_nothing(
     let out = p.cmd_bin(&previous, "serv1", &["sync", "Fsmbd"]).output().unwrap();
     assert!(out.status.success(), "previous sync: {}", common::stderr(&out));
     p.assert_mirrored(&["srv/samba", "etc/samba"]);
+    // A verify from this version against the previous one: the older peer
+    // hashes in the fixed blocks this version's hello asks for.
+    let out = p.run("serv1", &["verify", "Fsmbd"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        common::stdout(&out),
+        common::stderr(&out)
+    );
+    assert!(common::stdout(&out).contains("identical"), "{}", common::stdout(&out));
     p.stop_serve();
 
     p.start_serve();
     let v = p.sync_ok("Fsmbd");
     assert_eq!(v["push"]["outcome"], "unchanged", "{v}");
     assert_eq!(v["push"]["chunks_sent"], 0, "{v}");
+    assert_eq!(v["push"]["entries_offered"], 0, "{v}");
+    assert_eq!(
+        (&v["scan"]["new"], &v["scan"]["changed"]),
+        (&0.into(), &0.into()),
+        "{v}"
+    );
+    // A previous version that kept no attribute namespaces has every file
+    // read once more (for its attributes); the pass after reads nothing.
+    let v = p.sync_ok("Fsmbd");
+    assert_eq!(v["push"]["outcome"], "unchanged", "{v}");
     assert_eq!(v["scan"]["files_read"], 0, "the fingerprints were kept: {v}");
     p.assert_mirrored(&["srv/samba", "etc/samba"]);
     // Both files are of the new format now and consistent.
