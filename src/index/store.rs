@@ -23,23 +23,30 @@ pub(super) const HASH_PREFIX: usize = 8;
 const FP_KNOWN: u8 = 1;
 /// The file hash is not stored: it is `file_hash(chunks)`.
 const HASH_DERIVED: u8 = 2;
+/// The fingerprint's size and mtime are the entry's (a file or symlink
+/// as read, or as a receiver wrote it): not stored twice.
+const FP_AS_ENTRY: u8 = 4;
 
-/// Encodes a file row: flags, the fingerprint (varints, the ctime as a
-/// difference from the mtime), then the entry body without its file hash
-/// when that is the one derived from the chunks.
+/// Encodes a file row: flags, the fingerprint (varints: dev, ino, size and
+/// mtime unless they are the entry's, the ctime as a difference from the
+/// mtime), then the entry body without its file hash when that is the one
+/// derived from the chunks.
 pub(super) fn encode_row(entry: &Entry, stat: Option<&Fingerprint>) -> Vec<u8> {
     let mut body = Writer::new();
     entry.encode_body(&mut body);
     let derived = entry.kind == EntryKind::File && entry.file_hash == file_hash(&entry.chunks);
+    let as_entry = stat.is_some_and(|f| f.size == entry.size && f.mtime_ns == entry.mtime_ns);
     let mut w = Writer::new();
-    let flags = if stat.is_some() { FP_KNOWN } else { 0 } | if derived { HASH_DERIVED } else { 0 };
+    let flags = if stat.is_some() { FP_KNOWN } else { 0 }
+        | if derived { HASH_DERIVED } else { 0 }
+        | if as_entry { FP_AS_ENTRY } else { 0 };
     w.u8(flags);
     if let Some(f) = stat {
-        w.varint(f.dev)
-            .varint(f.ino)
-            .varint(f.size)
-            .ivarint(f.mtime_ns)
-            .ivarint(f.ctime_ns.wrapping_sub(f.mtime_ns));
+        w.varint(f.dev).varint(f.ino);
+        if !as_entry {
+            w.varint(f.size).ivarint(f.mtime_ns);
+        }
+        w.ivarint(f.ctime_ns.wrapping_sub(f.mtime_ns));
     }
     if derived {
         let at = hash_offset(&body.buf).unwrap_or(0);
@@ -48,6 +55,16 @@ pub(super) fn encode_row(entry: &Entry, stat: Option<&Fingerprint>) -> Vec<u8> {
         w.raw(&body.buf);
     }
     w.buf
+}
+
+/// The mtime and size of an entry body (they follow kind, mode, uid, gid).
+fn body_mtime_size(body: &[u8]) -> Result<(i64, u64), DecodeError> {
+    let mut r = Reader::new(body);
+    r.u8("entry kind")?;
+    for what in ["mode", "uid", "gid"] {
+        r.varint(what)?;
+    }
+    Ok((r.ivarint("mtime")?, r.varint("size")?))
 }
 
 /// Where the file hash sits in an entry body: after kind, mode, uid, gid,
@@ -65,30 +82,39 @@ fn hash_offset(body: &[u8]) -> Result<usize, DecodeError> {
 fn split_row(row: &[u8]) -> Result<(u8, Option<Fingerprint>, &[u8]), DecodeError> {
     let mut r = Reader::new(row);
     let flags = r.u8("row flags")?;
-    if flags & !(FP_KNOWN | HASH_DERIVED) != 0 {
+    if flags & !(FP_KNOWN | HASH_DERIVED | FP_AS_ENTRY) != 0 || flags & (FP_KNOWN | FP_AS_ENTRY) == FP_AS_ENTRY {
         return Err(DecodeError::Invalid {
             what: "row flags",
             value: flags.into(),
         });
     }
-    let fp = if flags & FP_KNOWN != 0 {
-        let dev = r.varint("dev")?;
-        let ino = r.varint("ino")?;
-        let size = r.varint("size")?;
-        let mtime_ns = r.ivarint("mtime")?;
-        let ctime_ns = mtime_ns.wrapping_add(r.ivarint("ctime")?);
-        Some(Fingerprint {
-            dev,
-            ino,
-            size,
-            mtime_ns,
-            ctime_ns,
-        })
+    if flags & FP_KNOWN == 0 {
+        return Ok((flags, None, &row[row.len() - r.remaining()..]));
+    }
+    let dev = r.varint("dev")?;
+    let ino = r.varint("ino")?;
+    let stored = if flags & FP_AS_ENTRY == 0 {
+        Some((r.varint("size")?, r.ivarint("mtime")?))
     } else {
         None
     };
+    let ctime_diff = r.ivarint("ctime")?;
     let rest = &row[row.len() - r.remaining()..];
-    Ok((flags, fp, rest))
+    let (size, mtime_ns) = match stored {
+        Some(v) => v,
+        None => {
+            let (mtime, size) = body_mtime_size(rest)?;
+            (size, mtime)
+        }
+    };
+    let fp = Fingerprint {
+        dev,
+        ino,
+        size,
+        mtime_ns,
+        ctime_ns: mtime_ns.wrapping_add(ctime_diff),
+    };
+    Ok((flags, Some(fp), rest))
 }
 
 /// The fingerprint of a row; `None` when unknown or unreadable (the file is
