@@ -83,6 +83,9 @@ pub struct Plan {
     pub retouch: Vec<Entry>,
     pub symlinks: Vec<Entry>,
     pub hardlinks: Vec<Entry>,
+    /// FIFOs and device nodes to create (`mknod`) in place of what the
+    /// replica has.
+    pub specials: Vec<Entry>,
     /// Paths to remove (children before parents).
     pub deletes: Vec<Vec<u8>>,
     /// Chunk hashes to ask the sender for, each once, in first-use order.
@@ -110,6 +113,7 @@ impl Plan {
             && self.retouch.is_empty()
             && self.symlinks.is_empty()
             && self.hardlinks.is_empty()
+            && self.specials.is_empty()
             && self.deletes.is_empty()
     }
 }
@@ -186,17 +190,21 @@ pub fn plan(offered: &[Entry], deleted: &[Vec<u8>], replica: &dyn Replica, held:
                     pieces,
                 });
             }
-            EntryKind::Symlink | EntryKind::HardLink => {
+            // No data: the kind, the target (a device's number) and the
+            // metadata are the whole entry. A FIFO or device node whose mode
+            // or owner changed is made anew rather than retouched: that is
+            // as cheap, and never opens it.
+            EntryKind::Symlink | EntryKind::HardLink | EntryKind::Fifo | EntryKind::CharDev | EntryKind::BlockDev => {
                 let same = same_kind && cur.as_ref().is_some_and(|c| c.target == e.target && same_meta(c, e));
                 if same {
                     p.unchanged += 1;
                     continue;
                 }
                 p.items.push((change, e.kind, e.path.clone()));
-                if e.kind == EntryKind::Symlink {
-                    p.symlinks.push(e.clone())
-                } else {
-                    p.hardlinks.push(e.clone())
+                match e.kind {
+                    EntryKind::Symlink => p.symlinks.push(e.clone()),
+                    EntryKind::HardLink => p.hardlinks.push(e.clone()),
+                    _ => p.specials.push(e.clone()),
                 }
             }
         }
@@ -274,12 +282,12 @@ pub fn too_many_deletes(deletes: usize, replica_count: usize, limit_percent: u8)
 /// plus new entries with the same content, and loses nothing. A file (with
 /// data) or a symlink is lost unless an offered entry has the same content
 /// (file hash) or target; a further name of a hard link never is (its data
-/// is counted with the first name); directories and empty files carry no
-/// content, so each new one in the offer (`is_new`: not held by the replica
-/// before) makes up for one deleted.
+/// is counted with the first name); directories, empty files, FIFOs and
+/// device nodes carry no content, so each new one in the offer (`is_new`:
+/// not held by the replica before) makes up for one deleted of its sort.
 pub fn really_lost(deleted: &[Entry], offered: &[Entry], is_new: impl Fn(&[u8]) -> bool) -> usize {
     let mut content: HashSet<(bool, &[u8])> = HashSet::new();
-    let (mut new_dirs, mut new_empty) = (0usize, 0usize);
+    let (mut new_dirs, mut new_empty, mut new_specials) = (0usize, 0usize, 0usize);
     for e in offered {
         match e.kind {
             EntryKind::File if e.size > 0 => {
@@ -290,6 +298,7 @@ pub fn really_lost(deleted: &[Entry], offered: &[Entry], is_new: impl Fn(&[u8]) 
                 content.insert((false, &e.target));
             }
             EntryKind::Dir if is_new(&e.path) => new_dirs += 1,
+            k if k.is_special() && is_new(&e.path) => new_specials += 1,
             _ => {}
         }
     }
@@ -301,6 +310,7 @@ pub fn really_lost(deleted: &[Entry], offered: &[Entry], is_new: impl Fn(&[u8]) 
             EntryKind::Symlink => !content.contains(&(false, &d.target[..])),
             EntryKind::Dir => !made_up(&mut new_dirs),
             EntryKind::HardLink => false,
+            EntryKind::Fifo | EntryKind::CharDev | EntryKind::BlockDev => !made_up(&mut new_specials),
         };
         lost += usize::from(gone);
     }
@@ -426,14 +436,22 @@ impl GuardCount {
     }
 }
 
-/// rsync-style one-line item: `>f+++++ path`, `.f..tp. path`, `*deleting path`.
-pub fn itemize(change: Change, kind: EntryKind, path: &[u8]) -> String {
-    let k = match kind {
+/// One letter per kind, for itemized listings (`>f /path`); rsync's
+/// where it has one (`D` device, `S` special file).
+pub fn kind_letter(kind: EntryKind) -> char {
+    match kind {
         EntryKind::File => 'f',
         EntryKind::Dir => 'd',
         EntryKind::Symlink => 'L',
         EntryKind::HardLink => 'h',
-    };
+        EntryKind::Fifo => 'S',
+        EntryKind::CharDev | EntryKind::BlockDev => 'D',
+    }
+}
+
+/// rsync-style one-line item: `>f+++++ path`, `.f..tp. path`, `*deleting path`.
+pub fn itemize(change: Change, kind: EntryKind, path: &[u8]) -> String {
+    let k = kind_letter(kind);
     let p = String::from_utf8_lossy(path);
     match change {
         Change::Create => format!("+{k} {p}"),
@@ -680,6 +698,55 @@ mod tests {
         assert_eq!(really_lost(&old[1..2], &edited, new), 1);
         // A directory that already existed does not make up for one deleted.
         assert_eq!(really_lost(&old[..1], &renamed[..1], |_| false), 1);
+    }
+
+    #[test]
+    fn fifos_and_devices_are_made_when_kind_number_or_metadata_differ() {
+        let null = |dev: &str| Entry {
+            size: 0,
+            file_hash: [0; 32],
+            ..other("dev/null", EntryKind::CharDev, dev)
+        };
+        let pipe = Entry {
+            size: 0,
+            file_hash: [0; 32],
+            ..other("q/pipe", EntryKind::Fifo, "")
+        };
+        let replica = holding(&[null("1:3"), pipe.clone()]);
+        let p = plan(&[null("1:3"), pipe.clone()], &[], &replica, &HashMap::new());
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(p.unchanged, 2);
+        // Another device number, a block device of the same number, a mode.
+        let block = Entry {
+            kind: EntryKind::BlockDev,
+            ..null("1:3")
+        };
+        let chmod = Entry {
+            mode: 0o600,
+            ..pipe.clone()
+        };
+        for (offered, change) in [
+            (null("1:5"), Change::Content),
+            (block, Change::Create),
+            (chmod, Change::Content),
+        ] {
+            let p = plan(std::slice::from_ref(&offered), &[], &replica, &HashMap::new());
+            assert_eq!(p.specials, vec![offered.clone()]);
+            assert_eq!(p.items, vec![(change, offered.kind, offered.path.clone())]);
+            assert!(p.need.is_empty() && p.files.is_empty());
+        }
+        assert_eq!(itemize(Change::Create, EntryKind::Fifo, b"q/pipe"), "+S q/pipe");
+        assert_eq!(itemize(Change::Content, EntryKind::CharDev, b"dev/null"), ">D dev/null");
+        // Data-less like directories: a new one makes up for one deleted.
+        let moved = Entry {
+            path: b"r/pipe".to_vec(),
+            ..pipe.clone()
+        };
+        assert_eq!(
+            really_lost(std::slice::from_ref(&pipe), &[moved], |p| p.starts_with(b"r")),
+            0
+        );
+        assert_eq!(really_lost(&[pipe], &[], |_| true), 1);
     }
 
     #[test]

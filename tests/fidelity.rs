@@ -10,7 +10,7 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt, symlink};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -349,4 +349,233 @@ fn a_replica_changed_by_hand_is_found_by_verify_and_mended_by_repair() {
     assert_eq!(code, 0, "{v} {err}");
     assert_eq!(v["push"]["listing"], "full", "{v}");
     p.assert_mirrored(ROOTS);
+}
+
+/// Whether this process runs as root; if not, says SKIPPED (and fails under
+/// CI, which runs as root).
+fn root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI: {test} needs root");
+    eprintln!("SKIPPED: {test} needs root (device nodes, foreign owners); this test is required under CI");
+    false
+}
+
+/// `mknod` (a FIFO with `S_IFIFO`) with exactly `mode`, parents created.
+fn mknod(path: &Path, kind: libc::mode_t, mode: u32, major: u32, minor: u32) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    let r = unsafe { libc::mknod(c.as_ptr(), kind | 0o600, libc::makedev(major, minor)) };
+    assert_eq!(r, 0, "mknod {}: {}", path.display(), std::io::Error::last_os_error());
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn set_xattr(path: &Path, name: &str, value: &[u8]) -> bool {
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+    unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) == 0 }
+}
+
+fn get_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+    let len = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    buf.truncate(usize::try_from(len).ok()?);
+    Some(buf)
+}
+
+fn rdev(path: &Path) -> (u32, u32) {
+    let r = fs::symlink_metadata(path).unwrap().rdev();
+    (libc::major(r), libc::minor(r))
+}
+
+/// A Samba-like tree with FIFOs and device nodes in nested directories.
+fn specials(p: &Pair, devices: bool) {
+    let s = |r: &str| p.src(r);
+    write(&s("srv/samba/share/doc.txt"), b"a document");
+    write(&s("etc/samba/smb.conf"), b"[global]\n");
+    mknod(&s("srv/samba/spool/q/pipe"), libc::S_IFIFO, 0o640, 0, 0);
+    mknod(&s("var/lib/samba/ctl"), libc::S_IFIFO, 0o600, 0, 0);
+    if devices {
+        mknod(&s("srv/samba/dev/null"), libc::S_IFCHR, 0o666, 1, 3);
+        mknod(&s("srv/samba/dev/deep/loop"), libc::S_IFBLK, 0o660, 7, 200);
+    }
+}
+
+#[test]
+fn fifos_and_device_nodes_are_mirrored_and_follow_every_change() {
+    if !root_or_skip("fifos_and_device_nodes_are_mirrored_and_follow_every_change") {
+        return;
+    }
+    let mut p = Pair::new();
+    specials(&p, true);
+    let r1 = p.r1();
+    let s = |r: &str| r1.join(r);
+    std::os::unix::fs::lchown(s("srv/samba/spool/q/pipe"), Some(1234), Some(5678)).unwrap();
+    std::os::unix::fs::lchown(s("srv/samba/dev/deep/loop"), Some(0), Some(6)).unwrap();
+    // Linux allows no user.* attribute on a FIFO; security.* it does (as root).
+    let with_xattr = set_xattr(&s("srv/samba/spool/q/pipe"), "security.hamirror", b"fifo");
+    if !with_xattr {
+        eprintln!("(the filesystem takes no attribute on a FIFO: mirrored without)");
+    }
+    p.start_serve();
+    let v = p.mirror_fsmbd("initial", ROOTS);
+    assert_eq!(v["scan"]["specials"].as_u64(), Some(4), "{v}");
+    assert_eq!(v["scan"]["skipped"].as_array().map(Vec::len), Some(0), "{v}");
+    let pipe = fs::symlink_metadata(p.dst("srv/samba/spool/q/pipe")).unwrap();
+    assert!(pipe.file_type().is_fifo());
+    assert_eq!((pipe.mode() & 0o7777, pipe.uid(), pipe.gid()), (0o640, 1234, 5678));
+    if with_xattr {
+        let got = get_xattr(&p.dst("srv/samba/spool/q/pipe"), "security.hamirror");
+        assert_eq!(got.as_deref(), Some(&b"fifo"[..]));
+    }
+    assert_eq!(rdev(&p.dst("srv/samba/dev/null")), (1, 3));
+    assert!(
+        fs::symlink_metadata(p.dst("srv/samba/dev/deep/loop"))
+            .unwrap()
+            .file_type()
+            .is_block_device()
+    );
+
+    // A mode change, another device number, a deletion, and type changes
+    // both ways (a file becomes a FIFO, a FIFO a directory).
+    fs::set_permissions(s("srv/samba/spool/q/pipe"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::remove_file(s("srv/samba/dev/null")).unwrap();
+    mknod(&s("srv/samba/dev/null"), libc::S_IFCHR, 0o666, 1, 5);
+    fs::remove_file(s("srv/samba/dev/deep/loop")).unwrap();
+    fs::remove_file(s("srv/samba/share/doc.txt")).unwrap();
+    mknod(&s("srv/samba/share/doc.txt"), libc::S_IFIFO, 0o644, 0, 0);
+    fs::remove_file(s("var/lib/samba/ctl")).unwrap();
+    write(&s("var/lib/samba/ctl/inside"), b"now a directory");
+    let v = p.mirror_fsmbd("changed", ROOTS);
+    assert_eq!(v["push"]["failures_total"].as_u64(), Some(0), "{v}");
+    assert_eq!(
+        fs::symlink_metadata(p.dst("srv/samba/spool/q/pipe")).unwrap().mode() & 0o7777,
+        0o600
+    );
+    assert_eq!(rdev(&p.dst("srv/samba/dev/null")), (1, 5));
+    assert!(!p.dst("srv/samba/dev/deep/loop").exists());
+    assert!(
+        fs::symlink_metadata(p.dst("srv/samba/share/doc.txt"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    assert_eq!(temps_under(&p.dst("srv/samba")), Vec::<String>::new());
+
+    // Back to a file, and nothing left to do after.
+    fs::remove_file(s("srv/samba/share/doc.txt")).unwrap();
+    write(&s("srv/samba/share/doc.txt"), b"a document again");
+    mirror(&p, "a file again");
+    let v = p.mirror_fsmbd("in step", ROOTS);
+    assert_eq!(v["push"]["outcome"], "unchanged", "{v}");
+    let out = p.run("serv1", &["verify", "Fsmbd"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// rsync's itemized lines must all be about `paths` (what was not
+/// mirrored); each of `paths` must be among them.
+fn only_these_differ(p: &Pair, root: &str, paths: &[&str]) {
+    let items = common::pair::rsync_differences(&p.src(root), &p.dst(root));
+    for l in items.lines() {
+        assert!(
+            paths.iter().any(|q| l.ends_with(&format!(" {q}"))),
+            "{root}: unexpected difference {l:?} in\n{items}"
+        );
+    }
+    for q in paths {
+        assert!(
+            items.lines().any(|l| l.ends_with(&format!(" {q}"))),
+            "{root}: {q} not listed:\n{items}"
+        );
+    }
+}
+
+/// A peer that speaks only protocol version 1 (the previous release)
+/// cannot decode FIFOs and device nodes: they are left out and reported,
+/// everything else is mirrored, and verify compares the rest.
+#[test]
+fn a_version_1_peer_gets_all_but_fifos_and_devices_which_are_reported() {
+    let devices = root_or_skip("a_version_1_peer_gets_all_but_fifos_and_devices_which_are_reported (device nodes)");
+    let mut p = Pair::new();
+    specials(&p, devices);
+    write(&p.src("srv/samba/was-a-file"), b"a file");
+    p.start_serve_env(&[("HAMIRROR_PROTOCOL", "1")]);
+    settle();
+    let (v, code, err) = p.sync("Fsmbd", &[]);
+    assert_eq!(code, 0, "{err}\n{v}\n{}", p.serve_log());
+    assert!(
+        err.contains("warning: /srv/samba/spool/q/pipe: FIFO not mirrored: serv2 speaks protocol version 1"),
+        "{err}"
+    );
+    let left_out = v["push"]["not_mirrored"].as_array().map_or(0, Vec::len);
+    assert_eq!(left_out, if devices { 4 } else { 2 }, "{v}");
+    if devices {
+        assert!(
+            err.contains("warning: /srv/samba/dev/null: character device not mirrored"),
+            "{err}"
+        );
+    }
+    let mut srv = vec!["spool/q/pipe"];
+    if devices {
+        srv.extend(["dev/null", "dev/deep/loop"]);
+    }
+    only_these_differ(&p, "srv/samba", &srv);
+    only_these_differ(&p, "var/lib/samba", &["ctl"]);
+    common::pair::rsync_oracle(&p.src("etc/samba"), &p.dst("etc/samba"));
+
+    // A file that became a FIFO is a deletion to that peer (a delta).
+    fs::remove_file(p.src("srv/samba/was-a-file")).unwrap();
+    mknod(&p.src("srv/samba/was-a-file"), libc::S_IFIFO, 0o644, 0, 0);
+    settle();
+    let (v, code, err) = p.sync("Fsmbd", &[]);
+    assert_eq!(code, 0, "{err}\n{v}");
+    assert_eq!(v["push"]["outcome"], "delta", "{v}");
+    assert!(!p.dst("srv/samba/was-a-file").exists());
+    srv.push("was-a-file");
+    only_these_differ(&p, "srv/samba", &srv);
+    let out = p.run("serv1", &["verify", "Fsmbd"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// A receiver that may not make device nodes (root without CAP_MKNOD, as in
+/// many containers) warns for each and mirrors everything else, FIFOs
+/// included: never a silent drop, never a stopped set.
+#[test]
+fn a_receiver_without_cap_mknod_warns_per_device_and_mirrors_the_rest() {
+    if !root_or_skip("a_receiver_without_cap_mknod_warns_per_device_and_mirrors_the_rest") {
+        return;
+    }
+    let mut p = Pair::new();
+    specials(&p, true);
+    p.start_serve_under(&["setpriv", "--bounding-set=-mknod", "--inh-caps=-mknod"], &[]);
+    settle();
+    let (v, code, err) = p.sync("Fsmbd", &[]);
+    assert_eq!(code, 0, "{err}\n{v}\n{}", p.serve_log());
+    assert_eq!(v["push"]["warnings_total"].as_u64(), Some(2), "{v}");
+    assert!(
+        err.contains("warning: /srv/samba/dev/null: character device not created: Operation not permitted"),
+        "{err}"
+    );
+    assert!(
+        err.contains("warning: /srv/samba/dev/deep/loop: block device not created"),
+        "{err}"
+    );
+    only_these_differ(&p, "srv/samba", &["dev/null", "dev/deep/loop"]);
+    for r in ["etc/samba", "var/lib/samba"] {
+        common::pair::rsync_oracle(&p.src(r), &p.dst(r));
+    }
+    assert!(
+        fs::symlink_metadata(p.dst("srv/samba/spool/q/pipe"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    assert_eq!(temps_under(&p.dst("srv/samba")), Vec::<String>::new());
 }

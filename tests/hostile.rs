@@ -202,6 +202,27 @@ fn parent_and_absolute_paths_close_the_connection_as_bad_frames() {
 }
 
 #[test]
+fn a_device_number_in_any_other_spelling_closes_the_connection_as_a_bad_frame() {
+    let mut p = Pair::new();
+    p.start_serve();
+    for bad in [&b"01:3"[..], b"1:3:0", b"/dev/sda", b""] {
+        as_serv1(&p, |conn| async move {
+            let (mut tx, mut rx) = holder_hello(&conn).await;
+            let dev = Entry {
+                kind: EntryKind::CharDev,
+                target: bad.to_vec(),
+                ..symlink(b"srv/samba/null", b"x")
+            };
+            let _ = send(&mut tx, &Message::Entries(vec![dev])).await;
+            let err = recv(&mut rx).await.unwrap_err();
+            assert!(err.contains("code 9"), "closed as BadFrame: {err}");
+            assert!(err.contains("device number (expected `major:minor`"), "{err}");
+        });
+    }
+    assert!(!p.dst("srv/samba/null").exists());
+}
+
+#[test]
 fn an_oversize_frame_is_refused_before_its_body_is_read() {
     let mut p = Pair::new();
     p.start_serve();

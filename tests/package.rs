@@ -87,6 +87,7 @@ fn the_package_holds_what_the_readme_says_and_its_files_run_a_mirroring_failing_
         ("usr/share/hamirror/hooks/ipaddr", "-rwxr-xr-x"),
         ("usr/share/hamirror/hooks/systemd-unit", "-rwxr-xr-x"),
         ("usr/share/hamirror/hooks/mail-notify", "-rwxr-xr-x"),
+        ("usr/lib/ocf/resource.d/hamirror/mirror", "-rwxr-xr-x"),
         ("usr/lib/systemd/system/hamirror.service", "-rw-r--r--"),
         ("usr/share/man/man1/hamirror.1.gz", "-rw-r--r--"),
         ("usr/share/man/man1/hamirror-status.1.gz", "-rw-r--r--"),
@@ -239,6 +240,27 @@ fn the_package_holds_what_the_readme_says_and_its_files_run_a_mirroring_failing_
         .output()
         .unwrap();
     assert_eq!(check.status.code(), Some(0), "{}{}", stdout(&check), stderr(&check));
+    // The metrics endpoint, as OPERATIONS.md says to turn it on; scraped
+    // with curl from inside serv1's namespace.
+    require_tool("curl", "curl");
+    let metrics_at = "10.77.0.1:9464";
+    let conf = lab.config().join("serv1.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str(&format!("metrics_listen = {metrics_at}\n"));
+    std::fs::write(&conf, text).unwrap();
+    let scrape = |lab: &Lab| {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &lab.node_ns[0], "curl", "-sf"])
+            .arg(format!("http://{metrics_at}/metrics"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "curl: {}", stderr(&o));
+        stdout(&o)
+    };
+    let metric = |text: &str, name: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    };
     for i in 0..2 {
         lab.start_static_responder(i);
         lab.start(i);
@@ -258,6 +280,16 @@ fn the_package_holds_what_the_readme_says_and_its_files_run_a_mirroring_failing_
         on(&lab, 0, SERVICE_IPS[0]),
         "the shipped ipaddr hook configured serv1's address"
     );
+    let acked = r#"hamirror_set_last_ack_timestamp_seconds{set="Fserv1data",group="serv1"}"#;
+    let before = scrape(&lab);
+    assert_eq!(metric(&before, "hamirror_peer_alive"), Some(1.0), "{before}");
+    assert_eq!(
+        metric(&before, r#"hamirror_group_held{group="serv1"}"#),
+        Some(1.0),
+        "{before}"
+    );
+    let heartbeats = r#"hamirror_heartbeats_received_total{link="crossover"}"#;
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     // The package's daemons mirror serv1's set to serv2.
     let (a, b) = (
         lab.mirror_root("serv1").join("data/serv1"),
@@ -272,6 +304,18 @@ fn the_package_holds_what_the_readme_says_and_its_files_run_a_mirroring_failing_
     lab.wait("serv1's set in step", 10 * SEC, |l| l.status_code(0).0 == Some(0));
     common::pair::assert_trees_equal(&a, &b);
     common::pair::rsync_oracle(&a, &b);
+    // ... and the endpoint shows it: the acknowledgement moved, heartbeats
+    // counted, nothing left to send.
+    lab.wait("the acknowledgement in the metrics to move", 10 * SEC, |l| {
+        metric(&scrape(l), acked) > metric(&before, acked)
+    });
+    let after = scrape(&lab);
+    assert!(metric(&after, heartbeats) > metric(&before, heartbeats), "{after}");
+    assert_eq!(
+        metric(&after, r#"hamirror_set_backlog_files{set="Fserv1data",group="serv1"}"#),
+        Some(0.0),
+        "{after}"
+    );
     // serv1 dies: serv2 takes its address over with the shipped hook.
     lab.node_dies(0);
     lab.wait("serv2 runs serv1's group", 10 * SEC, |l| l.holds(1, "serv1"));

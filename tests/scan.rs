@@ -240,17 +240,19 @@ fn hard_links_and_symlinks_are_recorded_as_such() {
 }
 
 #[test]
-fn a_fifo_is_skipped_and_reported_without_failing() {
+fn a_socket_is_skipped_and_reported_without_failing_and_a_fifo_is_an_entry() {
     let c = Cluster::new();
     c.write("srv/samba/a", b"1");
+    drop(std::os::unix::net::UnixListener::bind(c.p("srv/samba/sock")).unwrap());
     let fifo = std::ffi::CString::new(c.p("srv/samba/queue").as_os_str().as_bytes()).unwrap();
     // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
     let (r, code, stderr) = c.scan("Fsmbd");
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(r["skipped"][0]["path"], "srv/samba/queue");
-    assert!(stderr.contains("skipped /srv/samba/queue: FIFO"), "{stderr}");
-    assert_eq!(r["files"].as_u64(), Some(1));
+    assert_eq!(r["skipped"].as_array().map(Vec::len), Some(1), "{r}");
+    assert_eq!(r["skipped"][0]["path"], "srv/samba/sock");
+    assert!(stderr.contains("skipped /srv/samba/sock: socket"), "{stderr}");
+    assert_eq!((r["files"].as_u64(), r["specials"].as_u64()), (Some(1), Some(1)), "{r}");
 }
 
 /// Runs the scan without the capabilities that let root ignore file

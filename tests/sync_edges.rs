@@ -1,5 +1,5 @@
 //! Edge cases of `sync` through the real binary (issue #15.6): what cannot
-//! be mirrored (a FIFO, a path too long for the replica) is skipped with a
+//! be mirrored (a socket, a path too long for the replica) is skipped with a
 //! warning and counted, not a failure of every pass; a single-file root
 //! that vanished on the holder is not deleted on the replica without
 //! `--force`; a set path that does not exist is named by `check`; a sender
@@ -58,23 +58,43 @@ fn skipped(v: &serde_json::Value) -> Vec<(String, String)> {
 }
 
 #[test]
-fn a_fifo_is_skipped_with_a_warning_and_counted() {
+fn a_socket_is_skipped_with_a_warning_and_counted() {
+    let p = seeded();
+    // The socket file stays when its listener goes, as a dead server's does.
+    drop(std::os::unix::net::UnixListener::bind(p.src("srv/samba/sock")).unwrap());
+    write(&p.src("srv/samba/b"), b"b");
+    for pass in 0..2 {
+        let (v, code, err) = p.sync("Fsmbd", &[]);
+        assert_eq!(code, 0, "pass {pass}: {err}");
+        assert!(err.contains("skipped /srv/samba/sock: socket (not mirrored)"), "{err}");
+        assert_eq!(
+            skipped(&v),
+            vec![("srv/samba/sock".into(), "socket (not mirrored)".into())]
+        );
+    }
+    oracle(&p, "srv/samba", &["--exclude=/sock"]);
+}
+
+#[test]
+fn a_fifo_is_mirrored_not_skipped() {
     let p = seeded();
     let fifo = p.src("srv/samba/pipe");
     let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
-    write(&p.src("srv/samba/b"), b"b");
-    for pass in 0..2 {
-        let (v, code, err) = p.sync("Fsmbd", &[]);
-        assert_eq!(code, 0, "pass {pass}: {err}");
-        assert!(err.contains("skipped /srv/samba/pipe: FIFO (not mirrored)"), "{err}");
-        assert_eq!(
-            skipped(&v),
-            vec![("srv/samba/pipe".into(), "FIFO (not mirrored)".into())]
-        );
-    }
-    oracle(&p, "srv/samba", &["--exclude=/pipe"]);
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let (v, code, err) = p.sync("Fsmbd", &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(skipped(&v), vec![]);
+    assert_eq!(v["scan"]["specials"].as_u64(), Some(1), "{v}");
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        fs::symlink_metadata(p.dst("srv/samba/pipe"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    oracle(&p, "srv/samba", &[]);
 }
 
 /// Builds `srv/samba/deep/` with a chain of directories whose set path is

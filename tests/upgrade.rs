@@ -111,6 +111,17 @@ fn a_rolling_upgrade_keeps_failover_and_mirroring_working_across_versions() {
         c.logs()
     );
 
+    // The older node knows no maintenance mode: the newer one says so (and
+    // hears it speak heartbeat version 1), and exits 1: not cluster-wide.
+    let out = c.p.run("serv2", &["maintenance", "on"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}\n{}", c.logs());
+    assert!(text.contains("older release"), "{text}");
+    let out = c.p.run("serv2", &["maintenance", "off"]);
+    assert_eq!(out.status.code(), Some(1), "{}", c.logs());
+    let log = std::fs::read_to_string(c.log_path(1)).unwrap();
+    assert!(log.contains("serv1 speaks heartbeat version 1"), "{}", c.logs());
+
     // Step 1 of the upgrade: serv1 stops (a planned stop hands its group to
     // serv2, which runs this version) ...
     c.stop(0);

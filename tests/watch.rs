@@ -112,6 +112,9 @@ fn every_kind_of_change(events: &str) {
     fs::rename(n.p("srv/samba/.doc.txt.swp"), n.p("srv/samba/doc.txt")).unwrap();
     std::os::unix::fs::symlink("keep/a2", n.p("srv/samba/link")).unwrap();
     fs::set_permissions(n.p("etc/samba/smb.conf"), fs::Permissions::from_mode(0o600)).unwrap();
+    let fifo = std::ffi::CString::new(n.p("srv/samba/n1/pipe").as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
 
     let log = assert_converged(&n, w);
     assert!(log.iter().any(|l| l.contains(" committed ")), "{}", log.join("\n"));
@@ -138,6 +141,8 @@ fn every_kind_of_change(events: &str) {
     assert_eq!((link.kind, &link.target[..]), (EntryKind::Symlink, &b"keep/a2"[..]));
     let conf = index.entry("Fsmbd", b"etc/samba/smb.conf").unwrap().unwrap();
     assert_eq!(conf.mode & 0o777, 0o600);
+    let pipe = index.entry("Fsmbd", b"srv/samba/n1/pipe").unwrap().unwrap();
+    assert_eq!(pipe.kind, EntryKind::Fifo);
 }
 
 #[test]

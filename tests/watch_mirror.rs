@@ -126,6 +126,28 @@ fn every_kind_of_change_reaches_the_replica_while_watching() {
             }),
         ),
         (
+            "new FIFO (and, as root, a device node)",
+            Box::new(|| {
+                let fifo = std::ffi::CString::new(s("srv/samba/z/pipe").as_os_str().as_encoded_bytes()).unwrap();
+                // SAFETY: a valid NUL-terminated path.
+                assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
+                // SAFETY: geteuid has no preconditions.
+                if unsafe { libc::geteuid() } == 0 {
+                    let dev = std::ffi::CString::new(s("srv/samba/null").as_os_str().as_encoded_bytes()).unwrap();
+                    // SAFETY: as above.
+                    let r = unsafe { libc::mknod(dev.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) };
+                    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+                }
+            }),
+        ),
+        (
+            "chmod FIFO",
+            Box::new(|| {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(s("srv/samba/z/pipe"), fs::Permissions::from_mode(0o604)).unwrap()
+            }),
+        ),
+        (
             "delete",
             Box::new(|| fs::remove_file(s("srv/samba/renamed.txt")).unwrap()),
         ),

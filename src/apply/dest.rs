@@ -98,9 +98,9 @@ impl Dest {
         }
     }
 
-    /// Makes the attributes of the file or directory at `path` (not a
-    /// symlink: refused, never followed) exactly `want`, within the set's
-    /// namespaces, after its mode was set. A directory root is reached by
+    /// Makes the attributes of the file, directory, FIFO or device node at
+    /// `path` (not a symlink: refused, never followed) exactly `want`,
+    /// within the set's namespaces, after its mode was set. A directory root is reached by
     /// its path. Returns the attributes the filesystem refused.
     ///
     /// # Errors
@@ -122,13 +122,20 @@ impl Dest {
         )?;
         let st = rustix::fs::fstat(&fd)?;
         let kind = st.st_mode & libc::S_IFMT;
-        if kind != libc::S_IFREG && kind != libc::S_IFDIR {
+        let node = matches!(kind, libc::S_IFIFO | libc::S_IFCHR | libc::S_IFBLK);
+        if kind != libc::S_IFREG && kind != libc::S_IFDIR && !node {
             return Err(io::Error::from_raw_os_error(libc::ELOOP));
         }
         // The magic link names the inode opened above, whatever the name is now.
         let link = crate::xattr::proc_path(fd.as_fd());
         if link.exists() {
             return Ok(crate::xattr::apply(crate::xattr::On::Path(&link), want, &self.xattrs));
+        }
+        if node {
+            // Opening a FIFO blocks, opening a device may act on it.
+            return Err(io::Error::other(
+                "no /proc: the attributes of a FIFO or device node cannot be set without opening it",
+            ));
         }
         // No /proc: open it for real (not following) and check it is the same inode.
         let rd = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC;

@@ -1,5 +1,6 @@
 //! Setting an entry's metadata (owner, mode, mtime in nanoseconds) on files,
-//! directories and symlinks without following symlinks: on an open file, or
+//! directories, symlinks, FIFOs and device nodes without following symlinks
+//! (and without opening a FIFO or device): on an open file, or
 //! on a name relative to a directory descriptor. Owner is set only
 //! when running as root, like rsync without `--owner` for other users.
 
@@ -126,6 +127,14 @@ fn chmod_at(dir: BorrowedFd<'_>, name: &[u8], mode: u32) -> io::Result<()> {
     let mode = Mode::from_raw_mode(mode & 0o7777);
     // The magic link names the inode opened above, whatever the name is now.
     match rustix::fs::chmod(format!("/proc/self/fd/{}", fd.as_raw_fd()), mode) {
+        Err(rustix::io::Errno::NOENT)
+            if matches!(st.st_mode & libc::S_IFMT, libc::S_IFIFO | libc::S_IFCHR | libc::S_IFBLK) =>
+        {
+            // Opening a FIFO blocks, opening a device may act on it.
+            Err(io::Error::other(
+                "no /proc: the mode of a FIFO or device node cannot be set without opening it",
+            ))
+        }
         Err(rustix::io::Errno::NOENT) => {
             // No /proc: open it for real (not following) and fchmod.
             let rd = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC;

@@ -17,8 +17,11 @@
 //!    from its base, re-read and checked against what was signed.
 //! 3. [`Applier::finish`] sets owner, mode and mtime on the temp files, makes
 //!    them durable with one `syncfs`, renames them into place, then creates
-//!    symlinks and hard links, deletes, sets directory metadata last, and
-//!    clears the journal of temp files.
+//!    symlinks, hard links, FIFOs and device nodes (each at a temp name,
+//!    renamed into place), deletes, sets directory metadata last, and
+//!    clears the journal of temp files. A device node needs `CAP_MKNOD`:
+//!    a receiver refused it (not root) records a warning for that path and
+//!    goes on.
 //!
 //! Every operation reaches the tree through [`Dest`]: relative to the
 //! set's roots, never through a symlink. A sender's type change (a file
@@ -138,7 +141,8 @@ pub struct ApplyReport {
     pub failures: Vec<Failure>,
     /// Paths applied without some of their extended attributes (the
     /// replica's filesystem refused them): one per attribute, the reason
-    /// naming it.
+    /// naming it. Also device nodes not made at all because this process
+    /// may not (no `CAP_MKNOD`): not in `applied`.
     pub warnings: Vec<Failure>,
     /// Bytes written into files from received chunks.
     pub received_bytes: u64,
@@ -397,6 +401,7 @@ impl Applier {
                 plan.symlinks
                     .iter()
                     .chain(&plan.hardlinks)
+                    .chain(&plan.specials)
                     .chain(&plan.dirs)
                     .map(|e| &e.path),
             )
@@ -860,6 +865,30 @@ impl Applier {
             let res = self.link(e);
             self.outcome(e, res);
         }
+        for e in &plan.specials {
+            match self.make_node(e) {
+                Ok(w) => {
+                    self.warn(&e.path, w);
+                    self.outcome(e, Ok(()));
+                }
+                Err(NodeError::NotPermitted(err)) => {
+                    let reason = format!(
+                        "{} not created: {err} (making device nodes needs root, CAP_MKNOD); not mirrored",
+                        if e.kind == hamirror_wire::EntryKind::BlockDev {
+                            "block device"
+                        } else {
+                            "character device"
+                        }
+                    );
+                    tracing::warn!("{}: {reason}", String::from_utf8_lossy(&e.path));
+                    self.report.warnings.push(Failure {
+                        path: e.path.clone(),
+                        reason,
+                    });
+                }
+                Err(NodeError::Failed(err)) => self.fail(&e.path, err),
+            }
+        }
         for e in &plan.retouch {
             let res = self.retouch(e).map_err(|err| ApplyError::on(&e.path, err));
             let res = res.map(|w| self.warn(&e.path, w));
@@ -978,6 +1007,49 @@ impl Applier {
             })
     }
 
+    /// Makes a FIFO or device node at a temp name beside `e.path` (never
+    /// opened), gives it its metadata and attributes, and renames it into
+    /// place. Returns the attributes the replica refused.
+    fn make_node(&mut self, e: &Entry) -> Result<Vec<String>, NodeError> {
+        use hamirror_wire::EntryKind;
+        use rustix::fs::FileType;
+        let failed = |err: io::Error| NodeError::Failed(ApplyError::on(&e.path, err));
+        let (ty, dev) = match e.kind {
+            EntryKind::Fifo => (FileType::Fifo, 0),
+            EntryKind::CharDev | EntryKind::BlockDev => {
+                // The wire decoder refused any other spelling.
+                let (major, minor) = hamirror_wire::entry::parse_device(&e.target)
+                    .ok_or_else(|| failed(io::Error::new(io::ErrorKind::InvalidData, "bad device number")))?;
+                let ty = if e.kind == EntryKind::CharDev {
+                    FileType::CharacterDevice
+                } else {
+                    FileType::BlockDevice
+                };
+                (ty, rustix::fs::makedev(major, minor))
+            }
+            _ => return Err(failed(io::Error::other("not a FIFO or device node"))),
+        };
+        let mut id = vec![e.kind as u8];
+        id.extend_from_slice(&e.target);
+        let tmp = temp_path(&e.path, blake3::hash(&id).as_bytes());
+        let (dir, tmp_name) = self.dest.parent(&tmp).map_err(failed)?;
+        let _ = rustix::fs::unlinkat(&dir, tmp_name, rustix::fs::AtFlags::empty());
+        match rustix::fs::mknodat(&dir, tmp_name, ty, rustix::fs::Mode::from_raw_mode(0o600), dev) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::PERM) if e.kind.is_device() => {
+                return Err(NodeError::NotPermitted(rustix::io::Errno::PERM.into()));
+            }
+            Err(err) => return Err(failed(err.into())),
+        }
+        meta::set_at(dir.as_fd(), tmp_name, e, false)
+            .and_then(|()| self.dest.set_xattrs(&tmp, &e.xattrs))
+            .and_then(|w| self.dest.replace(&tmp, &e.path).map(|_| w))
+            .map_err(|err| {
+                let _ = rustix::fs::unlinkat(&dir, tmp_name, rustix::fs::AtFlags::empty());
+                failed(err)
+            })
+    }
+
     fn outcome(&mut self, e: &Entry, res: Result<(), ApplyError>) {
         match res {
             Ok(()) => {
@@ -997,6 +1069,13 @@ impl Applier {
     }
 }
 
+/// Why a FIFO or device node was not made.
+enum NodeError {
+    /// `mknod` of a device refused: this process lacks `CAP_MKNOD`.
+    NotPermitted(io::Error),
+    Failed(ApplyError),
+}
+
 /// Refuses a plan that no honest sender makes: a path outside the roots
 /// or malformed, something other than a directory at a directory root or
 /// a directory at a single-file root, or a path below something the same
@@ -1012,6 +1091,7 @@ fn check_plan(dest: &Dest, plan: &Plan) -> Result<(), ApplyError> {
         .map(|f| &f.entry)
         .chain(&plan.symlinks)
         .chain(&plan.hardlinks)
+        .chain(&plan.specials)
         .chain(&plan.retouch)
         .map(|e| e.path.as_slice())
         .collect();

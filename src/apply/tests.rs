@@ -437,3 +437,70 @@ fn zero_blocks_are_left_as_holes_and_everything_reads_back_exactly() {
     }
     assert!(is_zero(&[0; 33]) && !is_zero(&[0, 0, 1]) && is_zero(&[]));
 }
+
+#[test]
+fn fifos_and_device_nodes_are_made_in_place_of_what_was_there_never_opened() {
+    use std::os::unix::fs::FileTypeExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("root");
+    std::fs::create_dir_all(base.join("srv/was-dir/inside")).unwrap();
+    std::fs::write(base.join("srv/was-file"), b"data").unwrap();
+    let node = |path: &str, kind: EntryKind, target: &str| Entry {
+        kind,
+        target: target.as_bytes().to_vec(),
+        mode: 0o604,
+        uid: uid(),
+        ..dir(path, 1_300_000_000_000_000_042)
+    };
+    let root = uid() == 0;
+    let mut offered = vec![
+        node("srv/pipe", EntryKind::Fifo, ""),
+        node("srv/was-file", EntryKind::Fifo, ""),
+        node("srv/was-dir", EntryKind::Fifo, ""),
+        node("srv/null", EntryKind::CharDev, "1:3"),
+    ];
+    if root {
+        offered.push(node("srv/loop", EntryKind::BlockDev, "7:200"));
+    }
+    let mut replica = Fake::default();
+    replica
+        .0
+        .insert(b"srv/was-file".to_vec(), file("srv/was-file", &[b"data"], 1));
+    replica.0.insert(b"srv/was-dir".to_vec(), dir("srv/was-dir", 1));
+    let p = plan(&offered, &[], &replica, &HashMap::new());
+    let journal = Journal::open(&tmp.path().join("state/journal/Fx")).unwrap();
+    let a = Applier::prepare(Dest::new(&base, &set()), p, journal).unwrap();
+    let report = a.finish().unwrap();
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    for path in ["srv/pipe", "srv/was-file", "srv/was-dir"] {
+        let m = std::fs::symlink_metadata(base.join(path)).unwrap();
+        assert!(m.file_type().is_fifo(), "{path}");
+        assert_eq!(m.mode() & 0o7777, 0o604);
+        assert_eq!(m.mtime() * 1_000_000_000 + m.mtime_nsec(), 1_300_000_000_000_000_042);
+    }
+    let null = std::fs::symlink_metadata(base.join("srv/null"));
+    if root {
+        let m = null.unwrap();
+        assert!(m.file_type().is_char_device());
+        assert_eq!((libc::major(m.rdev()), libc::minor(m.rdev())), (1, 3));
+        assert!(
+            std::fs::symlink_metadata(base.join("srv/loop"))
+                .unwrap()
+                .file_type()
+                .is_block_device()
+        );
+        assert_eq!(report.applied.len(), 5);
+    } else {
+        // No CAP_MKNOD: a warning for that path, the rest applied.
+        assert!(null.is_err());
+        assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+        assert!(report.warnings[0].reason.contains("character device not created"));
+        assert_eq!(report.applied.len(), 3);
+    }
+    let left: Vec<_> = std::fs::read_dir(base.join("srv"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left.len(), if root { 5 } else { 3 }, "no temp names left: {left:?}");
+}

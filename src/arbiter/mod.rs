@@ -39,7 +39,7 @@ use std::fmt;
 use std::ops::Add;
 use std::time::Duration;
 
-pub use hamirror_wire::heartbeat::{Claim, GroupClaim, NodeState, Reach};
+pub use hamirror_wire::heartbeat::{Claim, GroupClaim, Maintenance, NodeState, Reach};
 pub use types::{
     AcquireReason, Action, Command, CommandError, Event, GroupStatus, Level, LinkStatus, Mode, Phase, ReleaseReason,
     StandbyReason, Status, claim_name, ser_claim, ser_reach,
@@ -137,6 +137,11 @@ pub struct ArbiterConfig {
     /// Hand a group back (`auto_failback`) only after the daemon reported
     /// with [`Arbiter::handle_resync`] that the owner has caught up.
     pub failback_needs_resync: bool,
+    /// `failover = pacemaker`: groups start and stop here only on
+    /// [`Command::Promote`] and [`Command::Demote`] (and a newer epoch on the
+    /// peer still makes this node step down); no takeover, standby by
+    /// reach score or failback of its own.
+    pub external: bool,
 }
 
 impl ArbiterConfig {
@@ -175,6 +180,7 @@ impl ArbiterConfig {
             release_retry: Duration::from_secs(5),
             observer: false,
             failback_needs_resync: false,
+            external: false,
         }
     }
 
@@ -192,6 +198,7 @@ impl ArbiterConfig {
         cfg.groups[0].name = me.group.name.clone();
         cfg.groups[1].name = peer.group.name.clone();
         cfg.auto_failback = me.conf.auto_failback;
+        cfg.external = me.conf.failover == crate::config::FailoverMode::Pacemaker;
         cfg.preferred = me
             .conf
             .preferred
@@ -214,6 +221,14 @@ pub struct Startup {
     pub standby_lock: bool,
     /// The last epoch of each group this node persisted.
     pub epochs: BTreeMap<String, u64>,
+    /// The persisted maintenance register. When on, the node starts
+    /// frozen: no clean-up releases, and the groups in `kept` are taken as
+    /// held (their services were left running by a daemon stopped in
+    /// maintenance).
+    pub maintenance: Maintenance,
+    /// Groups held here when the last daemon of this boot was in
+    /// maintenance, with their epochs. Ignored unless `maintenance.on`.
+    pub kept: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -232,6 +247,8 @@ struct GroupState {
     /// We hold it and saw the peer hold it with an older epoch: re-announce
     /// once the peer has let go.
     conflict: bool,
+    /// Pacemaker asked for it to stop here (`demote`) while it was starting.
+    demote: bool,
     /// The daemon reported the owner caught up (failback gate).
     caught_up: bool,
 }
@@ -254,29 +271,40 @@ pub struct Arbiter {
     actions: VecDeque<Action>,
     advert_generation: u64,
     last_advert: NodeState,
+    /// The cluster-wide maintenance register as this node knows it.
+    maintenance: Maintenance,
 }
 
 impl Arbiter {
     /// A node starting at `now`. Emits a clean-up release of every group
     /// (stop hooks are idempotent) and waits for the peer or `initdead`;
-    /// with a standby lock it stays in standby.
+    /// with a standby lock it stays in standby. In maintenance it cleans
+    /// nothing up: the groups it kept are held, the others released.
     pub fn new(cfg: ArbiterConfig, now: Millis, startup: Startup) -> Self {
+        let frozen = startup.maintenance.on;
         let groups = cfg
             .groups
             .iter()
             .map(|g| {
-                let epoch = startup.epochs.get(&g.name).copied().unwrap_or(0);
+                let persisted = startup.epochs.get(&g.name).copied().unwrap_or(0);
+                let kept = startup.kept.get(&g.name).copied().filter(|_| frozen);
+                let epoch = persisted.max(kept.unwrap_or(0));
                 GroupState {
                     conf: g.clone(),
-                    phase: Phase::Releasing {
-                        epoch,
-                        reason: ReleaseReason::Cleanup,
+                    phase: match kept {
+                        Some(_) => Phase::Held { epoch },
+                        None if frozen => Phase::Released,
+                        None => Phase::Releasing {
+                            epoch,
+                            reason: ReleaseReason::Cleanup,
+                        },
                     },
                     epoch,
                     failed_here: false,
                     manual: false,
                     requested: false,
                     conflict: false,
+                    demote: false,
                     caught_up: false,
                 }
             })
@@ -301,6 +329,7 @@ impl Arbiter {
             actions: VecDeque::new(),
             advert_generation: 0,
             last_advert: NodeState::default(),
+            maintenance: startup.maintenance,
             cfg,
         };
         if startup.standby_lock {
@@ -309,11 +338,13 @@ impl Arbiter {
             });
         }
         for g in &a.groups {
-            a.actions.push_back(Action::Release {
-                group: g.conf.name.clone(),
-                epoch: g.epoch,
-                reason: ReleaseReason::Cleanup,
-            });
+            if let Phase::Releasing { epoch, reason } = g.phase {
+                a.actions.push_back(Action::Release {
+                    group: g.conf.name.clone(),
+                    epoch,
+                    reason,
+                });
+            }
         }
         a.refresh_advert();
         a
@@ -326,6 +357,9 @@ impl Arbiter {
     /// An authenticated, fresh heartbeat from the peer on `link`.
     pub fn handle_heartbeat(&mut self, now: Millis, link: LinkId, incarnation: u64, state: NodeState) {
         let now = self.observe(now);
+        if !state.observer {
+            self.merge_maintenance(now, state.maintenance);
+        }
         self.on_heartbeat(now, link, incarnation, state);
         self.step(now);
     }
@@ -428,6 +462,12 @@ impl Arbiter {
         self.mode
     }
 
+    /// The maintenance register as this node knows it; failover decisions
+    /// are frozen while it is on.
+    pub fn maintenance(&self) -> Maintenance {
+        self.maintenance
+    }
+
     /// This node's phase for `group`.
     pub fn phase(&self, group: &str) -> Option<Phase> {
         self.groups.iter().find(|g| g.conf.name == group).map(|g| g.phase)
@@ -475,6 +515,12 @@ impl Arbiter {
                     },
                 })
                 .collect(),
+            maintenance: self.maintenance.on,
+            maintenance_generation: self.maintenance.generation,
+            peer_maintenance: self
+                .peer
+                .alive_state()
+                .map(|s| (s.maintenance.on, s.maintenance.generation)),
         }
     }
 
@@ -521,6 +567,7 @@ impl Arbiter {
             starting: matches!(self.mode, Mode::Starting { .. }),
             observer: self.cfg.observer,
             reach: self.reach,
+            maintenance: self.maintenance,
             groups,
         };
         if advert != self.last_advert {

@@ -9,8 +9,8 @@
 
 use super::liveness::PeerStatus;
 use super::{
-    AcquireReason, Action, Arbiter, Claim, Command, CommandError, Event, Millis, Mode, Phase, Reach, ReleaseReason,
-    Side, StandbyReason,
+    AcquireReason, Action, Arbiter, Claim, Command, CommandError, Event, Maintenance, Millis, Mode, Phase, Reach,
+    ReleaseReason, Side, StandbyReason,
 };
 
 /// A reach score that says this node is cut off from the LAN.
@@ -22,8 +22,44 @@ impl Arbiter {
     pub(super) fn step(&mut self, now: Millis) {
         self.update_liveness(now);
         self.update_mode(now);
-        self.update_groups(now);
+        if !self.maintenance.on {
+            // Maintenance freezes every decision about groups: nothing is
+            // started, stopped, handed back or retried; liveness and the
+            // mode are still followed, so status stays true and decisions
+            // resume from the real situation when it ends.
+            self.update_groups(now);
+        }
         self.refresh_advert();
+    }
+
+    /// Takes the peer's maintenance register if it supersedes ours.
+    pub(super) fn merge_maintenance(&mut self, now: Millis, theirs: Maintenance) {
+        if theirs.newer_than(&self.maintenance) {
+            let by = self.cfg.peer.clone();
+            self.set_maintenance(now, theirs, by);
+        }
+    }
+
+    fn set_maintenance(&mut self, now: Millis, m: Maintenance, by: String) {
+        let was = self.maintenance.on;
+        self.maintenance = m;
+        self.actions.push_back(Action::WriteMaintenance {
+            on: m.on,
+            generation: m.generation,
+        });
+        if m.on == was {
+            return;
+        }
+        let generation = m.generation;
+        if m.on {
+            self.worse_since = None;
+            self.notify(Event::MaintenanceOn { generation, by });
+        } else {
+            // As after an operator command: fresh heartbeats first, then
+            // decisions from what is true now.
+            self.settle_until = self.settle_until.max(now + self.cfg.settle);
+            self.notify(Event::MaintenanceOff { generation, by });
+        }
     }
 
     fn enter_standby(&mut self, reason: StandbyReason) {
@@ -61,7 +97,14 @@ impl Arbiter {
                     self.mode = Mode::Active { since: now };
                     self.notify(Event::Started { contact: true });
                 } else if now >= since + self.cfg.timers.initdead && !self.key_mismatch_blocks(now) {
-                    match self.reach {
+                    // Under Pacemaker, quorum and fencing say who may run
+                    // what: the reachlist does not hold the node back.
+                    let reach = if self.cfg.external {
+                        Some(Reach { up: 1, total: 1 })
+                    } else {
+                        self.reach
+                    };
+                    match reach {
                         Some(r) if r.up > 0 || r.total == 0 => {
                             self.mode = Mode::Active { since: now };
                             if self.peer.status == PeerStatus::Unknown {
@@ -80,8 +123,8 @@ impl Arbiter {
                     }
                 }
             }
-            Mode::Active { .. } => self.review_active(now),
-            Mode::Standby { .. } => {}
+            Mode::Active { .. } if !self.maintenance.on && !self.cfg.external => self.review_active(now),
+            Mode::Active { .. } | Mode::Standby { .. } => {}
         }
     }
 
@@ -186,6 +229,9 @@ impl Arbiter {
         if !matches!(self.mode, Mode::Active { .. }) {
             return Some(ReleaseReason::Standby);
         }
+        if self.groups[i].demote {
+            return Some(ReleaseReason::Demoted);
+        }
         let name = self.groups[i].conf.name.clone();
         let peer = self.peer.alive_state()?;
         let claim = peer.claim(&name).cloned();
@@ -232,7 +278,8 @@ impl Arbiter {
         let PeerStatus::Alive { since, .. } = self.peer.status else {
             return None;
         };
-        let failback = self.cfg.auto_failback
+        let failback = !self.cfg.external
+            && self.cfg.auto_failback
             && !g.manual
             && g.conf.owner == Side::Peer
             && now.since(since) >= self.cfg.failback_hold
@@ -283,7 +330,7 @@ impl Arbiter {
                 if g.requested && !(peer_requests && g.conf.owner == Side::Peer) {
                     return Some(AcquireReason::Operator);
                 }
-                if peer_requests {
+                if peer_requests || self.cfg.external {
                     return None;
                 }
                 match g.conf.owner {
@@ -296,6 +343,10 @@ impl Arbiter {
             PeerStatus::Dead { since, incarnation } => {
                 if g.requested {
                     return Some(AcquireReason::Operator);
+                }
+                if self.cfg.external {
+                    // Pacemaker decides (after fencing the peer).
+                    return None;
                 }
                 let me = self.reach?;
                 if isolated(Some(me)) {
@@ -336,6 +387,7 @@ impl Arbiter {
 
     fn release(&mut self, i: usize, epoch: u64, reason: ReleaseReason) {
         let g = &mut self.groups[i];
+        g.demote = false;
         g.phase = Phase::Releasing { epoch, reason };
         self.actions.push_back(Action::Release {
             group: g.conf.name.clone(),
@@ -397,6 +449,9 @@ impl Arbiter {
         let Some(i) = self.groups.iter().position(|g| g.conf.name == group) else {
             return;
         };
+        if self.maintenance.on {
+            return;
+        }
         let Phase::Held { epoch } = self.groups[i].phase else {
             return;
         };
@@ -408,7 +463,54 @@ impl Arbiter {
     }
 
     pub(super) fn on_command(&mut self, now: Millis, cmd: Command) -> Result<(), CommandError> {
+        if self.maintenance.on
+            && matches!(
+                cmd,
+                Command::Standby | Command::Takeover(_) | Command::Promote(_) | Command::Demote(_)
+            )
+        {
+            return Err(CommandError::InMaintenance);
+        }
+        match (&cmd, self.cfg.external) {
+            (Command::Standby | Command::Takeover(_), true) => return Err(CommandError::External),
+            (Command::Promote(_) | Command::Demote(_), false) => return Err(CommandError::NotExternal),
+            _ => {}
+        }
         match cmd {
+            Command::Promote(group) => match self.groups.iter_mut().find(|g| g.conf.name == group) {
+                Some(g) if matches!(g.phase, Phase::Held { .. } | Phase::Acquiring { .. }) => {
+                    g.demote = false;
+                    Ok(())
+                }
+                Some(g) if g.phase.holds() => Err(CommandError::StillReleasing(group)),
+                _ => self.request(now, group),
+            },
+            Command::Demote(group) => {
+                let Some(i) = self.groups.iter().position(|g| g.conf.name == group) else {
+                    return Err(CommandError::UnknownGroup(group));
+                };
+                let g = &mut self.groups[i];
+                g.requested = false;
+                match g.phase {
+                    Phase::Held { epoch } => self.release(i, epoch, ReleaseReason::Demoted),
+                    Phase::Acquiring { .. } => g.demote = true,
+                    _ => {}
+                }
+                Ok(())
+            }
+            Command::Maintenance(on) => {
+                if self.maintenance.on != on {
+                    // Past both registers (ours is never behind the peer's
+                    // after a merge), so the peer adopts it.
+                    let m = Maintenance {
+                        on,
+                        generation: self.maintenance.generation + 1,
+                    };
+                    let by = self.cfg.local.clone();
+                    self.set_maintenance(now, m, by);
+                }
+                Ok(())
+            }
             Command::Standby => {
                 if !matches!(self.mode, Mode::Standby { .. }) {
                     self.enter_standby(StandbyReason::Operator);
@@ -432,25 +534,29 @@ impl Arbiter {
                 self.settle_until = self.settle_until.max(now + self.cfg.settle);
                 Ok(())
             }
-            Command::Takeover(group) => {
-                let Some(i) = self.groups.iter().position(|g| g.conf.name == group) else {
-                    return Err(CommandError::UnknownGroup(group));
-                };
-                match self.mode {
-                    Mode::Standby { .. } => return Err(CommandError::InStandby),
-                    Mode::Starting { .. } => return Err(CommandError::Starting),
-                    Mode::Active { .. } => {}
-                }
-                let g = &mut self.groups[i];
-                if g.phase.holds() {
-                    return Err(CommandError::AlreadyHeld(group));
-                }
-                g.requested = true;
-                g.failed_here = false;
-                self.settle_until = self.settle_until.max(now + self.cfg.settle);
-                Ok(())
-            }
+            Command::Takeover(group) => self.request(now, group),
         }
+    }
+
+    /// `takeover` (and `promote`): ask for the group here; the peer
+    /// releases it if it holds it, then this node starts it.
+    fn request(&mut self, now: Millis, group: String) -> Result<(), CommandError> {
+        let Some(i) = self.groups.iter().position(|g| g.conf.name == group) else {
+            return Err(CommandError::UnknownGroup(group));
+        };
+        match self.mode {
+            Mode::Standby { .. } => return Err(CommandError::InStandby),
+            Mode::Starting { .. } => return Err(CommandError::Starting),
+            Mode::Active { .. } => {}
+        }
+        let g = &mut self.groups[i];
+        if g.phase.holds() {
+            return Err(CommandError::AlreadyHeld(group));
+        }
+        g.requested = true;
+        g.failed_here = false;
+        self.settle_until = self.settle_until.max(now + self.cfg.settle);
+        Ok(())
     }
 
     pub(super) fn next_deadline(&self) -> Millis {

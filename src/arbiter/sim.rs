@@ -18,7 +18,8 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::time::Duration;
 
 use super::{
-    Action, Arbiter, ArbiterConfig, Command, CommandError, Event, LinkId, Millis, Mode, NodeState, Phase, Side, Startup,
+    Action, Arbiter, ArbiterConfig, Command, CommandError, Event, LinkId, Maintenance, Millis, Mode, NodeState, Phase,
+    Side, Startup,
 };
 use crate::config::Timers;
 use crate::failover::hysteresis::ReachTracker;
@@ -35,6 +36,8 @@ pub const NODES: [&str; 2] = ["serv1", "serv2"];
 pub struct SimConfig {
     pub timers: Timers,
     pub auto_failback: bool,
+    /// `failover = pacemaker` on both nodes: groups move on promote/demote only.
+    pub external: bool,
     /// Index of the preferred node.
     pub preferred: Option<usize>,
     /// Reachlist hosts.
@@ -50,6 +53,7 @@ impl Default for SimConfig {
         SimConfig {
             timers: Timers::default(),
             auto_failback: false,
+            external: false,
             preferred: Some(0),
             hosts: 3,
             acquire_time: Duration::from_millis(20),
@@ -125,6 +129,8 @@ struct Node {
     /// Survives restarts, like the files in `state`.
     lock: bool,
     epochs: BTreeMap<String, u64>,
+    /// The persisted maintenance register (survives power cycles).
+    maintenance: Maintenance,
     /// Life generation: bumps on start and crash, so events of a previous
     /// life (hook completions) are dropped.
     life: u64,
@@ -188,6 +194,7 @@ impl Sim {
             key: 0,
             lock: false,
             epochs: BTreeMap::new(),
+            maintenance: Maintenance::default(),
             life: 0,
             tick_gen: 0,
             timer_gen: 0,
@@ -251,6 +258,7 @@ impl Sim {
     fn arbiter_config(&self, n: usize) -> ArbiterConfig {
         let mut c = ArbiterConfig::new(NODES[n], NODES[1 - n], self.cfg.timers, true);
         c.auto_failback = self.cfg.auto_failback;
+        c.external = self.cfg.external;
         c.preferred = self
             .cfg
             .preferred
@@ -276,9 +284,12 @@ impl Sim {
         node.hook_running = false;
         node.frozen_inbox.clear();
         node.advert_seen = u64::MAX;
+        // A power cycle: nothing kept running, whatever the register says.
         let startup = Startup {
             standby_lock: node.lock,
             epochs: node.epochs.clone(),
+            maintenance: node.maintenance,
+            kept: BTreeMap::new(),
         };
         node.arbiter = Some(Arbiter::new(cfg, now, startup));
         let life = node.tick_gen;
@@ -557,6 +568,7 @@ impl Sim {
                 Action::Release { group, .. } => node.hooks.push_back(Hook { group, acquire: false }),
                 Action::WriteStandbyLock { .. } => node.lock = true,
                 Action::ClearStandbyLock => node.lock = false,
+                Action::WriteMaintenance { on, generation } => node.maintenance = Maintenance { on, generation },
                 Action::Reannounce { .. } => {}
                 Action::Notify(e) => node.events.push((now, e)),
             }

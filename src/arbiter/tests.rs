@@ -96,8 +96,8 @@ fn epochs_continue_from_the_persisted_and_the_peer_s() {
         cfg(),
         Millis(0),
         Startup {
-            standby_lock: false,
             epochs,
+            ..Startup::default()
         },
     );
     settle_hooks(&mut a, Millis(0));
@@ -395,4 +395,114 @@ fn a_peer_that_stopped_after_handing_everything_over_is_silent_at_info_level() {
         crash.contains(&("link_silent".to_string(), Level::Warning)),
         "{crash:?}"
     );
+}
+
+// ------------------------------------------------------------- maintenance
+
+#[test]
+fn a_daemon_restarted_in_maintenance_keeps_what_it_held_and_cleans_nothing_up() {
+    let cfg = ArbiterConfig::new("serv1", "serv2", Timers::default(), true);
+    let startup = Startup {
+        epochs: BTreeMap::from([("serv1".to_string(), 4), ("serv2".to_string(), 2)]),
+        maintenance: Maintenance {
+            on: true,
+            generation: 3,
+        },
+        kept: BTreeMap::from([("serv1".to_string(), 5)]),
+        ..Startup::default()
+    };
+    let mut a = Arbiter::new(cfg.clone(), Millis(0), startup.clone());
+    assert_eq!(a.phase("serv1"), Some(Phase::Held { epoch: 5 }));
+    assert_eq!(a.phase("serv2"), Some(Phase::Released));
+    let actions: Vec<Action> = std::iter::from_fn(|| a.poll_action()).collect();
+    assert!(
+        !actions
+            .iter()
+            .any(|x| matches!(x, Action::Release { .. } | Action::Acquire { .. })),
+        "{actions:?}"
+    );
+    assert_eq!(a.advert().maintenance, startup.maintenance);
+    assert_eq!(
+        a.advert().claim("serv1").map(|c| (c.claim, c.epoch)),
+        Some((Claim::Held, 5))
+    );
+    // Long after initdead, with no peer: still nothing decided.
+    a.handle_reach(Millis(100), Reach { up: 1, total: 1 });
+    a.handle_timeout(Millis(60_000));
+    assert!(std::iter::from_fn(|| a.poll_action()).all(|x| matches!(x, Action::Notify(_))));
+    assert_eq!(a.phase("serv2"), Some(Phase::Released));
+    // The health monitor giving up is ignored too.
+    a.handle_unhealthy(Millis(60_001), "serv1");
+    assert_eq!(a.phase("serv1"), Some(Phase::Held { epoch: 5 }));
+    // Out of maintenance the same start-up cleans up as always; the kept
+    // list means nothing then.
+    let off = Startup {
+        maintenance: Maintenance::default(),
+        ..startup
+    };
+    let mut b = Arbiter::new(cfg, Millis(0), off);
+    let releases = std::iter::from_fn(|| b.poll_action())
+        .filter(|x| {
+            matches!(
+                x,
+                Action::Release {
+                    reason: ReleaseReason::Cleanup,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(releases, 2);
+}
+
+#[test]
+fn a_peer_setting_is_adopted_only_when_newer_and_an_observer_is_never_followed() {
+    let cfg = ArbiterConfig::new("serv1", "serv2", Timers::default(), false);
+    let mut a = Arbiter::new(cfg, Millis(0), Startup::default());
+    let peer = |on, generation, observer| NodeState {
+        maintenance: Maintenance { on, generation },
+        observer,
+        ..NodeState::default()
+    };
+    a.handle_heartbeat(Millis(10), LinkId(0), 1, peer(true, 9, true));
+    assert!(!a.maintenance().on, "a diagnostic run cannot freeze the cluster");
+    a.handle_heartbeat(Millis(20), LinkId(0), 1, peer(true, 2, false));
+    assert_eq!(
+        a.maintenance(),
+        Maintenance {
+            on: true,
+            generation: 2
+        }
+    );
+    let written: Vec<Action> = std::iter::from_fn(|| a.poll_action())
+        .filter(|x| matches!(x, Action::WriteMaintenance { .. }))
+        .collect();
+    assert_eq!(
+        written,
+        vec![Action::WriteMaintenance {
+            on: true,
+            generation: 2
+        }]
+    );
+    a.handle_command(Millis(30), Command::Maintenance(false)).unwrap();
+    assert_eq!(
+        a.maintenance(),
+        Maintenance {
+            on: false,
+            generation: 3
+        }
+    );
+    // The peer's older word does not undo it; the peer adopts ours.
+    a.handle_heartbeat(Millis(40), LinkId(0), 1, peer(true, 2, false));
+    assert!(!a.maintenance().on);
+    assert_eq!(
+        a.advert().maintenance,
+        Maintenance {
+            on: false,
+            generation: 3
+        }
+    );
+    // Asking for what is in force changes nothing.
+    a.handle_command(Millis(50), Command::Maintenance(false)).unwrap();
+    assert_eq!(a.maintenance().generation, 3);
 }

@@ -23,7 +23,8 @@ pub enum AcquireReason {
     PeerStandby,
     /// The peer's start hooks failed for it.
     PeerFailed,
-    /// An operator asked for it (`takeover GROUP`).
+    /// An operator asked for it (`takeover GROUP`), or Pacemaker did
+    /// (`promote GROUP`).
     Operator,
 }
 
@@ -46,6 +47,8 @@ pub enum ReleaseReason {
     /// may start it; this node does not take it back until the situation
     /// changes, as after a failed start.
     Unhealthy,
+    /// Pacemaker demoted it here (`demote GROUP`).
+    Demoted,
 }
 
 /// Why this node is in standby.
@@ -168,6 +171,17 @@ pub enum Event {
     UnknownGroup {
         group: String,
     },
+    /// Maintenance mode began (on node `by`, `hamirror maintenance on`):
+    /// failover decisions are frozen on both nodes.
+    MaintenanceOn {
+        generation: u64,
+        by: String,
+    },
+    /// Maintenance mode ended: decisions resume.
+    MaintenanceOff {
+        generation: u64,
+        by: String,
+    },
 }
 
 /// How loudly to report an [`Event`].
@@ -191,6 +205,7 @@ impl Event {
             | Acquired { .. }
             | Released { .. }
             | FlapDampingEased { .. }
+            | MaintenanceOff { .. }
             | PeerKeyMismatchEnded => Level::Info,
             LinkSilent { .. }
             | LinkFlapping { .. }
@@ -198,6 +213,7 @@ impl Event {
             | PeerReturned { .. }
             | Stalled { .. }
             | UnknownGroup { .. }
+            | MaintenanceOn { .. }
             | Conflict { .. }
             | SteppingDown { .. } => Level::Warning,
             PeerDead { .. }
@@ -245,6 +261,9 @@ pub enum Action {
     WriteStandbyLock { reason: StandbyReason },
     /// Remove the standby lock.
     ClearStandbyLock,
+    /// Persist the maintenance register (durably), so a restarted daemon
+    /// stays frozen and keeps what it holds.
+    WriteMaintenance { on: bool, generation: u64 },
     /// Log it and run the notification hooks.
     Notify(Event),
 }
@@ -255,6 +274,14 @@ pub enum Command {
     Standby,
     ClearStandby,
     Takeover(String),
+    /// `hamirror maintenance on|off`: freeze or resume failover decisions,
+    /// on both nodes.
+    Maintenance(bool),
+    /// `failover = pacemaker`: run the group here (as `Takeover`, but
+    /// already holding it is fine).
+    Promote(String),
+    /// `failover = pacemaker`: stop the group here; not holding it is fine.
+    Demote(String),
 }
 
 /// Why an operator command was refused. Retrying the same command in the
@@ -271,6 +298,18 @@ pub enum CommandError {
     Starting,
     #[error("this node already holds (or is starting) group {0}")]
     AlreadyHeld(String),
+    #[error("group {0} is still stopping here; try again when it has stopped")]
+    StillReleasing(String),
+    #[error(
+        "the cluster is in maintenance mode: failover decisions are frozen; end it first (`hamirror maintenance off`)"
+    )]
+    InMaintenance,
+    #[error(
+        "`promote` and `demote` are Pacemaker's (failover = pacemaker); this cluster uses `takeover` and `standby`"
+    )]
+    NotExternal,
+    #[error("with failover = pacemaker, Pacemaker moves groups: use `crm resource move` (or promote/demote)")]
+    External,
 }
 
 /// The node's mode.
@@ -345,6 +384,11 @@ pub struct Status {
     pub peer_reach: Option<Reach>,
     pub links: Vec<LinkStatus>,
     pub groups: Vec<GroupStatus>,
+    /// The maintenance register here (failover frozen when on).
+    pub maintenance: bool,
+    pub maintenance_generation: u64,
+    /// The peer's register as its last heartbeat said, while it is alive.
+    pub peer_maintenance: Option<(bool, u64)>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

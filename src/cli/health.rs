@@ -121,7 +121,16 @@ pub fn judge(r: &StatusReport, max_lag_ms: u64) -> Health {
     if r.shutting_down {
         add(State::Warning, format!("{} is shutting down", r.node));
     }
+    if r.maintenance.on {
+        add(
+            State::Warning,
+            "maintenance mode: failover decisions are frozen (`hamirror maintenance off` ends it)".to_string(),
+        );
+    }
     let settling = r.mode == "starting" || r.shutting_down;
+    // Under Pacemaker, where a group runs (or that it runs nowhere) is
+    // Pacemaker's decision, reported by crm_mon: no owner to be away from.
+    let pacemaker = r.failover == "pacemaker";
     for g in &r.groups {
         match g.phase.as_str() {
             "stuck" => add(
@@ -166,7 +175,8 @@ pub fn judge(r: &StatusReport, max_lag_ms: u64) -> Health {
             );
         }
         match &g.holder {
-            None if settling => add(State::Warning, format!("group {} is not running yet", g.group)),
+            None if settling || pacemaker => add(State::Warning, format!("group {} is not running yet", g.group)),
+            Some(_) if pacemaker => {}
             None => add(State::Critical, format!("group {} runs on neither node", g.group)),
             Some(h) if *h != g.owner => add(
                 State::Warning,
@@ -240,6 +250,8 @@ mod tests {
             standby_reason: None,
             standby_lock: false,
             standby_lock_error: None,
+            failover: "builtin".into(),
+            maintenance: Default::default(),
             shutting_down: false,
             peer_alive: true,
             peer_key_mismatch: false,

@@ -115,6 +115,7 @@ pub fn run(global: &Global, args: &LinksArgs) -> anyhow::Result<i32> {
         Startup {
             standby_lock,
             epochs: BTreeMap::new(),
+            ..Startup::default()
         },
     );
     let (tx, rx) = mpsc::channel();
@@ -197,6 +198,7 @@ pub fn run(global: &Global, args: &LinksArgs) -> anyhow::Result<i32> {
                     link,
                     incarnation,
                     state,
+                    ..
                 } => {
                     if let Some(h) = heard.get_mut(usize::from(link.0))
                         && !*h

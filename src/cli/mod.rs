@@ -11,7 +11,9 @@ mod health;
 mod init;
 mod links;
 mod log;
+mod maintenance;
 mod progress;
+mod promote;
 mod resync;
 mod run;
 mod scan;
@@ -196,9 +198,32 @@ pub enum Command {
         after_help = "Examples:\n  hamirror standby            # before maintenance: the peer takes over\n  hamirror standby --clear    # afterwards: back as a backup"
     )]
     Standby(standby::StandbyArgs),
+    /// Freeze failover decisions on both nodes while you work (`on`), resume
+    /// them (`off`), or show the setting.
+    ///
+    /// In maintenance nothing is started, stopped, handed back or taken over
+    /// (a dead peer's group stays down), health monitors pause, mirroring goes
+    /// on, and stopping the daemon leaves the services running (the next start
+    /// of the same boot keeps them). Either node can set or end it; the newer
+    /// setting wins. Exit 0 in force on both nodes (or the peer is away and
+    /// takes it on return), 1 not confirmed by the peer (an older release, or
+    /// no answer in time), 2 refused.
+    #[command(after_help = "Examples:
+  hamirror maintenance on     # then: upgrade, restart hamirror, work on services
+  hamirror maintenance        # show the setting on both nodes
+  hamirror maintenance off    # decisions resume from what is true now")]
+    Maintenance(maintenance::MaintenanceArgs),
     /// Move a group to this node: the peer stops it, then this node starts it.
     #[command(after_help = "Examples:\n  hamirror takeover serv1    # on serv1, after a failover: take its group back")]
     Takeover(takeover::TakeoverArgs),
+    /// With `failover = pacemaker`: make this node the holder of GROUP (the
+    /// peer stops it first). Pacemaker's OCF agent calls it; exit 0 running
+    /// here, 2 failed.
+    #[command(after_help = "Examples:\n  hamirror promote serv1     # what `crm resource promote` ends up doing here")]
+    Promote(promote::PromoteArgs),
+    /// With `failover = pacemaker`: stop GROUP here (this node becomes its
+    /// replica). Exit 0 stopped, 2 failed.
+    Demote(promote::PromoteArgs),
     /// On the replica's node: let the next pass of a set that deletes
     /// anything through the mass-delete guard, and start its count again.
     ///
@@ -297,6 +322,9 @@ pub fn run(cli: Cli) -> i32 {
         Command::Status(a) => status::run(&cli.global, a),
         Command::Standby(a) => standby::run(&cli.global, a),
         Command::Takeover(a) => takeover::run(&cli.global, a),
+        Command::Maintenance(a) => maintenance::run(&cli.global, a),
+        Command::Promote(a) => promote::promote(&cli.global, a),
+        Command::Demote(a) => promote::demote(&cli.global, a),
         Command::AllowDeletes(a) => allow::run(&cli.global, a),
         Command::Completions(a) => completions::completions(a),
         Command::Man(a) => completions::man(a),

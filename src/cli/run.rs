@@ -68,7 +68,7 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
         daemon.set_mirror(Box::new(mirror));
     }
     Ok(match daemon.run()? {
-        Outcome::Clean | Outcome::Running => EXIT_OK,
+        Outcome::Clean | Outcome::Running | Outcome::LeftRunning(_) => EXIT_OK,
         Outcome::StopFailed(_) | Outcome::Forced => EXIT_FAILED,
     })
 }

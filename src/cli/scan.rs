@@ -109,7 +109,7 @@ fn plural(n: u64, one: &str, many: &str) -> String {
 /// The text summary: four lines.
 pub fn summary(r: &ScanReport, group: &str, node: &str, root: &str) -> String {
     format!(
-        "{} (group {group}) on {node}, root {root}: {}, {}, {}, {}, {}\n  \
+        "{} (group {group}) on {node}, root {root}: {}, {}, {}, {}{}, {}\n  \
          new {}, changed {}, deleted {}\n  \
          read {} ({}, {}), {} unchanged by the quick check\n  \
          generation {} (was {}), {:.3} s\n",
@@ -118,6 +118,10 @@ pub fn summary(r: &ScanReport, group: &str, node: &str, root: &str) -> String {
         plural(r.dirs, "directory", "directories"),
         plural(r.symlinks, "symlink", "symlinks"),
         plural(r.hardlinks, "hard link", "hard links"),
+        match r.specials {
+            0 => String::new(),
+            n => format!(", {}", plural(n, "FIFO or device node", "FIFOs and device nodes")),
+        },
         bytes(r.bytes),
         r.new,
         r.changed,

@@ -3,11 +3,11 @@
 //! keeps it there across restarts) or clears the lock (the node rejoins as
 //! a backup). Waits, by default, until the daemon has done it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Args;
 
-use super::status::{ask, fetch, socket};
+use super::status::{command_and_wait, socket};
 use super::{EXIT_FAILED, EXIT_OK, Global};
 use crate::config::values::parse_duration;
 use crate::daemon::Request;
@@ -32,38 +32,36 @@ pub fn run(global: &Global, args: &StandbyArgs) -> anyhow::Result<i32> {
     } else {
         Request::Standby
     };
-    let r = ask(&sock, &req)?;
-    println!("{}", r.message.unwrap_or_default());
-    if args.no_wait {
-        return Ok(EXIT_OK);
-    }
-    let deadline = Instant::now() + args.timeout;
-    loop {
-        let s = fetch(&sock)?;
-        let done = if args.clear {
-            s.mode != "standby"
-        } else {
-            s.groups.iter().all(|g| g.phase == "released" || g.phase == "stuck")
-        };
-        if done {
+    command_and_wait(
+        &sock,
+        &req,
+        (args.no_wait, args.timeout, Duration::from_millis(100)),
+        |s, _| {
+            let done = if args.clear {
+                s.mode != "standby"
+            } else {
+                s.groups.iter().all(|g| g.phase == "released" || g.phase == "stuck")
+            };
+            if !done {
+                return None;
+            }
             if let Some(g) = s.groups.iter().find(|g| g.phase == "stuck") {
                 eprintln!(
                     "hamirror: the stop hooks of {} failed: its services may still run here (see the log)",
                     g.group
                 );
-                return Ok(EXIT_FAILED);
+                return Some(EXIT_FAILED);
             }
             if !args.clear {
                 println!("in standby; every group released here");
             } else {
                 println!("mode: {}", s.mode);
             }
-            return Ok(EXIT_OK);
-        }
-        if Instant::now() >= deadline {
+            Some(EXIT_OK)
+        },
+        |_| {
             eprintln!("hamirror: not done after {:?}; see `hamirror status`", args.timeout);
-            return Ok(EXIT_FAILED);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+            EXIT_FAILED
+        },
+    )
 }

@@ -7,7 +7,7 @@
 //! helper the other operator commands share.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
@@ -34,6 +34,11 @@ pub struct StatusArgs {
     /// A set behind its peer for longer than this many seconds is a WARNING.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub max_lag: u64,
+    /// Print only GROUP's phase on this node, who decides and the daemon's
+    /// pid, e.g. `held pacemaker 1234` (for scripts and the OCF agent): exit
+    /// 0, 2 no such group, 3 the daemon did not answer.
+    #[arg(long, value_name = "GROUP", conflicts_with = "json")]
+    pub phase: Option<String>,
 }
 
 /// The control socket of the local node's daemon.
@@ -66,9 +71,53 @@ pub fn fetch(socket: &std::path::Path) -> anyhow::Result<StatusReport> {
         .context("the daemon answered without a status")
 }
 
+/// An operator command: sends `req`, prints the daemon's answer, then
+/// (unless `no_wait`) reads the status every `every` until `settled` gives
+/// an exit code (it gets the report and the time since the request), or
+/// `timeout` passes: then `late` says why and gives the code.
+pub fn command_and_wait(
+    socket: &std::path::Path,
+    req: &Request,
+    (no_wait, timeout, every): (bool, Duration, Duration),
+    mut settled: impl FnMut(&StatusReport, Duration) -> Option<i32>,
+    late: impl FnOnce(&StatusReport) -> i32,
+) -> anyhow::Result<i32> {
+    let asked = Instant::now();
+    let r = ask(socket, req)?;
+    println!("{}", r.message.unwrap_or_default());
+    if no_wait {
+        return Ok(super::EXIT_OK);
+    }
+    loop {
+        let s = fetch(socket)?;
+        if let Some(code) = settled(&s, asked.elapsed()) {
+            return Ok(code);
+        }
+        if asked.elapsed() >= timeout {
+            return Ok(late(&s));
+        }
+        std::thread::sleep(every);
+    }
+}
+
 /// Never an error: what keeps the daemon from answering is the UNKNOWN
 /// verdict (exit 3), on stdout where a monitoring system reads it.
 pub fn run(global: &Global, args: &StatusArgs) -> anyhow::Result<i32> {
+    if let Some(group) = &args.phase {
+        let r = match socket(global).and_then(|sock| fetch(&sock)) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("hamirror: {}", super::explain(&e));
+                return Ok(health::State::Unknown.exit_code());
+            }
+        };
+        let Some(g) = r.groups.iter().find(|g| &g.group == group) else {
+            eprintln!("hamirror: no group {group:?} in this cluster");
+            return Ok(super::EXIT_FAILED);
+        };
+        println!("{} {} {}", g.phase, r.failover, r.pid);
+        return Ok(super::EXIT_OK);
+    }
     let (report, health) = match socket(global).and_then(|sock| fetch(&sock)) {
         Ok(r) => {
             let h = health::judge(&r, args.max_lag.saturating_mul(1000));

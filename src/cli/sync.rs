@@ -111,6 +111,8 @@ pub fn run(global: &Global, args: &SyncArgs) -> anyhow::Result<i32> {
         );
     }
     print_listed("warning", &report.warnings, report.warnings_total, "warnings");
+    let left_out = &report.send.not_mirrored;
+    print_listed("warning", left_out, left_out.len() as u64, "warnings");
     print_listed("error", &report.failures, report.failures_total, "failures");
     Ok(if report.failures_total > 0 || scan.is_partial() {
         EXIT_PARTIAL
@@ -176,7 +178,7 @@ fn summary(r: &PushReport, peer: &str, wire: u64) -> String {
                 r.elapsed_s,
                 match r.warnings_total {
                     0 => String::new(),
-                    n => format!(", {n} warnings (extended attributes the replica refused)"),
+                    n => format!(", {n} warnings (extended attributes or device nodes the replica refused)"),
                 }
             );
         }

@@ -3,11 +3,11 @@
 //! moved by an operator is never handed back automatically. Waits, by
 //! default, until the group is held here or its start failed.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Args;
 
-use super::status::{ask, fetch, socket};
+use super::status::{command_and_wait, socket};
 use super::{EXIT_FAILED, EXIT_OK, Global};
 use crate::config::values::parse_duration;
 use crate::daemon::Request;
@@ -26,39 +26,34 @@ pub struct TakeoverArgs {
 
 pub fn run(global: &Global, args: &TakeoverArgs) -> anyhow::Result<i32> {
     let sock = socket(global)?;
-    let asked = Instant::now();
-    let r = ask(
+    let needle = format!("group={} ", args.group);
+    command_and_wait(
         &sock,
         &Request::Takeover {
             group: args.group.clone(),
         },
-    )?;
-    println!("{}", r.message.unwrap_or_default());
-    if args.no_wait {
-        return Ok(EXIT_OK);
-    }
-    let needle = format!("group={} ", args.group);
-    loop {
-        let s = fetch(&sock)?;
-        if s.groups.iter().any(|g| g.group == args.group && g.phase == "held") {
-            println!("{} is running here", args.group);
-            return Ok(EXIT_OK);
-        }
-        let since = asked.elapsed().as_millis() as u64;
-        if s.events
-            .iter()
-            .any(|e| e.event == "acquire_failed" && e.ago_ms <= since && format!("{} ", e.detail).contains(&needle))
-        {
-            eprintln!("hamirror: the start hooks of {} failed here (see the log)", args.group);
-            return Ok(EXIT_FAILED);
-        }
-        if asked.elapsed() >= args.timeout {
+        (args.no_wait, args.timeout, Duration::from_millis(100)),
+        |s, since| {
+            if s.groups.iter().any(|g| g.group == args.group && g.phase == "held") {
+                println!("{} is running here", args.group);
+                return Some(EXIT_OK);
+            }
+            let since = since.as_millis() as u64;
+            if s.events
+                .iter()
+                .any(|e| e.event == "acquire_failed" && e.ago_ms <= since && format!("{} ", e.detail).contains(&needle))
+            {
+                eprintln!("hamirror: the start hooks of {} failed here (see the log)", args.group);
+                return Some(EXIT_FAILED);
+            }
+            None
+        },
+        |_| {
             eprintln!(
                 "hamirror: {} not running here after {:?}; see `hamirror status`",
                 args.group, args.timeout
             );
-            return Ok(EXIT_FAILED);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+            EXIT_FAILED
+        },
+    )
 }

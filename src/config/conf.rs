@@ -140,6 +140,34 @@ pub struct SetOverrides {
     pub line: usize,
 }
 
+/// Who decides where groups run (`failover`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FailoverMode {
+    /// hamirror's two-node arbiter (heartbeats, reachlist, timers).
+    #[default]
+    Builtin,
+    /// Pacemaker, through the `ocf:hamirror:mirror` resource agent: the
+    /// arbiter starts and stops groups only when told (`promote` and
+    /// `demote`), never by itself; epochs and mirroring stay hamirror's.
+    Pacemaker,
+}
+
+impl FailoverMode {
+    pub fn parse(s: &str) -> Result<FailoverMode, String> {
+        match s.trim() {
+            "builtin" => Ok(FailoverMode::Builtin),
+            "pacemaker" => Ok(FailoverMode::Pacemaker),
+            other => Err(format!("expected `builtin` or `pacemaker`, found {other:?}")),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            FailoverMode::Builtin => "builtin",
+            FailoverMode::Pacemaker => "pacemaker",
+        }
+    }
+}
+
 /// Everything one `NODE.conf` says, with defaults filled in.
 #[derive(Debug, Clone)]
 pub struct NodeConf {
@@ -155,6 +183,9 @@ pub struct NodeConf {
     pub timers: Timers,
     pub auto_failback: bool,
     pub preferred: Option<String>,
+    /// Who decides where groups run: hamirror's own arbiter, or Pacemaker
+    /// (through the `ocf:hamirror:mirror` resource agent).
+    pub failover: FailoverMode,
     pub chunk: ChunkParams,
     pub delete_limit: u8,
     /// Extended-attribute namespaces mirrored (`xattrs`).
@@ -197,6 +228,7 @@ pub const KEYS: &[&str] = &[
     "takeover_delay",
     "auto_failback",
     "preferred",
+    "failover",
     "chunk",
     "delete_limit",
     "xattrs",
@@ -347,6 +379,7 @@ pub fn parse(file: &Path, text: &str, node: &str, config_dir: &Path) -> Result<N
     let takeover_delay = get("takeover_delay", &dur);
     let auto_failback = get("auto_failback", &boolean);
     let preferred = get("preferred", &name);
+    let failover = get("failover", &|s: &str| FailoverMode::parse(s).map(|_| ()));
     let chunk_v = get("chunk", &chunk);
     let delete_limit = get("delete_limit", &pct);
     let xattrs = get("xattrs", &|s: &str| super::XattrNamespaces::parse(s).map(|_| ()));
@@ -420,6 +453,9 @@ pub fn parse(file: &Path, text: &str, node: &str, config_dir: &Path) -> Result<N
         },
         auto_failback: auto_failback.is_some_and(|(s, _)| parse_bool(&s).expect("validated")),
         preferred: preferred.map(|(s, _)| s),
+        failover: failover.map_or(FailoverMode::Builtin, |(s, _)| {
+            FailoverMode::parse(&s).expect("validated")
+        }),
         chunk: chunk_v.map_or_else(ChunkParams::default, |(s, _)| {
             ChunkParams::parse(&s).expect("validated")
         }),
@@ -482,6 +518,16 @@ mod tests {
             errs[0]
         );
         assert!(errs[2].msg.contains("expected an IP address"));
+    }
+
+    #[test]
+    fn failover_is_builtin_or_pacemaker() {
+        assert_eq!(p("address = 10.0.0.1\n").unwrap().failover, FailoverMode::Builtin);
+        let c = p("address = 10.0.0.1\nfailover = pacemaker\n").unwrap();
+        assert_eq!(c.failover, FailoverMode::Pacemaker);
+        let errs = p("address = 10.0.0.1\nfailover = corosync\n").unwrap_err();
+        assert_eq!(errs[0].line, Some(2));
+        assert!(errs[0].msg.contains("expected `builtin` or `pacemaker`"), "{errs:?}");
     }
 
     #[test]

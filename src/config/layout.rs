@@ -98,6 +98,7 @@ const CLUSTER_WIDE: &[&str] = &[
     "takeover_delay",
     "auto_failback",
     "preferred",
+    "failover",
 ];
 
 pub(super) fn load(dir: &Path) -> Result<Cluster, Vec<ConfigError>> {
@@ -606,6 +607,7 @@ fn cluster_value(c: &NodeConf, key: &str) -> String {
         "takeover_delay" => human_duration(t.takeover_delay),
         "auto_failback" => if c.auto_failback { "yes" } else { "no" }.to_string(),
         "preferred" => c.preferred.clone().unwrap_or_else(|| "(unset)".into()),
+        "failover" => c.failover.name().to_string(),
         _ => unreachable!("CLUSTER_WIDE lists only the keys above"),
     }
 }
@@ -621,6 +623,14 @@ fn check_timers(n: &Node, errors: &mut Vec<ConfigError>) {
             msg,
         })
     };
+    if n.conf.failover == super::FailoverMode::Pacemaker && n.conf.auto_failback {
+        bad(
+            "auto_failback",
+            "`auto_failback` cannot be used with `failover = pacemaker`: where a group runs is Pacemaker's \
+             decision (use resource-stickiness and location scores there)"
+                .into(),
+        );
+    }
     if t.keepalive.is_zero() {
         bad("keepalive", "`keepalive` must be greater than 0".into());
         return;
@@ -785,6 +795,17 @@ mod timer_tests {
         assert!(errors(fast).is_empty(), "{:?}", errors(fast));
         let classic = "keepalive = 1\nwarntime = 5\ndeadtime = 10\ntakeover_delay = 2\ninitdead = 60\n";
         assert!(errors(classic).is_empty(), "{:?}", errors(classic));
+    }
+
+    #[test]
+    fn auto_failback_is_refused_under_pacemaker() {
+        let e = errors("failover = pacemaker\nauto_failback = yes\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("/c/serv1.conf:3: ") && e[0].contains("Pacemaker's decision"),
+            "{e:?}"
+        );
+        assert!(errors("failover = pacemaker\n").is_empty());
     }
 
     #[test]

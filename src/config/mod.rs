@@ -22,7 +22,7 @@ pub mod xattrs;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use conf::{MonitorConf, NodeConf, Timers};
+pub use conf::{FailoverMode, MonitorConf, NodeConf, Timers};
 pub use exclude::Excludes;
 pub use layout::{Hook, HookKind, MirrorSet, ReachHost, SetRoot};
 pub use values::ChunkParams;

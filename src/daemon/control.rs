@@ -34,7 +34,21 @@ pub enum Request {
     Status,
     Standby,
     ClearStandby,
-    Takeover { group: String },
+    Takeover {
+        group: String,
+    },
+    /// `hamirror maintenance on|off`.
+    Maintenance {
+        on: bool,
+    },
+    /// `hamirror promote GROUP` (failover = pacemaker).
+    Promote {
+        group: String,
+    },
+    /// `hamirror demote GROUP` (failover = pacemaker).
+    Demote {
+        group: String,
+    },
 }
 
 /// The daemon's answer: `ok`, and either an error, a message or a status.

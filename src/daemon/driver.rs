@@ -20,7 +20,7 @@ use super::Msg;
 use super::control::{Request, Response};
 use super::health::{Health, Verdict};
 use super::mirror::{ClusterView, GroupView, LinkView, MirrorControl, MirrorReport, SetBacklog};
-use super::status::{EventReport, GroupReport, HooksReport, LinkReport, ReachReport, StatusReport};
+use super::status::{EventReport, GroupReport, HooksReport, LinkReport, MaintenanceReport, ReachReport, StatusReport};
 use super::worker::{Job, JobDone, Notice};
 use crate::arbiter::{
     Action, Arbiter, Claim, Command, Event, GroupStatus, Level, Millis, Mode, NodeState, Phase, Reach, Side,
@@ -44,6 +44,9 @@ pub enum Outcome {
     /// Shut down, but the stop hooks of these groups failed: their services
     /// may still run here.
     StopFailed(Vec<String>),
+    /// Shut down in maintenance mode: nothing was stopped; these groups
+    /// stay up here and the next start of this boot keeps them.
+    LeftRunning(Vec<String>),
     /// A second signal: exit without waiting for the stop hooks.
     Forced,
 }
@@ -101,7 +104,15 @@ pub struct Driver {
     rejected: BTreeMap<u8, u64>,
     /// Conflict copies made per set.
     conflict_copies: BTreeMap<String, u64>,
+    /// The maintenance record last sent to be persisted.
+    maintenance_written: MaintenanceRecord,
+    /// The heartbeat version the peer last spoke.
+    peer_heartbeat_version: Option<u8>,
 }
+
+/// The maintenance register and, while it is on, the groups held here:
+/// what the `maintenance` file holds.
+type MaintenanceRecord = (bool, u64, BTreeMap<String, u64>);
 
 /// `key=value` words of an event's fields (its name left out).
 pub fn event_detail(e: &Event) -> String {
@@ -138,7 +149,7 @@ fn snake<T: serde::Serialize>(v: &T, tag: &str) -> String {
 
 impl Driver {
     pub fn new(arbiter: Arbiter, c: DriverConf) -> Self {
-        Driver {
+        let mut d = Driver {
             arbiter,
             c,
             advert_gen: None,
@@ -156,7 +167,12 @@ impl Driver {
             received: BTreeMap::new(),
             rejected: BTreeMap::new(),
             conflict_copies: BTreeMap::new(),
-        }
+            maintenance_written: (false, 0, BTreeMap::new()),
+            peer_heartbeat_version: None,
+        };
+        // What the state directory holds already (the arbiter started from it).
+        d.maintenance_written = d.maintenance_record();
+        d
     }
 
     pub fn arbiter(&self) -> &Arbiter {
@@ -266,6 +282,10 @@ impl Driver {
         while let Some(a) = self.arbiter.poll_action() {
             self.carry_out(now, a);
         }
+        if self.arbiter.maintenance().on || self.maintenance_written.0 {
+            self.persist_maintenance();
+            self.watch_kept();
+        }
         self.schedule_checks(now);
         let generation = self.arbiter.advert_generation();
         if self.advert_gen != Some(generation) {
@@ -291,6 +311,15 @@ impl Driver {
             return Outcome::Running;
         }
         let st = self.arbiter.status();
+        if st.maintenance {
+            return Outcome::LeftRunning(
+                st.groups
+                    .iter()
+                    .filter(|g| g.phase.holds())
+                    .map(|g| g.group.clone())
+                    .collect(),
+            );
+        }
         if st.groups.iter().any(|g| {
             matches!(
                 g.phase,
@@ -324,9 +353,11 @@ impl Driver {
                 at,
                 link,
                 incarnation,
+                version,
                 state,
             } => {
                 *self.received.entry(link.0).or_default() += 1;
+                self.peer_heartbeat_version = Some(version);
                 self.arbiter.handle_heartbeat(at, link, incarnation, state)
             }
             Input::Reach { at, reach, hosts } => {
@@ -438,7 +469,53 @@ impl Driver {
                 self.send_job(Job::WriteStandbyLock { reason });
             }
             Action::ClearStandbyLock => self.send_job(Job::ClearStandbyLock),
+            Action::WriteMaintenance { .. } => self.persist_maintenance(),
             Action::Notify(e) => self.on_event(now, e),
+        }
+    }
+
+    /// A group held since start-up without its start hooks (kept across a
+    /// restart in maintenance) is mirrored like one acquired here.
+    fn watch_kept(&mut self) {
+        let Some(m) = self.c.mirror.as_mut() else {
+            return;
+        };
+        for g in self.arbiter.status().groups {
+            if let Phase::Held { epoch } = g.phase
+                && !self.watching.contains(&g.group)
+            {
+                m.start_watching(&g.group, epoch);
+                self.watching.insert(g.group);
+            }
+        }
+    }
+
+    fn maintenance_record(&self) -> MaintenanceRecord {
+        let m = self.arbiter.maintenance();
+        let held = if m.on {
+            self.arbiter
+                .status()
+                .groups
+                .into_iter()
+                .filter_map(|g| match g.phase {
+                    Phase::Held { epoch } => Some((g.group, epoch)),
+                    _ => None,
+                })
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        (m.on, m.generation, held)
+    }
+
+    /// Persists the maintenance register, and what is held under it, when
+    /// either changed.
+    fn persist_maintenance(&mut self) {
+        let record = self.maintenance_record();
+        if record != self.maintenance_written {
+            self.maintenance_written = record.clone();
+            let (on, generation, held) = record;
+            self.send_job(Job::WriteMaintenance { on, generation, held });
         }
     }
 
@@ -468,6 +545,10 @@ impl Driver {
             })
         {
             return;
+        }
+        if self.shutdown.is_some() && matches!(e, Event::MaintenanceOff { .. }) {
+            // Stopping was left to the end of maintenance: hand over now.
+            let _ = self.arbiter.handle_command(now, Command::Standby);
         }
         let (name, detail) = (e.name(), event_detail(&e));
         let v = serde_json::to_value(&e).unwrap_or_default();
@@ -540,6 +621,11 @@ impl Driver {
                     self.arbiter.handle_unhealthy(now, &group);
                 }
             }
+            JobDone::MaintenanceWritten { error: Some(e) } => {
+                tracing::error!("maintenance record: {e}");
+                self.record(now, Level::Critical, "maintenance_write_error".into(), e);
+            }
+            JobDone::MaintenanceWritten { error: None } => {}
             JobDone::StandbyLock { present, error } => {
                 self.c.standby_lock = present;
                 if let Some(e) = &error {
@@ -555,6 +641,12 @@ impl Driver {
     /// a fresh monitor) and hands due checks to the worker when it is idle,
     /// so a check never runs alongside a start or a stop.
     fn schedule_checks(&mut self, now: Millis) {
+        if self.arbiter.maintenance().on {
+            // Maintenance stops the monitors (as Pacemaker's does): the
+            // admin may stop a service on purpose. Fresh ones start after.
+            self.health.clear();
+            return;
+        }
         // Runs on every message (heartbeats included): only the groups
         // that have a monitor are looked at, by their phase alone.
         for g in self.c.groups.iter().filter(|g| g.monitor.enabled()) {
@@ -685,6 +777,13 @@ impl Driver {
         }
         self.shutdown = Some(now);
         let detail = format!("signal={name}");
+        if self.arbiter.maintenance().on {
+            // Pacemaker's maintenance-mode: the cluster manager goes, the
+            // services stay. The next start of this boot keeps them.
+            tracing::info!("{name}: stopping in maintenance mode; the services of this node stay up");
+            self.record(now, Level::Info, "stopping".into(), format!("{detail} maintenance=on"));
+            return;
+        }
         tracing::info!("{name}: stopping; releasing every group held here, then exiting");
         let _ = self.c.notices.send(Notice {
             event: "stopping".into(),
@@ -724,6 +823,29 @@ impl Driver {
                 Command::Takeover(group.clone()),
                 format!("takeover of {group} requested: the peer releases it, then this node starts it"),
             ),
+            Request::Promote { group } => (
+                Command::Promote(group.clone()),
+                format!("promote {group}: the peer stops it if it runs there, then this node starts it"),
+            ),
+            Request::Demote { group } => (
+                Command::Demote(group.clone()),
+                format!("demote {group}: stopping it here"),
+            ),
+            Request::Maintenance { on } => {
+                if self.arbiter.maintenance().on == on {
+                    return Response::message(format!("maintenance mode is already {}", if on { "on" } else { "off" }));
+                }
+                (
+                    Command::Maintenance(on),
+                    if on {
+                        "maintenance mode on: failover decisions are frozen (nothing is started, stopped or \
+                         taken over; monitors paused)"
+                            .to_string()
+                    } else {
+                        "maintenance mode off: failover decisions resume".to_string()
+                    },
+                )
+            }
         };
         tracing::info!("operator: {cmd:?}");
         match self.arbiter.handle_command(now, cmd) {
@@ -831,6 +953,19 @@ impl Driver {
             standby_reason,
             standby_lock: self.c.standby_lock,
             standby_lock_error: self.lock_error.clone(),
+            failover: if self.arbiter.config().external {
+                "pacemaker"
+            } else {
+                "builtin"
+            }
+            .to_string(),
+            maintenance: MaintenanceReport {
+                on: st.maintenance,
+                generation: st.maintenance_generation,
+                peer_on: st.peer_maintenance.map(|p| p.0),
+                peer_generation: st.peer_maintenance.map(|p| p.1),
+                peer_heartbeat_version: self.peer_heartbeat_version,
+            },
             shutting_down: self.shutdown.is_some(),
             peer_alive: st.peer_alive,
             peer_key_mismatch: st.peer_key_mismatch,

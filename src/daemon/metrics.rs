@@ -145,6 +145,11 @@ pub fn render(r: &StatusReport, verify: &[VerifyRecord]) -> String {
         .collect();
     o.gauge("hamirror_mode", "1 for the mode this node is in.", &modes);
     o.gauge(
+        "hamirror_maintenance",
+        "1 while maintenance mode freezes failover decisions (`hamirror maintenance on`).",
+        &[(vec![], b(r.maintenance.on))],
+    );
+    o.gauge(
         "hamirror_standby_lock",
         "1 while the standby lock file is present.",
         &[(vec![], b(r.standby_lock))],

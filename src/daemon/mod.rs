@@ -189,8 +189,21 @@ impl Daemon {
         let links = failover::links(&cluster, &local).ok_or(DaemonError::UnknownNode(local.clone()))?;
         let standby_lock = state.standby_lock();
         let (epochs, remarks) = state.load_epochs()?;
-        for r in remarks {
+        let maintenance = state.load_maintenance(&state::boot_id())?;
+        for r in remarks.iter().chain(&maintenance.remarks) {
             tracing::warn!("{r}");
+        }
+        if maintenance.on {
+            tracing::warn!(
+                "maintenance mode is on (generation {}): failover decisions stay frozen until \
+                 `hamirror maintenance off`; groups kept running here: {}",
+                maintenance.generation,
+                if maintenance.held.is_empty() {
+                    "none".to_string()
+                } else {
+                    maintenance.held.keys().cloned().collect::<Vec<_>>().join(", ")
+                }
+            );
         }
         if opts.realtime
             && let Err(e) = rt::lock_memory()
@@ -210,6 +223,11 @@ impl Daemon {
             Startup {
                 standby_lock,
                 epochs: epochs.clone(),
+                maintenance: crate::arbiter::Maintenance {
+                    on: maintenance.on,
+                    generation: maintenance.generation,
+                },
+                kept: maintenance.held.clone(),
             },
         );
         tracing::info!(
@@ -403,6 +421,14 @@ fn finish(
             g.join(", ")
         ),
         Outcome::Forced => tracing::warn!("exiting at once"),
+        Outcome::LeftRunning(g) => tracing::info!(
+            "maintenance mode: exiting without stopping anything; left running here: {}",
+            if g.is_empty() {
+                "no group".to_string()
+            } else {
+                g.join(", ")
+            }
+        ),
         Outcome::Running => {}
     }
     if outcome == Outcome::Forced {

@@ -1,5 +1,6 @@
 //! The daemon's durable state in the node's `state` directory: the group
-//! epochs (`epochs`), the standby lock (`standby.lock`), the single-daemon
+//! epochs (`epochs`), the standby lock (`standby.lock`), the maintenance
+//! register with the groups kept running under it (`maintenance`), the single-daemon
 //! lock (`daemon.lock`, an `flock`) and the path of the operator socket
 //! (`control.sock`). Every write that must survive a crash goes through a
 //! temporary file, `fsync`, `rename` and an `fsync` of the directory, so a
@@ -21,6 +22,8 @@ use crate::failover::STANDBY_LOCK;
 
 /// File of the last epoch of each group this node acquired.
 pub const EPOCHS: &str = "epochs";
+/// The maintenance register and the groups held under it.
+pub const MAINTENANCE: &str = "maintenance";
 /// The operator socket (`hamirror status`, `standby`, `takeover`).
 pub const CONTROL_SOCKET: &str = "control.sock";
 /// Held with `flock` by the running daemon.
@@ -181,6 +184,72 @@ impl StateDir {
         self.write_atomic(EPOCHS, text.as_bytes())
     }
 
+    /// The persisted maintenance register and the groups held here under
+    /// it, as written by [`StateDir::save_maintenance`]. The groups are only
+    /// returned if they were written during this boot (`boot_id`): after a
+    /// reboot nothing of theirs runs. Missing file: off, generation 0.
+    /// Lines that do not parse are returned as remarks.
+    pub fn load_maintenance(&self, boot_id: &str) -> Result<MaintenanceFile, StateError> {
+        let path = self.dir.join(MAINTENANCE);
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(MaintenanceFile::default()),
+            Err(e) => return Err(io_err("read", &path)(e)),
+        };
+        let mut out = MaintenanceFile::default();
+        let mut held = BTreeMap::new();
+        let mut same_boot = false;
+        for (i, line) in text.lines().enumerate() {
+            let content = line.split('#').next().unwrap_or("").trim();
+            if content.is_empty() {
+                continue;
+            }
+            let ok = match content.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
+                Some(("on", v)) => v.parse().map(|v| out.on = v).is_ok(),
+                Some(("generation", v)) => v.parse().map(|v| out.generation = v).is_ok(),
+                Some(("boot_id", v)) => {
+                    same_boot = v == boot_id;
+                    true
+                }
+                Some(("held", v)) => v.split_whitespace().all(|w| {
+                    w.rsplit_once(':')
+                        .and_then(|(g, e)| Some((g.to_string(), e.parse::<u64>().ok()?)))
+                        .map(|(g, e)| held.insert(g, e))
+                        .is_some()
+                }),
+                _ => false,
+            };
+            if !ok {
+                out.remarks
+                    .push(format!("{}:{}: ignored: {content:?}", path.display(), i + 1));
+            }
+        }
+        if same_boot {
+            out.held = held;
+        }
+        Ok(out)
+    }
+
+    /// Persists the maintenance register and the groups held here under it
+    /// (with this boot's id, see [`StateDir::load_maintenance`]).
+    pub fn save_maintenance(
+        &self,
+        on: bool,
+        generation: u64,
+        held: &BTreeMap<String, u64>,
+        boot_id: &str,
+    ) -> Result<(), StateError> {
+        let held: Vec<String> = held.iter().map(|(g, e)| format!("{g}:{e}")).collect();
+        let text = format!(
+            "# hamirror maintenance mode (`hamirror maintenance on|off` on either node).\n\
+             # While on, failover decisions are frozen; `held` lists the groups whose\n\
+             # services stay up here across a restart of the daemon in this boot.\n\
+             on = {on}\ngeneration = {generation}\nboot_id = {boot_id}\nheld = {}\n",
+            held.join(" ")
+        );
+        self.write_atomic(MAINTENANCE, text.as_bytes())
+    }
+
     /// Temporary file, fsync, rename, fsync of the directory.
     fn write_atomic(&self, name: &str, data: &[u8]) -> Result<(), StateError> {
         let tmp = self.dir.join(format!(".{name}.tmp"));
@@ -206,6 +275,24 @@ impl StateDir {
     }
 }
 
+/// What [`StateDir::load_maintenance`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaintenanceFile {
+    pub on: bool,
+    pub generation: u64,
+    /// Groups held under maintenance in this boot, with their epochs.
+    pub held: BTreeMap<String, u64>,
+    pub remarks: Vec<String>,
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`); empty if unknown,
+/// which never matches a recorded one.
+pub fn boot_id() -> String {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +314,27 @@ mod tests {
         assert_eq!(m2.get("serv2"), None);
         assert_eq!(remarks.len(), 1, "{remarks:?}");
         assert!(remarks[0].contains(":2: ignored"), "{remarks:?}");
+    }
+
+    #[test]
+    fn the_maintenance_register_round_trips_and_its_groups_only_within_one_boot() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = StateDir::open(tmp.path()).unwrap();
+        assert_eq!(s.load_maintenance("b1").unwrap(), MaintenanceFile::default());
+        let held = BTreeMap::from([("serv1".to_string(), 7), ("db-2".to_string(), 3)]);
+        s.save_maintenance(true, 4, &held, "b1").unwrap();
+        let same = s.load_maintenance("b1").unwrap();
+        assert_eq!((same.on, same.generation, &same.held), (true, 4, &held));
+        assert!(same.remarks.is_empty(), "{:?}", same.remarks);
+        let rebooted = s.load_maintenance("b2").unwrap();
+        assert_eq!((rebooted.on, rebooted.generation), (true, 4));
+        assert!(rebooted.held.is_empty(), "a reboot stopped them");
+        fs::write(tmp.path().join(MAINTENANCE), "on = maybe\ngeneration = 2\nheld = g:x\n").unwrap();
+        let bad = s.load_maintenance("").unwrap();
+        assert_eq!((bad.on, bad.generation), (false, 2));
+        assert_eq!(bad.remarks.len(), 2, "{:?}", bad.remarks);
+        assert!(bad.remarks[0].contains(":1: ignored"), "{:?}", bad.remarks);
+        assert!(!boot_id().is_empty());
     }
 
     #[test]

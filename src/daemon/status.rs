@@ -27,6 +27,12 @@ pub struct StatusReport {
     pub standby_lock: bool,
     /// The last attempt to write or clear the lock failed with this.
     pub standby_lock_error: Option<String>,
+    /// Who decides where groups run: `builtin` or `pacemaker`.
+    #[serde(default)]
+    pub failover: String,
+    /// Maintenance mode (failover decisions frozen) as this node knows it.
+    #[serde(default)]
+    pub maintenance: MaintenanceReport,
     pub shutting_down: bool,
     pub peer_alive: bool,
     /// The peer's datagrams keep failing authentication: the two nodes
@@ -48,6 +54,26 @@ pub struct StatusReport {
     pub mirroring: bool,
     /// Most recent last.
     pub events: Vec<EventReport>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceReport {
+    pub on: bool,
+    /// Raised by every `hamirror maintenance on|off`, on either node.
+    pub generation: u64,
+    /// The peer's register from its latest heartbeat, while it is alive.
+    pub peer_on: Option<bool>,
+    pub peer_generation: Option<u64>,
+    /// The heartbeat version the peer speaks (1: a release that knows no
+    /// maintenance mode), once heard.
+    pub peer_heartbeat_version: Option<u8>,
+}
+
+impl MaintenanceReport {
+    /// Whether the peer has the same register (it froze or resumed too).
+    pub fn peer_agrees(&self) -> bool {
+        self.peer_on == Some(self.on) && self.peer_generation == Some(self.generation)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,7 +162,8 @@ impl StatusReport {
             .map(|g| g.group.as_str())
             .collect();
         format!(
-            "{}{}{}; peer {} {}; running {}",
+            "{}{}{}{}; peer {} {}; running {}",
+            if self.maintenance.on { "MAINTENANCE, " } else { "" },
             if self.shutting_down { "shutting down, " } else { "" },
             self.mode,
             self.standby_reason
@@ -192,6 +219,26 @@ impl StatusReport {
             (false, None) => "none".into(),
         };
         let _ = writeln!(s, "standby lock: {lock}");
+        let m = &self.maintenance;
+        if m.on {
+            let _ = writeln!(
+                s,
+                "maintenance: ON (generation {}): failover decisions are frozen; nothing is started, stopped or \
+                 taken over until `hamirror maintenance off`",
+                m.generation
+            );
+        } else {
+            let _ = writeln!(s, "maintenance: off");
+        }
+        if m.peer_heartbeat_version == Some(1) {
+            let _ = writeln!(
+                s,
+                "  peer {} runs an older release (heartbeat version 1): it knows no maintenance mode and still fails over",
+                self.peer
+            );
+        } else if self.peer_alive && !m.peer_agrees() {
+            let _ = writeln!(s, "  peer {} has not adopted it yet", self.peer);
+        }
         let _ = writeln!(
             s,
             "reach: {} {}, {} {}   deadtime {} ms{}",
@@ -315,6 +362,8 @@ pub(crate) mod tests {
             standby_reason: None,
             standby_lock: false,
             standby_lock_error: None,
+            failover: "builtin".into(),
+            maintenance: Default::default(),
             shutting_down: false,
             peer_alive: true,
             peer_key_mismatch: false,

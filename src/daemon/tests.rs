@@ -135,6 +135,7 @@ fn heartbeat(at: u64, state: NodeState) -> Msg {
         at: Millis(at),
         link: LinkId(0),
         incarnation: 7,
+        version: hamirror_wire::heartbeat::VERSION,
         state,
     })
 }
@@ -165,6 +166,7 @@ impl Rig {
                         present: false,
                         error: None,
                     },
+                    Job::WriteMaintenance { .. } => JobDone::MaintenanceWritten { error: None },
                     Job::Monitor { group, epoch } => JobDone::Monitored {
                         group,
                         epoch,
@@ -409,6 +411,7 @@ fn the_mirror_seam_hears_watch_resync_views_and_fills_the_backlog() {
             at: Millis(200),
             link: LinkId(0),
             incarnation: 8,
+            version: hamirror_wire::heartbeat::VERSION,
             state: peer(&[("serv2", 1, Claim::Held)]),
         }),
     );

@@ -48,6 +48,12 @@ pub enum Job {
         reason: StandbyReason,
     },
     ClearStandbyLock,
+    /// Persist the maintenance register and the groups held under it.
+    WriteMaintenance {
+        on: bool,
+        generation: u64,
+        held: std::collections::BTreeMap<String, u64>,
+    },
     /// Run the group's S hooks with `status` (the health monitor).
     Monitor {
         group: String,
@@ -70,6 +76,7 @@ impl Job {
             Job::Reannounce { group, epoch } => format!("reannounce {group} (epoch {epoch})"),
             Job::WriteStandbyLock { .. } => "write standby lock".into(),
             Job::ClearStandbyLock => "clear standby lock".into(),
+            Job::WriteMaintenance { on, .. } => format!("record maintenance {}", if *on { "on" } else { "off" }),
             Job::Monitor { group, epoch } => format!("check {group} (epoch {epoch})"),
             Job::Restart { group, epoch } => format!("restart {group} (epoch {epoch})"),
         }
@@ -108,6 +115,10 @@ pub enum JobDone {
     /// The standby lock was written or cleared; `error` if that failed.
     StandbyLock {
         present: bool,
+        error: Option<String>,
+    },
+    /// The maintenance register was persisted; `error` if that failed.
+    MaintenanceWritten {
         error: Option<String>,
     },
 }
@@ -295,6 +306,13 @@ impl WorkerConf {
                     },
                 }
             }
+            Job::WriteMaintenance { on, generation, held } => JobDone::MaintenanceWritten {
+                error: self
+                    .state
+                    .save_maintenance(on, generation, &held, &super::state::boot_id())
+                    .err()
+                    .map(|e| e.to_string()),
+            },
             Job::ClearStandbyLock => match self.state.clear_standby_lock() {
                 Ok(()) => JobDone::StandbyLock {
                     present: false,

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use hamirror_wire::heartbeat::{Heartbeat, HeartbeatError, HeartbeatKeys, Replay, ReplayWindow};
+use hamirror_wire::heartbeat::{self, Heartbeat, HeartbeatError, HeartbeatKeys, Replay, ReplayWindow};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::incarnation::PeerRecorder;
@@ -167,6 +167,10 @@ struct Worker {
     window: ReplayWindow,
     /// When a heartbeat was last accepted (ms, monotonic).
     last_accepted: Option<u64>,
+    /// The heartbeat version the peer last spoke in an accepted heartbeat;
+    /// ours until heard. Heartbeats go out in it, so a peer of the previous
+    /// release (version 1) understands them after its first one arrives.
+    peer_version: u8,
     recorder: Option<PeerRecorder>,
     last_recorded: (u64, u64),
     last_record_at: u64,
@@ -212,6 +216,7 @@ impl Worker {
             seq: 0,
             window,
             last_accepted: None,
+            peer_version: heartbeat::VERSION,
             recorder,
             last_recorded: (0, 0),
             last_record_at: 0,
@@ -313,7 +318,7 @@ impl Worker {
                 state: state.clone(),
             };
             let result = hb
-                .seal(self.cfg.keys.signing())
+                .seal_as(self.cfg.keys.signing(), self.peer_version)
                 .map_err(|e| e.to_string())
                 .and_then(|bytes| self.sockets[i].send_to(&bytes, link.peer).map_err(|e| e.to_string()));
             match result {
@@ -397,10 +402,19 @@ impl Worker {
             _ => ("replay", format!("replay: {e}")),
         })?;
         self.last_accepted = Some(at);
+        let version = Heartbeat::version_of(packet).unwrap_or(heartbeat::VERSION);
+        if version != self.peer_version {
+            self.peer_version = version;
+            self.note(format!(
+                "{} speaks heartbeat version {version}: heartbeats to it now go out in version {version}",
+                self.cfg.peer
+            ));
+        }
         let _ = self.tx.send(Input::Heartbeat {
             at: crate::arbiter::Millis(at),
             link: link.id,
             incarnation: hb.incarnation,
+            version,
             state: hb.state,
         });
         Ok(())
@@ -503,6 +517,50 @@ mod tests {
         }
         .seal(HeartbeatKeys::from_secrets(&[key]).unwrap().signing())
         .unwrap()
+    }
+
+    #[test]
+    fn heartbeats_go_out_in_the_version_the_peer_was_last_heard_in() {
+        let port = free_port();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let peer_port = peer.local_addr().unwrap().port();
+        let (ep, rx) = endpoint(port, peer_port, Duration::from_millis(20));
+        let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let keys = HeartbeatKeys::from_secrets(&[KEY]).unwrap();
+        let version_received = |want: u8| {
+            // Within a few keepalives (some may be in flight already).
+            let mut buf = [0u8; 1500];
+            for _ in 0..20 {
+                let n = peer.recv(&mut buf).unwrap();
+                Heartbeat::open(&buf[..n], &keys).expect("authentic");
+                if Heartbeat::version_of(&buf[..n]) == Some(want) {
+                    return;
+                }
+            }
+            panic!("no heartbeat in version {want}");
+        };
+        let hb = |seq: u64| Heartbeat {
+            sender: "serv2".into(),
+            incarnation: 9,
+            seq,
+            link: 0,
+            state: NodeState::default(),
+        };
+        // Nothing heard yet: the current version.
+        version_received(heartbeat::VERSION);
+        // The previous release speaks version 1: answered in version 1.
+        peer.send_to(&hb(1).seal_as(keys.signing(), 1).unwrap(), to).unwrap();
+        next(&rx, |i| matches!(i, Input::Note(n) if n.contains("version 1")));
+        match next(&rx, |i| matches!(i, Input::Heartbeat { .. })) {
+            Input::Heartbeat { version, .. } => assert_eq!(version, 1),
+            _ => unreachable!(),
+        }
+        version_received(1);
+        // Upgraded: back to the current version.
+        peer.send_to(&hb(2).seal(keys.signing()).unwrap(), to).unwrap();
+        version_received(heartbeat::VERSION);
+        drop(ep);
     }
 
     #[test]

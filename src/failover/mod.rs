@@ -35,6 +35,9 @@ pub enum Input {
         at: Millis,
         link: LinkId,
         incarnation: u64,
+        /// The heartbeat format version it came in (1: the previous
+        /// release, which knows no maintenance).
+        version: u8,
         state: NodeState,
     },
     /// A datagram refused (bad MAC, wrong sender, replay…); reported at

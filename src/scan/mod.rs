@@ -14,6 +14,10 @@
 //! given paths and subtrees are examined, with the same quick check,
 //! reader and commit; this is what `watch` uses for each batch of events.
 //!
+//! FIFOs and device nodes are entries without data: their metadata (and a
+//! device's number) comes from the walk's `lstat`, their attributes through
+//! an `O_PATH` descriptor; they are never opened.
+//!
 //! Hard links: regular files seen with the same (device, inode) more than
 //! once within the set are one file; the first name in byte order is a
 //! `File` entry, each further name a `HardLink` whose target is that name.
@@ -416,7 +420,8 @@ impl Scanner {
 
 /// What the quick check left to do.
 struct Pending {
-    /// Directories and symlinks whose fingerprint changed (no read needed).
+    /// Directories, symlinks, FIFOs and device nodes whose fingerprint
+    /// changed (no read needed).
     upserts: Vec<Upsert>,
     /// Files to read.
     jobs: Vec<read::Job>,
@@ -476,6 +481,25 @@ fn classify(
                         .push(problem(&f.path, &format!("cannot read symlink: {e}"))),
                 }
             }
+            Kind::Special(kind) => {
+                report.specials += 1;
+                if hit {
+                    continue;
+                }
+                let mut entry = base_entry(f.path, kind, &f.stat);
+                if kind.is_device() {
+                    let dev = f.stat.rdev as libc::dev_t;
+                    entry.target = hamirror_wire::entry::device_target(libc::major(dev), libc::minor(dev));
+                }
+                let local = walk::local_path(node_root, &entry.path);
+                match node_xattrs(&local, xattrs, f.stat.mode & libc::S_IFMT) {
+                    Ok(x) => {
+                        entry.xattrs = x;
+                        p.upserts.push(Upsert { entry, stat: trust(fp) });
+                    }
+                    Err(why) => report.errors.push(problem(&entry.path, &why)),
+                }
+            }
             Kind::File => match primaries.get(&(fp.dev, fp.ino)) {
                 Some(first) if *first != f.path => {
                     report.hardlinks += 1;
@@ -520,17 +544,35 @@ fn dir_xattrs(local: &Path, ns: &XattrNamespaces) -> Result<Vec<hamirror_wire::X
         Ok(fd) => crate::xattr::read(crate::xattr::On::Fd(std::os::fd::AsFd::as_fd(&fd)), ns),
         // Gone, or no longer a directory: the next scan sees what it is now.
         Err(Errno::NOENT | Errno::LOOP | Errno::NOTDIR) => Ok(vec![]),
-        Err(Errno::ACCESS) => {
-            let fd = rustix::fs::open(local, OFlags::PATH | nofollow, Mode::empty()).map_err(cannot)?;
-            let st = rustix::fs::fstat(&fd).map_err(cannot)?;
-            if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
-                return Ok(vec![]);
-            }
-            let link = crate::xattr::proc_path(std::os::fd::AsFd::as_fd(&fd));
-            crate::xattr::read(crate::xattr::On::Path(&link), ns)
-        }
+        Err(Errno::ACCESS) => node_xattrs(local, ns, libc::S_IFDIR),
         Err(e) => Err(cannot(e)),
     }
+}
+
+/// The attributes of the inode at `local` if it is still of type `ifmt`
+/// (`S_IFDIR`, `S_IFIFO`…), read through the `/proc/self/fd` link of an
+/// `O_PATH` descriptor: nothing is opened for reading (opening a FIFO
+/// would block), no permission on it is needed, and a symlink put in its
+/// place since the walk is not followed.
+fn node_xattrs(local: &Path, ns: &XattrNamespaces, ifmt: u32) -> Result<Vec<hamirror_wire::Xattr>, String> {
+    use rustix::fs::{Mode, OFlags};
+    use rustix::io::Errno;
+    if ns.is_none() {
+        return Ok(vec![]);
+    }
+    let cannot = |e: Errno| format!("cannot reach it to read its extended attributes: {e}");
+    let fd = match rustix::fs::open(local, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+        Ok(fd) => fd,
+        // Gone since the walk: the next scan sees that.
+        Err(Errno::NOENT) => return Ok(vec![]),
+        Err(e) => return Err(cannot(e)),
+    };
+    let st = rustix::fs::fstat(&fd).map_err(cannot)?;
+    if st.st_mode & libc::S_IFMT != ifmt {
+        return Ok(vec![]);
+    }
+    let link = crate::xattr::proc_path(std::os::fd::AsFd::as_fd(&fd));
+    crate::xattr::read(crate::xattr::On::Path(&link), ns)
 }
 
 /// What [`Index::xattr_namespaces`] records for `set`: its namespaces,

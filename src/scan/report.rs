@@ -23,6 +23,8 @@ pub struct ScanReport {
     pub dirs: u64,
     pub symlinks: u64,
     pub hardlinks: u64,
+    /// FIFOs and character and block device nodes.
+    pub specials: u64,
     /// Bytes in the regular files.
     pub bytes: u64,
     /// Entries created, changed and deleted in the index by this scan.
@@ -45,7 +47,8 @@ pub struct ScanReport {
     /// a vanished root from ordinary deletes by this list).
     #[serde(serialize_with = "ser_paths")]
     pub missing_roots: Vec<Vec<u8>>,
-    /// Paths not mirrored: sockets, FIFOs, devices, mount points' contents.
+    /// Paths not mirrored: sockets, mount points' contents, names no set
+    /// path can have.
     pub skipped: Vec<Problem>,
     /// Paths that could not be examined or read; their previous index
     /// state is kept. Any error makes the scan partial.

@@ -11,7 +11,11 @@
 //!   filesystems under a set (tmpfs, network or removable mounts) are rarely
 //!   part of the data, and crossing them silently could mirror a huge or
 //!   virtual tree;
-//! * sockets, FIFOs and devices are skipped and reported;
+//! * FIFOs and character and block device nodes are entries like any other
+//!   (never opened: opening a FIFO blocks); sockets are skipped and
+//!   reported — a socket file means nothing without the process serving
+//!   it, and that process runs on the replica only after a takeover, when
+//!   it makes its own;
 //! * what the set's exclude rules exclude is not recorded, and an excluded
 //!   directory is not entered: its set path goes to [`Walked::excluded`],
 //!   so the caller can tell an excluded path from a deleted one;
@@ -45,6 +49,8 @@ pub(super) enum Kind {
     File,
     Dir,
     Symlink,
+    /// A FIFO or a device node (the entry kind it becomes).
+    Special(hamirror_wire::EntryKind),
 }
 
 /// The stat fields a scan needs (a compact copy of `Metadata`).
@@ -55,6 +61,8 @@ pub(crate) struct Stat {
     pub gid: u32,
     pub nlink: u64,
     pub mtime_ns: i64,
+    /// The device number of a device node (0 otherwise).
+    pub rdev: u64,
     pub fp: Fingerprint,
 }
 
@@ -67,6 +75,7 @@ impl Stat {
             gid: meta.gid(),
             nlink: meta.nlink(),
             mtime_ns: fp.mtime_ns,
+            rdev: meta.rdev(),
             fp,
         }
     }
@@ -113,8 +122,10 @@ impl Walked {
         self.excluded.extend(other.excluded);
     }
 
-    /// Records a path of any kind; special files are skipped.
+    /// Records a path of any kind; sockets (and any kind Linux may add)
+    /// are skipped.
     pub(super) fn add(&mut self, path: Vec<u8>, meta: &Metadata) {
+        use hamirror_wire::EntryKind;
         let t = meta.file_type();
         let kind = if t.is_file() {
             Kind::File
@@ -122,6 +133,12 @@ impl Walked {
             Kind::Dir
         } else if t.is_symlink() {
             Kind::Symlink
+        } else if t.is_fifo() {
+            Kind::Special(EntryKind::Fifo)
+        } else if t.is_char_device() {
+            Kind::Special(EntryKind::CharDev)
+        } else if t.is_block_device() {
+            Kind::Special(EntryKind::BlockDev)
         } else {
             self.skipped.push(Problem {
                 path,

@@ -145,8 +145,8 @@ fn warn_old_peer(peer: &str, version: u32) {
     static WARNED: std::sync::Once = std::sync::Once::new();
     WARNED.call_once(|| {
         tracing::warn!(
-            "{peer} speaks protocol version {version} (this node {PROTOCOL_VERSION}): extended attributes and ACLs \
-             are not mirrored to or from it (nor compared by verify); upgrade it"
+            "{peer} speaks protocol version {version} (this node {PROTOCOL_VERSION}): extended attributes and ACLs, \
+             FIFOs and device nodes are not mirrored to or from it (nor compared by verify); upgrade it"
         );
     });
 }

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use hamirror_wire::{EntryKind, Goodbye, Hello, Message, Mode, Position};
+use hamirror_wire::{Goodbye, Hello, Message, Mode, Position};
 
 use super::SyncError;
 use super::chunks::Router;
@@ -232,12 +232,4 @@ pub async fn pull(
     Ok(report)
 }
 
-/// One letter per kind, for itemized listings (`>f /path`).
-pub fn kind_letter(kind: EntryKind) -> char {
-    match kind {
-        EntryKind::File => 'f',
-        EntryKind::Dir => 'd',
-        EntryKind::Symlink => 'L',
-        EntryKind::HardLink => 'h',
-    }
-}
+pub use crate::plan::kind_letter;

@@ -4,6 +4,11 @@
 //! base when it sent a signature and that is smaller — until it reports
 //! what it applied.
 //! Used by a push (the opener sends) and, with roles swapped, by a pull.
+//!
+//! A peer speaking protocol version 1 cannot decode FIFOs and device nodes:
+//! they are left out of the offer before it is batched (so its counts are
+//! what is sent) — in a delta as a deletion, since the peer keeps no such
+//! entry — and reported as not mirrored.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -65,6 +70,9 @@ pub struct SendReport {
     pub delta_frame_bytes: u64,
     /// Chunks that could not be read any more (the file changed).
     pub unavailable: u64,
+    /// Entries left out of the offer because the peer cannot take them
+    /// (FIFOs and device nodes, to a protocol-version-1 peer): (path, why).
+    pub not_mirrored: Vec<(String, String)>,
     /// What the receiver reported (in a dry run: what it would do).
     #[serde(skip)]
     pub applied: Option<Applied>,
@@ -86,11 +94,14 @@ struct Built {
     /// The length of every chunk offered (to serve the receiver's needs and
     /// to refuse hashes that were never offered).
     lens: HashMap<Hash, u32>,
+    /// Entries left out: the peer cannot take their kind.
+    left_out: Vec<hamirror_wire::Entry>,
 }
 
 /// The offer messages: a delta since the receiver's acknowledgement when
-/// the index can list it, else every entry.
-fn build_offer(o: &Offer) -> Result<Built, SyncError> {
+/// the index can list it, else every entry. `specials`: the peer's protocol
+/// has FIFOs and device nodes (version 2).
+fn build_offer(o: &Offer, specials: bool) -> Result<Built, SyncError> {
     let delta = match o.acked {
         Some(a) if a.index == o.position.index && a.generation < o.position.generation => o
             .index
@@ -101,14 +112,23 @@ fn build_offer(o: &Offer) -> Result<Built, SyncError> {
     let mut batcher = EntryBatcher::new();
     let mut msgs = Vec::new();
     let mut lens = HashMap::new();
+    let mut left_out = Vec::new();
     let mut note = |e: &hamirror_wire::Entry| {
         for c in &e.chunks {
             lens.insert(c.hash, c.len);
         }
     };
+    // Whether the peer can take `e`; what it cannot is kept for the report.
+    let mut takes = |e: &hamirror_wire::Entry| {
+        let ok = specials || !e.kind.is_special();
+        if !ok {
+            left_out.push(e.clone());
+        }
+        ok
+    };
     let listing = match (delta, &o.only) {
         (_, Some(only)) => {
-            for e in only {
+            for e in only.iter().filter(|e| takes(e)) {
                 note(e);
                 msgs.extend(batcher.entry(e.clone()));
             }
@@ -120,10 +140,12 @@ fn build_offer(o: &Offer) -> Result<Built, SyncError> {
                 match o.index.entry(&o.set, &p)? {
                     Some(e) if excluded(&e.path, Some(e.kind == EntryKind::Dir)) => {}
                     None if excluded(&p, None) => {}
-                    Some(e) => {
+                    Some(e) if takes(&e) => {
                         note(&e);
                         msgs.extend(batcher.entry(e));
                     }
+                    // Whatever the peer holds there is gone here.
+                    Some(e) => msgs.extend(batcher.delete(e.path)),
                     None => msgs.extend(batcher.delete(p)),
                 }
             }
@@ -132,8 +154,10 @@ fn build_offer(o: &Offer) -> Result<Built, SyncError> {
         (None, None) => {
             for e in o.index.entries(&o.set)? {
                 let e = e?;
-                note(&e);
-                msgs.extend(batcher.entry(e));
+                if takes(&e) {
+                    note(&e);
+                    msgs.extend(batcher.entry(e));
+                }
             }
             Listing::Full
         }
@@ -165,7 +189,31 @@ fn build_offer(o: &Offer) -> Result<Built, SyncError> {
         counts,
         end,
         lens,
+        left_out,
     })
+}
+
+/// The report's lines for entries the peer cannot take, with one log line.
+pub(crate) fn not_mirrored(left_out: &[hamirror_wire::Entry], peer: &str, version: u32) -> Vec<(String, String)> {
+    if left_out.is_empty() {
+        return vec![];
+    }
+    tracing::warn!(
+        "{} FIFOs and device nodes not mirrored: {peer} speaks protocol version {version}; upgrade it",
+        left_out.len()
+    );
+    left_out
+        .iter()
+        .map(|e| {
+            (
+                crate::scan::show_path(&e.path),
+                format!(
+                    "{} not mirrored: {peer} speaks protocol version {version} (upgrade it)",
+                    super::verify::kind_name(e.kind)
+                ),
+            )
+        })
+        .collect()
 }
 
 enum Event {
@@ -178,7 +226,8 @@ pub(crate) async fn send_half(conn: &Connection, ctl: &mut Control, o: Offer) ->
     let o = Arc::new(o);
     let built = {
         let o = o.clone();
-        super::blocking(move || build_offer(&o)).await?
+        let specials = ctl.version >= 2;
+        super::blocking(move || build_offer(&o, specials)).await?
     };
     let Built {
         msgs,
@@ -186,11 +235,13 @@ pub(crate) async fn send_half(conn: &Connection, ctl: &mut Control, o: Offer) ->
         counts,
         end,
         lens,
+        left_out,
     } = built;
     let mut report = SendReport {
         listing: if listing == Listing::Full { "full" } else { "delta" },
         entries_offered: counts.entries,
         deletes_offered: counts.deletes,
+        not_mirrored: not_mirrored(&left_out, &ctl.peer, ctl.version),
         ..SendReport::default()
     };
     for m in &msgs {

@@ -1,7 +1,7 @@
 //! `hamirror verify`: both nodes re-read every file of a set (no quick
 //! check: every byte is hashed again) and the opener compares
 //! the two manifests entry by entry — content, kind, mode, owner, mtime,
-//! symlink and hard-link targets, extended attributes and ACLs (in the
+//! symlink and hard-link targets, device numbers, extended attributes and ACLs (in the
 //! set's namespaces). The check an admin runs after an incident; it writes
 //! nothing, not even a temporary index: each side's manifest is built in
 //! memory by one parallel read of its files.
@@ -84,7 +84,11 @@ pub(crate) fn read_manifest(node: &Node, set: &MirrorSet) -> Result<Manifest, Sy
 /// The peer side: stream the re-read manifest, then `ManifestEnd`.
 pub(crate) async fn send_manifest(ctl: &mut Control, node: &Node, set: &MirrorSet) -> Result<(), SyncError> {
     let (node, set) = (node.clone(), set.clone());
-    let (entries, unreadable) = super::blocking(move || read_manifest(&node, &set)).await?;
+    let (mut entries, unreadable) = super::blocking(move || read_manifest(&node, &set)).await?;
+    if ctl.version < 2 {
+        // A version-1 peer's decoder knows no FIFOs or device nodes.
+        entries.retain(|e| !e.kind.is_special());
+    }
     let mut batcher = EntryBatcher::new();
     for e in entries {
         for m in batcher.entry(e) {
@@ -143,12 +147,15 @@ async fn receive_manifest(ctl: &mut Control) -> Result<(Vec<Entry>, ManifestEnd)
     }
 }
 
-fn kind_name(k: EntryKind) -> &'static str {
+pub(crate) fn kind_name(k: EntryKind) -> &'static str {
     match k {
         EntryKind::File => "file",
         EntryKind::Dir => "directory",
         EntryKind::Symlink => "symlink",
         EntryKind::HardLink => "hard link",
+        EntryKind::Fifo => "FIFO",
+        EntryKind::CharDev => "character device",
+        EntryKind::BlockDev => "block device",
     }
 }
 
@@ -207,7 +214,13 @@ pub fn compare(local: &[Entry], peer: &[Entry], local_name: &str, peer_name: &st
                         a.size, b.size
                     ));
                 }
-                if a.target != b.target {
+                if a.target != b.target && a.kind.is_device() {
+                    diff(format!(
+                        "device number {} on {local_name}, {} on {peer_name}",
+                        String::from_utf8_lossy(&a.target),
+                        String::from_utf8_lossy(&b.target)
+                    ));
+                } else if a.target != b.target {
                     diff(format!(
                         "target {:?} on {local_name}, {:?} on {peer_name}",
                         String::from_utf8_lossy(&a.target),
@@ -304,8 +317,10 @@ pub async fn verify(
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         };
         if ctl.version < 2 {
-            // A version-1 peer sends no attributes: they cannot be compared.
+            // A version-1 peer sends no attributes, nor FIFOs and device
+            // nodes: they cannot be compared.
             mine.iter_mut().for_each(|e| e.xattrs.clear());
+            mine.retain(|e| !e.kind.is_special());
         }
         ctl.send(&Message::Goodbye(Goodbye {
             reason: "verified".into(),

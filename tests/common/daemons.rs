@@ -14,6 +14,9 @@ use serde_json::Value;
 use super::pair::{Pair, rsync_differences, rsync_oracle, tree_differences};
 
 pub const NODES: [&str; 2] = ["serv1", "serv2"];
+/// The roots of serv1's sets (Fsmbd, Flpd): the first four of [`ROOTS`].
+#[allow(dead_code)]
+pub const SERV1_ROOTS: [&str; 4] = ["etc/samba", "srv/samba", "var/lib/samba", "var/spool/lpd"];
 /// Every root of both groups' sets, as paths under a node's root.
 pub const ROOTS: [&str; 6] = [
     "etc/samba",
@@ -160,15 +163,20 @@ impl Cluster {
     /// Waits until every root is identical on both nodes, then checks it
     /// once more with the rsync oracle.
     pub fn converge(&self, what: &str, timeout: Duration) {
+        self.converge_roots(what, timeout, &ROOTS);
+    }
+
+    /// [`Cluster::converge`] for some roots only (the sets of one group).
+    pub fn converge_roots(&self, what: &str, timeout: Duration, roots: &[&str]) {
         let deadline = Instant::now() + timeout;
         loop {
-            let mut diffs: Vec<String> = ROOTS
+            let mut diffs: Vec<String> = roots
                 .iter()
                 .flat_map(|r| tree_differences(&self.p.src(r), &self.p.dst(r)))
                 .collect();
             if diffs.is_empty() {
                 // Attributes and ACLs, which only rsync compares.
-                diffs = ROOTS
+                diffs = roots
                     .iter()
                     .map(|r| rsync_differences(&self.p.src(r), &self.p.dst(r)))
                     .filter(|d| !d.trim().is_empty())
@@ -185,7 +193,7 @@ impl Cluster {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        for r in ROOTS {
+        for r in roots {
             rsync_oracle(&self.p.src(r), &self.p.dst(r));
         }
     }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::UdpSocket;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -134,7 +134,24 @@ impl Pair {
 
     /// [`Pair::start_serve`] with extra environment variables.
     pub fn start_serve_env(&mut self, env: &[(&str, &str)]) {
+        self.start_serve_under(&[], env);
+    }
+
+    /// [`Pair::start_serve_env`], run by the program `wrapper` (with its
+    /// arguments) when not empty: `setpriv --bounding-set=-mknod …`.
+    pub fn start_serve_under(&mut self, wrapper: &[&str], env: &[(&str, &str)]) {
         let mut cmd = self.cmd("serv2", &["serve"]);
+        if let Some((prog, args)) = wrapper.split_first() {
+            let inner = cmd;
+            cmd = Command::new(prog);
+            cmd.args(args).arg(inner.get_program()).args(inner.get_args());
+            for (k, v) in inner.get_envs() {
+                match v {
+                    Some(v) => cmd.env(k, v),
+                    None => cmd.env_remove(k),
+                };
+            }
+        }
         cmd.envs(env.iter().copied());
         self.start_serve_cmd(cmd);
     }
@@ -277,7 +294,20 @@ fn describe(root: &Path) -> Tree {
             }
             ("file", std::fs::read(&p).unwrap_or_default())
         } else {
-            ("special", vec![])
+            // A device's number is its content.
+            let kind = if ft.is_fifo() {
+                "fifo"
+            } else if ft.is_char_device() {
+                "char device"
+            } else if ft.is_block_device() {
+                "block device"
+            } else {
+                "socket"
+            };
+            (
+                kind,
+                format!("{}:{}", libc::major(m.rdev()), libc::minor(m.rdev())).into_bytes(),
+            )
         };
         let mode = if ft.is_symlink() { 0 } else { m.mode() & 0o7777 };
         let mtime_ns = m.mtime() * 1_000_000_000 + m.mtime_nsec();

@@ -1,5 +1,6 @@
 //! A manifest entry: what one path of a set is (file, directory, symlink,
-//! hard link), with its metadata and, for a file, its chunk list. This is
+//! hard link, FIFO, device node), with its metadata and, for a file, its
+//! chunk list. This is
 //! the unit the sender offers and the index stores. Decoding validates the
 //! shape of every path (relative, no `.`/`..`/empty components, no NUL,
 //! bounded length); whether a path lies inside a set's roots and does not
@@ -16,6 +17,8 @@ pub const MAX_PATH: usize = 4096;
 pub const MAX_CHUNK: u32 = 16 << 20;
 /// Most chunks in one entry (a 1 TiB file at 64 KiB average).
 pub const MAX_CHUNKS: u64 = 1 << 24;
+/// Longest device number target: `4294967295:4294967295`.
+pub const MAX_DEVICE: usize = 21;
 /// Permission bits only (`07777`); the kind is carried separately.
 pub const MODE_MASK: u32 = 0o7777;
 /// Most extended attributes on one entry.
@@ -107,15 +110,37 @@ pub enum EntryKind {
     /// A further name of a file already in the set: `target` holds the
     /// path of the first name (in byte order) of the same inode.
     HardLink = 3,
+    /// A named pipe. Protocol version 2 only, like the two below.
+    Fifo = 4,
+    /// A character device node: `target` holds its device number
+    /// ([`device_target`]).
+    CharDev = 5,
+    /// A block device node, `target` as for [`EntryKind::CharDev`].
+    BlockDev = 6,
 }
 
 impl EntryKind {
-    fn from_u8(v: u8) -> Result<Self, DecodeError> {
+    /// A FIFO or a device node: an inode without data, recreated with
+    /// `mknod`. Protocol version 1 has no such kinds.
+    pub fn is_special(self) -> bool {
+        matches!(self, EntryKind::Fifo | EntryKind::CharDev | EntryKind::BlockDev)
+    }
+
+    /// A character or block device node.
+    pub fn is_device(self) -> bool {
+        matches!(self, EntryKind::CharDev | EntryKind::BlockDev)
+    }
+
+    /// `specials`: whether the protocol version has [`EntryKind::is_special`] kinds.
+    fn from_u8(v: u8, specials: bool) -> Result<Self, DecodeError> {
         Ok(match v {
             0 => EntryKind::File,
             1 => EntryKind::Dir,
             2 => EntryKind::Symlink,
             3 => EntryKind::HardLink,
+            4 if specials => EntryKind::Fifo,
+            5 if specials => EntryKind::CharDev,
+            6 if specials => EntryKind::BlockDev,
             _ => {
                 return Err(DecodeError::Invalid {
                     what: "entry kind",
@@ -143,10 +168,12 @@ pub struct Entry {
     /// For a file: [`file_hash`] of its chunks. Zero otherwise.
     pub file_hash: Hash,
     pub chunks: Vec<ChunkRef>,
-    /// Symlink target, or the first name of a hard link.
+    /// Symlink target, the first name of a hard link, or a device node's
+    /// number (`major:minor`, [`device_target`]). Empty otherwise.
     pub target: Vec<u8>,
     /// Extended attributes and ACLs, ascending by name ([`check_xattrs`]).
     /// Empty for symlinks and hard links (a hard link's are its file's).
+    /// FIFOs and device nodes carry theirs (Linux allows all but `user.*`).
     pub xattrs: Vec<Xattr>,
 }
 
@@ -159,6 +186,24 @@ pub fn file_hash(chunks: &[ChunkRef]) -> Hash {
         h.update(&c.len.to_le_bytes());
     }
     *h.finalize().as_bytes()
+}
+
+/// A device number as an entry's `target` carries it: `major:minor` in
+/// decimal, without leading zeros (one spelling per number, so targets
+/// compare equal exactly when the numbers do).
+pub fn device_target(major: u32, minor: u32) -> Vec<u8> {
+    format!("{major}:{minor}").into_bytes()
+}
+
+/// The `(major, minor)` of a [`device_target`]; `None` for any other
+/// spelling.
+pub fn parse_device(t: &[u8]) -> Option<(u32, u32)> {
+    fn number(d: &[u8]) -> Option<u32> {
+        let canonical = !d.is_empty() && d.iter().all(u8::is_ascii_digit) && (d[0] != b'0' || d.len() == 1);
+        canonical.then(|| std::str::from_utf8(d).ok()?.parse().ok())?
+    }
+    let colon = t.iter().position(|b| *b == b':')?;
+    Some((number(&t[..colon])?, number(&t[colon + 1..])?))
 }
 
 /// Checks the shape of a set-relative path: non-empty, relative, no empty,
@@ -204,7 +249,9 @@ impl Entry {
         put_xattrs(w, &self.xattrs);
     }
 
-    /// The body as protocol version 1 had it: without the attributes.
+    /// The body as protocol version 1 had it: without the attributes. A
+    /// FIFO or device node has no version-1 form: the caller leaves such
+    /// entries out (a version-1 decoder refuses their kind).
     pub fn encode_body_v1(&self, w: &mut Writer) {
         w.u8(self.kind as u8)
             .varint(self.mode.into())
@@ -219,8 +266,8 @@ impl Entry {
                     w.raw(&c.hash).varint(c.len.into());
                 }
             }
-            EntryKind::Dir => {}
-            EntryKind::Symlink | EntryKind::HardLink => {
+            EntryKind::Dir | EntryKind::Fifo => {}
+            EntryKind::Symlink | EntryKind::HardLink | EntryKind::CharDev | EntryKind::BlockDev => {
                 w.bytes(&self.target);
             }
         }
@@ -233,14 +280,21 @@ impl Entry {
 
     /// Decodes what [`Entry::encode_body`] wrote, for the given path.
     pub fn decode_body(r: &mut Reader<'_>, path: Vec<u8>) -> Result<Entry, DecodeError> {
-        let mut e = Entry::decode_body_v1(r, path)?;
+        let mut e = Entry::decode_fields(r, path, true)?;
         e.xattrs = get_xattrs(r)?;
         Ok(e)
     }
 
-    /// Decodes what [`Entry::encode_body_v1`] wrote (no attributes).
+    /// Decodes what [`Entry::encode_body_v1`] wrote (no attributes, and
+    /// none of the kinds version 1 lacks).
     pub fn decode_body_v1(r: &mut Reader<'_>, path: Vec<u8>) -> Result<Entry, DecodeError> {
-        let kind = EntryKind::from_u8(r.u8("entry kind")?)?;
+        Entry::decode_fields(r, path, false)
+    }
+
+    /// Everything but the attributes; `specials`: FIFOs and device nodes
+    /// are known kinds (version 2).
+    fn decode_fields(r: &mut Reader<'_>, path: Vec<u8>, specials: bool) -> Result<Entry, DecodeError> {
+        let kind = EntryKind::from_u8(r.u8("entry kind")?, specials)?;
         let mode = r.bounded("mode", MODE_MASK.into())? as u32;
         let uid = r.u32("uid")?;
         let gid = r.u32("gid")?;
@@ -284,12 +338,26 @@ impl Entry {
                     });
                 }
             }
-            EntryKind::Dir => {
+            EntryKind::Dir | EntryKind::Fifo | EntryKind::CharDev | EntryKind::BlockDev => {
                 if size != 0 {
                     return Err(DecodeError::Invalid {
-                        what: "directory size",
+                        what: if kind == EntryKind::Dir {
+                            "directory size"
+                        } else {
+                            "FIFO or device node size"
+                        },
                         value: size,
                     });
+                }
+                if kind.is_device() {
+                    let t = r.bytes("device number", MAX_DEVICE)?;
+                    if parse_device(t).is_none() {
+                        return Err(DecodeError::Invalid {
+                            what: "device number (expected `major:minor` in decimal)",
+                            value: t.len() as u64,
+                        });
+                    }
+                    e.target = t.to_vec();
                 }
             }
             EntryKind::Symlink => {
@@ -419,6 +487,100 @@ mod tests {
         r.finish().unwrap();
         assert_eq!(back.xattrs, vec![]);
         assert!(Entry::decode_body(&mut Reader::new(&w.buf), e.path.clone()).is_err());
+    }
+
+    fn special(kind: EntryKind, target: &[u8]) -> Entry {
+        Entry {
+            path: b"dev/null".to_vec(),
+            kind,
+            mode: 0o640,
+            uid: 7,
+            gid: 0,
+            mtime_ns: 1,
+            size: 0,
+            file_hash: [0; 32],
+            chunks: vec![],
+            target: target.to_vec(),
+            xattrs: vec![],
+        }
+    }
+
+    fn encoded(e: &Entry) -> Vec<u8> {
+        let mut w = Writer::new();
+        e.encode(&mut w);
+        w.buf
+    }
+
+    #[test]
+    fn fifos_and_device_nodes_round_trip_in_version_2_only() {
+        let mut fifo = special(EntryKind::Fifo, b"");
+        fifo.xattrs = vec![Xattr {
+            name: b"trusted.x".to_vec(),
+            value: b"1".to_vec(),
+        }];
+        for e in [
+            fifo,
+            special(EntryKind::CharDev, &device_target(1, 3)),
+            special(EntryKind::BlockDev, &device_target(u32::MAX, 0)),
+        ] {
+            let buf = encoded(&e);
+            let mut r = Reader::new(&buf);
+            assert_eq!(Entry::decode(&mut r).unwrap(), e);
+            r.finish().unwrap();
+            let mut w = Writer::new();
+            e.encode_body_v1(&mut w);
+            let err = Entry::decode_body_v1(&mut Reader::new(&w.buf), e.path.clone()).unwrap_err();
+            assert!(err.to_string().contains("entry kind"), "{err}");
+        }
+    }
+
+    #[test]
+    fn frozen_device_entry_bytes() {
+        assert_eq!(
+            encoded(&special(EntryKind::CharDev, b"1:3")),
+            [
+                8, b'd', b'e', b'v', b'/', b'n', b'u', b'l', b'l', 5, 0xa0, 0x03, 7, 0, 2, 0, 3, b'1', b':', b'3', 0
+            ]
+        );
+        assert_eq!(
+            encoded(&special(EntryKind::Fifo, b"")),
+            [
+                8, b'd', b'e', b'v', b'/', b'n', b'u', b'l', b'l', 4, 0xa0, 0x03, 7, 0, 2, 0, 0
+            ]
+        );
+    }
+
+    #[test]
+    fn device_numbers_have_one_spelling() {
+        assert_eq!(parse_device(b"1:3"), Some((1, 3)));
+        assert_eq!(parse_device(b"0:0"), Some((0, 0)));
+        assert_eq!(parse_device(b"4294967295:4294967295"), Some((u32::MAX, u32::MAX)));
+        assert_eq!(device_target(259, 65536), b"259:65536");
+        for bad in [
+            &b""[..],
+            b"1",
+            b"1:",
+            b":3",
+            b"01:3",
+            b"1:03",
+            b"+1:3",
+            b"1:-3",
+            b"1:3:4",
+            b"a:b",
+            b" 1:3",
+            b"4294967296:0",
+        ] {
+            assert_eq!(parse_device(bad), None, "{:?}", String::from_utf8_lossy(bad));
+            let e = special(EntryKind::BlockDev, bad);
+            let err = Entry::decode(&mut Reader::new(&encoded(&e))).unwrap_err();
+            assert!(err.to_string().contains("device number"), "{err}");
+        }
+        // A FIFO or device with a size, or a device target too long, is refused.
+        let mut e = special(EntryKind::Fifo, b"");
+        e.size = 1;
+        assert!(Entry::decode(&mut Reader::new(&encoded(&e))).is_err());
+        let e = special(EntryKind::CharDev, b"1111111111:11111111111");
+        assert!(Entry::decode(&mut Reader::new(&encoded(&e))).is_err());
     }
 
     #[test]

@@ -117,7 +117,8 @@ pub fn heartbeat(data: &[u8]) {
     let mut signed = body.to_vec();
     signed.extend_from_slice(&keys.signing().sign(body));
     if let Ok(hb) = Heartbeat::open(&signed, &keys) {
-        let again = hb.seal(keys.signing()).expect("what opened seals");
+        let version = Heartbeat::version_of(&signed).expect("it opened");
+        let again = hb.seal_as(keys.signing(), version).expect("what opened seals");
         assert_eq!(Heartbeat::open(&again, &keys).expect("resealed opens"), hb);
     }
 }
@@ -126,9 +127,9 @@ pub fn heartbeat(data: &[u8]) {
 /// [`HEARTBEAT_SECRET`], as a daemon sends them. Written to
 /// `fuzz/seeds/heartbeat/` by `tests/fuzz_seeds.rs`.
 pub fn heartbeat_seeds() -> Vec<(&'static str, Vec<u8>)> {
-    use crate::heartbeat::{Claim, GroupClaim, NodeState, Reach};
+    use crate::heartbeat::{Claim, GroupClaim, Maintenance, NodeState, Reach, VERSION};
     let keys = HeartbeatKeys::from_secrets(&[HEARTBEAT_SECRET]).expect("one key");
-    let hb = |sender: &str, seq, state: NodeState| {
+    let sealed = |sender: &str, seq, state: NodeState, version| {
         Heartbeat {
             sender: sender.into(),
             incarnation: 1_733_300_000_000_000,
@@ -136,9 +137,10 @@ pub fn heartbeat_seeds() -> Vec<(&'static str, Vec<u8>)> {
             link: (seq % 2) as u8,
             state,
         }
-        .seal(keys.signing())
+        .seal_as(keys.signing(), version)
         .expect("fits a datagram")
     };
+    let hb = |sender: &str, seq, state: NodeState| sealed(sender, seq, state, VERSION);
     let claim = |group: &str, epoch, claim| GroupClaim {
         group: group.into(),
         epoch,
@@ -182,6 +184,35 @@ pub fn heartbeat_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 },
             ),
         ),
+        (
+            "maintenance",
+            hb(
+                "serv2",
+                77,
+                NodeState {
+                    reach: Some(Reach { up: 2, total: 2 }),
+                    maintenance: Maintenance {
+                        on: true,
+                        generation: 4,
+                    },
+                    groups: vec![claim("serv2", 3, Claim::Held)],
+                    ..NodeState::default()
+                },
+            ),
+        ),
+        (
+            "version1",
+            sealed(
+                "serv1",
+                43,
+                NodeState {
+                    reach: Some(Reach { up: 3, total: 3 }),
+                    groups: vec![claim("serv1", 7, Claim::Held)],
+                    ..NodeState::default()
+                },
+                1,
+            ),
+        ),
     ]
 }
 
@@ -201,8 +232,12 @@ mod tests {
 
         /// A heartbeat-shaped prefix makes the decoder behind the MAC work.
         #[test]
-        fn random_heartbeat_bodies_never_panic(tail in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let mut data = b"HMhb\x01".to_vec();
+        fn random_heartbeat_bodies_never_panic(
+            version in 1u8..=2,
+            tail in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let mut data = b"HMhb".to_vec();
+            data.push(version);
             data.extend_from_slice(&tail);
             data.extend_from_slice(&[0; MAC_LEN]);
             heartbeat(&data);

@@ -21,9 +21,14 @@ use crate::codec::{DecodeError, Reader, Writer};
 
 /// First bytes of every heartbeat: tells a stray datagram from ours.
 pub const MAGIC: [u8; 4] = *b"HMhb";
-/// Heartbeat format version; a peer with another version is refused with
-/// [`HeartbeatError::Version`] (both nodes must run compatible releases).
-pub const VERSION: u8 = 1;
+/// Heartbeat format version this build sends by default. Version 2 adds
+/// the maintenance register ([`Maintenance`]); version 1 is still read and,
+/// to a peer heard speaking it (the previous release, during a rolling
+/// upgrade), sent with [`Heartbeat::seal_as`]. Any other version is refused
+/// with [`HeartbeatError::Version`].
+pub const VERSION: u8 = 2;
+/// Oldest heartbeat format version still read and written.
+pub const MIN_VERSION: u8 = 1;
 /// Length of the MAC that ends every heartbeat.
 pub const MAC_LEN: usize = 32;
 /// Largest heartbeat accepted or produced: one unfragmented datagram.
@@ -43,7 +48,10 @@ const KEY_CONTEXT: &str = "hamirror 2024 heartbeat MAC v1";
 const FLAG_STANDBY: u8 = 1;
 const FLAG_STARTING: u8 = 2;
 const FLAG_OBSERVER: u8 = 4;
-const FLAGS_KNOWN: u8 = FLAG_STANDBY | FLAG_STARTING | FLAG_OBSERVER;
+/// Version 2: the maintenance register is on.
+const FLAG_MAINTENANCE: u8 = 8;
+const FLAGS_V1: u8 = FLAG_STANDBY | FLAG_STARTING | FLAG_OBSERVER;
+const FLAGS_V2: u8 = FLAGS_V1 | FLAG_MAINTENANCE;
 
 /// How the sender relates to a group. Groups it has nothing to do with are
 /// not listed.
@@ -102,6 +110,26 @@ pub struct Reach {
     pub total: u16,
 }
 
+/// The cluster-wide maintenance switch as one node knows it: a register
+/// that both nodes replicate through their heartbeats. Whoever sets it
+/// (`hamirror maintenance on|off` on either node) raises the generation
+/// past both nodes'; a node adopts the peer's register when it is
+/// [`Maintenance::newer_than`] its own. Version 2 heartbeats only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Maintenance {
+    pub on: bool,
+    pub generation: u64,
+}
+
+impl Maintenance {
+    /// Whether `self` supersedes `other`: a higher generation, or the same
+    /// one and on (two settings made apart during a partition: freezing is
+    /// the safe way to break the tie).
+    pub fn newer_than(&self, other: &Maintenance) -> bool {
+        self.generation > other.generation || (self.generation == other.generation && self.on && !other.on)
+    }
+}
+
 /// What a node advertises about itself; the part of a heartbeat the
 /// arbiter reasons on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -115,6 +143,9 @@ pub struct NodeState {
     pub observer: bool,
     /// `None` until the prober has measured.
     pub reach: Option<Reach>,
+    /// The maintenance register (a version 1 heartbeat carries none: off,
+    /// generation 0).
+    pub maintenance: Maintenance,
     pub groups: Vec<GroupClaim>,
 }
 
@@ -148,7 +179,7 @@ pub enum HeartbeatError {
     TooLong(usize),
     #[error("not a hamirror heartbeat (bad magic)")]
     BadMagic,
-    #[error("heartbeat version {0} is not supported (this build speaks version {VERSION})")]
+    #[error("heartbeat version {0} is not supported (this build speaks versions {MIN_VERSION} to {VERSION})")]
     Version(u8),
     #[error("bad MAC: forged, corrupted, or signed with a key not in this node's heartbeat key file")]
     BadMac,
@@ -265,9 +296,21 @@ fn parse_hex32(s: &str) -> Option<[u8; 32]> {
 }
 
 impl Heartbeat {
-    /// Encodes and signs with `key`. Errors only if the state does not fit
-    /// in one datagram ([`MAX_HEARTBEAT`]) or breaks a decoder limit.
+    /// Encodes in the current [`VERSION`] and signs with `key`. Errors only
+    /// if the state does not fit in one datagram ([`MAX_HEARTBEAT`]) or
+    /// breaks a decoder limit.
     pub fn seal(&self, key: &HeartbeatKey) -> Result<Vec<u8>, HeartbeatError> {
+        self.seal_as(key, VERSION)
+    }
+
+    /// Encodes in format `version` ([`MIN_VERSION`]..=[`VERSION`]) and
+    /// signs with `key`. Version 1 has no room for the maintenance register:
+    /// it is left out (the caller chose to speak to a peer that cannot
+    /// know it).
+    pub fn seal_as(&self, key: &HeartbeatKey, version: u8) -> Result<Vec<u8>, HeartbeatError> {
+        if !(MIN_VERSION..=VERSION).contains(&version) {
+            return Err(HeartbeatError::Version(version));
+        }
         let too_long = |n: usize| HeartbeatError::Oversize(n);
         if self.sender.len() > MAX_NAME
             || self.state.groups.len() as u64 > MAX_GROUPS
@@ -276,7 +319,7 @@ impl Heartbeat {
             return Err(too_long(MAX_HEARTBEAT + 1));
         }
         let mut w = Writer::new();
-        w.raw(&MAGIC).u8(VERSION);
+        w.raw(&MAGIC).u8(version);
         w.str(&self.sender)
             .varint(self.incarnation)
             .varint(self.seq)
@@ -284,12 +327,20 @@ impl Heartbeat {
         let s = &self.state;
         let flags = (if s.standby { FLAG_STANDBY } else { 0 })
             | (if s.starting { FLAG_STARTING } else { 0 })
-            | (if s.observer { FLAG_OBSERVER } else { 0 });
+            | (if s.observer { FLAG_OBSERVER } else { 0 })
+            | (if version >= 2 && s.maintenance.on {
+                FLAG_MAINTENANCE
+            } else {
+                0
+            });
         w.u8(flags);
         match s.reach {
             None => w.u8(0),
             Some(r) => w.u8(1).varint(r.up.into()).varint(r.total.into()),
         };
+        if version >= 2 {
+            w.varint(s.maintenance.generation);
+        }
         w.varint(s.groups.len() as u64);
         for g in &s.groups {
             w.str(&g.group).varint(g.epoch).u8(g.claim as u8);
@@ -315,8 +366,9 @@ impl Heartbeat {
         if packet[..4] != MAGIC {
             return Err(HeartbeatError::BadMagic);
         }
-        if packet[4] != VERSION {
-            return Err(HeartbeatError::Version(packet[4]));
+        let version = packet[4];
+        if !(MIN_VERSION..=VERSION).contains(&version) {
+            return Err(HeartbeatError::Version(version));
         }
         let (body, mac) = packet.split_at(packet.len() - MAC_LEN);
         let mut got = [0u8; MAC_LEN];
@@ -326,7 +378,13 @@ impl Heartbeat {
         if !keys.keys.iter().any(|k| k.mac(body) == got) {
             return Err(HeartbeatError::BadMac);
         }
-        Ok(decode_body(&body[5..])?)
+        Ok(decode_body(&body[5..], version)?)
+    }
+
+    /// The format version a datagram claims (for a receiver that answers
+    /// each peer in the version it speaks); `None` if it is not ours.
+    pub fn version_of(packet: &[u8]) -> Option<u8> {
+        (packet.len() > MAGIC.len() && packet[..4] == MAGIC).then(|| packet[4])
     }
 }
 
@@ -339,23 +397,26 @@ impl Heartbeat {
         if packet.len() > MAX_HEARTBEAT
             || packet.len() < MAGIC.len() + 1 + MAC_LEN
             || packet[..4] != MAGIC
-            || packet[4] != VERSION
+            || !(MIN_VERSION..=VERSION).contains(&packet[4])
         {
             return None;
         }
         let body = &packet[5..packet.len() - MAC_LEN];
-        decode_body(body).ok().map(|h| h.sender)
+        decode_body(body, packet[4]).ok().map(|h| h.sender)
     }
 }
 
-fn decode_body(body: &[u8]) -> Result<Heartbeat, DecodeError> {
+/// The body after magic and version, in format `version` (already checked
+/// to be one this build reads).
+fn decode_body(body: &[u8], version: u8) -> Result<Heartbeat, DecodeError> {
     let mut r = Reader::new(body);
     let sender = r.str("sender", MAX_NAME)?.to_string();
     let incarnation = r.varint("incarnation")?;
     let seq = r.varint("sequence number")?;
     let link = r.u8("link")?;
     let flags = r.u8("flags")?;
-    if flags & !FLAGS_KNOWN != 0 {
+    let known = if version >= 2 { FLAGS_V2 } else { FLAGS_V1 };
+    if flags & !known != 0 {
         return Err(DecodeError::Invalid {
             what: "flags",
             value: flags.into(),
@@ -381,6 +442,14 @@ fn decode_body(body: &[u8]) -> Result<Heartbeat, DecodeError> {
             });
         }
     };
+    let maintenance = Maintenance {
+        on: flags & FLAG_MAINTENANCE != 0,
+        generation: if version >= 2 {
+            r.varint("maintenance generation")?
+        } else {
+            0
+        },
+    };
     // Smallest claim: empty name (1) + epoch (1) + claim (1).
     let n = r.count("group claims", MAX_GROUPS, 3)?;
     let mut groups = Vec::with_capacity(n);
@@ -401,6 +470,7 @@ fn decode_body(body: &[u8]) -> Result<Heartbeat, DecodeError> {
             starting: flags & FLAG_STARTING != 0,
             observer: flags & FLAG_OBSERVER != 0,
             reach,
+            maintenance,
             groups,
         },
     })
@@ -526,6 +596,10 @@ mod tests {
                 starting: true,
                 observer: false,
                 reach: Some(Reach { up: 2, total: 3 }),
+                maintenance: Maintenance {
+                    on: true,
+                    generation: 300,
+                },
                 groups: vec![
                     GroupClaim {
                         group: "serv1".into(),
@@ -570,6 +644,10 @@ mod tests {
                 starting: false,
                 observer: false,
                 reach: None,
+                maintenance: Maintenance {
+                    on: true,
+                    generation: 5,
+                },
                 groups: vec![GroupClaim {
                     group: "g".into(),
                     epoch: 2,
@@ -577,7 +655,9 @@ mod tests {
                 }],
             },
         };
-        let bytes = hb.seal(keys(&[K1]).signing()).unwrap();
+        let k = keys(&[K1]);
+        // Version 1, what the previous release reads: no maintenance.
+        let bytes = hb.seal_as(k.signing(), 1).unwrap();
         let body = &bytes[..bytes.len() - MAC_LEN];
         assert_eq!(
             body,
@@ -585,6 +665,66 @@ mod tests {
                 b'H', b'M', b'h', b'b', 1, 1, b'a', 0xac, 0x02, 1, 0, 1, 0, 1, 1, b'g', 2, 2
             ]
         );
+        // Version 2: the maintenance flag (8) and generation after reach.
+        let bytes = hb.seal(k.signing()).unwrap();
+        let body = &bytes[..bytes.len() - MAC_LEN];
+        assert_eq!(
+            body,
+            [
+                b'H', b'M', b'h', b'b', 2, 1, b'a', 0xac, 0x02, 1, 0, 9, 0, 5, 1, 1, b'g', 2, 2
+            ]
+        );
+    }
+
+    #[test]
+    fn version_1_is_read_and_written_without_the_maintenance_register() {
+        let k = keys(&[K1]);
+        let hb = sample();
+        let v1 = hb.seal_as(k.signing(), 1).unwrap();
+        assert_eq!(Heartbeat::version_of(&v1), Some(1));
+        let opened = Heartbeat::open(&v1, &k).unwrap();
+        assert_eq!(opened.state.maintenance, Maintenance::default());
+        let mut expected = hb.clone();
+        expected.state.maintenance = Maintenance::default();
+        assert_eq!(opened, expected);
+        let v2 = hb.seal(k.signing()).unwrap();
+        assert_eq!(Heartbeat::version_of(&v2), Some(2));
+        assert_eq!(Heartbeat::open(&v2, &k).unwrap(), hb);
+        assert_eq!(hb.seal_as(k.signing(), 3), Err(HeartbeatError::Version(3)));
+    }
+
+    #[test]
+    fn the_maintenance_flag_is_refused_in_a_version_1_body() {
+        // A version 1 body cannot carry the flag: a decoder of either
+        // release refuses it rather than guess.
+        let k = keys(&[K1]);
+        let mut w = Writer::new();
+        w.raw(&MAGIC)
+            .u8(1)
+            .str("x")
+            .varint(1)
+            .varint(1)
+            .u8(0)
+            .u8(FLAG_MAINTENANCE)
+            .u8(0)
+            .varint(0);
+        let mac = k.signing().sign(&w.buf);
+        w.raw(&mac);
+        let e = Heartbeat::open(&w.into_bytes(), &k).unwrap_err();
+        assert!(
+            matches!(e, HeartbeatError::Decode(DecodeError::Invalid { what: "flags", .. })),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_newer_maintenance_register_wins_and_on_breaks_ties() {
+        let m = |on, generation| Maintenance { on, generation };
+        assert!(m(false, 3).newer_than(&m(true, 2)));
+        assert!(!m(true, 2).newer_than(&m(false, 3)));
+        assert!(m(true, 3).newer_than(&m(false, 3)));
+        assert!(!m(false, 3).newer_than(&m(true, 3)));
+        assert!(!m(true, 3).newer_than(&m(true, 3)));
     }
 
     #[test]
@@ -763,8 +903,11 @@ mod tests {
         }
 
         #[test]
-        fn decoder_never_panics_on_authentic_garbage(data in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let _ = decode_body(&data);
+        fn decoder_never_panics_on_authentic_garbage(
+            version in MIN_VERSION..=VERSION,
+            data in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let _ = decode_body(&data, version);
         }
 
         #[test]

@@ -142,3 +142,177 @@ fn operator_takeover_moves_a_group_without_overlap() {
     assert_eq!(s.holding_map(), [vec![0], vec![0]]);
     no_overlap(&s);
 }
+
+// ---------------------------------------------------------------- maintenance
+
+fn maintenance_on(s: &Sim, n: usize) -> bool {
+    s.arbiter(n).is_some_and(|a| a.maintenance().on)
+}
+
+#[test]
+fn maintenance_set_on_one_node_freezes_both_and_a_dead_peer_is_not_taken_over_until_it_ends() {
+    let mut s = default_settled();
+    s.command(0, Command::Maintenance(true)).unwrap();
+    s.run_for(ms(200));
+    assert!(maintenance_on(&s, 0) && maintenance_on(&s, 1), "the peer adopts it");
+    assert_eq!(
+        s.count_events(1, |e| matches!(e, Event::MaintenanceOn { by, .. } if by == G1)),
+        1,
+        "told once, naming who set it"
+    );
+    // serv1's machine dies while an admin works: serv2 sees it dead but
+    // starts nothing.
+    s.crash(0);
+    s.run_for(secs(10));
+    assert_eq!(s.count_events(1, is_dead), 1);
+    assert_eq!(s.holding_map(), [vec![], vec![1]], "frozen: serv1's group stays down");
+    // The admin ends it on the survivor: decisions resume from what is true.
+    let t0 = s.now();
+    s.command(1, Command::Maintenance(false)).unwrap();
+    s.run_for(secs(1));
+    assert_eq!(s.holding_map(), [vec![1], vec![1]]);
+    let took = s
+        .first_event(1, t0, |e| matches!(e, Event::Acquired { group, .. } if group == G1))
+        .unwrap();
+    assert!(
+        took.since(t0) <= s.cfg.timers.keepalive * 3 + ms(100),
+        "{:?}",
+        took.since(t0)
+    );
+    no_overlap(&s);
+}
+
+#[test]
+fn in_maintenance_a_lost_lan_sends_nobody_to_standby_and_operator_moves_are_refused() {
+    let mut s = default_settled();
+    s.command(1, Command::Maintenance(true)).unwrap();
+    s.run_for(ms(200));
+    s.set_nic(0, LAN, false);
+    s.run_for(secs(5));
+    assert_eq!(standby(&s, 0), None, "no reach verdict in maintenance");
+    assert_eq!(s.holding_map(), [vec![0], vec![1]]);
+    for n in 0..2 {
+        assert_eq!(
+            s.command(n, Command::Takeover(NODES[1 - n].into())),
+            Err(CommandError::InMaintenance)
+        );
+        assert_eq!(s.command(n, Command::Standby), Err(CommandError::InMaintenance));
+    }
+    // Ended from the other node: the verdict the LAN cut calls for now.
+    s.command(0, Command::Maintenance(false)).unwrap();
+    s.run_for(secs(3));
+    assert!(!maintenance_on(&s, 0) && !maintenance_on(&s, 1));
+    assert_eq!(standby(&s, 0), Some(StandbyReason::ReachWorse));
+    assert_eq!(s.holding_map(), [vec![1], vec![1]]);
+    no_overlap(&s);
+}
+
+#[test]
+fn the_newer_maintenance_setting_wins_after_a_partition_and_survives_a_power_cycle() {
+    let mut s = default_settled();
+    s.command(0, Command::Maintenance(true)).unwrap();
+    s.run_for(ms(200));
+    // Apart, serv2 ends it and sets it again (two steps newer); serv1 sees
+    // nothing of that.
+    s.set_link(CROSSOVER, false);
+    s.set_link(LAN, false);
+    s.command(1, Command::Maintenance(false)).unwrap();
+    s.command(1, Command::Maintenance(true)).unwrap();
+    s.command(0, Command::Maintenance(false)).unwrap();
+    s.run_for(ms(100));
+    assert!(!maintenance_on(&s, 0) && maintenance_on(&s, 1));
+    s.set_link(CROSSOVER, true);
+    s.set_link(LAN, true);
+    s.run_for(ms(300));
+    let g = |n| s.arbiter(n).unwrap().maintenance();
+    assert_eq!(g(0), g(1));
+    assert!(g(0).on, "generation 3 (serv2) beats generation 2 (serv1)");
+    // Persisted: a node that powers up again is still frozen.
+    s.crash(1);
+    s.start(1);
+    assert!(maintenance_on(&s, 1));
+    s.run_for(secs(2));
+    assert_eq!(
+        s.holding_map(),
+        [vec![0], vec![]],
+        "serv2's group not restarted in maintenance"
+    );
+}
+
+// ---------------------------------------------------------------- failover = pacemaker
+
+fn external() -> Sim {
+    let mut s = Sim::new(SimConfig {
+        external: true,
+        ..SimConfig::default()
+    });
+    s.start(0);
+    s.start(1);
+    s.run_for(secs(2));
+    s
+}
+
+#[test]
+fn under_pacemaker_nothing_starts_by_itself_and_promote_demote_move_groups_without_overlap() {
+    let mut s = external();
+    assert_eq!(
+        s.holding_map(),
+        [Vec::<usize>::new(), vec![]],
+        "nobody owns anything: Pacemaker decides"
+    );
+    s.command(0, Command::Promote(G1.into())).unwrap();
+    s.command(1, Command::Promote(G2.into())).unwrap();
+    s.run_for(secs(1));
+    assert_eq!(s.holding_map(), [vec![0], vec![1]]);
+    // Promote again where it runs: nothing to do. Builtin commands refused.
+    s.command(0, Command::Promote(G1.into())).unwrap();
+    assert_eq!(s.command(0, Command::Takeover(G2.into())), Err(CommandError::External));
+    assert_eq!(s.command(0, Command::Standby), Err(CommandError::External));
+    // A switchover as Pacemaker orders it: demote there, promote here.
+    s.command(0, Command::Demote(G1.into())).unwrap();
+    s.run_for(secs(1));
+    assert_eq!(s.holding_map(), [vec![], vec![1]], "demoted, not taken by anyone");
+    s.command(1, Command::Promote(G1.into())).unwrap();
+    s.run_for(secs(1));
+    assert_eq!(s.holding_map(), [vec![1], vec![1]]);
+    // Promote while the peer still runs it: the peer lets go first.
+    s.command(0, Command::Promote(G1.into())).unwrap();
+    s.run_for(secs(1));
+    assert_eq!(s.holding_map(), [vec![0], vec![1]]);
+    no_overlap(&s);
+}
+
+#[test]
+fn under_pacemaker_a_dead_peer_is_not_taken_over_until_promoted_and_a_lower_score_is_no_reason_to_stand_by() {
+    let mut s = external();
+    s.command(0, Command::Promote(G1.into())).unwrap();
+    s.command(1, Command::Promote(G2.into())).unwrap();
+    s.run_for(secs(1));
+    s.set_nic(1, LAN, false);
+    s.run_for(secs(3));
+    assert_eq!(standby(&s, 1), None);
+    assert_eq!(s.holding_map(), [vec![0], vec![1]]);
+    s.set_nic(1, LAN, true);
+    s.crash(0);
+    s.run_for(secs(5));
+    assert_eq!(s.count_events(1, is_dead), 1);
+    assert_eq!(
+        s.holding_map(),
+        [vec![], vec![1]],
+        "waits for Pacemaker (and its fencing)"
+    );
+    s.command(1, Command::Promote(G1.into())).unwrap();
+    s.run_for(secs(1));
+    assert_eq!(s.holding_map(), [vec![1], vec![1]]);
+    // The old holder comes back: it starts nothing, and its stale epoch
+    // could not win anyway.
+    s.start(0);
+    s.run_for(secs(3));
+    assert_eq!(s.holding_map(), [vec![1], vec![1]]);
+    assert_eq!(
+        s.command(0, Command::Demote(G2.into())),
+        Ok(()),
+        "demoting what does not run here is fine"
+    );
+    no_overlap(&s);
+}

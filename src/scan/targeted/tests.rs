@@ -334,3 +334,16 @@ fn targets_in_excluded_places_are_forgotten_and_never_recorded() {
     }
     f.assert_converged();
 }
+
+#[test]
+fn a_new_fifo_is_an_entry_of_a_targeted_scan() {
+    let f = Fixture::new();
+    f.write("data/a", b"alpha");
+    f.full();
+    crate::scan::tests::mknod(&f, "data/pipe", libc::S_IFIFO, 0o620, 0);
+    let s = f.targeted(&[Target::path("data/pipe"), Target::path("data")], false);
+    assert_eq!(counts(&s.scanned.report), (1, 1, 0, 0), "{:#?}", s.scanned.report);
+    let e = f.index.entry(&f.set.name, b"data/pipe").unwrap().unwrap();
+    assert_eq!((e.kind, e.mode), (hamirror_wire::EntryKind::Fifo, 0o620));
+    f.assert_converged();
+}

@@ -487,6 +487,11 @@ pub(crate) fn arb_entry() -> impl Strategy<Value = Entry> {
         Just((EntryKind::Dir, vec![], vec![])),
         proptest::collection::vec(1..=255u8, 1..20).prop_map(|t| (EntryKind::Symlink, vec![], t)),
         arb_path().prop_map(|t| (EntryKind::HardLink, vec![], t)),
+        Just((EntryKind::Fifo, vec![], vec![])),
+        (any::<u32>(), any::<u32>(), any::<bool>()).prop_map(|(major, minor, block)| {
+            let kind = if block { EntryKind::BlockDev } else { EntryKind::CharDev };
+            (kind, vec![], crate::entry::device_target(major, minor))
+        }),
     ];
     let xattrs = proptest::collection::btree_map(
         "(user|security|trusted|system)\\.[a-z_]{1,12}",
