@@ -1,17 +1,16 @@
 //! Writing to the index: [`Index::commit`] applies upserts and deletions to
 //! one set in a single redb transaction, keeping the entries, fingerprints,
-//! chunk locator, generation counter and generation log in step. Also the
-//! encodings of a log record and a chunk location.
+//! chunk locator, generation counter and generation log in step (the row
+//! encodings are in `store.rs`).
 
 use std::collections::HashMap;
 
 use hamirror_wire::entry::check_path;
 use hamirror_wire::{Entry, EntryKind, Hash, Reader, Writer};
-use redb::{MultimapTable, ReadableTable, Table};
+use redb::{ReadableTable, Table};
 
-use super::{
-    ACKS, ChunkLocation, Fingerprint, Index, IndexError, Position, SETS, SYNCED, SetInfo, SetTables, decode_entry,
-};
+use super::store::{count_log, decode_row, encode_log, encode_row, locator_key, locator_value, row_body};
+use super::{ACKS, Fingerprint, Index, IndexError, Position, SETS, SYNCED, SetInfo, SetTables};
 
 /// One path to store: its entry and the local stat fingerprint of the file
 /// it describes. `stat: None` stores "unknown": the next quick check misses
@@ -36,7 +35,7 @@ pub struct CommitOutcome {
     pub changed: u64,
     /// Paths removed (deletions of paths not in the index are ignored).
     pub deleted: u64,
-    /// Upserts equal to the stored entry: only the fingerprint was rewritten.
+    /// Upserts equal to the stored entry: at most the fingerprint was rewritten.
     pub refreshed: u64,
     /// Paths dropped without a deletion being logged (now excluded).
     pub forgotten: u64,
@@ -53,9 +52,8 @@ type Bytes = &'static [u8];
 
 /// The open tables of one set inside a write transaction.
 struct Tables<'t> {
-    entries: Table<'t, Bytes, Bytes>,
-    stat: Table<'t, Bytes, Bytes>,
-    chunks: MultimapTable<'t, Bytes, Bytes>,
+    files: Table<'t, Bytes, Bytes>,
+    locator: Table<'t, Bytes, Bytes>,
 }
 
 impl Index {
@@ -125,7 +123,7 @@ impl Index {
             check_path(p).map_err(|why| invalid(p, why.into()))?;
         }
         // Everything stored must read back: encode and decode each entry.
-        let mut bodies = Vec::with_capacity(upserts.len());
+        let mut rows = Vec::with_capacity(upserts.len());
         for u in upserts {
             let e = &u.entry;
             check_path(&e.path).map_err(|why| invalid(&e.path, why.into()))?;
@@ -136,7 +134,7 @@ impl Index {
             if back != *e {
                 return Err(invalid(&e.path, "has fields its kind does not keep".into()));
             }
-            bodies.push(w.buf);
+            rows.push(encode_row(e, u.stat.as_ref()));
         }
         if upserts.is_empty() && deletes.is_empty() && forget.is_empty() && ack.is_none() {
             return self.generation(set).map(|generation| CommitOutcome {
@@ -145,7 +143,7 @@ impl Index {
             });
         }
         let names = SetTables::new(set);
-        let txn = self.db.begin_write()?;
+        let txn = self.db().begin_write()?;
         let outcome = {
             let mut sets = txn.open_table(SETS)?;
             let mut info = match sets.get(set)? {
@@ -153,53 +151,54 @@ impl Index {
                 None => SetInfo::default(),
             };
             let mut t = Tables {
-                entries: txn.open_table(names.entries())?,
-                stat: txn.open_table(names.stat())?,
-                chunks: txn.open_multimap_table(names.chunks())?,
+                files: txn.open_table(names.files())?,
+                locator: txn.open_table(names.locator())?,
             };
             let mut out = CommitOutcome::default();
             let mut logged: Vec<&[u8]> = Vec::new();
             // B-tree inserts in key order touch each page once. A stable sort
             // keeps the caller's order among duplicates (the last one wins).
-            let mut order: Vec<(&Upsert, &Vec<u8>)> = upserts.iter().zip(&bodies).collect();
+            let mut order: Vec<(&Upsert, &Vec<u8>)> = upserts.iter().zip(&rows).collect();
             order.sort_by(|a, b| a.0.entry.path.cmp(&b.0.entry.path));
-            for (u, body) in order {
+            for (u, row) in order {
                 let path = &u.entry.path[..];
-                let stat = u.stat.map(|f| f.encode());
-                t.stat.insert(path, stat.as_ref().map_or(&[][..], |s| &s[..]))?;
-                let old = t.entries.get(path)?.map(|v| v.value().to_vec());
+                let old = t.files.get(path)?.map(|v| v.value().to_vec());
                 match old {
-                    Some(old) if old == *body => {
+                    // Rewriting an equal row would only copy its page.
+                    Some(old) if old == *row => {
                         out.refreshed += 1;
                         continue;
                     }
+                    Some(old) if row_body(&old) == row_body(row) => {
+                        out.refreshed += 1;
+                        t.files.insert(path, &row[..])?;
+                        continue;
+                    }
                     Some(old) => {
-                        let old = decode_entry(path, &old)?;
-                        relocate(&mut t.chunks, &old, &u.entry)?;
+                        let old = decode_row(path, &old)?;
+                        relocate(&mut t.locator, &old, &u.entry)?;
                         out.changed += 1;
                     }
                     None => {
-                        locate(&mut t.chunks, &u.entry)?;
+                        locate(&mut t.locator, &u.entry)?;
                         out.new += 1;
                     }
                 }
-                t.entries.insert(path, &body[..])?;
+                t.files.insert(path, &row[..])?;
                 logged.push(path);
             }
             for path in deletes {
-                t.stat.remove(&path[..])?;
-                let old = t.entries.remove(&path[..])?.map(|v| v.value().to_vec());
+                let old = t.files.remove(&path[..])?.map(|v| v.value().to_vec());
                 if let Some(old) = old {
-                    unlocate(&mut t.chunks, &decode_entry(path, &old)?)?;
+                    unlocate(&mut t.locator, &decode_row(path, &old)?)?;
                     out.deleted += 1;
                     logged.push(path);
                 }
             }
             for path in forget {
-                t.stat.remove(&path[..])?;
-                let old = t.entries.remove(&path[..])?.map(|v| v.value().to_vec());
+                let old = t.files.remove(&path[..])?.map(|v| v.value().to_vec());
                 if let Some(old) = old {
-                    unlocate(&mut t.chunks, &decode_entry(path, &old)?)?;
+                    unlocate(&mut t.locator, &decode_row(path, &old)?)?;
                     out.forgotten += 1;
                 }
             }
@@ -225,6 +224,7 @@ impl Index {
             out
         };
         txn.commit()?;
+        self.maybe_compact();
         Ok(outcome)
     }
 }
@@ -247,7 +247,7 @@ fn trim_log(log: &mut Table<'_, u64, Bytes>, info: &mut SetInfo, keep_min: u64) 
 }
 
 /// The first offset of each distinct chunk of a file entry.
-fn first_offsets(e: &Entry) -> HashMap<Hash, u64> {
+pub(super) fn first_offsets(e: &Entry) -> HashMap<Hash, u64> {
     let mut first = HashMap::new();
     if e.kind == EntryKind::File {
         let mut off = 0u64;
@@ -259,9 +259,9 @@ fn first_offsets(e: &Entry) -> HashMap<Hash, u64> {
     first
 }
 
-fn locate(chunks: &mut MultimapTable<'_, Bytes, Bytes>, e: &Entry) -> Result<(), IndexError> {
+fn locate(locator: &mut Table<'_, Bytes, Bytes>, e: &Entry) -> Result<(), IndexError> {
     for (hash, off) in first_offsets(e) {
-        chunks.insert(&hash[..], &encode_location(off, &e.path)[..])?;
+        locator.insert(&locator_key(&hash, &e.path)[..], &locator_value(off)[..])?;
     }
     Ok(())
 }
@@ -270,70 +270,24 @@ fn locate(chunks: &mut MultimapTable<'_, Bytes, Bytes>, e: &Entry) -> Result<(),
 /// alone the rows of chunks that stay at the same offset (an append or an
 /// edit in place changes few; the locator is a random-key B-tree where
 /// every row written costs a page).
-fn relocate(chunks: &mut MultimapTable<'_, Bytes, Bytes>, old: &Entry, new: &Entry) -> Result<(), IndexError> {
+fn relocate(locator: &mut Table<'_, Bytes, Bytes>, old: &Entry, new: &Entry) -> Result<(), IndexError> {
     let (before, after) = (first_offsets(old), first_offsets(new));
-    for (hash, off) in &before {
-        if after.get(hash) != Some(off) {
-            chunks.remove(&hash[..], &encode_location(*off, &old.path)[..])?;
-        }
+    // A chunk still in the file at another offset keeps its key: the
+    // insert below overwrites the offset.
+    for hash in before.keys().filter(|h| !after.contains_key(*h)) {
+        locator.remove(&locator_key(hash, &old.path)[..])?;
     }
     for (hash, off) in &after {
         if before.get(hash) != Some(off) {
-            chunks.insert(&hash[..], &encode_location(*off, &new.path)[..])?;
+            locator.insert(&locator_key(hash, &new.path)[..], &locator_value(*off)[..])?;
         }
     }
     Ok(())
 }
 
-fn unlocate(chunks: &mut MultimapTable<'_, Bytes, Bytes>, e: &Entry) -> Result<(), IndexError> {
-    for (hash, off) in first_offsets(e) {
-        chunks.remove(&hash[..], &encode_location(off, &e.path)[..])?;
+fn unlocate(locator: &mut Table<'_, Bytes, Bytes>, e: &Entry) -> Result<(), IndexError> {
+    for hash in first_offsets(e).keys() {
+        locator.remove(&locator_key(hash, &e.path)[..])?;
     }
     Ok(())
-}
-
-/// A locator value: offset (8 bytes, big endian) then the path.
-pub(super) fn encode_location(offset: u64, path: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(8 + path.len());
-    v.extend_from_slice(&offset.to_be_bytes());
-    v.extend_from_slice(path);
-    v
-}
-
-pub(super) fn decode_location(v: &[u8]) -> Result<ChunkLocation, IndexError> {
-    if v.len() <= 8 {
-        return Err(IndexError::Corrupt(format!("chunk location of {} bytes", v.len())));
-    }
-    let (off, path) = v.split_at(8);
-    Ok(ChunkLocation {
-        path: path.to_vec(),
-        offset: u64::from_be_bytes(off.try_into().unwrap_or_default()),
-    })
-}
-
-/// A log record: a count, then each path length-prefixed.
-fn encode_log(paths: &[&[u8]]) -> Vec<u8> {
-    let mut w = Writer::new();
-    w.varint(paths.len() as u64);
-    for p in paths {
-        w.bytes(p);
-    }
-    w.buf
-}
-
-pub(super) fn decode_log(record: &[u8]) -> Result<Vec<Vec<u8>>, hamirror_wire::DecodeError> {
-    let mut r = Reader::new(record);
-    let n = r.count("log paths", u64::MAX, 1)?;
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        out.push(r.bytes("log path", hamirror_wire::entry::MAX_PATH)?.to_vec());
-    }
-    r.finish()?;
-    Ok(out)
-}
-
-fn count_log(record: &[u8]) -> Result<u64, IndexError> {
-    Reader::new(record)
-        .varint("log paths")
-        .map_err(|e| IndexError::Corrupt(format!("log record: {e}")))
 }

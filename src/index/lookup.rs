@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use redb::ReadableDatabase;
 
+use super::store::row_fingerprint;
 use super::{Fingerprint, Index, IndexError, SetTables, read_table};
 
 impl Index {
@@ -24,14 +25,14 @@ impl Index {
         trees: &[&[u8]],
     ) -> Result<HashMap<Vec<u8>, Option<Fingerprint>>, IndexError> {
         let names = SetTables::new(set);
-        let txn = self.db.begin_read()?;
-        let Some(t) = read_table(&txn, names.stat())? else {
+        let txn = self.db().begin_read()?;
+        let Some(t) = read_table(&txn, names.files())? else {
             return Ok(HashMap::new());
         };
         let mut out = HashMap::with_capacity(paths.len());
         for p in paths {
             if let Some(v) = t.get(*p)? {
-                out.insert(p.to_vec(), Fingerprint::decode(v.value()));
+                out.insert(p.to_vec(), row_fingerprint(v.value()));
             }
         }
         for tree in trees {
@@ -43,7 +44,7 @@ impl Index {
             hi.push(b'/' + 1);
             for row in t.range::<&[u8]>(&lo[..]..&hi[..])? {
                 let (k, v) = row?;
-                out.insert(k.value().to_vec(), Fingerprint::decode(v.value()));
+                out.insert(k.value().to_vec(), row_fingerprint(v.value()));
             }
         }
         Ok(out)

@@ -16,28 +16,38 @@
 //! not raise the generation. This module knows entries and fingerprints; it
 //! does not walk directories or read files (that is `scan`, upstream).
 //!
-//! Tables, per set `S` (redb table names are strings):
-//! * `S/entries`: path → [`Entry::encode_body`]
-//! * `S/stat`: path → [`Fingerprint`] (40 bytes; empty = unknown, never matches)
-//! * `S/log`: generation → the paths that generation changed or deleted
-//! * `S/chunks` (multimap): chunk hash → (offset, path) of its first
-//!   occurrence in each file holding it
+//! Tables, per set `S` (redb table names are strings), format 2:
+//! * `S/files`: path → the stat [`Fingerprint`] (unknown = never matches)
+//!   and the entry, in one row (`store.rs` has the byte layout)
+//! * `S/changes`: generation → the paths that generation changed or
+//!   deleted (a compressed record)
+//! * `S/locator`: the first 8 bytes of a chunk hash and a path → the
+//!   offset of that chunk's first occurrence in that file
 //! * `sets`: set name → [`SetInfo`]; `meta`: format version and index id.
 //! * `acks`: set name → the peer [`Position`] last applied completely;
 //!   `synced`: set name → this index's own generation at that moment.
+//!
+//! An index of format 1 (separate entry, fingerprint and multimap locator
+//! tables, one path per row in each) is converted when opened, in one
+//! transaction (`migrate.rs`), keeping ids, generations, the log and every
+//! acknowledgement. The file is compacted when it has grown well beyond
+//! what it holds (`Index::maybe_compact`).
 
 mod commit;
 mod lookup;
+mod migrate;
+mod store;
 mod verify;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use hamirror_wire::{Entry, Hash, Reader};
 use redb::{
-    Database, DatabaseError, MultimapTableDefinition, ReadTransaction, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, TableDefinition, TableError,
+    Database, DatabaseError, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    TableError,
 };
 use thiserror::Error;
 
@@ -46,12 +56,16 @@ pub use commit::{CommitOutcome, Upsert};
 /// The index file inside a node's state directory.
 pub const INDEX_FILE: &str = "index.redb";
 /// Layout version of the tables; a different one is refused, not guessed.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 /// The generation log is trimmed (oldest first) once it holds more path
 /// records than this or twice the set's entry count, whichever is larger.
 /// A peer whose acknowledged generation was trimmed gets `None` from
 /// [`Index::changes_since`] and falls back to a full comparison.
 pub const LOG_KEEP_MIN: u64 = 100_000;
+/// redb's page cache. Its default (1 GiB) would let a large set's index
+/// take that much memory; the scans read each table once in key order and
+/// gain little from more.
+const CACHE_BYTES: usize = 16 << 20;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const SETS: TableDefinition<&str, &[u8]> = TableDefinition::new("sets");
@@ -203,17 +217,8 @@ impl Fingerprint {
         }
     }
 
-    fn encode(&self) -> [u8; Self::LEN] {
-        let mut b = [0u8; Self::LEN];
-        b[0..8].copy_from_slice(&self.dev.to_le_bytes());
-        b[8..16].copy_from_slice(&self.ino.to_le_bytes());
-        b[16..24].copy_from_slice(&self.size.to_le_bytes());
-        b[24..32].copy_from_slice(&self.mtime_ns.to_le_bytes());
-        b[32..40].copy_from_slice(&self.ctime_ns.to_le_bytes());
-        b
-    }
-
-    /// `None` for the empty value (unknown fingerprint) or a malformed one.
+    /// Decodes a format-1 fingerprint row: `None` for the empty value
+    /// (unknown fingerprint) or a malformed one.
     fn decode(b: &[u8]) -> Option<Fingerprint> {
         let b: &[u8; Self::LEN] = b.try_into().ok()?;
         let u = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
@@ -278,32 +283,27 @@ pub struct ChunkLocation {
 
 /// The table names of one set.
 struct SetTables {
-    entries: String,
-    stat: String,
-    log: String,
-    chunks: String,
+    files: String,
+    changes: String,
+    locator: String,
 }
 
 impl SetTables {
     fn new(set: &str) -> SetTables {
         SetTables {
-            entries: format!("{set}/entries"),
-            stat: format!("{set}/stat"),
-            log: format!("{set}/log"),
-            chunks: format!("{set}/chunks"),
+            files: format!("{set}/files"),
+            changes: format!("{set}/changes"),
+            locator: format!("{set}/locator"),
         }
     }
-    fn entries(&self) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
-        TableDefinition::new(&self.entries)
-    }
-    fn stat(&self) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
-        TableDefinition::new(&self.stat)
+    fn files(&self) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
+        TableDefinition::new(&self.files)
     }
     fn log(&self) -> TableDefinition<'_, u64, &'static [u8]> {
-        TableDefinition::new(&self.log)
+        TableDefinition::new(&self.changes)
     }
-    fn chunks(&self) -> MultimapTableDefinition<'_, &'static [u8], &'static [u8]> {
-        MultimapTableDefinition::new(&self.chunks)
+    fn locator(&self) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
+        TableDefinition::new(&self.locator)
     }
 }
 
@@ -339,8 +339,13 @@ pub type WatcherProbe = Arc<dyn Fn() -> Option<usize> + Send + Sync>;
 
 /// An open index file. Cheap to share between threads (`&Index`).
 pub struct Index {
-    db: Database,
+    db: RwLock<Database>,
     path: PathBuf,
+    /// The file's disk space after the last compaction; see
+    /// [`Index::maybe_compact`].
+    compacted_len: AtomicU64,
+    /// See [`Index::with_compact_min`].
+    compact_min: u64,
     id: u128,
     log_keep_min: u64,
     /// Per set: the live watcher in this process (see
@@ -410,15 +415,18 @@ impl Index {
     /// # Errors
     /// As [`Index::open`].
     pub fn open_file(path: &Path) -> Result<Index, IndexError> {
-        let db = Database::builder().create(path).map_err(|e| match e {
-            DatabaseError::DatabaseAlreadyOpen => IndexError::InUse {
-                path: path.to_path_buf(),
-            },
-            source => IndexError::Open {
-                path: path.to_path_buf(),
-                source,
-            },
-        })?;
+        let mut db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| match e {
+                DatabaseError::DatabaseAlreadyOpen => IndexError::InUse {
+                    path: path.to_path_buf(),
+                },
+                source => IndexError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                },
+            })?;
         let stored = {
             let txn = db.begin_read()?;
             match read_table(&txn, META)? {
@@ -433,7 +441,13 @@ impl Index {
         let id = match stored {
             Some((Some(format), Some(id))) => {
                 let found = format.try_into().map(u32::from_le_bytes).unwrap_or(0);
-                if found != FORMAT {
+                if found == 1 {
+                    migrate::from_format_1(&db)?;
+                    // The old tables' pages are free now: give them back.
+                    if let Err(e) = db.compact() {
+                        tracing::warn!("index {}: compaction after the upgrade failed: {e}", path.display());
+                    }
+                } else if found != FORMAT {
                     return Err(IndexError::Format {
                         path: path.to_path_buf(),
                         found,
@@ -456,13 +470,26 @@ impl Index {
                 id
             }
         };
-        Ok(Index {
-            db,
+        let compacted_len = migrate::compacted_len(&db)?;
+        let index = Index {
+            db: RwLock::new(db),
             path: path.to_path_buf(),
+            compacted_len: AtomicU64::new(compacted_len),
+            compact_min: migrate::COMPACT_MIN,
             id,
             log_keep_min: LOG_KEEP_MIN,
             watched: Mutex::new(HashMap::new()),
-        })
+        };
+        // A file left grown by an older build, or a process that stopped
+        // before its commits compacted it, is compacted once at start.
+        index.maybe_compact();
+        Ok(index)
+    }
+
+    /// The database, for beginning a transaction (the lock is held only
+    /// that long; the write side is compaction's).
+    fn db(&self) -> std::sync::RwLockReadGuard<'_, Database> {
+        self.db.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A live watcher in this process attaches to a set (`Some`) or leaves
@@ -486,6 +513,13 @@ impl Index {
             w.get(set).cloned()
         };
         probe.and_then(|p| p())
+    }
+
+    /// Changes the size below which the file is never compacted (default
+    /// a few MiB); the crash test compacts small files.
+    pub fn with_compact_min(mut self, bytes: u64) -> Index {
+        self.compact_min = bytes;
+        self
     }
 
     /// Changes the generation log's minimum budget (default
@@ -512,7 +546,7 @@ impl Index {
     /// # Errors
     /// Storage errors.
     pub fn sets(&self) -> Result<Vec<String>, IndexError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let Some(t) = read_table(&txn, SETS)? else {
             return Ok(vec![]);
         };
@@ -529,7 +563,7 @@ impl Index {
     /// # Errors
     /// Storage errors, or a corrupt record.
     pub fn acked(&self, set: &str) -> Result<Option<Position>, IndexError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         match read_table(&txn, ACKS)? {
             Some(t) => t.get(set)?.map(|v| Position::decode(v.value())).transpose(),
             None => Ok(None),
@@ -543,7 +577,7 @@ impl Index {
     /// # Errors
     /// Storage errors.
     pub fn clear_ack(&self, set: &str) -> Result<(), IndexError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db().begin_write()?;
         txn.open_table(ACKS)?.remove(set)?;
         txn.commit()?;
         Ok(())
@@ -556,7 +590,7 @@ impl Index {
     /// # Errors
     /// Storage errors.
     pub fn synced(&self, set: &str) -> Result<Option<u64>, IndexError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         match read_table(&txn, SYNCED)? {
             Some(t) => Ok(t.get(set)?.map(|v| v.value())),
             None => Ok(None),
@@ -572,7 +606,7 @@ impl Index {
     /// # Errors
     /// Storage errors.
     pub fn mark_synced(&self, set: &str, generation: u64) -> Result<(), IndexError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db().begin_write()?;
         {
             let mut t = txn.open_table(SYNCED)?;
             let old = t.get(set)?.map(|v| v.value());
@@ -590,7 +624,7 @@ impl Index {
     /// # Errors
     /// Storage errors.
     pub fn xattr_namespaces(&self, set: &str) -> Result<Option<String>, IndexError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         match read_table(&txn, XATTRS)? {
             Some(t) => Ok(t.get(set)?.map(|v| v.value().to_string())),
             None => Ok(None),
@@ -602,7 +636,7 @@ impl Index {
     /// # Errors
     /// Storage errors.
     pub fn set_xattr_namespaces(&self, set: &str, namespaces: &str) -> Result<(), IndexError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db().begin_write()?;
         txn.open_table(XATTRS)?.insert(set, namespaces)?;
         txn.commit()?;
         Ok(())
@@ -613,7 +647,7 @@ impl Index {
     /// # Errors
     /// Storage errors.
     pub fn guard_record(&self, set: &str) -> Result<Option<Vec<u8>>, IndexError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         match read_table(&txn, GUARD)? {
             Some(t) => Ok(t.get(set)?.map(|v| v.value().to_vec())),
             None => Ok(None),
@@ -625,7 +659,7 @@ impl Index {
     /// # Errors
     /// Storage errors.
     pub fn put_guard_record(&self, set: &str, record: Option<&[u8]>) -> Result<(), IndexError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db().begin_write()?;
         {
             let mut t = txn.open_table(GUARD)?;
             match record {
@@ -666,7 +700,7 @@ impl Index {
     /// # Errors
     /// Storage errors, or a corrupt record.
     pub fn info(&self, set: &str) -> Result<SetInfo, IndexError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         set_info(&txn, set)
     }
 
@@ -686,14 +720,14 @@ impl Index {
     /// Storage errors.
     pub fn fingerprints(&self, set: &str) -> Result<HashMap<Vec<u8>, Option<Fingerprint>>, IndexError> {
         let names = SetTables::new(set);
-        let txn = self.db.begin_read()?;
-        let Some(t) = read_table(&txn, names.stat())? else {
+        let txn = self.db().begin_read()?;
+        let Some(t) = read_table(&txn, names.files())? else {
             return Ok(HashMap::new());
         };
         let mut out = HashMap::with_capacity(t.len()? as usize);
         for row in t.range::<&[u8]>(..)? {
             let (k, v) = row?;
-            out.insert(k.value().to_vec(), Fingerprint::decode(v.value()));
+            out.insert(k.value().to_vec(), store::row_fingerprint(v.value()));
         }
         Ok(out)
     }
@@ -704,11 +738,11 @@ impl Index {
     /// Storage errors, or an entry that does not decode.
     pub fn entry(&self, set: &str, path: &[u8]) -> Result<Option<Entry>, IndexError> {
         let names = SetTables::new(set);
-        let txn = self.db.begin_read()?;
-        let Some(t) = read_table(&txn, names.entries())? else {
+        let txn = self.db().begin_read()?;
+        let Some(t) = read_table(&txn, names.files())? else {
             return Ok(None);
         };
-        t.get(path)?.map(|v| decode_entry(path, v.value())).transpose()
+        t.get(path)?.map(|v| store::decode_row(path, v.value())).transpose()
     }
 
     /// All entries of a set in path byte order, from one consistent
@@ -718,8 +752,8 @@ impl Index {
     /// Storage errors; each item may also fail to decode.
     pub fn entries(&self, set: &str) -> Result<Entries, IndexError> {
         let names = SetTables::new(set);
-        let txn = self.db.begin_read()?;
-        let range = match read_table(&txn, names.entries())? {
+        let txn = self.db().begin_read()?;
+        let range = match read_table(&txn, names.files())? {
             Some(t) => Some(t.range::<&[u8]>(..)?),
             None => None,
         };
@@ -737,7 +771,7 @@ impl Index {
     /// Storage errors, or a log record that does not decode.
     pub fn changes_since(&self, set: &str, since: u64) -> Result<Option<Vec<Vec<u8>>>, IndexError> {
         let names = SetTables::new(set);
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let info = set_info(&txn, set)?;
         if since > info.generation || since < info.log_floor {
             return Ok(None);
@@ -746,7 +780,7 @@ impl Index {
         if let Some(log) = read_table(&txn, names.log())? {
             for row in log.range(since + 1..)? {
                 let (g, record) = row?;
-                for p in commit::decode_log(record.value())
+                for p in store::decode_log(record.value())
                     .map_err(|e| IndexError::Corrupt(format!("log of generation {}: {e}", g.value())))?
                 {
                     paths.insert(p);
@@ -763,19 +797,28 @@ impl Index {
     /// Storage errors, or a malformed locator record.
     pub fn locate_chunks(&self, set: &str, hashes: &[Hash]) -> Result<Vec<Option<ChunkLocation>>, IndexError> {
         let names = SetTables::new(set);
-        let txn = self.db.begin_read()?;
-        let table = match txn.open_multimap_table(names.chunks()) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(vec![None; hashes.len()]),
-            Err(e) => return Err(e.into()),
+        let txn = self.db().begin_read()?;
+        let Some(table) = read_table(&txn, names.locator())? else {
+            return Ok(vec![None; hashes.len()]);
         };
         let mut out = Vec::with_capacity(hashes.len());
         for h in hashes {
-            let mut values = table.get(&h[..])?;
-            out.push(match values.next() {
-                Some(v) => Some(commit::decode_location(v?.value())?),
+            let prefix = &h[..store::HASH_PREFIX];
+            let mut rows = match store::next_prefix(prefix) {
+                Some(after) => table.range::<&[u8]>(prefix..&after[..])?,
+                None => table.range::<&[u8]>(prefix..)?,
+            };
+            let found = match rows.next() {
+                Some(row) => {
+                    let (k, v) = row?;
+                    Some(ChunkLocation {
+                        path: k.value()[store::HASH_PREFIX..].to_vec(),
+                        offset: store::decode_locator_value(v.value())?,
+                    })
+                }
                 None => None,
-            });
+            };
+            out.push(found);
         }
         Ok(out)
     }
@@ -788,16 +831,16 @@ impl Index {
         Ok(self.locate_chunks(set, std::slice::from_ref(hash))?.pop().flatten())
     }
 
-    /// Checks that the set's tables agree with each other (every entry has
-    /// a fingerprint row and the reverse, every file's chunks are located
-    /// and every locator points into a file holding that chunk, the log is
+    /// Checks that the set's tables agree with each other (every row
+    /// decodes, every file's chunks are located and every locator points
+    /// into a file holding that chunk, the log is
     /// contiguous up to the generation, the counters match). Returns the
     /// problems found; empty means consistent. Reads the whole set.
     ///
     /// # Errors
     /// Storage errors.
     pub fn verify(&self, set: &str) -> Result<Vec<String>, IndexError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         verify::verify(&txn, set)
     }
 }
@@ -823,7 +866,7 @@ impl Iterator for Entries {
     fn next(&mut self) -> Option<Self::Item> {
         let row = self.range.as_mut()?.next()?;
         Some(match row {
-            Ok((k, v)) => decode_entry(k.value(), v.value()),
+            Ok((k, v)) => store::decode_row(k.value(), v.value()),
             Err(e) => Err(e.into()),
         })
     }

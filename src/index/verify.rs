@@ -5,10 +5,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use hamirror_wire::EntryKind;
-use redb::{ReadTransaction, ReadableMultimapTable, TableError};
+use redb::ReadTransaction;
 
-use super::commit::{decode_location, decode_log};
-use super::{IndexError, SetTables, decode_entry, read_table, set_info};
+use super::store::{HASH_PREFIX, decode_locator_value, decode_log, decode_row};
+use super::{IndexError, SetTables, read_table, set_info};
 
 pub(super) fn verify(txn: &ReadTransaction, set: &str) -> Result<Vec<String>, IndexError> {
     let names = SetTables::new(set);
@@ -20,11 +20,11 @@ pub(super) fn verify(txn: &ReadTransaction, set: &str) -> Result<Vec<String>, In
     let mut expected: HashSet<(Vec<u8>, Vec<u8>, u64)> = HashSet::new();
     let mut files: HashMap<Vec<u8>, Vec<(hamirror_wire::Hash, u64)>> = HashMap::new();
     let mut paths = Vec::new();
-    if let Some(t) = read_table(txn, names.entries())? {
+    if let Some(t) = read_table(txn, names.files())? {
         for row in t.range::<&[u8]>(..)? {
             let (k, v) = row?;
             let path = k.value().to_vec();
-            match decode_entry(&path, v.value()) {
+            match decode_row(&path, v.value()) {
                 Ok(e) => {
                     if e.kind == EntryKind::File {
                         let mut off = 0;
@@ -32,7 +32,7 @@ pub(super) fn verify(txn: &ReadTransaction, set: &str) -> Result<Vec<String>, In
                         let mut seen = HashSet::new();
                         for c in &e.chunks {
                             if seen.insert(c.hash) {
-                                expected.insert((c.hash.to_vec(), path.clone(), off));
+                                expected.insert((c.hash[..HASH_PREFIX].to_vec(), path.clone(), off));
                             }
                             list.push((c.hash, off));
                             off += u64::from(c.len);
@@ -53,46 +53,27 @@ pub(super) fn verify(txn: &ReadTransaction, set: &str) -> Result<Vec<String>, In
         ));
     }
 
-    // Fingerprints: exactly one per entry.
-    let mut stat_paths = Vec::new();
-    if let Some(t) = read_table(txn, names.stat())? {
-        for row in t.range::<&[u8]>(..)? {
-            stat_paths.push(row?.0.value().to_vec());
-        }
-    }
-    if stat_paths != paths {
-        let a: HashSet<_> = paths.iter().collect();
-        let b: HashSet<_> = stat_paths.iter().collect();
-        for p in a.symmetric_difference(&b).take(5) {
-            problems.push(format!("{} has an entry or a fingerprint but not both", show(p)));
-        }
-    }
-
     // Chunk locator: exactly the first occurrence of each chunk in each file.
     let mut found = HashSet::new();
-    match txn.open_multimap_table(names.chunks()) {
-        Ok(t) => {
-            for row in t.iter()? {
-                let (k, values) = row?;
-                let hash = k.value().to_vec();
-                for v in values {
-                    let loc = decode_location(v?.value())?;
-                    let ok = files
-                        .get(&loc.path)
-                        .is_some_and(|list| list.iter().any(|(h, o)| h[..] == hash[..] && *o == loc.offset));
-                    if !ok {
-                        problems.push(format!(
-                            "chunk locator points at {} offset {}, which does not hold that chunk",
-                            show(&loc.path),
-                            loc.offset
-                        ));
-                    }
-                    found.insert((hash.clone(), loc.path, loc.offset));
-                }
+    if let Some(t) = read_table(txn, names.locator())? {
+        for row in t.range::<&[u8]>(..)? {
+            let (k, v) = row?;
+            let Some((hash, path)) = k.value().split_at_checked(HASH_PREFIX) else {
+                problems.push(format!("chunk locator key of {} bytes", k.value().len()));
+                continue;
+            };
+            let offset = decode_locator_value(v.value())?;
+            let ok = files
+                .get(path)
+                .is_some_and(|list| list.iter().any(|(h, o)| h[..HASH_PREFIX] == *hash && *o == offset));
+            if !ok {
+                problems.push(format!(
+                    "chunk locator points at {} offset {offset}, which does not hold that chunk",
+                    show(path),
+                ));
             }
+            found.insert((hash.to_vec(), path.to_vec(), offset));
         }
-        Err(TableError::TableDoesNotExist(_)) => {}
-        Err(e) => return Err(e.into()),
     }
     if let Some((_, p, off)) = expected.difference(&found).next() {
         problems.push(format!(

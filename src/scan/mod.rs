@@ -275,20 +275,77 @@ impl Scanner {
         observer: &dyn ScanObserver,
         start: Instant,
     ) -> Result<Scanned, ScanError> {
-        let racy_ns = self.racy_ns();
         report.skipped.extend(walked.skipped);
         report.errors.extend(walked.errors);
         report.missing_roots.extend(walked.missing_roots);
         let keep: BTreeSet<Vec<u8>> = walked.keep.into_iter().collect();
         let excluded: BTreeSet<Vec<u8>> = walked.excluded.into_iter().collect();
+        let upserts = self.gather(
+            set,
+            node_root,
+            walked.found,
+            &mut known,
+            walk_started,
+            &mut report,
+            observer,
+        )?;
+
+        // What the index knows but the walk did not find is gone, unless it lies
+        // at or below a path that could not be examined. What is now
+        // excluded was not deleted: the index forgets it without logging a
+        // deletion (a peer is never told to delete it).
+        let read_done = start.elapsed();
+        let (mut forget, mut deletes): (Vec<Vec<u8>>, Vec<Vec<u8>>) = known
+            .into_keys()
+            .filter(|p| !is_kept(p, &keep))
+            .partition(|p| is_kept(p, &excluded));
+        deletes.sort_unstable();
+        forget.sort_unstable();
+        let outcome = index.commit_forgetting(&set.name, &upserts, &deletes, &forget)?;
+        if outcome.forgotten > 0 {
+            tracing::info!(set = %set.name, paths = outcome.forgotten, "excluded paths dropped from the index (not deletions)");
+        }
+        report.new = outcome.new;
+        report.changed = outcome.changed;
+        report.deleted = outcome.deleted;
+        report.generation = outcome.generation;
+        report.errors.sort_by(|a, b| a.path.cmp(&b.path));
+        report.skipped.sort_by(|a, b| a.path.cmp(&b.path));
+        report.elapsed_s = start.elapsed().as_secs_f64();
+        tracing::debug!(
+            set = %set.name,
+            ?read_done,
+            committed = ?start.elapsed(),
+            "scan phases (cumulative)"
+        );
+        let unsettled = upserts
+            .into_iter()
+            .filter(|u| u.stat.is_none())
+            .map(|u| u.entry.path)
+            .collect();
+        Ok(Scanned { report, unsettled })
+    }
+
+    /// Quick check of what the walk found against `known` (removing each
+    /// found path from it), then reads what changed: the upserts to commit.
+    #[allow(clippy::too_many_arguments)]
+    fn gather(
+        &self,
+        set: &MirrorSet,
+        node_root: &Path,
+        found: Vec<walk::Found>,
+        known: &mut HashMap<Vec<u8>, Option<Fingerprint>>,
+        walk_started: i64,
+        report: &mut ScanReport,
+        observer: &dyn ScanObserver,
+    ) -> Result<Vec<Upsert>, ScanError> {
+        let racy_ns = self.racy_ns();
         let trust = |fp| (!read::is_racy(&fp, walk_started, racy_ns)).then_some(fp);
         let Pending {
             mut upserts,
             jobs,
             links,
-        } = classify(walked.found, &mut known, node_root, &set.xattrs, trust, &mut report);
-
-        let classified = start.elapsed();
+        } = classify(found, known, node_root, &set.xattrs, trust, report);
         let total: u64 = jobs.iter().map(|j| j.size).sum();
         observer.reading(jobs.len() as u64, total);
         let mut failed: BTreeSet<Vec<u8>> = BTreeSet::new();
@@ -317,42 +374,47 @@ impl Scanner {
                 upserts.push(link);
             }
         }
+        Ok(upserts)
+    }
 
-        // What the index knows but the walk did not find is gone, unless it lies
-        // at or below a path that could not be examined. What is now
-        // excluded was not deleted: the index forgets it without logging a
-        // deletion (a peer is never told to delete it).
-        let read_done = start.elapsed();
-        let (mut forget, mut deletes): (Vec<Vec<u8>>, Vec<Vec<u8>>) = known
-            .into_keys()
-            .filter(|p| !is_kept(p, &keep))
-            .partition(|p| is_kept(p, &excluded));
-        deletes.sort_unstable();
-        forget.sort_unstable();
-        let outcome = index.commit_forgetting(&set.name, &upserts, &deletes, &forget)?;
-        if outcome.forgotten > 0 {
-            tracing::info!(set = %set.name, paths = outcome.forgotten, "excluded paths dropped from the index (not deletions)");
-        }
-        report.new = outcome.new;
-        report.changed = outcome.changed;
-        report.deleted = outcome.deleted;
-        report.generation = outcome.generation;
+    /// Reads every file of `set` under `node_root` (no quick check, no
+    /// index): the manifest `verify` compares, in path order, and the
+    /// report with the paths that could not be read.
+    ///
+    /// # Errors
+    /// Invalid chunk parameters.
+    pub fn read_manifest(
+        &self,
+        set: &MirrorSet,
+        node_root: &Path,
+        observer: &dyn ScanObserver,
+    ) -> Result<(Vec<Entry>, ScanReport), ScanError> {
+        let start = Instant::now();
+        let walk_started = now_ns();
+        let walked = self
+            .pool
+            .install(|| walk::walk(&set.roots, &set.excludes, node_root, &self.pool));
+        let mut report = ScanReport {
+            set: set.name.clone(),
+            ..ScanReport::default()
+        };
+        report.skipped.extend(walked.skipped);
+        report.errors.extend(walked.errors);
+        report.missing_roots.extend(walked.missing_roots);
+        let upserts = self.gather(
+            set,
+            node_root,
+            walked.found,
+            &mut HashMap::new(),
+            walk_started,
+            &mut report,
+            observer,
+        )?;
+        let mut entries: Vec<Entry> = upserts.into_iter().map(|u| u.entry).collect();
+        entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
         report.errors.sort_by(|a, b| a.path.cmp(&b.path));
-        report.skipped.sort_by(|a, b| a.path.cmp(&b.path));
         report.elapsed_s = start.elapsed().as_secs_f64();
-        tracing::debug!(
-            set = %set.name,
-            ?classified,
-            ?read_done,
-            committed = ?start.elapsed(),
-            "scan phases (cumulative)"
-        );
-        let unsettled = upserts
-            .into_iter()
-            .filter(|u| u.stat.is_none())
-            .map(|u| u.entry.path)
-            .collect();
-        Ok(Scanned { report, unsettled })
+        Ok((entries, report))
     }
 }
 

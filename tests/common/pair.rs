@@ -140,8 +140,6 @@ impl Pair {
     /// [`Pair::start_serve_env`], run by the program `wrapper` (with its
     /// arguments) when not empty: `setpriv --bounding-set=-mknod …`.
     pub fn start_serve_under(&mut self, wrapper: &[&str], env: &[(&str, &str)]) {
-        self.stop_serve();
-        let log = std::fs::File::create(self.cfg.tmp.path().join("serve.log")).unwrap();
         let mut cmd = self.cmd("serv2", &["serve"]);
         if let Some((prog, args)) = wrapper.split_first() {
             let inner = cmd;
@@ -154,12 +152,20 @@ impl Pair {
                 };
             }
         }
-        let child = cmd
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        cmd.envs(env.iter().copied());
+        self.start_serve_cmd(cmd);
+    }
+
+    /// [`Pair::start_serve`] with another build of hamirror.
+    pub fn start_serve_bin(&mut self, bin: &Path) {
+        let cmd = self.cmd_bin(bin, "serv2", &["serve"]);
+        self.start_serve_cmd(cmd);
+    }
+
+    fn start_serve_cmd(&mut self, mut cmd: Command) {
+        self.stop_serve();
+        let log = std::fs::File::create(self.cfg.tmp.path().join("serve.log")).unwrap();
+        let child = cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap();
         self.serve = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while UdpSocket::bind(("127.0.0.1", self.ports[1])).is_ok() {

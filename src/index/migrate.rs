@@ -1,0 +1,174 @@
+//! Upgrading an index file in place, and keeping it compact. Format 1 (one
+//! table each for entries, fingerprints and a multimap chunk locator, raw
+//! log records) is rewritten as format 2 (`store.rs`) in one write
+//! transaction when the file is opened: a crash during it leaves the old
+//! file, which the next start converts again. The id, every set's
+//! generation and log, and the `acks`, `synced`, `guard` and `xattrs`
+//! tables are kept, so a peer that had acknowledged this node's
+//! generations goes on with a delta, not a full comparison.
+//!
+//! Compaction: redb never gives back the pages a commit freed inside the
+//! file, only a free tail; [`Index::maybe_compact`] runs
+//! `Database::compact` when the file has grown well past its size after
+//! the last compaction. Size here is the disk space the file takes
+//! (allocated blocks), not its length: redb doubles the length whenever it
+//! runs out of room, and the tail it has not written yet is a hole — a
+//! compacted file's first commit would otherwise look like a doubling and
+//! compact again. Knows nothing of scanning or peers.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use redb::{Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::store::{encode_log, encode_row, locator_key, locator_value};
+use super::{Fingerprint, Index, IndexError, META, SETS, SetTables, decode_entry, read_table};
+
+type Bytes = &'static [u8];
+
+/// Files smaller than this are never compacted: there is little to gain.
+pub(super) const COMPACT_MIN: u64 = 4 << 20;
+/// `meta` key: the file's disk space after the last compaction (u64 LE).
+const COMPACTED: &str = "compacted";
+
+/// Converts every set of a format-1 index to format 2 and records the new
+/// format, all in one transaction.
+pub(super) fn from_format_1(db: &Database) -> Result<(), IndexError> {
+    let sets: Vec<String> = {
+        let txn = db.begin_read()?;
+        match read_table(&txn, SETS)? {
+            Some(t) => t
+                .range::<&str>(..)?
+                .map(|r| r.map(|(k, _)| k.value().to_string()))
+                .collect::<Result<_, _>>()?,
+            None => vec![],
+        }
+    };
+    let txn = db.begin_write()?;
+    for set in &sets {
+        let old_entries = format!("{set}/entries");
+        let old_stat = format!("{set}/stat");
+        let old_log = format!("{set}/log");
+        let old_chunks = format!("{set}/chunks");
+        let names = SetTables::new(set);
+        let stats: HashMap<Vec<u8>, Option<Fingerprint>> = {
+            let t = txn.open_table(TableDefinition::<Bytes, Bytes>::new(&old_stat))?;
+            t.range::<&[u8]>(..)?
+                .map(|r| r.map(|(k, v)| (k.value().to_vec(), Fingerprint::decode(v.value()))))
+                .collect::<Result<_, _>>()?
+        };
+        {
+            let old = txn.open_table(TableDefinition::<Bytes, Bytes>::new(&old_entries))?;
+            let mut files = txn.open_table(names.files())?;
+            let mut locator = txn.open_table(names.locator())?;
+            for row in old.range::<&[u8]>(..)? {
+                let (k, v) = row?;
+                let path = k.value();
+                let e = decode_entry(path, v.value())?;
+                let stat = stats.get(path).copied().flatten();
+                files.insert(path, &encode_row(&e, stat.as_ref())[..])?;
+                for (hash, off) in super::commit::first_offsets(&e) {
+                    locator.insert(&locator_key(&hash, path)[..], &locator_value(off)[..])?;
+                }
+            }
+        }
+        {
+            let old = txn.open_table(TableDefinition::<u64, Bytes>::new(&old_log))?;
+            let mut log = txn.open_table(names.log())?;
+            for row in old.range::<u64>(..)? {
+                let (g, record) = row?;
+                let paths = decode_log_v1(record.value())
+                    .map_err(|e| IndexError::Corrupt(format!("log of generation {}: {e}", g.value())))?;
+                let refs: Vec<&[u8]> = paths.iter().map(|p| &p[..]).collect();
+                log.insert(g.value(), &encode_log(&refs)[..])?;
+            }
+        }
+        txn.delete_table(TableDefinition::<Bytes, Bytes>::new(&old_entries))?;
+        txn.delete_table(TableDefinition::<Bytes, Bytes>::new(&old_stat))?;
+        txn.delete_table(TableDefinition::<u64, Bytes>::new(&old_log))?;
+        txn.delete_multimap_table(MultimapTableDefinition::<Bytes, Bytes>::new(&old_chunks))?;
+    }
+    txn.open_table(META)?
+        .insert("format", &super::FORMAT.to_le_bytes()[..])?;
+    txn.commit()?;
+    Ok(())
+}
+
+/// A format-1 log record: a count, then each path length-prefixed.
+fn decode_log_v1(record: &[u8]) -> Result<Vec<Vec<u8>>, hamirror_wire::DecodeError> {
+    let mut r = hamirror_wire::Reader::new(record);
+    let n = r.count("log paths", u64::MAX, 1)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(r.bytes("log path", hamirror_wire::entry::MAX_PATH)?.to_vec());
+    }
+    r.finish()?;
+    Ok(out)
+}
+
+/// The file's disk space after its last compaction, as recorded in `meta` (0
+/// for a file never compacted: it is compacted once it is large enough).
+pub(super) fn compacted_len(db: &Database) -> Result<u64, IndexError> {
+    let txn = db.begin_read()?;
+    let stored = match read_table(&txn, META)? {
+        Some(t) => t
+            .get(COMPACTED)?
+            .and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes)),
+        None => None,
+    };
+    Ok(stored.unwrap_or(0))
+}
+
+/// The disk space a file takes (its allocated blocks); 0 if it cannot be
+/// read.
+pub(super) fn disk_bytes(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).map_or(0, |m| m.blocks().saturating_mul(512))
+}
+
+impl Index {
+    /// Compacts the file when its disk space has grown by more than a
+    /// quarter since the last compaction (and is past a few MiB). A pass
+    /// that changes 1% of a set's files grows it by about 7% (copied
+    /// pages whose old versions are reused only later), so this compacts
+    /// every three or four such passes; compacting costs about as much as
+    /// reading the file once.
+    /// Skipped, to be tried after a later commit, while any transaction is
+    /// open in this process (an [`super::Entries`] iterator holds one).
+    /// Storage errors are logged, not returned: the commit that called this
+    /// is already durable.
+    pub(super) fn maybe_compact(&self) {
+        let len = disk_bytes(&self.path);
+        let base = self.compacted_len.load(Ordering::Relaxed);
+        if len < self.compact_min || len <= base.saturating_add(base / 4) {
+            return;
+        }
+        let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
+        match db.compact() {
+            Ok(_) => {
+                let after = disk_bytes(&self.path);
+                tracing::debug!("index {} compacted: {len} -> {after} bytes", self.path.display());
+                self.compacted_len.store(after, Ordering::Relaxed);
+                // Remembered across restarts, so a start does not compact
+                // again a file that has not grown since.
+                let record = || -> Result<(), IndexError> {
+                    let txn = db.begin_write()?;
+                    txn.open_table(META)?.insert(COMPACTED, &after.to_le_bytes()[..])?;
+                    txn.commit()?;
+                    Ok(())
+                };
+                if let Err(e) = record() {
+                    tracing::warn!("index {}: {e}", self.path.display());
+                }
+            }
+            Err(redb::CompactionError::TransactionInProgress) => {
+                tracing::debug!("index {}: not compacted, a transaction is open", self.path.display());
+            }
+            Err(e) => {
+                tracing::warn!("index {}: compaction failed: {e}", self.path.display());
+                // Not again until the file has grown as much once more.
+                self.compacted_len.store(len, Ordering::Relaxed);
+            }
+        }
+    }
+}
