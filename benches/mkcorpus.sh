@@ -33,8 +33,10 @@ if [ -e "$dir" ] && [ -n "$(ls -A "$dir" 2>/dev/null)" ]; then
 fi
 mkdir -p "$dir"
 
-python3 - "$dir" "$files" "$seed" <<'EOF'
+PYTHONPATH="$(dirname "$0")" python3 - "$dir" "$files" "$seed" <<'EOF'
 import os, random, sys
+
+import treemix
 
 root, nfiles, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rng = random.Random(seed)
@@ -71,16 +73,7 @@ for i in range(top, ndirs):
 for d, _ in dirs:
     os.makedirs(os.path.join(root, d), exist_ok=True)
 
-classes = [
-    (44_000, 1 << 10, 64 << 10),
-    (5_800, 64 << 10, 1 << 20),
-    (190, 1 << 20, 16 << 20),
-    (10, 100 << 20, 300 << 20),
-]
-sizes = []
-for count, lo, hi in classes:
-    for _ in range(max(1, round(count * scale))):
-        sizes.append(int(lo * (hi / lo) ** rng.random()))
+sizes = treemix.sizes(rng, scale)
 sizes = sizes[:nfiles] if len(sizes) > nfiles else sizes
 rng.shuffle(sizes)
 

@@ -45,6 +45,8 @@ pub use commit::{CommitOutcome, Upsert};
 
 /// The index file inside a node's state directory.
 pub const INDEX_FILE: &str = "index.redb";
+/// The index's page cache, within issue 17's bound of 64 MiB per process.
+const CACHE_BYTES: usize = 16 << 20;
 /// Layout version of the tables; a different one is refused, not guessed.
 pub const FORMAT: u32 = 1;
 /// The generation log is trimmed (oldest first) once it holds more path
@@ -410,7 +412,12 @@ impl Index {
     /// # Errors
     /// As [`Index::open`].
     pub fn open_file(path: &Path) -> Result<Index, IndexError> {
-        let db = Database::builder().create(path).map_err(|e| match e {
+        // redb caches up to 1 GiB by default: after the first sync of a big
+        // set, most of a node's memory. Reads are key-ordered scans or
+        // point lookups, which a small cache serves as well.
+        let mut builder = Database::builder();
+        builder.set_cache_size(CACHE_BYTES);
+        let db = builder.create(path).map_err(|e| match e {
             DatabaseError::DatabaseAlreadyOpen => IndexError::InUse {
                 path: path.to_path_buf(),
             },

@@ -14,6 +14,7 @@ use hamirror_wire::{
     Applied, Counts, DeltaRequest, Entry, EntryAssembler, EntryBatcher, ErrorCode, Failure, Failures, Hash, Listing,
     Message, NeedEnd, OfferEnd, Position, msg::MAX_BATCH_HASHES,
 };
+use rayon::prelude::*;
 use tokio::sync::mpsc;
 
 use super::SyncError;
@@ -681,19 +682,30 @@ fn deliver(mut applier: Applier, batch: Vec<Incoming>) -> Result<Applier, SyncEr
         SyncError::local(ErrorCode::HashMismatch, format!("chunk does not decompress: {e}"))
     };
     // The same steps as the `chunk` fuzz target (`crate::fuzzing`).
+    let (mut whole, mut deltas) = (Vec::new(), Vec::new());
     for c in batch {
         match c {
-            Incoming::Chunk(c) => {
-                let raw = received(c.compression, c.data, c.raw_len as usize).map_err(corrupt)?;
-                applier.deliver(&c.hash, &raw)?;
-            }
-            Incoming::Delta(d) => {
-                // The wire decoder bounded the literal length by raw_len.
-                let len = d.literal_len() as usize;
-                let literals = received(d.compression, d.literals, len).map_err(corrupt)?;
-                applier.deliver_delta(&d.hash, d.raw_len, &d.ops, &literals)?;
-            }
+            Incoming::Chunk(c) => whole.push(c),
+            Incoming::Delta(d) => deltas.push(d),
         }
+    }
+    // Decompressed on the pool, then written by several writers at once.
+    let raw = whole
+        .into_par_iter()
+        .map(|c| {
+            let raw = received(c.compression, c.data, c.raw_len as usize).map_err(corrupt)?;
+            Ok((c.hash, raw))
+        })
+        .collect::<Result<Vec<_>, SyncError>>()?;
+    let chunks: Vec<(Hash, &[u8])> = raw.iter().map(|(h, d)| (*h, d.as_slice())).collect();
+    applier.deliver_many(&chunks)?;
+    drop(chunks);
+    drop(raw);
+    for d in deltas {
+        // The wire decoder bounded the literal length by raw_len.
+        let len = d.literal_len() as usize;
+        let literals = received(d.compression, d.literals, len).map_err(corrupt)?;
+        applier.deliver_delta(&d.hash, d.raw_len, &d.ops, &literals)?;
     }
     Ok(applier)
 }
