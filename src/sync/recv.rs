@@ -163,7 +163,8 @@ async fn read_offer(ctl: &mut Control) -> Result<Option<(Vec<Entry>, Vec<Vec<u8>
 /// Everything decided before any chunk moves.
 struct Prepared {
     plan: Plan,
-    /// Changed entries, for a dry run's listing.
+    /// Changed entries, for a dry run's listing (empty otherwise: a copy
+    /// of every offered entry is memory a real run has no use for).
     changed: Vec<Entry>,
     /// Offered entries refused without trying (a conflict delivery that
     /// would overwrite), reported as failures.
@@ -311,12 +312,14 @@ fn prepare(
         journal.leftovers(&dest).iter().map(|p| dest.local(p)).collect()
     };
     check_space(&t.root, &t.set, building, &resumed)?;
-    let changed_paths: HashSet<&[u8]> = plan.items.iter().map(|(_, _, p)| p.as_slice()).collect();
-    let changed = offered
-        .iter()
-        .filter(|e| changed_paths.contains(e.path.as_slice()))
-        .cloned()
-        .collect();
+    let mut changed = Vec::new();
+    if t.dry_run {
+        let changed_paths: HashSet<&[u8]> = plan.items.iter().map(|(_, _, p)| p.as_slice()).collect();
+        changed = offered
+            .into_iter()
+            .filter(|e| changed_paths.contains(e.path.as_slice()))
+            .collect();
+    }
     Ok(Prepared {
         plan,
         changed,
@@ -724,15 +727,16 @@ fn finish(t: &Target, applier: Applier, refused: Vec<(Vec<u8>, String)>) -> Resu
             .map(|(path, reason)| crate::apply::Failure { path, reason }),
     );
     let dest = Dest::new(&t.root, &t.set);
-    let mut upserts: Vec<Upsert> = r
-        .applied
-        .iter()
-        .zip(&r.applied_stat)
-        .map(|(e, st)| Upsert {
-            entry: e.clone(),
+    let files = r.applied.len() as u64;
+    // The entries move into the upserts: no second copy of every entry.
+    let mut upserts: Vec<Upsert> = std::mem::take(&mut r.applied)
+        .into_iter()
+        .zip(std::mem::take(&mut r.applied_stat))
+        .map(|(entry, st)| Upsert {
             stat: st
-                .or_else(|| dest.stat(&e.path).ok())
+                .or_else(|| dest.stat(&entry.path).ok())
                 .map(|st| Fingerprint::of_stat(&st)),
+            entry,
         })
         .collect();
     // Directories an interrupted run had left with a wrong mtime (which
@@ -777,7 +781,7 @@ fn finish(t: &Target, applier: Applier, refused: Vec<(Vec<u8>, String)>) -> Resu
     let applied = Applied {
         generation: t.offered.generation,
         complete,
-        files: r.applied.len() as u64,
+        files,
         bytes: r.received_bytes + r.reused_bytes + r.resumed_bytes,
         chunks_received: 0,
         chunks_reused: 0,
