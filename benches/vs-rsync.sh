@@ -25,8 +25,8 @@
 #   3. after changing ~1% of the files (edits, appends, insertions in the
 #      middle of large files, new and deleted files): time and wire bytes;
 #   4. peak RSS of sender and receiver for one BIG_FILE_GIB GiB file.
-# After 1 and 3 both replicas are checked against the source with
-# `rsync -anc --delete -H` (must print nothing).
+# After every pass of 1 and after 3 each replica is checked against the
+# source with `rsync -anc -HAX --numeric-ids --delete -i` (must print nothing).
 # Results are printed as a Markdown table; paste into docs/BENCHMARKS.md.
 set -euo pipefail
 
