@@ -23,8 +23,10 @@ if [ -e "$dir" ] && [ -n "$(ls -A "$dir" 2>/dev/null)" ]; then
 fi
 mkdir -p "$dir"
 
-python3 - "$dir" "$seed" <<'EOF'
+PYTHONPATH="$(dirname "$0")" python3 - "$dir" "$seed" <<'EOF'
 import os, random, sys
+
+import treemix
 
 root, seed = sys.argv[1], int(sys.argv[2])
 rng = random.Random(seed)
@@ -32,17 +34,7 @@ POOL = 256 << 20
 pool = b"".join(rng.randbytes(1 << 20) for _ in range(POOL >> 20))
 pool2 = pool + pool[: 32 << 20]  # lets any slice up to 32 MiB wrap around
 
-classes = [
-    (44_000, 1 << 10, 64 << 10),
-    (5_800, 64 << 10, 1 << 20),
-    (190, 1 << 20, 16 << 20),
-    (10, 100 << 20, 300 << 20),
-]
-sizes = []
-for count, lo, hi in classes:
-    for _ in range(count):
-        # log-uniform within the class: many near the bottom, some near the top
-        sizes.append(int(lo * (hi / lo) ** rng.random()))
+sizes = treemix.sizes(rng)
 rng.shuffle(sizes)
 
 total = 0

@@ -5,8 +5,18 @@
 #   cargo build --release
 #   benches/vs-rsync.sh [TREE] [BIG_FILE_GIB]    # default /tmp/hamirror-bench/tree, 4
 #   VS_RSYNC_ONLY=initial benches/vs-rsync.sh     # step 1 only
+#   VS_RSYNC_REPS=3 ...                           # step 1 three times, median
+#   VS_RSYNC_CORPUS=unique benches/vs-rsync.sh /tmp/hamirror-bench/corpus
 #
-# The tree is made by benches/mktree.sh (50,000 files, ~6 GB) if missing.
+# A missing TREE is made by benches/mktree.sh (50,000 files, ~6 GB, content
+# cut from one random pool: files share slices, which hamirror's dedup
+# finds), or with VS_RSYNC_CORPUS=unique by benches/mkcorpus.sh (the same
+# mix, every file's content its own, ~2/3 compressible: issue 17's corpus;
+# VS_RSYNC_FILES=10000 for a smaller one).
+# Step 1 with VS_RSYNC_REPS=N runs each tool N times into an empty replica
+# (hamirror with both indexes removed, so its sender hashes everything
+# again), rotating the order, and reports the medians; the peak RSS of
+# hamirror's sender and receiver is measured in each rep.
 # Page cache warm for both (the source is read once before). Measures:
 #   1. initial copy into an empty replica: time, MB/s, bytes on the wire;
 #      rsync twice: as it is, and with --fsync (rsync >= 3.2.4), which makes
@@ -15,8 +25,8 @@
 #   3. after changing ~1% of the files (edits, appends, insertions in the
 #      middle of large files, new and deleted files): time and wire bytes;
 #   4. peak RSS of sender and receiver for one BIG_FILE_GIB GiB file.
-# After 1 and 3 both replicas are checked against the source with
-# `rsync -anc --delete -H` (must print nothing).
+# After every pass of 1 and after 3 each replica is checked against the
+# source with `rsync -anc -HAX --numeric-ids --delete -i` (must print nothing).
 # Results are printed as a Markdown table; paste into docs/BENCHMARKS.md.
 set -euo pipefail
 
@@ -26,7 +36,14 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${HAMIRROR_BIN:-$here/target/release/hamirror}
 [ -x "$bin" ] || { echo "vs-rsync.sh: build first: cargo build --release" >&2; exit 2; }
 command -v rsync >/dev/null || { echo "vs-rsync.sh: needs rsync" >&2; exit 2; }
-[ -d "$tree" ] || "$here/benches/mktree.sh" "$tree"
+if [ ! -d "$tree" ]; then
+  if [ "${VS_RSYNC_CORPUS:-}" = unique ]; then
+    "$here/benches/mkcorpus.sh" "$tree" "${VS_RSYNC_FILES:-50000}"
+  else
+    "$here/benches/mktree.sh" "$tree"
+  fi
+fi
+reps=${VS_RSYNC_REPS:-1}
 
 mkdir -p /tmp/hamirror-bench
 work=$(mktemp -d /tmp/hamirror-bench/vs.XXXXXX)
@@ -90,7 +107,7 @@ RF() { rsync -aH --delete --stats --fsync "$tree/" "rsync://127.0.0.1:$rport/ben
 rbytes() { awk '/Total bytes sent/ {s=$4} /Total bytes received/ {r=$4} END {gsub(",","",s); gsub(",","",r); printf "%.0f\n", s+r}' "$work/rsync.out"; }
 oracle() {
   local out
-  out=$(rsync -anc --delete -H --itemize-changes "$tree/" "$1/")
+  out=$(rsync -anc -HAX --numeric-ids --delete --itemize-changes "$tree/" "$1/")
   [ -z "$out" ] || { echo "MISMATCH against $1:"; echo "$out" | head; exit 1; }
 }
 
@@ -105,26 +122,62 @@ echo "tree: $files files, $bytes bytes; machine: $(nproc) cores, $(lscpu | sed -
 # the page cache, nothing dirty.
 settle() { awk '/^(Dirty|Writeback):/ {s+=$2} END {printf "%.0f MB dirty before the pass\n", s/1024}' /proc/meminfo; sync; }
 
+# 1. initial copy, each tool into an empty replica, REPS times in rotating
+# order; every replica checked against the source after each pass.
 serve_start main
-# 1. initial copy
-settle
-t0=$(now); H sync Fbench --json > "$work/h1.json"; t1=$(now); h_init=$(secs "$t0" "$t1")
-h_init_wire=$(jq1 "$work/h1.json" "d['udp_bytes_sent'] + d['udp_bytes_received']")
-settle
-t0=$(now); R; t1=$(now); r_init=$(secs "$t0" "$t1"); r_init_wire=$(rbytes)
-settle
-t0=$(now); RF; t1=$(now); rf_init=$(secs "$t0" "$t1")
-oracle "$work/replica-h/$(basename "$tree")"; oracle "$work/replica-r"; oracle "$work/replica-rf"
+h_run() {
+  serve_stop
+  rm -rf "$work/state1/sets" "$work/state1/journal" "$work/state2/sets" "$work/state2/journal" "$work/replica-h"
+  mkdir -p "$work/replica-h"
+  serve_start "init$1"
+  settle
+  t0=$(now)
+  /usr/bin/time -v "$bin" --config "$cfg" --node serv1 sync Fbench --json > "$work/h1.json" 2> "$work/sync.init$1.log"
+  t1=$(now); hi+=("$(secs "$t0" "$t1")")
+  h_init_wire=$(jq1 "$work/h1.json" "d['udp_bytes_sent'] + d['udp_bytes_received']")
+  oracle "$work/replica-h/$(basename "$tree")"
+  h_send_rss+=("$(rss_mb "$work/sync.init$1.log")")
+}
+r_run() {
+  rm -rf "$work/replica-r"; mkdir -p "$work/replica-r"; settle
+  t0=$(now); R; t1=$(now); ri+=("$(secs "$t0" "$t1")"); r_init_wire=$(rbytes)
+  oracle "$work/replica-r"
+}
+rf_run() {
+  rm -rf "$work/replica-rf"; mkdir -p "$work/replica-rf"; settle
+  t0=$(now); RF; t1=$(now); rfi+=("$(secs "$t0" "$t1")")
+  oracle "$work/replica-rf"
+}
+hi=(); ri=(); rfi=(); h_send_rss=(); h_recv_rss=()
+for rep in $(seq 1 "$reps"); do
+  echo "initial copy, rep $rep of $reps (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+  case $(( (rep - 1) % 3 )) in
+    0) h_run "$rep"; r_run; rf_run ;;
+    1) r_run; rf_run; h_run "$rep" ;;
+    2) rf_run; h_run "$rep"; r_run ;;
+  esac
+  echo "  hamirror ${hi[-1]} s, rsync ${ri[-1]} s, rsync --fsync ${rfi[-1]} s; sender RSS ${h_send_rss[-1]} MB"
+done
+# The receiver of the last rep stays up for the later steps; the earlier
+# ones were stopped, so their peak RSS is known now.
+for rep in $(seq 1 $((reps - 1))); do h_recv_rss+=("$(rss_mb "$work/serve.init$rep.log")"); done
+h_init=$(median "${hi[@]}"); r_init=$(median "${ri[@]}"); rf_init=$(median "${rfi[@]}")
 rm -rf "$work/replica-rf"   # not used again; frees the disk
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
 mbps() { python3 -c "print(f'{$1 / $2 / 1e6:.0f}')"; }
 if [ "${VS_RSYNC_ONLY:-}" = initial ]; then
+  serve_stop
+  h_recv_rss+=("$(rss_mb "$work/serve.init$reps.log")")
   cat <<TABLE
+
+runs (s): hamirror ${hi[*]}; rsync ${ri[*]}; rsync --fsync ${rfi[*]}
+peak RSS (MB): hamirror sender ${h_send_rss[*]}; receiver ${h_recv_rss[*]}
 
 | initial copy | hamirror | rsync (daemon) | rsync --fsync (daemon) | hamirror / rsync | hamirror / rsync --fsync |
 | --- | --- | --- | --- | --- | --- |
 | time | ${h_init} s ($(mbps "$bytes" "$h_init") MB/s) | ${r_init} s ($(mbps "$bytes" "$r_init") MB/s) | ${rf_init} s ($(mbps "$bytes" "$rf_init") MB/s) | $(ratio "$h_init" "$r_init") | $(ratio "$h_init" "$rf_init") |
 | bytes on the wire | $h_init_wire | $r_init_wire | | $(ratio "$h_init_wire" "$r_init_wire") | |
+| peak RSS, median: sender / receiver | $(median "${h_send_rss[@]}") MB / $(median "${h_recv_rss[@]}") MB | | | | |
 TABLE
   exit 0
 fi
@@ -171,7 +224,7 @@ h_delta_detail=$(jq1 "$work/h3.json" "f\"{d['push']['chunks_sent']} chunks sent,
 t0=$(now); R; t1=$(now); r_delta=$(secs "$t0" "$t1"); r_delta_wire=$(rbytes)
 oracle "$work/replica-h/$(basename "$tree")"; oracle "$work/replica-r"
 serve_stop
-recv_rss_tree=$(rss_mb "$work/serve.main.log")
+recv_rss_tree=$(rss_mb "$work/serve.init$reps.log")
 
 # 4. one big file: peak memory of sender and receiver
 python3 -c "

@@ -202,6 +202,45 @@ fn write_sparse(f: &File, data: &[u8], offset: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// A large file being built is handed to the disk this many bytes at a
+/// time; a complete one whole.
+const WRITEBACK_WINDOW: u64 = 8 << 20;
+
+/// Starts writing `len` bytes (0: to the end) at `offset` of `f` to disk,
+/// without waiting (`sync_file_range(SYNC_FILE_RANGE_WRITE)`). Durability still comes
+/// from the `syncfs` before the renames; this only spreads the disk's work
+/// over the transfer, so that `syncfs` does not find gigabytes still
+/// dirty and write them while the network idles. When the disk is slower
+/// than the link it blocks the writer, which slows the sender through
+/// flow control instead of letting dirty pages pile up. A failure is
+/// only a lost hint.
+fn start_writeback(f: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: `f` is an open descriptor for the whole call; no pointers.
+    unsafe {
+        libc::sync_file_range(f.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+/// Owner, mode, times and extended attributes of a complete temp file,
+/// so that it appears complete; the attributes after the mode (a chmod
+/// would rewrite an ACL's mask). Returns the attributes the replica's
+/// filesystem refused.
+fn set_file_meta(dest: &Dest, f: &File, e: &Entry) -> io::Result<Vec<String>> {
+    meta::set_on_file(f, e)?;
+    if dest.xattrs.is_none() {
+        return Ok(vec![]);
+    }
+    Ok(crate::xattr::apply(
+        crate::xattr::On::Fd(f.as_fd()),
+        &e.xattrs,
+        &dest.xattrs,
+    ))
+}
+
 fn is_zero(b: &[u8]) -> bool {
     // Stops at the first non-zero word: costs nothing on ordinary data.
     let (words, rest) = b.split_at(b.len() - b.len() % 16);
@@ -226,7 +265,6 @@ struct SignedBase {
 struct LocalCopy {
     /// Index into the applier's files.
     file: usize,
-    temp: Vec<u8>,
     pieces: Vec<LocalPiece>,
 }
 
@@ -242,6 +280,8 @@ struct LocalPiece {
 /// What copying one file's local pieces did.
 struct Copied {
     file: usize,
+    /// The temp file was opened (so it exists now).
+    opened: bool,
     bytes: u64,
     /// Pieces whose source no longer holds them (the replica changed since
     /// the index saw it): to ask the sender for.
@@ -251,17 +291,21 @@ struct Copied {
 }
 
 impl LocalCopy {
-    fn run(self, dest: &Dest) -> Copied {
+    fn run(self, dest: &Dest, b: &Building) -> Copied {
         let mut out = Copied {
             file: self.file,
+            opened: false,
             bytes: 0,
             missing: Vec::new(),
             error: None,
         };
-        let temp = match dest.open_file(&self.temp, Open::Write) {
-            Ok(f) => f,
+        let temp = match b.open_temp(dest) {
+            Ok(f) => {
+                out.opened = true;
+                f
+            }
             Err(e) => {
-                out.error = Some(ApplyError::on(&self.temp, e));
+                out.error = Some(ApplyError::on(&b.temp, e));
                 return out;
             }
         };
@@ -280,7 +324,7 @@ impl LocalCopy {
                 continue;
             }
             if let Err(e) = write_sparse(&temp, &buf, p.offset) {
-                out.error = Some(ApplyError::on(&self.temp, e));
+                out.error = Some(ApplyError::on(&b.temp, e));
                 return out;
             }
             out.bytes += u64::from(p.len);
@@ -298,6 +342,27 @@ struct Building {
     temp: Vec<u8>,
     remaining: usize,
     failed: Option<String>,
+    /// Owner, mode, times and attributes are set already: by the writer
+    /// that delivered its last chunk, while the file was open.
+    meta_done: bool,
+    /// The temp file exists: left by an interrupted run, or created by
+    /// the first write to it. Creating it then, not all up front, spreads
+    /// the filesystem's inode work over the transfer and the writers.
+    created: bool,
+}
+
+impl Building {
+    /// Opens the temp file to write, creating it (at its final length, so
+    /// unwritten zeros read as zeros) on the first write. Only then is it
+    /// created: a temp file that vanished later must not come back empty.
+    fn open_temp(&self, dest: &Dest) -> io::Result<File> {
+        if self.created {
+            return dest.open_file(&self.temp, Open::Write);
+        }
+        let f = dest.open_file(&self.temp, Open::Create)?;
+        f.set_len(self.entry.size)?;
+        Ok(f)
+    }
 }
 
 /// A small cache of open files: building thousands of files must not open
@@ -388,6 +453,7 @@ impl Applier {
             .map(|fb| temp_path(&fb.entry.path, &fb.entry.file_hash))
             .collect();
         let leftovers = journal.leftovers(&dest);
+        let existing: HashSet<Vec<u8>> = leftovers.iter().cloned().collect();
         // Every directory this plan changes, with its mtime before: from an
         // interrupted run's journal when there was one (what this run sees
         // is what that run left), else as found now.
@@ -453,7 +519,7 @@ impl Applier {
             report: ApplyReport::default(),
             plan,
         };
-        let result = a.prepare_inner(builds, temps);
+        let result = a.prepare_inner(builds, temps, &existing);
         if let Err(e) = result {
             a.abort();
             return Err(e);
@@ -461,7 +527,14 @@ impl Applier {
         Ok(a)
     }
 
-    fn prepare_inner(&mut self, builds: Vec<FileBuild>, temps: Vec<Vec<u8>>) -> Result<(), ApplyError> {
+    /// Directories, then each file's pieces: kept from an interrupted
+    /// run's temp file (those in `existing`), copied locally, or waited for.
+    fn prepare_inner(
+        &mut self,
+        builds: Vec<FileBuild>,
+        temps: Vec<Vec<u8>>,
+        existing: &HashSet<Vec<u8>>,
+    ) -> Result<(), ApplyError> {
         let dirs = std::mem::take(&mut self.plan.dirs);
         for d in &dirs {
             match self.ensure_dir(&d.path) {
@@ -477,8 +550,11 @@ impl Applier {
                 temp,
                 remaining: 0,
                 failed: None,
+                meta_done: false,
+                created: false,
             };
-            match self.prepare_file(i, &mut b, &fb.pieces) {
+            let resume = existing.contains(&b.temp);
+            match self.prepare_file(i, &mut b, &fb.pieces, resume) {
                 Ok(()) => {}
                 Err(e) if e.stops_set() => return Err(e),
                 Err(e) => b.failed = Some(e.to_string()),
@@ -546,9 +622,17 @@ impl Applier {
     pub fn copy_held(&mut self) -> Result<(), ApplyError> {
         let jobs = std::mem::take(&mut self.local);
         let dest = &self.dest;
-        let copied: Vec<Copied> = jobs.into_par_iter().map(|job| job.run(dest)).collect();
+        let files = &self.files;
+        let copied: Vec<Copied> = jobs
+            .into_par_iter()
+            .map(|job| {
+                let b = &files[job.file];
+                job.run(dest, b)
+            })
+            .collect();
         for c in copied {
             self.report.reused_bytes += c.bytes;
+            self.files[c.file].created |= c.opened;
             if let Some(e) = c.error {
                 if e.stops_set() {
                     return Err(e);
@@ -578,17 +662,24 @@ impl Applier {
         index: usize,
         b: &mut Building,
         pieces: &[crate::plan::Piece],
+        resume: bool,
     ) -> Result<(), ApplyError> {
         let dir = dest::split(&b.entry.path).0;
         if self.dest.holds_dir(dir) {
             self.ensure_dir(dir)?;
         }
-        let f = self
-            .fds
-            .get(&self.dest, &b.temp, Open::Create)
-            .map_err(|e| ApplyError::on(&b.temp, e))?;
-        let have = f.metadata().map_err(|e| ApplyError::on(&b.temp, e))?.len();
-        f.set_len(b.entry.size).map_err(|e| ApplyError::on(&b.temp, e))?;
+        // An interrupted run's temp file keeps the pieces it has in place;
+        // any other is created by its first write.
+        let mut have = 0;
+        if resume {
+            let f = self
+                .fds
+                .get(&self.dest, &b.temp, Open::Create)
+                .map_err(|e| ApplyError::on(&b.temp, e))?;
+            have = f.metadata().map_err(|e| ApplyError::on(&b.temp, e))?.len();
+            f.set_len(b.entry.size).map_err(|e| ApplyError::on(&b.temp, e))?;
+            b.created = true;
+        }
         let mut buf = Vec::new();
         for piece in pieces {
             let len = piece.len as usize;
@@ -608,7 +699,6 @@ impl Applier {
                 if self.local.last().is_none_or(|c| c.file != index) {
                     self.local.push(LocalCopy {
                         file: index,
-                        temp: b.temp.clone(),
                         pieces: Vec::new(),
                     });
                 }
@@ -691,39 +781,98 @@ impl Applier {
     /// Step 2: writes a received chunk wherever it is needed (zero blocks
     /// left as holes).
     pub fn deliver(&mut self, hash: &Hash, data: &[u8]) -> Result<(), ApplyError> {
-        let hex = || hash.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>();
-        if blake3::hash(data).as_bytes() != hash {
-            return Err(ApplyError::BadChunk { hash: hex() });
+        self.deliver_many(&[(*hash, data)])
+    }
+
+    /// Step 2 for many received chunks: each verified against its hash,
+    /// then written wherever it is needed by several writers at once (one
+    /// file each, in plan order, so files fill in directory order). A file
+    /// whose last chunk this was gets its metadata while it is open, so
+    /// [`Applier::finish`] does not open it again.
+    ///
+    /// # Errors
+    /// A chunk that does not match its hash or was not asked for refuses
+    /// the whole batch before anything is written; disk full and
+    /// permission errors stop the set.
+    pub fn deliver_many(&mut self, chunks: &[(Hash, &[u8])]) -> Result<(), ApplyError> {
+        let hex = |hash: &Hash| hash.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>();
+        if let Some((hash, _)) = chunks
+            .par_iter()
+            .find_any(|(hash, data)| blake3::hash(data).as_bytes() != hash)
+        {
+            return Err(ApplyError::BadChunk { hash: hex(hash) });
         }
-        let slots = self
-            .waiting
-            .remove(hash)
-            .ok_or_else(|| ApplyError::Unexpected { hash: hex() })?;
-        // A chunk asked for as a delta may come whole (the delta did not pay).
-        self.bases.remove(hash);
-        for (i, offset, len) in slots {
-            if data.len() != len as usize {
-                return Err(ApplyError::BadChunk { hash: hex() });
-            }
-            let b = &mut self.files[i];
-            if b.failed.is_some() {
-                continue;
-            }
-            b.remaining -= 1;
-            let temp = b.temp.clone();
-            let res = self
-                .fds
-                .get(&self.dest, &temp, Open::Write)
-                .and_then(|f| write_sparse(f, data, offset));
-            if let Err(e) = res {
-                let e = ApplyError::on(&temp, e);
-                if e.stops_set() {
-                    self.abort();
-                    return Err(e);
+        // Which file gets which chunk where: (chunk, offset) per file.
+        let mut writes: HashMap<usize, Vec<(usize, u64)>> = HashMap::new();
+        for (c, (hash, data)) in chunks.iter().enumerate() {
+            let slots = self
+                .waiting
+                .remove(hash)
+                .ok_or_else(|| ApplyError::Unexpected { hash: hex(hash) })?;
+            // A chunk asked for as a delta may come whole (the delta did not pay).
+            self.bases.remove(hash);
+            for (i, offset, len) in slots {
+                if data.len() != len as usize {
+                    return Err(ApplyError::BadChunk { hash: hex(hash) });
                 }
-                self.files[i].failed = Some(e.to_string());
+                let b = &mut self.files[i];
+                if b.failed.is_some() {
+                    continue;
+                }
+                b.remaining -= 1;
+                writes.entry(i).or_default().push((c, offset));
+                self.report.received_bytes += u64::from(len);
             }
-            self.report.received_bytes += u64::from(len);
+        }
+        let mut jobs: Vec<(usize, Vec<(usize, u64)>)> = writes.into_iter().collect();
+        jobs.sort_unstable_by_key(|(i, _)| *i);
+        let (files, dest) = (&self.files, &self.dest);
+        type Written = (usize, bool, Result<Option<Vec<String>>, ApplyError>);
+        let written: Vec<Written> = jobs
+            .into_par_iter()
+            .map(|(i, parts)| {
+                let b = &files[i];
+                let f = match b.open_temp(dest) {
+                    Ok(f) => f,
+                    Err(e) => return (i, false, Err(ApplyError::on(&b.temp, e))),
+                };
+                let res = (|| {
+                    for (c, offset) in parts {
+                        let len = chunks[c].1.len() as u64;
+                        write_sparse(&f, chunks[c].1, offset)?;
+                        // A large file is written back a window at a time.
+                        let window = (offset + len) / WRITEBACK_WINDOW;
+                        if b.remaining > 0 && window > offset / WRITEBACK_WINDOW {
+                            start_writeback(&f, (window - 1) * WRITEBACK_WINDOW, WRITEBACK_WINDOW);
+                        }
+                    }
+                    if b.remaining > 0 {
+                        return Ok(None);
+                    }
+                    let warnings = set_file_meta(dest, &f, &b.entry)?;
+                    start_writeback(&f, 0, 0);
+                    Ok(Some(warnings))
+                })();
+                (i, true, res.map_err(|e| ApplyError::on(&b.temp, e)))
+            })
+            .collect();
+        let mut stop = None;
+        for (i, opened, res) in written {
+            self.files[i].created |= opened;
+            match res {
+                Ok(None) => {}
+                Ok(Some(warnings)) => {
+                    self.files[i].meta_done = true;
+                    let path = self.files[i].entry.path.clone();
+                    self.warn(&path, warnings);
+                }
+                Err(e) if e.stops_set() => stop = stop.or(Some(e)),
+                Err(e) => self.files[i].failed = Some(e.to_string()),
+            }
+        }
+        if let Some(e) = stop {
+            self.abort();
+            return Err(e);
         }
         Ok(())
     }
@@ -812,52 +961,57 @@ impl Applier {
         }
         self.fds.open.clear();
         let files = std::mem::take(&mut self.files);
-        for b in &files {
-            if b.failed.is_some() {
-                continue;
-            }
-            // Attributes on the temp file, so the file appears complete;
-            // after the mode (a chmod would rewrite an ACL's mask).
-            let set = self.dest.open_file(&b.temp, Open::Write).and_then(|f| {
-                meta::set_on_file(&f, &b.entry)?;
-                if self.dest.xattrs.is_none() {
-                    return Ok(vec![]);
-                }
-                Ok(crate::xattr::apply(
-                    crate::xattr::On::Fd(f.as_fd()),
-                    &b.entry.xattrs,
-                    &self.dest.xattrs,
-                ))
-            });
-            match set {
+        let dest = &self.dest;
+        let set: Vec<(usize, io::Result<Vec<String>>)> = files
+            .par_iter()
+            .enumerate()
+            .filter(|(_, b)| b.failed.is_none() && !b.meta_done)
+            .map(|(i, b)| {
+                let res = b.open_temp(dest).and_then(|f| set_file_meta(dest, &f, &b.entry));
+                (i, res)
+            })
+            .collect();
+        for (i, res) in set {
+            let b = &files[i];
+            match res {
                 Ok(w) => self.warn(&b.entry.path, w),
                 Err(e) => self.fail(&b.entry.path, ApplyError::on(&b.temp, e)),
             }
         }
         self.dest.syncfs().map_err(|e| ApplyError::on(b"", e))?;
         let failed: HashSet<Vec<u8>> = self.report.failures.iter().map(|f| f.path.clone()).collect();
-        for b in files {
-            if let Some(reason) = b.failed {
-                let _ = self.dest.remove(&b.temp);
-                self.report.failures.push(Failure {
-                    path: b.entry.path.clone(),
-                    reason,
-                });
-                continue;
-            }
-            if failed.contains(&b.entry.path) {
-                let _ = self.dest.remove(&b.temp);
-                continue;
-            }
-            match self.dest.replace(&b.temp, &b.entry.path) {
-                Ok(st) => {
+        // Renames in parallel too: each is one directory operation, and
+        // those in different directories do not wait for each other.
+        let dest = &self.dest;
+        let renamed: Vec<Option<io::Result<Option<rustix::fs::Stat>>>> = files
+            .par_iter()
+            .map(|b| {
+                if b.failed.is_some() || failed.contains(&b.entry.path) {
+                    let _ = dest.remove(&b.temp);
+                    return None;
+                }
+                let res = dest.replace(&b.temp, &b.entry.path);
+                if res.is_err() {
+                    let _ = dest.remove(&b.temp);
+                }
+                Some(res)
+            })
+            .collect();
+        for (b, res) in files.into_iter().zip(renamed) {
+            match res {
+                None => {
+                    if let Some(reason) = b.failed {
+                        self.report.failures.push(Failure {
+                            path: b.entry.path,
+                            reason,
+                        });
+                    }
+                }
+                Some(Ok(st)) => {
                     self.report.applied_stat.push(st);
                     self.report.applied.push(b.entry);
                 }
-                Err(e) => {
-                    let _ = self.dest.remove(&b.temp);
-                    self.fail(&b.entry.path, ApplyError::on(&b.entry.path, e));
-                }
+                Some(Err(e)) => self.fail(&b.entry.path, ApplyError::on(&b.entry.path, e)),
             }
         }
         let plan = std::mem::take(&mut self.plan);

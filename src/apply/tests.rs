@@ -504,3 +504,52 @@ fn fifos_and_device_nodes_are_made_in_place_of_what_was_there_never_opened() {
         .collect();
     assert_eq!(left.len(), if root { 5 } else { 3 }, "no temp names left: {left:?}");
 }
+
+#[test]
+fn a_batch_is_verified_whole_then_written_and_each_complete_file_gets_its_metadata_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("root");
+    std::fs::create_dir_all(base.join("srv")).unwrap();
+    let (a1, a2, b1) = (noise(1, 3000), noise(2, 2000), noise(3, 1000));
+    let mut fa = file("srv/d/a", &[&a1, &a2], 1_600_000_000_000_000_001);
+    let mut fb = file("srv/d/b", &[&b1], 1_600_000_000_000_000_002);
+    let empty = file("srv/d/empty", &[], 1_600_000_000_000_000_003);
+    (fa.uid, fb.uid) = (uid(), uid());
+    let p = plan(
+        &[dir("srv/d", 5), fa.clone(), fb.clone(), empty],
+        &[],
+        &Fake::default(),
+        &HashMap::new(),
+    );
+    let mut a = Applier::prepare(
+        Dest::new(&base, &set()),
+        p,
+        Journal::open(&tmp.path().join("j")).unwrap(),
+    )
+    .unwrap();
+    let temp = |e: &Entry| base.join(String::from_utf8(temp_path(&e.path, &e.file_hash)).unwrap());
+    // Temp files come with their first write: none yet.
+    assert!(!temp(&fa).exists() && !temp(&fb).exists());
+    let h = |d: &[u8]| *blake3::hash(d).as_bytes();
+    // One bad chunk refuses the batch before anything is written.
+    let err = a.deliver_many(&[(h(&a1), &a1[..]), (h(&b1), &a2[..])]);
+    assert!(matches!(err, Err(ApplyError::BadChunk { .. })), "{err:?}");
+    assert!(!temp(&fa).exists() && !temp(&fb).exists());
+    // b complete, a half: b has its mode and mtime before finish, a not yet.
+    a.deliver_many(&[(h(&a1), &a1[..]), (h(&b1), &b1[..])]).unwrap();
+    let mb = std::fs::metadata(temp(&fb)).unwrap();
+    assert_eq!((mb.mode() & 0o7777, mb.mtime_nsec()), (0o640, 2));
+    let ma = std::fs::metadata(temp(&fa)).unwrap();
+    assert_eq!(ma.len(), 5000);
+    assert_eq!(ma.mode() & 0o7777, 0o600);
+    a.deliver_many(&[(h(&a2), &a2[..])]).unwrap();
+    let r = a.finish().unwrap();
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    let whole: Vec<u8> = [a1, a2].concat();
+    assert_eq!(std::fs::read(base.join("srv/d/a")).unwrap(), whole);
+    assert_eq!(std::fs::read(base.join("srv/d/b")).unwrap(), b1);
+    // A file with nothing to receive is still created, by finish.
+    let me = std::fs::metadata(base.join("srv/d/empty")).unwrap();
+    assert_eq!((me.len(), me.mtime_nsec()), (0, 3));
+    assert!(!temp(&fa).exists() && !temp(&fb).exists());
+}

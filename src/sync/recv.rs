@@ -14,6 +14,7 @@ use hamirror_wire::{
     Applied, Counts, DeltaRequest, Entry, EntryAssembler, EntryBatcher, ErrorCode, Failure, Failures, Hash, Listing,
     Message, NeedEnd, OfferEnd, Position, msg::MAX_BATCH_HASHES,
 };
+use rayon::prelude::*;
 use tokio::sync::mpsc;
 
 use super::SyncError;
@@ -162,7 +163,8 @@ async fn read_offer(ctl: &mut Control) -> Result<Option<(Vec<Entry>, Vec<Vec<u8>
 /// Everything decided before any chunk moves.
 struct Prepared {
     plan: Plan,
-    /// Changed entries, for a dry run's listing.
+    /// Changed entries, for a dry run's listing (empty otherwise: a copy
+    /// of every offered entry is memory a real run has no use for).
     changed: Vec<Entry>,
     /// Offered entries refused without trying (a conflict delivery that
     /// would overwrite), reported as failures.
@@ -310,12 +312,14 @@ fn prepare(
         journal.leftovers(&dest).iter().map(|p| dest.local(p)).collect()
     };
     check_space(&t.root, &t.set, building, &resumed)?;
-    let changed_paths: HashSet<&[u8]> = plan.items.iter().map(|(_, _, p)| p.as_slice()).collect();
-    let changed = offered
-        .iter()
-        .filter(|e| changed_paths.contains(e.path.as_slice()))
-        .cloned()
-        .collect();
+    let mut changed = Vec::new();
+    if t.dry_run {
+        let changed_paths: HashSet<&[u8]> = plan.items.iter().map(|(_, _, p)| p.as_slice()).collect();
+        changed = offered
+            .into_iter()
+            .filter(|e| changed_paths.contains(e.path.as_slice()))
+            .collect();
+    }
     Ok(Prepared {
         plan,
         changed,
@@ -681,19 +685,30 @@ fn deliver(mut applier: Applier, batch: Vec<Incoming>) -> Result<Applier, SyncEr
         SyncError::local(ErrorCode::HashMismatch, format!("chunk does not decompress: {e}"))
     };
     // The same steps as the `chunk` fuzz target (`crate::fuzzing`).
+    let (mut whole, mut deltas) = (Vec::new(), Vec::new());
     for c in batch {
         match c {
-            Incoming::Chunk(c) => {
-                let raw = received(c.compression, c.data, c.raw_len as usize).map_err(corrupt)?;
-                applier.deliver(&c.hash, &raw)?;
-            }
-            Incoming::Delta(d) => {
-                // The wire decoder bounded the literal length by raw_len.
-                let len = d.literal_len() as usize;
-                let literals = received(d.compression, d.literals, len).map_err(corrupt)?;
-                applier.deliver_delta(&d.hash, d.raw_len, &d.ops, &literals)?;
-            }
+            Incoming::Chunk(c) => whole.push(c),
+            Incoming::Delta(d) => deltas.push(d),
         }
+    }
+    // Decompressed on the pool, then written by several writers at once.
+    let raw = whole
+        .into_par_iter()
+        .map(|c| {
+            let raw = received(c.compression, c.data, c.raw_len as usize).map_err(corrupt)?;
+            Ok((c.hash, raw))
+        })
+        .collect::<Result<Vec<_>, SyncError>>()?;
+    let chunks: Vec<(Hash, &[u8])> = raw.iter().map(|(h, d)| (*h, d.as_slice())).collect();
+    applier.deliver_many(&chunks)?;
+    drop(chunks);
+    drop(raw);
+    for d in deltas {
+        // The wire decoder bounded the literal length by raw_len.
+        let len = d.literal_len() as usize;
+        let literals = received(d.compression, d.literals, len).map_err(corrupt)?;
+        applier.deliver_delta(&d.hash, d.raw_len, &d.ops, &literals)?;
     }
     Ok(applier)
 }
@@ -712,15 +727,16 @@ fn finish(t: &Target, applier: Applier, refused: Vec<(Vec<u8>, String)>) -> Resu
             .map(|(path, reason)| crate::apply::Failure { path, reason }),
     );
     let dest = Dest::new(&t.root, &t.set);
-    let mut upserts: Vec<Upsert> = r
-        .applied
-        .iter()
-        .zip(&r.applied_stat)
-        .map(|(e, st)| Upsert {
-            entry: e.clone(),
+    let files = r.applied.len() as u64;
+    // The entries move into the upserts: no second copy of every entry.
+    let mut upserts: Vec<Upsert> = std::mem::take(&mut r.applied)
+        .into_iter()
+        .zip(std::mem::take(&mut r.applied_stat))
+        .map(|(entry, st)| Upsert {
             stat: st
-                .or_else(|| dest.stat(&e.path).ok())
+                .or_else(|| dest.stat(&entry.path).ok())
                 .map(|st| Fingerprint::of_stat(&st)),
+            entry,
         })
         .collect();
     // Directories an interrupted run had left with a wrong mtime (which
@@ -765,7 +781,7 @@ fn finish(t: &Target, applier: Applier, refused: Vec<(Vec<u8>, String)>) -> Resu
     let applied = Applied {
         generation: t.offered.generation,
         complete,
-        files: r.applied.len() as u64,
+        files,
         bytes: r.received_bytes + r.reused_bytes + r.resumed_bytes,
         chunks_received: 0,
         chunks_reused: 0,

@@ -59,24 +59,54 @@ pub fn compress_chunk(raw: &[u8]) -> (Encoding, Option<Vec<u8>>) {
     // Worth it only if the result is at least MIN_SAVING_PERCENT smaller,
     // and always strictly shorter (the wire protocol relies on it).
     let limit = (raw.len() - raw.len() * MIN_SAVING_PERCENT / 100).min(raw.len().saturating_sub(1));
-    if limit < 16 {
+    if limit < 16 || !sample_compresses(raw) {
         return (Encoding::Raw, None);
     }
-    let out = COMPRESSOR.with(|c| {
+    let out = zstd_within(raw, limit);
+    match out {
+        Some(out) if out.len() <= limit => (Encoding::Zstd, Some(out)),
+        _ => (Encoding::Raw, None),
+    }
+}
+
+/// `raw` compressed with this thread's compressor, or `None` when the
+/// result would be longer than `limit` (zstd then stops early with "dst
+/// too small" instead of finishing a result we would throw away). Also
+/// `None` when no compressor could be made.
+fn zstd_within(raw: &[u8], limit: usize) -> Option<Vec<u8>> {
+    COMPRESSOR.with(|c| {
         let mut c = c.borrow_mut();
         if c.is_none() {
             *c = zstd::bulk::Compressor::new(LEVEL).ok();
         }
         let c = c.as_mut()?;
-        // A buffer of `limit` bytes: zstd fails fast with "dst too small"
-        // instead of finishing a result we would throw away.
         let mut out = Vec::with_capacity(limit);
         c.compress_to_buffer(raw, &mut out).ok().map(|_| out)
-    });
-    match out {
-        Some(out) if out.len() <= limit => (Encoding::Zstd, Some(out)),
-        _ => (Encoding::Raw, None),
+    })
+}
+
+/// Bytes of each sample [`sample_compresses`] tries.
+const SAMPLE: usize = 2 << 10;
+
+/// A fast reject for incompressible chunks (random, already compressed or
+/// encrypted data, a third of a typical file server's bytes): zstd on a few
+/// small samples spread over the chunk costs a few percent of compressing
+/// it whole, and a chunk none of whose samples shrinks by
+/// [`MIN_SAVING_PERCENT`] is sent raw without trying. A chunk that is
+/// compressible only between the samples travels raw: a little wire
+/// traffic lost, never correctness.
+fn sample_compresses(raw: &[u8]) -> bool {
+    if raw.len() < 4 * SAMPLE {
+        return true;
     }
+    let step = (raw.len() - SAMPLE) / 2;
+    (0..3).any(|i| {
+        let s = &raw[i * step..i * step + SAMPLE];
+        let limit = SAMPLE - SAMPLE * MIN_SAVING_PERCENT / 100;
+        // Room for any result, so `None` means no compressor (out of
+        // memory): then the whole chunk decides.
+        zstd_within(s, 2 * SAMPLE).is_none_or(|out| out.len() <= limit)
+    })
 }
 
 /// Restores a chunk of `declared` bytes. Never produces (or allocates) more
@@ -159,6 +189,23 @@ mod tests {
         assert_eq!(decompress_chunk(Encoding::Raw, &raw, raw.len()).unwrap(), raw);
         assert_eq!(compress_chunk(b"tiny"), (Encoding::Raw, None));
         assert_eq!(compress_chunk(b""), (Encoding::Raw, None));
+    }
+
+    #[test]
+    fn samples_reject_noise_and_keep_chunks_with_any_compressible_part() {
+        let chunk = noise(3, 64 << 10);
+        assert!(!sample_compresses(&chunk));
+        assert_eq!(compress_chunk(&chunk), (Encoding::Raw, None));
+        // Compressible at the end only: the last sample sees it.
+        let mut tail = chunk.clone();
+        tail[48 << 10..].copy_from_slice(&text(16 << 10));
+        assert!(sample_compresses(&tail));
+        assert_eq!(compress_chunk(&tail).0, Encoding::Zstd);
+        // In the middle only.
+        let mut middle = chunk;
+        middle[24 << 10..40 << 10].copy_from_slice(&text(16 << 10));
+        assert!(sample_compresses(&middle));
+        assert!(sample_compresses(&text(64 << 10)));
     }
 
     #[test]

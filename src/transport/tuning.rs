@@ -64,8 +64,8 @@ impl Default for Tuning {
     fn default() -> Self {
         Tuning {
             stream_window: 8 << 20,
-            connection_window: 32 << 20,
-            send_window: 32 << 20,
+            connection_window: 16 << 20,
+            send_window: 16 << 20,
             max_uni_streams: 1024,
             max_bidi_streams: 16,
             keep_alive: Duration::from_secs(2),
