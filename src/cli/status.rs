@@ -100,25 +100,32 @@ pub fn command_and_wait(
     }
 }
 
+/// `status --phase GROUP`: `PHASE FAILOVER PID`, exit 0; 2 no such group;
+/// 3 (UNKNOWN) the daemon did not answer.
+fn print_phase(fetched: anyhow::Result<StatusReport>, group: &str) -> i32 {
+    let r = match fetched {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hamirror: {}", super::explain(&e));
+            return health::State::Unknown.exit_code();
+        }
+    };
+    let Some(g) = r.groups.iter().find(|g| g.group == group) else {
+        eprintln!("hamirror: no group {group:?} in this cluster");
+        return super::EXIT_FAILED;
+    };
+    println!("{} {} {}", g.phase, r.failover, r.pid);
+    super::EXIT_OK
+}
+
 /// Never an error: what keeps the daemon from answering is the UNKNOWN
 /// verdict (exit 3), on stdout where a monitoring system reads it.
 pub fn run(global: &Global, args: &StatusArgs) -> anyhow::Result<i32> {
+    let fetched = socket(global).and_then(|sock| fetch(&sock));
     if let Some(group) = &args.phase {
-        let r = match socket(global).and_then(|sock| fetch(&sock)) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("hamirror: {}", super::explain(&e));
-                return Ok(health::State::Unknown.exit_code());
-            }
-        };
-        let Some(g) = r.groups.iter().find(|g| &g.group == group) else {
-            eprintln!("hamirror: no group {group:?} in this cluster");
-            return Ok(super::EXIT_FAILED);
-        };
-        println!("{} {} {}", g.phase, r.failover, r.pid);
-        return Ok(super::EXIT_OK);
+        return Ok(print_phase(fetched, group));
     }
-    let (report, health) = match socket(global).and_then(|sock| fetch(&sock)) {
+    let (report, health) = match fetched {
         Ok(r) => {
             let h = health::judge(&r, args.max_lag.saturating_mul(1000));
             (Some(r), h)

@@ -474,37 +474,38 @@ impl Driver {
         }
     }
 
+    /// The groups held here, with their epochs (by phase alone: this runs
+    /// on every message while in maintenance).
+    fn held_here(&self) -> BTreeMap<String, u64> {
+        self.c
+            .groups
+            .iter()
+            .filter_map(|g| match self.arbiter.phase(&g.name) {
+                Some(Phase::Held { epoch }) => Some((g.name.clone(), epoch)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// A group held since start-up without its start hooks (kept across a
     /// restart in maintenance) is mirrored like one acquired here.
     fn watch_kept(&mut self) {
-        let Some(m) = self.c.mirror.as_mut() else {
+        if self.c.mirror.is_none() {
             return;
-        };
-        for g in self.arbiter.status().groups {
-            if let Phase::Held { epoch } = g.phase
-                && !self.watching.contains(&g.group)
+        }
+        for (group, epoch) in self.held_here() {
+            if !self.watching.contains(&group)
+                && let Some(m) = self.c.mirror.as_mut()
             {
-                m.start_watching(&g.group, epoch);
-                self.watching.insert(g.group);
+                m.start_watching(&group, epoch);
+                self.watching.insert(group);
             }
         }
     }
 
     fn maintenance_record(&self) -> MaintenanceRecord {
         let m = self.arbiter.maintenance();
-        let held = if m.on {
-            self.arbiter
-                .status()
-                .groups
-                .into_iter()
-                .filter_map(|g| match g.phase {
-                    Phase::Held { epoch } => Some((g.group, epoch)),
-                    _ => None,
-                })
-                .collect()
-        } else {
-            BTreeMap::new()
-        };
+        let held = if m.on { self.held_here() } else { BTreeMap::new() };
         (m.on, m.generation, held)
     }
 
