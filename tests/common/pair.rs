@@ -13,22 +13,36 @@ use std::time::{Duration, Instant};
 
 use super::{TempConfig, stderr};
 
-/// `N` distinct UDP ports that were free a moment ago (all held at once
-/// while picked, so the kernel cannot hand out the same one twice), and
-/// never handed out before in this test process: once released, the
-/// kernel may give a port to another test running in parallel before the
-/// first one's daemon has bound it.
+/// `N` distinct UDP ports that are free now (all held at once while
+/// picked), and never handed out before in this test process. They are
+/// taken from below the kernel's ephemeral range: a port picked with
+/// bind(0) and released could be handed by the kernel to any client
+/// socket (a `hamirror sync` of a test running in parallel) before our
+/// daemon binds it, while ports below that range are only ever given to
+/// whoever asks for them by number.
 pub fn free_udp_ports<const N: usize>() -> [u16; N] {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
-    let (mut socks, mut skipped) = (Vec::with_capacity(N), Vec::new());
+    let ephemeral_lo = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (lo, hi) = (10_000u16, ephemeral_lo.max(10_000 + 4096));
+    let span = u32::from(hi - lo);
+    // Another test binary may run at the same time (cargo test -j, CI
+    // reruns): start each process somewhere else in the span.
+    let mut next = std::process::id().wrapping_mul(2_654_435_761) % span;
+    let mut socks = Vec::with_capacity(N);
+    let mut tried = 0;
     while socks.len() < N {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = s.local_addr().unwrap().port();
+        assert!(tried < span, "no free UDP port in {lo}..{hi}");
+        tried += 1;
+        let port = lo + (next % span) as u16;
+        next = next.wrapping_add(1);
         if given.contains(&port) {
-            // Held until the end, so the next bind gets another port.
-            skipped.push(s);
-        } else {
+            continue;
+        }
+        if let Ok(s) = UdpSocket::bind(("127.0.0.1", port)) {
             given.push(port);
             socks.push(s);
         }
