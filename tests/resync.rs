@@ -8,6 +8,7 @@ mod common;
 
 use std::fs;
 use std::net::UdpSocket;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -19,6 +20,28 @@ use common::{noise, write};
 const ROOTS: &[&str] = &["srv/samba", "etc/samba", "var/lib/samba"];
 const MARK: &str = ".hamirror-conflict-serv2-";
 const BIG: usize = 64 << 20;
+
+fn set_xattr(path: &Path, name: &str, value: &[u8]) {
+    let out = std::process::Command::new("setfattr")
+        .args(["-n", name, "-v", &format!("0x{}", hex(value))])
+        .arg(path)
+        .output()
+        .expect("setfattr (package attr)");
+    assert!(out.status.success(), "setfattr: {}", stderr(&out));
+}
+
+fn get_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let out = std::process::Command::new("getfattr")
+        .args(["--only-values", "-n", name])
+        .arg(path)
+        .output()
+        .expect("getfattr (package attr)");
+    out.status.success().then_some(out.stdout)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
 
 /// Past the scanner's racy window, so the next scans trust fingerprints.
 fn settle() {
@@ -49,7 +72,14 @@ struct Setup {
 
 impl Setup {
     fn new(big: usize) -> Setup {
+        Setup::with_conf(big, "")
+    }
+
+    /// With `conf` appended to both nodes' NODE.conf.
+    fn with_conf(big: usize, conf: &str) -> Setup {
         let mut p = Pair::new();
+        p.cfg.append("serv1.conf", conf);
+        p.cfg.append("serv2.conf", conf);
         populate(&p, big);
         p.start_serve();
         p.sync_ok("Fsmbd");
@@ -223,11 +253,13 @@ fn copy_of(root: &Path, rel: &str) -> String {
 
 #[test]
 fn unmirrored_changes_are_refused_by_a_push_then_kept_as_conflict_copies_on_both_nodes() {
-    let s = Setup::new(1 << 20);
+    let s = Setup::with_conf(1 << 20, "xattrs = user\n");
     let (src, dst) = (|r: &str| s.p.src(r), |r: &str| s.p.dst(r));
     // serv2 wrote while it believed it held the group (its watcher
     // committed the writes: `scan` stands in for it).
     write(&dst("srv/samba/notes.txt"), b"serv2's notes\n");
+    set_xattr(&dst("srv/samba/notes.txt"), "user.author", b"serv2");
+    fs::set_permissions(dst("srv/samba/notes.txt"), fs::Permissions::from_mode(0o640)).unwrap();
     write(&dst("srv/samba/mine-only.txt"), b"only serv2 has this\n");
     write(&dst("srv/samba/gone-there.txt"), b"serv2 changed this\n");
     fs::remove_file(dst("srv/samba/small.txt")).unwrap();
@@ -285,6 +317,17 @@ fn unmirrored_changes_are_refused_by_a_push_then_kept_as_conflict_copies_on_both
         assert!(!at("srv/samba/mine-only.txt").exists(), "{who}");
         let c = copy_of(&root, "srv/samba/notes.txt");
         assert_eq!(fs::read(at(&c)).unwrap(), b"serv2's notes\n", "{who}");
+        // The copy keeps the attributes of the version it keeps.
+        assert_eq!(
+            get_xattr(&at(&c), "user.author").as_deref(),
+            Some(&b"serv2"[..]),
+            "{who}: {c}"
+        );
+        assert_eq!(
+            fs::metadata(at(&c)).unwrap().permissions().mode() & 0o7777,
+            0o640,
+            "{who}: {c}"
+        );
         let c = copy_of(&root, "srv/samba/mine-only.txt");
         assert_eq!(fs::read(at(&c)).unwrap(), b"only serv2 has this\n", "{who}");
         let c = copy_of(&root, "srv/samba/gone-there.txt");

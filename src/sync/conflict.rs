@@ -211,6 +211,12 @@ impl Conflicts {
             let mut out = dest.open_file(&tmp, crate::apply::Open::Create)?;
             std::io::copy(&mut src, &mut out)?;
             crate::apply::meta::set_on_file(&out, &entry)?;
+            // After the mode (an access ACL rewrites the group bits): the
+            // copy carries the attributes and ACLs of the version it keeps.
+            let fd = std::os::fd::AsFd::as_fd(&out);
+            for w in crate::xattr::apply(crate::xattr::On::Fd(fd), &entry.xattrs, &dest.xattrs) {
+                tracing::warn!(copy = %crate::scan::show_path(&entry.path), "conflict copy: {w}");
+            }
             out.sync_all()?;
             dest.replace(&tmp, &entry.path)
         })();
