@@ -34,6 +34,7 @@
 //! what it holds (`Index::maybe_compact`).
 
 mod commit;
+mod create;
 mod lookup;
 mod migrate;
 mod store;
@@ -122,6 +123,8 @@ impl Position {
 pub enum IndexError {
     #[error("cannot create the state directory {}: {source}", path.display())]
     StateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot create index {}: {source}", path.display())]
+    Create { path: PathBuf, source: std::io::Error },
     #[error("index {} is in use by another hamirror process (retry when it has finished)", path.display())]
     InUse { path: PathBuf },
     #[error("cannot open index {}: {source}", path.display())]
@@ -147,6 +150,7 @@ impl IndexError {
             self,
             IndexError::InUse { .. }
                 | IndexError::StateDir { .. }
+                | IndexError::Create { .. }
                 | IndexError::Storage(redb::Error::Io(_) | redb::Error::PreviousIo)
         )
     }
@@ -415,6 +419,8 @@ impl Index {
     /// # Errors
     /// As [`Index::open`].
     pub fn open_file(path: &Path) -> Result<Index, IndexError> {
+        // Never let redb create the file in place (`create.rs`).
+        create::ensure(path)?;
         let mut db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(path)
@@ -458,6 +464,8 @@ impl Index {
                     .map_err(|_| IndexError::Corrupt("index id is not 16 bytes".into()))?;
                 u128::from_le_bytes(id)
             }
+            // Only a file made by an older build that stopped between
+            // redb's initialization and this first commit.
             _ => {
                 let id = random_id()?;
                 let txn = db.begin_write()?;
