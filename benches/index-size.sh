@@ -2,7 +2,9 @@
 # Index size per file (issue 17): two nodes on loopback mirror a generated
 # tree of small files; after the first sync, after no-change passes and
 # after passes that change ~1% of the files, prints the size of both
-# nodes' index files divided by the file count.
+# nodes' index files divided by the file count, and the wall time of the
+# no-change passes (median and range: each is one stat per file and a
+# hello that finds nothing to send).
 #
 #   cargo build --release
 #   benches/index-size.sh [FILES] [PASSES]     # default 50000, 9
@@ -62,8 +64,13 @@ echo "tree: $count entries, $(du -sb "$work/src/tree" | cut -f1) bytes; $(nproc)
 echo "| after | sender B/entry on disk (length) | receiver B/entry on disk (length) |"
 echo "| --- | --- | --- |"
 H; row "first sync"
-for i in $(seq "$passes"); do H; done
+times=()
+for i in $(seq "$passes"); do
+  t0=$(date +%s%N); H; times+=($((($(date +%s%N) - t0) / 1000000)))
+done
 row "$passes no-change passes"
+sorted=$(printf '%s\n' "${times[@]}" | sort -n)
+echo "no-change pass: median $(echo "$sorted" | sed -n "$(((passes + 1) / 2))p") ms, range $(echo "$sorted" | head -1)-$(echo "$sorted" | tail -1) ms"
 for i in $(seq "$passes"); do
   python3 - "$work/src/tree" "$i" <<'PY'
 import os, random, sys

@@ -6,9 +6,10 @@
 //! what an earlier check already saw.
 //!
 //! Each commit (round r = generation + 1) rewrites every `f/i` with
-//! `mtime = r` and new chunks, and moves the single `x/r-1` to `x/r`, so a
+//! `mtime = r` and new chunks, and moves the single `x/r-1/f` to `x/r/f`
+//! (a directory numbered and one given back in every commit), so a
 //! partial commit would show entries of two rounds, a missing or doubled
-//! `x/*`, or tables that disagree (`Index::verify`). The child compacts the
+//! `x/*/f`, or tables that disagree (`Index::verify`). The child compacts the
 //! file whenever it has grown by a quarter, so kills also land inside a
 //! compaction.
 //!
@@ -77,8 +78,8 @@ fn crash_child_commits_forever() {
     loop {
         let round = index.generation(SET).expect("generation") + 1;
         let mut ups: Vec<Upsert> = (0..FILES).map(|i| file(format!("f/{i}"), round, i)).collect();
-        ups.push(file(format!("x/{round}"), round, FILES));
-        let gone = [format!("x/{}", round - 1).into_bytes()];
+        ups.push(file(format!("x/{round}/f"), round, FILES));
+        let gone = [format!("x/{}/f", round - 1).into_bytes()];
         let o = index.commit(SET, &ups, &gone).expect("commit");
         assert_eq!(o.generation, round);
     }
@@ -103,13 +104,13 @@ fn check(index: &Index) -> u64 {
             String::from_utf8_lossy(&e.path)
         );
     }
-    assert!(index.entry(SET, format!("x/{g}").as_bytes()).unwrap().is_some());
+    assert!(index.entry(SET, format!("x/{g}/f").as_bytes()).unwrap().is_some());
     if g > 1 {
         let changed = index
             .changes_since(SET, g - 1)
             .unwrap()
             .expect("last generation logged");
-        assert_eq!(changed.len() as u64, FILES + 2, "f/*, x/{} and x/{g}", g - 1);
+        assert_eq!(changed.len() as u64, FILES + 2, "f/*, x/{}/f and x/{g}/f", g - 1);
     }
     let first = file("f/0".into(), g, 0).entry.chunks[0].hash;
     assert!(index.locate_chunk(SET, &first).unwrap().is_some());
