@@ -11,7 +11,8 @@
 //! partial commit would show entries of two rounds, a missing or doubled
 //! `x/*/f`, or tables that disagree (`Index::verify`). The child compacts the
 //! file whenever it has grown by a quarter, so kills also land inside a
-//! compaction.
+//! compaction (and inside the rewrite of a sparse table in key order that
+//! precedes it).
 //!
 //! Creation too: a child creates index after index (`c/0.redb`,
 //! `c/1.redb`, ...) and is killed at varying moments; every file at its

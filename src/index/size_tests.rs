@@ -160,10 +160,10 @@ fn an_index_of_small_files_stays_small_and_does_not_grow_without_change() {
     assert!(idx.verify("F").unwrap().is_empty());
     assert!(first <= 150, "{first} B/entry after the first commit");
     assert!(same <= first, "grew without change: {first} -> {same} B/entry");
-    // Random inserts split the packed locator's pages; compaction bounds
-    // the free pages.
+    // Random inserts split the packed locator's pages: compaction rewrites
+    // it packed again and gives back the free pages.
     assert!(
-        after * 2 <= first * 3,
+        after * 4 <= first * 5,
         "9 passes changing 1% grew it from {first} to {after} B/entry"
     );
 }
