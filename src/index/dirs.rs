@@ -212,7 +212,7 @@ impl Ordered {
             ids.insert(path, id.value());
         }
         for list in children.values_mut() {
-            list.sort_by(|a, b| [&a[..], b"/"].concat().cmp(&[&b[..], b"/"].concat()));
+            list.sort_by_cached_key(|name| [&name[..], b"/"].concat());
         }
         let mut o = Ordered {
             rows,
