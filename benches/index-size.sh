@@ -2,11 +2,18 @@
 # Index size per file (issue 17): two nodes on loopback mirror a generated
 # tree of small files; after the first sync, after no-change passes and
 # after passes that change ~1% of the files, prints the size of both
-# nodes' index files divided by the file count.
+# nodes' index files divided by the file count, and the wall time of the
+# no-change passes (median and range: each is one stat per file and a
+# hello that finds nothing to send).
 #
 #   cargo build --release
 #   benches/index-size.sh [FILES] [PASSES]     # default 50000, 9
 #   HAMIRROR_BIN=/path/to/hamirror benches/index-size.sh
+#   HAMIRROR_BEFORE=/path/to/older/hamirror benches/index-size.sh
+#
+# With HAMIRROR_BEFORE, a second pair running that build mirrors the same
+# source tree (into its own replica, with its own indexes) in the same
+# run: every sync is done by both, alternating, and each row shows both.
 #
 # The tree (FILES files of 200 B .. 4 KiB in ~2,000 directories up to 4
 # levels deep, names like a Samba share's: ~40-byte paths) is made in a
@@ -21,8 +28,9 @@ bin=${HAMIRROR_BIN:-$here/target/release/hamirror}
 
 work=$(mktemp -d /tmp/hamirror-index.XXXXXX)
 pid=
+pidb=
 cleanup() {
-  [ -n "$pid" ] && { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
+  for p in $pid $pidb; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   if [ -n "${KEEP:-}" ]; then echo "kept $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -50,20 +58,56 @@ PY
 pair_config "$work" "$bin"
 HAMIRROR_LOG=${HAMIRROR_LOG:-info} "$bin" --config "$work/cluster.d" --node serv2 serve 2> "$work/serve.log" &
 pid=$!
+before=${HAMIRROR_BEFORE:-}
+if [ -n "$before" ]; then
+  # The same source root; its own replica and state.
+  mkdir -p "$work/b/replica"
+  pair_config "$work/b" "$before"
+  sed -i "s|^root = .*/src\$|root = $work/src|" "$work/b/cluster.d/serv1.conf"
+  HAMIRROR_LOG=${HAMIRROR_LOG:-info} "$before" --config "$work/b/cluster.d" --node serv2 serve 2> "$work/b/serve.log" &
+  pidb=$!
+fi
 sleep 1
-H() { "$bin" --config "$work/cluster.d" --node serv1 sync Fbench > /dev/null 2>> "$work/sync.log"; }
+# One sync by a build ($1) of a pair ($2); prints its wall time in ms.
+sync1() {
+  local t0
+  t0=$(date +%s%N)
+  "$1" --config "$2/cluster.d" --node serv1 sync Fbench > /dev/null 2>> "$2/sync.log"
+  echo $((($(date +%s%N) - t0) / 1000000))
+}
+# A pass: this build, then (if given) the older one. Records the times.
+times=() timesb=()
+H() {
+  times+=("$(sync1 "$bin" "$work")")
+  [ -z "$before" ] || timesb+=("$(sync1 "$before" "$work/b")")
+}
 count=$(find "$work/src/tree" | wc -l)
 # Disk space (allocated blocks) and, in parentheses, the file's length:
 # redb doubles the length when it needs room and leaves the unwritten tail
 # as a hole.
-size() { echo "$(($(stat -c '%b * %B' "$work/state$1/sets/Fbench.redb") / count)) ($(($(stat -c %s "$work/state$1/sets/Fbench.redb") / count)))"; }
-row() { printf '| %s | %s | %s |\n' "$1" "$(size 1)" "$(size 2)"; }
+size() { echo "$(($(stat -c '%b * %B' "$1/sets/Fbench.redb") / count)) ($(($(stat -c %s "$1/sets/Fbench.redb") / count)))"; }
+row() {
+  if [ -n "$before" ]; then
+    printf '| %s | %s | %s | %s | %s |\n' "$1" "$(size "$work/b/state1")" "$(size "$work/b/state2")" "$(size "$work/state1")" "$(size "$work/state2")"
+  else
+    printf '| %s | %s | %s |\n' "$1" "$(size "$work/state1")" "$(size "$work/state2")"
+  fi
+}
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {printf "median %d ms, range %d-%d ms", a[int((NR+1)/2)], a[1], a[NR]}'; }
 echo "tree: $count entries, $(du -sb "$work/src/tree" | cut -f1) bytes; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "| after | sender B/entry on disk (length) | receiver B/entry on disk (length) |"
-echo "| --- | --- | --- |"
+if [ -n "$before" ]; then
+  echo "| after | before: sender | before: receiver | this build: sender | this build: receiver |"
+  echo "| --- | --- | --- | --- | --- |"
+else
+  echo "| after | sender B/entry on disk (length) | receiver B/entry on disk (length) |"
+  echo "| --- | --- | --- |"
+fi
 H; row "first sync"
+times=() timesb=()
 for i in $(seq "$passes"); do H; done
 row "$passes no-change passes"
+nochange="no-change pass: this build $(median "${times[@]}")"
+[ -z "$before" ] || nochange+="; before $(median "${timesb[@]}")"
 for i in $(seq "$passes"); do
   python3 - "$work/src/tree" "$i" <<'PY'
 import os, random, sys
@@ -85,5 +129,8 @@ PY
 done
 count=$(find "$work/src/tree" | wc -l)
 row "$passes passes changing 1%"
-out=$(rsync -anc --delete -H --itemize-changes "$work/src/tree/" "$work/replica/tree/")
-[ -z "$out" ] || { echo "MISMATCH:"; echo "$out" | head; exit 1; }
+echo "$nochange"
+for r in "$work/replica" ${before:+"$work/b/replica"}; do
+  out=$(rsync -anc --delete -H --itemize-changes "$work/src/tree/" "$r/tree/")
+  [ -z "$out" ] || { echo "MISMATCH in $r:"; echo "$out" | head; exit 1; }
+done

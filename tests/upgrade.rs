@@ -23,17 +23,22 @@ use common::write;
 const NEWER: &[&str] = &["monitor_", "metrics_", "xattrs"];
 
 fn previous_bin() -> Option<PathBuf> {
-    match std::env::var_os("HAMIRROR_PREVIOUS_BIN") {
+    build_from_env("HAMIRROR_PREVIOUS_BIN")
+}
+
+/// The build named by `var`, if set; under CI it must be.
+fn build_from_env(var: &str) -> Option<PathBuf> {
+    match std::env::var_os(var) {
         Some(p) => {
             let p = PathBuf::from(p);
-            assert!(p.is_file(), "HAMIRROR_PREVIOUS_BIN={} is not a file", p.display());
+            assert!(p.is_file(), "{var}={} is not a file", p.display());
             Some(p)
         }
         None if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI must build the previous version for this test: HAMIRROR_PREVIOUS_BIN is not set (see .ci/run)")
+            panic!("CI must build the previous version for this test: {var} is not set (see .ci/run)")
         }
         None => {
-            eprintln!("upgrade: HAMIRROR_PREVIOUS_BIN not set; skipped (.ci/run builds it)");
+            eprintln!("upgrade: {var} not set; skipped (.ci/run builds it)");
             None
         }
     }
@@ -168,11 +173,25 @@ fn a_rolling_upgrade_keeps_failover_and_mirroring_working_across_versions() {
 /// nothing either.
 #[test]
 fn an_index_of_the_previous_version_is_upgraded_and_the_next_sync_sends_nothing() {
-    let Some(previous) = previous_bin() else {
-        return;
-    };
+    if let Some(previous) = previous_bin() {
+        upgraded_index_sends_nothing(&previous, true);
+    }
+}
+
+/// The same from the last build of index format 2 (`HAMIRROR_FORMAT2_BIN`,
+/// built by `.ci/run`), whose configuration is this one's.
+#[test]
+fn an_index_of_format_2_is_upgraded_and_the_next_sync_sends_nothing() {
+    if let Some(previous) = build_from_env("HAMIRROR_FORMAT2_BIN") {
+        upgraded_index_sends_nothing(&previous, false);
+    }
+}
+
+fn upgraded_index_sends_nothing(previous: &std::path::Path, older_config: bool) {
     let mut p = Pair::new();
-    config_for_previous_pair(&p);
+    if older_config {
+        config_for_previous_pair(&p);
+    }
     for i in 0..40 {
         write(
             &p.src(&format!("srv/samba/share/d{}/f{i}.txt", i % 4)),
@@ -182,8 +201,8 @@ fn an_index_of_the_previous_version_is_upgraded_and_the_next_sync_sends_nothing(
     write(&p.src("srv/samba/big.bin"), &vec![7u8; 3 << 20]);
     write(&p.src("etc/samba/smb.conf"), b"[global]\n");
     std::thread::sleep(Duration::from_millis(150));
-    p.start_serve_bin(&previous);
-    let out = p.cmd_bin(&previous, "serv1", &["sync", "Fsmbd"]).output().unwrap();
+    p.start_serve_bin(previous);
+    let out = p.cmd_bin(previous, "serv1", &["sync", "Fsmbd"]).output().unwrap();
     assert!(out.status.success(), "previous sync: {}", common::stderr(&out));
     p.assert_mirrored(&["srv/samba", "etc/samba"]);
     // A verify from this version against the previous one: the older peer

@@ -9,8 +9,9 @@ use hamirror_wire::entry::check_path;
 use hamirror_wire::{Entry, EntryKind, Hash, Reader, Writer};
 use redb::{ReadableTable, Table};
 
+use super::dirs::{self, DirIds, SetTables};
 use super::store::{count_log, decode_row, encode_log, encode_row, locator_key, locator_value, row_body};
-use super::{ACKS, Fingerprint, Index, IndexError, Position, SETS, SYNCED, SetInfo, SetTables};
+use super::{ACKS, Fingerprint, Index, IndexError, Position, SETS, SYNCED, SetInfo};
 
 /// One path to store: its entry and the local stat fingerprint of the file
 /// it describes. `stat: None` stores "unknown": the next quick check misses
@@ -54,6 +55,32 @@ type Bytes = &'static [u8];
 struct Tables<'t> {
     files: Table<'t, Bytes, Bytes>,
     locator: Table<'t, Bytes, Bytes>,
+}
+
+/// The locator rows a commit writes (`Some(offset)`) or removes (`None`),
+/// the last word per key winning. They are applied in key order at the
+/// end: the locator's keys start with a hash, so inserting them file by
+/// file would land on random pages, and a B-tree filled at random ends
+/// about 60% full; in key order a first commit packs its pages (issue 17).
+#[derive(Default)]
+struct LocatorOps(std::collections::BTreeMap<Vec<u8>, Option<u64>>);
+
+impl LocatorOps {
+    fn put(&mut self, hash: &Hash, file: &[u8], offset: u64) {
+        self.0.insert(locator_key(hash, file), Some(offset));
+    }
+    fn remove(&mut self, hash: &Hash, file: &[u8]) {
+        self.0.insert(locator_key(hash, file), None);
+    }
+    fn apply(self, locator: &mut Table<'_, Bytes, Bytes>) -> Result<(), IndexError> {
+        for (k, op) in self.0 {
+            match op {
+                Some(off) => locator.insert(&k[..], &locator_value(off)[..])?,
+                None => locator.remove(&k[..])?,
+            };
+        }
+        Ok(())
+    }
 }
 
 impl Index {
@@ -151,57 +178,74 @@ impl Index {
                 None => SetInfo::default(),
             };
             let mut t = Tables {
-                files: txn.open_table(names.files())?,
+                files: txn.open_table(names.rows())?,
                 locator: txn.open_table(names.locator())?,
             };
+            let mut ids = DirIds::open(&txn, &names)?;
             let mut out = CommitOutcome::default();
+            let mut ops = LocatorOps::default();
             let mut logged: Vec<&[u8]> = Vec::new();
             // B-tree inserts in key order touch each page once. A stable sort
             // keeps the caller's order among duplicates (the last one wins).
-            let mut order: Vec<(&Upsert, &Vec<u8>)> = upserts.iter().zip(&rows).collect();
-            order.sort_by(|a, b| a.0.entry.path.cmp(&b.0.entry.path));
-            for (u, row) in order {
+            let mut order = Vec::with_capacity(upserts.len());
+            for (u, row) in upserts.iter().zip(&rows) {
+                let (dir, name) = dirs::split(&u.entry.path);
+                order.push((dirs::key(ids.get_or_add(dir)?, name), u, row));
+            }
+            order.sort_by(|a, b| a.0.cmp(&b.0));
+            for (key, u, row) in &order {
                 let path = &u.entry.path[..];
-                let old = t.files.get(path)?.map(|v| v.value().to_vec());
+                let old = t.files.get(&key[..])?.map(|v| v.value().to_vec());
                 match old {
                     // Rewriting an equal row would only copy its page.
-                    Some(old) if old == *row => {
+                    Some(old) if old == **row => {
                         out.refreshed += 1;
                         continue;
                     }
                     Some(old) if row_body(&old) == row_body(row) => {
                         out.refreshed += 1;
-                        t.files.insert(path, &row[..])?;
+                        t.files.insert(&key[..], &row[..])?;
                         continue;
                     }
                     Some(old) => {
                         let old = decode_row(path, &old)?;
-                        relocate(&mut t.locator, &old, &u.entry)?;
+                        relocate(&mut ops, key, &old, &u.entry);
                         out.changed += 1;
                     }
                     None => {
-                        locate(&mut t.locator, &u.entry)?;
+                        locate(&mut ops, key, &u.entry);
                         out.new += 1;
                     }
                 }
-                t.files.insert(path, &row[..])?;
+                t.files.insert(&key[..], &row[..])?;
                 logged.push(path);
             }
-            for path in deletes {
-                let old = t.files.remove(&path[..])?.map(|v| v.value().to_vec());
+            // Directories that lost a row, whose number may go back.
+            let mut emptied = std::collections::BTreeSet::new();
+            for (path, logs) in deletes
+                .iter()
+                .map(|p| (p, true))
+                .chain(forget.iter().map(|p| (p, false)))
+            {
+                let (dir, name) = dirs::split(path);
+                let Some(id) = ids.get(dir)? else { continue };
+                let key = dirs::key(id, name);
+                let old = t.files.remove(&key[..])?.map(|v| v.value().to_vec());
                 if let Some(old) = old {
-                    unlocate(&mut t.locator, &decode_row(path, &old)?)?;
-                    out.deleted += 1;
-                    logged.push(path);
+                    unlocate(&mut ops, &key, &decode_row(path, &old)?);
+                    emptied.insert(id);
+                    if logs {
+                        out.deleted += 1;
+                        logged.push(path);
+                    } else {
+                        out.forgotten += 1;
+                    }
                 }
             }
-            for path in forget {
-                let old = t.files.remove(&path[..])?.map(|v| v.value().to_vec());
-                if let Some(old) = old {
-                    unlocate(&mut t.locator, &decode_row(path, &old)?)?;
-                    out.forgotten += 1;
-                }
+            for id in emptied {
+                ids.drop_if_empty(id, &t.files)?;
             }
+            ops.apply(&mut t.locator)?;
             info.entries = (info.entries + out.new)
                 .saturating_sub(out.deleted)
                 .saturating_sub(out.forgotten);
@@ -259,35 +303,31 @@ pub(super) fn first_offsets(e: &Entry) -> HashMap<Hash, u64> {
     first
 }
 
-fn locate(locator: &mut Table<'_, Bytes, Bytes>, e: &Entry) -> Result<(), IndexError> {
+fn locate(ops: &mut LocatorOps, file: &[u8], e: &Entry) {
     for (hash, off) in first_offsets(e) {
-        locator.insert(&locator_key(&hash, &e.path)[..], &locator_value(off)[..])?;
+        ops.put(&hash, file, off);
     }
-    Ok(())
 }
 
 /// Moves a path's locator rows from its old entry to its new one, leaving
 /// alone the rows of chunks that stay at the same offset (an append or an
-/// edit in place changes few; the locator is a random-key B-tree where
-/// every row written costs a page).
-fn relocate(locator: &mut Table<'_, Bytes, Bytes>, old: &Entry, new: &Entry) -> Result<(), IndexError> {
+/// edit in place changes few; every row written costs a page).
+fn relocate(ops: &mut LocatorOps, file: &[u8], old: &Entry, new: &Entry) {
     let (before, after) = (first_offsets(old), first_offsets(new));
     // A chunk still in the file at another offset keeps its key: the
-    // insert below overwrites the offset.
+    // put below overwrites the offset.
     for hash in before.keys().filter(|h| !after.contains_key(*h)) {
-        locator.remove(&locator_key(hash, &old.path)[..])?;
+        ops.remove(hash, file);
     }
     for (hash, off) in &after {
         if before.get(hash) != Some(off) {
-            locator.insert(&locator_key(hash, &new.path)[..], &locator_value(*off)[..])?;
+            ops.put(hash, file, *off);
         }
     }
-    Ok(())
 }
 
-fn unlocate(locator: &mut Table<'_, Bytes, Bytes>, e: &Entry) -> Result<(), IndexError> {
+fn unlocate(ops: &mut LocatorOps, file: &[u8], e: &Entry) {
     for hash in first_offsets(e).keys() {
-        locator.remove(&locator_key(hash, &e.path)[..])?;
+        ops.remove(hash, file);
     }
-    Ok(())
 }

@@ -8,8 +8,9 @@ use std::collections::HashMap;
 
 use redb::ReadableDatabase;
 
+use super::dirs::{self, SetTables};
 use super::store::row_fingerprint;
-use super::{Fingerprint, Index, IndexError, SetTables, read_table};
+use super::{Fingerprint, Index, IndexError, read_table};
 
 impl Index {
     /// The stored fingerprints of `paths` (those that are indexed) and of
@@ -26,25 +27,42 @@ impl Index {
     ) -> Result<HashMap<Vec<u8>, Option<Fingerprint>>, IndexError> {
         let names = SetTables::new(set);
         let txn = self.db().begin_read()?;
-        let Some(t) = read_table(&txn, names.files())? else {
+        let (Some(t), Some(d)) = (read_table(&txn, names.rows())?, read_table(&txn, names.dirs())?) else {
             return Ok(HashMap::new());
         };
         let mut out = HashMap::with_capacity(paths.len());
         for p in paths {
-            if let Some(v) = t.get(*p)? {
+            let (dir, name) = dirs::split(p);
+            let Some(id) = d.get(dir)?.map(|v| v.value()) else {
+                continue;
+            };
+            if let Some(v) = t.get(&dirs::key(id, name)[..])? {
                 out.insert(p.to_vec(), row_fingerprint(v.value()));
             }
         }
         for tree in trees {
-            // Everything below `tree` sorts between `tree/` and `tree0`
-            // ('0' is the byte after '/').
+            // The directory `tree` and every directory below it: those
+            // sort between `tree/` and `tree0` ('0' is the byte after '/').
             let mut lo = tree.to_vec();
             lo.push(b'/');
             let mut hi = tree.to_vec();
             hi.push(b'/' + 1);
-            for row in t.range::<&[u8]>(&lo[..]..&hi[..])? {
+            let mut below: Vec<(Vec<u8>, u32)> =
+                d.get(*tree)?.map(|v| (tree.to_vec(), v.value())).into_iter().collect();
+            for row in d.range::<&[u8]>(&lo[..]..&hi[..])? {
                 let (k, v) = row?;
-                out.insert(k.value().to_vec(), row_fingerprint(v.value()));
+                below.push((k.value().to_vec(), v.value()));
+            }
+            for (dir, id) in below {
+                let rows = match dirs::dir_range(id) {
+                    (lo, Some(hi)) => t.range::<&[u8]>(&lo[..]..&hi[..])?,
+                    (lo, None) => t.range::<&[u8]>(&lo[..]..)?,
+                };
+                for row in rows {
+                    let (k, v) = row?;
+                    let (_, name) = dirs::split_key(k.value())?;
+                    out.insert(dirs::join(&dir, name), row_fingerprint(v.value()));
+                }
             }
         }
         Ok(out)

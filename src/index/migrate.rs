@@ -1,8 +1,10 @@
 //! Upgrading an index file in place, and keeping it compact. Format 1 (one
 //! table each for entries, fingerprints and a multimap chunk locator, raw
-//! log records) is rewritten as format 2 (`store.rs`) in one write
-//! transaction when the file is opened: a crash during it leaves the old
-//! file, which the next start converts again. The id, every set's
+//! log records) is rewritten as format 2 (`store.rs`), and format 2 (rows
+//! and locator keyed by the whole path) as format 3 (keyed by directory
+//! number and name, `dirs.rs`), each in one write transaction when the
+//! file is opened: a crash during it leaves the file as it was before
+//! that step, which the next start converts again. The id, every set's
 //! generation and log, and the `acks`, `synced`, `guard` and `xattrs`
 //! tables are kept, so a peer that had acknowledged this node's
 //! generations goes on with a delta, not a full comparison.
@@ -21,36 +23,112 @@ use std::sync::atomic::Ordering;
 
 use redb::{Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::dirs::{self, DirIds, SetTables};
 use super::store::{encode_log, encode_row, locator_key, locator_value};
-use super::{Fingerprint, Index, IndexError, META, SETS, SetTables, decode_entry, read_table};
+use super::{Fingerprint, Index, IndexError, META, SETS, decode_entry, read_table};
 
 type Bytes = &'static [u8];
+
+/// A set's rows or locator table whose leaf pages hold less than this
+/// share (percent) of live bytes is rewritten in key order before a
+/// compaction. Random inserts split full pages in two: the locator (keyed
+/// by hash) written packed by a first sync falls to ~45% after a few
+/// passes changing 1% of the files; compaction alone moves pages but
+/// does not fill them.
+const REPACK_BELOW_FILL: u64 = 60;
+/// Tables of fewer leaf pages are left alone (any size when the file's
+/// compaction minimum is 0, as in the crash test).
+const REPACK_MIN_PAGES: u64 = 16;
+/// redb's page size (its default, which this index does not change).
+const PAGE: u64 = 4096;
 
 /// Files smaller than this are never compacted: there is little to gain.
 pub(super) const COMPACT_MIN: u64 = 4 << 20;
 /// `meta` key: the file's disk space after the last compaction (u64 LE).
 const COMPACTED: &str = "compacted";
 
-/// Converts every set of a format-1 index to format 2 and records the new
-/// format, all in one transaction.
-pub(super) fn from_format_1(db: &Database) -> Result<(), IndexError> {
-    let sets: Vec<String> = {
-        let txn = db.begin_read()?;
-        match read_table(&txn, SETS)? {
-            Some(t) => t
-                .range::<&str>(..)?
-                .map(|r| r.map(|(k, _)| k.value().to_string()))
-                .collect::<Result<_, _>>()?,
-            None => vec![],
+/// Format 2's tables of a set: path → row, hash prefix and path → offset.
+fn v2_files(set: &str) -> String {
+    format!("{set}/files")
+}
+fn v2_locator(set: &str) -> String {
+    format!("{set}/locator")
+}
+
+/// The names of the sets an index holds.
+fn set_names(db: &Database) -> Result<Vec<String>, IndexError> {
+    let txn = db.begin_read()?;
+    Ok(match read_table(&txn, SETS)? {
+        Some(t) => t
+            .range::<&str>(..)?
+            .map(|r| r.map(|(k, _)| k.value().to_string()))
+            .collect::<Result<_, _>>()?,
+        None => vec![],
+    })
+}
+
+/// Converts every set of a format-2 index to format 3 (rows and locator
+/// keyed by directory number and name, `dirs.rs`) and records the new
+/// format, all in one transaction. The rows themselves are unchanged.
+pub(super) fn from_format_2(db: &Database) -> Result<(), IndexError> {
+    let sets = set_names(db)?;
+    let txn = db.begin_write()?;
+    for set in &sets {
+        let names = SetTables::new(set);
+        let (old_files, old_locator) = (v2_files(set), v2_locator(set));
+        {
+            let old = txn.open_table(TableDefinition::<Bytes, Bytes>::new(&old_files))?;
+            let mut ids = DirIds::open(&txn, &names)?;
+            let mut rows = txn.open_table(names.rows())?;
+            for row in old.range::<&[u8]>(..)? {
+                let (k, v) = row?;
+                let (dir, name) = dirs::split(k.value());
+                let id = ids.get_or_add(dir)?;
+                rows.insert(&dirs::key(id, name)[..], v.value())?;
+            }
+            let old = txn.open_table(TableDefinition::<Bytes, Bytes>::new(&old_locator))?;
+            let mut locator = txn.open_table(names.locator())?;
+            for row in old.range::<&[u8]>(..)? {
+                let (k, v) = row?;
+                let Some((hash, path)) = k.value().split_at_checked(super::store::HASH_PREFIX) else {
+                    return Err(IndexError::Corrupt(format!(
+                        "chunk locator key of {} bytes",
+                        k.value().len()
+                    )));
+                };
+                let (dir, name) = dirs::split(path);
+                let id = ids.get(dir)?.ok_or_else(|| {
+                    IndexError::Corrupt(format!(
+                        "chunk location in {}, which has no entry",
+                        String::from_utf8_lossy(path)
+                    ))
+                })?;
+                let mut key = hash.to_vec();
+                key.extend_from_slice(&dirs::key(id, name));
+                locator.insert(&key[..], v.value())?;
+            }
         }
-    };
+        txn.delete_table(TableDefinition::<Bytes, Bytes>::new(&old_files))?;
+        txn.delete_table(TableDefinition::<Bytes, Bytes>::new(&old_locator))?;
+    }
+    txn.open_table(META)?
+        .insert("format", &super::FORMAT.to_le_bytes()[..])?;
+    txn.commit()?;
+    Ok(())
+}
+
+/// Converts every set of a format-1 index to format 2 and records that
+/// format, all in one transaction ([`from_format_2`] follows).
+pub(super) fn from_format_1(db: &Database) -> Result<(), IndexError> {
+    let sets = set_names(db)?;
     let txn = db.begin_write()?;
     for set in &sets {
         let old_entries = format!("{set}/entries");
         let old_stat = format!("{set}/stat");
         let old_log = format!("{set}/log");
         let old_chunks = format!("{set}/chunks");
-        let names = SetTables::new(set);
+        let (files, locator) = (v2_files(set), v2_locator(set));
+        let log = SetTables::new(set);
         let stats: HashMap<Vec<u8>, Option<Fingerprint>> = {
             let t = txn.open_table(TableDefinition::<Bytes, Bytes>::new(&old_stat))?;
             t.range::<&[u8]>(..)?
@@ -59,8 +137,8 @@ pub(super) fn from_format_1(db: &Database) -> Result<(), IndexError> {
         };
         {
             let old = txn.open_table(TableDefinition::<Bytes, Bytes>::new(&old_entries))?;
-            let mut files = txn.open_table(names.files())?;
-            let mut locator = txn.open_table(names.locator())?;
+            let mut files = txn.open_table(TableDefinition::<Bytes, Bytes>::new(&files))?;
+            let mut locator = txn.open_table(TableDefinition::<Bytes, Bytes>::new(&locator))?;
             for row in old.range::<&[u8]>(..)? {
                 let (k, v) = row?;
                 let path = k.value();
@@ -74,7 +152,7 @@ pub(super) fn from_format_1(db: &Database) -> Result<(), IndexError> {
         }
         {
             let old = txn.open_table(TableDefinition::<u64, Bytes>::new(&old_log))?;
-            let mut log = txn.open_table(names.log())?;
+            let mut log = txn.open_table(log.log())?;
             for row in old.range::<u64>(..)? {
                 let (g, record) = row?;
                 let paths = decode_log_v1(record.value())
@@ -88,8 +166,7 @@ pub(super) fn from_format_1(db: &Database) -> Result<(), IndexError> {
         txn.delete_table(TableDefinition::<u64, Bytes>::new(&old_log))?;
         txn.delete_multimap_table(MultimapTableDefinition::<Bytes, Bytes>::new(&old_chunks))?;
     }
-    txn.open_table(META)?
-        .insert("format", &super::FORMAT.to_le_bytes()[..])?;
+    txn.open_table(META)?.insert("format", &2u32.to_le_bytes()[..])?;
     txn.commit()?;
     Ok(())
 }
@@ -104,6 +181,44 @@ fn decode_log_v1(record: &[u8]) -> Result<Vec<Vec<u8>>, hamirror_wire::DecodeErr
     }
     r.finish()?;
     Ok(out)
+}
+
+/// Rewrites, in key order and in one transaction, each set table whose
+/// pages are less than [`REPACK_BELOW_FILL`] percent full. Returns how
+/// many it rewrote.
+fn repack(db: &Database, min_pages: u64) -> Result<usize, IndexError> {
+    use redb::{ReadableTableMetadata, TableHandle};
+    let sets = set_names(db)?;
+    let txn = db.begin_write()?;
+    let mut done = 0;
+    for set in &sets {
+        let names = SetTables::new(set);
+        for def in [names.rows(), names.locator()] {
+            let sparse = {
+                let t = txn.open_table(def)?;
+                let s = t.stats()?;
+                s.leaf_pages() >= min_pages && s.stored_bytes() * 100 < s.leaf_pages() * PAGE * REPACK_BELOW_FILL
+            };
+            if !sparse {
+                continue;
+            }
+            let temp = format!("{}.repack", def.name());
+            let temp_def = TableDefinition::<Bytes, Bytes>::new(&temp);
+            {
+                let old = txn.open_table(def)?;
+                let mut new = txn.open_table(temp_def)?;
+                for row in old.range::<&[u8]>(..)? {
+                    let (k, v) = row?;
+                    new.insert(k.value(), v.value())?;
+                }
+            }
+            txn.delete_table(def)?;
+            txn.rename_table(temp_def, def)?;
+            done += 1;
+        }
+    }
+    txn.commit()?;
+    Ok(done)
 }
 
 /// The file's disk space after its last compaction, as recorded in `meta` (0
@@ -144,6 +259,12 @@ impl Index {
             return;
         }
         let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
+        let min_pages = if self.compact_min == 0 { 1 } else { REPACK_MIN_PAGES };
+        match repack(&db, min_pages) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!("index {}: {n} tables rewritten in key order", self.path.display()),
+            Err(e) => tracing::warn!("index {}: rewriting sparse tables failed: {e}", self.path.display()),
+        }
         match db.compact() {
             Ok(_) => {
                 let after = disk_bytes(&self.path);

@@ -16,24 +16,30 @@
 //! not raise the generation. This module knows entries and fingerprints; it
 //! does not walk directories or read files (that is `scan`, upstream).
 //!
-//! Tables, per set `S` (redb table names are strings), format 2:
-//! * `S/files`: path → the stat [`Fingerprint`] (unknown = never matches)
-//!   and the entry, in one row (`store.rs` has the byte layout)
+//! Tables, per set `S` (redb table names are strings), format 3:
+//! * `S/rows`: file key → the stat [`Fingerprint`] (unknown = never
+//!   matches) and the entry, in one row (`store.rs` has the byte layout).
+//!   A file key is the number of the file's directory and its name
+//!   (`dirs.rs`): the whole path is not stored per file.
+//! * `S/dirs`: directory path → number; `S/dirpaths`: number → path.
 //! * `S/changes`: generation → the paths that generation changed or
 //!   deleted (a compressed record)
-//! * `S/locator`: the first 8 bytes of a chunk hash and a path → the
+//! * `S/where`: the first 8 bytes of a chunk hash and a file key → the
 //!   offset of that chunk's first occurrence in that file
 //! * `sets`: set name → [`SetInfo`]; `meta`: format version and index id.
 //! * `acks`: set name → the peer [`Position`] last applied completely;
 //!   `synced`: set name → this index's own generation at that moment.
 //!
 //! An index of format 1 (separate entry, fingerprint and multimap locator
-//! tables, one path per row in each) is converted when opened, in one
-//! transaction (`migrate.rs`), keeping ids, generations, the log and every
-//! acknowledgement. The file is compacted when it has grown well beyond
-//! what it holds (`Index::maybe_compact`).
+//! tables, one path per row in each) or 2 (rows and locator keyed by the
+//! whole path) is converted when opened (`migrate.rs`), keeping ids,
+//! generations, the log and every acknowledgement. A new file is created
+//! complete under a temporary name (`create.rs`). The file is compacted
+//! when it has grown well beyond what it holds (`Index::maybe_compact`).
 
 mod commit;
+mod create;
+mod dirs;
 mod lookup;
 mod migrate;
 mod store;
@@ -51,12 +57,14 @@ use redb::{
 };
 use thiserror::Error;
 
+use dirs::SetTables;
+
 pub use commit::{CommitOutcome, Upsert};
 
 /// The index file inside a node's state directory.
 pub const INDEX_FILE: &str = "index.redb";
 /// Layout version of the tables; a different one is refused, not guessed.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 /// The generation log is trimmed (oldest first) once it holds more path
 /// records than this or twice the set's entry count, whichever is larger.
 /// A peer whose acknowledged generation was trimmed gets `None` from
@@ -122,6 +130,8 @@ impl Position {
 pub enum IndexError {
     #[error("cannot create the state directory {}: {source}", path.display())]
     StateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot create index {}: {source}", path.display())]
+    Create { path: PathBuf, source: std::io::Error },
     #[error("index {} is in use by another hamirror process (retry when it has finished)", path.display())]
     InUse { path: PathBuf },
     #[error("cannot open index {}: {source}", path.display())]
@@ -147,6 +157,7 @@ impl IndexError {
             self,
             IndexError::InUse { .. }
                 | IndexError::StateDir { .. }
+                | IndexError::Create { .. }
                 | IndexError::Storage(redb::Error::Io(_) | redb::Error::PreviousIo)
         )
     }
@@ -281,32 +292,6 @@ pub struct ChunkLocation {
     pub offset: u64,
 }
 
-/// The table names of one set.
-struct SetTables {
-    files: String,
-    changes: String,
-    locator: String,
-}
-
-impl SetTables {
-    fn new(set: &str) -> SetTables {
-        SetTables {
-            files: format!("{set}/files"),
-            changes: format!("{set}/changes"),
-            locator: format!("{set}/locator"),
-        }
-    }
-    fn files(&self) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
-        TableDefinition::new(&self.files)
-    }
-    fn log(&self) -> TableDefinition<'_, u64, &'static [u8]> {
-        TableDefinition::new(&self.changes)
-    }
-    fn locator(&self) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
-        TableDefinition::new(&self.locator)
-    }
-}
-
 /// Opens a table for reading; a table never written reads as absent.
 fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     txn: &ReadTransaction,
@@ -415,6 +400,8 @@ impl Index {
     /// # Errors
     /// As [`Index::open`].
     pub fn open_file(path: &Path) -> Result<Index, IndexError> {
+        // Never let redb create the file in place (`create.rs`).
+        create::ensure(path)?;
         let mut db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(path)
@@ -441,8 +428,11 @@ impl Index {
         let id = match stored {
             Some((Some(format), Some(id))) => {
                 let found = format.try_into().map(u32::from_le_bytes).unwrap_or(0);
-                if found == 1 {
-                    migrate::from_format_1(&db)?;
+                if found == 1 || found == 2 {
+                    if found == 1 {
+                        migrate::from_format_1(&db)?;
+                    }
+                    migrate::from_format_2(&db)?;
                     // The old tables' pages are free now: give them back.
                     if let Err(e) = db.compact() {
                         tracing::warn!("index {}: compaction after the upgrade failed: {e}", path.display());
@@ -458,6 +448,8 @@ impl Index {
                     .map_err(|_| IndexError::Corrupt("index id is not 16 bytes".into()))?;
                 u128::from_le_bytes(id)
             }
+            // Only a file made by an older build that stopped between
+            // redb's initialization and this first commit.
             _ => {
                 let id = random_id()?;
                 let txn = db.begin_write()?;
@@ -721,13 +713,18 @@ impl Index {
     pub fn fingerprints(&self, set: &str) -> Result<HashMap<Vec<u8>, Option<Fingerprint>>, IndexError> {
         let names = SetTables::new(set);
         let txn = self.db().begin_read()?;
-        let Some(t) = read_table(&txn, names.files())? else {
+        let (Some(t), Some(d)) = (read_table(&txn, names.rows())?, read_table(&txn, names.dir_paths())?) else {
             return Ok(HashMap::new());
         };
+        let dir_paths = dirs::dir_paths(&d)?;
         let mut out = HashMap::with_capacity(t.len()? as usize);
         for row in t.range::<&[u8]>(..)? {
             let (k, v) = row?;
-            out.insert(k.value().to_vec(), store::row_fingerprint(v.value()));
+            let (id, name) = dirs::split_key(k.value())?;
+            let dir = dir_paths
+                .get(&id)
+                .ok_or_else(|| IndexError::Corrupt(format!("row of unknown directory {id}")))?;
+            out.insert(dirs::join(dir, name), store::row_fingerprint(v.value()));
         }
         Ok(out)
     }
@@ -739,10 +736,16 @@ impl Index {
     pub fn entry(&self, set: &str, path: &[u8]) -> Result<Option<Entry>, IndexError> {
         let names = SetTables::new(set);
         let txn = self.db().begin_read()?;
-        let Some(t) = read_table(&txn, names.files())? else {
+        let (Some(t), Some(d)) = (read_table(&txn, names.rows())?, read_table(&txn, names.dirs())?) else {
             return Ok(None);
         };
-        t.get(path)?.map(|v| store::decode_row(path, v.value())).transpose()
+        let (dir, name) = dirs::split(path);
+        let Some(id) = d.get(dir)?.map(|v| v.value()) else {
+            return Ok(None);
+        };
+        t.get(&dirs::key(id, name)[..])?
+            .map(|v| store::decode_row(path, v.value()))
+            .transpose()
     }
 
     /// All entries of a set in path byte order, from one consistent
@@ -753,11 +756,11 @@ impl Index {
     pub fn entries(&self, set: &str) -> Result<Entries, IndexError> {
         let names = SetTables::new(set);
         let txn = self.db().begin_read()?;
-        let range = match read_table(&txn, names.files())? {
-            Some(t) => Some(t.range::<&[u8]>(..)?),
-            None => None,
+        let rows = match (read_table(&txn, names.rows())?, read_table(&txn, names.dirs())?) {
+            (Some(t), Some(d)) => Some(dirs::Ordered::new(t, &d)?),
+            _ => None,
         };
-        Ok(Entries { range })
+        Ok(Entries { rows })
     }
 
     /// The paths changed or deleted by the generations after `since`, sorted
@@ -798,7 +801,7 @@ impl Index {
     pub fn locate_chunks(&self, set: &str, hashes: &[Hash]) -> Result<Vec<Option<ChunkLocation>>, IndexError> {
         let names = SetTables::new(set);
         let txn = self.db().begin_read()?;
-        let Some(table) = read_table(&txn, names.locator())? else {
+        let (Some(table), Some(d)) = (read_table(&txn, names.locator())?, read_table(&txn, names.dir_paths())?) else {
             return Ok(vec![None; hashes.len()]);
         };
         let mut out = Vec::with_capacity(hashes.len());
@@ -811,8 +814,12 @@ impl Index {
             let found = match rows.next() {
                 Some(row) => {
                     let (k, v) = row?;
+                    let (id, name) = dirs::split_key(&k.value()[store::HASH_PREFIX..])?;
+                    let dir = d
+                        .get(id)?
+                        .ok_or_else(|| IndexError::Corrupt(format!("chunk location in unknown directory {id}")))?;
                     Some(ChunkLocation {
-                        path: k.value()[store::HASH_PREFIX..].to_vec(),
+                        path: dirs::join(dir.value(), name),
                         offset: store::decode_locator_value(v.value())?,
                     })
                 }
@@ -857,18 +864,19 @@ fn set_info(txn: &ReadTransaction, set: &str) -> Result<SetInfo, IndexError> {
 
 /// Iterator over a set's entries; see [`Index::entries`].
 pub struct Entries {
-    range: Option<redb::Range<'static, &'static [u8], &'static [u8]>>,
+    rows: Option<dirs::Ordered>,
 }
 
 impl Iterator for Entries {
     type Item = Result<Entry, IndexError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let row = self.range.as_mut()?.next()?;
-        Some(match row {
-            Ok((k, v)) => store::decode_row(k.value(), v.value()),
-            Err(e) => Err(e.into()),
-        })
+        Some(
+            self.rows
+                .as_mut()?
+                .next()?
+                .and_then(|(path, row)| store::decode_row(&path, &row)),
+        )
     }
 }
 
@@ -891,5 +899,7 @@ fn random_id() -> Result<u128, IndexError> {
     Ok(u128::from_le_bytes(b))
 }
 
+#[cfg(test)]
+mod size_tests;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
-//! How the rows of format 2 are laid out in bytes: a set's file row (the
-//! stat fingerprint and the entry in one value, keyed by the path), a chunk
-//! locator key (an 8-byte hash prefix and the path), and a generation log
+//! How the rows of formats 2 and 3 are laid out in bytes: a set's file row
+//! (the stat fingerprint and the entry in one value, keyed by the path in
+//! format 2, by directory number and name in 3: `dirs.rs`), a chunk
+//! locator key (an 8-byte hash prefix and the file's key), and a generation log
 //! record (front-coded sorted paths, zstd-compressed). Pure encodings: no
 //! redb, no files.
 //!

@@ -4,6 +4,8 @@
 use hamirror_wire::entry::file_hash;
 use hamirror_wire::{ChunkRef, Entry, EntryKind};
 
+use redb::TableDefinition;
+
 use super::*;
 
 fn file(path: &str, chunks: &[(u8, u32)], mtime: i64) -> Entry {
@@ -425,8 +427,10 @@ fn write_format_1(path: &std::path::Path, entries: &[Entry], fp: &Fingerprint) {
     txn.commit().unwrap();
 }
 
-#[test]
-fn a_format_1_index_is_converted_keeping_entries_fingerprints_log_and_acknowledgements() {
+/// Opens an index of an older format written for `entries` by
+/// [`write_format_1`] (and converted to format 2 by that format's code
+/// when `format` is 2) and checks the conversion kept everything.
+fn converted_keeps_everything(format: u32) {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("old.redb");
     let fp = Fingerprint {
@@ -438,23 +442,36 @@ fn a_format_1_index_is_converted_keeping_entries_fingerprints_log_and_acknowledg
     };
     let entries = vec![
         dir("d"),
+        file("d.x", &[(4, 10)], 4),
         file("d/a", &[(1, 10), (2, 20)], 5),
         file("d/b", &[(2, 20)], 6),
         file("d/c", &[(3, 10), (3, 10)], 7),
+        file("top", &[(5, 10)], 8),
     ];
     write_format_1(&path, &entries, &fp);
+    if format == 2 {
+        let db = Database::create(&path).unwrap();
+        migrate::from_format_1(&db).unwrap();
+        let txn = db.begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        assert_eq!(meta.get("format").unwrap().unwrap().value(), &2u32.to_le_bytes()[..]);
+        assert!(txn.open_table(TableDefinition::<&[u8], &[u8]>::new("Fx/files")).is_ok());
+    }
 
     let idx = Index::open_file(&path).unwrap();
     assert_eq!(idx.id(), 7);
     let got: Vec<Entry> = idx.entries("Fx").unwrap().map(Result::unwrap).collect();
     assert_eq!(got, entries);
     let fps = idx.fingerprints("Fx").unwrap();
+    assert_eq!(fps.len(), entries.len());
     assert_eq!(fps[&b"d"[..]], Some(fp));
-    assert_eq!(fps[&b"d/a"[..]], None);
-    assert_eq!(fps[&b"d/b"[..]], Some(fp));
+    assert_eq!(fps[&b"d.x"[..]], None);
+    assert_eq!(fps[&b"d/a"[..]], Some(fp));
+    assert_eq!(fps[&b"d/b"[..]], None);
     assert_eq!(idx.generation("Fx").unwrap(), 2);
-    assert_eq!(idx.changes_since("Fx", 1).unwrap().unwrap().len(), 3);
-    assert_eq!(idx.changes_since("Fx", 0).unwrap().unwrap().len(), 4);
+    let n = entries.len();
+    assert_eq!(idx.changes_since("Fx", 1).unwrap().unwrap().len(), n - 1);
+    assert_eq!(idx.changes_since("Fx", 0).unwrap().unwrap().len(), n);
     assert_eq!(
         idx.acked("Fx").unwrap(),
         Some(Position {
@@ -476,15 +493,79 @@ fn a_format_1_index_is_converted_keeping_entries_fingerprints_log_and_acknowledg
                 offset: 0
             }
     );
+    assert_eq!(
+        idx.locate_chunk("Fx", &[5; 32]).unwrap(),
+        Some(ChunkLocation {
+            path: b"top".to_vec(),
+            offset: 0
+        })
+    );
     assert_eq!(idx.locate_chunk("Fx", &[9; 32]).unwrap(), None);
     consistent(&idx, "Fx");
     // The next commit of the same entries changes nothing.
     let ups: Vec<Upsert> = entries.iter().cloned().map(up).collect();
     assert!(!idx.commit("Fx", &ups, &[]).unwrap().changed_any());
     drop(idx);
-    // Converted once: reopening finds format 2.
+    // Converted once: reopening finds the current format, no old table.
     let idx = Index::open_file(&path).unwrap();
-    assert_eq!(idx.entries("Fx").unwrap().count(), 4);
+    assert_eq!(idx.entries("Fx").unwrap().count(), n);
+    let db = idx.db();
+    let txn = db.begin_read().unwrap();
+    assert!(
+        txn.open_table(TableDefinition::<&[u8], &[u8]>::new("Fx/files"))
+            .is_err()
+    );
+    let meta = txn.open_table(META).unwrap();
+    assert_eq!(meta.get("format").unwrap().unwrap().value(), &FORMAT.to_le_bytes()[..]);
+}
+
+#[test]
+fn a_format_1_index_is_converted_keeping_entries_fingerprints_log_and_acknowledgements() {
+    converted_keeps_everything(1);
+}
+
+#[test]
+fn a_format_2_index_is_converted_keeping_entries_fingerprints_log_and_acknowledgements() {
+    converted_keeps_everything(2);
+}
+
+#[test]
+fn entries_come_back_in_path_byte_order_across_directories() {
+    let (_d, idx) = open();
+    // Names that sort before, at and after `name/` in byte order, a
+    // directory whose ancestors have no entry, and top-level files.
+    let mut paths = vec![
+        "a", "a.txt", "a/b", "a/b.txt", "a/b/c", "a/b/c/d", "a/b0", "a0", "b/x/y", "b/x/y.z", "b-", "z",
+    ];
+    let ups: Vec<Upsert> = paths.iter().rev().map(|p| up(file(p, &[(1, 1)], 1))).collect();
+    idx.commit("S", &ups, &[]).unwrap();
+    paths.sort_unstable();
+    let got: Vec<String> = idx
+        .entries("S")
+        .unwrap()
+        .map(|e| String::from_utf8(e.unwrap().path).unwrap())
+        .collect();
+    assert_eq!(got, paths);
+    // Deleting every file of a directory gives its number back.
+    idx.commit("S", &[], &[b"a/b/c/d".to_vec(), b"b/x/y".to_vec(), b"b/x/y.z".to_vec()])
+        .unwrap();
+    consistent(&idx, "S");
+    let db = idx.db();
+    let txn = db.begin_read().unwrap();
+    let names = SetTables::new("S");
+    let dirs: Vec<Vec<u8>> = txn
+        .open_table(names.dirs())
+        .unwrap()
+        .range::<&[u8]>(..)
+        .unwrap()
+        .map(|r| r.unwrap().0.value().to_vec())
+        .collect();
+    assert_eq!(dirs, vec![b"".to_vec(), b"a".to_vec(), b"a/b".to_vec()]);
+    drop(txn);
+    drop(db);
+    assert_eq!(idx.entry("S", b"a/b/c").unwrap().unwrap().path, b"a/b/c");
+    assert_eq!(idx.entry("S", b"b/x/y").unwrap(), None);
+    assert_eq!(idx.fingerprints("S").unwrap().len(), paths.len() - 3);
 }
 
 #[test]

@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use hamirror_wire::EntryKind;
 use redb::ReadTransaction;
 
+use super::dirs::{self, SetTables};
 use super::store::{HASH_PREFIX, decode_locator_value, decode_log, decode_row};
-use super::{IndexError, SetTables, read_table, set_info};
+use super::{IndexError, read_table, set_info};
 
 pub(super) fn verify(txn: &ReadTransaction, set: &str) -> Result<Vec<String>, IndexError> {
     let names = SetTables::new(set);
@@ -20,10 +21,45 @@ pub(super) fn verify(txn: &ReadTransaction, set: &str) -> Result<Vec<String>, In
     let mut expected: HashSet<(Vec<u8>, Vec<u8>, u64)> = HashSet::new();
     let mut files: HashMap<Vec<u8>, Vec<(hamirror_wire::Hash, u64)>> = HashMap::new();
     let mut paths = Vec::new();
-    if let Some(t) = read_table(txn, names.files())? {
+    // Directory numbers: the two tables are each other's inverse.
+    let mut dir_paths = HashMap::new();
+    if let Some(t) = read_table(txn, names.dir_paths())? {
+        dir_paths = dirs::dir_paths(&t)?;
+    }
+    let mut dir_rows: HashMap<u32, u64> = dir_paths.keys().map(|id| (*id, 0)).collect();
+    let mut dir_count = 0;
+    if let Some(t) = read_table(txn, names.dirs())? {
         for row in t.range::<&[u8]>(..)? {
             let (k, v) = row?;
-            let path = k.value().to_vec();
+            dir_count += 1;
+            if dir_paths.get(&v.value()).map(|p| &p[..]) != Some(k.value()) {
+                problems.push(format!(
+                    "directory {} has number {} without its way back",
+                    show(k.value()),
+                    v.value()
+                ));
+            }
+        }
+    }
+    if dir_count != dir_paths.len() {
+        problems.push(format!(
+            "{dir_count} directories by path, {} by number",
+            dir_paths.len()
+        ));
+    }
+    // The locator names files by key; file key → path.
+    let mut by_key: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+    if let Some(t) = read_table(txn, names.rows())? {
+        for row in t.range::<&[u8]>(..)? {
+            let (k, v) = row?;
+            let (id, name) = dirs::split_key(k.value())?;
+            let Some(dir) = dir_paths.get(&id) else {
+                problems.push(format!("a row of directory number {id}, which has none"));
+                continue;
+            };
+            *dir_rows.entry(id).or_default() += 1;
+            let path = dirs::join(dir, name);
+            by_key.insert(k.value().to_vec(), path.clone());
             match decode_row(&path, v.value()) {
                 Ok(e) => {
                     if e.kind == EntryKind::File {
@@ -45,6 +81,11 @@ pub(super) fn verify(txn: &ReadTransaction, set: &str) -> Result<Vec<String>, In
             paths.push(path);
         }
     }
+    for (id, n) in &dir_rows {
+        if *n == 0 {
+            problems.push(format!("directory number {id} kept without rows"));
+        }
+    }
     if paths.len() as u64 != info.entries {
         problems.push(format!(
             "{} entries stored, set record says {}",
@@ -58,10 +99,18 @@ pub(super) fn verify(txn: &ReadTransaction, set: &str) -> Result<Vec<String>, In
     if let Some(t) = read_table(txn, names.locator())? {
         for row in t.range::<&[u8]>(..)? {
             let (k, v) = row?;
-            let Some((hash, path)) = k.value().split_at_checked(HASH_PREFIX) else {
+            let Some((hash, key)) = k.value().split_at_checked(HASH_PREFIX) else {
                 problems.push(format!("chunk locator key of {} bytes", k.value().len()));
                 continue;
             };
+            let Some(path) = by_key.get(key) else {
+                problems.push(format!(
+                    "chunk locator names a file key of {} bytes that has no row",
+                    key.len()
+                ));
+                continue;
+            };
+            let path = &path[..];
             let offset = decode_locator_value(v.value())?;
             let ok = files
                 .get(path)
