@@ -341,6 +341,46 @@ pub fn render(r: &StatusReport, verify: &[VerifyRecord]) -> String {
         "When the peer last confirmed holding everything shipped (Unix time).",
         &|s| s.last_ack_unix_ms.map(secs),
     );
+    // Per replica: every peer a set is mirrored to, labelled `peer`.
+    type Figure = fn(&super::ReplicaBacklog) -> Option<f64>;
+    let replica_gauges: [(&str, &str, Figure); 4] = [
+        (
+            "hamirror_replica_backlog_files",
+            "Files changed here this replica has not acknowledged (one series per peer of a set mirrored from here).",
+            |p| p.pending_files.map(|v| v as f64),
+        ),
+        (
+            "hamirror_replica_lag_seconds",
+            "How long this replica has been behind (0: in step).",
+            |p| p.lag_ms.map(secs),
+        ),
+        (
+            "hamirror_replica_acked_generation",
+            "The generation of this node's index the replica acknowledged last.",
+            |p| p.acked_generation.map(|v| v as f64),
+        ),
+        (
+            "hamirror_replica_last_ack_timestamp_seconds",
+            "When the replica last confirmed holding everything shipped (Unix time).",
+            |p| p.last_ack_unix_ms.map(secs),
+        ),
+    ];
+    for (name, help, figure) in replica_gauges {
+        let mut samples = Vec::new();
+        for s in &r.sets {
+            for p in &s.replicas {
+                if let Some(v) = figure(p) {
+                    let labels = [
+                        ("set", s.set.as_str()),
+                        ("group", s.group.as_str()),
+                        ("peer", p.peer.as_str()),
+                    ];
+                    samples.push((labels.to_vec(), v));
+                }
+            }
+        }
+        o.gauge(name, help, &samples);
+    }
     o.family(
         "hamirror_set_conflict_copies_total",
         "counter",
@@ -587,6 +627,11 @@ mod tests {
             2.0
         );
         assert_eq!(value(&t, r#"hamirror_set_verify_differences{set="Fsmbd"}"#), 3.0);
+        for (peer, acked, files) in [("serv2", 12.0, 0.0), ("serv3", 9.0, 3.0)] {
+            let labels = format!(r#"{{set="Fhttpd",group="serv2",peer="{peer}"}}"#);
+            assert_eq!(value(&t, &format!("hamirror_replica_acked_generation{labels}")), acked);
+            assert_eq!(value(&t, &format!("hamirror_replica_backlog_files{labels}")), files);
+        }
         assert_eq!(
             value(
                 &t,

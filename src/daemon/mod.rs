@@ -45,7 +45,9 @@ use crate::failover::{self, Endpoint, EndpointConfig, FailoverError, Input, Prob
 use crate::hooks::HookPolicy;
 pub use control::{ControlError, Request, Response};
 pub use driver::{Driver, DriverConf, Outcome};
-pub use mirror::{ClusterView, GroupView, LinkView, MirrorControl, MirrorReport, MirrorReporter, SetBacklog};
+pub use mirror::{
+    ClusterView, GroupView, LinkView, MirrorControl, MirrorReport, MirrorReporter, PeerView, ReplicaBacklog, SetBacklog,
+};
 pub use state::{StateDir, StateError};
 pub use status::StatusReport;
 pub use worker::{HookRunner, Job, JobDone, Notice, ScriptHooks};

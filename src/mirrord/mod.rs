@@ -7,11 +7,14 @@
 //!   daemon's [`ClusterView`] — a push is accepted only from the group's
 //!   current holder at an epoch not older than the one this node knows;
 //! * a control thread that owns the watch [`Engine`]: it starts the sets of
-//!   each group this node holds (each shipping through a [`LinkShipper`]
-//!   with the group's epoch), stops them and sends the last changes when
-//!   the group is released, re-runs a full quick check and push of every
-//!   set when the peer returns (resync) and reports `caught_up`, and
-//!   refreshes the backlog figures `hamirror status` shows.
+//!   each group this node holds, each shipping to every other node (its
+//!   replicas) through a [`LinkShipper`] of its own with the group's
+//!   epoch — one thread and one acknowledged generation per replica, so a
+//!   slow or stopped replica delays only itself — stops them and sends the
+//!   last changes when the group is released, re-runs a full quick check
+//!   and push of every set when a peer returns (resync) and reports
+//!   `caught_up`, and refreshes the per-replica backlog figures `hamirror
+//!   status` shows.
 //!
 //! Every [`MirrorControl`] method only updates a lock-protected value or
 //! sends a message, so it returns at once on the driver's real-time thread.
@@ -69,6 +72,7 @@ enum Cmd {
         group: String,
     },
     LinkChanged {
+        peer: String,
         from: Link,
         to: Link,
     },
@@ -83,7 +87,8 @@ enum Cmd {
 pub struct Mirrord {
     tx: Sender<Cmd>,
     holders: Arc<ViewHolders>,
-    link: ship::LinkChoice,
+    /// Every other node: each gets a copy of the held sets.
+    peers: Vec<ship::ReplicaPeer>,
     backlog: Arc<Mutex<Vec<SetBacklog>>>,
     endpoint: Arc<Endpoint>,
     thread: Option<JoinHandle<()>>,
@@ -104,9 +109,17 @@ impl Mirrord {
             .node(local)
             .ok_or_else(|| MirrorError::UnknownNode(local.to_string()))?
             .clone();
-        let peer = cluster
-            .peer_of(local)
+        let peers: Vec<ship::ReplicaPeer> = cluster
+            .peers_of(local)
+            .into_iter()
+            .map(ship::ReplicaPeer::new)
+            .collect();
+        // The receiver pins one peer's key for now: a cluster of more than
+        // two nodes is refused before this by `Daemon::new`.
+        let peer = peers
+            .first()
             .ok_or_else(|| MirrorError::UnknownNode(local.to_string()))?
+            .node
             .clone();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -117,16 +130,14 @@ impl Mirrord {
         let addrs: Vec<String> = endpoint.local_addrs().iter().map(ToString::to_string).collect();
         tracing::info!(node = %me.name, peer = %peer.name, "mirror receiver on {}", addrs.join(", "));
         let holders = ViewHolders::new();
-        let link = Arc::new(Mutex::new(Link::Any));
         // Writes made while no daemon ran go into the index before the
         // receiver judges whether a push would overwrite them.
         pullback::scan_all(&cluster, &me);
         let back = pullback::PullBack {
             cluster: cluster.clone(),
             me: me.clone(),
-            peer: peer.clone(),
+            peers: peers.clone(),
             rt: rt.handle().clone(),
-            link: link.clone(),
             holders: holders.clone(),
             reporter: reporter.clone(),
             running: Arc::default(),
@@ -148,9 +159,8 @@ impl Mirrord {
         let ctl = control::Control::new(control::Parts {
             cluster,
             me,
-            peer,
+            peers: peers.clone(),
             rt: rt.handle().clone(),
-            link: link.clone(),
             backlog_out: backlog.clone(),
             reporter,
         });
@@ -163,7 +173,7 @@ impl Mirrord {
         Ok(Mirrord {
             tx,
             holders,
-            link,
+            peers,
             backlog,
             endpoint,
             thread: Some(thread),
@@ -205,14 +215,23 @@ impl MirrorControl for Mirrord {
 
     fn view_changed(&mut self, view: &ClusterView) {
         self.holders.update(view);
-        let to = Link::choose(view);
-        let mut cur = self.link.lock().unwrap_or_else(|p| p.into_inner());
-        // No link heard (the peer is away): keep the last choice, the
-        // transport's fallback order applies only when nothing was known.
-        if to != *cur && (to != Link::Any || view.peer_alive) {
-            let from = std::mem::replace(&mut *cur, to);
-            drop(cur);
-            let _ = self.tx.send(Cmd::LinkChanged { from, to });
+        for p in &self.peers {
+            let Some(seen) = view.peer_named(&p.node.name) else {
+                continue;
+            };
+            let to = Link::choose(seen);
+            let mut cur = p.link.lock().unwrap_or_else(|p| p.into_inner());
+            // No link heard (the peer is away): keep the last choice, the
+            // transport's fallback order applies only when nothing was known.
+            if to != *cur && (to != Link::Any || seen.alive) {
+                let from = std::mem::replace(&mut *cur, to);
+                drop(cur);
+                let _ = self.tx.send(Cmd::LinkChanged {
+                    peer: p.node.name.clone(),
+                    from,
+                    to,
+                });
+            }
         }
     }
 
