@@ -342,34 +342,11 @@ pub fn render(r: &StatusReport, verify: &[VerifyRecord]) -> String {
         &|s| s.last_ack_unix_ms.map(secs),
     );
     // Per replica: every peer a set is mirrored to, labelled `peer`.
-    type Figure = fn(&super::ReplicaBacklog) -> Option<f64>;
-    let replica_gauges: [(&str, &str, Figure); 4] = [
-        (
-            "hamirror_replica_backlog_files",
-            "Files changed here this replica has not acknowledged (one series per peer of a set mirrored from here).",
-            |p| p.pending_files.map(|v| v as f64),
-        ),
-        (
-            "hamirror_replica_lag_seconds",
-            "How long this replica has been behind (0: in step).",
-            |p| p.lag_ms.map(secs),
-        ),
-        (
-            "hamirror_replica_acked_generation",
-            "The generation of this node's index the replica acknowledged last.",
-            |p| p.acked_generation.map(|v| v as f64),
-        ),
-        (
-            "hamirror_replica_last_ack_timestamp_seconds",
-            "When the replica last confirmed holding everything shipped (Unix time).",
-            |p| p.last_ack_unix_ms.map(secs),
-        ),
-    ];
-    for (name, help, figure) in replica_gauges {
+    for (name, help) in REPLICA_GAUGES {
         let mut samples = Vec::new();
         for s in &r.sets {
             for p in &s.replicas {
-                if let Some(v) = figure(p) {
+                if let Some(v) = replica_figure(name, p) {
                     let labels = [
                         ("set", s.set.as_str()),
                         ("group", s.group.as_str()),
@@ -379,7 +356,7 @@ pub fn render(r: &StatusReport, verify: &[VerifyRecord]) -> String {
                 }
             }
         }
-        o.gauge(name, help, &samples);
+        o.gauge(&format!("hamirror_replica_{name}"), help, &samples);
     }
     o.family(
         "hamirror_set_conflict_copies_total",
@@ -537,6 +514,31 @@ pub fn write_textfile(path: PathBuf, tx: Sender<Msg>, state: PathBuf) -> std::io
         }
     })?;
     Ok(())
+}
+
+/// The per-replica gauges (`hamirror_replica_NAME`) and their help.
+const REPLICA_GAUGES: [(&str, &str); 4] = [
+    ("backlog_files", "Files changed here this replica has not acknowledged."),
+    ("lag_seconds", "How long this replica has been behind (0: in step)."),
+    (
+        "acked_generation",
+        "This node's generation the replica acknowledged last.",
+    ),
+    (
+        "last_ack_timestamp_seconds",
+        "When the replica last held everything shipped (Unix time).",
+    ),
+];
+
+/// One of [`REPLICA_GAUGES`] for one replica (`None`: unknown, no sample).
+fn replica_figure(name: &str, p: &super::ReplicaBacklog) -> Option<f64> {
+    match name {
+        "backlog_files" => p.pending_files.map(|v| v as f64),
+        "lag_seconds" => p.lag_ms.map(secs),
+        "acked_generation" => p.acked_generation.map(|v| v as f64),
+        "last_ack_timestamp_seconds" => p.last_ack_unix_ms.map(secs),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

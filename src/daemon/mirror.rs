@@ -138,6 +138,13 @@ pub trait MirrorControl: Send {
     /// The peer came (back) up: bring its copy of `group`, held here, up
     /// to date. Report progress with [`MirrorReporter::caught_up`].
     fn resync(&mut self, group: &str);
+    /// One replica of `group`, held here, came (back) up while others
+    /// stayed: push to it alone, the others untouched. The default is a
+    /// [`MirrorControl::resync`] of the whole group (the two-node case).
+    fn resync_replica(&mut self, group: &str, peer: &str) {
+        let _ = peer;
+        self.resync(group);
+    }
     /// Holders, epochs, links or the peer's liveness changed.
     fn view_changed(&mut self, view: &ClusterView);
     /// Per set backlog and lag, for `hamirror status` (cheap: cached).

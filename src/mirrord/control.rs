@@ -100,6 +100,7 @@ impl Control {
             Cmd::Start { group, epoch } => self.start_group(&group, epoch),
             Cmd::Stop { group } => self.stop_group(&group),
             Cmd::Resync { group } => self.resync(&group),
+            Cmd::ResyncReplica { group, peer } => self.resync_replica(&group, &peer),
             Cmd::LinkChanged { peer, from, to } => {
                 let held: Vec<&str> = self.held.keys().map(String::as_str).collect();
                 tracing::warn!(
@@ -348,6 +349,26 @@ impl Control {
         h.slots.clear();
         self.p.reporter.caught_up(group, false);
         self.start_waiting();
+    }
+
+    /// One replica returned: push each set of the group to it now. The
+    /// holder's index needs no new quick check (its watcher keeps it
+    /// current for every replica alike); what the replica lacks follows
+    /// from its own acknowledged position. A set not running yet pushes
+    /// to every replica when it starts anyway.
+    fn resync_replica(&mut self, group: &str, peer: &str) {
+        let Some(h) = self.held.get(group) else {
+            tracing::debug!(group, peer, "resync asked for a group not mirrored from here");
+            return;
+        };
+        tracing::info!(group, peer, "resync: pushing every set of {group} to {peer}");
+        for s in &h.sets {
+            if let Some(handle) = self.engine.handle(&s.name)
+                && !handle.push_again(peer)
+            {
+                tracing::warn!(set = %s.name, peer, "resync: {peer} is not a replica of this set");
+            }
+        }
     }
 
     fn tick(&mut self) {

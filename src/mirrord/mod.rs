@@ -71,6 +71,10 @@ enum Cmd {
     Resync {
         group: String,
     },
+    ResyncReplica {
+        group: String,
+        peer: String,
+    },
     LinkChanged {
         peer: String,
         from: Link,
@@ -210,6 +214,13 @@ impl MirrorControl for Mirrord {
     fn resync(&mut self, group: &str) {
         let _ = self.tx.send(Cmd::Resync {
             group: group.to_string(),
+        });
+    }
+
+    fn resync_replica(&mut self, group: &str, peer: &str) {
+        let _ = self.tx.send(Cmd::ResyncReplica {
+            group: group.to_string(),
+            peer: peer.to_string(),
         });
     }
 

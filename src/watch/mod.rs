@@ -219,6 +219,18 @@ impl WatchHandle {
         }
     }
 
+    /// Pushes the newest generation to the replica `peer` now (backoff
+    /// reset), the others untouched: that peer has just returned. What it
+    /// lacks is computed from its own acknowledged position, so it gets
+    /// everything it missed. Returns whether `peer` is a replica here.
+    pub fn push_again(&self, peer: &str) -> bool {
+        let Some(s) = self.ship_to(Some(peer)) else {
+            return false;
+        };
+        s.request_now(self.status().generation);
+        true
+    }
+
     /// The replicas this set is shipped to, by peer name.
     pub fn replicas(&self) -> Vec<String> {
         self.ships.iter().map(|(p, _)| p.clone()).collect()

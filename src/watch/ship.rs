@@ -173,6 +173,18 @@ impl ShipReader {
         self.0.1.notify_one();
     }
 
+    /// Asks for `generation` to be shipped now: a call is made at once,
+    /// also when a retry is waiting for its backoff (the backoff starts
+    /// over). For a replica that has just returned.
+    pub fn request_now(&self, generation: u64) {
+        let mut g = lock(&self.0.0);
+        g.wanted = g.wanted.max(generation);
+        g.due = true;
+        g.poke = true;
+        drop(g);
+        self.0.1.notify_one();
+    }
+
     /// As [`ShipLoop::status`].
     pub fn status(&self) -> (Option<u64>, Shipping, u64) {
         let g = lock(&self.0.0);

@@ -300,5 +300,14 @@ fn a_frozen_replica_grows_only_its_own_backlog_and_catches_up_when_it_thaws() {
     assert_eq!(*slow.calls.lock().unwrap(), vec![1, 4]);
     assert_eq!(h.backlog().unwrap().paths, Some(0));
     assert!(fast.generations().ends_with(&[2, 3, 4]), "{:?}", fast.generations());
+    // serv3 returns (a resync of that replica alone): one more call to it,
+    // none to serv2.
+    let before = fast.generations().len();
+    assert!(h.push_again("serv3"));
+    wait_for("serv3 pushed to again", || slow.calls.lock().unwrap().len() == 3);
+    assert_eq!(*slow.calls.lock().unwrap(), vec![1, 4, 4]);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(fast.generations().len(), before, "serv2 untouched");
+    assert!(!h.push_again("serv9"), "not a replica");
     assert!(engine.stop_set("Fdata"));
 }
