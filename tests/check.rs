@@ -200,6 +200,21 @@ fn a_cluster_has_two_nodes_or_more_only_under_pacemaker() {
         "{}",
         stdout(&out)
     );
+    // The daemon and the two-node commands say why they do not run it yet.
+    for args in [&["--node", "serv1", "run"][..], &["--node", "serv1", "sync", "Fsmbd"]] {
+        let out = c.run(args);
+        assert_ne!(out.status.code(), Some(0), "{args:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("has 3 nodes; this talks to one peer, and serv1 has 2 (serv2, serv3)"),
+            "{args:?}: {err}"
+        );
+    }
+    let err = stderr(&c.run(&["--node", "serv1", "run"]));
+    assert!(
+        err.contains("`hamirror run` does not run a cluster of more than two nodes yet"),
+        "{err}"
+    );
 }
 
 #[test]
