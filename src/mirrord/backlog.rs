@@ -57,7 +57,8 @@ impl BacklogTracker {
         let mut b = furthest_behind(&replicas);
         b.set = set.name.clone();
         b.group = group.to_string();
-        b.generation = handle.and_then(|h| h.backlog().ok()).map(|k| k.generation);
+        // The engine's last commit (cheap: no read of the change log).
+        b.generation = handle.map(|h| h.status().generation);
         b.replicas = replicas;
         (b, all_step && !links.is_empty(), all_pushed && !links.is_empty())
     }
