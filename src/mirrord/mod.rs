@@ -3,9 +3,10 @@
 //!
 //! * a tokio runtime of its own (two worker threads, normal priority), so a
 //!   busy transfer never delays the failover side's real-time threads;
-//! * the receiver: a [`Server`] whose lock ([`ViewHolders`]) follows the
-//!   daemon's [`ClusterView`] — a push is accepted only from the group's
-//!   current holder at an epoch not older than the one this node knows;
+//! * the receiver: a [`Server`] accepting every other node (each by its
+//!   own pinned key), whose lock ([`ViewHolders`]) follows the daemon's
+//!   [`ClusterView`] — a push is accepted only from the group's current
+//!   holder at an epoch not older than the one this node knows;
 //! * a control thread that owns the watch [`Engine`]: it starts the sets of
 //!   each group this node holds, each shipping to every other node (its
 //!   replicas) through a [`LinkShipper`] of its own with the group's
@@ -37,7 +38,7 @@ use thiserror::Error;
 
 pub use view::{Link, ViewHolders};
 
-use crate::config::Cluster;
+use crate::config::{Cluster, Node};
 use crate::daemon::{ClusterView, MirrorControl, MirrorReporter, SetBacklog};
 use crate::sync::Server;
 use crate::transport::{Endpoint, TransportError};
@@ -118,21 +119,24 @@ impl Mirrord {
             .into_iter()
             .map(ship::ReplicaPeer::new)
             .collect();
-        // The receiver pins one peer's key for now: a cluster of more than
-        // two nodes is refused before this by `Daemon::new`.
-        let peer = peers
-            .first()
-            .ok_or_else(|| MirrorError::UnknownNode(local.to_string()))?
-            .node
-            .clone();
+        if peers.is_empty() {
+            return Err(MirrorError::UnknownNode(local.to_string()));
+        }
+        let names: Vec<&str> = peers.iter().map(|p| p.node.name.as_str()).collect();
+        let names = names.join(", ");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .thread_name("hamirror-mirror")
             .build()?;
-        let endpoint = Arc::new(rt.block_on(async { Endpoint::server(&me, &peer) })?);
+        // Every other node may hold a group and push its sets here, each
+        // proving its own pinned key.
+        let endpoint = {
+            let nodes: Vec<&Node> = peers.iter().map(|p| &p.node).collect();
+            Arc::new(rt.block_on(async { Endpoint::server_for(&me, &nodes) })?)
+        };
         let addrs: Vec<String> = endpoint.local_addrs().iter().map(ToString::to_string).collect();
-        tracing::info!(node = %me.name, peer = %peer.name, "mirror receiver on {}", addrs.join(", "));
+        tracing::info!(node = %me.name, peer = %names, "mirror receiver on {}", addrs.join(", "));
         let holders = ViewHolders::new();
         // Writes made while no daemon ran go into the index before the
         // receiver judges whether a push would overwrite them.
