@@ -158,14 +158,62 @@ fn timers_must_agree_between_nodes_and_keep_their_arithmetic() {
 }
 
 #[test]
-fn a_cluster_has_exactly_two_nodes() {
+fn a_cluster_has_two_nodes_or_more_only_under_pacemaker() {
     rejects(
         |c| c.write("serv3.conf", "address = 10.0.0.3\n"),
-        &["a cluster has exactly two nodes"],
+        &[
+            "serv3.conf: this cluster has 3 nodes, but serv3 leaves `failover` at builtin: the built-in arbiter is \
+             two-node",
+            "serv1.conf: this cluster has 3 nodes, but serv1 leaves `failover` at builtin",
+            "put `failover = pacemaker` in every NODE.conf",
+        ],
     );
     rejects(
         |c| std::fs::remove_file(c.path("serv2.conf")).unwrap(),
         &["found 1 (serv1.conf)"],
+    );
+    // One node left out of Pacemaker mode is named, with its line.
+    let three = |c: &TempConfig| {
+        c.write(
+            "serv3.conf",
+            "address = 10.0.0.3\nfingerprint = sha256:1a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b\n\
+             heartbeat_key = authkeys\npreferred = serv1\nfailover = pacemaker\n",
+        );
+        for n in ["serv1.conf", "serv2.conf"] {
+            c.set(n, "auto_failback", "failover = pacemaker");
+        }
+    };
+    rejects(
+        |c| {
+            three(c);
+            c.set("serv2.conf", "failover", "failover = builtin");
+        },
+        &["serv2.conf:11: this cluster has 3 nodes, but serv2 leaves `failover` at builtin"],
+    );
+    // Every node in Pacemaker mode: three nodes are a cluster.
+    let c = TempConfig::example();
+    three(&c);
+    let out = c.run(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("valid, nodes serv1, serv2 and serv3"),
+        "{}",
+        stdout(&out)
+    );
+    // The daemon and the two-node commands say why they do not run it yet.
+    for args in [&["--node", "serv1", "run"][..], &["--node", "serv1", "sync", "Fsmbd"]] {
+        let out = c.run(args);
+        assert_ne!(out.status.code(), Some(0), "{args:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("has 3 nodes; this talks to one peer, and serv1 has 2 (serv2, serv3)"),
+            "{args:?}: {err}"
+        );
+    }
+    let err = stderr(&c.run(&["--node", "serv1", "run"]));
+    assert!(
+        err.contains("`hamirror run` does not run a cluster of more than two nodes yet"),
+        "{err}"
     );
 }
 

@@ -3,7 +3,8 @@
 //! wrong or missing pin is refused on both sides with a message naming both
 //! fingerprints; an oversize frame is refused before its body is read; an
 //! unreachable crossover address falls back to the LAN address; endpoints
-//! built from a real cluster.d pin each other from the peer's NODE.conf.
+//! built from a real cluster.d pin each other from the peer's NODE.conf; a
+//! receiver of several peers (fan-out) accepts each by its own key.
 
 mod common;
 
@@ -58,9 +59,10 @@ fn pair(serv2_pins: Option<Fingerprint>, serv1_pins: Option<Fingerprint>) -> (En
 /// Identities are cached per name so both sides can know each other's key.
 fn identity(name: &str) -> Identity {
     use std::sync::OnceLock;
-    static KEYS: OnceLock<[String; 3]> = OnceLock::new();
-    let keys = KEYS.get_or_init(|| ["serv1", "serv2", "intruder"].map(|n| Identity::generate(n).unwrap().to_pem()));
-    let i = ["serv1", "serv2", "intruder"].iter().position(|n| *n == name).unwrap();
+    const NAMES: [&str; 4] = ["serv1", "serv2", "serv3", "intruder"];
+    static KEYS: OnceLock<[String; 4]> = OnceLock::new();
+    let keys = KEYS.get_or_init(|| NAMES.map(|n| Identity::generate(n).unwrap().to_pem()));
+    let i = NAMES.iter().position(|n| *n == name).unwrap();
     Identity::from_pem(keys[i].as_bytes()).unwrap()
 }
 
@@ -194,6 +196,48 @@ async fn a_client_with_the_wrong_key_is_refused_on_both_sides_naming_both_finger
     assert!(matches!(c, TransportError::RefusedByPeer { .. }), "{c:?}");
     names_both(&c.to_string(), fp("intruder"), fp("serv1"));
     assert!(!c.retry_may_help());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_of_several_peers_accepts_each_by_its_own_key_and_names_it() {
+    // Fan-out: serv1 and serv3 may both push to serv2 (all on one address).
+    let here: Vec<SocketAddr> = vec![LOCALHOST.parse().unwrap()];
+    let server = Endpoint::listen_any(
+        identity("serv2"),
+        spec("serv1", Some(fp("serv1")), here.clone()),
+        vec![spec("serv3", Some(fp("serv3")), here.clone())],
+        &here,
+        quick(),
+    )
+    .unwrap();
+    let addr = server.local_addrs()[0];
+    for name in ["serv3", "serv1"] {
+        let client =
+            Endpoint::connector(identity(name), spec("serv2", Some(fp("serv2")), vec![addr]), quick()).unwrap();
+        let (c, s) = within("the handshake", async {
+            tokio::join!(client.connect(), server.accept())
+        })
+        .await;
+        c.unwrap();
+        let s = s.unwrap().unwrap();
+        assert_eq!((s.peer().name.as_str(), s.peer().fingerprint), (name, fp(name)));
+    }
+    let client = Endpoint::connector(
+        identity("intruder"),
+        spec("serv2", Some(fp("serv2")), vec![addr]),
+        quick(),
+    )
+    .unwrap();
+    let (c, s) = within("the refusal", async { tokio::join!(client.connect(), server.accept()) }).await;
+    let s = s.unwrap().unwrap_err();
+    assert!(matches!(s, TransportError::PeerKeyRejected(_)), "{s:?}");
+    let msg = s.to_string();
+    assert!(
+        msg.contains(&format!("presented {}", fp("intruder")))
+            && msg.contains("none of serv1.conf, serv3.conf pins it"),
+        "{msg}"
+    );
+    assert!(matches!(c.unwrap_err(), TransportError::RefusedByPeer { .. }));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

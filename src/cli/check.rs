@@ -130,16 +130,13 @@ fn hooks(list: &[Hook]) -> String {
 pub fn describe(c: &Cluster) -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "cluster {}: valid, nodes {}",
-        c.dir.display(),
-        c.nodes
-            .iter()
-            .map(|n| n.name.as_str())
-            .collect::<Vec<_>>()
-            .join(" and ")
-    );
+    let _ = writeln!(s, "cluster {}: valid, nodes {}", c.dir.display(), {
+        let names: Vec<&str> = c.nodes.iter().map(|n| n.name.as_str()).collect();
+        match names.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+            _ => names.join(""),
+        }
+    });
     for n in &c.nodes {
         let k = &n.conf;
         let lan = k.lan.map(|l| format!(", lan {l}")).unwrap_or_default();

@@ -93,6 +93,8 @@ pub fn run(global: &Global, args: &LinksArgs) -> anyhow::Result<i32> {
         .clone()
         .ok_or_else(|| failover::FailoverError::NoKeyFile(me.conf_file.clone()))?;
     let keys = failover::load_keys(&key_file)?;
+    // Heartbeats know one peer (more nodes: docs/PACEMAKER.md).
+    cluster.sole_peer(&name).map_err(anyhow::Error::msg)?;
     let mut cfg = ArbiterConfig::from_cluster(&cluster, &name).context("node not in the cluster")?;
     cfg.observer = true;
     let links = failover::links(&cluster, &name).context("node not in the cluster")?;

@@ -75,10 +75,14 @@ applying a push to the set, the command waits (up to 30 s). --dry-run itemizes (
 pub fn run(global: &Global, args: &ResyncArgs) -> anyhow::Result<i32> {
     let (cluster, me) = global.load_local()?;
     let node = super::local(&cluster, &me).clone();
-    let peer = cluster.peer_of(&me).context("no peer configured")?.clone();
-    if peer.name != args.from {
-        anyhow::bail!("{} is not the peer of {me} (its peer is {})", args.from, peer.name);
-    }
+    // Any other node: with more than two, whichever holds the sets now.
+    let peer = match cluster.node(&args.from) {
+        Some(p) if p.name != me => p.clone(),
+        _ => {
+            let peers: Vec<&str> = cluster.peers_of(&me).iter().map(|p| p.name.as_str()).collect();
+            anyhow::bail!("{} is not a peer of {me} (its peers: {})", args.from, peers.join(", "));
+        }
+    };
     let mut sets: Vec<(Node, MirrorSet)> = Vec::new();
     if args.sets.is_empty() {
         sets.extend(peer.group.sets.iter().map(|s| (peer.clone(), s.clone())));

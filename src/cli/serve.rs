@@ -19,7 +19,7 @@ pub fn run(global: &Global, _args: &ServeArgs) -> anyhow::Result<i32> {
     let (cluster, me) = global.load_local()?;
     let cluster = Arc::new(cluster);
     let local = super::local(&cluster, &me).clone();
-    let peer = cluster.peer_of(&me).context("no peer configured")?.clone();
+    let peer = cluster.sole_peer(&me).map_err(anyhow::Error::msg)?.clone();
     super::runtime()?.block_on(async move {
         let endpoint = Endpoint::server(&local, &peer).with_context(|| format!("starting the receiver of {me}"))?;
         let addrs: Vec<String> = endpoint.local_addrs().iter().map(ToString::to_string).collect();

@@ -59,7 +59,7 @@ pub fn run(global: &Global, args: &SyncArgs) -> anyhow::Result<i32> {
             owner.name
         );
     }
-    let peer = cluster.peer_of(&me).context("no peer configured")?.clone();
+    let peer = cluster.sole_peer(&me).map_err(anyhow::Error::msg)?.clone();
     let rt = super::runtime()?;
     // The handshake runs on the runtime while this thread scans.
     let connecting = {

@@ -4,7 +4,6 @@
 //! push (`sync SET --full`, run from the holder) and the set verified again.
 //! Exit: 0 identical (or repaired), 1 differences (each listed), 2 failed.
 
-use anyhow::Context;
 use clap::Args;
 
 use super::scan::bytes;
@@ -60,7 +59,7 @@ fn verify_once(global: &Global, args: &VerifyArgs) -> anyhow::Result<i32> {
     let (owner, set) = super::find_set(&cluster, &args.set)?;
     let (group, set) = (owner.group.name.clone(), set.clone());
     let owner_is_me = owner.name == me;
-    let peer = cluster.peer_of(&me).context("no peer configured")?.clone();
+    let peer = cluster.sole_peer(&me).map_err(anyhow::Error::msg)?.clone();
     let result = super::runtime()?.block_on(async {
         let endpoint = Endpoint::client(&node, &peer)?;
         let conn = endpoint.connect().await?;

@@ -119,7 +119,7 @@ pub fn run(global: &Global, args: &WatchArgs) -> anyhow::Result<i32> {
         })
         .context("starting the notice thread")?;
 
-    let peer = cluster.peer_of(&me).context("no peer configured")?.clone();
+    let peer = cluster.sole_peer(&me).map_err(anyhow::Error::msg)?.clone();
     let rt = super::runtime()?;
     let mut engine = Engine::new(&node.conf.root, &node.conf.state, opts).with_notices(ntx);
     let mut handles = Vec::new();

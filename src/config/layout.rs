@@ -520,23 +520,7 @@ fn check_cluster(
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<ConfigError>,
 ) {
-    let count = nodes.len() + broken.len();
-    if count != 2 {
-        let mut names: Vec<_> = nodes
-            .iter()
-            .map(|n| &n.name)
-            .chain(broken)
-            .map(|n| format!("{n}.conf"))
-            .collect();
-        names.sort();
-        errors.push(ConfigError::file(
-            dir,
-            format!(
-                "a cluster has exactly two nodes, each with a NODE.conf; found {count} ({})",
-                names.join(", ")
-            ),
-        ));
-    }
+    check_node_count(dir, nodes, broken, errors);
     check_sets(nodes, errors);
     check_endpoints(nodes, errors);
     for n in nodes {
@@ -574,27 +558,76 @@ fn check_cluster(
             ),
         ));
     }
-    if let [a, b] = nodes {
-        for key in CLUSTER_WIDE {
-            let (va, vb) = (cluster_value(&a.conf, key), cluster_value(&b.conf, key));
-            if va != vb {
-                let line = b.conf.lines.get(*key).or(a.conf.lines.get(*key)).copied();
-                let file = if b.conf.lines.contains_key(*key) {
-                    &b.conf_file
-                } else {
-                    &a.conf_file
-                };
-                errors.push(ConfigError {
-                    file: file.clone(),
-                    line,
-                    msg: format!(
-                        "`{key}` is {va} on {} but {vb} on {}; it must be the same on both nodes",
-                        a.name, b.name
-                    ),
-                });
+    // Every node against the first: with two nodes, the one pair.
+    if let [a, rest @ ..] = nodes {
+        let every = if rest.len() > 1 { "every node" } else { "both nodes" };
+        for b in rest {
+            for key in CLUSTER_WIDE {
+                let (va, vb) = (cluster_value(&a.conf, key), cluster_value(&b.conf, key));
+                if va != vb {
+                    let line = b.conf.lines.get(*key).or(a.conf.lines.get(*key)).copied();
+                    let file = if b.conf.lines.contains_key(*key) {
+                        &b.conf_file
+                    } else {
+                        &a.conf_file
+                    };
+                    errors.push(ConfigError {
+                        file: file.clone(),
+                        line,
+                        msg: format!(
+                            "`{key}` is {va} on {} but {vb} on {}; it must be the same on {every}",
+                            a.name, b.name
+                        ),
+                    });
+                }
             }
         }
     }
+}
+
+/// Two nodes, or more when every one of them leaves the decisions to
+/// Pacemaker: the built-in arbiter knows one peer only.
+fn check_node_count(dir: &Path, nodes: &[Node], broken: &[String], errors: &mut Vec<ConfigError>) {
+    let count = nodes.len() + broken.len();
+    if count == 2 {
+        return;
+    }
+    if count > 2 {
+        let builtin: Vec<&Node> = nodes
+            .iter()
+            .filter(|n| n.conf.failover != crate::config::FailoverMode::Pacemaker)
+            .collect();
+        for n in &builtin {
+            errors.push(ConfigError {
+                file: n.conf_file.clone(),
+                line: n.conf.lines.get("failover").copied(),
+                msg: format!(
+                    "this cluster has {count} nodes, but {} leaves `failover` at {}: the built-in arbiter is \
+                     two-node; with more nodes put `failover = pacemaker` in every NODE.conf and let Pacemaker \
+                     decide (docs/PACEMAKER.md)",
+                    n.name,
+                    n.conf.failover.name()
+                ),
+            });
+        }
+        // A node whose file did not parse was reported already.
+        return;
+    }
+    let mut names: Vec<_> = nodes
+        .iter()
+        .map(|n| &n.name)
+        .chain(broken)
+        .map(|n| format!("{n}.conf"))
+        .collect();
+    names.sort();
+    errors.push(ConfigError::file(
+        dir,
+        format!(
+            "a cluster has at least two nodes, each with a NODE.conf (more than two only with \
+             `failover = pacemaker`); found {count} ({})",
+            names.join(", ")
+        ),
+    ));
 }
 
 fn cluster_value(c: &NodeConf, key: &str) -> String {

@@ -124,7 +124,8 @@ impl Node {
 #[derive(Debug, Clone)]
 pub struct Cluster {
     pub dir: PathBuf,
-    /// Sorted by name; exactly two once validated.
+    /// Sorted by name; two once validated, or more when every node says
+    /// `failover = pacemaker`.
     pub nodes: Vec<Node>,
     pub reachlist: Vec<ReachHost>,
     /// Non-fatal remarks (`check` prints them).
@@ -141,9 +142,41 @@ impl Cluster {
         self.nodes.iter().find(|n| n.name == name)
     }
 
-    /// The node's peer (the other node of the two).
+    /// The node's peer in a two-node cluster; `None` when `name` is not a
+    /// node, or the cluster has more than two (see [`Cluster::peers_of`]).
     pub fn peer_of(&self, name: &str) -> Option<&Node> {
-        self.nodes.iter().find(|n| n.name != name)
+        match self.peers_of(name)[..] {
+            [p] => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Every node but `name` (empty when `name` is not a node), by name.
+    pub fn peers_of(&self, name: &str) -> Vec<&Node> {
+        if self.node(name).is_none() {
+            return vec![];
+        }
+        self.nodes.iter().filter(|n| n.name != name).collect()
+    }
+
+    /// The one peer a two-node command talks to, or why there is none: a
+    /// cluster of more than two nodes has no single peer.
+    ///
+    /// # Errors
+    /// `name` is not a node, or the cluster has more than two nodes.
+    pub fn sole_peer(&self, name: &str) -> Result<&Node, String> {
+        let peers = self.peers_of(name);
+        match peers[..] {
+            [p] => Ok(p),
+            [] => Err(format!("{name} is not a node of {}", self.dir.display())),
+            _ => Err(format!(
+                "{} has {} nodes; this talks to one peer, and {name} has {} ({})",
+                self.dir.display(),
+                self.nodes.len(),
+                peers.len(),
+                peers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+            )),
+        }
     }
 
     /// Finds a set by name (`Fsmbd`, or `smbd` for short) in any node's

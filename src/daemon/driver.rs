@@ -19,7 +19,7 @@ use std::sync::mpsc::Sender;
 use super::Msg;
 use super::control::{Request, Response};
 use super::health::{Health, Verdict};
-use super::mirror::{ClusterView, GroupView, LinkView, MirrorControl, MirrorReport, SetBacklog};
+use super::mirror::{ClusterView, GroupView, LinkView, MirrorControl, MirrorReport, PeerView, SetBacklog};
 use super::status::{EventReport, GroupReport, HooksReport, LinkReport, MaintenanceReport, ReachReport, StatusReport};
 use super::worker::{Job, JobDone, Notice};
 use crate::arbiter::{
@@ -889,16 +889,18 @@ impl Driver {
         let st = self.arbiter.status();
         ClusterView {
             local: self.c.local.clone(),
-            peer: self.c.peer.clone(),
-            peer_alive: st.peer_alive,
-            links: st
-                .links
-                .iter()
-                .map(|l| LinkView {
-                    name: l.link.clone(),
-                    up: st.peer_alive && !l.silent && l.last_heard.is_some(),
-                })
-                .collect(),
+            peers: vec![PeerView {
+                name: self.c.peer.clone(),
+                alive: st.peer_alive,
+                links: st
+                    .links
+                    .iter()
+                    .map(|l| LinkView {
+                        name: l.link.clone(),
+                        up: st.peer_alive && !l.silent && l.last_heard.is_some(),
+                    })
+                    .collect(),
+            }],
             groups: st
                 .groups
                 .iter()

@@ -341,6 +341,23 @@ pub fn render(r: &StatusReport, verify: &[VerifyRecord]) -> String {
         "When the peer last confirmed holding everything shipped (Unix time).",
         &|s| s.last_ack_unix_ms.map(secs),
     );
+    // Per replica: every peer a set is mirrored to, labelled `peer`.
+    for (name, help) in REPLICA_GAUGES {
+        let mut samples = Vec::new();
+        for s in &r.sets {
+            for p in &s.replicas {
+                if let Some(v) = replica_figure(name, p) {
+                    let labels = [
+                        ("set", s.set.as_str()),
+                        ("group", s.group.as_str()),
+                        ("peer", p.peer.as_str()),
+                    ];
+                    samples.push((labels.to_vec(), v));
+                }
+            }
+        }
+        o.gauge(&format!("hamirror_replica_{name}"), help, &samples);
+    }
     o.family(
         "hamirror_set_conflict_copies_total",
         "counter",
@@ -499,6 +516,31 @@ pub fn write_textfile(path: PathBuf, tx: Sender<Msg>, state: PathBuf) -> std::io
     Ok(())
 }
 
+/// The per-replica gauges (`hamirror_replica_NAME`) and their help.
+const REPLICA_GAUGES: [(&str, &str); 4] = [
+    ("backlog_files", "Files changed here this replica has not acknowledged."),
+    ("lag_seconds", "How long this replica has been behind (0: in step)."),
+    (
+        "acked_generation",
+        "This node's generation the replica acknowledged last.",
+    ),
+    (
+        "last_ack_timestamp_seconds",
+        "When the replica last held everything shipped (Unix time).",
+    ),
+];
+
+/// One of [`REPLICA_GAUGES`] for one replica (`None`: unknown, no sample).
+fn replica_figure(name: &str, p: &super::ReplicaBacklog) -> Option<f64> {
+    match name {
+        "backlog_files" => p.pending_files.map(|v| v as f64),
+        "lag_seconds" => p.lag_ms.map(secs),
+        "acked_generation" => p.acked_generation.map(|v| v as f64),
+        "last_ack_timestamp_seconds" => p.last_ack_unix_ms.map(secs),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -587,6 +629,11 @@ mod tests {
             2.0
         );
         assert_eq!(value(&t, r#"hamirror_set_verify_differences{set="Fsmbd"}"#), 3.0);
+        for (peer, acked, files) in [("serv2", 12.0, 0.0), ("serv3", 9.0, 3.0)] {
+            let labels = format!(r#"{{set="Fhttpd",group="serv2",peer="{peer}"}}"#);
+            assert_eq!(value(&t, &format!("hamirror_replica_acked_generation{labels}")), acked);
+            assert_eq!(value(&t, &format!("hamirror_replica_backlog_files{labels}")), files);
+        }
         assert_eq!(
             value(
                 &t,

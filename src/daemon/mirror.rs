@@ -21,13 +21,33 @@ use super::Msg;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ClusterView {
     pub local: String,
-    pub peer: String,
-    pub peer_alive: bool,
-    /// Links to the peer, crossover first: whether the peer is heard on it.
+    /// Every other node, by name: one in a two-node cluster (see
+    /// [`ClusterView::peer`]), more under Pacemaker (fan-out).
+    pub peers: Vec<PeerView>,
+    pub groups: Vec<GroupView>,
+}
+
+/// One other node as the heartbeats show it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PeerView {
+    pub name: String,
+    pub alive: bool,
+    /// Links to this peer, crossover first: whether it is heard on each.
     /// Mirror over the first one that is up (the LAN when the crossover is
     /// down).
     pub links: Vec<LinkView>,
-    pub groups: Vec<GroupView>,
+}
+
+impl ClusterView {
+    /// The one peer of a two-node cluster (the first peer otherwise).
+    pub fn peer(&self) -> Option<&PeerView> {
+        self.peers.first()
+    }
+
+    /// A peer by name.
+    pub fn peer_named(&self, name: &str) -> Option<&PeerView> {
+        self.peers.iter().find(|p| p.name == name)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -77,6 +97,29 @@ pub struct SetBacklog {
     /// Conflict copies made for this set since the daemon started.
     #[serde(default)]
     pub conflict_copies: u64,
+    /// This node's generation of the set (what the replicas catch up to).
+    #[serde(default)]
+    pub generation: Option<u64>,
+    /// Each replica on its own (one in a two-node cluster); the figures
+    /// above are the furthest behind of them.
+    #[serde(default)]
+    pub replicas: Vec<ReplicaBacklog>,
+}
+
+/// One replica's part of a [`SetBacklog`]: what that peer has not
+/// acknowledged, and when it last did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReplicaBacklog {
+    pub peer: String,
+    pub pending_files: Option<u64>,
+    pub pending_bytes: Option<u64>,
+    pub lag_ms: Option<u64>,
+    pub shipping: Option<String>,
+    pub link: Option<String>,
+    /// The generation of this node's index the peer acknowledged last
+    /// (since the set's watch started here).
+    pub acked_generation: Option<u64>,
+    pub last_ack_unix_ms: Option<u64>,
 }
 
 /// The mirror side as the daemon drives it. Implemented by the mirroring
@@ -95,6 +138,13 @@ pub trait MirrorControl: Send {
     /// The peer came (back) up: bring its copy of `group`, held here, up
     /// to date. Report progress with [`MirrorReporter::caught_up`].
     fn resync(&mut self, group: &str);
+    /// One replica of `group`, held here, came (back) up while others
+    /// stayed: push to it alone, the others untouched. The default is a
+    /// [`MirrorControl::resync`] of the whole group (the two-node case).
+    fn resync_replica(&mut self, group: &str, peer: &str) {
+        let _ = peer;
+        self.resync(group);
+    }
     /// Holders, epochs, links or the peer's liveness changed.
     fn view_changed(&mut self, view: &ClusterView);
     /// Per set backlog and lag, for `hamirror status` (cheap: cached).

@@ -45,7 +45,9 @@ use crate::failover::{self, Endpoint, EndpointConfig, FailoverError, Input, Prob
 use crate::hooks::HookPolicy;
 pub use control::{ControlError, Request, Response};
 pub use driver::{Driver, DriverConf, Outcome};
-pub use mirror::{ClusterView, GroupView, LinkView, MirrorControl, MirrorReport, MirrorReporter, SetBacklog};
+pub use mirror::{
+    ClusterView, GroupView, LinkView, MirrorControl, MirrorReport, MirrorReporter, PeerView, ReplicaBacklog, SetBacklog,
+};
 pub use state::{StateDir, StateError};
 pub use status::StatusReport;
 pub use worker::{HookRunner, Job, JobDone, Notice, ScriptHooks};
@@ -72,6 +74,10 @@ pub enum Msg {
 pub enum DaemonError {
     #[error("node {0} is not one of the two nodes of the configuration")]
     UnknownNode(String),
+    /// More than two nodes: the daemon's heartbeats and arbiter know one
+    /// peer (fan-out's first stage: see docs/PACEMAKER.md).
+    #[error("{0}; `hamirror run` does not run a cluster of more than two nodes yet (docs/PACEMAKER.md)")]
+    MoreThanTwo(String),
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
@@ -115,9 +121,10 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn new(cluster: Cluster, local: &str, opts: DaemonOptions) -> Result<Daemon, DaemonError> {
-        if cluster.node(local).is_none() || cluster.peer_of(local).is_none() {
+        if cluster.node(local).is_none() {
             return Err(DaemonError::UnknownNode(local.to_string()));
         }
+        cluster.sole_peer(local).map_err(DaemonError::MoreThanTwo)?;
         signals::block().map_err(os("blocking SIGTERM/SIGINT"))?;
         let (tx, rx) = mpsc::channel();
         Ok(Daemon {

@@ -330,6 +330,22 @@ impl StatusReport {
                 opt(b.pending_bytes),
                 opt(b.lag_ms)
             );
+            // With one replica the line above is its own; with more, each.
+            if b.replicas.len() > 1 {
+                for r in &b.replicas {
+                    let _ = writeln!(
+                        s,
+                        "    to {:<10} acked generation {} of {}, backlog {} files, lag {} ms, shipping {}{}",
+                        r.peer,
+                        opt(r.acked_generation),
+                        opt(b.generation),
+                        opt(r.pending_files),
+                        opt(r.lag_ms),
+                        r.shipping.as_deref().unwrap_or("-"),
+                        r.link.as_deref().map(|l| format!(" over {l}")).unwrap_or_default()
+                    );
+                }
+            }
         }
         match &self.hooks.running {
             None => {
@@ -350,6 +366,7 @@ impl StatusReport {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::daemon::ReplicaBacklog;
 
     pub(crate) fn report() -> StatusReport {
         StatusReport {
@@ -436,6 +453,29 @@ pub(crate) mod tests {
                     link: Some("lan".into()),
                     last_ack_unix_ms: Some(1_700_000_000_250),
                     conflict_copies: 2,
+                    generation: Some(12),
+                    replicas: vec![
+                        ReplicaBacklog {
+                            peer: "serv2".into(),
+                            pending_files: Some(0),
+                            lag_ms: Some(0),
+                            shipping: Some("ok".into()),
+                            link: Some("crossover".into()),
+                            acked_generation: Some(12),
+                            last_ack_unix_ms: Some(1_700_000_000_900),
+                            ..Default::default()
+                        },
+                        ReplicaBacklog {
+                            peer: "serv3".into(),
+                            pending_files: Some(3),
+                            lag_ms: Some(250),
+                            shipping: Some("ok".into()),
+                            link: Some("lan".into()),
+                            acked_generation: Some(9),
+                            last_ack_unix_ms: Some(1_700_000_000_250),
+                            ..Default::default()
+                        },
+                    ],
                 },
             ],
             mirroring: false,
@@ -464,6 +504,8 @@ pub(crate) mod tests {
             "Fsmbd",
             "not mirrored from here",
             "Fhttpd       group serv2      backlog 3 files / 4096 bytes, lag 250 ms, shipping ok over lan",
+            "    to serv2      acked generation 12 of 12, backlog 0 files, lag 0 ms, shipping ok over crossover",
+            "    to serv3      acked generation 9 of 12, backlog 3 files, lag 250 ms, shipping ok over lan",
             "2.5 s ago",
             "link_silent link=lan",
             "health FAILING, checked 1.5 s ago (every 10.0 s; failures 1/3, restarts 0/1); last failure 1.5 s ago: \

@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::backlog::BacklogTracker;
-use super::ship::{IndexSlot, LinkChoice, LinkShipper};
+use super::ship::{IndexSlot, LinkShipper, ReplicaPeer};
 use super::{Cmd, FLUSH_TIMEOUT, Mirrord};
 use crate::config::{Cluster, MirrorSet, Node};
 use crate::daemon::{MirrorReporter, SetBacklog};
 use crate::index::Index;
 use crate::scan::{Quiet, ScanOptions, Scanner};
-use crate::watch::{Engine, Notice, RunState, Shipper, Shipping};
+use crate::watch::{Engine, Notice, Replica, RunState, Shipper, Shipping};
 
 /// How often sets are retried, resyncs checked and the backlog refreshed.
 const TICK: Duration = Duration::from_millis(250);
@@ -42,9 +42,9 @@ struct Held {
 pub(super) struct Parts {
     pub cluster: Arc<Cluster>,
     pub me: Node,
-    pub peer: Node,
+    /// Every other node: the replicas of each held set.
+    pub peers: Vec<ReplicaPeer>,
     pub rt: tokio::runtime::Handle,
-    pub link: LinkChoice,
     /// Where the backlog figures are published for [`super::Mirrord::backlog`].
     pub backlog_out: Arc<Mutex<Vec<SetBacklog>>>,
     pub reporter: MirrorReporter,
@@ -100,10 +100,11 @@ impl Control {
             Cmd::Start { group, epoch } => self.start_group(&group, epoch),
             Cmd::Stop { group } => self.stop_group(&group),
             Cmd::Resync { group } => self.resync(&group),
-            Cmd::LinkChanged { from, to } => {
+            Cmd::ResyncReplica { group, peer } => self.resync_replica(&group, &peer),
+            Cmd::LinkChanged { peer, from, to } => {
                 let held: Vec<&str> = self.held.keys().map(String::as_str).collect();
                 tracing::warn!(
-                    peer = %self.p.peer.name,
+                    peer = %peer,
                     "mirror link: {} → {}{}",
                     from.name(),
                     to.name(),
@@ -132,9 +133,10 @@ impl Control {
                 self.engine.stop_set(&s.name);
             }
         }
+        let to = self.peer_names();
         tracing::info!(
-            group, epoch, peer = %self.p.peer.name,
-            "mirroring group {group} to {} ({} sets)", self.p.peer.name, sets.len()
+            group, epoch, peer = %to,
+            "mirroring group {group} to {to} ({} sets)", sets.len()
         );
         let now = Instant::now();
         // The start is a resync too (a full quick check and push): the peer
@@ -167,8 +169,16 @@ impl Control {
             let epoch = h.epoch;
             for set in due {
                 let slot: IndexSlot = Arc::new(Mutex::new(Weak::new()));
-                let shipper = self.shipper(&group, epoch, slot.clone());
-                let r = self.engine.start_set(&set, Some(shipper));
+                let replicas = self
+                    .p
+                    .peers
+                    .iter()
+                    .map(|peer| Replica {
+                        peer: peer.node.name.clone(),
+                        shipper: self.shipper(&group, epoch, slot.clone(), peer),
+                    })
+                    .collect();
+                let r = self.engine.start_set_to(&set, replicas);
                 let Some(h) = self.held.get_mut(&group) else { continue };
                 match r {
                     Ok(_) => {
@@ -192,16 +202,22 @@ impl Control {
         }
     }
 
-    fn shipper(&self, group: &str, epoch: u64, slot: IndexSlot) -> Box<dyn Shipper> {
+    fn shipper(&self, group: &str, epoch: u64, slot: IndexSlot, peer: &ReplicaPeer) -> Box<dyn Shipper> {
         Box::new(LinkShipper::new(
             self.p.rt.clone(),
             &self.p.me,
-            &self.p.peer,
+            &peer.node,
             group,
             epoch,
-            self.p.link.clone(),
+            peer.link.clone(),
             slot,
         ))
+    }
+
+    /// The replicas' names, for the log (`serv2`, or `serv2, serv3`).
+    fn peer_names(&self) -> String {
+        let names: Vec<&str> = self.p.peers.iter().map(|p| p.node.name.as_str()).collect();
+        names.join(", ")
     }
 
     /// The group was released: stop its sets, then send what the stop
@@ -223,12 +239,17 @@ impl Control {
         let t0 = Instant::now();
         for set in &h.sets {
             let left = FLUSH_TIMEOUT.saturating_sub(t0.elapsed());
-            match self.flush(group, h.epoch, set, left) {
-                Ok(acked) => tracing::info!(set = %set.name, generation = acked, "last changes sent after the release"),
-                Err(e) => tracing::warn!(
-                    set = %set.name,
-                    "the last changes could not be sent after the release: {e} (the peer gets them when it resyncs)"
-                ),
+            for (peer, r) in self.flush(group, h.epoch, set, left) {
+                match r {
+                    Ok(acked) => tracing::info!(
+                        set = %set.name, peer = %peer, generation = acked,
+                        "last changes sent after the release"
+                    ),
+                    Err(e) => tracing::warn!(
+                        set = %set.name, peer = %peer,
+                        "the last changes could not be sent after the release: {e} (the peer gets them when it resyncs)"
+                    ),
+                }
             }
         }
         tracing::info!(
@@ -238,41 +259,85 @@ impl Control {
         );
     }
 
-    /// One full quick check and push of `set`, bounded by `limit` (the
-    /// work goes on in the background past it, holding the index).
-    fn flush(&self, group: &str, epoch: u64, set: &MirrorSet, limit: Duration) -> Result<u64, String> {
+    /// One full quick check of `set`, then a push to every replica at
+    /// once, bounded by `limit` (the work goes on in the background past
+    /// it, holding the index): each replica's outcome, by peer name.
+    fn flush(&self, group: &str, epoch: u64, set: &MirrorSet, limit: Duration) -> Vec<(String, Result<u64, String>)> {
+        let t0 = Instant::now();
         let (tx, rx) = mpsc::channel();
+        let shippers: Vec<(String, Box<dyn Shipper>)> = self
+            .p
+            .peers
+            .iter()
+            .map(|p| {
+                let slot = Arc::new(Mutex::new(Weak::new()));
+                (p.node.name.clone(), self.shipper(group, epoch, slot, p))
+            })
+            .collect();
+        let names: Vec<String> = shippers.iter().map(|(n, _)| n.clone()).collect();
         let (me, set2) = (self.p.me.clone(), set.clone());
-        let mut shipper = self.shipper(group, epoch, Arc::new(Mutex::new(Weak::new())));
-        std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name(format!("hamirror-flush-{}", set.name))
             .spawn(move || {
-                let r = (|| {
+                let scanned = (|| {
                     let index = open_index(&me, &set2.name, Duration::from_secs(2))?;
                     let scanner = Scanner::new(&ScanOptions::default()).map_err(|e| e.to_string())?;
                     let s = scanner
                         .scan_set(&index, &set2, &me.conf.root, &Quiet)
                         .map_err(|e| e.to_string())?;
-                    shipper
-                        .ship(&set2, &index, s.report.generation)
-                        .map(|o| o.acked)
-                        .map_err(|e| e.message)
+                    Ok::<_, String>((index, s.report.generation))
                 })();
-                let _ = tx.send(r);
-            })
-            .map_err(|e| e.to_string())?;
-        rx.recv_timeout(limit)
-            .map_err(|_| format!("not done within {limit:?}"))?
+                let (index, generation) = match scanned {
+                    Ok(v) => v,
+                    Err(e) => {
+                        for (peer, _) in shippers {
+                            let _ = tx.send((peer, Err(e.clone())));
+                        }
+                        return;
+                    }
+                };
+                // One thread per replica: a replica that is away must not
+                // hold back the others' last changes.
+                std::thread::scope(|scope| {
+                    for (peer, mut shipper) in shippers {
+                        let (tx, index, set2) = (tx.clone(), index.clone(), &set2);
+                        scope.spawn(move || {
+                            let r = shipper
+                                .ship(set2, &index, generation)
+                                .map(|o| o.acked)
+                                .map_err(|e| e.message);
+                            let _ = tx.send((peer, r));
+                        });
+                    }
+                });
+            });
+        if let Err(e) = spawned {
+            return names.into_iter().map(|n| (n, Err(e.to_string()))).collect();
+        }
+        let mut out: Vec<(String, Result<u64, String>)> = Vec::new();
+        while out.len() < names.len() {
+            match rx.recv_timeout(limit.saturating_sub(t0.elapsed())) {
+                Ok(r) => out.push(r),
+                Err(_) => break,
+            }
+        }
+        for n in names {
+            if !out.iter().any(|(p, _)| *p == n) {
+                out.push((n, Err(format!("not done within {limit:?}"))));
+            }
+        }
+        out
     }
 
     /// The peer came back: a full quick check and push of each set of the
     /// group (its engine restarted), `caught_up` once every set is in step.
     fn resync(&mut self, group: &str) {
+        let to = self.peer_names();
         let Some(h) = self.held.get_mut(group) else {
             tracing::debug!(group, "resync asked for a group not mirrored from here");
             return;
         };
-        tracing::info!(group, peer = %self.p.peer.name, "resync: checking every set of {group} against the peer");
+        tracing::info!(group, peer = %to, "resync: checking every set of {group} against {to}");
         let now = Instant::now();
         h.resync = Some((now, true));
         for s in &h.sets {
@@ -284,6 +349,26 @@ impl Control {
         h.slots.clear();
         self.p.reporter.caught_up(group, false);
         self.start_waiting();
+    }
+
+    /// One replica returned: push each set of the group to it now. The
+    /// holder's index needs no new quick check (its watcher keeps it
+    /// current for every replica alike); what the replica lacks follows
+    /// from its own acknowledged position. A set not running yet pushes
+    /// to every replica when it starts anyway.
+    fn resync_replica(&mut self, group: &str, peer: &str) {
+        let Some(h) = self.held.get(group) else {
+            tracing::debug!(group, peer, "resync asked for a group not mirrored from here");
+            return;
+        };
+        tracing::info!(group, peer, "resync: pushing every set of {group} to {peer}");
+        for s in &h.sets {
+            if let Some(handle) = self.engine.handle(&s.name)
+                && !handle.push_again(peer)
+            {
+                tracing::warn!(set = %s.name, peer, "resync: {peer} is not a replica of this set");
+            }
+        }
     }
 
     fn tick(&mut self) {
@@ -302,13 +387,13 @@ impl Control {
         self.start_waiting();
         let mut out = Vec::new();
         let mut caught_up = Vec::new();
-        let link = *self.p.link.lock().unwrap_or_else(|p| p.into_inner());
+        let links: Vec<(String, super::Link)> = self.p.peers.iter().map(|p| (p.node.name.clone(), p.link())).collect();
         for (group, h) in &self.held {
             let mut in_step = h.waiting.is_empty();
             for set in &h.sets {
                 let handle = self.engine.handle(&set.name);
                 let slot = h.slots.get(&set.name);
-                let (b, step, pushed) = self.tracker.figures(group, set, handle.as_ref(), slot, link);
+                let (b, step, pushed) = self.tracker.figures(group, set, handle.as_ref(), slot, &links);
                 in_step &= step || pushed;
                 out.push(b);
             }
@@ -318,7 +403,7 @@ impl Control {
         }
         for (group, took, resync) in caught_up {
             let ms = took.as_millis() as u64;
-            let peer = &self.p.peer.name;
+            let peer = &self.peer_names();
             if resync {
                 tracing::info!(group = %group, ms, "resync done: {peer} is in step");
             } else {

@@ -3,15 +3,19 @@
 //!
 //! * a tokio runtime of its own (two worker threads, normal priority), so a
 //!   busy transfer never delays the failover side's real-time threads;
-//! * the receiver: a [`Server`] whose lock ([`ViewHolders`]) follows the
-//!   daemon's [`ClusterView`] — a push is accepted only from the group's
-//!   current holder at an epoch not older than the one this node knows;
+//! * the receiver: a [`Server`] accepting every other node (each by its
+//!   own pinned key), whose lock ([`ViewHolders`]) follows the daemon's
+//!   [`ClusterView`] — a push is accepted only from the group's current
+//!   holder at an epoch not older than the one this node knows;
 //! * a control thread that owns the watch [`Engine`]: it starts the sets of
-//!   each group this node holds (each shipping through a [`LinkShipper`]
-//!   with the group's epoch), stops them and sends the last changes when
-//!   the group is released, re-runs a full quick check and push of every
-//!   set when the peer returns (resync) and reports `caught_up`, and
-//!   refreshes the backlog figures `hamirror status` shows.
+//!   each group this node holds, each shipping to every other node (its
+//!   replicas) through a [`LinkShipper`] of its own with the group's
+//!   epoch — one thread and one acknowledged generation per replica, so a
+//!   slow or stopped replica delays only itself — stops them and sends the
+//!   last changes when the group is released, re-runs a full quick check
+//!   and push of every set when a peer returns (resync) and reports
+//!   `caught_up`, and refreshes the per-replica backlog figures `hamirror
+//!   status` shows.
 //!
 //! Every [`MirrorControl`] method only updates a lock-protected value or
 //! sends a message, so it returns at once on the driver's real-time thread.
@@ -34,7 +38,7 @@ use thiserror::Error;
 
 pub use view::{Link, ViewHolders};
 
-use crate::config::Cluster;
+use crate::config::{Cluster, Node};
 use crate::daemon::{ClusterView, MirrorControl, MirrorReporter, SetBacklog};
 use crate::sync::Server;
 use crate::transport::{Endpoint, TransportError};
@@ -68,7 +72,12 @@ enum Cmd {
     Resync {
         group: String,
     },
+    ResyncReplica {
+        group: String,
+        peer: String,
+    },
     LinkChanged {
+        peer: String,
         from: Link,
         to: Link,
     },
@@ -83,7 +92,8 @@ enum Cmd {
 pub struct Mirrord {
     tx: Sender<Cmd>,
     holders: Arc<ViewHolders>,
-    link: ship::LinkChoice,
+    /// Every other node: each gets a copy of the held sets.
+    peers: Vec<ship::ReplicaPeer>,
     backlog: Arc<Mutex<Vec<SetBacklog>>>,
     endpoint: Arc<Endpoint>,
     thread: Option<JoinHandle<()>>,
@@ -104,29 +114,38 @@ impl Mirrord {
             .node(local)
             .ok_or_else(|| MirrorError::UnknownNode(local.to_string()))?
             .clone();
-        let peer = cluster
-            .peer_of(local)
-            .ok_or_else(|| MirrorError::UnknownNode(local.to_string()))?
-            .clone();
+        let peers: Vec<ship::ReplicaPeer> = cluster
+            .peers_of(local)
+            .into_iter()
+            .map(ship::ReplicaPeer::new)
+            .collect();
+        if peers.is_empty() {
+            return Err(MirrorError::UnknownNode(local.to_string()));
+        }
+        let names: Vec<&str> = peers.iter().map(|p| p.node.name.as_str()).collect();
+        let names = names.join(", ");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .thread_name("hamirror-mirror")
             .build()?;
-        let endpoint = Arc::new(rt.block_on(async { Endpoint::server(&me, &peer) })?);
+        // Every other node may hold a group and push its sets here, each
+        // proving its own pinned key.
+        let endpoint = {
+            let nodes: Vec<&Node> = peers.iter().map(|p| &p.node).collect();
+            Arc::new(rt.block_on(async { Endpoint::server_for(&me, &nodes) })?)
+        };
         let addrs: Vec<String> = endpoint.local_addrs().iter().map(ToString::to_string).collect();
-        tracing::info!(node = %me.name, peer = %peer.name, "mirror receiver on {}", addrs.join(", "));
+        tracing::info!(node = %me.name, peer = %names, "mirror receiver on {}", addrs.join(", "));
         let holders = ViewHolders::new();
-        let link = Arc::new(Mutex::new(Link::Any));
         // Writes made while no daemon ran go into the index before the
         // receiver judges whether a push would overwrite them.
         pullback::scan_all(&cluster, &me);
         let back = pullback::PullBack {
             cluster: cluster.clone(),
             me: me.clone(),
-            peer: peer.clone(),
+            peers: peers.clone(),
             rt: rt.handle().clone(),
-            link: link.clone(),
             holders: holders.clone(),
             reporter: reporter.clone(),
             running: Arc::default(),
@@ -148,9 +167,8 @@ impl Mirrord {
         let ctl = control::Control::new(control::Parts {
             cluster,
             me,
-            peer,
+            peers: peers.clone(),
             rt: rt.handle().clone(),
-            link: link.clone(),
             backlog_out: backlog.clone(),
             reporter,
         });
@@ -163,7 +181,7 @@ impl Mirrord {
         Ok(Mirrord {
             tx,
             holders,
-            link,
+            peers,
             backlog,
             endpoint,
             thread: Some(thread),
@@ -203,16 +221,32 @@ impl MirrorControl for Mirrord {
         });
     }
 
+    fn resync_replica(&mut self, group: &str, peer: &str) {
+        let _ = self.tx.send(Cmd::ResyncReplica {
+            group: group.to_string(),
+            peer: peer.to_string(),
+        });
+    }
+
     fn view_changed(&mut self, view: &ClusterView) {
         self.holders.update(view);
-        let to = Link::choose(view);
-        let mut cur = self.link.lock().unwrap_or_else(|p| p.into_inner());
-        // No link heard (the peer is away): keep the last choice, the
-        // transport's fallback order applies only when nothing was known.
-        if to != *cur && (to != Link::Any || view.peer_alive) {
-            let from = std::mem::replace(&mut *cur, to);
-            drop(cur);
-            let _ = self.tx.send(Cmd::LinkChanged { from, to });
+        for p in &self.peers {
+            let Some(seen) = view.peer_named(&p.node.name) else {
+                continue;
+            };
+            let to = Link::choose(seen);
+            let mut cur = p.link.lock().unwrap_or_else(|p| p.into_inner());
+            // No link heard (the peer is away): keep the last choice, the
+            // transport's fallback order applies only when nothing was known.
+            if to != *cur && (to != Link::Any || seen.alive) {
+                let from = std::mem::replace(&mut *cur, to);
+                drop(cur);
+                let _ = self.tx.send(Cmd::LinkChanged {
+                    peer: p.node.name.clone(),
+                    from,
+                    to,
+                });
+            }
         }
     }
 

@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::ship::{LinkChoice, peer_via};
+use super::ship::{ReplicaPeer, peer_via};
 use crate::config::{Cluster, Node};
 use crate::daemon::MirrorReporter;
 use crate::index::Index;
@@ -27,9 +27,9 @@ use crate::transport::Endpoint;
 pub struct PullBack {
     pub cluster: Arc<Cluster>,
     pub me: Node,
-    pub peer: Node,
+    /// Every other node: the pull goes to whichever holds the group.
+    pub peers: Vec<ReplicaPeer>,
     pub rt: tokio::runtime::Handle,
-    pub link: LinkChoice,
     pub holders: Arc<dyn Holders>,
     pub reporter: MirrorReporter,
     /// Sets being pulled now.
@@ -79,7 +79,7 @@ impl PullBack {
                     Ok(()) => {}
                     // The holder retries its push, which brings us back here.
                     Err(e) => {
-                        tracing::warn!(set = %name, peer = %this.peer.name, "pulling back from the holder failed: {e}")
+                        tracing::warn!(set = %name, "pulling back from the holder failed: {e}")
                     }
                 }
                 this.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
@@ -97,21 +97,23 @@ impl PullBack {
         let Some((holder, epoch)) = self.holders.holder(group) else {
             return Err(format!("no holder known for group {group}"));
         };
-        if holder != self.peer.name {
-            return Err(format!("{holder} holds group {group}, not {}", self.peer.name));
-        }
+        let Some(from) = self.peers.iter().find(|p| p.node.name == holder) else {
+            return Err(format!(
+                "{holder} holds group {group}, and it is not a peer of {}",
+                self.me.name
+            ));
+        };
         tracing::warn!(
-            set = %set.name, peer = %self.peer.name,
-            "this node holds changes to {} that {} lacks: pulling {}'s copy back, keeping ours as conflict copies",
-            set.name, self.peer.name, self.peer.name
+            set = %set.name, peer = %holder,
+            "this node holds changes to {} that {holder} lacks: pulling {holder}'s copy back, keeping ours as conflict copies",
+            set.name
         );
         let index = super::control::open_index(&self.me, set_name, Duration::from_secs(5))?;
         let scanner = Scanner::new(&ScanOptions::default()).map_err(|e| e.to_string())?;
         scanner
             .scan_set(&index, set, &self.me.conf.root, &Quiet)
             .map_err(|e| e.to_string())?;
-        let link = *self.link.lock().unwrap_or_else(|p| p.into_inner());
-        let peer = peer_via(&self.peer, link);
+        let peer = peer_via(&from.node, from.link());
         let (me, set2, group2) = (self.me.clone(), set.clone(), group.to_string());
         let report = self.rt.block_on(async move {
             let endpoint = Endpoint::client(&me, &peer).map_err(|e| e.to_string())?;
@@ -131,7 +133,7 @@ impl PullBack {
             r
         })?;
         tracing::info!(
-            set = %set.name, peer = %self.peer.name, outcome = report.outcome, conflicts = report.conflicts.len(),
+            set = %set.name, peer = %holder, outcome = report.outcome, conflicts = report.conflicts.len(),
             delivered = report.conflicts_delivered, complete = report.complete(),
             "pulled back from the holder"
         );

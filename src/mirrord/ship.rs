@@ -1,5 +1,5 @@
-//! The daemon's [`Shipper`] for one set: a [`QuicShipper`] bound to the
-//! link the cluster view chooses ([`Link`]), made anew whenever that choice
+//! The daemon's [`Shipper`] for one set and one replica: a [`QuicShipper`]
+//! bound to the link the cluster view chooses for that peer ([`Link`]), made anew whenever that choice
 //! changes, so the mirror moves to the LAN when the crossover goes silent
 //! and back when it returns (each switch is logged). Each set's shipper
 //! also leaves a weak handle on the set's index for the backlog figures.
@@ -13,11 +13,34 @@ use crate::index::Index;
 use crate::sync::QuicShipper;
 use crate::watch::{ShipError, ShipOutcome, Shipper};
 
-/// The link to use now, shared by every shipper of the daemon.
+/// The link to use now to one peer, shared by every shipper to it.
 pub type LinkChoice = Arc<Mutex<Link>>;
 
 /// The set's index, once its shipper has been called (for the backlog).
 pub type IndexSlot = Arc<Mutex<Weak<Index>>>;
+
+/// A node the held sets are mirrored to, and the link chosen to reach it
+/// (each peer's own: one may be heard on the crossover, another only on
+/// the LAN).
+#[derive(Clone)]
+pub struct ReplicaPeer {
+    pub node: Node,
+    pub link: LinkChoice,
+}
+
+impl ReplicaPeer {
+    pub fn new(node: &Node) -> ReplicaPeer {
+        ReplicaPeer {
+            node: node.clone(),
+            link: Arc::new(Mutex::new(Link::Any)),
+        }
+    }
+
+    /// The link chosen now.
+    pub fn link(&self) -> Link {
+        *self.link.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 pub struct LinkShipper {
     rt: tokio::runtime::Handle,

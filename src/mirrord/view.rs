@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use crate::daemon::ClusterView;
+use crate::daemon::{ClusterView, PeerView};
 use crate::sync::Holders;
 
 /// Who may push a group, as the receiver checks it.
@@ -82,9 +82,9 @@ pub enum Link {
 impl Link {
     /// The crossover while the peer is heard on it; the LAN while only the
     /// LAN is; otherwise both in turn. `links` is crossover first (as
-    /// `ClusterView::links`).
-    pub fn choose(view: &ClusterView) -> Link {
-        let up = |i: usize| view.links.get(i).is_some_and(|l| l.up);
+    /// `PeerView::links`).
+    pub fn choose(peer: &PeerView) -> Link {
+        let up = |i: usize| peer.links.get(i).is_some_and(|l| l.up);
         if up(0) {
             Link::Crossover
         } else if up(1) {
@@ -111,16 +111,18 @@ mod tests {
     fn view(holder: Option<&str>, epoch: u64, links: [bool; 2]) -> ClusterView {
         ClusterView {
             local: "serv2".into(),
-            peer: "serv1".into(),
-            peer_alive: links.iter().any(|u| *u),
-            links: ["crossover", "lan"]
-                .iter()
-                .zip(links)
-                .map(|(n, up)| LinkView {
-                    name: n.to_string(),
-                    up,
-                })
-                .collect(),
+            peers: vec![PeerView {
+                name: "serv1".into(),
+                alive: links.iter().any(|u| *u),
+                links: ["crossover", "lan"]
+                    .iter()
+                    .zip(links)
+                    .map(|(n, up)| LinkView {
+                        name: n.to_string(),
+                        up,
+                    })
+                    .collect(),
+            }],
             groups: vec![GroupView {
                 group: "serv1".into(),
                 owner: "serv1".into(),
@@ -130,6 +132,10 @@ mod tests {
                 sets: vec!["Fsmbd".into()],
             }],
         }
+    }
+
+    fn view_peer(v: &ClusterView) -> &PeerView {
+        v.peer().expect("one peer")
     }
 
     #[test]
@@ -156,9 +162,9 @@ mod tests {
 
     #[test]
     fn the_mirror_uses_the_crossover_then_the_lan_then_either() {
-        assert_eq!(Link::choose(&view(None, 1, [true, true])), Link::Crossover);
-        assert_eq!(Link::choose(&view(None, 1, [true, false])), Link::Crossover);
-        assert_eq!(Link::choose(&view(None, 1, [false, true])), Link::Lan);
-        assert_eq!(Link::choose(&view(None, 1, [false, false])), Link::Any);
+        assert_eq!(Link::choose(view_peer(&view(None, 1, [true, true]))), Link::Crossover);
+        assert_eq!(Link::choose(view_peer(&view(None, 1, [true, false]))), Link::Crossover);
+        assert_eq!(Link::choose(view_peer(&view(None, 1, [false, true]))), Link::Lan);
+        assert_eq!(Link::choose(view_peer(&view(None, 1, [false, false]))), Link::Any);
     }
 }

@@ -71,7 +71,11 @@ impl PeerSpec {
 #[derive(Debug)]
 struct Shared {
     identity: Identity,
+    /// The peer this endpoint connects to (and, listening, accepts).
     peer: PeerSpec,
+    /// Further peers a listener accepts (fan-out: every other node of the
+    /// cluster may hold a group and push its sets here).
+    others: Vec<PeerSpec>,
     tuning: Tuning,
     transport: Arc<quinn::TransportConfig>,
     /// The peer's link addresses: nobody else gets a handshake.
@@ -105,12 +109,27 @@ impl Endpoint {
     /// address and LAN address (at its `port`) for `peer`. Must be called
     /// inside a tokio runtime.
     pub fn server(local: &Node, peer: &Node) -> Result<Endpoint, TransportError> {
+        Endpoint::server_for(local, &[peer])
+    }
+
+    /// As [`Endpoint::server`], accepting each of `peers` (each with its
+    /// own pinned key, from its own addresses): the receiver of a node
+    /// whose sets several holders may push. The first is the one
+    /// [`Endpoint::connect`] reaches.
+    ///
+    /// # Errors
+    /// No peer, this node's key cannot be loaded, or no address can be bound.
+    pub fn server_for(local: &Node, peers: &[&Node]) -> Result<Endpoint, TransportError> {
         let identity = load_identity(local)?;
         let mut binds = vec![SocketAddr::new(local.conf.address, local.conf.port)];
         if let Some(lan) = local.conf.lan.filter(|l| *l != local.conf.address) {
             binds.push(SocketAddr::new(lan, local.conf.port));
         }
-        Endpoint::listen(identity, PeerSpec::of_node(peer), &binds, Tuning::default())
+        let mut specs = peers.iter().map(|p| PeerSpec::of_node(p));
+        let first = specs
+            .next()
+            .ok_or_else(|| TransportError::Config("a receiver needs at least one peer".into()))?;
+        Endpoint::listen_any(identity, first, specs.collect(), &binds, Tuning::default())
     }
 
     /// The sender's endpoint: loads `local`'s key; connects to `peer` only.
@@ -127,7 +146,19 @@ impl Endpoint {
         binds: &[SocketAddr],
         tuning: Tuning,
     ) -> Result<Endpoint, TransportError> {
-        let mut ep = Endpoint::connector(identity, peer, tuning)?;
+        Endpoint::listen_any(identity, peer, vec![], binds, tuning)
+    }
+
+    /// As [`Endpoint::listen`], also accepting `others` (see
+    /// [`Endpoint::server_for`]).
+    pub fn listen_any(
+        identity: Identity,
+        peer: PeerSpec,
+        others: Vec<PeerSpec>,
+        binds: &[SocketAddr],
+        tuning: Tuning,
+    ) -> Result<Endpoint, TransportError> {
+        let mut ep = Endpoint::build(identity, peer, others, tuning);
         // quinn needs a server config to accept at all; each connection
         // is then accepted with its own (see `handshake`).
         let default_server = ep.shared.server_config(Arc::new(PinnedPeer::new("", "", None)))?;
@@ -171,6 +202,10 @@ impl Endpoint {
 
     /// An endpoint that only connects.
     pub fn connector(identity: Identity, peer: PeerSpec, tuning: Tuning) -> Result<Endpoint, TransportError> {
+        Ok(Endpoint::build(identity, peer, vec![], tuning))
+    }
+
+    fn build(identity: Identity, peer: PeerSpec, others: Vec<PeerSpec>, tuning: Tuning) -> Endpoint {
         let own = identity.fingerprint();
         tracing::debug!(
             "this node's key is {own}; peer {} pinned as {:?}",
@@ -179,11 +214,16 @@ impl Endpoint {
         );
         let transport = Arc::new(tuning.transport_config());
         let (_, rx) = mpsc::channel(1);
-        let admission = Admission::new(peer.addrs.iter().map(SocketAddr::ip));
-        Ok(Endpoint {
+        let admission = Admission::new(
+            std::iter::once(&peer)
+                .chain(&others)
+                .flat_map(|p| p.addrs.iter().map(SocketAddr::ip)),
+        );
+        Endpoint {
             shared: Arc::new(Shared {
                 identity,
                 peer,
+                others,
                 tuning,
                 transport,
                 admission,
@@ -193,7 +233,7 @@ impl Endpoint {
             clients: Mutex::new(Vec::new()),
             incoming: tokio::sync::Mutex::new(rx),
             tasks: Vec::new(),
-        })
+        }
     }
 
     /// The addresses this endpoint listens on (with the real port when 0
@@ -254,7 +294,7 @@ impl Endpoint {
             peer: shared.peer.name.clone(),
             attempts: vec![(addr, why)],
         };
-        let pin = Arc::new(shared.pin());
+        let pin = Arc::new(shared.pin(&[&shared.peer]));
         let tls =
             tls::client_config(&shared.identity, pin.clone()).map_err(|e| TransportError::Config(e.to_string()))?;
         let quic = QuicClientConfig::try_from(tls).map_err(|e| TransportError::Config(e.to_string()))?;
@@ -278,7 +318,7 @@ impl Endpoint {
             Ok(Err(e)) => return Err(shared.handshake_error(e, &pin)),
             Ok(Ok(())) => {}
         }
-        shared.connection(conn)
+        shared.connection(conn, &[&shared.peer])
     }
 
     /// The client socket for `addr`'s family, bound to the unspecified
@@ -392,10 +432,12 @@ impl Shared {
             LogLine::Address { unlogged } => format!(" ({unlogged} more from {} since its last line)", from.ip()),
             LogLine::Others { unlogged } => format!(" ({unlogged} more from other addresses in the last minute)"),
         };
+        let all = || std::iter::once(&self.peer).chain(&self.others);
         tracing::warn!(
-            "refused a connection from {from} before the handshake: not an address of {} ({} lists {}){more}",
-            self.peer.name,
-            self.peer.conf,
+            "refused a connection from {from} before the handshake: not an address of {} ({} {} {}){more}",
+            all().map(|p| p.name.as_str()).collect::<Vec<_>>().join(" or "),
+            all().map(|p| p.conf.as_str()).collect::<Vec<_>>().join(", "),
+            if self.others.is_empty() { "lists" } else { "list" },
             if allowed.is_empty() {
                 "none".to_string()
             } else {
@@ -404,8 +446,17 @@ impl Shared {
         );
     }
 
-    fn pin(&self) -> PinnedPeer {
-        PinnedPeer::new(&self.peer.name, &self.peer.conf, self.peer.fingerprint)
+    /// A verifier accepting the pinned key of any of `peers`.
+    fn pin(&self, peers: &[&PeerSpec]) -> PinnedPeer {
+        PinnedPeer::any_of(peers.iter().map(|p| (p.name.clone(), p.conf.clone(), p.fingerprint)))
+    }
+
+    /// The peers a connection from `from` may be: those configured at its
+    /// address (several only when nodes share one, as on a test machine).
+    fn candidates(&self, from: SocketAddr) -> Vec<&PeerSpec> {
+        let all = || std::iter::once(&self.peer).chain(&self.others);
+        let at: Vec<&PeerSpec> = all().filter(|p| p.addrs.iter().any(|a| a.ip() == from.ip())).collect();
+        if at.is_empty() { all().collect() } else { at }
     }
 
     fn server_config(&self, pin: Arc<PinnedPeer>) -> Result<quinn::ServerConfig, TransportError> {
@@ -418,31 +469,34 @@ impl Shared {
 
     /// Accepts one incoming connection with a verifier of its own.
     async fn handshake(&self, incoming: quinn::Incoming) -> Result<Connection, TransportError> {
-        let pin = Arc::new(self.pin());
-        let config = self.server_config(pin.clone())?;
         let from = incoming.remote_address();
+        let candidates = self.candidates(from);
+        let pin = Arc::new(self.pin(&candidates));
+        let config = self.server_config(pin.clone())?;
         let connecting = incoming
             .accept_with(Arc::new(config))
             .map_err(|e| TransportError::ConnectionLost(format!("from {from}: {e}")))?;
         match connecting.await {
-            Ok(conn) => self.connection(conn),
+            Ok(conn) => self.connection(conn, &candidates),
             Err(e) => Err(self.handshake_error(e, &pin)),
         }
     }
 
-    /// Wraps an established connection with the identity it proved.
-    fn connection(&self, conn: quinn::Connection) -> Result<Connection, TransportError> {
+    /// Wraps an established connection with the identity it proved: the
+    /// one of `candidates` whose pinned key it showed.
+    fn connection(&self, conn: quinn::Connection, candidates: &[&PeerSpec]) -> Result<Connection, TransportError> {
         let cert = conn
             .peer_identity()
             .and_then(|any| any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
             .and_then(|certs| certs.first().cloned());
         let fingerprint = cert.as_ref().and_then(|c| Fingerprint::of_cert(c).ok());
-        // The verifier accepted only the pinned key; check again rather than trust.
-        match fingerprint {
-            Some(fp) if Some(fp) == self.peer.fingerprint => Ok(Connection::new(
+        // The verifier accepted only a pinned key; check again rather than trust.
+        let proved = fingerprint.and_then(|fp| candidates.iter().find(|p| p.fingerprint == Some(fp)).map(|p| (p, fp)));
+        match proved {
+            Some((p, fp)) => Ok(Connection::new(
                 conn.clone(),
                 PeerIdentity {
-                    name: self.peer.name.clone(),
+                    name: p.name.clone(),
                     fingerprint: fp,
                     addr: conn.remote_address(),
                 },

@@ -69,6 +69,17 @@ pub enum PinError {
     },
     #[error("peer {peer} presented a certificate that cannot be parsed: {reason}")]
     BadCertificate { peer: String, reason: String },
+    /// A listener that accepts several peers (fan-out) from one address:
+    /// the key is none of theirs.
+    #[error(
+        "a node presented {presented}, but none of {confs} pins it (the peers {peers} at that address); if a \
+         peer's key was regenerated, update its fingerprint (`hamirror init --show` on it prints it)"
+    )]
+    NoneOf {
+        peers: String,
+        confs: String,
+        presented: Fingerprint,
+    },
 }
 
 /// A [`PinError`] whose `Debug` is its message. rustls formats a custom
@@ -108,21 +119,37 @@ pub fn refusal_reason(reason: &str) -> &str {
 /// Make one per connection: it records the refusal of its handshake.
 #[derive(Debug)]
 pub struct PinnedPeer {
+    /// The peer (or, on a listener of several peers at one address, the
+    /// peers) whose pinned key is accepted.
+    pins: Vec<Pin>,
+    algorithms: WebPkiSupportedAlgorithms,
+    refusal: Mutex<Option<PinError>>,
+}
+
+/// One peer's name, where its fingerprint is configured, and the fingerprint.
+#[derive(Debug, Clone)]
+struct Pin {
     peer: String,
     conf: String,
     pinned: Option<Fingerprint>,
-    algorithms: WebPkiSupportedAlgorithms,
-    refusal: Mutex<Option<PinError>>,
 }
 
 impl PinnedPeer {
     /// `peer` is the peer's node name; `conf` names where its fingerprint is
     /// configured (`serv2.conf`), for the message.
     pub fn new(peer: &str, conf: &str, pinned: Option<Fingerprint>) -> PinnedPeer {
+        PinnedPeer::any_of([(peer.to_string(), conf.to_string(), pinned)])
+    }
+
+    /// Accepts the pinned key of any one of `pins` (peer, conf, pinned): a
+    /// listener of several peers that connect from one address. With one,
+    /// the same as [`PinnedPeer::new`].
+    pub fn any_of(pins: impl IntoIterator<Item = (String, String, Option<Fingerprint>)>) -> PinnedPeer {
         PinnedPeer {
-            peer: peer.to_string(),
-            conf: conf.to_string(),
-            pinned,
+            pins: pins
+                .into_iter()
+                .map(|(peer, conf, pinned)| Pin { peer, conf, pinned })
+                .collect(),
             algorithms: provider().signature_verification_algorithms,
             refusal: Mutex::new(None),
         }
@@ -134,23 +161,37 @@ impl PinnedPeer {
     }
 
     fn check(&self, cert: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        let names = || {
+            self.pins
+                .iter()
+                .map(|p| p.peer.as_str())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        };
         let refusal = match Fingerprint::of_cert(cert) {
-            Ok(presented) => match self.pinned {
-                Some(pinned) if pinned == presented => return Ok(()),
-                Some(pinned) => PinError::Mismatch {
-                    peer: self.peer.clone(),
-                    conf: self.conf.clone(),
-                    presented,
-                    pinned,
+            Ok(presented) if self.pins.iter().any(|p| p.pinned == Some(presented)) => return Ok(()),
+            Ok(presented) => match &self.pins[..] {
+                [one] => match one.pinned {
+                    Some(pinned) => PinError::Mismatch {
+                        peer: one.peer.clone(),
+                        conf: one.conf.clone(),
+                        presented,
+                        pinned,
+                    },
+                    None => PinError::NotConfigured {
+                        peer: one.peer.clone(),
+                        conf: one.conf.clone(),
+                        presented,
+                    },
                 },
-                None => PinError::NotConfigured {
-                    peer: self.peer.clone(),
-                    conf: self.conf.clone(),
+                many => PinError::NoneOf {
+                    peers: names(),
+                    confs: many.iter().map(|p| p.conf.as_str()).collect::<Vec<_>>().join(", "),
                     presented,
                 },
             },
             Err(e) => PinError::BadCertificate {
-                peer: self.peer.clone(),
+                peer: names(),
                 reason: e.to_string(),
             },
         };
@@ -349,6 +390,30 @@ mod tests {
         assert!(msg.contains(&good.fingerprint().to_string()), "{msg}");
         assert!(msg.starts_with("peer serv2 presented sha256:"), "{msg}");
         assert!(msg.contains("but serv2.conf pins sha256:"), "{msg}");
+    }
+
+    #[test]
+    fn a_listener_of_several_peers_accepts_each_pinned_key_and_no_other() {
+        let (b, c, stranger) = (
+            Identity::generate("serv2").unwrap(),
+            Identity::generate("serv3").unwrap(),
+            Identity::generate("serv9").unwrap(),
+        );
+        let pin = PinnedPeer::any_of([
+            ("serv2".into(), "serv2.conf".into(), Some(b.fingerprint())),
+            ("serv3".into(), "serv3.conf".into(), Some(c.fingerprint())),
+            ("serv4".into(), "serv4.conf".into(), None),
+        ]);
+        verify_as_server(&pin, &b).unwrap();
+        verify_as_server(&pin, &c).unwrap();
+        assert_eq!(pin.take_refusal(), None);
+        assert!(verify_as_server(&pin, &stranger).is_err());
+        let msg = pin.take_refusal().unwrap().to_string();
+        assert!(msg.contains(&stranger.fingerprint().to_string()), "{msg}");
+        assert!(
+            msg.contains("none of serv2.conf, serv3.conf, serv4.conf pins it (the peers serv2 or serv3 or serv4"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! 3. take the ready batch; make sure every directory about to be scanned
 //!    as a tree is watched first (so nothing created in it afterwards is
 //!    missed); scan the batch's targets and commit one generation;
-//! 4. hand the new generation to the shipping thread; schedule a re-read
+//! 4. hand the new generation to each replica's shipping thread; schedule a re-read
 //!    of what was too fresh to trust (racy window) and, with backoff, of
 //!    what could not be read.
 //!
@@ -20,7 +20,7 @@
 //! Directories that cannot be watched (the inotify limit, a missing root)
 //! are logged with the reason and re-scanned every `unwatched_interval`
 //! until they can be watched again. Upstream of this module: `scan`,
-//! `index`, `config`; the peer lies behind [`Shipper`](super::Shipper).
+//! `index`, `config`; each replica lies behind a [`Shipper`](super::Shipper) of its own.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -68,7 +68,8 @@ pub(crate) struct Worker {
     pub roots: Arc<Roots>,
     pub opts: WatchOptions,
     pub status: Arc<Mutex<SetStatus>>,
-    pub ship: Option<ShipLoop>,
+    /// One shipping thread per replica: a slow one delays only itself.
+    pub ships: Vec<ShipLoop>,
     coalescer: Coalescer,
     hard_links: bool,
     unwatched: BTreeMap<Vec<u8>, Unwatched>,
@@ -100,7 +101,7 @@ impl Worker {
         roots: Arc<Roots>,
         opts: WatchOptions,
         status: Arc<Mutex<SetStatus>>,
-        ship: Option<ShipLoop>,
+        ships: Vec<ShipLoop>,
     ) -> Worker {
         let cfg = CoalescerConfig {
             max_pending: opts.max_pending,
@@ -118,7 +119,7 @@ impl Worker {
             roots,
             opts,
             status,
-            ship,
+            ships,
             coalescer,
             hard_links: false,
             unwatched: BTreeMap::new(),
@@ -442,7 +443,7 @@ impl Worker {
             s.last_full_scan = Some(report);
         });
         // Shipped after every full scan, changed or not.
-        if let Some(ship) = &self.ship {
+        for ship in &self.ships {
             ship.request(generation);
         }
         Ok(())
@@ -469,7 +470,7 @@ impl Worker {
                 backlog_generations = backlog,
                 "committed"
             );
-            if let Some(ship) = &self.ship {
+            for ship in &self.ships {
                 ship.request(r.generation);
             }
         }
@@ -529,11 +530,7 @@ impl Worker {
     /// shipper: since start-up).
     fn backlog_generations(&self, generation: u64) -> u64 {
         let s = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        let base = self
-            .ship
-            .as_ref()
-            .and_then(|sh| sh.status().0)
-            .unwrap_or(s.start_generation);
+        let base = self.slowest_ack().unwrap_or(s.start_generation);
         generation.saturating_sub(base)
     }
 
@@ -543,12 +540,14 @@ impl Worker {
 
     fn backlog_key(&self) -> (u64, u64) {
         let s = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        let acked = self
-            .ship
-            .as_ref()
-            .and_then(|sh| sh.status().0)
-            .unwrap_or(s.start_generation);
+        let acked = self.slowest_ack().unwrap_or(s.start_generation);
         (s.generation, acked)
+    }
+
+    /// The acknowledged generation of the replica furthest behind (`None`
+    /// when one has acknowledged nothing since start-up, or no replica).
+    fn slowest_ack(&self) -> Option<u64> {
+        self.ships.iter().map(|sh| sh.status().0).min().flatten()
     }
 
     /// Logs the backlog (generations and paths not acknowledged) when it
@@ -567,7 +566,7 @@ impl Worker {
             Err(e) => format!("unknown ({e})"),
         };
         let generations = generation.saturating_sub(base);
-        if self.ship.is_some() {
+        if !self.ships.is_empty() {
             tracing::info!(set = %self.set.name, generations, paths, "backlog: not yet acknowledged by the peer");
         } else {
             tracing::info!(set = %self.set.name, generations, paths, "backlog: committed since start-up, not shipped (no shipper)");

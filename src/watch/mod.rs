@@ -181,8 +181,18 @@ pub struct WatchHandle {
     set: String,
     status: Arc<Mutex<SetStatus>>,
     index: std::sync::Weak<Index>,
-    ship: Option<ship::ShipReader>,
+    /// Each replica's shipping, by peer name (one in a two-node cluster).
+    ships: Vec<(String, ship::ShipReader)>,
 }
+
+/// One replica a set is shipped to: the peer's name and its shipper.
+pub struct Replica {
+    pub peer: String,
+    pub shipper: Box<dyn Shipper>,
+}
+
+/// The name [`Engine::start_set`] gives its one replica.
+pub const THE_PEER: &str = "peer";
 
 impl std::fmt::Debug for WatchHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -200,18 +210,49 @@ impl WatchHandle {
         self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// A retry waiting for its backoff is made now: the peer has just
-    /// caught up by other means (see `ShipReader::ship_now`). Nothing
-    /// without a shipper.
+    /// A retry waiting for its backoff is made now, for every replica: a
+    /// peer has just caught up by other means (see `ShipReader::ship_now`).
+    /// Nothing without a shipper.
     pub fn ship_now(&self) {
-        if let Some(s) = &self.ship {
+        for (_, s) in &self.ships {
             s.ship_now();
         }
     }
 
-    /// How shipping stands, and how many calls were made.
+    /// Pushes the newest generation to the replica `peer` now (backoff
+    /// reset), the others untouched: that peer has just returned. What it
+    /// lacks is computed from its own acknowledged position, so it gets
+    /// everything it missed. Returns whether `peer` is a replica here.
+    pub fn push_again(&self, peer: &str) -> bool {
+        let Some(s) = self.ship_to(Some(peer)) else {
+            return false;
+        };
+        s.request_now(self.status().generation);
+        true
+    }
+
+    /// The replicas this set is shipped to, by peer name.
+    pub fn replicas(&self) -> Vec<String> {
+        self.ships.iter().map(|(p, _)| p.clone()).collect()
+    }
+
+    fn ship_to(&self, peer: Option<&str>) -> Option<&ship::ShipReader> {
+        match peer {
+            Some(p) => self.ships.iter().find(|(n, _)| n == p).map(|(_, s)| s),
+            None => self.ships.first().map(|(_, s)| s),
+        }
+    }
+
+    /// How shipping stands, and how many calls were made (the first
+    /// replica's: the only one in a two-node cluster).
     pub fn shipping(&self) -> (Shipping, u64) {
-        match &self.ship {
+        self.shipping_to(None)
+    }
+
+    /// As [`WatchHandle::shipping`], for the replica `peer` (`None`: the
+    /// first).
+    pub fn shipping_to(&self, peer: Option<&str>) -> (Shipping, u64) {
+        match self.ship_to(peer) {
             Some(s) => {
                 let (_, state, calls) = s.status();
                 (state, calls)
@@ -220,17 +261,32 @@ impl WatchHandle {
         }
     }
 
-    /// Why shipping stopped, when the peer refused (see [`ShipError::refused`]).
+    /// Why shipping stopped, when a peer refused (see [`ShipError::refused`]).
     pub fn refused(&self) -> Option<String> {
-        self.ship.as_ref().and_then(ship::ShipReader::refused)
+        self.ships.iter().find_map(|(_, s)| s.refused())
     }
 
-    /// What the peer has not acknowledged (reads the generation log).
+    /// What the replica furthest behind has not acknowledged (reads the
+    /// generation log).
     ///
     /// # Errors
     /// [`WatchError::NotWatched`] once the set is stopped; index storage
     /// errors.
     pub fn backlog(&self) -> Result<Backlog, WatchError> {
+        // `None` (nothing acknowledged since start-up) sorts first.
+        let slowest = self.ships.iter().map(|(_, s)| s.status().0).min().flatten();
+        self.backlog_from(slowest)
+    }
+
+    /// What the replica `peer` has not acknowledged.
+    ///
+    /// # Errors
+    /// As [`WatchHandle::backlog`].
+    pub fn backlog_to(&self, peer: &str) -> Result<Backlog, WatchError> {
+        self.backlog_from(self.ship_to(Some(peer)).and_then(|s| s.status().0))
+    }
+
+    fn backlog_from(&self, acked: Option<u64>) -> Result<Backlog, WatchError> {
         let index = self
             .index
             .upgrade()
@@ -240,7 +296,6 @@ impl WatchHandle {
             source,
         };
         let generation = index.generation(&self.set).map_err(err)?;
-        let acked = self.ship.as_ref().and_then(|s| s.status().0);
         let base = acked.unwrap_or_else(|| self.status().start_generation);
         let paths = index
             .changes_since(&self.set, base)
@@ -348,6 +403,20 @@ impl Engine {
     /// it), the event source or a thread cannot be started, or the set is
     /// already watched.
     pub fn start_set(&mut self, set: &MirrorSet, shipper: Option<Box<dyn Shipper>>) -> Result<WatchHandle, WatchError> {
+        let replicas = shipper.map(|shipper| Replica {
+            peer: THE_PEER.to_string(),
+            shipper,
+        });
+        self.start_set_to(set, replicas.into_iter().collect())
+    }
+
+    /// As [`Engine::start_set`], shipping to every one of `replicas`, each
+    /// on a thread of its own with its own acknowledged generation and
+    /// backoff: a replica that is slow or away delays only itself.
+    ///
+    /// # Errors
+    /// As [`Engine::start_set`].
+    pub fn start_set_to(&mut self, set: &MirrorSet, replicas: Vec<Replica>) -> Result<WatchHandle, WatchError> {
         if self.sets.contains_key(&set.name) {
             return Err(WatchError::AlreadyWatched(set.name.clone()));
         }
@@ -376,10 +445,14 @@ impl Engine {
         let roots = Arc::new(source::Roots::new(set, &self.node_root));
         let src = source::start(self.opts.events, roots.clone(), queue.clone())
             .map_err(|why| WatchError::Events { set: name.clone(), why })?;
-        let ship = match shipper {
-            Some(s) => Some(ship::ShipLoop::start(s, set.clone(), index.clone()).map_err(WatchError::Thread)?),
-            None => None,
-        };
+        let ships = replicas
+            .into_iter()
+            .map(|r| {
+                ship::ShipLoop::start(r.shipper, set.clone(), index.clone(), &r.peer)
+                    .map(|l| (r.peer, l))
+                    .map_err(WatchError::Thread)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let status = Arc::new(Mutex::new(SetStatus {
             set: name.clone(),
             events: src.name(),
@@ -391,14 +464,14 @@ impl Engine {
             set: name.clone(),
             status: status.clone(),
             index: Arc::downgrade(&index),
-            ship: ship.as_ref().map(ship::ShipLoop::reader),
+            ships: ships.iter().map(|(p, l)| (p.clone(), l.reader())).collect(),
         };
         tracing::info!(
             set = %name,
             events = src.name(),
             roots = roots.0.len(),
             "watching{}",
-            if ship.is_none() { "; nothing is shipped (no shipper)" } else { "" }
+            if ships.is_empty() { "; nothing is shipped (no shipper)" } else { "" }
         );
         let worker = engine::Worker::new(
             set.clone(),
@@ -410,7 +483,7 @@ impl Engine {
             roots,
             self.opts.clone(),
             status,
-            ship,
+            ships.into_iter().map(|(_, l)| l).collect(),
         )
         .exclude_state(&self.state_dir);
         let notices = self.notices.clone();

@@ -110,7 +110,14 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 impl ShipLoop {
-    pub fn start(mut shipper: Box<dyn Shipper>, set: MirrorSet, index: Arc<Index>) -> Result<ShipLoop, String> {
+    /// Starts the thread shipping `set` to the replica `peer` (a name for
+    /// the thread and the log).
+    pub fn start(
+        mut shipper: Box<dyn Shipper>,
+        set: MirrorSet,
+        index: Arc<Index>,
+        peer: &str,
+    ) -> Result<ShipLoop, String> {
         let shared = Arc::new((
             Mutex::new(State {
                 shipping: Shipping::Ok,
@@ -121,7 +128,10 @@ impl ShipLoop {
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name(format!("hamirror-ship-{}", set.name))
-            .spawn(move || run(&mut *shipper, &set, &index, &s))
+            .spawn({
+                let peer = peer.to_string();
+                move || run(&mut *shipper, &set, &peer, &index, &s)
+            })
             .map_err(|e| format!("cannot start the shipping thread: {e}"))?;
         Ok(ShipLoop {
             shared,
@@ -163,6 +173,18 @@ impl ShipReader {
         self.0.1.notify_one();
     }
 
+    /// Asks for `generation` to be shipped now: a call is made at once,
+    /// also when a retry is waiting for its backoff (the backoff starts
+    /// over). For a replica that has just returned.
+    pub fn request_now(&self, generation: u64) {
+        let mut g = lock(&self.0.0);
+        g.wanted = g.wanted.max(generation);
+        g.due = true;
+        g.poke = true;
+        drop(g);
+        self.0.1.notify_one();
+    }
+
     /// As [`ShipLoop::status`].
     pub fn status(&self) -> (Option<u64>, Shipping, u64) {
         let g = lock(&self.0.0);
@@ -189,7 +211,7 @@ impl Drop for ShipLoop {
     }
 }
 
-fn run(shipper: &mut dyn Shipper, set: &MirrorSet, index: &Arc<Index>, shared: &(Mutex<State>, Condvar)) {
+fn run(shipper: &mut dyn Shipper, set: &MirrorSet, peer: &str, index: &Arc<Index>, shared: &(Mutex<State>, Condvar)) {
     let (m, cv) = shared;
     let mut backoff = BACKOFF_MIN;
     let mut retry_at: Option<Instant> = None;
@@ -201,7 +223,7 @@ fn run(shipper: &mut dyn Shipper, set: &MirrorSet, index: &Arc<Index>, shared: &
                     return;
                 }
                 if std::mem::take(&mut g.poke) && retry_at.is_some() {
-                    tracing::info!(set = %set.name, "the peer caught up by itself: retrying now");
+                    tracing::info!(set = %set.name, peer, "the peer caught up by itself: retrying now");
                     backoff = BACKOFF_MIN;
                     retry_at = Some(Instant::now());
                 }
@@ -236,25 +258,25 @@ fn run(shipper: &mut dyn Shipper, set: &MirrorSet, index: &Arc<Index>, shared: &
                     backoff = BACKOFF_MIN;
                     retry_at = None;
                 } else {
-                    tracing::info!(set = %set.name, acked = out.acked, wanted, "peer is behind; shipping again");
+                    tracing::info!(set = %set.name, peer, acked = out.acked, wanted, "peer is behind; shipping again");
                     retry_at = Some(Instant::now() + backoff);
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
             Err(e) if e.retryable && e.reached_peer => {
-                tracing::info!(set = %set.name, "shipped in part: {e}; shipping again");
+                tracing::info!(set = %set.name, peer, "shipped in part: {e}; shipping again");
                 g.shipping = Shipping::Retrying(e.message);
                 backoff = BACKOFF_MIN;
                 retry_at = Some(Instant::now() + BACKOFF_MIN);
             }
             Err(e) if e.retryable => {
-                tracing::warn!(set = %set.name, "shipping failed: {e}; retrying in {backoff:?}");
+                tracing::warn!(set = %set.name, peer, "shipping failed: {e}; retrying in {backoff:?}");
                 g.shipping = Shipping::Retrying(e.message);
                 retry_at = Some(Instant::now() + backoff);
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
             Err(e) => {
-                tracing::error!(set = %set.name, "shipping stopped: {e}; changes keep being recorded in the index");
+                tracing::error!(set = %set.name, peer, "shipping stopped: {e}; changes keep being recorded in the index");
                 g.shipping = Shipping::Stopped(e.message);
                 g.refused = e.refused;
                 retry_at = None;
@@ -337,7 +359,7 @@ mod tests {
         let index = Arc::new(Index::open(tmp.path()).unwrap());
         let rec = RecordingShipper::default();
         *rec.fail_first.lock().unwrap() = 2;
-        let ship = ShipLoop::start(Box::new(rec.clone()), set(), index).unwrap();
+        let ship = ShipLoop::start(Box::new(rec.clone()), set(), index, "serv2").unwrap();
         ship.request(3);
         wait_for(|| ship.status().0 == Some(3));
         // Two failures, then the success: all for generation 3 (or newer).
@@ -369,7 +391,7 @@ mod tests {
     fn a_failure_that_cannot_be_retried_stops_shipping() {
         let tmp = tempfile::tempdir().unwrap();
         let index = Arc::new(Index::open(tmp.path()).unwrap());
-        let ship = ShipLoop::start(Box::new(Refuses), set(), index).unwrap();
+        let ship = ShipLoop::start(Box::new(Refuses), set(), index, "serv2").unwrap();
         ship.request(1);
         wait_for(|| matches!(ship.status().1, Shipping::Stopped(_)));
         ship.request(2);
@@ -383,7 +405,7 @@ mod tests {
         let index = Arc::new(Index::open(tmp.path()).unwrap());
         let rec = RecordingShipper::default();
         *rec.fail_first.lock().unwrap() = 4;
-        let ship = ShipLoop::start(Box::new(rec.clone()), set(), index).unwrap();
+        let ship = ShipLoop::start(Box::new(rec.clone()), set(), index, "serv2").unwrap();
         let reader = ship.reader();
         // Nothing pending: a poke makes no call.
         reader.ship_now();

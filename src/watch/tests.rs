@@ -217,3 +217,97 @@ fn a_root_that_can_only_be_polled_never_counts_as_current() {
     assert_eq!(index.watcher_pending("Flate"), None);
     engine.stop();
 }
+
+/// A replica that hangs in its call while `frozen` (a stopped process
+/// behind a live socket), then acknowledges what it was asked.
+#[derive(Clone, Default)]
+struct Freezable {
+    frozen: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    calls: Arc<Mutex<Vec<u64>>>,
+}
+
+impl Freezable {
+    fn set_frozen(&self, on: bool) {
+        *self.frozen.0.lock().unwrap() = on;
+        self.frozen.1.notify_all();
+    }
+}
+
+/// Thaws its replica when dropped: a failed assertion must not leave the
+/// engine's stop waiting for a call that never returns.
+struct Thaw(Freezable);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        self.0.set_frozen(false);
+    }
+}
+
+impl Shipper for Freezable {
+    fn ship(&mut self, _: &MirrorSet, _: &Arc<Index>, generation: u64) -> Result<ShipOutcome, ShipError> {
+        let mut g = self.frozen.0.lock().unwrap();
+        while *g {
+            g = self.frozen.1.wait(g).unwrap();
+        }
+        self.calls.lock().unwrap().push(generation);
+        Ok(ShipOutcome { acked: generation })
+    }
+}
+
+#[test]
+fn a_frozen_replica_grows_only_its_own_backlog_and_catches_up_when_it_thaws() {
+    let f = Fixture::new();
+    fs::write(f.node_root.join("data/a"), b"a").unwrap();
+    let (fast, slow) = (RecordingShipper::default(), Freezable::default());
+    slow.set_frozen(true);
+    let mut engine = f.engine();
+    let replicas = vec![
+        Replica {
+            peer: "serv2".into(),
+            shipper: Box::new(fast.clone()),
+        },
+        Replica {
+            peer: "serv3".into(),
+            shipper: Box::new(slow.clone()),
+        },
+    ];
+    let h = engine.start_set_to(&f.set("Fdata", "/data"), replicas).unwrap();
+    let _thaw = Thaw(slow.clone());
+    assert_eq!(h.replicas(), vec!["serv2".to_string(), "serv3".to_string()]);
+    wait_for("serv2 acked the start-up generation", || {
+        h.backlog_to("serv2").unwrap().acked == Some(1)
+    });
+    // serv3 hangs in its first call: serv2 keeps acknowledging each write.
+    for (i, name) in ["b", "c", "d"].iter().enumerate() {
+        let g = 2 + i as u64;
+        fs::write(f.node_root.join("data").join(name), name.as_bytes()).unwrap();
+        wait_for("serv2 acked the write", || {
+            h.backlog_to("serv2").unwrap().acked == Some(g)
+        });
+        let b = h.backlog_to("serv3").unwrap();
+        assert_eq!((b.acked, b.generation), (None, g), "serv3 stays where it was");
+    }
+    assert_eq!(h.backlog_to("serv2").unwrap().paths, Some(0));
+    // The set's backlog is the slowest replica's: everything since start-up
+    // (the directory and its four files).
+    let b = h.backlog().unwrap();
+    assert_eq!((b.acked, b.generations, b.paths), (None, 4, Some(5)));
+    assert_eq!(h.shipping_to(Some("serv3")).1, 1, "one call, still hanging");
+    slow.set_frozen(false);
+    wait_for("serv3 caught up", || h.backlog_to("serv3").unwrap().acked == Some(4));
+    // Its hanging call acknowledged generation 1, the next one the newest:
+    // the writes made meanwhile coalesced into one call.
+    assert_eq!(*slow.calls.lock().unwrap(), vec![1, 4]);
+    assert_eq!(h.backlog().unwrap().paths, Some(0));
+    assert!(fast.generations().ends_with(&[2, 3, 4]), "{:?}", fast.generations());
+    // serv3 returns (a resync of that replica alone): one more call to it,
+    // none to serv2.
+    let before = fast.generations().len();
+    assert!(h.push_again("serv3"));
+    wait_for("serv3 pushed to again", || slow.calls.lock().unwrap().len() == 3);
+    assert_eq!(*slow.calls.lock().unwrap(), vec![1, 4, 4]);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(fast.generations().len(), before, "serv2 untouched");
+    assert!(!h.push_again("serv9"), "not a replica");
+    assert!(engine.stop_set("Fdata"));
+}

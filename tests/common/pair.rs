@@ -200,6 +200,11 @@ impl Pair {
         }
     }
 
+    /// The receiver's process id, while it runs.
+    pub fn serve_pid(&self) -> Option<u32> {
+        self.serve.as_ref().map(Child::id)
+    }
+
     pub fn serve_log(&self) -> String {
         std::fs::read_to_string(self.cfg.tmp.path().join("serve.log")).unwrap_or_default()
     }
