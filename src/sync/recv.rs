@@ -100,10 +100,49 @@ pub struct ReceiveReport {
 }
 
 /// The replica as the planner sees it: entries and chunk locations read
-/// from the index up front, so planning does no I/O.
+/// from the index before each window is planned, so planning does no I/O.
+/// The chunks are looked up per window: those of the files earlier
+/// windows installed (and committed) are found there, not asked for again.
 struct View {
     entries: HashMap<Vec<u8>, Entry>,
     chunks: HashMap<Hash, Location>,
+}
+
+impl View {
+    /// Looks up in the index where the replica holds the chunks of
+    /// `offered` (those it holds nowhere are left out).
+    fn find_chunks(&mut self, index: &Index, set: &str, offered: &[Entry]) -> Result<(), SyncError> {
+        let wanted: Vec<Hash> = offered
+            .iter()
+            .flat_map(|e| e.chunks.iter().map(|c| c.hash))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let found = index.locate_chunks(set, &wanted)?;
+        self.chunks = wanted
+            .into_iter()
+            .zip(found)
+            .filter_map(|(h, at)| {
+                at.map(|at| {
+                    (
+                        h,
+                        Location {
+                            path: at.path,
+                            offset: at.offset,
+                        },
+                    )
+                })
+            })
+            .collect();
+        Ok(())
+    }
+}
+
+fn empty_view() -> View {
+    View {
+        entries: HashMap::new(),
+        chunks: HashMap::new(),
+    }
 }
 
 impl Replica for View {
@@ -215,17 +254,24 @@ impl Window {
 }
 
 /// Plans the next window of `rest` (files only) against `view`.
-fn plan_window(rest: &mut std::collections::VecDeque<Entry>, view: &View, max_files: usize) -> Plan {
+fn plan_window(
+    t: &Target,
+    rest: &mut std::collections::VecDeque<Entry>,
+    view: &mut View,
+    max_files: usize,
+) -> Result<Plan, SyncError> {
     let mut window = Window::new(max_files);
     let mut n = 0;
     while n < rest.len() && window.takes(&rest[n]) {
         n += 1;
     }
     let files: Vec<Entry> = rest.drain(..n).collect();
+    view.find_chunks(&t.index, &t.set.name, &files)?;
     let mut p = plan::plan(&files, &[], view, &HashMap::new());
+    view.chunks = HashMap::new();
     // Only dry runs list them.
     p.items = Vec::new();
-    p
+    Ok(p)
 }
 
 /// Everything decided before any chunk moves.
@@ -236,7 +282,7 @@ struct Prepared {
     /// Offered files planned later, a window at a time, in offer order.
     rest: std::collections::VecDeque<Entry>,
     /// What the later windows are planned against.
-    view: Arc<View>,
+    view: View,
     /// Changed entries, for a dry run's listing (empty otherwise: a copy
     /// of every offered entry is memory a real run has no use for).
     changed: Vec<Entry>,
@@ -344,28 +390,6 @@ fn prepare(
         // An operator let this pass through: the guard counts afresh.
         t.index.put_guard_record(&t.set.name, None)?;
     }
-    let wanted: Vec<Hash> = offered
-        .iter()
-        .flat_map(|e| e.chunks.iter().map(|c| c.hash))
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    let found = t.index.locate_chunks(&t.set.name, &wanted)?;
-    let chunks = wanted
-        .into_iter()
-        .zip(found)
-        .filter_map(|(h, at)| {
-            at.map(|at| {
-                (
-                    h,
-                    Location {
-                        path: at.path,
-                        offset: at.offset,
-                    },
-                )
-            })
-        })
-        .collect();
     if t.set.xattrs.is_none() {
         // No attribute is mirrored (or the sender cannot send them): the
         // replica keeps its own, and so does its index.
@@ -375,7 +399,10 @@ fn prepare(
             }
         }
     }
-    let view = View { entries, chunks };
+    let mut view = View {
+        entries,
+        chunks: HashMap::new(),
+    };
     let dest = Dest::new(&t.root, &t.set);
     // Windows are planned apart: what one cannot see of another (a file
     // below another window's symlink) is refused for the whole offer here.
@@ -401,7 +428,9 @@ fn prepare(
         offered = first;
         rest = later.into();
     }
+    view.find_chunks(&t.index, &t.set.name, &offered)?;
     let plan = plan::plan(&offered, &deletes, &view, &HashMap::new());
+    view.chunks = HashMap::new();
     let mut changed = Vec::new();
     if t.dry_run {
         let changed_paths: HashSet<&[u8]> = plan.items.iter().map(|(_, _, p)| p.as_slice()).collect();
@@ -413,7 +442,7 @@ fn prepare(
     Ok(Prepared {
         plan,
         rest,
-        view: Arc::new(view),
+        view,
         changed,
         refused,
         kept,
@@ -649,7 +678,7 @@ pub(crate) async fn receive_half(ctl: &mut Control, chunks: &mut Inbox, t: Targe
     let Prepared {
         plan,
         mut rest,
-        view,
+        mut view,
         refused,
         kept,
         ..
@@ -683,13 +712,18 @@ pub(crate) async fn receive_half(ctl: &mut Control, chunks: &mut Inbox, t: Targe
             applier = super::blocking(move || install(&t, applier)).await?;
         }
         while !rest.is_empty() && applier.in_flight() < max_in_flight {
-            let (view, mut taken) = (view.clone(), std::mem::take(&mut rest));
-            let (window, back) = super::blocking(move || {
-                let p = plan_window(&mut taken, &view, window);
-                (p, taken)
+            let (t2, mut v, mut taken) = (
+                t.clone(),
+                std::mem::replace(&mut view, empty_view()),
+                std::mem::take(&mut rest),
+            );
+            let (planned, v, back) = super::blocking(move || {
+                let p = plan_window(&t2, &mut taken, &mut v, window);
+                (p, v, taken)
             })
             .await;
-            rest = back;
+            (view, rest) = (v, back);
+            let window = planned?;
             tally.plan(&window);
             windows += 1;
             applier = super::blocking(move || match applier.add(window) {
