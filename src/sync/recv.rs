@@ -204,11 +204,15 @@ async fn read_offer(ctl: &mut Control) -> Result<Option<(Vec<Entry>, Vec<Vec<u8>
 /// in flight, not the size of the offer (issue 17: 64 MiB for 50,000
 /// files). Two windows are in flight (the sender always has one asked
 /// for), and complete files are installed (renamed into place after one
-/// `syncfs`) and committed to the index a window's worth at a time.
+/// `syncfs`) and committed to the index [`INSTALL_WINDOWS`] windows'
+/// worth at a time.
 const WINDOW_FILES: usize = 1024;
 /// A window closes earlier at this many chunk references (a window of
 /// large files).
 const WINDOW_CHUNKS: usize = 16 * 1024;
+/// Complete files are installed and committed this many windows' worth
+/// at a time.
+const INSTALL_WINDOWS: usize = 4;
 /// Overrides [`WINDOW_FILES`] (tests make windows of a few files).
 pub const WINDOW_ENV: &str = "HAMIRROR_APPLY_WINDOW";
 
@@ -703,15 +707,14 @@ pub(crate) async fn receive_half(ctl: &mut Control, chunks: &mut Inbox, t: Targe
     let max_in_flight = 2 * window;
     let mut windows = 1u64;
     loop {
-        // What is complete is installed and committed a batch at a time
-        // (always once nothing more is waited for), so that the next
-        // window fits in the files in flight.
-        let ready = applier.ready();
-        if ready >= window || (ready > 0 && applier.complete() && applier.in_flight() >= max_in_flight) {
+        // What is complete is installed and committed a batch at a time:
+        // a complete file costs little to keep, each batch one `syncfs`
+        // and one index commit (the rest when the last chunk is in).
+        if applier.ready() >= INSTALL_WINDOWS * window {
             let t = t.clone();
             applier = super::blocking(move || install(&t, applier)).await?;
         }
-        while !rest.is_empty() && applier.in_flight() < max_in_flight {
+        while !rest.is_empty() && applier.in_flight() - applier.ready() < max_in_flight {
             let (t2, mut v, mut taken) = (
                 t.clone(),
                 std::mem::replace(&mut view, empty_view()),
