@@ -13,7 +13,9 @@
 # `hamirror sync`, receiver durable with syncfs as always), then the
 # no-change pass (median of 5). Wall time is at the mercy of whatever else
 # the machine does; the CPU seconds (user + system) the receiver spent on
-# the initial copy, and the sender's, are much less so. rsync (daemon on loopback, -aH --delete)
+# the initial copy, and the sender's, are much less so; so is the peak
+# resident memory (`time -f %M`) of each side during the initial copy
+# (issue 17's bound: 64 MiB each). rsync (daemon on loopback, -aH --delete)
 # copies the same tree once per round as the outside reference. Every
 # replica is checked with `rsync -anc -HAX --numeric-ids --delete` (must
 # print nothing). Prints a Markdown table for docs/BENCHMARKS.md.
@@ -50,7 +52,7 @@ oracle() {
 
 # One two-node cluster on loopback per build and round: serv1's root is the
 # tree's parent, serv2's an empty replica.
-run_build() { # BIN TAG -> prints "INIT NOOP RECV_CPU SEND_CPU"
+run_build() { # BIN TAG -> prints "INIT NOOP RECV_CPU SEND_CPU RECV_MB SEND_MB"
   local bin=$1 tag=$2 d=$work/$2 cfg
   cfg=$d/cluster.d
   mkdir -p "$cfg/serv1" "$d/replica"
@@ -68,17 +70,18 @@ run_build() { # BIN TAG -> prints "INIT NOOP RECV_CPU SEND_CPU"
   done
   # serve under time(1), stopped (SIGTERM to serve itself) right after the
   # initial copy so its CPU is that of the copy alone.
-  /usr/bin/time -f '%U %S' -o "$d/recv.cpu" "$bin" --config "$cfg" --node serv2 serve 2> "$d/serve.log" &
+  /usr/bin/time -f '%U %S %M' -o "$d/recv.cpu" "$bin" --config "$cfg" --node serv2 serve 2> "$d/serve.log" &
   local spid=$!
   pids+=("$spid"); sleep 1
   settle
   local t0 t1 init hs=()
   t0=$(now)
-  /usr/bin/time -f '%U %S' -o "$d/send.cpu" "$bin" --config "$cfg" --node serv1 sync Fbench > /dev/null
+  /usr/bin/time -f '%U %S %M' -o "$d/send.cpu" "$bin" --config "$cfg" --node serv1 sync Fbench > /dev/null
   t1=$(now); init=$(secs "$t0" "$t1")
   pkill -TERM -P "$spid"; wait "$spid" 2>/dev/null || true
-  local rcpu scpu
+  local rcpu scpu rmb smb
   rcpu=$(awk 'END {printf "%.2f", $1 + $2}' "$d/recv.cpu"); scpu=$(awk 'END {printf "%.2f", $1 + $2}' "$d/send.cpu")
+  rmb=$(awk 'END {printf "%.1f", $3 / 1024}' "$d/recv.cpu"); smb=$(awk 'END {printf "%.1f", $3 / 1024}' "$d/send.cpu")
   oracle "$d/replica/$(basename "$tree")"
   "$bin" --config "$cfg" --node serv2 serve 2>> "$d/serve.log" &
   spid=$!
@@ -89,7 +92,7 @@ run_build() { # BIN TAG -> prints "INIT NOOP RECV_CPU SEND_CPU"
   done
   kill "$spid"; wait "$spid" 2>/dev/null || true
   rm -rf "$d"
-  echo "$init $(median "${hs[@]}") $rcpu $scpu"
+  echo "$init $(median "${hs[@]}") $rcpu $scpu $rmb $smb"
 }
 
 rport=$(port)
@@ -102,25 +105,25 @@ files=$(find "$tree" -type f | wc -l); bytes=$(du -sb "$tree" | cut -f1)
 find "$tree" -type f -print0 | xargs -0 cat > /dev/null   # warm the page cache for all
 echo "tree: $files files, $bytes bytes; machine: $(nproc) cores, $(lscpu | sed -n 's/Model name: *//p')"
 echo
-echo "| round | old initial | new initial | rsync initial | old no-change | new no-change | new/old initial | new/old no-change | receiver CPU old / new | sender CPU old / new |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
-ois=(); nis=(); ons=(); nns=(); orc=(); nrc=(); ri_=(); rn_=(); rc_=()
+echo "| round | old initial | new initial | rsync initial | old no-change | new no-change | new/old initial | new/old no-change | receiver CPU old / new | sender CPU old / new | peak RSS receiver old / new | peak RSS sender old / new |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+ois=(); nis=(); ons=(); nns=(); orc=(); nrc=(); ri_=(); rn_=(); rc_=(); orm=(); nrm=(); osm=(); nsm=()
 for r in $(seq 1 "$rounds"); do
   if [ $((r % 2)) = 1 ]; then
-    read -r oi on orr os < <(run_build "$old" old); read -r ni nn nr ns < <(run_build "$new" new)
+    read -r oi on orr os om osmb < <(run_build "$old" old); read -r ni nn nr ns nm nsmb < <(run_build "$new" new)
   else
-    read -r ni nn nr ns < <(run_build "$new" new); read -r oi on orr os < <(run_build "$old" old)
+    read -r ni nn nr ns nm nsmb < <(run_build "$new" new); read -r oi on orr os om osmb < <(run_build "$old" old)
   fi
-  orc+=("$orr"); nrc+=("$nr")
+  orc+=("$orr"); nrc+=("$nr"); orm+=("$om"); nrm+=("$nm"); osm+=("$osmb"); nsm+=("$nsmb")
   ri_+=("$(ratio "$ni" "$oi")"); rn_+=("$(ratio "$nn" "$on")"); rc_+=("$(ratio "$nr" "$orr")")
   rm -rf "$work/rsync"; mkdir -p "$work/rsync"; settle
   t0=$(now); rsync -aH --delete "$tree/" "rsync://127.0.0.1:$rport/bench/"; t1=$(now); ri=$(secs "$t0" "$t1")
   oracle "$work/rsync"; rm -rf "$work/rsync"; mkdir -p "$work/rsync"
   ois+=("$oi"); nis+=("$ni"); ons+=("$on"); nns+=("$nn")
-  echo "| $r | $oi s | $ni s | $ri s | $on s | $nn s | $(ratio "$ni" "$oi") | $(ratio "$nn" "$on") | $orr / $nr s ($(ratio "$nr" "$orr")) | $os / $ns s |"
+  echo "| $r | $oi s | $ni s | $ri s | $on s | $nn s | $(ratio "$ni" "$oi") | $(ratio "$nn" "$on") | $orr / $nr s ($(ratio "$nr" "$orr")) | $os / $ns s | $om / $nm MB | $osmb / $nsmb MB |"
 done
 mo=$(median "${ois[@]}"); mn=$(median "${nis[@]}"); no=$(median "${ons[@]}"); nn=$(median "${nns[@]}")
 mor=$(median "${orc[@]}"); mnr=$(median "${nrc[@]}")
 # The ratios' medians (each ratio taken within one round) resist a round
 # that something else on the machine slowed down.
-echo "| median | $mo s | $mn s | | $no s | $nn s | $(median "${ri_[@]}") | $(median "${rn_[@]}") | $mor / $mnr s ($(median "${rc_[@]}")) | |"
+echo "| median | $mo s | $mn s | | $no s | $nn s | $(median "${ri_[@]}") | $(median "${rn_[@]}") | $mor / $mnr s ($(median "${rc_[@]}")) | | $(median "${orm[@]}") / $(median "${nrm[@]}") MB | $(median "${osm[@]}") / $(median "${nsm[@]}") MB |"

@@ -6,6 +6,7 @@
 use clap::Parser;
 
 fn main() {
+    few_malloc_arenas();
     let args = match hamirror::cli::Cli::try_parse() {
         Ok(a) => a,
         Err(e) => {
@@ -35,4 +36,21 @@ fn is_status(mut args: impl Iterator<Item = String>) -> bool {
         }
     }
     false
+}
+
+/// glibc gives each thread that contends for the heap an arena of its
+/// own, up to 8 per core, and keeps what was freed in each: with the
+/// runtime's, rayon's and the chunk threads, a 50,000-file copy held 40–50
+/// MB more than its heap's peak (issue 17, measured in
+/// `docs/BENCHMARKS.md`). Two arenas keep the peak resident memory near
+/// the heap's. Set before any thread exists; overridden by the
+/// `MALLOC_ARENA_MAX` environment variable, which glibc reads first.
+fn few_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: a plain setting, made before any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
 }

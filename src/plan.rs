@@ -122,6 +122,13 @@ fn same_meta(a: &Entry, b: &Entry) -> bool {
     a.mode == b.mode && a.uid == b.uid && a.gid == b.gid && a.mtime_ns == b.mtime_ns && a.xattrs == b.xattrs
 }
 
+/// Whether offered entry `e` is a file whose content the replica's entry
+/// at its path (`cur`) does not have, so that it is built anew.
+pub fn builds_file(e: &Entry, cur: Option<&Entry>) -> bool {
+    e.kind == EntryKind::File
+        && !cur.is_some_and(|c| c.kind == EntryKind::File && c.file_hash == e.file_hash && c.size == e.size)
+}
+
 /// Builds the plan for `offered` entries and `deleted` paths.
 ///
 /// `held` lists chunks the receiver holds outside its index (e.g. in
@@ -147,10 +154,7 @@ pub fn plan(offered: &[Entry], deleted: &[Vec<u8>], replica: &dyn Replica, held:
                 }
             }
             EntryKind::File => {
-                let content_same = same_kind
-                    && cur
-                        .as_ref()
-                        .is_some_and(|c| c.file_hash == e.file_hash && c.size == e.size);
+                let content_same = !builds_file(e, cur.as_ref());
                 if content_same {
                     if cur.as_ref().is_some_and(|c| same_meta(c, e)) {
                         p.unchanged += 1;

@@ -184,6 +184,46 @@ fn every_kind_of_change_reaches_the_replica_exactly() {
     }
 }
 
+/// An offer of more files than a window (4 here, `HAMIRROR_APPLY_WINDOW`)
+/// is planned, applied, installed and committed a window at a time, with
+/// the same replica as in one piece whatever lies across windows: a hard
+/// link applied after its target's window, content shared by the first
+/// and the last window, a large file, directories made before any file.
+/// The replica's index knows every window's files: a later pass sends
+/// only what changed.
+#[test]
+fn an_offer_larger_than_a_window_is_applied_a_window_at_a_time() {
+    let mut p = Pair::new();
+    populate(&p);
+    for i in 0..40 {
+        let text = format!("file {i}\n").repeat(i + 1);
+        write(&p.src(&format!("srv/samba/many/d{}/f{i}.txt", i % 5)), text.as_bytes());
+    }
+    let shared = noise(7, 300_000);
+    write(&p.src("srv/samba/aaa-first.bin"), &shared);
+    write(&p.src("srv/samba/zzz-last.bin"), &shared);
+    write(&p.src("srv/samba/mid-large.bin"), &noise(8, 5 << 20));
+    fs::hard_link(p.src("srv/samba/zzz-last.bin"), p.src("srv/samba/aaa-link")).unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    p.start_serve_env(&[("HAMIRROR_APPLY_WINDOW", "4")]);
+    let v = p.sync_ok("Fsmbd");
+    assert_eq!(v["push"]["outcome"], "full", "{v}");
+    p.assert_mirrored(ROOTS);
+    let log = p.serve_log();
+    assert!(log.contains("offer applied in windows of files"), "{log}");
+
+    // One small edit in a late window, a file of the first window deleted,
+    // a new hard link to a late file: only that travels.
+    write(&p.src("srv/samba/many/d4/f39.txt"), b"changed\n");
+    fs::remove_file(p.src("srv/samba/aaa-first.bin")).unwrap();
+    fs::hard_link(p.src("srv/samba/many/d0/f0.txt"), p.src("srv/samba/zzz-hard")).unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    let v = p.sync_ok("Fsmbd");
+    assert_eq!(v["push"]["outcome"], "delta", "{v}");
+    assert!(field(&v, "chunks_sent") <= 1, "{v}");
+    p.assert_mirrored(ROOTS);
+}
+
 /// Overwrites `data.len()` bytes of `p` at `at`, in place.
 fn overwrite(p: &Path, at: u64, data: &[u8]) {
     use std::os::unix::fs::FileExt;

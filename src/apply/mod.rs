@@ -132,8 +132,11 @@ pub struct Failure {
 /// What [`Applier::finish`] did.
 #[derive(Debug, Default)]
 pub struct ApplyReport {
-    /// Paths created or changed (their new state is what the plan offered).
+    /// Paths created or changed (their new state is what the plan offered);
+    /// without those taken already ([`Applier::take_applied`]).
     pub applied: Vec<Entry>,
+    /// How many were, taken or not.
+    pub applied_count: u64,
     /// For each of `applied`, its `lstat` right after it was renamed into
     /// place, where that was taken (files), for the index's fingerprint.
     pub applied_stat: Vec<Option<rustix::fs::Stat>>,
@@ -387,11 +390,44 @@ impl Fds {
     }
 }
 
+/// The files being built, by their number in the order they were added.
+/// A map, not a vector: files installed early ([`Applier::install_complete`])
+/// leave it, so a long offer applied a window at a time holds only the
+/// files in flight.
+#[derive(Default)]
+struct Files {
+    map: HashMap<usize, Building>,
+    /// The number the next file added gets.
+    next: usize,
+}
+
+impl Files {
+    /// Removes the files `pick` chooses, in the order they were added.
+    fn take(&mut self, pick: impl Fn(&Building) -> bool) -> Vec<Building> {
+        let mut ids: Vec<usize> = self.map.iter().filter(|(_, b)| pick(b)).map(|(i, _)| *i).collect();
+        ids.sort_unstable();
+        ids.into_iter().filter_map(|i| self.map.remove(&i)).collect()
+    }
+}
+
+impl std::ops::Index<usize> for Files {
+    type Output = Building;
+    fn index(&self, i: usize) -> &Building {
+        &self.map[&i]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Files {
+    fn index_mut(&mut self, i: usize) -> &mut Building {
+        self.map.get_mut(&i).expect("a file being built")
+    }
+}
+
 /// Carries out one plan. See the module documentation for the three steps.
 pub struct Applier {
     dest: Dest,
     plan: Plan,
-    files: Vec<Building>,
+    files: Files,
     waiting: HashMap<Hash, Vec<(usize, u64, u32)>>,
     need: Vec<Hash>,
     /// Needed chunks asked for as deltas (not in `need`), until sent.
@@ -401,6 +437,8 @@ pub struct Applier {
     /// copies them.
     local: Vec<LocalCopy>,
     fds: Fds,
+    /// Bytes of every chunk asked for so far (each once).
+    need_bytes: u64,
     journal: Journal,
     /// The directories of the plan: where the sender has a directory, a
     /// file or symlink on the replica is replaced (a type change).
@@ -444,21 +482,55 @@ impl Applier {
     /// A hostile path or an inconsistent offer refuses the whole plan;
     /// disk full and permission errors stop the set (nothing written is
     /// left behind).
-    pub fn start(dest: Dest, plan: Plan, mut journal: Journal) -> Result<Applier, ApplyError> {
+    pub fn start(dest: Dest, plan: Plan, journal: Journal) -> Result<Applier, ApplyError> {
+        let mut a = Applier {
+            dir_paths: HashSet::new(),
+            dest,
+            files: Files::default(),
+            waiting: HashMap::new(),
+            need: Vec::new(),
+            need_delta: Vec::new(),
+            bases: HashMap::new(),
+            local: Vec::new(),
+            fds: Fds::default(),
+            need_bytes: 0,
+            journal,
+            touched: HashMap::new(),
+            repaired: HashSet::new(),
+            ensured: HashSet::new(),
+            report: ApplyReport::default(),
+            plan: Plan::default(),
+        };
+        a.add(plan)?;
+        Ok(a)
+    }
+
+    /// Adds another plan for the same offer (the next window of its files)
+    /// to what is being applied: step 1's first half for its entries, as
+    /// [`Applier::start`]; then [`Applier::take_need_whole`],
+    /// [`Applier::sign`] and [`Applier::copy_held`] as after `start`. Its
+    /// links, deletions and directory metadata wait for
+    /// [`Applier::finish`] with the rest. A chunk another window still
+    /// waits for is not asked for again.
+    ///
+    /// # Errors
+    /// As [`Applier::start`]; a stop removes every temp file of the run.
+    pub fn add(&mut self, plan: Plan) -> Result<(), ApplyError> {
         let mut plan = plan;
-        check_plan(&dest, &plan)?;
+        if let Err(e) = check_plan(&self.dest, &plan) {
+            self.abort();
+            return Err(e);
+        }
         let builds = std::mem::take(&mut plan.files);
         let temps: Vec<Vec<u8>> = builds
             .iter()
             .map(|fb| temp_path(&fb.entry.path, &fb.entry.file_hash))
             .collect();
-        let leftovers = journal.leftovers(&dest);
+        let leftovers = self.journal.leftovers(&self.dest);
         let existing: HashSet<Vec<u8>> = leftovers.iter().cloned().collect();
         // Every directory this plan changes, with its mtime before: from an
         // interrupted run's journal when there was one (what this run sees
         // is what that run left), else as found now.
-        let mut touched = HashMap::new();
-        let mut repaired = HashSet::new();
         let mut new_dirs = Vec::new();
         let changed = builds
             .iter()
@@ -476,18 +548,19 @@ impl Applier {
         let mut seen = HashSet::new();
         for path in changed {
             let dir = dest::split(path).0;
-            if !seen.insert(dir) || !dest.holds_dir(dir) {
+            if !seen.insert(dir) || self.touched.contains_key(dir) || !self.dest.holds_dir(dir) {
                 continue;
             }
-            let now = dest
+            let now = self
+                .dest
                 .stat(dir)
                 .ok()
                 .filter(dest::is_dir)
                 .map(|st| meta::stat_mtime_ns(&st));
-            let before = match (journal.dir_mtime(dir), now) {
+            let before = match (self.journal.dir_mtime(dir), now) {
                 (Some(earlier), now) => {
                     if now != Some(earlier) {
-                        repaired.insert(dir.to_vec());
+                        self.repaired.insert(dir.to_vec());
                     }
                     earlier
                 }
@@ -497,54 +570,55 @@ impl Applier {
                 }
                 (None, None) => continue,
             };
-            touched.insert(dir.to_vec(), before);
+            self.touched.insert(dir.to_vec(), before);
         }
-        journal
-            .record(&temps, &new_dirs)
-            .map_err(|e| ApplyError::from_io(journal.path(), e))?;
-        let mut a = Applier {
-            dir_paths: plan.dirs.iter().map(|d| d.path.clone()).collect(),
-            dest,
-            files: Vec::with_capacity(builds.len()),
-            waiting: HashMap::new(),
-            need: Vec::new(),
-            need_delta: Vec::new(),
-            bases: HashMap::new(),
-            local: Vec::new(),
-            fds: Fds::default(),
-            journal,
-            touched,
-            repaired,
-            ensured: HashSet::new(),
-            report: ApplyReport::default(),
-            plan,
-        };
-        let result = a.prepare_inner(builds, temps, &existing);
-        if let Err(e) = result {
-            a.abort();
+        if let Err(e) = self.journal.record(&temps, &new_dirs) {
+            let e = ApplyError::from_io(self.journal.path(), e);
+            self.abort();
             return Err(e);
         }
-        Ok(a)
+        self.dir_paths.extend(plan.dirs.iter().map(|d| d.path.clone()));
+        let dirs = std::mem::take(&mut plan.dirs);
+        let result = self.prepare_inner(&dirs, builds, temps, &existing);
+        // The rest waits for `finish`; the itemized list is for dry runs.
+        let p = &mut self.plan;
+        p.dirs.extend(dirs);
+        p.retouch.append(&mut plan.retouch);
+        p.symlinks.append(&mut plan.symlinks);
+        p.hardlinks.append(&mut plan.hardlinks);
+        p.specials.append(&mut plan.specials);
+        p.deletes.append(&mut plan.deletes);
+        p.bases.extend(plan.bases);
+        p.base_bytes += plan.base_bytes;
+        p.unchanged += plan.unchanged;
+        p.reused_chunks += plan.reused_chunks;
+        p.reused_bytes += plan.reused_bytes;
+        if let Err(e) = result {
+            self.abort();
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Directories, then each file's pieces: kept from an interrupted
     /// run's temp file (those in `existing`), copied locally, or waited for.
     fn prepare_inner(
         &mut self,
+        dirs: &[Entry],
         builds: Vec<FileBuild>,
         temps: Vec<Vec<u8>>,
         existing: &HashSet<Vec<u8>>,
     ) -> Result<(), ApplyError> {
-        let dirs = std::mem::take(&mut self.plan.dirs);
-        for d in &dirs {
+        for d in dirs {
             match self.ensure_dir(&d.path) {
                 Ok(()) => {}
                 Err(e) if e.stops_set() => return Err(e),
                 Err(e) => self.fail(&d.path, e),
             }
         }
-        self.plan.dirs = dirs;
-        for (i, (fb, temp)) in builds.into_iter().zip(temps).enumerate() {
+        for (fb, temp) in builds.into_iter().zip(temps) {
+            let i = self.files.next;
+            self.files.next += 1;
             let mut b = Building {
                 entry: fb.entry,
                 temp,
@@ -556,10 +630,13 @@ impl Applier {
             let resume = existing.contains(&b.temp);
             match self.prepare_file(i, &mut b, &fb.pieces, resume) {
                 Ok(()) => {}
-                Err(e) if e.stops_set() => return Err(e),
+                Err(e) if e.stops_set() => {
+                    self.files.map.insert(i, b);
+                    return Err(e);
+                }
                 Err(e) => b.failed = Some(e.to_string()),
             }
-            self.files.push(b);
+            self.files.map.insert(i, b);
         }
         Ok(())
     }
@@ -643,6 +720,7 @@ impl Applier {
                 let slots = self.waiting.entry(hash).or_default();
                 if slots.is_empty() {
                     self.need.push(hash);
+                    self.need_bytes += u64::from(len);
                 }
                 slots.push((c.file, offset, len));
                 self.files[c.file].remaining += 1;
@@ -716,6 +794,7 @@ impl Applier {
             let slots = self.waiting.entry(piece.hash).or_default();
             if slots.is_empty() {
                 self.need.push(piece.hash);
+                self.need_bytes += u64::from(piece.len);
             }
             slots.push((index, piece.offset, piece.len));
             b.remaining += 1;
@@ -769,6 +848,12 @@ impl Applier {
         std::mem::take(&mut self.need_delta)
     }
 
+    /// Bytes of every chunk asked for since the start (each once; one a
+    /// later window needs again after it arrived counts again).
+    pub fn need_bytes_added(&self) -> u64 {
+        self.need_bytes
+    }
+
     /// Bytes of the needed chunks.
     pub fn need_bytes(&self) -> u64 {
         self.waiting
@@ -815,7 +900,10 @@ impl Applier {
                 if data.len() != len as usize {
                     return Err(ApplyError::BadChunk { hash: hex(hash) });
                 }
-                let b = &mut self.files[i];
+                // A failed file may have left already (installed early).
+                let Some(b) = self.files.map.get_mut(&i) else {
+                    continue;
+                };
                 if b.failed.is_some() {
                     continue;
                 }
@@ -928,7 +1016,9 @@ impl Applier {
     fn fail_waiting(&mut self, hash: &Hash, reason: &str) {
         self.bases.remove(hash);
         for (i, _, _) in self.waiting.remove(hash).unwrap_or_default() {
-            self.files[i].failed.get_or_insert_with(|| reason.to_string());
+            if let Some(b) = self.files.map.get_mut(&i) {
+                b.failed.get_or_insert_with(|| reason.to_string());
+            }
         }
     }
 
@@ -943,7 +1033,7 @@ impl Applier {
     /// the next run resumes (and the journal keeps the directories' times).
     pub fn abort(&mut self) {
         self.fds.open.clear();
-        for b in &self.files {
+        for b in self.files.map.values() {
             let _ = self.dest.remove(&b.temp);
         }
         self.journal.remove_leftovers(&self.dest);
@@ -959,61 +1049,8 @@ impl Applier {
                 count: self.waiting.len(),
             });
         }
-        self.fds.open.clear();
-        let files = std::mem::take(&mut self.files);
-        let dest = &self.dest;
-        let set: Vec<(usize, io::Result<Vec<String>>)> = files
-            .par_iter()
-            .enumerate()
-            .filter(|(_, b)| b.failed.is_none() && !b.meta_done)
-            .map(|(i, b)| {
-                let res = b.open_temp(dest).and_then(|f| set_file_meta(dest, &f, &b.entry));
-                (i, res)
-            })
-            .collect();
-        for (i, res) in set {
-            let b = &files[i];
-            match res {
-                Ok(w) => self.warn(&b.entry.path, w),
-                Err(e) => self.fail(&b.entry.path, ApplyError::on(&b.temp, e)),
-            }
-        }
-        self.dest.syncfs().map_err(|e| ApplyError::on(b"", e))?;
-        let failed: HashSet<Vec<u8>> = self.report.failures.iter().map(|f| f.path.clone()).collect();
-        // Renames in parallel too: each is one directory operation, and
-        // those in different directories do not wait for each other.
-        let dest = &self.dest;
-        let renamed: Vec<Option<io::Result<Option<rustix::fs::Stat>>>> = files
-            .par_iter()
-            .map(|b| {
-                if b.failed.is_some() || failed.contains(&b.entry.path) {
-                    let _ = dest.remove(&b.temp);
-                    return None;
-                }
-                let res = dest.replace(&b.temp, &b.entry.path);
-                if res.is_err() {
-                    let _ = dest.remove(&b.temp);
-                }
-                Some(res)
-            })
-            .collect();
-        for (b, res) in files.into_iter().zip(renamed) {
-            match res {
-                None => {
-                    if let Some(reason) = b.failed {
-                        self.report.failures.push(Failure {
-                            path: b.entry.path,
-                            reason,
-                        });
-                    }
-                }
-                Some(Ok(st)) => {
-                    self.report.applied_stat.push(st);
-                    self.report.applied.push(b.entry);
-                }
-                Some(Err(e)) => self.fail(&b.entry.path, ApplyError::on(&b.entry.path, e)),
-            }
-        }
+        let files: Vec<Building> = self.files.take(|_| true);
+        self.install(files)?;
         let plan = std::mem::take(&mut self.plan);
         for e in plan.symlinks.iter().chain(&plan.hardlinks) {
             let res = self.link(e);
@@ -1077,6 +1114,118 @@ impl Applier {
             .clear()
             .map_err(|e| ApplyError::from_io(self.journal.path(), e))?;
         Ok(std::mem::take(&mut self.report))
+    }
+
+    /// Installs the files complete so far (every piece in place), with
+    /// one `syncfs` before their renames, as [`Applier::finish`] does, and
+    /// forgets them; those that failed leave too (their temp files
+    /// removed, reported as failures). Applying an offer a window at a
+    /// time, this keeps only the files in flight in memory; take what was
+    /// installed with [`Applier::take_applied`].
+    ///
+    /// # Errors
+    /// As [`Applier::finish`]: the `syncfs` failing.
+    pub fn install_complete(&mut self) -> Result<usize, ApplyError> {
+        if !self.local.is_empty() {
+            // Pieces still to copy locally: "complete" is not known yet.
+            return Ok(0);
+        }
+        let done = self.files.take(|b| b.remaining == 0 || b.failed.is_some());
+        let n = done.len();
+        if n > 0 {
+            self.install(done)?;
+        }
+        Ok(n)
+    }
+
+    /// Files that [`Applier::install_complete`] would install or drop now.
+    pub fn ready(&self) -> usize {
+        if !self.local.is_empty() {
+            return 0;
+        }
+        self.files
+            .map
+            .values()
+            .filter(|b| b.remaining == 0 || b.failed.is_some())
+            .count()
+    }
+
+    /// Files being built (added and not installed yet).
+    pub fn in_flight(&self) -> usize {
+        self.files.map.len()
+    }
+
+    /// Takes what was installed so far, each with its `lstat` (see
+    /// [`ApplyReport`]), so it can be committed before the rest.
+    pub fn take_applied(&mut self) -> (Vec<Entry>, Vec<Option<rustix::fs::Stat>>) {
+        (
+            std::mem::take(&mut self.report.applied),
+            std::mem::take(&mut self.report.applied_stat),
+        )
+    }
+
+    /// Metadata, durability and renames of `files` (in the order they
+    /// were added); a failed one's temp file is removed.
+    fn install(&mut self, files: Vec<Building>) -> Result<(), ApplyError> {
+        self.fds.open.clear();
+        let dest = &self.dest;
+        let set: Vec<(usize, io::Result<Vec<String>>)> = files
+            .par_iter()
+            .enumerate()
+            .filter(|(_, b)| b.failed.is_none() && !b.meta_done)
+            .map(|(i, b)| {
+                let res = b.open_temp(dest).and_then(|f| set_file_meta(dest, &f, &b.entry));
+                (i, res)
+            })
+            .collect();
+        let mut failed: HashSet<Vec<u8>> = HashSet::new();
+        for (i, res) in set {
+            let b = &files[i];
+            match res {
+                Ok(w) => self.warn(&b.entry.path, w),
+                Err(e) => {
+                    failed.insert(b.entry.path.clone());
+                    self.fail(&b.entry.path, ApplyError::on(&b.temp, e));
+                }
+            }
+        }
+        self.dest.syncfs().map_err(|e| ApplyError::on(b"", e))?;
+        // Renames in parallel too: each is one directory operation, and
+        // those in different directories do not wait for each other.
+        let dest = &self.dest;
+        let renamed: Vec<Option<io::Result<Option<rustix::fs::Stat>>>> = files
+            .par_iter()
+            .map(|b| {
+                if b.failed.is_some() || failed.contains(&b.entry.path) {
+                    let _ = dest.remove(&b.temp);
+                    return None;
+                }
+                let res = dest.replace(&b.temp, &b.entry.path);
+                if res.is_err() {
+                    let _ = dest.remove(&b.temp);
+                }
+                Some(res)
+            })
+            .collect();
+        for (b, res) in files.into_iter().zip(renamed) {
+            match res {
+                None => {
+                    if let Some(reason) = b.failed {
+                        self.report.failures.push(Failure {
+                            path: b.entry.path,
+                            reason,
+                        });
+                    }
+                }
+                Some(Ok(st)) => {
+                    self.report.applied_stat.push(st);
+                    self.report.applied.push(b.entry);
+                    self.report.applied_count += 1;
+                }
+                Some(Err(e)) => self.fail(&b.entry.path, ApplyError::on(&b.entry.path, e)),
+            }
+        }
+        Ok(())
     }
 
     /// Gives the touched directories their mtime back, deepest first,
@@ -1209,6 +1358,7 @@ impl Applier {
             Ok(()) => {
                 self.report.applied_stat.push(None);
                 self.report.applied.push(e.clone());
+                self.report.applied_count += 1;
             }
             Err(err) => self.fail(&e.path, err),
         }
@@ -1235,21 +1385,45 @@ enum NodeError {
 /// a directory at a single-file root, or a path below something the same
 /// offer says is not a directory (`evil` a symlink and `evil/x` a file).
 fn check_plan(dest: &Dest, plan: &Plan) -> Result<(), ApplyError> {
-    let refuse = |path: &[u8], why: &'static str| ApplyError::UnsafePath {
-        path: String::from_utf8_lossy(path).into_owned(),
-        why,
-    };
-    let not_dirs: HashSet<&[u8]> = plan
+    let not_dirs = plan
         .files
         .iter()
         .map(|f| &f.entry)
         .chain(&plan.symlinks)
         .chain(&plan.hardlinks)
         .chain(&plan.specials)
-        .chain(&plan.retouch)
+        .chain(&plan.retouch);
+    check_entries(dest, plan.dirs.iter().chain(not_dirs), &plan.deletes)
+}
+
+/// [`check_plan`] for a whole offer before it is planned a window at a
+/// time: a window's plan cannot see that a path in it lies below a
+/// symlink of another window. Unchanged entries are checked too (an
+/// honest sender's pass either way).
+///
+/// # Errors
+/// [`ApplyError::UnsafePath`] (or a path `Dest` refuses) naming the path.
+pub fn check_offer(dest: &Dest, offered: &[Entry], deletes: &[Vec<u8>]) -> Result<(), ApplyError> {
+    check_entries(dest, offered.iter(), deletes)
+}
+
+fn check_entries<'a>(
+    dest: &Dest,
+    entries: impl Iterator<Item = &'a Entry> + Clone,
+    deletes: &[Vec<u8>],
+) -> Result<(), ApplyError> {
+    use hamirror_wire::EntryKind;
+    let refuse = |path: &[u8], why: &'static str| ApplyError::UnsafePath {
+        path: String::from_utf8_lossy(path).into_owned(),
+        why,
+    };
+    let is_dir = |e: &&Entry| e.kind == EntryKind::Dir;
+    let not_dirs: HashSet<&[u8]> = entries
+        .clone()
+        .filter(|e| !is_dir(e))
         .map(|e| e.path.as_slice())
         .collect();
-    for d in &plan.dirs {
+    for d in entries.clone().filter(is_dir) {
         dest.check(&d.path)?;
         if dest.is_root(&d.path) && !dest.is_dir_root(&d.path) {
             return Err(refuse(&d.path, "a directory where the set has a single file"));
@@ -1261,18 +1435,19 @@ fn check_plan(dest: &Dest, plan: &Plan) -> Result<(), ApplyError> {
             return Err(refuse(p, "a set's root directory may only be a directory"));
         }
     }
-    for e in &plan.hardlinks {
+    let hardlinks = entries.clone().filter(|e| e.kind == EntryKind::HardLink);
+    for e in hardlinks.clone() {
         dest.check(&e.target)?;
     }
-    for d in &plan.deletes {
+    for d in deletes {
         dest.check(d)?;
     }
-    let paths = plan
-        .dirs
-        .iter()
+    let paths = entries
+        .clone()
+        .filter(is_dir)
         .map(|d| d.path.as_slice())
         .chain(not_dirs.iter().copied())
-        .chain(plan.hardlinks.iter().map(|e| e.target.as_slice()));
+        .chain(hardlinks.map(|e| e.target.as_slice()));
     for p in paths {
         let mut dir = dest::split(p).0;
         while !dir.is_empty() && dest.holds_dir(dir) {

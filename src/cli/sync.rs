@@ -65,7 +65,7 @@ pub fn run(global: &Global, args: &SyncArgs) -> anyhow::Result<i32> {
     let connecting = {
         let (node, peer) = (node.clone(), peer.clone());
         rt.spawn(async move {
-            let endpoint = Endpoint::client(&node, &peer)?;
+            let endpoint = Endpoint::sender(&node, &peer)?;
             let conn = endpoint.connect().await?;
             anyhow::Ok((endpoint, conn))
         })

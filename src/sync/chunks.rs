@@ -33,6 +33,10 @@ use crate::transport::{Connection, compress_chunk};
 
 /// Chunks buffered per conversation before its streams are paused.
 const INBOX: usize = 64;
+/// And bytes of their frames: 64 incompressible 256 KiB chunks would be
+/// 16 MiB (issue 17: 64 MiB for the whole receiver). A chunk larger than
+/// this alone still passes.
+const INBOX_BYTES: usize = 4 << 20;
 /// Parallel chunk streams per conversation.
 pub(crate) const STREAMS: usize = 4;
 /// Chunks read, hashed and compressed together on the pool.
@@ -60,9 +64,57 @@ impl Incoming {
             Incoming::Delta(d) => d.raw_len,
         }
     }
+
+    /// Bytes it holds buffered, as counted against [`INBOX_BYTES`].
+    fn buffered(&self) -> usize {
+        match self {
+            Incoming::Chunk(c) => c.data.len(),
+            Incoming::Delta(d) => d.literals.len() + d.ops.len() * 16,
+        }
+        .min(INBOX_BYTES)
+    }
 }
 
-type Inboxes = Arc<Mutex<HashMap<u64, mpsc::Sender<Incoming>>>>;
+/// A conversation's chunks: at most [`INBOX`] of them and [`INBOX_BYTES`]
+/// of their data wait here; the streams feeding it pause meanwhile.
+pub(crate) struct Inbox {
+    rx: mpsc::Receiver<Incoming>,
+    room: Arc<tokio::sync::Semaphore>,
+}
+
+impl Inbox {
+    /// The next chunk; `None` once no stream can deliver any more.
+    pub(crate) async fn recv(&mut self) -> Option<Incoming> {
+        let c = self.rx.recv().await?;
+        self.room.add_permits(c.buffered());
+        Some(c)
+    }
+
+    /// The next chunk if one is waiting.
+    pub(crate) fn try_recv(&mut self) -> Option<Incoming> {
+        let c = self.rx.try_recv().ok()?;
+        self.room.add_permits(c.buffered());
+        Some(c)
+    }
+}
+
+/// Where a stream hands the chunks of one conversation.
+#[derive(Clone)]
+struct InboxTx {
+    tx: mpsc::Sender<Incoming>,
+    room: Arc<tokio::sync::Semaphore>,
+}
+
+impl InboxTx {
+    /// Waits for room, then queues `c`. Fails when the conversation ended.
+    async fn send(&self, c: Incoming) -> Result<(), ()> {
+        let n = u32::try_from(c.buffered()).map_err(|_| ())?;
+        self.room.acquire_many(n).await.map_err(|_| ())?.forget();
+        self.tx.send(c).await.map_err(|_| ())
+    }
+}
+
+type Inboxes = Arc<Mutex<HashMap<u64, InboxTx>>>;
 
 /// Routes incoming chunk streams to conversations by session id.
 #[derive(Clone, Default)]
@@ -84,14 +136,15 @@ impl Router {
     }
 
     /// The inbox of a new conversation.
-    pub(crate) fn register(&self, session: u64) -> Option<mpsc::Receiver<Incoming>> {
+    pub(crate) fn register(&self, session: u64) -> Option<Inbox> {
         let mut map = self.inboxes.lock().unwrap_or_else(|p| p.into_inner());
         if map.contains_key(&session) {
             return None;
         }
         let (tx, rx) = mpsc::channel(INBOX);
-        map.insert(session, tx);
-        Some(rx)
+        let room = Arc::new(tokio::sync::Semaphore::new(INBOX_BYTES));
+        map.insert(session, InboxTx { tx, room: room.clone() });
+        Some(Inbox { rx, room })
     }
 
     pub(crate) fn unregister(&self, session: u64) {

@@ -10,15 +10,15 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use hamirror_wire::EntryKind;
 use hamirror_wire::{
     Applied, Counts, DeltaRequest, Entry, EntryAssembler, EntryBatcher, ErrorCode, Failure, Failures, Hash, Listing,
     Message, NeedEnd, OfferEnd, Position, msg::MAX_BATCH_HASHES,
 };
 use rayon::prelude::*;
-use tokio::sync::mpsc;
 
 use super::SyncError;
-use super::chunks::Incoming;
+use super::chunks::{Inbox, Incoming};
 use super::conflict::{self, ConflictPolicy};
 use super::control::Control;
 use super::limits::{OfferBudget, OfferTally, check_space};
@@ -100,10 +100,49 @@ pub struct ReceiveReport {
 }
 
 /// The replica as the planner sees it: entries and chunk locations read
-/// from the index up front, so planning does no I/O.
+/// from the index before each window is planned, so planning does no I/O.
+/// The chunks are looked up per window: those of the files earlier
+/// windows installed (and committed) are found there, not asked for again.
 struct View {
     entries: HashMap<Vec<u8>, Entry>,
     chunks: HashMap<Hash, Location>,
+}
+
+impl View {
+    /// Looks up in the index where the replica holds the chunks of
+    /// `offered` (those it holds nowhere are left out).
+    fn find_chunks(&mut self, index: &Index, set: &str, offered: &[Entry]) -> Result<(), SyncError> {
+        let wanted: Vec<Hash> = offered
+            .iter()
+            .flat_map(|e| e.chunks.iter().map(|c| c.hash))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let found = index.locate_chunks(set, &wanted)?;
+        self.chunks = wanted
+            .into_iter()
+            .zip(found)
+            .filter_map(|(h, at)| {
+                at.map(|at| {
+                    (
+                        h,
+                        Location {
+                            path: at.path,
+                            offset: at.offset,
+                        },
+                    )
+                })
+            })
+            .collect();
+        Ok(())
+    }
+}
+
+fn empty_view() -> View {
+    View {
+        entries: HashMap::new(),
+        chunks: HashMap::new(),
+    }
 }
 
 impl Replica for View {
@@ -160,9 +199,94 @@ async fn read_offer(ctl: &mut Control) -> Result<Option<(Vec<Entry>, Vec<Vec<u8>
     }
 }
 
+/// Files planned and applied together at most: an offer of more is
+/// planned a window at a time, so the receiver's memory follows the files
+/// in flight, not the size of the offer (issue 17: 64 MiB for 50,000
+/// files). Two windows are in flight (the sender always has one asked
+/// for), and complete files are installed (renamed into place after one
+/// `syncfs`) and committed to the index [`INSTALL_WINDOWS`] windows'
+/// worth at a time.
+const WINDOW_FILES: usize = 1024;
+/// A window closes earlier at this many chunk references (a window of
+/// large files).
+const WINDOW_CHUNKS: usize = 16 * 1024;
+/// Complete files are installed and committed this many windows' worth
+/// at a time.
+const INSTALL_WINDOWS: usize = 4;
+/// Overrides [`WINDOW_FILES`] (tests make windows of a few files).
+pub const WINDOW_ENV: &str = "HAMIRROR_APPLY_WINDOW";
+
+/// The files of a window: [`WINDOW_ENV`], else [`WINDOW_FILES`].
+fn window_files() -> usize {
+    std::env::var(WINDOW_ENV)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(WINDOW_FILES)
+}
+
+/// Counts the files of a window as they are taken, in offer order: a
+/// window closes at [`WINDOW_FILES`] files or [`WINDOW_CHUNKS`] chunk
+/// references, and holds at least one file however large.
+struct Window {
+    max_files: usize,
+    files: usize,
+    chunks: usize,
+    closed: bool,
+}
+
+impl Window {
+    fn new(max_files: usize) -> Window {
+        Window {
+            max_files,
+            files: 0,
+            chunks: 0,
+            closed: false,
+        }
+    }
+
+    fn takes(&mut self, e: &Entry) -> bool {
+        let fits = self.files < self.max_files && self.chunks + e.chunks.len() <= WINDOW_CHUNKS;
+        self.closed |= self.files > 0 && !fits;
+        if self.closed {
+            return false;
+        }
+        self.files += 1;
+        self.chunks += e.chunks.len();
+        true
+    }
+}
+
+/// Plans the next window of `rest` (files only) against `view`.
+fn plan_window(
+    t: &Target,
+    rest: &mut std::collections::VecDeque<Entry>,
+    view: &mut View,
+    max_files: usize,
+) -> Result<Plan, SyncError> {
+    let mut window = Window::new(max_files);
+    let mut n = 0;
+    while n < rest.len() && window.takes(&rest[n]) {
+        n += 1;
+    }
+    let files: Vec<Entry> = rest.drain(..n).collect();
+    view.find_chunks(&t.index, &t.set.name, &files)?;
+    let mut p = plan::plan(&files, &[], view, &HashMap::new());
+    view.chunks = HashMap::new();
+    // Only dry runs list them.
+    p.items = Vec::new();
+    Ok(p)
+}
+
 /// Everything decided before any chunk moves.
 struct Prepared {
+    /// The first window's plan: every entry but files, the deletions, and
+    /// the first files (in a dry run the whole offer's plan).
     plan: Plan,
+    /// Offered files planned later, a window at a time, in offer order.
+    rest: std::collections::VecDeque<Entry>,
+    /// What the later windows are planned against.
+    view: View,
     /// Changed entries, for a dry run's listing (empty otherwise: a copy
     /// of every offered entry is memory a real run has no use for).
     changed: Vec<Entry>,
@@ -270,28 +394,6 @@ fn prepare(
         // An operator let this pass through: the guard counts afresh.
         t.index.put_guard_record(&t.set.name, None)?;
     }
-    let wanted: Vec<Hash> = offered
-        .iter()
-        .flat_map(|e| e.chunks.iter().map(|c| c.hash))
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    let found = t.index.locate_chunks(&t.set.name, &wanted)?;
-    let chunks = wanted
-        .into_iter()
-        .zip(found)
-        .filter_map(|(h, at)| {
-            at.map(|at| {
-                (
-                    h,
-                    Location {
-                        path: at.path,
-                        offset: at.offset,
-                    },
-                )
-            })
-        })
-        .collect();
     if t.set.xattrs.is_none() {
         // No attribute is mirrored (or the sender cannot send them): the
         // replica keeps its own, and so does its index.
@@ -301,17 +403,38 @@ fn prepare(
             }
         }
     }
-    let view = View { entries, chunks };
-    let plan = plan::plan(&offered, &deletes, &view, &HashMap::new());
+    let mut view = View {
+        entries,
+        chunks: HashMap::new(),
+    };
+    let dest = Dest::new(&t.root, &t.set);
+    // Windows are planned apart: what one cannot see of another (a file
+    // below another window's symlink) is refused for the whole offer here.
+    crate::apply::check_offer(&dest, &offered, &deletes)?;
     // Before the applier makes a single temp file: an offer that cannot fit
     // is refused whole rather than failing half-way (the applier still
     // stops cleanly if the space goes meanwhile).
-    let building = plan.files.iter().map(|f| (f.entry.path.as_slice(), f.entry.size));
-    let resumed: Vec<std::path::PathBuf> = {
-        let dest = Dest::new(&t.root, &t.set);
-        journal.leftovers(&dest).iter().map(|p| dest.local(p)).collect()
-    };
+    let building = offered
+        .iter()
+        .filter(|e| plan::builds_file(e, view.entries.get(&e.path)))
+        .map(|e| (e.path.as_slice(), e.size));
+    let resumed: Vec<std::path::PathBuf> = journal.leftovers(&dest).iter().map(|p| dest.local(p)).collect();
     check_space(&t.root, &t.set, building, &resumed)?;
+    // The first window: every entry but files (directories first, links
+    // and deletions applied last), and the first files; the other files
+    // wait. A dry run plans everything at once.
+    let mut rest = std::collections::VecDeque::new();
+    if !t.dry_run {
+        let mut window = Window::new(window_files());
+        let (first, later): (Vec<Entry>, Vec<Entry>) = offered
+            .into_iter()
+            .partition(|e| e.kind != EntryKind::File || window.takes(e));
+        offered = first;
+        rest = later.into();
+    }
+    view.find_chunks(&t.index, &t.set.name, &offered)?;
+    let plan = plan::plan(&offered, &deletes, &view, &HashMap::new());
+    view.chunks = HashMap::new();
     let mut changed = Vec::new();
     if t.dry_run {
         let changed_paths: HashSet<&[u8]> = plan.items.iter().map(|(_, _, p)| p.as_slice()).collect();
@@ -322,6 +445,8 @@ fn prepare(
     }
     Ok(Prepared {
         plan,
+        rest,
+        view,
         changed,
         refused,
         kept,
@@ -507,11 +632,7 @@ enum Event {
 }
 
 /// Runs the receiver half after the hellos.
-pub(crate) async fn receive_half(
-    ctl: &mut Control,
-    chunks: &mut mpsc::Receiver<Incoming>,
-    t: Target,
-) -> Result<ReceiveReport, SyncError> {
+pub(crate) async fn receive_half(ctl: &mut Control, chunks: &mut Inbox, t: Target) -> Result<ReceiveReport, SyncError> {
     let Some((offered, deletes, end)) = read_offer(ctl).await? else {
         return Ok(ReceiveReport {
             listing: "none",
@@ -556,15 +677,20 @@ pub(crate) async fn receive_half(
     let mut report = ReceiveReport {
         listing,
         offered: n_offered,
-        unchanged: prepared.plan.unchanged,
         ..ReceiveReport::default()
     };
     let Prepared {
-        plan, refused, kept, ..
+        plan,
+        mut rest,
+        mut view,
+        refused,
+        kept,
+        ..
     } = prepared;
     report.conflicts_made = kept;
-    let reused = plan.reused_chunks;
-    let mut applier = {
+    let mut tally = Tally::default();
+    tally.plan(&plan);
+    let applier = {
         let t = t.clone();
         super::blocking(move || {
             let journal = Journal::open(&t.journal_dir.join(&t.set.name)).map_err(|e| ApplyError::Io {
@@ -575,47 +701,60 @@ pub(crate) async fn receive_half(
         })
         .await?
     };
-    // Asked for as soon as known, so the sender reads, compresses and
-    // computes deltas while this node works on the next step: first the
-    // chunks the replica has no base for, then the deltas (once the bases
-    // are signed) while the pieces the replica holds are copied, then the
-    // pieces whose local source had changed.
-    let mut asked = 0u64;
-    let whole = applier.take_need_whole();
-    asked += whole.len() as u64;
-    send_needs(ctl, &whole, Vec::new()).await?;
-    drop(whole);
-    let mut applier = super::blocking(move || {
-        applier.sign();
-        Ok::<_, SyncError>(applier)
-    })
-    .await?;
-    let (need, deltas) = (applier.take_need(), applier.take_delta_requests());
-    asked += (need.len() + deltas.len()) as u64;
-    send_needs(ctl, &need, deltas).await?;
-    let mut applier = super::blocking(move || match applier.copy_held() {
-        Ok(()) => Ok(applier),
-        Err(e) => {
-            applier.abort();
-            Err(e)
+    let mut applier = ask(ctl, applier, &mut tally).await?;
+    let mut end_sent = false;
+    let window = window_files();
+    let max_in_flight = 2 * window;
+    let mut windows = 1u64;
+    loop {
+        // What is complete is installed and committed a batch at a time:
+        // a complete file costs little to keep, each batch one `syncfs`
+        // and one index commit (the rest when the last chunk is in).
+        if applier.ready() >= INSTALL_WINDOWS * window {
+            let t = t.clone();
+            applier = super::blocking(move || install(&t, applier)).await?;
         }
-    })
-    .await?;
-    let need = applier.take_need();
-    asked += need.len() as u64;
-    send_needs(ctl, &need, Vec::new()).await?;
-    let need_bytes = applier.need_bytes();
-    if let Some(p) = &t.progress {
-        p.need(need_bytes);
-    }
-    ctl.send(&Message::NeedEnd(NeedEnd {
-        chunks: asked,
-        bytes: need_bytes,
-        reused,
-    }))
-    .await?;
-
-    while !applier.complete() {
+        while !rest.is_empty() && applier.in_flight() - applier.ready() < max_in_flight {
+            let (t2, mut v, mut taken) = (
+                t.clone(),
+                std::mem::replace(&mut view, empty_view()),
+                std::mem::take(&mut rest),
+            );
+            let (planned, v, back) = super::blocking(move || {
+                let p = plan_window(&t2, &mut taken, &mut v, window);
+                (p, v, taken)
+            })
+            .await;
+            (view, rest) = (v, back);
+            let window = planned?;
+            tally.plan(&window);
+            windows += 1;
+            applier = super::blocking(move || match applier.add(window) {
+                Ok(()) => Ok(applier),
+                Err(e) => Err(SyncError::from(e)),
+            })
+            .await?;
+            applier = ask(ctl, applier, &mut tally).await?;
+        }
+        if rest.is_empty() && !end_sent {
+            let need_bytes = tally.need_bytes;
+            if let Some(p) = &t.progress {
+                p.need(need_bytes);
+            }
+            ctl.send(&Message::NeedEnd(NeedEnd {
+                chunks: tally.asked,
+                bytes: need_bytes,
+                reused: tally.reused,
+            }))
+            .await?;
+            end_sent = true;
+        }
+        if rest.is_empty() && applier.complete() {
+            break;
+        }
+        if applier.complete() {
+            continue;
+        }
         let ev = tokio::select! {
             c = chunks.recv() => Event::Chunk(c),
             m = ctl.next() => Event::Msg(m),
@@ -625,8 +764,8 @@ pub(crate) async fn receive_half(
                 let mut batch = vec![first];
                 while batch.len() < 32 {
                     match chunks.try_recv() {
-                        Ok(c) => batch.push(c),
-                        Err(_) => break,
+                        Some(c) => batch.push(c),
+                        None => break,
                     }
                 }
                 report.chunks_received += batch.len() as u64;
@@ -648,6 +787,11 @@ pub(crate) async fn receive_half(
             }
             Event::Msg(Err(e)) => return Err(e),
         }
+    }
+    report.unchanged = tally.unchanged;
+    let reused = tally.reused;
+    if windows > 1 {
+        tracing::info!(set = %t.set.name, windows, files = window, "offer applied in windows of files");
     }
     let done = {
         let t = t.clone();
@@ -676,6 +820,93 @@ pub(crate) async fn receive_half(
     report.complete = applied_msg.complete;
     ctl.send(&Message::Applied(applied_msg)).await?;
     Ok(report)
+}
+
+/// What the windows' plans and requests add up to, for `NeedEnd` and
+/// the report.
+#[derive(Default)]
+struct Tally {
+    asked: u64,
+    need_bytes: u64,
+    reused: u64,
+    unchanged: u64,
+}
+
+impl Tally {
+    fn plan(&mut self, p: &Plan) {
+        self.reused += p.reused_chunks;
+        self.unchanged += p.unchanged;
+    }
+}
+
+/// Asks for what the window just added needs, as soon as known, so the
+/// sender reads, compresses and computes deltas while this node works on
+/// the next step: first the chunks the replica has no base for, then the
+/// deltas (once the bases are signed) while the pieces the replica holds
+/// are copied, then the pieces whose local source had changed.
+async fn ask(ctl: &mut Control, mut applier: Applier, tally: &mut Tally) -> Result<Applier, SyncError> {
+    let before = applier.need_bytes_added();
+    let whole = applier.take_need_whole();
+    tally.asked += whole.len() as u64;
+    send_needs(ctl, &whole, Vec::new()).await?;
+    drop(whole);
+    let mut applier = super::blocking(move || {
+        applier.sign();
+        Ok::<_, SyncError>(applier)
+    })
+    .await?;
+    let (need, deltas) = (applier.take_need(), applier.take_delta_requests());
+    tally.asked += (need.len() + deltas.len()) as u64;
+    send_needs(ctl, &need, deltas).await?;
+    let mut applier = super::blocking(move || match applier.copy_held() {
+        Ok(()) => Ok(applier),
+        Err(e) => {
+            applier.abort();
+            Err(e)
+        }
+    })
+    .await?;
+    let need = applier.take_need();
+    tally.asked += need.len() as u64;
+    send_needs(ctl, &need, Vec::new()).await?;
+    tally.need_bytes += applier.need_bytes_added() - before;
+    Ok(applier)
+}
+
+/// Installs the complete files and commits them to the index, without
+/// an acknowledgement (that comes with the last commit, in [`finish`]).
+/// What they hold came from the sender: as for a partial apply, it must
+/// not count as this node's own changes if the run stops here.
+fn install(t: &Target, mut applier: Applier) -> Result<Applier, SyncError> {
+    if let Err(e) = applier.install_complete() {
+        applier.abort();
+        return Err(e.into());
+    }
+    let (applied, stats) = applier.take_applied();
+    if applied.is_empty() {
+        return Ok(applier);
+    }
+    let upserts = upserts(&Dest::new(&t.root, &t.set), applied, stats);
+    let outcome = t.index.commit(&t.set.name, &upserts, &[])?;
+    if matches!(t.conflicts, ConflictPolicy::Overwrite | ConflictPolicy::DiscardMine) {
+        t.index.mark_synced(&t.set.name, outcome.generation)?;
+    }
+    Ok(applier)
+}
+
+/// Index rows for applied entries, each with its `lstat` (taken now where
+/// the applier had none).
+fn upserts(dest: &Dest, applied: Vec<Entry>, stats: Vec<Option<rustix::fs::Stat>>) -> Vec<Upsert> {
+    applied
+        .into_iter()
+        .zip(stats)
+        .map(|(entry, st)| Upsert {
+            stat: st
+                .or_else(|| dest.stat(&entry.path).ok())
+                .map(|st| Fingerprint::of_stat(&st)),
+            entry,
+        })
+        .collect()
 }
 
 /// Decompresses (bounded by the declared length), rebuilds deltas and
@@ -727,18 +958,13 @@ fn finish(t: &Target, applier: Applier, refused: Vec<(Vec<u8>, String)>) -> Resu
             .map(|(path, reason)| crate::apply::Failure { path, reason }),
     );
     let dest = Dest::new(&t.root, &t.set);
-    let files = r.applied.len() as u64;
+    let files = r.applied_count;
     // The entries move into the upserts: no second copy of every entry.
-    let mut upserts: Vec<Upsert> = std::mem::take(&mut r.applied)
-        .into_iter()
-        .zip(std::mem::take(&mut r.applied_stat))
-        .map(|(entry, st)| Upsert {
-            stat: st
-                .or_else(|| dest.stat(&entry.path).ok())
-                .map(|st| Fingerprint::of_stat(&st)),
-            entry,
-        })
-        .collect();
+    let mut upserts = upserts(
+        &dest,
+        std::mem::take(&mut r.applied),
+        std::mem::take(&mut r.applied_stat),
+    );
     // Directories an interrupted run had left with a wrong mtime (which
     // this run's replica scan recorded) have their true one back.
     for (path, mtime_ns) in &r.repaired_dirs {

@@ -77,7 +77,7 @@ impl QuicShipper {
             return Ok(c.clone());
         }
         if self.endpoint.is_none() {
-            self.endpoint = Some(Endpoint::client(&self.local, &self.peer)?);
+            self.endpoint = Some(Endpoint::sender(&self.local, &self.peer)?);
         }
         let conn = self.endpoint.as_ref().expect("set above").connect().await?;
         self.conn = Some(conn.clone());

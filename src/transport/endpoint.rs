@@ -132,10 +132,17 @@ impl Endpoint {
         Endpoint::listen_any(identity, first, specs.collect(), &binds, Tuning::default())
     }
 
-    /// The sender's endpoint: loads `local`'s key; connects to `peer` only.
+    /// The opener's endpoint: loads `local`'s key; connects to `peer` only.
     pub fn client(local: &Node, peer: &Node) -> Result<Endpoint, TransportError> {
         let identity = load_identity(local)?;
         Endpoint::connector(identity, PeerSpec::of_node(peer), Tuning::default())
+    }
+
+    /// [`Endpoint::client`] for a push, which only sends bulk data: a
+    /// smaller receive buffer ([`Tuning::sender`]).
+    pub fn sender(local: &Node, peer: &Node) -> Result<Endpoint, TransportError> {
+        let identity = load_identity(local)?;
+        Endpoint::connector(identity, PeerSpec::of_node(peer), Tuning::sender())
     }
 
     /// Listens on every address of `binds` (an address that cannot be bound
