@@ -517,8 +517,13 @@ impl Applier {
     /// As [`Applier::start`]; a stop removes every temp file of the run.
     pub fn add(&mut self, plan: Plan) -> Result<(), ApplyError> {
         let mut plan = plan;
+        // Refused before anything of this run exists: an earlier run's
+        // temp files stay for the next one (as they would after a stop).
+        let started = self.files.next > 0;
         if let Err(e) = check_plan(&self.dest, &plan) {
-            self.abort();
+            if started {
+                self.abort();
+            }
             return Err(e);
         }
         let builds = std::mem::take(&mut plan.files);
@@ -574,7 +579,9 @@ impl Applier {
         }
         if let Err(e) = self.journal.record(&temps, &new_dirs) {
             let e = ApplyError::from_io(self.journal.path(), e);
-            self.abort();
+            if started {
+                self.abort();
+            }
             return Err(e);
         }
         self.dir_paths.extend(plan.dirs.iter().map(|d| d.path.clone()));

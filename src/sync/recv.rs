@@ -48,8 +48,8 @@ pub(crate) struct Target {
     pub conflicts: ConflictPolicy,
     /// Told how much chunk data is needed and how much arrived.
     pub progress: Option<Arc<dyn super::Progress>>,
-    /// Asked again, once the offer is read and right before anything is
-    /// installed, whether the sender may still write here (it still holds
+    /// Asked again, once the offer is read and right before each batch of
+    /// files is installed, whether the sender may still write here (it still holds
     /// the group): a conversation can outlive a change of holder.
     pub recheck: Option<Recheck>,
 }
@@ -878,6 +878,11 @@ async fn ask(ctl: &mut Control, mut applier: Applier, tally: &mut Tally) -> Resu
 /// What they hold came from the sender: as for a partial apply, it must
 /// not count as this node's own changes if the run stops here.
 fn install(t: &Target, mut applier: Applier) -> Result<Applier, SyncError> {
+    if let Some(recheck) = &t.recheck {
+        // As before the last install (`finish`): nothing of a sender that
+        // no longer holds the group is installed; the temp files stay.
+        recheck()?;
+    }
     if let Err(e) = applier.install_complete() {
         applier.abort();
         return Err(e.into());
