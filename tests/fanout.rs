@@ -10,8 +10,8 @@
 //! that replica alone), it catches up. Both copies end identical to the
 //! holder's tree, by the tree comparison and by rsync.
 //!
-//! A three-daemon test (`hamirror run` on three nodes, promote and demote)
-//! waits for the daemon's multi-peer heartbeats (docs/PACEMAKER.md).
+//! The same through three real daemons (`hamirror run`, promote, a
+//! killed holder) is tests/fanout_daemons.rs.
 
 mod common;
 

@@ -1,4 +1,6 @@
-//! Is the peer alive, and on which links? Per-link silence warnings with
+//! Is each peer alive, and on which links? (One [`Contact`] per other
+//! node: exactly one with the built-in arbiter, one per node under
+//! Pacemaker.) Per-link silence warnings with
 //! flap summarising, the dead verdict after `deadtime` of silence on every
 //! link, flap damping (a peer that "comes back from the dead" without
 //! having restarted stretches the next deadtime), and the key mismatch: a
@@ -82,6 +84,14 @@ impl Default for Peer {
     }
 }
 
+/// One other node: its links and its liveness, each tracked on its own.
+#[derive(Debug, Clone)]
+pub(super) struct Contact {
+    pub name: String,
+    pub links: Vec<Link>,
+    pub peer: Peer,
+}
+
 impl Peer {
     pub fn is_alive(&self) -> bool {
         matches!(self.status, PeerStatus::Alive { .. })
@@ -94,108 +104,151 @@ impl Peer {
 }
 
 impl Arbiter {
-    pub(super) fn on_bad_key(&mut self, now: Millis, link: LinkId) {
-        if let Some(l) = self.links.get_mut(usize::from(link.0)) {
+    /// The peer's name for events when there is more than one (`None` in
+    /// a two-node cluster: its events stay as they always were).
+    pub(super) fn peer_label(&self, k: usize) -> Option<String> {
+        (self.contacts.len() > 1).then(|| self.contacts[k].name.clone())
+    }
+
+    pub(super) fn on_bad_key(&mut self, now: Millis, k: usize, link: LinkId) {
+        let Some(c) = self.contacts.get_mut(k) else {
+            return;
+        };
+        if let Some(l) = c.links.get_mut(usize::from(link.0)) {
             l.key_mismatch_last = Some(now);
         }
-        self.peer.key_mismatch = [self.peer.key_mismatch[1], Some(now)];
-        if !self.peer.key_mismatch_noted && self.key_mismatch(now) {
-            self.peer.key_mismatch_noted = true;
+        c.peer.key_mismatch = [c.peer.key_mismatch[1], Some(now)];
+        if !c.peer.key_mismatch_noted && self.key_mismatch_of(k, now) {
+            self.contacts[k].peer.key_mismatch_noted = true;
             let link = self.cfg.links.get(usize::from(link.0)).cloned().unwrap_or_default();
-            self.notify(Event::PeerKeyMismatch { link });
+            let peer = self.peer_label(k);
+            self.notify(Event::PeerKeyMismatch { link, peer });
         }
     }
 
-    /// The peer keeps sending datagrams that fail authentication: two
+    /// Peer `k` keeps sending datagrams that fail authentication: two
     /// within `deadtime`, the latter within `deadtime` of `now`. A peer in
     /// that state is alive as far as anyone can tell, so its death cannot
     /// be concluded from the silence of its authentic heartbeats.
-    pub(super) fn key_mismatch(&self, now: Millis) -> bool {
+    pub(super) fn key_mismatch_of(&self, k: usize, now: Millis) -> bool {
         let d = self.cfg.timers.deadtime;
-        matches!(self.peer.key_mismatch, [Some(a), Some(b)] if b.since(a) < d && now.since(b) < d)
+        matches!(self.contacts[k].peer.key_mismatch, [Some(a), Some(b)] if b.since(a) < d && now.since(b) < d)
     }
 
-    /// No takeover on the strength of the peer's silence: it is not silent,
+    /// No takeover on the strength of a peer's silence: it is not silent,
     /// it signs with another key.
     pub(super) fn key_mismatch_blocks(&self, now: Millis) -> bool {
-        self.key_mismatch(now) && !self.peer.is_alive()
+        (0..self.contacts.len()).any(|k| self.key_mismatch_of(k, now) && !self.contacts[k].peer.is_alive())
     }
 
-    pub(super) fn on_heartbeat(&mut self, now: Millis, link: LinkId, incarnation: u64, mut state: NodeState) {
-        let prev_heard = self.last_heard_any();
-        if prev_heard.is_some_and(|t| now.since(t) >= self.cfg.timers.warntime) {
+    pub(super) fn on_heartbeat(&mut self, now: Millis, k: usize, link: LinkId, incarnation: u64, mut state: NodeState) {
+        let prev_heard = self.last_heard_of(k);
+        let label = self.peer_label(k);
+        let warntime = self.cfg.timers.warntime;
+        let observer = self.cfg.observer;
+        let Some(c) = self.contacts.get_mut(k) else {
+            return;
+        };
+        if prev_heard.is_some_and(|t| now.since(t) >= warntime) {
             // Contact had a hole on every link: damping eases only after
             // `flap_decay` without any.
-            self.peer.flap_changed = now;
+            c.peer.flap_changed = now;
         }
-        let Some(l) = self.links.get_mut(usize::from(link.0)) else {
+        let Some(l) = c.links.get_mut(usize::from(link.0)) else {
             return;
         };
         l.last_heard = Some(now);
+        let mut events = Vec::new();
         if l.silent {
             l.silent = false;
             if !l.flapping {
-                let link = l.name.clone();
-                self.notify(Event::LinkUp { link });
+                events.push(Event::LinkUp {
+                    link: l.name.clone(),
+                    peer: label.clone(),
+                });
             }
         }
-        if state.observer && !self.cfg.observer {
+        if state.observer && !observer {
             // A diagnostic run holds nothing real: never yield to it.
             state.groups.clear();
             state.standby = true;
         }
-        match self.peer.status {
+        let mut changed = false;
+        let p = &mut c.peer;
+        match p.status {
             PeerStatus::Unknown => {
-                self.peer.status = PeerStatus::Alive {
+                p.status = PeerStatus::Alive {
                     incarnation,
                     since: now,
                 };
-                self.notify(Event::PeerAlive { incarnation });
+                events.push(Event::PeerAlive {
+                    incarnation,
+                    peer: label.clone(),
+                });
             }
             PeerStatus::Alive { incarnation: i, .. } if i == incarnation => {}
             PeerStatus::Alive { .. } => {
-                self.peer.status = PeerStatus::Alive {
+                p.status = PeerStatus::Alive {
                     incarnation,
                     since: now,
                 };
-                self.peer_changed();
-                self.notify(Event::PeerRestarted { incarnation });
+                changed = true;
+                events.push(Event::PeerRestarted {
+                    incarnation,
+                    peer: label.clone(),
+                });
             }
             PeerStatus::Dead { incarnation: i, .. } => {
-                self.peer.status = PeerStatus::Alive {
+                p.status = PeerStatus::Alive {
                     incarnation,
                     since: now,
                 };
                 if i == Some(incarnation) {
-                    self.peer.flap_level = (self.peer.flap_level + 1).min(self.cfg.max_flap_level);
-                    self.peer.flap_changed = now;
-                    self.notify(Event::PeerReturned {
+                    p.flap_level = (p.flap_level + 1).min(self.cfg.max_flap_level);
+                    p.flap_changed = now;
+                    events.push(Event::PeerReturned {
                         silent_ms: prev_heard.map_or(0, |t| now.since(t).as_millis() as u64),
-                        flap_level: self.peer.flap_level,
-                        deadtime_ms: self.cfg.deadtime(self.peer.flap_level).as_millis() as u64,
+                        flap_level: p.flap_level,
+                        deadtime_ms: self.cfg.deadtime(p.flap_level).as_millis() as u64,
+                        peer: label.clone(),
                     });
                 } else if i.is_some() {
-                    self.notify(Event::PeerRestarted { incarnation });
+                    events.push(Event::PeerRestarted {
+                        incarnation,
+                        peer: label.clone(),
+                    });
                 } else {
-                    self.notify(Event::PeerAlive { incarnation });
+                    events.push(Event::PeerAlive {
+                        incarnation,
+                        peer: label.clone(),
+                    });
                 }
             }
         }
-        for c in &state.groups {
-            match self.groups.iter_mut().find(|g| g.conf.name == c.group) {
-                Some(g) => g.epoch = g.epoch.max(c.epoch),
-                None if !self.peer.unknown_groups.contains(&c.group) => {
-                    self.peer.unknown_groups.push(c.group.clone());
-                    let group = c.group.clone();
-                    self.notify(Event::UnknownGroup { group });
+        if changed {
+            self.peer_changed();
+        }
+        for e in events {
+            self.notify(e);
+        }
+        let mut unknown = Vec::new();
+        for cl in &state.groups {
+            match self.groups.iter_mut().find(|g| g.conf.name == cl.group) {
+                Some(g) => g.epoch = g.epoch.max(cl.epoch),
+                None if !self.contacts[k].peer.unknown_groups.contains(&cl.group) => {
+                    self.contacts[k].peer.unknown_groups.push(cl.group.clone());
+                    unknown.push(cl.group.clone());
                 }
                 None => {}
             }
         }
-        self.peer.state = Some(state);
+        for group in unknown {
+            self.notify(Event::UnknownGroup { group });
+        }
+        self.contacts[k].peer.state = Some(state);
     }
 
-    /// The peer restarted or died: what we knew about its situation is void.
+    /// A peer restarted or died: what we knew about its situation is void.
     fn peer_changed(&mut self) {
         for g in &mut self.groups {
             g.failed_here = false;
@@ -203,30 +256,36 @@ impl Arbiter {
         }
     }
 
-    pub(super) fn last_heard_any(&self) -> Option<Millis> {
-        self.links.iter().filter_map(|l| l.last_heard).max()
+    /// When peer `k` was last heard, on any link.
+    pub(super) fn last_heard_of(&self, k: usize) -> Option<Millis> {
+        self.contacts.get(k)?.links.iter().filter_map(|l| l.last_heard).max()
     }
 
-    /// Warnings per link, the dead verdict, and the easing of flap damping.
+    /// Warnings per link, the dead verdict, and the easing of flap damping,
+    /// for every peer.
     pub(super) fn update_liveness(&mut self, now: Millis) {
-        if self.peer.key_mismatch_noted && !self.key_mismatch(now) {
-            self.peer.key_mismatch_noted = false;
-            self.notify(Event::PeerKeyMismatchEnded);
+        for k in 0..self.contacts.len() {
+            self.update_contact(now, k);
+        }
+    }
+
+    fn update_contact(&mut self, now: Millis, k: usize) {
+        let label = self.peer_label(k);
+        if self.contacts[k].peer.key_mismatch_noted && !self.key_mismatch_of(k, now) {
+            self.contacts[k].peer.key_mismatch_noted = false;
+            self.notify(Event::PeerKeyMismatchEnded { peer: label.clone() });
         }
         let warntime = self.cfg.timers.warntime;
-        let contact_since = match self.peer.status {
+        let window = self.cfg.link_flap_window;
+        let onsets_to_flap = self.cfg.link_flap_onsets;
+        let c = &mut self.contacts[k];
+        let contact_since = match c.peer.status {
             PeerStatus::Alive { since, .. } => Some(since),
             _ => None,
         };
-        let window = self.cfg.link_flap_window;
-        let onsets_to_flap = self.cfg.link_flap_onsets;
-        let planned = self
-            .peer
-            .state
-            .as_ref()
-            .is_some_and(|s| s.standby && s.groups.is_empty());
+        let planned = c.peer.state.as_ref().is_some_and(|s| s.standby && s.groups.is_empty());
         let mut events = Vec::new();
-        for l in &mut self.links {
+        for l in &mut c.links {
             // A link never heard is measured from when the peer came alive.
             let reference = l.last_heard.or(contact_since);
             if !l.silent && reference.is_some_and(|r| now.since(r) >= warntime) {
@@ -239,12 +298,16 @@ impl Arbiter {
                 if !l.flapping {
                     if l.onsets.len() >= onsets_to_flap {
                         l.flapping = true;
-                        events.push(Event::LinkFlapping { link: l.name.clone() });
+                        events.push(Event::LinkFlapping {
+                            link: l.name.clone(),
+                            peer: label.clone(),
+                        });
                     } else {
                         events.push(Event::LinkSilent {
                             link: l.name.clone(),
                             silent_ms: now.since(reference.unwrap_or(now)).as_millis() as u64,
                             planned,
+                            peer: label.clone(),
                         });
                     }
                 }
@@ -255,6 +318,7 @@ impl Arbiter {
                 events.push(Event::LinkStable {
                     link: l.name.clone(),
                     up: !l.silent,
+                    peer: label.clone(),
                 });
             }
         }
@@ -262,11 +326,14 @@ impl Arbiter {
             self.notify(e);
         }
 
-        if let PeerStatus::Alive { incarnation, since } = self.peer.status {
-            let deadtime = self.cfg.deadtime(self.peer.flap_level);
-            let last = self.last_heard_any().unwrap_or(since);
+        let c = &self.contacts[k];
+        if let PeerStatus::Alive { incarnation, since } = c.peer.status {
+            let flap_level = c.peer.flap_level;
+            let flap_changed = c.peer.flap_changed;
+            let deadtime = self.cfg.deadtime(flap_level);
+            let last = self.last_heard_of(k).unwrap_or(since);
             if now.since(last) >= deadtime && now >= self.settle_until {
-                self.peer.status = PeerStatus::Dead {
+                self.contacts[k].peer.status = PeerStatus::Dead {
                     since: now,
                     incarnation: Some(incarnation),
                 };
@@ -275,13 +342,17 @@ impl Arbiter {
                     silent_ms: now.since(last).as_millis() as u64,
                     deadtime_ms: deadtime.as_millis() as u64,
                     planned,
+                    peer: label,
                 });
-            } else if self.peer.flap_level > 0 && now.since(self.peer.flap_changed.max(since)) >= self.cfg.flap_decay {
-                self.peer.flap_level -= 1;
-                self.peer.flap_changed = now;
+            } else if flap_level > 0 && now.since(flap_changed.max(since)) >= self.cfg.flap_decay {
+                let p = &mut self.contacts[k].peer;
+                p.flap_level -= 1;
+                p.flap_changed = now;
+                let flap_level = p.flap_level;
                 self.notify(Event::FlapDampingEased {
-                    flap_level: self.peer.flap_level,
-                    deadtime_ms: self.cfg.deadtime(self.peer.flap_level).as_millis() as u64,
+                    flap_level,
+                    deadtime_ms: self.cfg.deadtime(flap_level).as_millis() as u64,
+                    peer: label,
                 });
             }
         }
@@ -289,34 +360,36 @@ impl Arbiter {
 
     /// Deadlines of this part, for `poll_timeout`.
     pub(super) fn liveness_deadlines(&self, out: &mut Vec<Millis>) {
-        if let [_, Some(b)] = self.peer.key_mismatch
-            && self.peer.key_mismatch_noted
-        {
-            out.push(b + self.cfg.timers.deadtime);
-        }
         let warntime = self.cfg.timers.warntime;
-        let contact_since = match self.peer.status {
-            PeerStatus::Alive { since, .. } => Some(since),
-            _ => None,
-        };
-        for l in &self.links {
-            if !l.silent
-                && let Some(r) = l.last_heard.or(contact_since)
+        for (k, c) in self.contacts.iter().enumerate() {
+            if let [_, Some(b)] = c.peer.key_mismatch
+                && c.peer.key_mismatch_noted
             {
-                out.push(r + warntime);
+                out.push(b + self.cfg.timers.deadtime);
             }
-            if l.flapping
-                && let Some(t) = l.onsets.back()
-            {
-                out.push(*t + self.cfg.link_flap_window);
+            let contact_since = match c.peer.status {
+                PeerStatus::Alive { since, .. } => Some(since),
+                _ => None,
+            };
+            for l in &c.links {
+                if !l.silent
+                    && let Some(r) = l.last_heard.or(contact_since)
+                {
+                    out.push(r + warntime);
+                }
+                if l.flapping
+                    && let Some(t) = l.onsets.back()
+                {
+                    out.push(*t + self.cfg.link_flap_window);
+                }
             }
-        }
-        if let PeerStatus::Alive { since, .. } = self.peer.status {
-            let last = self.last_heard_any().unwrap_or(since);
-            out.push(last + self.cfg.deadtime(self.peer.flap_level));
-            out.push(last + warntime);
-            if self.peer.flap_level > 0 {
-                out.push(self.peer.flap_changed.max(since) + self.cfg.flap_decay);
+            if let PeerStatus::Alive { since, .. } = c.peer.status {
+                let last = self.last_heard_of(k).unwrap_or(since);
+                out.push(last + self.cfg.deadtime(c.peer.flap_level));
+                out.push(last + warntime);
+                if c.peer.flap_level > 0 {
+                    out.push(c.peer.flap_changed.max(since) + self.cfg.flap_decay);
+                }
             }
         }
     }

@@ -41,12 +41,12 @@ use std::time::Duration;
 
 pub use hamirror_wire::heartbeat::{Claim, GroupClaim, Maintenance, NodeState, Reach};
 pub use types::{
-    AcquireReason, Action, Command, CommandError, Event, GroupStatus, Level, LinkStatus, Mode, Phase, ReleaseReason,
-    StandbyReason, Status, claim_name, ser_claim, ser_reach,
+    AcquireReason, Action, Command, CommandError, ContactStatus, Event, GroupStatus, Level, LinkStatus, Mode, Phase,
+    ReleaseReason, StandbyReason, Status, claim_name, ser_claim, ser_reach,
 };
 
 use crate::config::{Cluster, Timers};
-use liveness::{Link, Peer};
+use liveness::{Contact, Link, Peer, PeerStatus};
 
 /// A point on the caller's monotonic clock, in milliseconds. The arbiter
 /// only compares and adds; where zero lies is the caller's business.
@@ -90,6 +90,18 @@ pub enum Side {
 pub struct GroupConf {
     pub name: String,
     pub owner: Side,
+    /// The owner's node name, when it is one of several peers (fan-out):
+    /// an equal epoch is won by the owner.
+    pub owner_node: Option<String>,
+}
+
+/// A node beyond the first peer (fan-out under Pacemaker): its name and
+/// the links to it (`crossover`, then `lan` when both have one; a link's
+/// index is its [`LinkId`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConf {
+    pub name: String,
+    pub links: Vec<String>,
 }
 
 /// Everything the arbiter needs to know of the configuration. The derived
@@ -98,7 +110,12 @@ pub struct GroupConf {
 #[derive(Debug, Clone)]
 pub struct ArbiterConfig {
     pub local: String,
+    /// The first (with the built-in arbiter: the only) peer; its links are
+    /// [`ArbiterConfig::links`].
     pub peer: String,
+    /// Further peers, each with its own links and liveness (only with
+    /// `external`: the built-in arbiter's rules are two-node).
+    pub more_peers: Vec<PeerConf>,
     pub groups: Vec<GroupConf>,
     /// Link names, indexed by [`LinkId`]: `crossover`, then `lan`.
     pub links: Vec<String>,
@@ -155,14 +172,17 @@ impl ArbiterConfig {
         ArbiterConfig {
             local: local.to_string(),
             peer: peer.to_string(),
+            more_peers: vec![],
             groups: vec![
                 GroupConf {
                     name: local.to_string(),
                     owner: Side::Local,
+                    owner_node: None,
                 },
                 GroupConf {
                     name: peer.to_string(),
                     owner: Side::Peer,
+                    owner_node: None,
                 },
             ],
             links,
@@ -185,20 +205,40 @@ impl ArbiterConfig {
     }
 
     /// From a validated cluster, for node `local`. `None` if `local` is not
-    /// one of its two nodes.
+    /// one of its nodes, or the cluster has more than two and `local` does
+    /// not run under Pacemaker.
     pub fn from_cluster(cluster: &Cluster, local: &str) -> Option<Self> {
         let me = cluster.node(local)?;
-        let peer = cluster.peer_of(local)?;
-        let mut cfg = ArbiterConfig::new(
-            local,
-            &peer.name,
-            me.conf.timers,
-            me.conf.lan.is_some() && peer.conf.lan.is_some(),
-        );
+        let peers = cluster.peers_of(local);
+        let external = me.conf.failover == crate::config::FailoverMode::Pacemaker;
+        let (peer, more) = peers.split_first()?;
+        if !more.is_empty() && !external {
+            return None;
+        }
+        let lan = |p: &crate::config::Node| me.conf.lan.is_some() && p.conf.lan.is_some();
+        let mut cfg = ArbiterConfig::new(local, &peer.name, me.conf.timers, lan(peer));
         cfg.groups[0].name = me.group.name.clone();
         cfg.groups[1].name = peer.group.name.clone();
+        if !more.is_empty() {
+            cfg.groups[1].owner_node = Some(peer.name.clone());
+        }
+        for p in more {
+            let mut links = vec!["crossover".to_string()];
+            if lan(p) {
+                links.push("lan".to_string());
+            }
+            cfg.more_peers.push(PeerConf {
+                name: p.name.clone(),
+                links,
+            });
+            cfg.groups.push(GroupConf {
+                name: p.group.name.clone(),
+                owner: Side::Peer,
+                owner_node: Some(p.name.clone()),
+            });
+        }
         cfg.auto_failback = me.conf.auto_failback;
-        cfg.external = me.conf.failover == crate::config::FailoverMode::Pacemaker;
+        cfg.external = external;
         cfg.preferred = me
             .conf
             .preferred
@@ -259,8 +299,8 @@ pub struct Arbiter {
     cfg: ArbiterConfig,
     mode: Mode,
     groups: Vec<GroupState>,
-    links: Vec<Link>,
-    peer: Peer,
+    /// One per other node, the first peer first.
+    contacts: Vec<Contact>,
     reach: Option<Reach>,
     /// Since when our reach score has been below the peer's.
     worse_since: Option<Millis>,
@@ -309,7 +349,14 @@ impl Arbiter {
                 }
             })
             .collect::<Vec<_>>();
-        let links = cfg.links.iter().map(|n| Link::new(n)).collect();
+        let contact = |name: &str, links: &[String]| Contact {
+            name: name.to_string(),
+            links: links.iter().map(|n| Link::new(n)).collect(),
+            peer: Peer::default(),
+        };
+        let contacts = std::iter::once(contact(&cfg.peer, &cfg.links))
+            .chain(cfg.more_peers.iter().map(|p| contact(&p.name, &p.links)))
+            .collect();
         let mut a = Arbiter {
             mode: if startup.standby_lock {
                 Mode::Standby {
@@ -319,8 +366,7 @@ impl Arbiter {
                 Mode::Starting { since: now }
             },
             groups,
-            links,
-            peer: Peer::default(),
+            contacts,
             reach: None,
             worse_since: None,
             last_step: now,
@@ -354,13 +400,29 @@ impl Arbiter {
         &self.cfg
     }
 
-    /// An authenticated, fresh heartbeat from the peer on `link`.
+    /// An authenticated, fresh heartbeat from the (first) peer on `link`.
     pub fn handle_heartbeat(&mut self, now: Millis, link: LinkId, incarnation: u64, state: NodeState) {
+        self.handle_heartbeat_from(now, 0, link, incarnation, state);
+    }
+
+    /// An authenticated, fresh heartbeat from peer `peer` (0: the first,
+    /// then [`ArbiterConfig::more_peers`] in order) on `link`.
+    pub fn handle_heartbeat_from(
+        &mut self,
+        now: Millis,
+        peer: usize,
+        link: LinkId,
+        incarnation: u64,
+        state: NodeState,
+    ) {
         let now = self.observe(now);
-        if !state.observer {
-            self.merge_maintenance(now, state.maintenance);
+        if peer >= self.contacts.len() {
+            return;
         }
-        self.on_heartbeat(now, link, incarnation, state);
+        if !state.observer {
+            self.merge_maintenance(now, peer, state.maintenance);
+        }
+        self.on_heartbeat(now, peer, link, incarnation, state);
         self.step(now);
     }
 
@@ -369,9 +431,19 @@ impl Arbiter {
     /// While they keep coming the peer is "alive, misconfigured": its
     /// groups are not taken over and, when starting, this node waits.
     pub fn handle_bad_key(&mut self, now: Millis, link: LinkId) {
+        self.handle_bad_key_from(now, 0, link);
+    }
+
+    /// [`Arbiter::handle_bad_key`] for peer `peer`.
+    pub fn handle_bad_key_from(&mut self, now: Millis, peer: usize, link: LinkId) {
         let now = self.observe(now);
-        self.on_bad_key(now, link);
+        self.on_bad_key(now, peer, link);
         self.step(now);
+    }
+
+    /// The index of the peer named `name` (for the `_from` inputs).
+    pub fn peer_index(&self, name: &str) -> Option<usize> {
+        self.contacts.iter().position(|c| c.name == name)
     }
 
     /// The prober's score after a round.
@@ -412,11 +484,13 @@ impl Arbiter {
         self.step(now);
     }
 
-    /// Whether moving `group` away would leave it running somewhere: the
+    /// Whether moving `group` away would leave it running somewhere: a
     /// peer is alive, active, and has not failed to run it itself.
     pub fn peer_can_take(&self, group: &str) -> bool {
-        self.peer.alive_state().is_some_and(|p| {
-            !p.standby && !p.starting && !p.observer && p.claim(group).is_none_or(|c| c.claim != Claim::Failed)
+        self.contacts.iter().any(|c| {
+            c.peer.alive_state().is_some_and(|p| {
+                !p.standby && !p.starting && !p.observer && p.claim(group).is_none_or(|c| c.claim != Claim::Failed)
+            })
         })
     }
 
@@ -473,25 +547,27 @@ impl Arbiter {
         self.groups.iter().find(|g| g.conf.name == group).map(|g| g.phase)
     }
 
-    /// Whether the peer is currently considered alive.
+    /// Whether the (first) peer is currently considered alive.
     pub fn peer_alive(&self) -> bool {
-        self.peer.is_alive()
+        self.contacts[0].peer.is_alive()
+    }
+
+    /// The claim on `group` among the alive peers: a holding one first
+    /// (the first peer's first among equals), else the first peer's.
+    fn peer_claim(&self, group: &str) -> Option<(Claim, String)> {
+        let claims = || {
+            self.contacts.iter().filter_map(|c| {
+                let cl = c.peer.alive_state()?.claim(group)?;
+                Some((cl.claim, c.name.clone()))
+            })
+        };
+        claims().find(|(c, _)| c.holds()).or_else(|| claims().next())
     }
 
     pub fn status(&self) -> Status {
-        let peer_state = self.peer.state.as_ref();
-        Status {
-            node: self.cfg.local.clone(),
-            peer: self.cfg.peer.clone(),
-            mode: self.mode,
-            peer_alive: self.peer.is_alive(),
-            peer_key_mismatch: self.peer.key_mismatch_noted,
-            flap_level: self.peer.flap_level,
-            deadtime_ms: self.cfg.deadtime(self.peer.flap_level).as_millis() as u64,
-            reach: self.reach,
-            peer_reach: peer_state.and_then(|s| s.reach),
-            links: self
-                .links
+        let first = &self.contacts[0].peer;
+        let links = |c: &Contact| {
+            c.links
                 .iter()
                 .map(|l| LinkStatus {
                     link: l.name.clone(),
@@ -499,28 +575,55 @@ impl Arbiter {
                     silent: l.silent,
                     key_mismatch_last: l.key_mismatch_last,
                 })
-                .collect(),
+                .collect::<Vec<_>>()
+        };
+        Status {
+            node: self.cfg.local.clone(),
+            peer: self.cfg.peer.clone(),
+            mode: self.mode,
+            peer_alive: first.is_alive(),
+            peer_key_mismatch: first.key_mismatch_noted,
+            flap_level: first.flap_level,
+            deadtime_ms: self.cfg.deadtime(first.flap_level).as_millis() as u64,
+            reach: self.reach,
+            peer_reach: first.state.as_ref().and_then(|s| s.reach),
+            links: links(&self.contacts[0]),
             groups: self
                 .groups
                 .iter()
-                .map(|g| GroupStatus {
-                    group: g.conf.name.clone(),
-                    owner: g.conf.owner,
-                    phase: g.phase,
-                    epoch: g.epoch,
-                    peer_claim: if self.peer.is_alive() {
-                        peer_state.and_then(|s| s.claim(&g.conf.name)).map(|c| c.claim)
-                    } else {
-                        None
-                    },
+                .map(|g| {
+                    let claim = self.peer_claim(&g.conf.name);
+                    GroupStatus {
+                        group: g.conf.name.clone(),
+                        owner: g.conf.owner,
+                        phase: g.phase,
+                        epoch: g.epoch,
+                        peer_claim: claim.as_ref().map(|c| c.0),
+                        claimed_by: claim.map(|c| c.1),
+                        owner_node: g.conf.owner_node.clone(),
+                    }
                 })
                 .collect(),
             maintenance: self.maintenance.on,
             maintenance_generation: self.maintenance.generation,
-            peer_maintenance: self
-                .peer
+            peer_maintenance: first
                 .alive_state()
                 .map(|s| (s.maintenance.on, s.maintenance.generation)),
+            peers: self
+                .contacts
+                .iter()
+                .map(|c| ContactStatus {
+                    name: c.name.clone(),
+                    alive: c.peer.is_alive(),
+                    incarnation: match c.peer.status {
+                        PeerStatus::Alive { incarnation, .. } => Some(incarnation),
+                        _ => None,
+                    },
+                    key_mismatch: c.peer.key_mismatch_noted,
+                    flap_level: c.peer.flap_level,
+                    links: links(c),
+                })
+                .collect(),
         }
     }
 

@@ -6,6 +6,12 @@
 //! peer still claims in any form (acquiring, held, releasing): with contact,
 //! that makes a double holding impossible; without contact the timers bound
 //! it (`Timers::release_budget`). Pure: no I/O, no clock.
+//!
+//! The built-in arbiter's rules are two-node: they look at the first (and
+//! only) peer. Under Pacemaker (`external`) there may be several peers, and
+//! the few rules that apply look at every alive one: a newer claim on a
+//! group held here makes this node step down, and a promote waits until no
+//! alive peer claims the group.
 
 use super::liveness::PeerStatus;
 use super::{
@@ -32,10 +38,10 @@ impl Arbiter {
         self.refresh_advert();
     }
 
-    /// Takes the peer's maintenance register if it supersedes ours.
-    pub(super) fn merge_maintenance(&mut self, now: Millis, theirs: Maintenance) {
+    /// Takes peer `k`'s maintenance register if it supersedes ours.
+    pub(super) fn merge_maintenance(&mut self, now: Millis, k: usize, theirs: Maintenance) {
         if theirs.newer_than(&self.maintenance) {
-            let by = self.cfg.peer.clone();
+            let by = self.contacts[k].name.clone();
             self.set_maintenance(now, theirs, by);
         }
     }
@@ -93,7 +99,7 @@ impl Arbiter {
                 if self.cleanup_pending() {
                     return;
                 }
-                if self.peer.is_alive() {
+                if self.contacts.iter().any(|c| c.peer.is_alive()) {
                     self.mode = Mode::Active { since: now };
                     self.notify(Event::Started { contact: true });
                 } else if now >= since + self.cfg.timers.initdead && !self.key_mismatch_blocks(now) {
@@ -107,11 +113,13 @@ impl Arbiter {
                     match reach {
                         Some(r) if r.up > 0 || r.total == 0 => {
                             self.mode = Mode::Active { since: now };
-                            if self.peer.status == PeerStatus::Unknown {
-                                self.peer.status = PeerStatus::Dead {
-                                    since: now,
-                                    incarnation: None,
-                                };
+                            for c in &mut self.contacts {
+                                if c.peer.status == PeerStatus::Unknown {
+                                    c.peer.status = PeerStatus::Dead {
+                                        since: now,
+                                        incarnation: None,
+                                    };
+                                }
                             }
                             self.notify(Event::Started { contact: false });
                         }
@@ -128,22 +136,22 @@ impl Arbiter {
         }
     }
 
-    /// Isolation and reach comparison while active.
+    /// Isolation and reach comparison while active (built-in: one peer).
     fn review_active(&mut self, now: Millis) {
         let me = self.reach;
-        if self.peer.is_alive() {
+        if self.contacts[0].peer.is_alive() {
             // Early fence: no heartbeat for warntime on any link and no
             // reachlist host either: this node is the one cut off. Stopping
             // now, before the peer's deadtime, is what gives the stop hooks
             // their budget.
             let silent = self
-                .last_heard_any()
+                .last_heard_of(0)
                 .is_some_and(|t| now.since(t) >= self.cfg.timers.warntime);
             if silent && isolated(me) && now >= self.settle_until {
                 self.enter_standby(StandbyReason::Isolated);
                 return;
             }
-            let peer = self.peer.alive_state();
+            let peer = self.contacts[0].peer.alive_state();
             let worse = match (me, peer) {
                 (Some(m), Some(p)) if !p.standby => p.reach.is_some_and(|pr| m.up < pr.up),
                 _ => false,
@@ -165,7 +173,7 @@ impl Arbiter {
             if !self.in_partition_window(now) {
                 return;
             }
-            let peer_last = self.peer.state.as_ref().and_then(|s| s.reach);
+            let peer_last = self.contacts[0].peer.state.as_ref().and_then(|s| s.reach);
             if isolated(me) {
                 self.enter_standby(StandbyReason::Isolated);
             } else if let (Some(m), Some(p)) = (me, peer_last)
@@ -180,7 +188,7 @@ impl Arbiter {
     /// Shortly after the peer was declared dead (or found absent), when a
     /// live but cut-off peer could still be taking over.
     fn in_partition_window(&self, now: Millis) -> bool {
-        match self.peer.status {
+        match self.contacts[0].peer.status {
             PeerStatus::Dead { since, .. } => {
                 now.since(since) <= self.cfg.timers.deadtime + self.cfg.timers.takeover_delay
             }
@@ -219,10 +227,12 @@ impl Arbiter {
         }
     }
 
-    /// Whether the peer's claim on a group we hold wins: newer epoch, or
-    /// the same epoch and the peer owns the group.
-    fn peer_wins(&self, i: usize, ours: u64, theirs: u64) -> bool {
-        theirs > ours || (theirs == ours && self.groups[i].conf.owner == Side::Peer)
+    /// Whether peer `k`'s claim on a group we hold wins: newer epoch, or
+    /// the same epoch and that peer owns the group.
+    fn peer_wins(&self, i: usize, k: usize, ours: u64, theirs: u64) -> bool {
+        let conf = &self.groups[i].conf;
+        let owns = conf.owner == Side::Peer && conf.owner_node.as_ref().is_none_or(|o| *o == self.contacts[k].name);
+        theirs > ours || (theirs == ours && owns)
     }
 
     fn release_reason(&mut self, i: usize, epoch: u64, now: Millis) -> Option<ReleaseReason> {
@@ -233,17 +243,19 @@ impl Arbiter {
             return Some(ReleaseReason::Demoted);
         }
         let name = self.groups[i].conf.name.clone();
-        let peer = self.peer.alive_state()?;
-        let claim = peer.claim(&name).cloned();
-        let peer_standby = peer.standby;
-        let peer_starting = peer.starting;
-        let peer_reach = peer.reach;
-        if let Some(c) = &claim
-            && c.claim.holds()
-        {
+        // Every alive peer's claim: any newer one wins; the first holding
+        // one is the conflict (one peer with the built-in arbiter).
+        let mut holding = None;
+        for k in 0..self.contacts.len() {
+            let Some(peer) = self.contacts[k].peer.alive_state() else {
+                continue;
+            };
+            let Some(c) = peer.claim(&name).filter(|c| c.claim.holds()).cloned() else {
+                continue;
+            };
             // A releasing peer never wins, but it may still answer for the
             // group's addresses: a conflict to re-announce after.
-            if c.claim != Claim::Releasing && self.peer_wins(i, epoch, c.epoch) {
+            if c.claim != Claim::Releasing && self.peer_wins(i, k, epoch, c.epoch) {
                 self.notify(Event::SteppingDown {
                     group: name,
                     epoch,
@@ -251,6 +263,9 @@ impl Arbiter {
                 });
                 return Some(ReleaseReason::StaleEpoch);
             }
+            holding.get_or_insert((c, peer.starting));
+        }
+        if let Some((c, peer_starting)) = holding {
             if !self.groups[i].conflict && c.claim == Claim::Releasing && peer_starting {
                 // A peer back from a reboot or a crash stopping what it may
                 // have left running (its start-up clean-up): routine, not a
@@ -271,13 +286,25 @@ impl Arbiter {
             }
             return None;
         }
-        if claim.as_ref().is_some_and(|c| c.claim == Claim::Requested) && !peer_standby {
+        let requested = self.contacts.iter().any(|c| {
+            c.peer
+                .alive_state()
+                .is_some_and(|p| !p.standby && p.claim(&name).is_some_and(|c| c.claim == Claim::Requested))
+        });
+        if requested {
             return Some(ReleaseReason::PeerRequest);
         }
+        // Failback is the built-in arbiter's: one peer.
         let g = &self.groups[i];
-        let PeerStatus::Alive { since, .. } = self.peer.status else {
+        let first = &self.contacts[0].peer;
+        let PeerStatus::Alive { since, .. } = first.status else {
             return None;
         };
+        let peer = first.alive_state()?;
+        let claim = peer.claim(&name);
+        let peer_standby = peer.standby;
+        let peer_starting = peer.starting;
+        let peer_reach = peer.reach;
         let failback = !self.cfg.external
             && self.cfg.auto_failback
             && !g.manual
@@ -298,11 +325,12 @@ impl Arbiter {
         if !g.conflict {
             return;
         }
-        let still = self
-            .peer
-            .alive_state()
-            .and_then(|p| p.claim(&g.conf.name))
-            .is_some_and(|c| c.claim.holds());
+        let still = self.contacts.iter().any(|c| {
+            c.peer
+                .alive_state()
+                .and_then(|p| p.claim(&g.conf.name))
+                .is_some_and(|c| c.claim.holds())
+        });
         if still {
             return;
         }
@@ -319,9 +347,13 @@ impl Arbiter {
         if g.failed_here && !g.requested {
             return None;
         }
-        match self.peer.status {
+        if self.cfg.external {
+            return self.acquire_external(i);
+        }
+        let first = &self.contacts[0].peer;
+        match first.status {
             PeerStatus::Alive { .. } => {
-                let peer = self.peer.state.as_ref()?;
+                let peer = first.state.as_ref()?;
                 let claim = peer.claim(&g.conf.name);
                 if claim.is_some_and(|c| c.claim.holds()) {
                     return None;
@@ -353,7 +385,7 @@ impl Arbiter {
                     // Nobody could use it; and the LAN may be the peer's way out.
                     return None;
                 }
-                let peer_last = self.peer.state.as_ref().and_then(|s| s.reach);
+                let peer_last = first.state.as_ref().and_then(|s| s.reach);
                 let better = peer_last.is_some_and(|p| me.up > p.up);
                 let delay = if better || self.cfg.preferred == Some(Side::Local) {
                     std::time::Duration::ZERO
@@ -371,6 +403,38 @@ impl Arbiter {
             }
             PeerStatus::Unknown => None,
         }
+    }
+
+    /// Under Pacemaker a group starts here only when asked (`promote`),
+    /// and only once no alive peer claims it: one that holds it is let go
+    /// first (its Pacemaker demotes it, or it steps down before the newer
+    /// epoch this node takes), whichever peer it is. Before any peer was
+    /// heard or declared absent, nothing starts.
+    fn acquire_external(&self, i: usize) -> Option<AcquireReason> {
+        let g = &self.groups[i];
+        if !g.requested {
+            return None;
+        }
+        if self.contacts.iter().all(|c| c.peer.status == PeerStatus::Unknown) {
+            return None;
+        }
+        for (k, c) in self.contacts.iter().enumerate() {
+            let Some(peer) = c.peer.alive_state() else {
+                continue;
+            };
+            let claim = peer.claim(&g.conf.name);
+            if claim.is_some_and(|c| c.claim.holds()) {
+                return None;
+            }
+            // Both asked for it: its owner goes first.
+            let requests = claim.is_some_and(|c| c.claim == Claim::Requested) && !peer.standby;
+            let owns =
+                g.conf.owner == Side::Peer && g.conf.owner_node.as_ref().is_none_or(|o| *o == self.contacts[k].name);
+            if requests && owns {
+                return None;
+            }
+        }
+        Some(AcquireReason::Operator)
     }
 
     fn acquire(&mut self, i: usize, reason: AcquireReason) {
@@ -525,7 +589,7 @@ impl Arbiter {
                 self.notify(Event::StandbyCleared);
                 // Through Starting: turns active at once with contact; without,
                 // after initdead if no peer was ever heard, else at once.
-                let since = if matches!(self.peer.status, PeerStatus::Unknown) {
+                let since = if self.contacts.iter().all(|c| c.peer.status == PeerStatus::Unknown) {
                     now
                 } else {
                     Millis(now.0.saturating_sub(self.cfg.timers.initdead.as_millis() as u64))
@@ -568,10 +632,12 @@ impl Arbiter {
         if let Some(s) = self.worse_since {
             out.push(s + self.cfg.score_hold);
         }
-        match self.peer.status {
-            PeerStatus::Dead { since, .. } => out.push(since + self.cfg.timers.takeover_delay),
-            PeerStatus::Alive { since, .. } if self.cfg.auto_failback => out.push(since + self.cfg.failback_hold),
-            _ => {}
+        for c in &self.contacts {
+            match c.peer.status {
+                PeerStatus::Dead { since, .. } => out.push(since + self.cfg.timers.takeover_delay),
+                PeerStatus::Alive { since, .. } if self.cfg.auto_failback => out.push(since + self.cfg.failback_hold),
+                _ => {}
+            }
         }
         for g in &self.groups {
             if let Phase::Stuck { retry_at, .. } = g.phase {

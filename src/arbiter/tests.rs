@@ -506,3 +506,173 @@ fn a_peer_setting_is_adopted_only_when_newer_and_an_observer_is_never_followed()
     a.handle_command(Millis(50), Command::Maintenance(false)).unwrap();
     assert_eq!(a.maintenance().generation, 3);
 }
+
+/// serv2 under Pacemaker with two peers: serv1 (first) and serv3.
+fn three_nodes() -> ArbiterConfig {
+    let mut c = ArbiterConfig::new("serv2", "serv1", Timers::default(), false);
+    c.external = true;
+    c.groups[1].owner_node = Some("serv1".into());
+    c.more_peers.push(PeerConf {
+        name: "serv3".into(),
+        links: vec!["crossover".into()],
+    });
+    c.groups.push(GroupConf {
+        name: "serv3".into(),
+        owner: Side::Peer,
+        owner_node: Some("serv3".into()),
+    });
+    c
+}
+
+#[test]
+fn with_several_peers_promote_waits_for_any_holder_takes_a_newer_epoch_and_yields_to_a_newer_one() {
+    let cfg = three_nodes();
+    let ka = cfg.timers.keepalive.as_millis() as u64;
+    let deadtime = cfg.timers.deadtime.as_millis() as u64;
+    let mut a = Arbiter::new(cfg, Millis(0), Startup::default());
+    let cleanup = settle_hooks(&mut a, Millis(0));
+    assert_eq!(
+        cleanup.iter().filter(|x| matches!(x, Action::Release { .. })).count(),
+        3
+    );
+    let serv1 = |t: u64, a: &mut Arbiter| {
+        a.handle_heartbeat_from(Millis(t), 0, LinkId(0), 11, peer_state(&[("serv1", 3, Claim::Held)]))
+    };
+    // serv3 once failed to start serv1 at epoch 5: not a holding, but an
+    // epoch the next holder must pass.
+    let serv3 = |t: u64, a: &mut Arbiter, claim: (&str, u64, Claim)| {
+        a.handle_heartbeat_from(Millis(t), 1, LinkId(0), 33, peer_state(&[claim]))
+    };
+    let failed = ("serv1", 5, Claim::Failed);
+    let mut t = 10;
+    serv1(t, &mut a);
+    serv3(t, &mut a, failed);
+    let events = drain(&mut a);
+    for p in ["serv1", "serv3"] {
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Action::Notify(Event::PeerAlive { peer: Some(n), .. }) if n == p)),
+            "{events:?}"
+        );
+    }
+    assert!(matches!(a.mode(), Mode::Active { .. }));
+    let st = a.status();
+    assert_eq!(
+        st.peers.iter().map(|p| (p.name.as_str(), p.alive)).collect::<Vec<_>>(),
+        [("serv1", true), ("serv3", true)]
+    );
+    let g = st.groups.iter().find(|g| g.group == "serv1").unwrap();
+    assert_eq!(
+        (g.peer_claim, g.claimed_by.as_deref()),
+        (Some(Claim::Held), Some("serv1"))
+    );
+
+    // Promoted while serv1 (alive) holds it: it waits.
+    a.handle_command(Millis(t), Command::Promote("serv1".into())).unwrap();
+    for _ in 0..10 {
+        t += ka;
+        serv1(t, &mut a);
+        serv3(t, &mut a, failed);
+        a.handle_timeout(Millis(t));
+        assert!(
+            !drain(&mut a).iter().any(|x| matches!(x, Action::Acquire { .. })),
+            "started while serv1 holds it"
+        );
+    }
+    // serv1 falls silent; serv3 does not. Once serv1 is dead the group
+    // starts here, at an epoch above both peers' (3 and 5).
+    let mut acquired = None;
+    let mut dead = false;
+    for _ in 0..(2 * deadtime / ka + 10) {
+        t += ka;
+        serv3(t, &mut a, failed);
+        a.handle_timeout(Millis(t));
+        for x in settle_hooks(&mut a, Millis(t)) {
+            match x {
+                Action::Notify(Event::PeerDead { peer, .. }) => {
+                    assert_eq!(peer.as_deref(), Some("serv1"));
+                    dead = true;
+                }
+                Action::Acquire { group, epoch, reason } => {
+                    assert!(dead, "acquired before serv1 was declared dead");
+                    acquired = Some((group, epoch, reason));
+                }
+                _ => {}
+            }
+        }
+        if acquired.is_some() {
+            break;
+        }
+    }
+    assert_eq!(acquired, Some(("serv1".to_string(), 6, AcquireReason::Operator)));
+    assert_eq!(a.phase("serv1"), Some(Phase::Held { epoch: 6 }));
+    assert!(a.status().peers[1].alive, "serv3 stays alive");
+
+    // serv3 holds it at a newer epoch (Pacemaker promoted it too): this
+    // node steps down.
+    t += ka;
+    serv3(t, &mut a, ("serv1", 9, Claim::Held));
+    let acts = drain(&mut a);
+    assert!(
+        acts.iter().any(|x| matches!(
+            x,
+            Action::Release {
+                reason: ReleaseReason::StaleEpoch,
+                ..
+            }
+        )),
+        "{acts:?}"
+    );
+}
+
+#[test]
+fn with_several_peers_an_equal_epoch_goes_to_the_groups_owner_only() {
+    let mut a = Arbiter::new(three_nodes(), Millis(0), Startup::default());
+    settle_hooks(&mut a, Millis(0));
+    a.handle_heartbeat_from(Millis(10), 0, LinkId(0), 11, peer_state(&[]));
+    a.handle_heartbeat_from(Millis(10), 1, LinkId(0), 33, peer_state(&[]));
+    a.handle_command(Millis(10), Command::Promote("serv1".into())).unwrap();
+    let mut t = 10;
+    while a.phase("serv1") != Some(Phase::Held { epoch: 1 }) {
+        t += 50;
+        assert!(t < 10_000, "never started");
+        a.handle_heartbeat_from(Millis(t), 0, LinkId(0), 11, peer_state(&[]));
+        a.handle_heartbeat_from(Millis(t), 1, LinkId(0), 33, peer_state(&[]));
+        settle_hooks(&mut a, Millis(t));
+    }
+    // serv3 claims serv1 at the same epoch: serv3 does not own serv1, so
+    // this node keeps it (and calls it a conflict).
+    a.handle_heartbeat_from(
+        Millis(t + 1),
+        1,
+        LinkId(0),
+        33,
+        peer_state(&[("serv1", 1, Claim::Held)]),
+    );
+    let acts = drain(&mut a);
+    assert!(
+        acts.iter().any(|x| matches!(x, Action::Notify(Event::Conflict { .. }))),
+        "{acts:?}"
+    );
+    assert!(!acts.iter().any(|x| matches!(x, Action::Release { .. })), "{acts:?}");
+    // serv1, its owner, at the same epoch wins.
+    a.handle_heartbeat_from(
+        Millis(t + 2),
+        0,
+        LinkId(0),
+        11,
+        peer_state(&[("serv1", 1, Claim::Held)]),
+    );
+    let acts = drain(&mut a);
+    assert!(
+        acts.iter().any(|x| matches!(
+            x,
+            Action::Release {
+                reason: ReleaseReason::StaleEpoch,
+                ..
+            }
+        )),
+        "{acts:?}"
+    );
+}

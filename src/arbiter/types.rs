@@ -75,22 +75,46 @@ pub enum Event {
         /// The peer's last word was standby holding nothing: what a planned
         /// stop (`systemctl stop`, a reboot) looks like. Reported as info.
         planned: bool,
+        /// The peer it concerns when there is more than one (fan-out under
+        /// Pacemaker); absent in a two-node cluster.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        peer: Option<String>,
     },
     LinkUp {
         link: String,
+        /// The peer it concerns when there is more than one (fan-out under
+        /// Pacemaker); absent in a two-node cluster.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        peer: Option<String>,
     },
     LinkFlapping {
         link: String,
+        /// The peer it concerns when there is more than one (fan-out under
+        /// Pacemaker); absent in a two-node cluster.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        peer: Option<String>,
     },
     LinkStable {
         link: String,
         up: bool,
+        /// The peer it concerns when there is more than one (fan-out under
+        /// Pacemaker); absent in a two-node cluster.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        peer: Option<String>,
     },
     PeerAlive {
         incarnation: u64,
+        /// The peer it concerns when there is more than one (fan-out under
+        /// Pacemaker); absent in a two-node cluster.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        peer: Option<String>,
     },
     PeerRestarted {
         incarnation: u64,
+        /// The peer it concerns when there is more than one (fan-out under
+        /// Pacemaker); absent in a two-node cluster.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        peer: Option<String>,
     },
     /// The peer was declared dead but it comes back without a restart:
     /// the silence was a fault of the links or a freeze. Flap damping
@@ -99,6 +123,10 @@ pub enum Event {
         silent_ms: u64,
         flap_level: u32,
         deadtime_ms: u64,
+        /// The peer it concerns when there is more than one (fan-out under
+        /// Pacemaker); absent in a two-node cluster.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        peer: Option<String>,
     },
     PeerDead {
         silent_ms: u64,
@@ -106,10 +134,18 @@ pub enum Event {
         /// As for [`Event::LinkSilent`]: the peer had handed everything
         /// over first, so its silence costs nothing. Reported as info.
         planned: bool,
+        /// The peer it concerns when there is more than one (fan-out under
+        /// Pacemaker); absent in a two-node cluster.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        peer: Option<String>,
     },
     FlapDampingEased {
         flap_level: u32,
         deadtime_ms: u64,
+        /// The peer it concerns when there is more than one (fan-out under
+        /// Pacemaker); absent in a two-node cluster.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        peer: Option<String>,
     },
     Started {
         contact: bool,
@@ -164,9 +200,16 @@ pub enum Event {
     /// taken over until it is fixed (or it falls silent for deadtime).
     PeerKeyMismatch {
         link: String,
+        /// The peer it concerns when there is more than one (fan-out under
+        /// Pacemaker); absent in a two-node cluster.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        peer: Option<String>,
     },
     /// No datagram failing authentication for deadtime.
-    PeerKeyMismatchEnded,
+    PeerKeyMismatchEnded {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        peer: Option<String>,
+    },
     /// The peer's heartbeats name a group this configuration lacks.
     UnknownGroup {
         group: String,
@@ -206,7 +249,7 @@ impl Event {
             | Released { .. }
             | FlapDampingEased { .. }
             | MaintenanceOff { .. }
-            | PeerKeyMismatchEnded => Level::Info,
+            | PeerKeyMismatchEnded { .. } => Level::Info,
             LinkSilent { .. }
             | LinkFlapping { .. }
             | PeerRestarted { .. }
@@ -394,6 +437,21 @@ pub struct Status {
     pub maintenance_generation: u64,
     /// The peer's register as its last heartbeat said, while it is alive.
     pub peer_maintenance: Option<(bool, u64)>,
+    /// Every other node (the fields above are the first one's): one in a
+    /// two-node cluster, one per node under Pacemaker.
+    pub peers: Vec<ContactStatus>,
+}
+
+/// One other node's liveness and links.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ContactStatus {
+    pub name: String,
+    pub alive: bool,
+    /// Its current incarnation while alive.
+    pub incarnation: Option<u64>,
+    pub key_mismatch: bool,
+    pub flap_level: u32,
+    pub links: Vec<LinkStatus>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -413,6 +471,13 @@ pub struct GroupStatus {
     pub epoch: u64,
     #[serde(serialize_with = "ser_claim")]
     pub peer_claim: Option<Claim>,
+    /// The alive peer whose claim `peer_claim` is (the one holding it
+    /// first, when several peers claim it).
+    #[serde(skip)]
+    pub claimed_by: Option<String>,
+    /// The owner's node name when it is one of several peers.
+    #[serde(skip)]
+    pub owner_node: Option<String>,
 }
 
 /// `{"up": 2, "total": 3}` or null (the wire crate has no serde).

@@ -243,6 +243,7 @@ mod tests {
         StatusReport {
             node: "serv1".into(),
             peer: "serv2".into(),
+            peers: vec![],
             pid: 1,
             incarnation: 1,
             uptime_ms: 1000,

@@ -132,6 +132,7 @@ pub fn run(global: &Global, args: &LinksArgs) -> anyhow::Result<i32> {
             local: name.clone(),
             peer: cfg.peer.clone(),
             links: links.clone(),
+            more_peers: vec![],
             keepalive: cfg.timers.keepalive,
             keys,
             peer_floor: failover::incarnation::load_peer(&me.conf.state),

@@ -20,11 +20,13 @@ use super::Msg;
 use super::control::{Request, Response};
 use super::health::{Health, Verdict};
 use super::mirror::{ClusterView, GroupView, LinkView, MirrorControl, MirrorReport, PeerView, SetBacklog};
-use super::status::{EventReport, GroupReport, HooksReport, LinkReport, MaintenanceReport, ReachReport, StatusReport};
+use super::status::{
+    EventReport, GroupReport, HooksReport, LinkReport, MaintenanceReport, PeerReport, ReachReport, StatusReport,
+};
 use super::worker::{Job, JobDone, Notice};
 use crate::arbiter::{
-    Action, Arbiter, Claim, Command, Event, GroupStatus, Level, Millis, Mode, NodeState, Phase, Reach, Side,
-    StandbyReason, claim_name,
+    Action, Arbiter, Claim, Command, Event, GroupStatus, Level, LinkStatus, Millis, Mode, NodeState, Phase, Reach,
+    Side, StandbyReason, claim_name,
 };
 use crate::config::Group;
 use crate::failover::Input;
@@ -95,12 +97,13 @@ pub struct Driver {
     shutdown: Option<Millis>,
     forced: bool,
     reach_seen: Option<Reach>,
-    /// When a key mismatch was last logged, per link.
-    key_mismatch_logged: BTreeMap<u8, Millis>,
+    /// When a key mismatch was last logged, per (peer, link).
+    key_mismatch_logged: BTreeMap<(usize, u8), Millis>,
     /// The health monitor of each group held here that has one.
     health: BTreeMap<String, Health>,
-    /// Per link: heartbeats accepted, datagrams refused (for the metrics).
-    received: BTreeMap<u8, u64>,
+    /// Heartbeats accepted per (peer, link), datagrams refused per link
+    /// (for the metrics).
+    received: BTreeMap<(usize, u8), u64>,
     rejected: BTreeMap<u8, u64>,
     /// Conflict copies made per set.
     conflict_copies: BTreeMap<String, u64>,
@@ -351,14 +354,17 @@ impl Driver {
         match input {
             Input::Heartbeat {
                 at,
+                peer,
                 link,
                 incarnation,
                 version,
                 state,
             } => {
-                *self.received.entry(link.0).or_default() += 1;
-                self.peer_heartbeat_version = Some(version);
-                self.arbiter.handle_heartbeat(at, link, incarnation, state)
+                *self.received.entry((peer, link.0)).or_default() += 1;
+                if peer == 0 {
+                    self.peer_heartbeat_version = Some(version);
+                }
+                self.arbiter.handle_heartbeat_from(at, peer, link, incarnation, state)
             }
             Input::Reach { at, reach, hosts } => {
                 if self.reach_seen != Some(reach) {
@@ -401,23 +407,29 @@ impl Driver {
                 "heartbeat refused on {} from {from}: {reason} ({count} so far)",
                 self.link_name(link.0)
             ),
-            Input::BadKey { at, link, from, count } => {
+            Input::BadKey {
+                at,
+                peer: k,
+                link,
+                from,
+                count,
+            } => {
                 let due = self
                     .key_mismatch_logged
-                    .get(&link.0)
+                    .get(&(k, link.0))
                     .is_none_or(|t| at.since(*t) >= KEY_MISMATCH_LOG_EVERY);
                 if due {
-                    self.key_mismatch_logged.insert(link.0, at);
+                    self.key_mismatch_logged.insert((k, link.0), at);
+                    let peer = self.peer_name(k);
                     tracing::error!(
                         "heartbeats of {peer} on link {} from {from} fail authentication ({count} refused so far): \
                          {peer} signs with a heartbeat key this node does not have. {peer} is alive, so nothing of \
                          it is taken over. Fix: give both nodes the same key file (`heartbeat_key` in each \
                          NODE.conf; compare with sha256sum) and restart the daemon whose key was wrong",
                         self.link_name(link.0),
-                        peer = self.c.peer,
                     );
                 }
-                self.arbiter.handle_bad_key(at, link);
+                self.arbiter.handle_bad_key_from(at, k, link);
             }
             Input::SendFailed { link, error, .. } => {
                 tracing::warn!("heartbeat send on {} failing: {error}", self.link_name(link.0))
@@ -426,9 +438,36 @@ impl Driver {
         }
     }
 
-    fn link_count(&self, counts: &BTreeMap<u8, u64>, name: &str) -> u64 {
-        let i = self.arbiter.config().links.iter().position(|l| l == name);
-        i.and_then(|i| counts.get(&(i as u8))).copied().unwrap_or(0)
+    fn link_index(&self, name: &str) -> Option<u8> {
+        self.arbiter
+            .config()
+            .links
+            .iter()
+            .position(|l| l == name)
+            .map(|i| i as u8)
+    }
+
+    /// Heartbeats of peer `k` accepted on the link named `name`.
+    fn received_on(&self, k: usize, name: &str) -> u64 {
+        let i = self.link_index(name);
+        i.and_then(|i| self.received.get(&(k, i))).copied().unwrap_or(0)
+    }
+
+    fn rejected_on(&self, name: &str) -> u64 {
+        let i = self.link_index(name);
+        i.and_then(|i| self.rejected.get(&i)).copied().unwrap_or(0)
+    }
+
+    /// Peer `k`'s name (the first peer's for an index out of range).
+    fn peer_name(&self, k: usize) -> String {
+        let cfg = self.arbiter.config();
+        match k {
+            0 => cfg.peer.clone(),
+            k => cfg
+                .more_peers
+                .get(k - 1)
+                .map_or_else(|| cfg.peer.clone(), |p| p.name.clone()),
+        }
     }
 
     fn link_name(&self, i: u8) -> String {
@@ -560,14 +599,17 @@ impl Driver {
             epoch: v.get("epoch").and_then(|g| g.as_u64()).unwrap_or(0),
         };
         self.tell(now, e.level(), notice, detail);
-        if matches!(
-            e,
-            Event::PeerAlive { .. } | Event::PeerRestarted { .. } | Event::PeerReturned { .. }
-        ) && let Some(m) = self.c.mirror.as_mut()
+        if let Event::PeerAlive { peer, .. } | Event::PeerRestarted { peer, .. } | Event::PeerReturned { peer, .. } = &e
+            && let Some(m) = self.c.mirror.as_mut()
         {
             for g in self.arbiter.status().groups {
                 if matches!(g.phase, Phase::Held { .. }) {
-                    m.resync(&g.group);
+                    // One of several replicas came (back): it alone is
+                    // pushed to, the others' queues are left alone.
+                    match peer {
+                        Some(p) => m.resync_replica(&g.group, p),
+                        None => m.resync(&g.group),
+                    }
                 }
             }
         }
@@ -862,16 +904,16 @@ impl Driver {
             .peer_claim
             .is_some_and(|c| matches!(c, Claim::Acquiring | Claim::Held | Claim::Releasing))
         {
-            Some(self.c.peer.clone())
+            Some(g.claimed_by.clone().unwrap_or_else(|| self.c.peer.clone()))
         } else {
             None
         }
     }
 
-    fn owner_name(&self, side: Side) -> String {
-        match side {
+    fn owner_name(&self, g: &GroupStatus) -> String {
+        match g.owner {
             Side::Local => self.c.local.clone(),
-            Side::Peer => self.c.peer.clone(),
+            Side::Peer => g.owner_node.clone().unwrap_or_else(|| self.c.peer.clone()),
         }
     }
 
@@ -889,24 +931,28 @@ impl Driver {
         let st = self.arbiter.status();
         ClusterView {
             local: self.c.local.clone(),
-            peers: vec![PeerView {
-                name: self.c.peer.clone(),
-                alive: st.peer_alive,
-                links: st
-                    .links
-                    .iter()
-                    .map(|l| LinkView {
-                        name: l.link.clone(),
-                        up: st.peer_alive && !l.silent && l.last_heard.is_some(),
-                    })
-                    .collect(),
-            }],
+            peers: st
+                .peers
+                .iter()
+                .map(|p| PeerView {
+                    name: p.name.clone(),
+                    alive: p.alive,
+                    links: p
+                        .links
+                        .iter()
+                        .map(|l| LinkView {
+                            name: l.link.clone(),
+                            up: p.alive && !l.silent && l.last_heard.is_some(),
+                        })
+                        .collect(),
+                })
+                .collect(),
             groups: st
                 .groups
                 .iter()
                 .map(|g| GroupView {
                     group: g.group.clone(),
-                    owner: self.owner_name(g.owner),
+                    owner: self.owner_name(g),
                     holder: self.holder(g),
                     epoch: g.epoch,
                     here: snake(&g.phase, "phase"),
@@ -914,6 +960,20 @@ impl Driver {
                 })
                 .collect(),
         }
+    }
+
+    fn link_reports(&self, now: Millis, k: usize, links: &[LinkStatus]) -> Vec<LinkReport> {
+        links
+            .iter()
+            .map(|l| LinkReport {
+                link: l.link.clone(),
+                last_heard_ms_ago: l.last_heard.map(|t| now.0.saturating_sub(t.0)),
+                silent: l.silent,
+                key_mismatch_ms_ago: l.key_mismatch_last.map(|t| now.0.saturating_sub(t.0)),
+                received: self.received_on(k, &l.link),
+                rejected: self.rejected_on(&l.link),
+            })
+            .collect()
     }
 
     /// The report `hamirror status` prints.
@@ -976,16 +1036,18 @@ impl Driver {
             flap_level: st.flap_level,
             reach: reach(st.reach),
             peer_reach: reach(st.peer_reach),
-            links: st
-                .links
+            links: self.link_reports(now, 0, &st.links),
+            peers: st
+                .peers
                 .iter()
-                .map(|l| LinkReport {
-                    link: l.link.clone(),
-                    last_heard_ms_ago: l.last_heard.map(|t| now.0.saturating_sub(t.0)),
-                    silent: l.silent,
-                    key_mismatch_ms_ago: l.key_mismatch_last.map(|t| now.0.saturating_sub(t.0)),
-                    received: self.link_count(&self.received, &l.link),
-                    rejected: self.link_count(&self.rejected, &l.link),
+                .enumerate()
+                .map(|(k, p)| PeerReport {
+                    name: p.name.clone(),
+                    alive: p.alive,
+                    incarnation: p.incarnation,
+                    key_mismatch: p.key_mismatch,
+                    flap_level: p.flap_level,
+                    links: self.link_reports(now, k, &p.links),
                 })
                 .collect(),
             groups: st
@@ -993,7 +1055,7 @@ impl Driver {
                 .iter()
                 .map(|g| GroupReport {
                     group: g.group.clone(),
-                    owner: self.owner_name(g.owner),
+                    owner: self.owner_name(g),
                     holder: self.holder(g),
                     epoch: g.epoch,
                     phase: snake(&g.phase, "phase"),

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Msg;
 use super::control::{Request, Response};
-use super::status::StatusReport;
+use super::status::{LinkReport, StatusReport};
 
 /// How often `metrics_textfile` is rewritten.
 pub const TEXTFILE_EVERY: Duration = Duration::from_secs(5);
@@ -116,9 +116,28 @@ fn secs(ms: u64) -> f64 {
     ms as f64 / 1000.0
 }
 
+/// Each peer's links with the labels of its samples: `link`, and `peer`
+/// too when there is more than one peer (fan-out under Pacemaker; a
+/// two-node cluster's series keep their labels).
+fn peer_links(r: &StatusReport) -> Vec<(Vec<(&str, &str)>, &LinkReport)> {
+    if r.peers.len() > 1 {
+        r.peers
+            .iter()
+            .flat_map(|p| {
+                p.links
+                    .iter()
+                    .map(|l| (vec![("peer", p.name.as_str()), ("link", l.link.as_str())], l))
+            })
+            .collect()
+    } else {
+        r.links.iter().map(|l| (vec![("link", l.link.as_str())], l)).collect()
+    }
+}
+
 /// The exposition text for one report and the recorded verify results.
 pub fn render(r: &StatusReport, verify: &[VerifyRecord]) -> String {
     let mut o = Out(String::new());
+    let links = peer_links(r);
     let version = env!("CARGO_PKG_VERSION");
     let protocol = hamirror_wire::PROTOCOL_VERSION.to_string();
     o.gauge(
@@ -157,7 +176,14 @@ pub fn render(r: &StatusReport, verify: &[VerifyRecord]) -> String {
     o.gauge(
         "hamirror_peer_alive",
         "1 while the peer is heard within deadtime on some link.",
-        &[(vec![], b(r.peer_alive))],
+        &if r.peers.len() > 1 {
+            r.peers
+                .iter()
+                .map(|p| (vec![("peer", p.name.as_str())], b(p.alive)))
+                .collect::<Vec<_>>()
+        } else {
+            vec![(vec![], b(r.peer_alive))]
+        },
     );
     o.gauge(
         "hamirror_peer_key_mismatch",
@@ -194,20 +220,17 @@ pub fn render(r: &StatusReport, verify: &[VerifyRecord]) -> String {
     o.gauge(
         "hamirror_link_last_heard_seconds",
         "Seconds since the peer was last heard on the link (absent: never).",
-        &r.links
+        &links
             .iter()
-            .filter_map(|l| {
-                l.last_heard_ms_ago
-                    .map(|ms| (vec![("link", l.link.as_str())], secs(ms)))
-            })
+            .filter_map(|(labels, l)| l.last_heard_ms_ago.map(|ms| (labels.clone(), secs(ms))))
             .collect::<Vec<_>>(),
     );
     o.gauge(
         "hamirror_link_silent",
         "1 while the link has been silent for warntime.",
-        &r.links
+        &links
             .iter()
-            .map(|l| (vec![("link", l.link.as_str())], b(l.silent)))
+            .map(|(labels, l)| (labels.clone(), b(l.silent)))
             .collect::<Vec<_>>(),
     );
     o.family(
@@ -215,12 +238,8 @@ pub fn render(r: &StatusReport, verify: &[VerifyRecord]) -> String {
         "counter",
         "Heartbeats of the peer accepted on the link (loss: compare its rate with 1/keepalive).",
     );
-    for l in &r.links {
-        o.sample(
-            "hamirror_heartbeats_received_total",
-            &[("link", &l.link)],
-            l.received as f64,
-        );
+    for (labels, l) in &links {
+        o.sample("hamirror_heartbeats_received_total", labels, l.received as f64);
     }
     o.family(
         "hamirror_heartbeats_rejected_total",

@@ -72,11 +72,14 @@ pub enum Msg {
 /// restarting as is: each names what to fix.
 #[derive(Debug, Error)]
 pub enum DaemonError {
-    #[error("node {0} is not one of the two nodes of the configuration")]
+    #[error("node {0} is not one of the nodes of the configuration")]
     UnknownNode(String),
-    /// More than two nodes: the daemon's heartbeats and arbiter know one
-    /// peer (fan-out's first stage: see docs/PACEMAKER.md).
-    #[error("{0}; `hamirror run` does not run a cluster of more than two nodes yet (docs/PACEMAKER.md)")]
+    /// More than two nodes without Pacemaker: the built-in arbiter is
+    /// two-node (see docs/PACEMAKER.md).
+    #[error(
+        "{0}; `hamirror run` runs a cluster of more than two nodes only with `failover = pacemaker` \
+         (docs/PACEMAKER.md)"
+    )]
     MoreThanTwo(String),
     #[error(transparent)]
     State(#[from] StateError),
@@ -124,7 +127,12 @@ impl Daemon {
         if cluster.node(local).is_none() {
             return Err(DaemonError::UnknownNode(local.to_string()));
         }
-        cluster.sole_peer(local).map_err(DaemonError::MoreThanTwo)?;
+        let pacemaker = cluster
+            .node(local)
+            .is_some_and(|n| n.conf.failover == crate::config::FailoverMode::Pacemaker);
+        if !pacemaker {
+            cluster.sole_peer(local).map_err(DaemonError::MoreThanTwo)?;
+        }
         signals::block().map_err(os("blocking SIGTERM/SIGINT"))?;
         let (tx, rx) = mpsc::channel();
         Ok(Daemon {
@@ -177,9 +185,12 @@ impl Daemon {
         let me = cluster
             .node(&local)
             .ok_or_else(|| DaemonError::UnknownNode(local.clone()))?;
-        let peer = cluster
-            .peer_of(&local)
+        // The first peer, then the others (several only under Pacemaker).
+        let peers = cluster.peers_of(&local);
+        let (peer, more) = peers
+            .split_first()
             .ok_or_else(|| DaemonError::UnknownNode(local.clone()))?;
+        let several = !more.is_empty();
         let state = StateDir::open(&me.conf.state)?;
         let _daemon_lock = state.lock_daemon()?;
         let mut control = control::ControlSocket::bind(&state.control_socket())?;
@@ -193,7 +204,19 @@ impl Daemon {
         let keys = failover::load_keys(&key_file)?;
         let mut cfg = ArbiterConfig::from_cluster(&cluster, &local).ok_or(DaemonError::UnknownNode(local.clone()))?;
         cfg.failback_needs_resync = mirror.is_some();
-        let links = failover::links(&cluster, &local).ok_or(DaemonError::UnknownNode(local.clone()))?;
+        let links = failover::links_to(&cluster, &local, &peer.name).ok_or(DaemonError::UnknownNode(local.clone()))?;
+        let peer_file = |name: &str| failover::incarnation::peer_file(several.then_some(name));
+        let more_peers = more
+            .iter()
+            .map(|p| {
+                Ok(failover::PeerAddrs {
+                    name: p.name.clone(),
+                    links: failover::links_to(&cluster, &local, &p.name)
+                        .ok_or(DaemonError::UnknownNode(p.name.clone()))?,
+                    floor: failover::incarnation::load_peer_from(state.path(), &peer_file(&p.name)),
+                })
+            })
+            .collect::<Result<Vec<_>, DaemonError>>()?;
         let standby_lock = state.standby_lock();
         let (epochs, remarks) = state.load_epochs()?;
         let maintenance = state.load_maintenance(&state::boot_id())?;
@@ -222,7 +245,7 @@ impl Daemon {
             path: state.path().join(failover::incarnation::OWN_FILE),
             source: e,
         })?;
-        let peer_floor = failover::incarnation::load_peer(state.path());
+        let peer_floor = failover::incarnation::load_peer_from(state.path(), &peer_file(&peer.name));
         let started = rt::now();
         let arbiter = Arbiter::new(
             cfg.clone(),
@@ -238,7 +261,7 @@ impl Daemon {
             },
         );
         tracing::info!(
-            "hamirror run: node {local}, peer {}, links {}, keepalive {} ms, deadtime {} ms, hook_timeout {} s, \
+            "hamirror run: node {local}, peer {}, links {}{}, keepalive {} ms, deadtime {} ms, hook_timeout {} s, \
              standby lock {}, epochs {:?}, mirroring {}",
             peer.name,
             links
@@ -246,6 +269,18 @@ impl Daemon {
                 .map(|l| format!("{} {}→{}", l.name, l.local, l.peer))
                 .collect::<Vec<_>>()
                 .join(", "),
+            more_peers
+                .iter()
+                .map(|p| format!(
+                    "; peer {}, links {}",
+                    p.name,
+                    p.links
+                        .iter()
+                        .map(|l| format!("{} {}→{}", l.name, l.local, l.peer))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+                .collect::<String>(),
             cfg.timers.keepalive.as_millis(),
             cfg.timers.deadtime.as_millis(),
             me.conf.hook_timeout.as_secs_f64(),
@@ -265,7 +300,11 @@ impl Daemon {
             metrics::write_textfile(file.clone(), tx.clone(), state.path().to_path_buf())
                 .map_err(os("starting the metrics_textfile writer"))?;
         }
-        let groups = vec![me.group.clone(), peer.group.clone()];
+        let groups: Vec<_> = std::iter::once(me.group.clone())
+            .chain(peers.iter().map(|p| p.group.clone()))
+            .collect();
+        // What hooks see as the peer (`HA_PEER`…): every other node.
+        let peer_names = peers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(",");
         let (job_tx, job_rx) = mpsc::channel();
         let runner = runner.unwrap_or_else(|| {
             Box::new(ScriptHooks {
@@ -278,7 +317,7 @@ impl Daemon {
         let worker = worker::spawn_worker(
             worker::WorkerConf {
                 local: local.clone(),
-                peer: peer.name.clone(),
+                peer: peer_names.clone(),
                 groups: groups.clone(),
                 state: state.clone(),
                 epochs,
@@ -292,7 +331,7 @@ impl Daemon {
         let notifier = worker::spawn_notifier(
             me.group.notify.clone(),
             local.clone(),
-            peer.name.clone(),
+            peer_names,
             me.conf.hook_timeout,
             notice_rx,
         )
@@ -321,6 +360,7 @@ impl Daemon {
                 local: local.clone(),
                 peer: peer.name.clone(),
                 links,
+                more_peers,
                 keepalive: cfg.timers.keepalive,
                 keys,
                 peer_floor,

@@ -44,7 +44,12 @@ pub struct StatusReport {
     pub flap_level: u32,
     pub reach: Option<ReachReport>,
     pub peer_reach: Option<ReachReport>,
+    /// The links to `peer` (the first peer).
     pub links: Vec<LinkReport>,
+    /// Every other node with its links: one in a two-node cluster (the
+    /// fields above), one per node under Pacemaker.
+    #[serde(default)]
+    pub peers: Vec<PeerReport>,
     pub groups: Vec<GroupReport>,
     pub hooks: HooksReport,
     /// One entry per set of both groups. Backlog and lag come from the
@@ -99,6 +104,19 @@ pub struct LinkReport {
     /// Datagrams refused on it (bad MAC, replays, stale, strangers).
     #[serde(default)]
     pub rejected: u64,
+}
+
+/// One other node: whether it is alive and how each link to it does.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerReport {
+    pub name: String,
+    pub alive: bool,
+    /// Its current incarnation while alive (grows at every start).
+    pub incarnation: Option<u64>,
+    /// Its datagrams keep failing authentication (another key).
+    pub key_mismatch: bool,
+    pub flap_level: u32,
+    pub links: Vec<LinkReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,6 +231,20 @@ impl StatusReport {
                 "not heard (dead or absent)"
             }
         );
+        for p in self.peers.iter().skip(1) {
+            let _ = writeln!(
+                s,
+                "peer {}: {}",
+                p.name,
+                if p.alive {
+                    "alive"
+                } else if p.key_mismatch {
+                    "MISCONFIGURED: alive, but its heartbeats fail authentication (another heartbeat key)"
+                } else {
+                    "not heard (dead or absent)"
+                }
+            );
+        }
         let lock = match (&self.standby_lock, &self.standby_lock_error) {
             (_, Some(e)) => format!("ERROR: {e}"),
             (true, None) => "present (clear with `hamirror standby --clear`)".into(),
@@ -253,20 +285,30 @@ impl StatusReport {
                 String::new()
             }
         );
-        let _ = writeln!(s, "links:");
-        for l in &self.links {
-            let heard = l
-                .last_heard_ms_ago
-                .map_or_else(|| "never heard".into(), |ms| format!("heard {}", ago(ms)));
-            let mismatch = l.key_mismatch_ms_ago.map_or_else(String::new, |ms| {
-                format!(", WRONG KEY: datagram failing authentication {}", ago(ms))
-            });
-            let _ = writeln!(
-                s,
-                "  {:<10} {}{heard}{mismatch}",
-                l.link,
-                if l.silent { "SILENT, " } else { "" }
-            );
+        let link_lines = |s: &mut String, links: &[LinkReport]| {
+            for l in links {
+                let heard = l
+                    .last_heard_ms_ago
+                    .map_or_else(|| "never heard".into(), |ms| format!("heard {}", ago(ms)));
+                let mismatch = l.key_mismatch_ms_ago.map_or_else(String::new, |ms| {
+                    format!(", WRONG KEY: datagram failing authentication {}", ago(ms))
+                });
+                let _ = writeln!(
+                    s,
+                    "  {:<10} {}{heard}{mismatch}",
+                    l.link,
+                    if l.silent { "SILENT, " } else { "" }
+                );
+            }
+        };
+        if self.peers.len() > 1 {
+            for p in &self.peers {
+                let _ = writeln!(s, "links to {}:", p.name);
+                link_lines(&mut s, &p.links);
+            }
+        } else {
+            let _ = writeln!(s, "links:");
+            link_lines(&mut s, &self.links);
         }
         let _ = writeln!(s, "groups:");
         for g in &self.groups {
@@ -372,6 +414,7 @@ pub(crate) mod tests {
         StatusReport {
             node: "serv1".into(),
             peer: "serv2".into(),
+            peers: vec![],
             pid: 42,
             incarnation: 1,
             uptime_ms: 12_300,

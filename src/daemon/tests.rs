@@ -133,6 +133,7 @@ fn peer(groups: &[(&str, u64, Claim)]) -> NodeState {
 fn heartbeat(at: u64, state: NodeState) -> Msg {
     Msg::Input(Input::Heartbeat {
         at: Millis(at),
+        peer: 0,
         link: LinkId(0),
         incarnation: 7,
         version: hamirror_wire::heartbeat::VERSION,
@@ -409,6 +410,7 @@ fn the_mirror_seam_hears_watch_resync_views_and_fills_the_backlog() {
         Millis(200),
         Msg::Input(Input::Heartbeat {
             at: Millis(200),
+            peer: 0,
             link: LinkId(0),
             incarnation: 8,
             version: hamirror_wire::heartbeat::VERSION,

@@ -6,7 +6,10 @@
 //! peer's heartbeats. What it accepts goes to the driver as
 //! [`Input::Heartbeat`]; a datagram from the peer's address that names the
 //! peer but fails the MAC goes as [`Input::BadKey`] (the peer is alive but
-//! signs with another key). It decides nothing. No tokio: a saturated runtime
+//! signs with another key). It decides nothing. Under Pacemaker a node
+//! may have several peers: each is sent to on every link it shares with
+//! this node, and each has its own replay window, incarnation and
+//! heartbeat version ([`Input::Heartbeat::peer`] says whose it is). No tokio: a saturated runtime
 //! must not delay a heartbeat.
 
 use std::net::{SocketAddr, UdpSocket};
@@ -54,12 +57,26 @@ pub struct LinkAddr {
     pub peer: SocketAddr,
 }
 
+/// A peer beyond the first (fan-out under Pacemaker).
+#[derive(Debug, Clone)]
+pub struct PeerAddrs {
+    pub name: String,
+    /// The links to it; `local` is this node's address on that link.
+    pub links: Vec<LinkAddr>,
+    /// Its newest numbers a previous run accepted (as `peer_floor`).
+    pub floor: Option<(u64, u64)>,
+}
+
 /// Everything the endpoint thread needs.
 #[derive(Debug, Clone)]
 pub struct EndpointConfig {
     pub local: String,
+    /// The first (in a two-node cluster: the only) peer, over `links`.
     pub peer: String,
     pub links: Vec<LinkAddr>,
+    /// Further peers; empty in a two-node cluster. With any, every peer's
+    /// numbers are persisted in its own file (`peer-incarnation.NODE`).
+    pub more_peers: Vec<PeerAddrs>,
     pub keepalive: Duration,
     pub keys: HeartbeatKeys,
     /// The peer's newest (incarnation, sequence number) a previous run
@@ -108,12 +125,23 @@ fn open_socket(local: SocketAddr) -> Result<UdpSocket, FailoverError> {
     Ok(s.into())
 }
 
+/// This node's links, one socket each: the first peer's, then any link
+/// only a further peer shares.
+fn local_links(cfg: &EndpointConfig) -> Vec<LinkAddr> {
+    let mut out: Vec<LinkAddr> = cfg.links.clone();
+    for l in cfg.more_peers.iter().flat_map(|p| &p.links) {
+        if !out.iter().any(|o| o.id == l.id) {
+            out.push(l.clone());
+        }
+    }
+    out
+}
+
 impl Endpoint {
     /// Binds every link's socket (errors here: a port in use, a bad
     /// address) and starts the thread, which reports on `tx`.
     pub fn start(cfg: EndpointConfig, initial: NodeState, tx: Sender<Input>) -> Result<Endpoint, FailoverError> {
-        let sockets = cfg
-            .links
+        let sockets = local_links(&cfg)
             .iter()
             .map(|l| open_socket(l.local))
             .collect::<Result<Vec<_>, _>>()?;
@@ -156,25 +184,39 @@ impl Drop for Endpoint {
     }
 }
 
+/// One peer as the receiving side knows it.
+struct PeerRx {
+    name: String,
+    /// Where it listens, by socket index (`None`: no such link to it).
+    addrs: Vec<Option<SocketAddr>>,
+    window: ReplayWindow,
+    /// When a heartbeat of it was last accepted (ms, monotonic).
+    last_accepted: Option<u64>,
+    /// The heartbeat version it last spoke in an accepted heartbeat;
+    /// ours until heard. Heartbeats go out to it in it, so a peer of the
+    /// previous release (version 1) understands them after its first one
+    /// arrives.
+    version: u8,
+    recorder: Option<PeerRecorder>,
+    last_recorded: (u64, u64),
+    last_record_at: u64,
+    /// Per socket: sending to it is failing (reported once).
+    send_failing: Vec<bool>,
+}
+
 struct Worker {
     cfg: EndpointConfig,
+    /// This node's links, by socket index.
+    links: Vec<LinkAddr>,
     sockets: Vec<UdpSocket>,
     wake: UnixDatagram,
     state: Arc<Mutex<NodeState>>,
     stop: Arc<AtomicBool>,
     tx: Sender<Input>,
     seq: u64,
-    window: ReplayWindow,
-    /// When a heartbeat was last accepted (ms, monotonic).
-    last_accepted: Option<u64>,
-    /// The heartbeat version the peer last spoke in an accepted heartbeat;
-    /// ours until heard. Heartbeats go out in it, so a peer of the previous
-    /// release (version 1) understands them after its first one arrives.
-    peer_version: u8,
-    recorder: Option<PeerRecorder>,
-    last_recorded: (u64, u64),
-    last_record_at: u64,
-    send_failing: Vec<bool>,
+    peers: Vec<PeerRx>,
+    /// The peer whose key failed last (see `accept`).
+    bad_key_peer: usize,
     /// Last report time per (link, kind of rejection), and counts per link.
     last_reject_report: std::collections::HashMap<(usize, &'static str), u64>,
     rejected: Vec<u64>,
@@ -190,37 +232,59 @@ impl Worker {
         tx: Sender<Input>,
     ) -> Self {
         let n = sockets.len();
-        let recorder = cfg.record_in.clone().and_then(|dir| {
-            let notes = tx.clone();
-            match PeerRecorder::start(dir, move |e| {
-                let _ = notes.send(Input::Note(e));
-            }) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    let _ = tx.send(Input::Note(format!("cannot start the peer-incarnation recorder: {e}")));
-                    None
-                }
-            }
-        });
-        let window = match cfg.peer_floor {
-            Some((inc, seq)) => ReplayWindow::resume(inc, seq),
-            None => ReplayWindow::new(),
+        let links = local_links(&cfg);
+        let several = !cfg.more_peers.is_empty();
+        let first = PeerAddrs {
+            name: cfg.peer.clone(),
+            links: cfg.links.clone(),
+            floor: cfg.peer_floor,
         };
+        let peers = std::iter::once(&first)
+            .chain(&cfg.more_peers)
+            .map(|p| {
+                let recorder = cfg.record_in.clone().and_then(|dir| {
+                    let notes = tx.clone();
+                    let file = super::incarnation::peer_file(several.then_some(p.name.as_str()));
+                    match PeerRecorder::start_in(dir, file, move |e| {
+                        let _ = notes.send(Input::Note(e));
+                    }) {
+                        Ok(r) => Some(r),
+                        Err(e) => {
+                            let _ = tx.send(Input::Note(format!("cannot start the peer-incarnation recorder: {e}")));
+                            None
+                        }
+                    }
+                });
+                PeerRx {
+                    name: p.name.clone(),
+                    addrs: links
+                        .iter()
+                        .map(|l| p.links.iter().find(|pl| pl.id == l.id).map(|pl| pl.peer))
+                        .collect(),
+                    window: match p.floor {
+                        Some((inc, seq)) => ReplayWindow::resume(inc, seq),
+                        None => ReplayWindow::new(),
+                    },
+                    last_accepted: None,
+                    version: heartbeat::VERSION,
+                    recorder,
+                    last_recorded: (0, 0),
+                    last_record_at: 0,
+                    send_failing: vec![false; n],
+                }
+            })
+            .collect();
         Worker {
             cfg,
+            links,
             sockets,
             wake,
             state,
             stop,
             tx,
             seq: 0,
-            window,
-            last_accepted: None,
-            peer_version: heartbeat::VERSION,
-            recorder,
-            last_recorded: (0, 0),
-            last_record_at: 0,
-            send_failing: vec![false; n],
+            peers,
+            bad_key_peer: 0,
             last_reject_report: Default::default(),
             rejected: vec![0; n],
         }
@@ -287,18 +351,20 @@ impl Worker {
         self.record(monotonic_ms(), true);
     }
 
-    /// Hands the peer's newest numbers to the recorder: at once for a new
+    /// Hands each peer's newest numbers to its recorder: at once for a new
     /// incarnation or when `force`d, else every [`RECORD_EVERY`].
     fn record(&mut self, now: u64, force: bool) {
-        let (Some(r), Some(inc)) = (&self.recorder, self.window.incarnation()) else {
-            return;
-        };
-        let cur = (inc, self.window.newest());
-        let due = force || inc != self.last_recorded.0 || now.saturating_sub(self.last_record_at) >= RECORD_EVERY;
-        if due && cur != self.last_recorded {
-            r.record(cur.0, cur.1);
-            self.last_recorded = cur;
-            self.last_record_at = now;
+        for p in &mut self.peers {
+            let (Some(r), Some(inc)) = (&p.recorder, p.window.incarnation()) else {
+                continue;
+            };
+            let cur = (inc, p.window.newest());
+            let due = force || inc != p.last_recorded.0 || now.saturating_sub(p.last_record_at) >= RECORD_EVERY;
+            if due && cur != p.last_recorded {
+                r.record(cur.0, cur.1);
+                p.last_recorded = cur;
+                p.last_record_at = now;
+            }
         }
     }
 
@@ -307,34 +373,51 @@ impl Worker {
             Ok(s) => s.clone(),
             Err(p) => p.into_inner().clone(),
         };
+        let several = self.peers.len() > 1;
         for i in 0..self.sockets.len() {
-            self.seq += 1;
-            let link = &self.cfg.links[i];
-            let hb = Heartbeat {
-                sender: self.cfg.local.clone(),
-                incarnation: self.cfg.incarnation,
-                seq: self.seq,
-                link: link.id.0,
-                state: state.clone(),
-            };
-            let result = hb
-                .seal_as(self.cfg.keys.signing(), self.peer_version)
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| self.sockets[i].send_to(&bytes, link.peer).map_err(|e| e.to_string()));
-            match result {
-                Ok(_) if self.send_failing[i] => {
-                    self.send_failing[i] = false;
-                    self.note(format!("heartbeats on link {} can be sent again", link.name));
+            let link = &self.links[i];
+            for k in 0..self.peers.len() {
+                let Some(to) = self.peers[k].addrs[i] else {
+                    continue;
+                };
+                self.seq += 1;
+                let hb = Heartbeat {
+                    sender: self.cfg.local.clone(),
+                    incarnation: self.cfg.incarnation,
+                    seq: self.seq,
+                    link: link.id.0,
+                    state: state.clone(),
+                };
+                let result = hb
+                    .seal_as(self.cfg.keys.signing(), self.peers[k].version)
+                    .map_err(|e| e.to_string())
+                    .and_then(|bytes| self.sockets[i].send_to(&bytes, to).map_err(|e| e.to_string()));
+                let p = &mut self.peers[k];
+                let whom = if several {
+                    format!("{to} ({})", p.name)
+                } else {
+                    to.to_string()
+                };
+                match result {
+                    Ok(_) if p.send_failing[i] => {
+                        p.send_failing[i] = false;
+                        let msg = if several {
+                            format!("heartbeats to {} on link {} can be sent again", p.name, link.name)
+                        } else {
+                            format!("heartbeats on link {} can be sent again", link.name)
+                        };
+                        self.note(msg);
+                    }
+                    Err(error) if !p.send_failing[i] => {
+                        p.send_failing[i] = true;
+                        let _ = self.tx.send(Input::SendFailed {
+                            at: rt::now(),
+                            link: link.id,
+                            error: format!("to {whom}: {error}"),
+                        });
+                    }
+                    _ => {}
                 }
-                Err(error) if !self.send_failing[i] => {
-                    self.send_failing[i] = true;
-                    let _ = self.tx.send(Input::SendFailed {
-                        at: rt::now(),
-                        link: link.id,
-                        error: format!("to {}: {error}", link.peer),
-                    });
-                }
-                _ => {}
             }
         }
     }
@@ -358,27 +441,37 @@ impl Worker {
 
     /// Accepts a datagram or says why not: (kind, detail).
     fn accept(&mut self, i: usize, packet: &[u8], from: SocketAddr, at: u64) -> Result<(), (&'static str, String)> {
-        let link = &self.cfg.links[i];
-        let hb = Heartbeat::open(packet, &self.cfg.keys).map_err(|e| match e {
-            // From the peer's address and naming the peer: the peer is
-            // alive and signs with another key (or someone on the link
-            // pretends so; either way its death cannot be concluded).
-            HeartbeatError::BadMac
-                if from.ip() == link.peer.ip()
-                    && Heartbeat::unverified_sender(packet).as_deref() == Some(self.cfg.peer.as_str()) =>
-            {
-                (KIND_PEER_KEY, e.to_string())
+        let link = &self.links[i];
+        let claimed = Heartbeat::unverified_sender(packet);
+        let from_peer = self.peers.iter().position(|p| {
+            Some(p.name.as_str()) == claimed.as_deref() && p.addrs[i].is_some_and(|a| a.ip() == from.ip())
+        });
+        let hb = match Heartbeat::open(packet, &self.cfg.keys) {
+            Ok(hb) => hb,
+            // From a peer's address and naming that peer: it is alive and
+            // signs with another key (or someone on the link pretends so;
+            // either way its death cannot be concluded).
+            Err(e @ HeartbeatError::BadMac) => {
+                return Err(match from_peer {
+                    Some(k) => {
+                        self.bad_key_peer = k;
+                        (KIND_PEER_KEY, e.to_string())
+                    }
+                    None => ("mac", e.to_string()),
+                });
             }
-            HeartbeatError::BadMac => ("mac", e.to_string()),
-            _ => ("format", e.to_string()),
-        })?;
-        if hb.sender != self.cfg.peer {
-            return Err((
-                "sender",
-                format!("sender {:?} is not the peer {:?}", hb.sender, self.cfg.peer),
-            ));
-        }
-        if hb.link != link.id.0 {
+            Err(e) => return Err(("format", e.to_string())),
+        };
+        let Some(k) = self.peers.iter().position(|p| p.name == hb.sender) else {
+            let detail = if self.peers.len() == 1 {
+                format!("sender {:?} is not the peer {:?}", hb.sender, self.cfg.peer)
+            } else {
+                let names: Vec<&str> = self.peers.iter().map(|p| p.name.as_str()).collect();
+                format!("sender {:?} is not a peer ({})", hb.sender, names.join(", "))
+            };
+            return Err(("sender", detail));
+        };
+        if hb.link != link.id.0 || self.peers[k].addrs[i].is_none() {
             return Err((
                 "link",
                 format!(
@@ -387,10 +480,9 @@ impl Worker {
                 ),
             ));
         }
-        let recent = self
-            .last_accepted
-            .is_some_and(|t| at.saturating_sub(t) <= STALE_WITHIN_MS);
-        self.window.check(hb.incarnation, hb.seq).map_err(|e| match e {
+        let p = &mut self.peers[k];
+        let recent = p.last_accepted.is_some_and(|t| at.saturating_sub(t) <= STALE_WITHIN_MS);
+        p.window.check(hb.incarnation, hb.seq).map_err(|e| match e {
             // Older than the window, of the current run, while newer ones
             // are arriving: what a pause of this process leaves queued on
             // the slower link (each link's queue is read in turn). Without
@@ -401,17 +493,19 @@ impl Worker {
             ),
             _ => ("replay", format!("replay: {e}")),
         })?;
-        self.last_accepted = Some(at);
+        p.last_accepted = Some(at);
         let version = Heartbeat::version_of(packet).unwrap_or(heartbeat::VERSION);
-        if version != self.peer_version {
-            self.peer_version = version;
-            self.note(format!(
+        if version != p.version {
+            p.version = version;
+            let msg = format!(
                 "{} speaks heartbeat version {version}: heartbeats to it now go out in version {version}",
-                self.cfg.peer
-            ));
+                p.name
+            );
+            self.note(msg);
         }
         let _ = self.tx.send(Input::Heartbeat {
             at: crate::arbiter::Millis(at),
+            peer: k,
             link: link.id,
             incarnation: hb.incarnation,
             version,
@@ -427,7 +521,8 @@ impl Worker {
             // driver rate-limits what it logs.
             let _ = self.tx.send(Input::BadKey {
                 at: crate::arbiter::Millis(at),
-                link: self.cfg.links[i].id,
+                peer: self.bad_key_peer,
+                link: self.links[i].id,
                 from,
                 count: self.rejected[i],
             });
@@ -438,7 +533,7 @@ impl Worker {
             self.last_reject_report.insert((i, kind), at);
             let _ = self.tx.send(Input::Rejected {
                 at: crate::arbiter::Millis(at),
-                link: self.cfg.links[i].id,
+                link: self.links[i].id,
                 from,
                 kind,
                 reason,
@@ -473,6 +568,7 @@ mod tests {
                 local: format!("127.0.0.1:{listen}").parse().unwrap(),
                 peer: format!("127.0.0.1:{peer}").parse().unwrap(),
             }],
+            more_peers: vec![],
             keepalive,
             peer_floor: None,
             record_in: None,
@@ -685,6 +781,7 @@ mod tests {
                 local: format!("127.0.0.1:{pb}").parse().unwrap(),
                 peer: format!("127.0.0.1:{pa}").parse().unwrap(),
             }],
+            more_peers: vec![],
             keepalive: Duration::from_secs(5),
             peer_floor: None,
             record_in: None,

@@ -4,7 +4,8 @@
 //! and sequence number accepted from the peer (`peer-incarnation`), so a
 //! restarted receiver still refuses heartbeats recorded from an earlier
 //! incarnation of the peer (see `ReplayWindow` in the wire crate and the
-//! threat model in docs/FAILOVER.md).
+//! threat model in docs/FAILOVER.md). With several peers (fan-out under
+//! Pacemaker) each has its own file, `peer-incarnation.NODE`.
 //!
 //! Writes are durable (temporary file, fsync, rename, fsync of the
 //! directory). The peer's numbers are written by [`PeerRecorder`], a thread
@@ -67,10 +68,24 @@ pub fn next_own(state: &Path) -> io::Result<u64> {
     Ok(next)
 }
 
+/// The file of a peer's numbers: [`PEER_FILE`] for the one peer of a
+/// two-node cluster (`None`), `peer-incarnation.NODE` for one of several.
+pub fn peer_file(name: Option<&str>) -> String {
+    match name {
+        None => PEER_FILE.to_string(),
+        Some(n) => format!("{PEER_FILE}.{n}"),
+    }
+}
+
 /// The peer's newest (incarnation, sequence number) a previous run
 /// accepted, if it persisted any.
 pub fn load_peer(state: &Path) -> Option<(u64, u64)> {
-    match read_numbers(state, PEER_FILE)?.as_slice() {
+    load_peer_from(state, PEER_FILE)
+}
+
+/// [`load_peer`] from the file named `file` (see [`peer_file`]).
+pub fn load_peer_from(state: &Path, file: &str) -> Option<(u64, u64)> {
+    match read_numbers(state, file)?.as_slice() {
         [i, s] => Some((*i, *s)),
         _ => None,
     }
@@ -86,6 +101,15 @@ pub struct PeerRecorder {
 
 impl PeerRecorder {
     pub fn start(state: PathBuf, errors: impl Fn(String) + Send + 'static) -> io::Result<PeerRecorder> {
+        Self::start_in(state, PEER_FILE.to_string(), errors)
+    }
+
+    /// [`PeerRecorder::start`] writing to `file` (see [`peer_file`]).
+    pub fn start_in(
+        state: PathBuf,
+        file: String,
+        errors: impl Fn(String) + Send + 'static,
+    ) -> io::Result<PeerRecorder> {
         let (tx, rx) = mpsc::channel::<(u64, u64)>();
         let thread = std::thread::Builder::new()
             .name("peer-incarnation".into())
@@ -99,7 +123,7 @@ impl PeerRecorder {
                         "# hamirror: newest heartbeat incarnation and sequence number accepted from the peer\n{} {}\n",
                         v.0, v.1
                     );
-                    match write_durably(&state, PEER_FILE, &text) {
+                    match write_durably(&state, &file, &text) {
                         Ok(()) => failing = false,
                         Err(e) if !failing => {
                             failing = true;

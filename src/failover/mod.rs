@@ -21,7 +21,7 @@ use thiserror::Error;
 
 use crate::arbiter::{LinkId, Millis, NodeState, Reach};
 use crate::config::Cluster;
-pub use endpoint::{Endpoint, EndpointConfig, LinkAddr};
+pub use endpoint::{Endpoint, EndpointConfig, LinkAddr, PeerAddrs};
 pub use probe::Prober;
 
 /// File in the node's `state` directory whose presence is the standby lock.
@@ -30,9 +30,12 @@ pub const STANDBY_LOCK: &str = "standby.lock";
 /// What the endpoint and the prober report to the driver, in one channel.
 #[derive(Debug, Clone)]
 pub enum Input {
-    /// An authenticated, fresh heartbeat of the peer.
+    /// An authenticated, fresh heartbeat of a peer.
     Heartbeat {
         at: Millis,
+        /// Which peer: 0 the first (the only one in a two-node cluster),
+        /// then `EndpointConfig::more_peers` in order.
+        peer: usize,
         link: LinkId,
         incarnation: u64,
         /// The heartbeat format version it came in (1: the previous
@@ -58,6 +61,8 @@ pub enum Input {
     /// like heartbeats), with the link's running count of refusals.
     BadKey {
         at: Millis,
+        /// Which peer (as for `Heartbeat`).
+        peer: usize,
         link: LinkId,
         from: SocketAddr,
         count: u64,
@@ -142,8 +147,13 @@ pub fn key_file_warning(path: &Path) -> Option<String> {
 /// The links between `local` and its peer, in [`crate::arbiter`] order:
 /// the crossover (`address`), then the LAN (`lan`) when both nodes have one.
 pub fn links(cluster: &Cluster, local: &str) -> Option<Vec<LinkAddr>> {
+    links_to(cluster, local, &cluster.peer_of(local)?.name)
+}
+
+/// The links between `local` and the node `peer` (see [`links`]).
+pub fn links_to(cluster: &Cluster, local: &str, peer: &str) -> Option<Vec<LinkAddr>> {
     let me = cluster.node(local)?;
-    let peer = cluster.peer_of(local)?;
+    let peer = cluster.node(peer).filter(|p| p.name != local)?;
     let (a, b) = (&me.conf, &peer.conf);
     let mut v = vec![LinkAddr {
         id: LinkId(0),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::pair::{Pair, rsync_differences, rsync_oracle, tree_differences};
+use super::pair::Pair;
 
 pub const NODES: [&str; 2] = ["serv1", "serv2"];
 /// The roots of serv1's sets (Fsmbd, Flpd): the first four of [`ROOTS`].
@@ -73,19 +73,8 @@ impl Cluster {
     }
 
     pub fn start(&mut self, i: usize) {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path(i))
-            .unwrap();
-        let child = self
-            .p
-            .cmd_bin(&self.bins[i], NODES[i], &["run", "--no-realtime"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.daemons[i] = Some(child);
+        let cmd = self.p.cmd_bin(&self.bins[i], NODES[i], &["run", "--no-realtime"]);
+        self.daemons[i] = Some(spawn_logged(cmd, &self.log_path(i)));
     }
 
     /// SIGTERM (a planned stop: the node hands its groups over), then waits
@@ -168,35 +157,14 @@ impl Cluster {
 
     /// [`Cluster::converge`] for some roots only (the sets of one group).
     pub fn converge_roots(&self, what: &str, timeout: Duration, roots: &[&str]) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let mut diffs: Vec<String> = roots
-                .iter()
-                .flat_map(|r| tree_differences(&self.p.src(r), &self.p.dst(r)))
-                .collect();
-            if diffs.is_empty() {
-                // Attributes and ACLs, which only rsync compares.
-                diffs = roots
-                    .iter()
-                    .map(|r| rsync_differences(&self.p.src(r), &self.p.dst(r)))
-                    .filter(|d| !d.trim().is_empty())
-                    .collect();
-            }
-            if diffs.is_empty() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: trees still differ after {timeout:?}:\n{}\n{}",
-                diffs.join("\n"),
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        for r in roots {
-            rsync_oracle(&self.p.src(r), &self.p.dst(r));
-        }
+        super::pair::converge_roots(&self.p.r1(), &self.p.r2(), roots, what, timeout, || self.logs());
     }
+}
+
+/// Starts `cmd` (a daemon) with its stderr appended to `log`.
+pub fn spawn_logged(mut cmd: std::process::Command, log: &Path) -> Child {
+    let log = fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap()
 }
 
 pub fn filetime_now() -> libc::timespec {

@@ -73,6 +73,20 @@ impl TempConfig {
         std::fs::write(self.path(rel), out.join("\n") + "\n").unwrap();
     }
 
+    /// `hamirror init` for node `n` (its identity in its `state`), and the
+    /// fingerprint it prints pinned in `n.conf`.
+    pub fn init_node(&self, n: &str) {
+        let out = self.run(&["--node", n, "init"]);
+        assert_eq!(out.status.code(), Some(0), "init {n}: {}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let fp = text
+            .split_whitespace()
+            .find(|w| w.starts_with("sha256:"))
+            .expect("a fingerprint")
+            .to_string();
+        self.append(&format!("{n}.conf"), &format!("fingerprint = {fp}\n"));
+    }
+
     /// Runs the real binary with `--config` pointing at this copy.
     pub fn run(&self, args: &[&str]) -> Output {
         hamirror(&self.dir(), args)
@@ -179,3 +193,17 @@ pub fn write(p: &Path, data: &[u8]) {
 /// Deterministic incompressible bytes (the library's, shared with benches).
 #[allow(unused_imports)]
 pub use hamirror::noise::noise;
+
+/// Polls `f` every 50 ms until it holds; past `timeout`, fails naming
+/// `what` with the `logs` of the processes involved.
+pub fn wait_for(what: &str, timeout: std::time::Duration, logs: impl Fn() -> String, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}\n{}",
+            logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

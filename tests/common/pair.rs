@@ -85,15 +85,7 @@ impl Pair {
             std::fs::write(cfg.path(&f), text).unwrap();
         }
         for n in ["serv1", "serv2"] {
-            let out = cfg.run(&["--node", n, "init"]);
-            assert_eq!(out.status.code(), Some(0), "init {n}: {}", stderr(&out));
-            let text = String::from_utf8_lossy(&out.stdout);
-            let fp = text
-                .split_whitespace()
-                .find(|w| w.starts_with("sha256:"))
-                .expect("a fingerprint")
-                .to_string();
-            cfg.append(&format!("{n}.conf"), &format!("fingerprint = {fp}\n"));
+            cfg.init_node(n);
         }
         for r in ["r1", "r2"] {
             std::fs::create_dir_all(base.join(r)).unwrap();
@@ -352,6 +344,41 @@ fn describe(root: &Path) -> Tree {
         .collect();
     groups.sort();
     (out, groups)
+}
+
+/// Waits until every one of `roots` is identical under `a` and `b` (the
+/// tree comparison, then rsync for attributes and ACLs), then checks it
+/// once more with the rsync oracle. Past `timeout` it fails with what
+/// still differs and the `logs`.
+pub fn converge_roots(a: &Path, b: &Path, roots: &[&str], what: &str, timeout: Duration, logs: impl Fn() -> String) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut diffs: Vec<String> = roots
+            .iter()
+            .flat_map(|r| tree_differences(&a.join(r), &b.join(r)))
+            .collect();
+        if diffs.is_empty() {
+            // Attributes and ACLs, which only rsync compares.
+            diffs = roots
+                .iter()
+                .map(|r| rsync_differences(&a.join(r), &b.join(r)))
+                .filter(|d| !d.trim().is_empty())
+                .collect();
+        }
+        if diffs.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: trees still differ after {timeout:?}:\n{}\n{}",
+            diffs.join("\n"),
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for r in roots {
+        rsync_oracle(&a.join(r), &b.join(r));
+    }
 }
 
 /// Asserts two trees are identical: every path with its kind, mode, owner,

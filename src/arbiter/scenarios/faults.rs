@@ -255,7 +255,10 @@ fn two_nodes_with_different_keys_start_nothing_and_say_why() {
     s.start(1);
     s.run_for(secs(2));
     assert_eq!(s.holding_map(), [vec![0], vec![1]]);
-    assert_eq!(s.count_events(0, |e| matches!(e, Event::PeerKeyMismatchEnded)), 1);
+    assert_eq!(
+        s.count_events(0, |e| matches!(e, Event::PeerKeyMismatchEnded { .. })),
+        1
+    );
     no_overlap(&s);
 }
 
