@@ -10,6 +10,12 @@
 //! gets back what changed (hamirror's resync), and both copies compare
 //! identical, by the tree comparison and by the rsync oracle.
 //!
+//! The same with three data nodes (`clone-max=3`, fan-out: the holder
+//! mirrors to both others): the promoted node loses power, Pacemaker
+//! promotes one of the two replicas, every acknowledged write is there and
+//! on the third node too; the returning node resyncs, and all three copies
+//! end identical.
+//!
 //! Needs what tests/pacemaker.rs needs (root, netns, the packages); skips
 //! without them, fails under CI.
 
@@ -27,15 +33,15 @@ const FAILOVER_MAX: Duration = Duration::from_secs(30);
 const SETTLE_MAX: Duration = Duration::from_secs(60);
 const BIN: &str = env!("CARGO_BIN_EXE_hamirror");
 
-/// The promotable clone of the hamirror agent for group node1, kept off
-/// node3 (it holds no data).
-fn clone_xml(config: &Path) -> String {
+/// The promotable clone of the hamirror agent for group node1 on the first
+/// `data` nodes (with 2, node3 holds no data and gives quorum only).
+fn clone_xml(config: &Path, data: usize) -> String {
     format!(
         r#"<clone id="{CLONE}">
   <meta_attributes id="hm-clone-meta">
     <nvpair id="hm-promotable" name="promotable" value="true"/>
     <nvpair id="hm-promoted-max" name="promoted-max" value="1"/>
-    <nvpair id="hm-clone-max" name="clone-max" value="2"/>
+    <nvpair id="hm-clone-max" name="clone-max" value="{data}"/>
     <nvpair id="hm-target-role" name="target-role" value="Stopped"/>
   </meta_attributes>
   <primitive id="mirror-node1" class="ocf" provider="hamirror" type="mirror">
@@ -62,9 +68,9 @@ fn clone_xml(config: &Path) -> String {
 const LOCATION_XML: &str =
     r#"<rsc_location id="hm-not-on-node3" rsc="mirror-node1-clone" node="node3" score="-INFINITY"/>"#;
 
-/// cluster.d for node1 and node2 on the lab's addresses, `failover =
+/// cluster.d for the first `data` nodes on the lab's addresses, `failover =
 /// pacemaker`, group node1 with one set, identities made by `hamirror init`.
-fn write_config(dir: &Path) -> PathBuf {
+fn write_config(dir: &Path, data: usize) -> PathBuf {
     let c = dir.join("cluster.d");
     std::fs::create_dir_all(&c).unwrap();
     std::fs::write(
@@ -74,7 +80,7 @@ fn write_config(dir: &Path) -> PathBuf {
     .unwrap();
     std::fs::set_permissions(c.join("authkeys"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     std::fs::write(c.join("reachlist"), format!("{}\n", ADDRS[2])).unwrap();
-    for (i, node) in NODES[..2].iter().enumerate() {
+    for (i, node) in NODES[..data].iter().enumerate() {
         let root = root(dir, i);
         std::fs::create_dir_all(root.join("data/node1")).unwrap();
         std::fs::create_dir_all(root.join("data/node2")).unwrap();
@@ -93,7 +99,7 @@ fn write_config(dir: &Path) -> PathBuf {
         )
         .unwrap();
     }
-    for node in &NODES[..2] {
+    for node in &NODES[..data] {
         let conf = c.join(format!("{node}.conf"));
         let out = Command::new(BIN)
             .arg("--config")
@@ -161,12 +167,25 @@ fn assert_logged(set: &Path, log: &[String], what: &str) {
 
 #[test]
 fn pacemaker_moves_the_mirror_no_acknowledged_write_is_lost_and_the_returning_node_resyncs() {
+    moves_the_mirror("hmpm", 2);
+}
+
+#[test]
+fn with_three_data_nodes_the_mirror_fans_out_and_follows_pacemaker() {
+    moves_the_mirror("hmp3", 3);
+}
+
+/// The scenario of the module docs with `data` data nodes (2 or 3).
+fn moves_the_mirror(prefix: &str, data: usize) {
+    // One lab at a time (both use the same addresses and CPU).
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE.lock().unwrap_or_else(|p| p.into_inner());
     if !PcmkLab::available() {
         return;
     }
     let t0 = Instant::now();
     let mut lab = PcmkLab::with(
-        "hmpm",
+        prefix,
         Opts {
             providers: vec![(
                 "hamirror".into(),
@@ -176,15 +195,18 @@ fn pacemaker_moves_the_mirror_no_acknowledged_write_is_lost_and_the_returning_no
         },
     );
     let dir = lab.dir.path().to_path_buf();
-    let config = write_config(&dir);
+    let config = write_config(&dir, data);
     lab.wait_online(3, SETTLE_MAX);
-    let xml = clone_xml(&config);
-    // Created stopped, kept off node3, then started: never placed there.
+    let xml = clone_xml(&config, data);
+    // Created stopped, kept off node3 unless it holds data, then started:
+    // never placed there.
     lab.run_ok(0, &["cibadmin", "--create", "-o", "resources", "--xml-text", &xml]);
-    lab.run_ok(
-        0,
-        &["cibadmin", "--create", "-o", "constraints", "--xml-text", LOCATION_XML],
-    );
+    if data == 2 {
+        lab.run_ok(
+            0,
+            &["cibadmin", "--create", "-o", "constraints", "--xml-text", LOCATION_XML],
+        );
+    }
     lab.run_ok(
         0,
         &[
@@ -198,15 +220,14 @@ fn pacemaker_moves_the_mirror_no_acknowledged_write_is_lost_and_the_returning_no
             "Started",
         ],
     );
-    let (first, _) = lab.wait_for("one node promoted, the other unpromoted", SETTLE_MAX, |l| {
+    let (first, _) = lab.wait_for("one node promoted, the others unpromoted", SETTLE_MAX, |l| {
         let roles = l.roles(CLONE);
-        (roles.len() == 2 && roles.iter().any(|r| r.1 == "Unpromoted"))
+        (roles.len() == data && roles.iter().filter(|r| r.1 == "Unpromoted").count() == data - 1)
             .then(|| roles.iter().find(|r| r.1 == "Promoted").map(|r| r.0.clone()))
             .flatten()
     });
     let p = NODES.iter().position(|n| *n == first).unwrap();
-    let s = 1 - p;
-    assert!(p < 2, "never on node3");
+    assert!(p < data, "never on a node without data");
     // hamirror agrees: the group is held where Pacemaker promoted it.
     let st = status(&config, &lab, p).expect("the agent started the daemon");
     assert_eq!(st["failover"], "pacemaker");
@@ -234,11 +255,14 @@ fn pacemaker_moves_the_mirror_no_acknowledged_write_is_lost_and_the_returning_no
     // More writes, not waited for: they may or may not make it.
     write_batch(&set_dir(&dir, p), "unacked", 10);
     lab.kill_node(p);
-    let (second, failover) = lab.wait_for("the replica promoted", FAILOVER_MAX, |l| {
-        l.promoted_of(CLONE).filter(|n| *n == NODES[s])
+    let (second, failover) = lab.wait_for("a replica promoted", FAILOVER_MAX, |l| {
+        l.promoted_of(CLONE).filter(|n| *n != NODES[p])
     });
-    assert_eq!(second, NODES[s]);
-    assert_logged(&set_dir(&dir, s), &log, "after the failover");
+    let s = NODES.iter().position(|n| *n == second).unwrap();
+    assert!(s < data, "{second} holds no data");
+    for i in (0..data).filter(|i| *i != p) {
+        assert_logged(&set_dir(&dir, i), &log, &format!("on {} after the failover", NODES[i]));
+    }
     lab.wait_for("hamirror holds it on the survivor", SETTLE_MAX, |l| {
         status(&config, l, s).filter(held).map(|_| ())
     });
@@ -252,21 +276,25 @@ fn pacemaker_moves_the_mirror_no_acknowledged_write_is_lost_and_the_returning_no
         SETTLE_MAX,
         |l| {
             let roles = l.roles(CLONE);
-            (roles.len() == 2
+            (roles.len() == data
                 && roles.contains(&(NODES[s].to_string(), "Promoted".to_string()))
                 && roles.contains(&(NODES[p].to_string(), "Unpromoted".to_string())))
             .then_some(())
         },
     );
-    // hamirror's resync brings the returning copy in step.
-    let (a, b) = (set_dir(&dir, s), set_dir(&dir, p));
-    lab.wait_for("the returning node's copy in step", SETTLE_MAX, |_| {
-        common::pair::tree_differences(&a, &b).is_empty().then_some(())
-    });
-    assert_logged(&b, &log, "on the returning node");
-    common::pair::rsync_oracle(&a, &b);
+    // hamirror's resync brings the returning copy in step (and, with
+    // three, the other replica is mirrored to all along).
+    let a = set_dir(&dir, s);
+    for i in (0..data).filter(|i| *i != s) {
+        let b = set_dir(&dir, i);
+        lab.wait_for(&format!("{}'s copy in step", NODES[i]), SETTLE_MAX, |_| {
+            common::pair::tree_differences(&a, &b).is_empty().then_some(())
+        });
+        assert_logged(&b, &log, &format!("on {}", NODES[i]));
+        common::pair::rsync_oracle(&a, &b);
+    }
     eprintln!(
-        "pacemaker + hamirror: failover {failover:.1?}, total {:.1?}",
+        "pacemaker + hamirror, {data} data nodes: failover {failover:.1?}, total {:.1?}",
         t0.elapsed()
     );
 }

@@ -99,7 +99,9 @@ impl Arbiter {
                 if self.cleanup_pending() {
                     return;
                 }
-                if self.contacts.iter().any(|c| c.peer.is_alive()) {
+                // With several peers (Pacemaker) every one is heard first,
+                // or initdead passes: a peer not heard yet may hold a group.
+                if self.contacts.iter().all(|c| c.peer.is_alive()) {
                     self.mode = Mode::Active { since: now };
                     self.notify(Event::Started { contact: true });
                 } else if now >= since + self.cfg.timers.initdead && !self.key_mismatch_blocks(now) {
@@ -121,7 +123,8 @@ impl Arbiter {
                                     };
                                 }
                             }
-                            self.notify(Event::Started { contact: false });
+                            let contact = self.contacts.iter().any(|c| c.peer.is_alive());
+                            self.notify(Event::Started { contact });
                         }
                         Some(_) if !self.isolated_noted => {
                             self.isolated_noted = true;

@@ -507,6 +507,21 @@ fn a_peer_setting_is_adopted_only_when_newer_and_an_observer_is_never_followed()
     assert_eq!(a.maintenance().generation, 3);
 }
 
+/// The next actions release a group as a stale holder.
+fn assert_steps_down(a: &mut Arbiter) {
+    let acts = drain(a);
+    let stale = |x: &Action| {
+        matches!(
+            x,
+            Action::Release {
+                reason: ReleaseReason::StaleEpoch,
+                ..
+            }
+        )
+    };
+    assert!(acts.iter().any(stale), "{acts:?}");
+}
+
 /// serv2 under Pacemaker with two peers: serv1 (first) and serv3.
 fn three_nodes() -> ArbiterConfig {
     let mut c = ArbiterConfig::new("serv2", "serv1", Timers::default(), false);
@@ -613,17 +628,7 @@ fn with_several_peers_promote_waits_for_any_holder_takes_a_newer_epoch_and_yield
     // node steps down.
     t += ka;
     serv3(t, &mut a, ("serv1", 9, Claim::Held));
-    let acts = drain(&mut a);
-    assert!(
-        acts.iter().any(|x| matches!(
-            x,
-            Action::Release {
-                reason: ReleaseReason::StaleEpoch,
-                ..
-            }
-        )),
-        "{acts:?}"
-    );
+    assert_steps_down(&mut a);
 }
 
 #[test]
@@ -664,15 +669,32 @@ fn with_several_peers_an_equal_epoch_goes_to_the_groups_owner_only() {
         11,
         peer_state(&[("serv1", 1, Claim::Held)]),
     );
-    let acts = drain(&mut a);
-    assert!(
-        acts.iter().any(|x| matches!(
-            x,
-            Action::Release {
-                reason: ReleaseReason::StaleEpoch,
-                ..
-            }
-        )),
-        "{acts:?}"
+    assert_steps_down(&mut a);
+}
+
+#[test]
+fn with_several_peers_a_node_starts_once_every_peer_is_heard_or_initdead_passed() {
+    let cfg = three_nodes();
+    let initdead = cfg.timers.initdead.as_millis() as u64;
+    let mut a = Arbiter::new(cfg, Millis(0), Startup::default());
+    settle_hooks(&mut a, Millis(0));
+    a.handle_heartbeat_from(Millis(10), 0, LinkId(0), 11, peer_state(&[]));
+    assert!(matches!(a.mode(), Mode::Starting { .. }), "serv3 not heard yet");
+    assert_eq!(
+        a.handle_command(Millis(10), Command::Promote("serv1".into())),
+        Err(CommandError::Starting)
+    );
+    let mut t = 10;
+    while t < initdead + 100 && matches!(a.mode(), Mode::Starting { .. }) {
+        t += 50;
+        a.handle_heartbeat_from(Millis(t), 0, LinkId(0), 11, peer_state(&[]));
+    }
+    assert!(matches!(a.mode(), Mode::Active { .. }));
+    assert!(t >= initdead, "active at {t} ms, before initdead");
+    let st = a.status();
+    assert_eq!(
+        st.peers.iter().map(|p| p.alive).collect::<Vec<_>>(),
+        [true, false],
+        "serv3 absent"
     );
 }

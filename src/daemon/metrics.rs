@@ -671,6 +671,23 @@ mod tests {
     }
 
     #[test]
+    fn with_several_peers_liveness_and_links_are_labelled_by_peer() {
+        let t = render(&crate::daemon::status::tests::three_node_report(), &[]);
+        assert_eq!(value(&t, r#"hamirror_peer_alive{peer="serv2"}"#), 1.0);
+        assert_eq!(value(&t, r#"hamirror_peer_alive{peer="serv3"}"#), 0.0);
+        assert_eq!(
+            value(
+                &t,
+                r#"hamirror_heartbeats_received_total{peer="serv2",link="crossover"}"#
+            ),
+            500.0
+        );
+        assert_eq!(value(&t, r#"hamirror_link_silent{peer="serv3",link="crossover"}"#), 1.0);
+        // No unlabelled series beside them.
+        assert!(!t.lines().any(|l| l.starts_with("hamirror_peer_alive ")), "{t}");
+    }
+
+    #[test]
     fn label_values_are_escaped() {
         let mut r = report();
         r.node = "a\"b\\c\nd".into();

@@ -556,5 +556,50 @@ pub(crate) mod tests {
         ] {
             assert!(t.contains(want), "{want:?} missing in:\n{t}");
         }
+        assert!(!t.contains("links to"), "two nodes: one links block\n{t}");
+    }
+
+    /// serv1 with two peers: serv2 alive, serv3 not heard.
+    pub(crate) fn three_node_report() -> StatusReport {
+        let mut r = report();
+        let link = |ago: Option<u64>, received| LinkReport {
+            link: "crossover".into(),
+            last_heard_ms_ago: ago,
+            silent: ago.is_none(),
+            key_mismatch_ms_ago: None,
+            received,
+            rejected: 0,
+        };
+        r.peers = vec![
+            PeerReport {
+                name: "serv2".into(),
+                alive: true,
+                incarnation: Some(7),
+                links: vec![link(Some(20), 500)],
+                ..Default::default()
+            },
+            PeerReport {
+                name: "serv3".into(),
+                links: vec![link(None, 0)],
+                ..Default::default()
+            },
+        ];
+        r
+    }
+
+    #[test]
+    fn every_peer_is_listed_with_its_links() {
+        let r = three_node_report();
+        let back: StatusReport = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        let t = r.render();
+        for want in [
+            "peer serv2: alive",
+            "peer serv3: not heard (dead or absent)",
+            "links to serv2:\n  crossover  heard 20 ms ago",
+            "links to serv3:\n  crossover  SILENT, never heard",
+        ] {
+            assert!(t.contains(want), "{want:?} missing in:\n{t}");
+        }
     }
 }
