@@ -240,17 +240,31 @@ fn moves_the_mirror(prefix: &str, data: usize) {
     };
     assert!(held(&st), "{st}");
 
-    // Writes on the holder, acknowledged by the replica.
+    // Writes on the holder, acknowledged by the replica: a generation
+    // committed after the writes began, acknowledged, nothing pending. (An
+    // ack alone may be the promotion's first push, scanned before them.)
+    let set_of = |st: Value| {
+        st["sets"]
+            .as_array()?
+            .iter()
+            .find(|x| x["set"] == "Fnode1data")
+            .cloned()
+    };
+    let before = status(&config, &lab, p)
+        .and_then(set_of)
+        .and_then(|set| set["generation"].as_u64())
+        .unwrap_or(0);
     let mut log = write_batch(&set_dir(&dir, p), "acked", 40);
     let written = now_ms();
     lab.wait_for("the batch acknowledged", SETTLE_MAX, |l| {
-        let st = status(&config, l, p)?;
-        let set = st["sets"]
+        let set = status(&config, l, p).and_then(set_of)?;
+        let generation = set["generation"].as_u64()?;
+        let acked = set["replicas"]
             .as_array()?
             .iter()
-            .find(|x| x["set"] == "Fnode1data")?
-            .clone();
-        (set["pending_files"] == 0 && set["last_ack_unix_ms"].as_u64()? > written).then_some(())
+            .all(|r| r["acked_generation"].as_u64().is_some_and(|a| a >= generation));
+        (generation > before && acked && set["pending_files"] == 0 && set["last_ack_unix_ms"].as_u64()? > written)
+            .then_some(())
     });
     // More writes, not waited for: they may or may not make it.
     write_batch(&set_dir(&dir, p), "unacked", 10);
