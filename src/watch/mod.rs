@@ -210,12 +210,16 @@ impl WatchHandle {
         self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// A retry waiting for its backoff is made now, for every replica: a
-    /// peer has just caught up by other means (see `ShipReader::ship_now`).
-    /// Nothing without a shipper.
+    /// Every replica is shipped to now (a retry waiting for its backoff
+    /// too): a peer has just caught up by other means, and what it pushed
+    /// back (conflict copies) was committed here by the receiver, not the
+    /// watcher, so the other replicas must be sent it as well (each call
+    /// sends the index's newest; one in step costs a round trip). Nothing
+    /// without a shipper.
     pub fn ship_now(&self) {
+        let generation = self.status().generation;
         for (_, s) in &self.ships {
-            s.ship_now();
+            s.request_now(generation);
         }
     }
 

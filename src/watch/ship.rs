@@ -92,7 +92,7 @@ struct State {
     shipping: Shipping,
     calls: u64,
     stop: bool,
-    /// Retry a pending retry now (see [`ShipReader::ship_now`]).
+    /// Retry a pending retry now (see [`ShipReader::request_now`]).
     poke: bool,
     /// Stopped because the peer refused ([`ShipError::refused`]).
     refused: bool,
@@ -168,6 +168,9 @@ impl ShipReader {
     /// The peer has just caught up by other means (it pulled the set, or
     /// took conflict copies): a retry waiting for its backoff is made now,
     /// with the backoff reset. Nothing happens when no retry is pending.
+    /// (The engine uses [`ShipReader::request_now`], which also ships to a
+    /// replica that is not retrying.)
+    #[cfg(test)]
     pub fn ship_now(&self) {
         lock(&self.0.0).poke = true;
         self.0.1.notify_one();

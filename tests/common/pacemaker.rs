@@ -552,6 +552,11 @@ impl PcmkLab {
             let important = |l: &str| ["notice:", "warning:", "error:", "crit:"].iter().any(|k| l.contains(k));
             let pcmk = read("log-pacemaker/pacemaker.log");
             let _ = writeln!(s, "--- pacemaker.log (notices, tail)\n{}", tail(&pcmk, 25, important));
+            // The hamirror daemon the agent started, when there is one.
+            let hm = read("log-pacemaker/hamirror.log");
+            if !hm.trim().is_empty() {
+                let _ = writeln!(s, "--- hamirror.log (tail)\n{}", tail(&hm, 40, |_| true));
+            }
         }
         s
     }
