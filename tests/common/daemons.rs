@@ -73,6 +73,11 @@ impl Cluster {
     }
 
     pub fn start(&mut self, i: usize) {
+        self.start_env(i, &[]);
+    }
+
+    /// [`Cluster::start`] with extra environment variables for the daemon.
+    pub fn start_env(&mut self, i: usize, env: &[(&str, &str)]) {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -81,6 +86,7 @@ impl Cluster {
         let child = self
             .p
             .cmd_bin(&self.bins[i], NODES[i], &["run", "--no-realtime"])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
