@@ -128,31 +128,72 @@ fn builds_files_from_received_and_reused_chunks_with_metadata() {
     assert_eq!(names.len(), 2, "no temp files left: {names:?}");
 }
 
-#[test]
-fn an_interrupted_build_resumes_without_needing_received_chunks_again() {
-    let tmp = tempfile::tempdir().unwrap();
-    let base = tmp.path().join("root");
+/// A run building `srv/big` (aaaa bbbb cccc) under `tmp/root`, its
+/// journal in `tmp/journal`, interrupted with only aaaa and cccc
+/// received. Returns the root, the entry and a starter of the next run.
+fn interrupted_big(
+    tmp: &std::path::Path,
+) -> (
+    std::path::PathBuf,
+    Entry,
+    impl Fn(&[Entry]) -> Result<Applier, ApplyError>,
+) {
+    let base = tmp.join("root");
     std::fs::create_dir_all(base.join("srv")).unwrap();
     let parts: [&[u8]; 3] = [b"aaaa", b"bbbb", b"cccc"];
     let f = file("srv/big", &parts, 1);
-    let jpath = tmp.path().join("journal");
-    let mk = || {
-        let p = plan(std::slice::from_ref(&f), &[], &Fake::default(), &HashMap::new());
-        Applier::prepare(Dest::new(&base, &set()), p, Journal::open(&jpath).unwrap()).unwrap()
+    let jpath = tmp.join("journal");
+    let root = base.clone();
+    let start = move |entries: &[Entry]| {
+        let p = plan(entries, &[], &Fake::default(), &HashMap::new());
+        Applier::prepare(Dest::new(&root, &set()), p, Journal::open(&jpath).unwrap())
     };
-    let mut a = mk();
+    let mut a = start(std::slice::from_ref(&f)).unwrap();
     assert_eq!(a.need().len(), 3);
     a.deliver(blake3::hash(b"aaaa").as_bytes(), b"aaaa").unwrap();
     a.deliver(blake3::hash(b"cccc").as_bytes(), b"cccc").unwrap();
     drop(a); // the connection died here
+    (base, f, start)
+}
+
+#[test]
+fn an_interrupted_build_resumes_without_needing_received_chunks_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, f, start) = interrupted_big(tmp.path());
     assert!(!base.join("srv/big").exists(), "no partial file under the real name");
-    let mut a = mk();
+    let mut a = start(std::slice::from_ref(&f)).unwrap();
     assert_eq!(a.need(), &[*blake3::hash(b"bbbb").as_bytes()]);
     a.deliver(blake3::hash(b"bbbb").as_bytes(), b"bbbb").unwrap();
     let r = a.finish().unwrap();
     assert_eq!(r.resumed_bytes, 8);
     assert_eq!(std::fs::read(base.join("srv/big")).unwrap(), b"aaaabbbbcccc");
     assert_eq!(std::fs::read_dir(base.join("srv")).unwrap().count(), 1);
+}
+
+/// A run refused before it made anything of its own (its first window
+/// fails the path checks) leaves an interrupted run's temp files and
+/// journal as they were: the next run still resumes from them.
+#[test]
+fn a_refused_first_window_leaves_an_earlier_runs_temp_files_for_the_next_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, f, start) = interrupted_big(tmp.path());
+    let hostile = [file("srv/ok", &[b"x"], 1), file("etc/passwd", &[b"evil"], 1)];
+    match start(&hostile) {
+        Err(ApplyError::UnsafePath { .. }) => {}
+        other => panic!("a path outside the set was let through: {:?}", other.map(|_| ())),
+    }
+    let names: Vec<_> = std::fs::read_dir(base.join("srv"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "the interrupted run's temp file is kept: {names:?}");
+    let mut a = start(std::slice::from_ref(&f)).unwrap();
+    assert_eq!(a.need(), &[*blake3::hash(b"bbbb").as_bytes()], "resumed");
+    a.deliver(blake3::hash(b"bbbb").as_bytes(), b"bbbb").unwrap();
+    let r = a.finish().unwrap();
+    assert_eq!(r.resumed_bytes, 8);
+    assert_eq!(std::fs::read(base.join("srv/big")).unwrap(), b"aaaabbbbcccc");
 }
 
 #[test]

@@ -726,6 +726,12 @@ pub(crate) async fn receive_half(ctl: &mut Control, chunks: &mut Inbox, t: Targe
             })
             .await;
             (view, rest) = (v, back);
+            // The offer's slots already planned are memory too (an entry
+            // is ~160 bytes before its path and chunks): given back as the
+            // offer drains, at most a copy of what is left each halving.
+            if rest.capacity() > 2 * rest.len() + 2 * window {
+                rest.shrink_to_fit();
+            }
             let window = planned?;
             tally.plan(&window);
             windows += 1;

@@ -73,7 +73,13 @@ impl Cluster {
     }
 
     pub fn start(&mut self, i: usize) {
-        let cmd = self.p.cmd_bin(&self.bins[i], NODES[i], &["run", "--no-realtime"]);
+        self.start_env(i, &[]);
+    }
+
+    /// [`Cluster::start`] with extra environment variables for the daemon.
+    pub fn start_env(&mut self, i: usize, env: &[(&str, &str)]) {
+        let mut cmd = self.p.cmd_bin(&self.bins[i], NODES[i], &["run", "--no-realtime"]);
+        cmd.envs(env.iter().copied());
         self.daemons[i] = Some(spawn_logged(cmd, &self.log_path(i)));
     }
 
