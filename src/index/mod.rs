@@ -44,6 +44,7 @@ mod lookup;
 mod migrate;
 mod store;
 mod verify;
+mod view;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -60,6 +61,7 @@ use thiserror::Error;
 use dirs::SetTables;
 
 pub use commit::{CommitOutcome, Upsert};
+pub use view::{DirRows, SetView};
 
 /// The index file inside a node's state directory.
 pub const INDEX_FILE: &str = "index.redb";
