@@ -706,9 +706,10 @@ impl Index {
         Ok(self.info(set)?.generation)
     }
 
-    /// Every stored fingerprint of a set, read in one transaction: what the
-    /// scanner's quick check compares against. `None` = unknown (the file
-    /// must be read).
+    /// Every stored fingerprint of a set, read in one transaction, in one
+    /// map (memory in proportion to the set: the full scan merges with a
+    /// [`SetView`] instead; this is the tests' whole-tree oracle). `None` =
+    /// unknown (the file must be read).
     ///
     /// # Errors
     /// Storage errors.

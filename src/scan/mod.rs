@@ -2,10 +2,11 @@
 //! with the index, chunk and hash only the files whose fingerprint changed,
 //! and commit the differences as one new generation.
 //!
-//! [`scan_set`] is the whole stage: `walk` (one `lstat` per path) → quick
-//! check against the fingerprints read from the index in one transaction →
-//! `read` (changed files, in parallel) → [`Index::commit`]. A no-change scan
-//! reads no file and writes nothing. Per-path problems never abort: they
+//! [`scan_set`] is the whole stage: `walk` (one `lstat` per path) merged,
+//! directory by directory, with that directory's index rows for the quick
+//! check (`stream.rs`: memory bounded by the directories being merged and
+//! what changed, not by the tree) → `read` (changed files, in parallel) →
+//! [`Index::commit`]. A no-change scan reads no file and writes nothing. Per-path problems never abort: they
 //! are collected in the [`ScanReport`] and the path keeps its previous index
 //! state. Only the index itself (or invalid parameters) can fail a scan.
 //!
