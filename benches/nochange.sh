@@ -15,6 +15,8 @@
 #         inodes dropped before each (`echo 3 > /proc/sys/vm/drop_caches`:
 #         needs root; every process on the machine feels it), median.
 # Peak RSS of hamirror's sender in a warm pass is reported too.
+# NOCHANGE_BASE_BIN=path/to/older/hamirror times that build too, in the
+# same passes on the same state (before/after a change, against rsync).
 set -euo pipefail
 
 tree=$(realpath -m "${1:-/tmp/hamirror-bench/million}")
@@ -23,6 +25,7 @@ reps=${NOCHANGE_REPS:-5}
 cold_reps=${NOCHANGE_COLD_REPS:-3}
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${HAMIRROR_BIN:-$here/target/release/hamirror}
+base=${NOCHANGE_BASE_BIN:-}
 [ -x "$bin" ] || { echo "nochange.sh: build first: cargo build --release" >&2; exit 2; }
 command -v rsync >/dev/null || { echo "nochange.sh: needs rsync" >&2; exit 2; }
 
@@ -83,6 +86,7 @@ rsync --daemon --no-detach --address=127.0.0.1 --port="$rport" --config="$work/r
 pids+=($!); sleep 1
 
 H() { "$bin" --config "$cfg" --node serv1 sync Fbench --json > "$work/h.json"; }
+B() { [ -z "$base" ] || "$base" --config "$cfg" --node serv1 sync Fbench --json > /dev/null; }
 R() { rsync -aH --delete "$tree/" "rsync://127.0.0.1:$rport/bench/"; }
 oracle() {
   local out
@@ -101,27 +105,34 @@ echo "initial copy: hamirror $h_init s, rsync $r_init s (both checked by the ora
 idx=$(du -sb "$work/state1" | cut -f1)
 echo "serv1 state (index) after the first sync: $idx bytes, $((idx / files)) B/file"
 
-hw=(); rw=()
+hw=(); rw=(); bw=()
 for i in $(seq 1 "$reps"); do
   if [ $((i % 2)) = 1 ]; then
     t0=$(now); H; t1=$(now); hw+=("$(secs "$t0" "$t1")")
     t0=$(now); R; t1=$(now); rw+=("$(secs "$t0" "$t1")")
+    t0=$(now); B; t1=$(now); bw+=("$(secs "$t0" "$t1")")
   else
+    t0=$(now); B; t1=$(now); bw+=("$(secs "$t0" "$t1")")
     t0=$(now); R; t1=$(now); rw+=("$(secs "$t0" "$t1")")
     t0=$(now); H; t1=$(now); hw+=("$(secs "$t0" "$t1")")
   fi
-  echo "  warm pass $i: hamirror ${hw[-1]} s, rsync ${rw[-1]} s"
+  echo "  warm pass $i: hamirror ${hw[-1]} s, rsync ${rw[-1]} s${base:+, base ${bw[-1]} s}"
 done
 sent=$(python3 -c "import json; d=json.load(open('$work/h.json')); print(d['push']['chunks_sent'])")
 [ "$sent" = 0 ] || { echo "a no-change pass sent $sent chunks"; exit 1; }
 /usr/bin/time -v "$bin" --config "$cfg" --node serv1 sync Fbench --json > /dev/null 2> "$work/time.log"
 rss=$(awk '/Maximum resident set size/ { printf "%.1f", $6 / 1024 }' "$work/time.log")
+if [ -n "$base" ]; then
+  /usr/bin/time -v "$base" --config "$cfg" --node serv1 sync Fbench --json > /dev/null 2> "$work/time.log"
+  base_rss=$(awk '/Maximum resident set size/ { printf "%.1f", $6 / 1024 }' "$work/time.log")
+fi
 
-hc=(); rc=()
+hc=(); rc=(); bc=()
 for i in $(seq 1 "$cold_reps"); do
   drop; t0=$(now); H; t1=$(now); hc+=("$(secs "$t0" "$t1")")
   drop; t0=$(now); R; t1=$(now); rc+=("$(secs "$t0" "$t1")")
-  echo "  cold pass $i: hamirror ${hc[-1]} s, rsync ${rc[-1]} s"
+  if [ -n "$base" ]; then drop; t0=$(now); B; t1=$(now); bc+=("$(secs "$t0" "$t1")"); fi
+  echo "  cold pass $i: hamirror ${hc[-1]} s, rsync ${rc[-1]} s${base:+, base ${bc[-1]} s}"
 done
 oracle "$work/replica-h/$(basename "$tree")"; oracle "$work/replica-r"
 
@@ -137,3 +148,9 @@ runs (s): warm hamirror ${hw[*]}; rsync ${rw[*]}; cold hamirror ${hc[*]}; rsync 
 | initial copy, once | ${h_init} s | ${r_init} s | $(ratio "$h_init" "$r_init") |
 | peak RSS of the sender, warm pass | $rss MB | | |
 TABLE
+if [ -n "$base" ]; then
+  bwm=$(median "${bw[@]}"); bcm=$(median "${bc[@]}")
+  echo
+  echo "base build ($base): warm ${bw[*]} (median $bwm s, $(ratio "$bwm" "$rwm") of rsync);" \
+    "cold ${bc[*]} (median $bcm s, $(ratio "$bcm" "$rcm") of rsync); peak RSS $base_rss MB"
+fi

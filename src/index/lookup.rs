@@ -6,11 +6,7 @@
 
 use std::collections::HashMap;
 
-use redb::ReadableDatabase;
-
-use super::dirs::{self, SetTables};
-use super::store::row_fingerprint;
-use super::{Fingerprint, Index, IndexError, read_table};
+use super::{Fingerprint, Index, IndexError};
 
 impl Index {
     /// The stored fingerprints of `paths` (those that are indexed) and of
@@ -25,44 +21,16 @@ impl Index {
         paths: &[&[u8]],
         trees: &[&[u8]],
     ) -> Result<HashMap<Vec<u8>, Option<Fingerprint>>, IndexError> {
-        let names = SetTables::new(set);
-        let txn = self.db().begin_read()?;
-        let (Some(t), Some(d)) = (read_table(&txn, names.rows())?, read_table(&txn, names.dirs())?) else {
-            return Ok(HashMap::new());
-        };
+        let view = self.view(set)?;
         let mut out = HashMap::with_capacity(paths.len());
         for p in paths {
-            let (dir, name) = dirs::split(p);
-            let Some(id) = d.get(dir)?.map(|v| v.value()) else {
-                continue;
-            };
-            if let Some(v) = t.get(&dirs::key(id, name)[..])? {
-                out.insert(p.to_vec(), row_fingerprint(v.value()));
+            if let Some(fp) = view.get(p)? {
+                out.insert(p.to_vec(), fp);
             }
         }
         for tree in trees {
-            // The directory `tree` and every directory below it: those
-            // sort between `tree/` and `tree0` ('0' is the byte after '/').
-            let mut lo = tree.to_vec();
-            lo.push(b'/');
-            let mut hi = tree.to_vec();
-            hi.push(b'/' + 1);
-            let mut below: Vec<(Vec<u8>, u32)> =
-                d.get(*tree)?.map(|v| (tree.to_vec(), v.value())).into_iter().collect();
-            for row in d.range::<&[u8]>(&lo[..]..&hi[..])? {
-                let (k, v) = row?;
-                below.push((k.value().to_vec(), v.value()));
-            }
-            for (dir, id) in below {
-                let rows = match dirs::dir_range(id) {
-                    (lo, Some(hi)) => t.range::<&[u8]>(&lo[..]..&hi[..])?,
-                    (lo, None) => t.range::<&[u8]>(&lo[..]..)?,
-                };
-                for row in rows {
-                    let (k, v) = row?;
-                    let (_, name) = dirs::split_key(k.value())?;
-                    out.insert(dirs::join(&dir, name), row_fingerprint(v.value()));
-                }
+            for (id, dir) in view.dirs_below(tree)? {
+                out.extend(view.paths_in(id, &dir)?);
             }
         }
         Ok(out)

@@ -44,6 +44,7 @@ mod lookup;
 mod migrate;
 mod store;
 mod verify;
+mod view;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -60,6 +61,7 @@ use thiserror::Error;
 use dirs::SetTables;
 
 pub use commit::{CommitOutcome, Upsert};
+pub use view::{DirRows, SetView};
 
 /// The index file inside a node's state directory.
 pub const INDEX_FILE: &str = "index.redb";
@@ -706,9 +708,10 @@ impl Index {
         Ok(self.info(set)?.generation)
     }
 
-    /// Every stored fingerprint of a set, read in one transaction: what the
-    /// scanner's quick check compares against. `None` = unknown (the file
-    /// must be read).
+    /// Every stored fingerprint of a set, read in one transaction, in one
+    /// map (memory in proportion to the set: the full scan merges with a
+    /// [`SetView`] instead; this is the tests' whole-tree oracle). `None` =
+    /// unknown (the file must be read).
     ///
     /// # Errors
     /// Storage errors.

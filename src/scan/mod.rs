@@ -2,10 +2,11 @@
 //! with the index, chunk and hash only the files whose fingerprint changed,
 //! and commit the differences as one new generation.
 //!
-//! [`scan_set`] is the whole stage: `walk` (one `lstat` per path) → quick
-//! check against the fingerprints read from the index in one transaction →
-//! `read` (changed files, in parallel) → [`Index::commit`]. A no-change scan
-//! reads no file and writes nothing. Per-path problems never abort: they
+//! [`scan_set`] is the whole stage: `walk` (one `lstat` per path) merged,
+//! directory by directory, with that directory's index rows for the quick
+//! check (`stream.rs`: memory bounded by the directories being merged and
+//! what changed, not by the tree) → `read` (changed files, in parallel) →
+//! [`Index::commit`]. A no-change scan reads no file and writes nothing. Per-path problems never abort: they
 //! are collected in the [`ScanReport`] and the path keeps its previous index
 //! state. Only the index itself (or invalid parameters) can fail a scan.
 //!
@@ -27,6 +28,7 @@
 
 mod read;
 mod report;
+mod stream;
 mod targeted;
 mod walk;
 
@@ -223,24 +225,45 @@ impl Scanner {
         let namespaces = xattr_stamp(set);
         let reread = index.xattr_namespaces(&set.name)?.as_deref() != Some(namespaces.as_str());
         let walk_started = now_ns();
-        // The stored fingerprints are read while the walk runs.
-        let (known, walked) = self.pool.install(|| {
-            rayon::join(
-                || index.fingerprints(&set.name),
-                || walk::walk(&set.roots, &set.excludes, node_root, &self.pool),
-            )
-        });
-        let mut known = known?;
-        if reread {
-            known.values_mut().for_each(|fp| *fp = None);
-        }
+        let view = index.view(&set.name)?;
+        let merged = self
+            .pool
+            .install(|| stream::merge(&view, set, node_root, reread, &self.pool))?;
+        drop(view);
         tracing::debug!(set = %set.name, walk_done = ?start.elapsed(), "scan walk");
+        let mut report = merged.report;
+        report.set = set.name.clone();
+        report.previous_generation = previous_generation;
+        let upserts = self.gather(set, node_root, merged.found, walk_started, &mut report, observer)?;
+        let scanned = self.commit(index, set, upserts, merged.deletes, merged.forget, report, start)?;
+        if reread {
+            index.set_xattr_namespaces(&set.name, &namespaces)?;
+        }
+        Ok(scanned)
+    }
+
+    /// The full scan as it was before the merging walk (`stream.rs`): every
+    /// stored fingerprint in one map, compared with the whole walk. The
+    /// oracle the merging walk is tested against.
+    #[cfg(test)]
+    pub(crate) fn scan_set_whole(
+        &self,
+        index: &Index,
+        set: &MirrorSet,
+        node_root: &Path,
+    ) -> Result<Scanned, ScanError> {
+        let start = Instant::now();
         let report = ScanReport {
             set: set.name.clone(),
-            previous_generation,
+            previous_generation: index.generation(&set.name)?,
             ..ScanReport::default()
         };
-        let scanned = self.finish(
+        let walk_started = now_ns();
+        let known = index.fingerprints(&set.name)?;
+        let walked = self
+            .pool
+            .install(|| walk::walk(&set.roots, &set.excludes, node_root, &self.pool));
+        self.finish(
             index,
             set,
             node_root,
@@ -248,13 +271,9 @@ impl Scanner {
             known,
             walk_started,
             report,
-            observer,
+            &Quiet,
             start,
-        )?;
-        if reread {
-            index.set_xattr_namespaces(&set.name, &namespaces)?;
-        }
-        Ok(scanned)
+        )
     }
 
     /// The common back half of a full and a targeted scan: quick check of
@@ -280,25 +299,41 @@ impl Scanner {
         report.missing_roots.extend(walked.missing_roots);
         let keep: BTreeSet<Vec<u8>> = walked.keep.into_iter().collect();
         let excluded: BTreeSet<Vec<u8>> = walked.excluded.into_iter().collect();
-        let upserts = self.gather(
-            set,
-            node_root,
-            walked.found,
-            &mut known,
-            walk_started,
-            &mut report,
-            observer,
-        )?;
+        let found = walked
+            .found
+            .into_iter()
+            .map(|f| {
+                let hit = known.remove(&f.path) == Some(Some(f.stat.fp));
+                (f, hit)
+            })
+            .collect();
+        let upserts = self.gather(set, node_root, found, walk_started, &mut report, observer)?;
 
         // What the index knows but the walk did not find is gone, unless it lies
         // at or below a path that could not be examined. What is now
         // excluded was not deleted: the index forgets it without logging a
         // deletion (a peer is never told to delete it).
-        let read_done = start.elapsed();
-        let (mut forget, mut deletes): (Vec<Vec<u8>>, Vec<Vec<u8>>) = known
+        let (forget, deletes): (Vec<Vec<u8>>, Vec<Vec<u8>>) = known
             .into_keys()
             .filter(|p| !is_kept(p, &keep))
             .partition(|p| is_kept(p, &excluded));
+        self.commit(index, set, upserts, deletes, forget, report, start)
+    }
+
+    /// Commits a scan's upserts, deletions and forgotten paths as one
+    /// generation and completes the report.
+    #[allow(clippy::too_many_arguments)]
+    fn commit(
+        &self,
+        index: &Index,
+        set: &MirrorSet,
+        upserts: Vec<Upsert>,
+        mut deletes: Vec<Vec<u8>>,
+        mut forget: Vec<Vec<u8>>,
+        mut report: ScanReport,
+        start: Instant,
+    ) -> Result<Scanned, ScanError> {
+        let read_done = start.elapsed();
         deletes.sort_unstable();
         forget.sort_unstable();
         let outcome = index.commit_forgetting(&set.name, &upserts, &deletes, &forget)?;
@@ -333,8 +368,7 @@ impl Scanner {
         &self,
         set: &MirrorSet,
         node_root: &Path,
-        found: Vec<walk::Found>,
-        known: &mut HashMap<Vec<u8>, Option<Fingerprint>>,
+        found: Vec<(walk::Found, bool)>,
         walk_started: i64,
         report: &mut ScanReport,
         observer: &dyn ScanObserver,
@@ -345,7 +379,7 @@ impl Scanner {
             mut upserts,
             jobs,
             links,
-        } = classify(found, known, node_root, &set.xattrs, trust, report);
+        } = classify(found, node_root, &set.xattrs, trust, report);
         let total: u64 = jobs.iter().map(|j| j.size).sum();
         observer.reading(jobs.len() as u64, total);
         let mut failed: BTreeSet<Vec<u8>> = BTreeSet::new();
@@ -401,15 +435,8 @@ impl Scanner {
         report.skipped.extend(walked.skipped);
         report.errors.extend(walked.errors);
         report.missing_roots.extend(walked.missing_roots);
-        let upserts = self.gather(
-            set,
-            node_root,
-            walked.found,
-            &mut HashMap::new(),
-            walk_started,
-            &mut report,
-            observer,
-        )?;
+        let found = walked.found.into_iter().map(|f| (f, false)).collect();
+        let upserts = self.gather(set, node_root, found, walk_started, &mut report, observer)?;
         let mut entries: Vec<Entry> = upserts.into_iter().map(|u| u.entry).collect();
         entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
         report.errors.sort_by(|a, b| a.path.cmp(&b.path));
@@ -430,26 +457,26 @@ struct Pending {
     links: Vec<(Upsert, Vec<u8>)>,
 }
 
-/// Counts what the walk found and compares each path's fingerprint with
-/// `known` (removing it, so what remains in `known` was not found). `trust`
-/// turns a fingerprint into the one to store (`None` if too recent).
+/// Counts what the walk found, each path with whether its fingerprint
+/// equals the stored one (a hit), and prepares what the misses need.
+/// `found` holds every multiply linked file the walk found (which name of
+/// an inode is its `File` entry depends on all of them). `trust` turns a
+/// fingerprint into the one to store (`None` if too recent).
 fn classify(
-    found: Vec<walk::Found>,
-    known: &mut HashMap<Vec<u8>, Option<Fingerprint>>,
+    found: Vec<(walk::Found, bool)>,
     node_root: &Path,
     xattrs: &XattrNamespaces,
     trust: impl Fn(Fingerprint) -> Option<Fingerprint>,
     report: &mut ScanReport,
 ) -> Pending {
-    let primaries = hard_link_primaries(&found);
+    let primaries = hard_link_primaries(found.iter().map(|(f, _)| f));
     let mut p = Pending {
         upserts: vec![],
         jobs: vec![],
         links: vec![],
     };
-    for f in found {
+    for (f, hit) in found {
         let fp = f.stat.fp;
-        let hit = known.remove(&f.path) == Some(Some(fp));
         match f.kind {
             Kind::Dir => {
                 report.dirs += 1;
@@ -588,9 +615,9 @@ fn xattr_stamp(set: &MirrorSet) -> String {
 
 /// For each multiply linked regular file: its first name in byte order
 /// among the names the walk found (which come in no particular order).
-fn hard_link_primaries(found: &[walk::Found]) -> HashMap<(u64, u64), Vec<u8>> {
+fn hard_link_primaries<'f>(found: impl Iterator<Item = &'f walk::Found>) -> HashMap<(u64, u64), Vec<u8>> {
     let mut first: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
-    for f in found.iter().filter(|f| f.kind == Kind::File && f.stat.nlink > 1) {
+    for f in found.filter(|f| f.kind == Kind::File && f.stat.nlink > 1) {
         first
             .entry((f.stat.fp.dev, f.stat.fp.ino))
             .and_modify(|p| {
@@ -648,5 +675,7 @@ pub(crate) fn now_ns() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
+#[cfg(test)]
+mod stream_tests;
 #[cfg(test)]
 pub(crate) mod tests;

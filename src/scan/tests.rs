@@ -374,7 +374,7 @@ fn the_first_name_of_a_hard_link_does_not_depend_on_walk_order() {
         let mut list: Vec<walk::Found> = names.iter().map(|n| found(n, 7, 4)).collect();
         list.rotate_left(rotation);
         list.push(found("single", 8, 1));
-        let first = hard_link_primaries(&list);
+        let first = hard_link_primaries(list.iter());
         assert_eq!(first.len(), 1);
         assert_eq!(first[&(1, 7)], b"a-b", "rotation {rotation}");
     }

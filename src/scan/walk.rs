@@ -198,22 +198,36 @@ pub(super) fn walk(roots: &[SetRoot], excludes: &Excludes, node_root: &Path, poo
 }
 
 fn walk_root(root: &SetRoot, excludes: &Excludes, node_root: &Path, pool: &rayon::ThreadPool, w: &mut Walked) {
+    if let Some((local, root_path, dev)) = examine_root(root, excludes, node_root, w) {
+        w.merge(walk_below(local, root_path, dev, excludes, pool));
+    }
+}
+
+/// Examines one root (recording it in `w` as found, missing, excluded or
+/// not examinable); for a directory root to walk: its local path, set path
+/// and device.
+pub(super) fn examine_root(
+    root: &SetRoot,
+    excludes: &Excludes,
+    node_root: &Path,
+    w: &mut Walked,
+) -> Option<(PathBuf, Vec<u8>, u64)> {
     let rel = root.path.strip_prefix("/").unwrap_or(&root.path);
     let root_path = rel.as_os_str().as_bytes().to_vec();
     if let Err(why) = check_path(&root_path) {
         w.error(root_path, format!("root is not a valid set path: {why}"));
-        return;
+        return None;
     }
     let local = node_root.join(rel);
     let meta = match fs::symlink_metadata(&local) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             w.missing_roots.push(root_path);
-            return;
+            return None;
         }
         Err(e) => {
             w.error(root_path, format!("cannot examine root {}: {e}", local.display()));
-            return;
+            return None;
         }
     };
     let is_dir = meta.file_type().is_dir();
@@ -225,16 +239,14 @@ fn walk_root(root: &SetRoot, excludes: &Excludes, node_root: &Path, pool: &rayon
         };
         let why = format!("listed as {listed} but is a {}; not scanned", kind_name(&meta));
         w.error(root_path, why);
-        return;
+        return None;
     }
     if excludes.excludes_name(&root_path, is_dir) {
         w.excluded.push(root_path);
-        return;
+        return None;
     }
     w.add(root_path.clone(), &meta);
-    if is_dir {
-        w.merge(walk_below(local, root_path, meta.dev(), excludes, pool));
-    }
+    is_dir.then(|| (local, root_path, meta.dev()))
 }
 
 /// Lists everything below the directory `dir` (set path `dir_path`), which
@@ -266,15 +278,33 @@ fn list_dir<'s>(
     shared: &'s Mutex<Walked>,
 ) {
     let mut w = Walked::default();
-    match fs::read_dir(&dir) {
-        Err(e) => w.error(dir_path.clone(), format!("cannot list: {}", describe(&e))),
+    list_entries(&dir, &dir_path, dev, excludes, &mut w, |sub, sub_path| {
+        s.spawn(move |s| list_dir(s, sub, sub_path, dev, excludes, shared));
+    });
+    shared.lock().unwrap_or_else(|p| p.into_inner()).merge(w);
+}
+
+/// Lists one directory `dir` (set path `dir_path`, on the device `dev`)
+/// into `w`, statting each entry relative to it, and hands each
+/// subdirectory to enter (on the same device, not excluded) to `descend`,
+/// with its local and set path. The directory itself is not recorded.
+pub(super) fn list_entries(
+    dir: &Path,
+    dir_path: &[u8],
+    dev: u64,
+    excludes: &Excludes,
+    w: &mut Walked,
+    mut descend: impl FnMut(PathBuf, Vec<u8>),
+) {
+    match fs::read_dir(dir) {
+        Err(e) => w.error(dir_path.to_vec(), format!("cannot list: {}", describe(&e))),
         Ok(entries) => {
             for entry in entries {
                 let entry = match entry {
                     Ok(e) => e,
                     Err(e) => {
                         // The listing broke off: what was not seen is kept.
-                        w.error(dir_path.clone(), format!("cannot list: {}", describe(&e)));
+                        w.error(dir_path.to_vec(), format!("cannot list: {}", describe(&e)));
                         break;
                     }
                 };
@@ -283,7 +313,7 @@ fn list_dir<'s>(
                     continue;
                 }
                 let mut path = Vec::with_capacity(dir_path.len() + 1 + entry.file_name().len());
-                path.extend_from_slice(&dir_path);
+                path.extend_from_slice(dir_path);
                 path.push(b'/');
                 path.extend_from_slice(entry.file_name().as_bytes());
                 if let Err(why) = check_path(&path) {
@@ -308,9 +338,7 @@ fn list_dir<'s>(
                 }
                 if meta.is_dir() {
                     if meta.dev() == dev {
-                        let sub = entry.path();
-                        let sub_path = path.clone();
-                        s.spawn(move |s| list_dir(s, sub, sub_path, dev, excludes, shared));
+                        descend(entry.path(), path.clone());
                     } else {
                         w.skipped.push(Problem {
                             path: path.clone(),
@@ -322,5 +350,4 @@ fn list_dir<'s>(
             }
         }
     }
-    shared.lock().unwrap_or_else(|p| p.into_inner()).merge(w);
 }
