@@ -130,12 +130,13 @@ pub fn run(global: &Global, args: &LinksArgs) -> anyhow::Result<i32> {
     let endpoint = Endpoint::start(
         EndpointConfig {
             local: name.clone(),
-            peer: cfg.peer.clone(),
-            links: links.clone(),
-            more_peers: vec![],
+            peers: vec![failover::PeerAddrs {
+                name: cfg.peer.clone(),
+                links: links.clone(),
+                floor: failover::incarnation::load_peer(&me.conf.state),
+            }],
             keepalive: cfg.timers.keepalive,
             keys,
-            peer_floor: failover::incarnation::load_peer(&me.conf.state),
             record_in: None,
             incarnation,
             realtime,

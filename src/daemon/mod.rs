@@ -204,9 +204,8 @@ impl Daemon {
         let keys = failover::load_keys(&key_file)?;
         let mut cfg = ArbiterConfig::from_cluster(&cluster, &local).ok_or(DaemonError::UnknownNode(local.clone()))?;
         cfg.failback_needs_resync = mirror.is_some();
-        let links = failover::links_to(&cluster, &local, &peer.name).ok_or(DaemonError::UnknownNode(local.clone()))?;
         let peer_file = |name: &str| failover::incarnation::peer_file(several.then_some(name));
-        let more_peers = more
+        let peer_addrs = peers
             .iter()
             .map(|p| {
                 Ok(failover::PeerAddrs {
@@ -245,7 +244,6 @@ impl Daemon {
             path: state.path().join(failover::incarnation::OWN_FILE),
             source: e,
         })?;
-        let peer_floor = failover::incarnation::load_peer_from(state.path(), &peer_file(&peer.name));
         let started = rt::now();
         let arbiter = Arbiter::new(
             cfg.clone(),
@@ -261,18 +259,12 @@ impl Daemon {
             },
         );
         tracing::info!(
-            "hamirror run: node {local}, peer {}, links {}{}, keepalive {} ms, deadtime {} ms, hook_timeout {} s, \
+            "hamirror run: node {local}, {}, keepalive {} ms, deadtime {} ms, hook_timeout {} s, \
              standby lock {}, epochs {:?}, mirroring {}",
-            peer.name,
-            links
-                .iter()
-                .map(|l| format!("{} {}→{}", l.name, l.local, l.peer))
-                .collect::<Vec<_>>()
-                .join(", "),
-            more_peers
+            peer_addrs
                 .iter()
                 .map(|p| format!(
-                    "; peer {}, links {}",
+                    "peer {}, links {}",
                     p.name,
                     p.links
                         .iter()
@@ -280,7 +272,8 @@ impl Daemon {
                         .collect::<Vec<_>>()
                         .join(", ")
                 ))
-                .collect::<String>(),
+                .collect::<Vec<_>>()
+                .join("; "),
             cfg.timers.keepalive.as_millis(),
             cfg.timers.deadtime.as_millis(),
             me.conf.hook_timeout.as_secs_f64(),
@@ -358,12 +351,9 @@ impl Daemon {
         let endpoint = std::sync::Arc::new(Endpoint::start(
             EndpointConfig {
                 local: local.clone(),
-                peer: peer.name.clone(),
-                links,
-                more_peers,
+                peers: peer_addrs,
                 keepalive: cfg.timers.keepalive,
                 keys,
-                peer_floor,
                 record_in: Some(state.path().to_path_buf()),
                 incarnation,
                 realtime,

@@ -170,6 +170,19 @@ fn reach(r: Option<ReachReport>) -> String {
     r.map_or_else(|| "unknown".into(), |r| format!("{}/{}", r.up, r.total))
 }
 
+/// "peer NAME: …", how one other node is heard.
+fn peer_line(s: &mut String, name: &str, alive: bool, key_mismatch: bool) {
+    let state = if alive {
+        "alive"
+    } else if key_mismatch {
+        "MISCONFIGURED: alive, but its heartbeats fail authentication (the two nodes have different \
+         heartbeat keys); nothing is taken over until both use the same key file"
+    } else {
+        "not heard (dead or absent)"
+    };
+    let _ = writeln!(s, "peer {name}: {state}");
+}
+
 impl StatusReport {
     /// One line for systemd's `STATUS=`: mode, peer, what runs here.
     pub fn summary(&self) -> String {
@@ -218,32 +231,9 @@ impl StatusReport {
             self.uptime_ms as f64 / 1000.0,
             self.pid
         );
-        let _ = writeln!(
-            s,
-            "peer {}: {}",
-            self.peer,
-            if self.peer_alive {
-                "alive"
-            } else if self.peer_key_mismatch {
-                "MISCONFIGURED: alive, but its heartbeats fail authentication (the two nodes have different \
-                 heartbeat keys); nothing is taken over until both use the same key file"
-            } else {
-                "not heard (dead or absent)"
-            }
-        );
+        peer_line(&mut s, &self.peer, self.peer_alive, self.peer_key_mismatch);
         for p in self.peers.iter().skip(1) {
-            let _ = writeln!(
-                s,
-                "peer {}: {}",
-                p.name,
-                if p.alive {
-                    "alive"
-                } else if p.key_mismatch {
-                    "MISCONFIGURED: alive, but its heartbeats fail authentication (another heartbeat key)"
-                } else {
-                    "not heard (dead or absent)"
-                }
-            );
+            peer_line(&mut s, &p.name, p.alive, p.key_mismatch);
         }
         let lock = match (&self.standby_lock, &self.standby_lock_error) {
             (_, Some(e)) => format!("ERROR: {e}"),

@@ -63,7 +63,8 @@ pub struct PeerAddrs {
     pub name: String,
     /// The links to it; `local` is this node's address on that link.
     pub links: Vec<LinkAddr>,
-    /// Its newest numbers a previous run accepted (as `peer_floor`).
+    /// Its newest (incarnation, sequence number) a previous run accepted:
+    /// nothing at or below it is accepted (see `ReplayWindow`).
     pub floor: Option<(u64, u64)>,
 }
 
@@ -71,17 +72,12 @@ pub struct PeerAddrs {
 #[derive(Debug, Clone)]
 pub struct EndpointConfig {
     pub local: String,
-    /// The first (in a two-node cluster: the only) peer, over `links`.
-    pub peer: String,
-    pub links: Vec<LinkAddr>,
-    /// Further peers; empty in a two-node cluster. With any, every peer's
-    /// numbers are persisted in its own file (`peer-incarnation.NODE`).
-    pub more_peers: Vec<PeerAddrs>,
+    /// Every other node: one in a two-node cluster, more under Pacemaker
+    /// (then every peer's numbers are persisted in its own file,
+    /// `peer-incarnation.NODE`).
+    pub peers: Vec<PeerAddrs>,
     pub keepalive: Duration,
     pub keys: HeartbeatKeys,
-    /// The peer's newest (incarnation, sequence number) a previous run
-    /// accepted: nothing at or below it is accepted (see `ReplayWindow`).
-    pub peer_floor: Option<(u64, u64)>,
     /// The state directory where the peer's newest numbers are persisted
     /// for the next run; `None` for a diagnostic run.
     pub record_in: Option<std::path::PathBuf>,
@@ -128,8 +124,8 @@ fn open_socket(local: SocketAddr) -> Result<UdpSocket, FailoverError> {
 /// This node's links, one socket each: the first peer's, then any link
 /// only a further peer shares.
 fn local_links(cfg: &EndpointConfig) -> Vec<LinkAddr> {
-    let mut out: Vec<LinkAddr> = cfg.links.clone();
-    for l in cfg.more_peers.iter().flat_map(|p| &p.links) {
+    let mut out: Vec<LinkAddr> = Vec::new();
+    for l in cfg.peers.iter().flat_map(|p| &p.links) {
         if !out.iter().any(|o| o.id == l.id) {
             out.push(l.clone());
         }
@@ -233,14 +229,10 @@ impl Worker {
     ) -> Self {
         let n = sockets.len();
         let links = local_links(&cfg);
-        let several = !cfg.more_peers.is_empty();
-        let first = PeerAddrs {
-            name: cfg.peer.clone(),
-            links: cfg.links.clone(),
-            floor: cfg.peer_floor,
-        };
-        let peers = std::iter::once(&first)
-            .chain(&cfg.more_peers)
+        let several = cfg.peers.len() > 1;
+        let peers = cfg
+            .peers
+            .iter()
             .map(|p| {
                 let recorder = cfg.record_in.clone().and_then(|dir| {
                     let notes = tx.clone();
@@ -464,7 +456,7 @@ impl Worker {
         };
         let Some(k) = self.peers.iter().position(|p| p.name == hb.sender) else {
             let detail = if self.peers.len() == 1 {
-                format!("sender {:?} is not the peer {:?}", hb.sender, self.cfg.peer)
+                format!("sender {:?} is not the peer {:?}", hb.sender, self.peers[0].name)
             } else {
                 let names: Vec<&str> = self.peers.iter().map(|p| p.name.as_str()).collect();
                 format!("sender {:?} is not a peer ({})", hb.sender, names.join(", "))
@@ -561,16 +553,17 @@ mod tests {
     fn config(listen: u16, peer: u16, keepalive: Duration) -> EndpointConfig {
         EndpointConfig {
             local: "serv1".into(),
-            peer: "serv2".into(),
-            links: vec![LinkAddr {
-                id: LinkId(0),
-                name: "crossover".into(),
-                local: format!("127.0.0.1:{listen}").parse().unwrap(),
-                peer: format!("127.0.0.1:{peer}").parse().unwrap(),
+            peers: vec![PeerAddrs {
+                name: "serv2".into(),
+                links: vec![LinkAddr {
+                    id: LinkId(0),
+                    name: "crossover".into(),
+                    local: format!("127.0.0.1:{listen}").parse().unwrap(),
+                    peer: format!("127.0.0.1:{peer}").parse().unwrap(),
+                }],
+                floor: None,
             }],
-            more_peers: vec![],
             keepalive,
-            peer_floor: None,
             record_in: None,
             keys: HeartbeatKeys::from_secrets(&[KEY]).unwrap(),
             incarnation: 1,
@@ -733,11 +726,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let start = |port: u16| {
             let (tx, rx) = channel();
-            let cfg = EndpointConfig {
-                peer_floor: crate::failover::incarnation::load_peer(dir.path()),
-                record_in: Some(dir.path().to_path_buf()),
-                ..config(port, free_port(), Duration::from_millis(10))
-            };
+            let mut cfg = config(port, free_port(), Duration::from_millis(10));
+            cfg.peers[0].floor = crate::failover::incarnation::load_peer(dir.path());
+            cfg.record_in = Some(dir.path().to_path_buf());
             (Endpoint::start(cfg, NodeState::default(), tx).unwrap(), rx)
         };
         let port = free_port();
@@ -774,16 +765,17 @@ mod tests {
         let (tx, rx_b) = channel();
         let cfg = EndpointConfig {
             local: "serv2".into(),
-            peer: "serv1".into(),
-            links: vec![LinkAddr {
-                id: LinkId(0),
-                name: "crossover".into(),
-                local: format!("127.0.0.1:{pb}").parse().unwrap(),
-                peer: format!("127.0.0.1:{pa}").parse().unwrap(),
+            peers: vec![PeerAddrs {
+                name: "serv1".into(),
+                links: vec![LinkAddr {
+                    id: LinkId(0),
+                    name: "crossover".into(),
+                    local: format!("127.0.0.1:{pb}").parse().unwrap(),
+                    peer: format!("127.0.0.1:{pa}").parse().unwrap(),
+                }],
+                floor: None,
             }],
-            more_peers: vec![],
             keepalive: Duration::from_secs(5),
-            peer_floor: None,
             record_in: None,
             keys: HeartbeatKeys::from_secrets(&[KEY]).unwrap(),
             incarnation: 2,

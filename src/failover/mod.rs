@@ -33,8 +33,8 @@ pub enum Input {
     /// An authenticated, fresh heartbeat of a peer.
     Heartbeat {
         at: Millis,
-        /// Which peer: 0 the first (the only one in a two-node cluster),
-        /// then `EndpointConfig::more_peers` in order.
+        /// Which peer: its index in `EndpointConfig::peers` (0, the only
+        /// one, in a two-node cluster).
         peer: usize,
         link: LinkId,
         incarnation: u64,
