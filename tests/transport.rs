@@ -4,7 +4,8 @@
 //! fingerprints; an oversize frame is refused before its body is read; an
 //! unreachable crossover address falls back to the LAN address; endpoints
 //! built from a real cluster.d pin each other from the peer's NODE.conf; a
-//! receiver of several peers (fan-out) accepts each by its own key.
+//! receiver of several peers (fan-out) accepts each by its own key; a
+//! command that exits right after `Endpoint::finish` has told the peer.
 
 mod common;
 
@@ -482,4 +483,46 @@ async fn a_connection_from_an_address_the_server_does_not_list_is_refused_before
             .await
             .is_err()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_exits_right_after_finish_still_tells_the_peer_it_closed() {
+    // A one-shot command (`hamirror sync`) ends with `Endpoint::finish`
+    // and then exits: its runtime, and with it quinn's driver, is gone the
+    // moment `finish` returns. The peer must learn of the close from the
+    // close frame, not from its idle timeout (10 s) much later.
+    let server = Endpoint::listen(
+        identity("serv2"),
+        spec("serv1", Some(fp("serv1")), vec![LOCALHOST.parse().unwrap()]),
+        &[LOCALHOST.parse().unwrap()],
+        quick(),
+    )
+    .unwrap();
+    let addr = server.local_addrs()[0];
+    let client = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let client =
+                Endpoint::connector(identity("serv1"), spec("serv2", Some(fp("serv2")), vec![addr]), quick()).unwrap();
+            let conn = client.connect().await.unwrap();
+            let (mut tx, _rx) = conn.open_control().await.unwrap();
+            tx.send(1, b"bye").await.unwrap();
+            client.finish(&conn, "done").await;
+        });
+        drop(rt);
+    });
+    let s = within("accept", server.accept()).await.unwrap().unwrap();
+    client.join().unwrap();
+    let started = std::time::Instant::now();
+    let why = tokio::time::timeout(Duration::from_secs(5), s.closed())
+        .await
+        .expect("the peer heard nothing of the close: it would wait for its idle timeout");
+    match why {
+        TransportError::PeerClosed { code, reason } => assert_eq!((code, reason.as_str()), (0, "done")),
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
 }

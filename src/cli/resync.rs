@@ -180,7 +180,7 @@ pub fn run(global: &Global, args: &ResyncArgs) -> anyhow::Result<i32> {
         }
     }
     let stats = conn.stats();
-    rt.block_on(endpoint.shutdown("done"));
+    rt.block_on(endpoint.finish(&conn, "done"));
     let elapsed = started.elapsed().as_secs_f64();
     let wire = stats.udp_bytes_sent + stats.udp_bytes_received;
     if args.json {

@@ -85,7 +85,7 @@ pub fn run(global: &Global, args: &SyncArgs) -> anyhow::Result<i32> {
         let (endpoint, conn) = connecting.await??;
         let r = push(&conn, &node, &peer.name, &set, &owner.group.name, 1, index, &opts).await;
         let stats = conn.stats();
-        endpoint.shutdown("done").await;
+        endpoint.finish(&conn, "done").await;
         anyhow::Ok((r, stats))
     });
     bar.done();

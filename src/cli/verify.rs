@@ -64,7 +64,7 @@ fn verify_once(global: &Global, args: &VerifyArgs) -> anyhow::Result<i32> {
         let endpoint = Endpoint::client(&node, &peer)?;
         let conn = endpoint.connect().await?;
         let r = verify(&conn, &node, &peer.name, &set, &group, 1).await;
-        endpoint.shutdown("done").await;
+        endpoint.finish(&conn, "done").await;
         anyhow::Ok(r)
     })?;
     let report = match result {

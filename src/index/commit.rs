@@ -96,7 +96,9 @@ impl Index {
     /// symlink target ([`IndexError::InvalidEntry`]; nothing is written),
     /// storage errors, or a stored entry that does not decode.
     pub fn commit(&self, set: &str, upserts: &[Upsert], deletes: &[Vec<u8>]) -> Result<CommitOutcome, IndexError> {
-        self.commit_with_ack(set, upserts, deletes, None)
+        let outcome = self.commit_all(set, upserts, deletes, &[], None)?;
+        self.maybe_compact();
+        Ok(outcome)
     }
 
     /// [`Index::commit`], and in the same transaction records `ack` as the
@@ -104,6 +106,13 @@ impl Index {
     /// resulting generation as [`Index::synced`] (a receiver
     /// commits what it applied and what it acknowledges atomically, so a
     /// crash can never leave an acknowledgement of data it does not hold).
+    ///
+    /// Unlike [`Index::commit`] this does not compact the file: the
+    /// receiver answers its sender first and then calls
+    /// [`Index::compact_if_grown`]. A pass that changes 1% of a set's files
+    /// can grow a receiver's index past the compaction threshold every
+    /// time (its updates land on pages all over the tree), and the sender
+    /// should not wait for the rewrite of the file.
     ///
     /// # Errors
     /// As [`Index::commit`].
@@ -115,6 +124,13 @@ impl Index {
         ack: Option<Position>,
     ) -> Result<CommitOutcome, IndexError> {
         self.commit_all(set, upserts, deletes, &[], ack)
+    }
+
+    /// Compacts the file if it has grown enough since its last compaction
+    /// (what [`Index::commit`] does after each commit). Storage errors are
+    /// logged, not returned: what was committed is durable either way.
+    pub fn compact_if_grown(&self) {
+        self.maybe_compact();
     }
 
     /// [`Index::commit`], and drops the paths of `forget` without logging
@@ -131,7 +147,9 @@ impl Index {
         deletes: &[Vec<u8>],
         forget: &[Vec<u8>],
     ) -> Result<CommitOutcome, IndexError> {
-        self.commit_all(set, upserts, deletes, forget, None)
+        let outcome = self.commit_all(set, upserts, deletes, forget, None)?;
+        self.maybe_compact();
+        Ok(outcome)
     }
 
     fn commit_all(
@@ -268,7 +286,6 @@ impl Index {
             out
         };
         txn.commit()?;
-        self.maybe_compact();
         Ok(outcome)
     }
 }

@@ -602,3 +602,44 @@ fn compaction_keeps_a_rewritten_index_from_growing() {
         "with compaction {kept} bytes, {live} live"
     );
 }
+
+#[test]
+fn a_receivers_commit_leaves_compaction_to_after_its_answer() {
+    // The receiver commits with its acknowledgement, answers the sender,
+    // and only then compacts: `commit_with_ack` must not compact, and
+    // `compact_if_grown` must do what `commit` does.
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("i.redb");
+    let idx = Index::open_file(&path).unwrap().with_compact_min(0);
+    let ack = |g| {
+        Some(crate::index::Position {
+            index: 7,
+            generation: g,
+        })
+    };
+    for round in 1..=12u64 {
+        let ups: Vec<Upsert> = (0..2000)
+            .map(|i| {
+                up(file(
+                    &format!("d{}/f{i}", i % 30),
+                    &[(round as u8, 100 + i)],
+                    round as i64,
+                ))
+            })
+            .collect();
+        idx.commit_with_ack("Fx", &ups, &[], ack(round)).unwrap();
+    }
+    let grown = migrate::disk_bytes(&path);
+    idx.compact_if_grown();
+    let compacted = migrate::disk_bytes(&path);
+    consistent(&idx, "Fx");
+    assert_eq!(idx.acked("Fx").unwrap(), ack(12));
+    eprintln!("12 acknowledged commits: {grown} bytes, compacted after: {compacted}");
+    assert!(
+        compacted * 3 < grown * 2,
+        "grown to {grown} bytes, {compacted} after compact_if_grown"
+    );
+    // Nothing grew since: a second call leaves the file as it is.
+    idx.compact_if_grown();
+    assert_eq!(migrate::disk_bytes(&path), compacted);
+}

@@ -825,6 +825,9 @@ pub(crate) async fn receive_half(ctl: &mut Control, chunks: &mut Inbox, t: Targe
     report.failures = failures;
     report.complete = applied_msg.complete;
     ctl.send(&Message::Applied(applied_msg)).await?;
+    // Only now, with the sender answered: its pass does not wait for it.
+    let index = t.index.clone();
+    super::blocking(move || index.compact_if_grown()).await;
     Ok(report)
 }
 

@@ -90,6 +90,26 @@ impl Connection {
         self.inner.close(quinn::VarInt::from_u32(code), reason.as_bytes());
     }
 
+    /// Closes the connection at once, as [`Connection::close`], and waits
+    /// (at most `limit`) until the close frame has left, so the peer hears
+    /// of the close now instead of after its idle timeout. The end of a
+    /// one-shot command: quinn's own way, waiting out the draining period
+    /// (three probe timeouts, ~80 ms), would add that much to every command.
+    pub async fn close_and_flush(&self, code: u32, reason: &str, limit: std::time::Duration) {
+        // Once closed, the connection sends nothing but its close frame
+        // (quinn does not count those among the frames it sent).
+        let before = self.inner.stats().udp_tx.datagrams;
+        self.close(code, reason);
+        let start = std::time::Instant::now();
+        // At least one wait: quinn's driver may run on this very thread.
+        loop {
+            tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+            if self.inner.stats().udp_tx.datagrams != before || start.elapsed() >= limit {
+                break;
+            }
+        }
+    }
+
     /// Waits until the connection is closed, by either side, and says why.
     pub async fn closed(&self) -> TransportError {
         self.inner.closed().await.into()

@@ -383,6 +383,16 @@ impl Endpoint {
         let _ = tokio::time::timeout(std::time::Duration::from_millis(10), self.wait_idle()).await;
     }
 
+    /// Ends a one-shot command's only connection: closes `conn` with
+    /// `reason`, waits (10 ms at most) until its close frame has left, and
+    /// closes the endpoint. What [`Endpoint::shutdown`] does, without
+    /// waiting the full 10 ms when the frame left in a fraction of one.
+    pub async fn finish(&self, conn: &Connection, reason: &str) {
+        conn.close_and_flush(0, reason, std::time::Duration::from_millis(10))
+            .await;
+        self.close();
+    }
+
     pub async fn wait_idle(&self) {
         let clients: Vec<_> = self.clients.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for q in self.listeners.iter().chain(clients.iter()) {

@@ -60,6 +60,14 @@ pub struct Tuning {
     /// frequency extension, used when both ends support it); 0 leaves
     /// quinn's default of an ACK for every other packet.
     pub ack_every: u32,
+    /// The longest the peer may hold back an acknowledgement of fewer
+    /// packets than `ack_every` (QUIC ACK frequency extension; quinn's own
+    /// default is 25 ms). A conversation ends by waiting until the peer has
+    /// its last message (`Control::close`): with the default, every
+    /// `hamirror sync` waited ~25 ms for one delayed ACK — a fifth of a
+    /// no-change pass. Bulk transfers are acknowledged by packet count and
+    /// do not notice it.
+    pub ack_delay: Duration,
     /// Round-robin between streams of equal priority; off, a stream is
     /// sent to the end before the next (fewer frames per packet).
     pub send_fairness: bool,
@@ -85,6 +93,7 @@ impl Default for Tuning {
             socket_buffer: 32 << 20,
             mtu_upper_bound: 6500,
             ack_every: 0,
+            ack_delay: Duration::from_millis(1),
             send_fairness: true,
             receive_payload: None,
         }
@@ -130,11 +139,12 @@ impl Tuning {
                     .unwrap_or(VarInt::MAX)
                     .into(),
             ));
+        let mut ack = quinn::AckFrequencyConfig::default();
+        ack.max_ack_delay(Some(self.ack_delay));
         if self.ack_every > 0 {
-            let mut ack = quinn::AckFrequencyConfig::default();
             ack.ack_eliciting_threshold(VarInt::from_u32(self.ack_every));
-            c.ack_frequency_config(Some(ack));
         }
+        c.ack_frequency_config(Some(ack));
         c.send_fairness(self.send_fairness);
         let mut mtu = quinn::MtuDiscoveryConfig::default();
         mtu.upper_bound(self.mtu_upper_bound);
