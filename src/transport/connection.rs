@@ -96,10 +96,12 @@ impl Connection {
     /// one-shot command: quinn's own way, waiting out the draining period
     /// (three probe timeouts, ~80 ms), would add that much to every command.
     pub async fn close_and_flush(&self, code: u32, reason: &str, limit: std::time::Duration) {
-        // Once closed, the connection sends nothing but its close frame
-        // (quinn does not count those among the frames it sent).
-        let before = self.inner.stats().udp_tx.datagrams;
         self.close(code, reason);
+        // Closed, the connection sends nothing but its close frame (quinn
+        // does not count those among the frames it sent): the next datagram
+        // is that frame. Read right after the close, before quinn's driver
+        // has had the time to wake.
+        let before = self.inner.stats().udp_tx.datagrams;
         let start = std::time::Instant::now();
         // At least one wait: quinn's driver may run on this very thread.
         loop {

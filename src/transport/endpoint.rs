@@ -384,9 +384,10 @@ impl Endpoint {
     }
 
     /// Ends a one-shot command's only connection: closes `conn` with
-    /// `reason`, waits (10 ms at most) until its close frame has left, and
-    /// closes the endpoint. What [`Endpoint::shutdown`] does, without
-    /// waiting the full 10 ms when the frame left in a fraction of one.
+    /// `reason`, waits until its close frame has left (100 ms at most: a
+    /// loaded machine may not run quinn's driver at once), and closes the
+    /// endpoint. What [`Endpoint::shutdown`] does, without a fixed wait:
+    /// the frame normally leaves within a fraction of a millisecond.
     pub async fn finish(&self, conn: &Connection, reason: &str) {
         conn.close_and_flush(0, reason, std::time::Duration::from_millis(10))
             .await;
