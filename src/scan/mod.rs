@@ -99,11 +99,20 @@ pub fn is_temp_name(name: &[u8]) -> bool {
         && tag[1..].iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// Default for [`ScanOptions::walk_threads`]. Listing a directory and
+/// statting its entries mostly waits for the disk when the cache is cold;
+/// a virtio or NVMe disk serves many requests at once, so the walk keeps
+/// this many in flight whatever the number of cores (see `walk.rs`).
+pub const WALK_THREADS: usize = 16;
+
 /// How to scan.
 #[derive(Debug, Clone)]
 pub struct ScanOptions {
     /// Hashing threads; 0 = one per CPU.
     pub threads: usize,
+    /// Threads listing directories and statting entries (I/O, not CPU);
+    /// 0 = [`WALK_THREADS`].
+    pub walk_threads: usize,
     /// Files whose last change is this recent when we start reading them
     /// are stored with an unknown fingerprint and read again next time.
     pub racy_window: Duration,
@@ -113,6 +122,7 @@ impl Default for ScanOptions {
     fn default() -> Self {
         ScanOptions {
             threads: 0,
+            walk_threads: 0,
             racy_window: RACY_WINDOW,
         }
     }
@@ -162,11 +172,15 @@ pub struct Scanned {
     pub unsettled: Vec<Vec<u8>>,
 }
 
-/// A scanner: the options and the thread pool that lists directories and
-/// hashes files, kept across scans (starting a pool costs a thread spawn
-/// per core, which a `watch` batch of one file should not pay).
+/// A scanner: the options and the thread pools, kept across scans
+/// (starting a pool costs a thread spawn per thread, which a `watch` batch
+/// of one file should not pay). Two pools: `pool` hashes files, one thread
+/// per core, as that is CPU work; `walk` lists directories, with more
+/// threads than cores, as that is waiting for the disk when the cache is
+/// cold (two threads kept at most two reads in flight).
 pub struct Scanner {
     pool: rayon::ThreadPool,
+    walk: rayon::ThreadPool,
     opts: ScanOptions,
 }
 
@@ -174,15 +188,16 @@ impl std::fmt::Debug for Scanner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Scanner({} threads, {:?})",
+            "Scanner({} hashing threads, {} walking, {:?})",
             self.pool.current_num_threads(),
+            self.walk.current_num_threads(),
             self.opts
         )
     }
 }
 
 impl Scanner {
-    /// Starts the thread pool.
+    /// Starts the thread pools.
     ///
     /// # Errors
     /// [`ScanError::Threads`] when the threads cannot be started.
@@ -191,15 +206,27 @@ impl Scanner {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("hamirror-scan-{i}"))
-            .build()
-            .map_err(|e| ScanError::Threads(e.to_string()))?;
+        let walk_threads = match opts.walk_threads {
+            0 => WALK_THREADS,
+            n => n,
+        };
+        let pool = |n: usize, name: &'static str| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .thread_name(move |i| format!("hamirror-{name}-{i}"))
+                .build()
+                .map_err(|e| ScanError::Threads(e.to_string()))
+        };
         Ok(Scanner {
-            pool,
+            pool: pool(threads, "scan")?,
+            walk: pool(walk_threads, "walk")?,
             opts: opts.clone(),
         })
+    }
+
+    /// The number of hashing and of walking threads.
+    pub fn threads(&self) -> (usize, usize) {
+        (self.pool.current_num_threads(), self.walk.current_num_threads())
     }
 
     fn racy_ns(&self) -> i64 {
@@ -227,8 +254,8 @@ impl Scanner {
         let walk_started = now_ns();
         let view = index.view(&set.name)?;
         let merged = self
-            .pool
-            .install(|| stream::merge(&view, set, node_root, reread, &self.pool))?;
+            .walk
+            .install(|| stream::merge(&view, set, node_root, reread, &self.walk))?;
         drop(view);
         tracing::debug!(set = %set.name, walk_done = ?start.elapsed(), "scan walk");
         let mut report = merged.report;
@@ -261,8 +288,8 @@ impl Scanner {
         let walk_started = now_ns();
         let known = index.fingerprints(&set.name)?;
         let walked = self
-            .pool
-            .install(|| walk::walk(&set.roots, &set.excludes, node_root, &self.pool));
+            .walk
+            .install(|| walk::walk(&set.roots, &set.excludes, node_root, &self.walk));
         self.finish(
             index,
             set,
@@ -426,8 +453,8 @@ impl Scanner {
         let start = Instant::now();
         let walk_started = now_ns();
         let walked = self
-            .pool
-            .install(|| walk::walk(&set.roots, &set.excludes, node_root, &self.pool));
+            .walk
+            .install(|| walk::walk(&set.roots, &set.excludes, node_root, &self.walk));
         let mut report = ScanReport {
             set: set.name.clone(),
             ..ScanReport::default()

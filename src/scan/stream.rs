@@ -15,8 +15,8 @@
 //!   exclude rules now exclude it (the index forgets it, which is not a
 //!   deletion).
 //!
-//! Directories are listed in parallel on the scan's pool, as the plain
-//! walk does (`walk.rs`). Rows of directories the walk never reached (a
+//! Directories are listed in parallel on the scanner's walk pool, as the
+//! plain walk does (`walk.rs`). Rows of directories the walk never reached (a
 //! root that vanished or left the set, the level above the roots) are
 //! found at the end from the directory table and judged path by path, as
 //! a whole-tree comparison would. Multiply linked files are all kept, hit

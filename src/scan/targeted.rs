@@ -124,7 +124,7 @@ impl Scanner {
         let start = Instant::now();
         let previous_generation = index.generation(&set.name)?;
         let walk_started = now_ns();
-        let mut walked = match self.pool.install(|| walk_targets(set, node_root, targets, &self.pool)) {
+        let mut walked = match self.walk.install(|| walk_targets(set, node_root, targets, &self.walk)) {
             Ok(w) => w,
             Err(why) => return self.full(index, set, node_root, observer, why),
         };

@@ -348,6 +348,42 @@ fn many_files_use_all_threads_and_agree_with_a_single_thread() {
 }
 
 #[test]
+fn walk_threads_are_their_own_pool_and_any_count_finds_the_same() {
+    let dflt = Scanner::new(&ScanOptions {
+        threads: 2,
+        ..ScanOptions::default()
+    })
+    .unwrap();
+    assert_eq!(dflt.threads(), (2, WALK_THREADS));
+    let f = Fixture::new();
+    for i in 0..300 {
+        f.write(&format!("data/d{}/e{}/f{i}", i % 5, i % 11), &[i as u8; 10]);
+    }
+    let first = f.scan();
+    assert_eq!(first.files_read, 300);
+    // One walking thread and many: the same rows, and a no-change pass
+    // that reads nothing.
+    for walk_threads in [1, 3, 32] {
+        let scanner = Scanner::new(&ScanOptions {
+            threads: 1,
+            walk_threads,
+            ..ScanOptions::default()
+        })
+        .unwrap();
+        assert_eq!(scanner.threads(), (1, walk_threads));
+        let tmp = tempfile::tempdir().unwrap();
+        let other = Index::open(tmp.path()).unwrap();
+        scanner.scan_set(&other, &f.set, &f.node_root, &Quiet).unwrap();
+        let a: Vec<Entry> = f.index.entries(&f.set.name).unwrap().map(Result::unwrap).collect();
+        let b: Vec<Entry> = other.entries(&f.set.name).unwrap().map(Result::unwrap).collect();
+        assert_eq!(a, b, "{walk_threads} walking threads");
+        let again = scanner.scan_set(&f.index, &f.set, &f.node_root, &Quiet).unwrap().report;
+        assert_eq!(again.files_read, 0, "{walk_threads} walking threads");
+        assert_eq!(again.files_unchanged, 300, "{walk_threads} walking threads");
+    }
+}
+
+#[test]
 fn the_first_name_of_a_hard_link_does_not_depend_on_walk_order() {
     let stat = |ino, nlink| walk::Stat {
         mode: 0o644,

@@ -24,7 +24,9 @@
 //!
 //! Why not the `walkdir` crate: it `lstat`s every entry by its full path
 //! (the kernel resolves every component again) and walks on one thread.
-//! Here directories are listed in parallel on the scan's thread pool and
+//! Here directories are listed in parallel on the scanner's walk pool
+//! (more threads than cores: with a cold cache each thread mostly waits for
+//! a `getdents` or `statx`, and the disk serves many at once) and
 //! each entry is stat'ed relative to its open directory (`DirEntry::metadata`
 //! is `statx(dirfd, name, AT_SYMLINK_NOFOLLOW)`). With the stored
 //! fingerprints read while the walk runs, this took a no-change scan of

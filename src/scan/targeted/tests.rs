@@ -28,6 +28,7 @@ impl Fixture {
     fn new() -> Fixture {
         let scanner = Scanner::new(&ScanOptions {
             threads: 2,
+            walk_threads: 0,
             racy_window: Duration::ZERO,
         })
         .unwrap();
@@ -247,6 +248,7 @@ fn large_fresh_files_are_deferred_not_read_twice() {
     f.write("data/small", b"s");
     let scanner = Scanner::new(&ScanOptions {
         threads: 1,
+        walk_threads: 0,
         racy_window: Duration::from_secs(3600),
     })
     .unwrap();
