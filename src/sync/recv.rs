@@ -997,6 +997,11 @@ fn finish(t: &Target, applier: Applier, refused: Vec<(Vec<u8>, String)>) -> Resu
         generation: t.offered.generation,
     });
     let outcome = t.index.commit_with_ack(&t.set.name, &upserts, &r.deleted, ack)?;
+    if files >= WINDOW_FILES as u64 {
+        // Installed a window at a time, the rows were split in the middle
+        // of directories: rewritten packed if that left them sparse.
+        t.index.tidy();
+    }
     // A partial apply is not acknowledged, but what it wrote came from the
     // sender: it must not count as this node's own changes (the sender was
     // let in only because there were none), or the next push would be
