@@ -10,6 +10,7 @@
 #   benches/index-size.sh [FILES] [PASSES]     # default 50000, 9
 #   HAMIRROR_BIN=/path/to/hamirror benches/index-size.sh
 #   HAMIRROR_BEFORE=/path/to/older/hamirror benches/index-size.sh
+#   INDEX_TREE=tiny INDEX_SNAPSHOTS=/tmp/snaps benches/index-size.sh 200000 3
 #
 # With HAMIRROR_BEFORE, a second pair running that build mirrors the same
 # source tree (into its own replica, with its own indexes) in the same
@@ -18,6 +19,8 @@
 # The tree (FILES files of 200 B .. 4 KiB in ~2,000 directories up to 4
 # levels deep, names like a Samba share's: ~40-byte paths) is made in a
 # temporary directory under /tmp and removed at the end.
+# INDEX_TREE=tiny makes benches/nochange.sh's shape instead: files of
+# 0–4,095 bytes, 50 to a directory, three levels (a00/b00/c00/f0001234).
 set -euo pipefail
 
 files=${1:-50000}
@@ -37,10 +40,22 @@ trap cleanup EXIT
 . "$here/benches/pair.sh"
 
 mkdir -p "$work/src/tree" "$work/replica" "$work/cluster.d/serv1" "$work/cluster.d/serv2"
-python3 - "$work/src/tree" "$files" <<'PY'
+python3 - "$work/src/tree" "$files" "${INDEX_TREE:-share}" <<'PY'
 import os, random, sys
-root, n = sys.argv[1], int(sys.argv[2])
+root, n, shape = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 rng = random.Random(17)
+if shape == "tiny":
+    # As benches/nochange.sh generates its tree.
+    pool = rng.randbytes(1 << 20)
+    for i in range(n):
+        d = os.path.join(root, f"a{i // 50000:02d}", f"b{i // 2500 % 20:02d}", f"c{i // 50 % 50:02d}")
+        if i % 50 == 0:
+            os.makedirs(d, exist_ok=True)
+        size = rng.randrange(4096)
+        off = rng.randrange(len(pool) - size)
+        with open(os.path.join(d, f"f{i:07d}"), "wb") as f:
+            f.write(pool[off:off + size])
+    sys.exit(0)
 depts = [f"department-{i:02d}" for i in range(20)]
 dirs = []
 for d in depts:
@@ -87,6 +102,12 @@ count=$(find "$work/src/tree" | wc -l)
 # as a hole.
 size() { echo "$(($(stat -c '%b * %B' "$1/sets/Fbench.redb") / count)) ($(($(stat -c %s "$1/sets/Fbench.redb") / count)))"; }
 row() {
+  # INDEX_SNAPSHOTS=DIR keeps a copy of both index files at each row, for
+  # a look at their tables (src/index/size_tests.rs, `inspect`).
+  if [ -n "${INDEX_SNAPSHOTS:-}" ]; then
+    mkdir -p "$INDEX_SNAPSHOTS"
+    for n in 1 2; do cp --sparse=always "$work/state$n/sets/Fbench.redb" "$INDEX_SNAPSHOTS/${1// /-}.serv$n.redb"; done
+  fi
   if [ -n "$before" ]; then
     printf '| %s | %s | %s | %s | %s |\n' "$1" "$(size "$work/b/state1")" "$(size "$work/b/state2")" "$(size "$work/state1")" "$(size "$work/state2")"
   else

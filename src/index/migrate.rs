@@ -30,12 +30,19 @@ use super::{Fingerprint, Index, IndexError, META, SETS, decode_entry, read_table
 type Bytes = &'static [u8];
 
 /// A set's rows or locator table whose leaf pages hold less than this
-/// share (percent) of live bytes is rewritten in key order before a
-/// compaction. Random inserts split full pages in two: the locator (keyed
-/// by hash) written packed by a first sync falls to ~45% after a few
-/// passes changing 1% of the files; compaction alone moves pages but
+/// share (percent) of live bytes, counting redb's 8 bytes of offsets per
+/// row, is rewritten in key order before a compaction. Inserts in the
+/// middle of a table split full pages in two: the locator (keyed by hash)
+/// written packed by a first sync falls to ~45% after a few passes
+/// changing 1% of the files, and a receiver's first sync of a tree of
+/// tiny files leaves its rows ~75% full (a directory whose files are
+/// installed by two commits has its page split; issue 17). Written in
+/// key order a table is 97–99% full; compaction alone moves pages but
 /// does not fill them.
-const REPACK_BELOW_FILL: u64 = 60;
+const REPACK_BELOW_FILL: u64 = 95;
+/// redb's per-row overhead in a leaf of variable-width keys and values:
+/// the end offsets of the key and of the value.
+const ROW_OVERHEAD: u64 = 8;
 /// Tables of fewer leaf pages are left alone (any size when the file's
 /// compaction minimum is 0, as in the crash test).
 const REPACK_MIN_PAGES: u64 = 16;
@@ -197,7 +204,8 @@ fn repack(db: &Database, min_pages: u64) -> Result<usize, IndexError> {
             let sparse = {
                 let t = txn.open_table(def)?;
                 let s = t.stats()?;
-                s.leaf_pages() >= min_pages && s.stored_bytes() * 100 < s.leaf_pages() * PAGE * REPACK_BELOW_FILL
+                let live = s.stored_bytes() + t.len()? * ROW_OVERHEAD;
+                s.leaf_pages() >= min_pages && live * 100 < s.leaf_pages() * PAGE * REPACK_BELOW_FILL
             };
             if !sparse {
                 continue;
@@ -259,12 +267,46 @@ impl Index {
             return;
         }
         let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
-        let min_pages = if self.compact_min == 0 { 1 } else { REPACK_MIN_PAGES };
-        match repack(&db, min_pages) {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!("index {}: {n} tables rewritten in key order", self.path.display()),
-            Err(e) => tracing::warn!("index {}: rewriting sparse tables failed: {e}", self.path.display()),
+        self.repack(&db);
+        self.compact(&mut db, len);
+    }
+
+    /// Rewrites the set tables left sparse, and compacts the file if any
+    /// was. A receiver calls it at the end of a sync that installed many
+    /// files: its commits of a window at a time split pages that
+    /// [`Index::maybe_compact`] compacted last before the sync's end, if
+    /// at all (issue 17: rows ~75% full after a first sync of tiny
+    /// files, 136 B/file on disk where the sender's file took 112). Reads
+    /// each table's page counts; rewrites only what is sparse.
+    pub fn tidy(&self) {
+        let len = disk_bytes(&self.path);
+        if len < self.compact_min {
+            return;
         }
+        let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
+        if self.repack(&db) > 0 {
+            self.compact(&mut db, len);
+        }
+    }
+
+    /// [`repack`], errors logged. Returns the tables rewritten.
+    fn repack(&self, db: &Database) -> usize {
+        let min_pages = if self.compact_min == 0 { 1 } else { REPACK_MIN_PAGES };
+        match repack(db, min_pages) {
+            Ok(0) => 0,
+            Ok(n) => {
+                tracing::debug!("index {}: {n} tables rewritten in key order", self.path.display());
+                n
+            }
+            Err(e) => {
+                tracing::warn!("index {}: rewriting sparse tables failed: {e}", self.path.display());
+                0
+            }
+        }
+    }
+
+    /// Compacts the file (of `len` bytes on disk) and records its new size.
+    fn compact(&self, db: &mut Database, len: u64) {
         match db.compact() {
             Ok(_) => {
                 let after = disk_bytes(&self.path);

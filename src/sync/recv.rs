@@ -826,8 +826,16 @@ pub(crate) async fn receive_half(ctl: &mut Control, chunks: &mut Inbox, t: Targe
     report.complete = applied_msg.complete;
     ctl.send(&Message::Applied(applied_msg)).await?;
     // Only now, with the sender answered: its pass does not wait for it.
-    let index = t.index.clone();
-    super::blocking(move || index.compact_if_grown()).await;
+    // Installed a window at a time, the rows were split in the middle of
+    // directories: rewritten packed if that left them sparse.
+    let (index, tidy) = (t.index.clone(), report.applied >= WINDOW_FILES as u64);
+    super::blocking(move || {
+        if tidy {
+            index.tidy();
+        }
+        index.compact_if_grown();
+    })
+    .await;
     Ok(report)
 }
 
