@@ -9,7 +9,7 @@
 # A missing TREE is made by benches/mkcorpus.sh (issue 17's corpus: 50,000
 # files, 5.6 GB, no shared slices). Both tools first copy it into an empty
 # replica (timed once, for scale). Then each round changes 1% of the files
-# the way benches/vs-rsync.sh does (edits in place, appends, 100-byte
+# with benches/mutate.py, as benches/vs-rsync.sh does (edits in place, appends, 100-byte
 # insertions in the middle of files over 1 MiB, deletions; plus 0.1% new
 # files), each round with its own seed, and times one pass of each tool
 # (the order alternates). With CHANGED_BASE_BIN the rounds alternate
@@ -95,29 +95,7 @@ H "$bin"; R   # one no-change pass each: both start the rounds in step
 
 hs=(); bs=(); rs=(); hb=(); bb=(); rb=()
 for i in $(seq 1 "$rounds"); do
-  python3 - "$tree" "$i" <<'PY'
-import os, random, sys
-root, seed = sys.argv[1], int(sys.argv[2])
-rng = random.Random(1000 + seed)
-files = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs)
-picked = rng.sample(files, len(files) // 100)
-for i, p in enumerate(picked):
-    size = os.path.getsize(p)
-    if i % 10 == 0:
-        os.remove(p)                                   # delete
-    elif size > (1 << 20) and i % 3 == 0:              # insert in the middle
-        with open(p, "r+b") as f:
-            f.seek(size // 2); rest = f.read(); f.seek(size // 2)
-            f.write(rng.randbytes(100) + rest)
-    elif i % 2 == 0:                                   # overwrite a block in place
-        with open(p, "r+b") as f:
-            f.seek(rng.randrange(max(1, size - 4096))); f.write(rng.randbytes(4096))
-    else:                                              # append
-        with open(p, "ab") as f: f.write(rng.randbytes(1000))
-for i in range(len(picked) // 10):                     # new files
-    with open(os.path.join(root, "d00", f"new-{seed}-{i:04d}.dat"), "wb") as f:
-        f.write(rng.randbytes(rng.randrange(1000, 200000)))
-PY
+  python3 "$here/benches/mutate.py" "$tree" $((1000 + i)) "new-$i-" > /dev/null
   who=$bin; [ -n "$base" ] && [ $((i % 2)) = 0 ] && who=$base
   [ -z "$base" ] || serve "$who"
   sync; sleep 0.2

@@ -193,30 +193,7 @@ h_noop=$(median "${hs[@]}"); r_noop=$(median "${rs[@]}"); r_noop_wire=$(rbytes)
 h_noop_wire=$(jq1 "$work/h2.json" "d['udp_bytes_sent'] + d['udp_bytes_received']")
 
 # 3. change ~1% of the files, the same way for both
-python3 - "$tree" <<'PY'
-import os, random, sys
-root = sys.argv[1]
-rng = random.Random(7)
-files = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs)
-picked = rng.sample(files, len(files) // 100)
-for i, p in enumerate(picked):
-    size = os.path.getsize(p)
-    if i % 10 == 0:
-        os.remove(p)                                   # delete
-    elif size > (1 << 20) and i % 3 == 0:              # insert in the middle
-        with open(p, "r+b") as f:
-            f.seek(size // 2); rest = f.read(); f.seek(size // 2)
-            f.write(rng.randbytes(100) + rest)
-    elif i % 2 == 0:                                   # overwrite a block in place
-        with open(p, "r+b") as f:
-            f.seek(rng.randrange(max(1, size - 4096))); f.write(rng.randbytes(4096))
-    else:                                              # append
-        with open(p, "ab") as f: f.write(rng.randbytes(1000))
-for i in range(len(picked) // 10):                     # new files
-    with open(os.path.join(root, "d00", f"new{i:04d}.dat"), "wb") as f:
-        f.write(rng.randbytes(rng.randrange(1000, 200000)))
-print(f"changed {len(picked)} files, added {len(picked) // 10}")
-PY
+python3 "$here/benches/mutate.py" "$tree" 7 new
 settle; sleep 0.2
 t0=$(now); H sync Fbench --json > "$work/h3.json"; t1=$(now); h_delta=$(secs "$t0" "$t1")
 h_delta_wire=$(jq1 "$work/h3.json" "d['udp_bytes_sent'] + d['udp_bytes_received']")
