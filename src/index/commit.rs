@@ -97,7 +97,7 @@ impl Index {
     /// storage errors, or a stored entry that does not decode.
     pub fn commit(&self, set: &str, upserts: &[Upsert], deletes: &[Vec<u8>]) -> Result<CommitOutcome, IndexError> {
         let outcome = self.commit_all(set, upserts, deletes, &[], None)?;
-        self.maybe_compact();
+        self.compact_if_grown();
         Ok(outcome)
     }
 
@@ -126,13 +126,6 @@ impl Index {
         self.commit_all(set, upserts, deletes, &[], ack)
     }
 
-    /// Compacts the file if it has grown enough since its last compaction
-    /// (what [`Index::commit`] does after each commit). Storage errors are
-    /// logged, not returned: what was committed is durable either way.
-    pub fn compact_if_grown(&self) {
-        self.maybe_compact();
-    }
-
     /// [`Index::commit`], and drops the paths of `forget` without logging
     /// them: paths the set's rules now exclude are no longer part of it,
     /// but they were not deleted, so no peer is told to delete them (a
@@ -148,7 +141,7 @@ impl Index {
         forget: &[Vec<u8>],
     ) -> Result<CommitOutcome, IndexError> {
         let outcome = self.commit_all(set, upserts, deletes, forget, None)?;
-        self.maybe_compact();
+        self.compact_if_grown();
         Ok(outcome)
     }
 

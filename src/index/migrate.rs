@@ -10,7 +10,7 @@
 //! generations goes on with a delta, not a full comparison.
 //!
 //! Compaction: redb never gives back the pages a commit freed inside the
-//! file, only a free tail; [`Index::maybe_compact`] runs
+//! file, only a free tail; [`Index::compact_if_grown`] runs
 //! `Database::compact` when the file has grown well past its size after
 //! the last compaction. Size here is the disk space the file takes
 //! (allocated blocks), not its length: redb doubles the length whenever it
@@ -260,7 +260,7 @@ impl Index {
     /// open in this process (an [`super::Entries`] iterator holds one).
     /// Storage errors are logged, not returned: the commit that called this
     /// is already durable.
-    pub(super) fn maybe_compact(&self) {
+    pub fn compact_if_grown(&self) {
         let len = disk_bytes(&self.path);
         let base = self.compacted_len.load(Ordering::Relaxed);
         if len < self.compact_min || len <= base.saturating_add(base / 4) {
@@ -274,7 +274,7 @@ impl Index {
     /// Rewrites the set tables left sparse, and compacts the file if any
     /// was. A receiver calls it at the end of a sync that installed many
     /// files: its commits of a window at a time split pages that
-    /// [`Index::maybe_compact`] compacted last before the sync's end, if
+    /// [`Index::compact_if_grown`] compacted last before the sync's end, if
     /// at all (issue 17: rows ~75% full after a first sync of tiny
     /// files, 136 B/file on disk where the sender's file took 112). Reads
     /// each table's page counts; rewrites only what is sparse.

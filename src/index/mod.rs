@@ -35,7 +35,7 @@
 //! whole path) is converted when opened (`migrate.rs`), keeping ids,
 //! generations, the log and every acknowledgement. A new file is created
 //! complete under a temporary name (`create.rs`). The file is compacted
-//! when it has grown well beyond what it holds (`Index::maybe_compact`).
+//! when it has grown well beyond what it holds (`Index::compact_if_grown`).
 
 mod commit;
 mod create;
@@ -331,7 +331,7 @@ pub struct Index {
     db: RwLock<Database>,
     path: PathBuf,
     /// The file's disk space after the last compaction; see
-    /// [`Index::maybe_compact`].
+    /// [`Index::compact_if_grown`].
     compacted_len: AtomicU64,
     /// See [`Index::with_compact_min`].
     compact_min: u64,
@@ -478,7 +478,7 @@ impl Index {
         };
         // A file left grown by an older build, or a process that stopped
         // before its commits compacted it, is compacted once at start.
-        index.maybe_compact();
+        index.compact_if_grown();
         Ok(index)
     }
 

@@ -389,7 +389,7 @@ impl Endpoint {
     /// endpoint. What [`Endpoint::shutdown`] does, without a fixed wait:
     /// the frame normally leaves within a fraction of a millisecond.
     pub async fn finish(&self, conn: &Connection, reason: &str) {
-        conn.close_and_flush(0, reason, std::time::Duration::from_millis(10))
+        conn.close_and_flush(0, reason, std::time::Duration::from_millis(100))
             .await;
         self.close();
     }
