@@ -252,10 +252,12 @@ pub(super) fn disk_bytes(path: &std::path::Path) -> u64 {
 impl Index {
     /// Compacts the file when its disk space has grown by more than a
     /// quarter since the last compaction (and is past a few MiB). A pass
-    /// that changes 1% of a set's files grows it by about 7% (copied
-    /// pages whose old versions are reused only later), so this compacts
-    /// every three or four such passes; compacting costs about as much as
-    /// reading the file once.
+    /// that changes 1% of a set's files grows a file with free pages by
+    /// about 7% (copied pages whose old versions are reused only later),
+    /// but one just compacted, with none, by up to ~40%: a receiver's index
+    /// is then compacted after most such passes (which is why a receiver
+    /// calls this after answering its sender, not in its commit).
+    /// Compacting costs about as much as reading the file once.
     /// Skipped, to be tried after a later commit, while any transaction is
     /// open in this process (an [`super::Entries`] iterator holds one).
     /// Storage errors are logged, not returned: the commit that called this
