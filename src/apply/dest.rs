@@ -17,11 +17,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, ResolveFlags};
 
 use crate::config::MirrorSet;
 
 use super::ApplyError;
+use super::retired::Retired;
 
 #[derive(Debug)]
 struct Root {
@@ -42,6 +43,9 @@ pub struct Dest {
     /// The extended-attribute namespaces this set mirrors: those the
     /// receiver sets and removes (others on the replica are left alone).
     pub xattrs: crate::config::XattrNamespaces,
+    /// Old versions replaced or deleted, kept open so their blocks are
+    /// freed after the receiver's answer ([`Dest::take_retired`]).
+    retired: Retired,
 }
 
 /// What [`Dest::open_file`] opens a file for.
@@ -95,7 +99,14 @@ impl Dest {
             base: base.to_path_buf(),
             roots,
             xattrs: set.xattrs,
+            retired: Retired::default(),
         }
+    }
+
+    /// The old versions this handle's renames and deletions kept alive;
+    /// dropping them frees their blocks.
+    pub fn take_retired(&mut self) -> Retired {
+        std::mem::take(&mut self.retired)
     }
 
     /// Makes the attributes of the file, directory, FIFO or device node at
@@ -356,6 +367,7 @@ impl Dest {
             Err(e) if e.kind() == io::ErrorKind::NotFound || is_blocked(&e) => return Ok(()),
             Err(e) => return Err(e),
         };
+        self.retired.keep(dir.as_fd(), name);
         remove_at(dir.as_fd(), name)
     }
 
@@ -372,6 +384,17 @@ impl Dest {
             rustix::fs::statat(&dir, from_name, AtFlags::SYMLINK_NOFOLLOW)
                 .is_ok_and(|src| (src.st_dev, src.st_ino) == (st.st_dev, st.st_ino))
         };
+        // Most renames of a pass go to a new name, or over an old version
+        // whose blocks are better freed after the answer: the first try
+        // tells which, at no cost for a new name.
+        match rustix::fs::renameat_with(&dir, from_name, &dir, to_name, RenameFlags::NOREPLACE) {
+            Ok(()) => return Ok(stat()),
+            Err(rustix::io::Errno::EXIST) => {
+                self.retired.keep(dir.as_fd(), to_name);
+            }
+            // A filesystem without RENAME_NOREPLACE: the plain rename.
+            Err(_) => {}
+        }
         match rustix::fs::renameat(&dir, from_name, &dir, to_name) {
             Ok(()) => {
                 // Both names may still be there: then they were one inode.

@@ -21,7 +21,8 @@
 //!    renamed into place), deletes, sets directory metadata last, and
 //!    clears the journal of temp files. A device node needs `CAP_MKNOD`:
 //!    a receiver refused it (not root) records a warning for that path and
-//!    goes on.
+//!    goes on. The old versions replaced or deleted stay open in the
+//!    report ([`retired`]): the caller frees them after it has answered.
 //!
 //! Every operation reaches the tree through [`Dest`]: relative to the
 //! set's roots, never through a symlink. A sender's type change (a file
@@ -40,6 +41,7 @@
 pub mod dest;
 mod journal;
 pub mod meta;
+pub mod retired;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -156,6 +158,9 @@ pub struct ApplyReport {
     /// Directories whose mtime an interrupted run had left changed, given
     /// back the one they had before it (the index must learn it).
     pub repaired_dirs: Vec<(Vec<u8>, i64)>,
+    /// The old versions this run replaced or deleted, still open: dropped
+    /// (their blocks freed) once the receiver has answered.
+    pub retired: retired::Retired,
 }
 
 /// The temp file for building the entry at set path `path`: hidden, in the
@@ -1120,6 +1125,7 @@ impl Applier {
         self.journal
             .clear()
             .map_err(|e| ApplyError::from_io(self.journal.path(), e))?;
+        self.report.retired = self.dest.take_retired();
         Ok(std::mem::take(&mut self.report))
     }
 

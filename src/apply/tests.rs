@@ -594,3 +594,62 @@ fn a_batch_is_verified_whole_then_written_and_each_complete_file_gets_its_metada
     assert_eq!((me.len(), me.mtime_nsec()), (0, 3));
     assert!(!temp(&fa).exists() && !temp(&fb).exists());
 }
+
+/// The paths of this process's open descriptors below `dir` whose file
+/// was unlinked ("… (deleted)"), by their old name.
+fn open_deleted_below(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|t| t.to_string_lossy().into_owned())
+        .filter(|t| t.starts_with(&*dir.to_string_lossy()) && t.ends_with(" (deleted)"))
+        .map(|t| {
+            t[dir.to_string_lossy().len()..]
+                .trim_end_matches(" (deleted)")
+                .to_string()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn the_old_versions_a_pass_replaced_or_deleted_are_freed_when_the_caller_says() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("root");
+    std::fs::create_dir_all(base.join("srv")).unwrap();
+    let mut replica = Fake::default();
+    for (name, data) in [("a", &b"old a"[..]), ("b", b"old b"), ("gone", b"old gone")] {
+        std::fs::write(base.join("srv").join(name), data).unwrap();
+        let path = format!("srv/{name}");
+        replica.0.insert(path.clone().into_bytes(), file(&path, &[data], 1));
+    }
+    // b has a second name: replacing it frees nothing, so it is not held.
+    std::fs::hard_link(base.join("srv/b"), base.join("srv/b2")).unwrap();
+    let offered: Vec<Entry> = [("srv/a", &b"new a"[..]), ("srv/b", b"new b"), ("srv/c", b"new c")]
+        .iter()
+        .map(|(p, d)| Entry {
+            uid: uid(),
+            ..file(p, &[d], 2)
+        })
+        .collect();
+    let p = plan(&offered, &[b"srv/gone".to_vec()], &replica, &HashMap::new());
+    let journal = Journal::open(&tmp.path().join("state/journal/Fx")).unwrap();
+    let mut a = Applier::prepare(Dest::new(&base, &set()), p, journal).unwrap();
+    for d in [&b"new a"[..], b"new b", b"new c"] {
+        a.deliver(blake3::hash(d).as_bytes(), d).unwrap();
+    }
+    let report = a.finish().unwrap();
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!(report.deleted, vec![b"srv/gone".to_vec()]);
+    for (name, data) in [("a", &b"new a"[..]), ("b", b"new b"), ("c", b"new c")] {
+        assert_eq!(std::fs::read(base.join("srv").join(name)).unwrap(), data);
+    }
+    assert_eq!(std::fs::read(base.join("srv/b2")).unwrap(), b"old b");
+    assert!(!base.join("srv/gone").exists());
+    // Gone from the tree, still open until the caller has answered.
+    assert_eq!(report.retired.len(), 2);
+    assert_eq!(open_deleted_below(&base), vec!["/srv/a", "/srv/gone"]);
+    report.retired.release();
+    assert_eq!(open_deleted_below(&base), Vec::<String>::new());
+}

@@ -22,6 +22,7 @@ use super::chunks::{Inbox, Incoming};
 use super::conflict::{self, ConflictPolicy};
 use super::control::Control;
 use super::limits::{OfferBudget, OfferTally, check_space};
+use crate::apply::retired::Retired;
 use crate::apply::{Applier, ApplyError, Dest, Journal};
 use crate::config::MirrorSet;
 use crate::index::{Fingerprint, Index, Upsert};
@@ -803,7 +804,7 @@ pub(crate) async fn receive_half(ctl: &mut Control, chunks: &mut Inbox, t: Targe
         let t = t.clone();
         super::blocking(move || finish(&t, applier, refused)).await?
     };
-    let (mut applied_msg, failures) = done;
+    let (mut applied_msg, failures, retired) = done;
     report.failed = applied_msg
         .failures
         .listed
@@ -828,8 +829,10 @@ pub(crate) async fn receive_half(ctl: &mut Control, chunks: &mut Inbox, t: Targe
     // Only now, with the sender answered: its pass does not wait for it.
     // Installed a window at a time, the rows were split in the middle of
     // directories: rewritten packed if that left them sparse.
+    // The old versions it replaced and deleted are freed now, too.
     let (index, tidy) = (t.index.clone(), report.applied >= WINDOW_FILES as u64);
     super::blocking(move || {
+        retired.release();
         if tidy {
             index.tidy();
         }
@@ -967,8 +970,9 @@ fn deliver(mut applier: Applier, batch: Vec<Incoming>) -> Result<Applier, SyncEr
 }
 
 /// Finishes the build and commits what was applied with the new
-/// acknowledgement (only when everything was applied).
-fn finish(t: &Target, applier: Applier, refused: Vec<(Vec<u8>, String)>) -> Result<(Applied, u64), SyncError> {
+/// acknowledgement (only when everything was applied). Hands back the old
+/// versions it replaced and deleted, to be freed after the answer.
+fn finish(t: &Target, applier: Applier, refused: Vec<(Vec<u8>, String)>) -> Result<(Applied, u64, Retired), SyncError> {
     if let Some(recheck) = &t.recheck {
         // Nothing is installed: the temp files go with the journal's clean-up.
         recheck()?;
@@ -1037,5 +1041,5 @@ fn finish(t: &Target, applier: Applier, refused: Vec<(Vec<u8>, String)>) -> Resu
         failures,
         warnings,
     };
-    Ok((applied, r.failures.len() as u64))
+    Ok((applied, r.failures.len() as u64, std::mem::take(&mut r.retired)))
 }
