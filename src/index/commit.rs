@@ -109,10 +109,9 @@ impl Index {
     ///
     /// Unlike [`Index::commit`] this does not compact the file: the
     /// receiver answers its sender first and then calls
-    /// [`Index::compact_if_grown`]. A pass that changes 1% of a set's files
-    /// can grow a receiver's index past the compaction threshold every
-    /// time (its updates land on pages all over the tree), and the sender
-    /// should not wait for the rewrite of the file.
+    /// [`Index::compact_if_grown`] (and [`Index::tidy`] after a sync that
+    /// installed many files): the sender should not wait for a rewrite of
+    /// the file.
     ///
     /// # Errors
     /// As [`Index::commit`].

@@ -222,10 +222,11 @@ fn an_index_of_small_files_stays_small_and_does_not_grow_without_change() {
     assert!(idx.verify("F").unwrap().is_empty());
     assert!(first <= 150, "{first} B/entry after the first commit");
     assert!(same <= first, "grew without change: {first} -> {same} B/entry");
-    // Random inserts split the packed locator's pages: compaction rewrites
-    // it packed again and gives back the free pages.
+    // Each pass copies the pages it touches (here over half of them) and
+    // reuses those the pass before freed; random inserts split the packed
+    // pages. Bounded by compaction at twice the compacted size.
     assert!(
-        after * 4 <= first * 5,
+        after <= first * 2,
         "9 passes changing 1% grew it from {first} to {after} B/entry"
     );
 }
