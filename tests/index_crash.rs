@@ -10,7 +10,8 @@
 //! (a directory numbered and one given back in every commit), so a
 //! partial commit would show entries of two rounds, a missing or doubled
 //! `x/*/f`, or tables that disagree (`Index::verify`). The child compacts the
-//! file whenever it has grown by a quarter, so kills also land inside a
+//! file whenever it has grown to twice its compacted size (every other
+//! commit here: each rewrites every row), so kills also land inside a
 //! compaction (and inside the rewrite of a sparse table in key order that
 //! precedes it).
 //!
@@ -71,8 +72,8 @@ fn crash_child_commits_forever() {
     let Some(path) = std::env::var_os(CHILD_ENV) else {
         return;
     };
-    // Compacting as soon as the file has grown by a quarter, however
-    // small: some kills land inside a compaction.
+    // Compacting as soon as the file has doubled, however small (every
+    // other commit): some kills land inside a compaction.
     let index = Index::open_file(Path::new(&path))
         .expect("child opens the index")
         .with_compact_min(0);

@@ -601,10 +601,19 @@ fn a_rewritten_index_settles_within_twice_its_live_size() {
     // Left alone it stops growing at about twice its live pages; compacted
     // when it passes twice, it stays under that.
     let (mid, end) = (grown[9], grown[19]);
-    assert!(end * 10 <= mid * 11, "still growing: {mid} bytes after 10 rewrites, {end} after 20");
-    assert!(end <= live * 2 + (64 << 10), "{end} bytes after 20 rewrites, {live} live");
+    assert!(
+        end * 10 <= mid * 11,
+        "still growing: {mid} bytes after 10 rewrites, {end} after 20"
+    );
+    assert!(
+        end <= live * 2 + (64 << 10),
+        "{end} bytes after 20 rewrites, {live} live"
+    );
     let most = kept.iter().max().unwrap();
-    assert!(*most <= live * 2 + (64 << 10), "{most} bytes at most with compaction, {live} live");
+    assert!(
+        *most <= live * 2 + (64 << 10),
+        "{most} bytes at most with compaction, {live} live"
+    );
     assert!(kept.iter().any(|k| *k * 3 < live * 4), "never compacted: {kept:?}");
 }
 
@@ -624,7 +633,10 @@ fn an_index_with_more_free_pages_than_live_ones_is_compacted() {
     // or two).
     let near = |recorded: u64| {
         let now = migrate::disk_bytes(&path);
-        assert!(recorded <= now && now <= recorded + (64 << 10), "{recorded} recorded, {now} now");
+        assert!(
+            recorded <= now && now <= recorded + (64 << 10),
+            "{recorded} recorded, {now} now"
+        );
     };
     let base = idx.compacted_len.load(std::sync::atomic::Ordering::Relaxed);
     near(base);
