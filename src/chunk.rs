@@ -5,15 +5,18 @@
 //!
 //! This module is pure: it reads from any [`Read`] and knows nothing of
 //! files, paths, the index or threads (the scanner runs one [`Chunker`] per
-//! worker). Memory is constant: one buffer of `max + READ_BLOCK` bytes per
-//! chunker, reused for every stream.
+//! worker). Memory is constant: one buffer per chunker, reused for every
+//! stream — [`FIXED_PIECE`] bytes for [`Chunker::chunk`], which carries
+//! the cut's state from one read to the next, `max + READ_BLOCK` for
+//! [`Chunker::split`], which hands out each chunk's bytes whole.
 //!
 //! Why not `fastcdc::v2020::StreamCDC` itself: it allocates a fresh `Vec` for
 //! every chunk and shifts its `max`-sized buffer after each cut. [`Chunker`]
 //! calls the same cut routine (`fastcdc::v2020::cut`, same masks, same
-//! normalization level) on a larger buffer and hashes chunks in place, about
-//! 10% faster (`benches/chunk.rs`); a test below checks that its cut points
-//! are exactly `StreamCDC`'s.
+//! normalization level) on a larger buffer and hashes chunks in place
+//! ([`Chunker::split`]), or runs the same gear hash carried across small
+//! reads ([`Chunker::chunk`]); tests check that both cut exactly where
+//! `StreamCDC` does.
 
 use std::io::{self, Read};
 
@@ -23,14 +26,124 @@ use thiserror::Error;
 
 use crate::config::ChunkParams;
 
-/// Bytes read from the source per refill, beyond the `max` that a cut may
-/// need to look ahead. Small enough that a block is still in the L2 cache
-/// when it is cut and hashed, large enough to keep syscalls rare.
+/// Bytes [`Chunker::split`] reads from the source per refill, beyond the
+/// `max` that a cut may need to look ahead; also how often progress is
+/// reported. (Measured since: a buffer this large does not stay in a
+/// 512 KiB L2 while the kernel copies into it — [`FIXED_PIECE`].)
 pub const READ_BLOCK: usize = 1 << 20;
 
-/// The buffer fixed-size blocks are read through ([`Chunker::chunk`] with
-/// `min == max`).
+/// The buffer [`Chunker::chunk`] reads through: small enough to stay in
+/// the cache while the kernel copies into it and it is cut and hashed.
 pub const FIXED_PIECE: usize = 128 << 10;
+
+/// The state of a content-defined cut carried across reads
+/// ([`Chunker::streamed`]).
+struct Cut<'g> {
+    min: usize,
+    center: usize,
+    max: usize,
+    /// `cut`'s masks: small (hard) before `center`, large (easy) after,
+    /// each shifted left for the first byte of a pair.
+    masks: [u64; 4],
+    gear: &'g [u64; 256],
+    gear_ls: &'g [u64; 256],
+    /// Bytes of the current chunk so far.
+    pos: usize,
+    hash: u64,
+    hasher: blake3::Hasher,
+    chunks: Vec<ChunkRef>,
+}
+
+impl Cut<'_> {
+    /// Goes on with the next bytes of the stream; `last` when they end it.
+    /// Whole pairs go through a loop like `cut`'s; a pair split between
+    /// reads, and a lone last byte, one byte at a time.
+    fn feed(&mut self, data: &[u8], last: bool) {
+        let (mut i, mut from) = (0, 0);
+        while i < data.len() {
+            if self.pos < self.min {
+                // `cut` looks at nothing before the minimum.
+                let skip = (self.min - self.pos).min(data.len() - i);
+                (self.pos, i) = (self.pos + skip, i + skip);
+                continue;
+            }
+            let large = usize::from(self.pos >= self.center) * 2;
+            let zone_end = if large == 0 { self.center } else { self.max };
+            let pairs = ((zone_end - self.pos) / 2).min((data.len() - i) / 2);
+            let step = if self.pos & 1 == 0 && pairs > 0 {
+                self.pairs(&data[i..i + 2 * pairs], large)
+            } else {
+                self.one(data[i], large, last && i + 1 == data.len())
+            };
+            match step {
+                Ok(n) => {
+                    (self.pos, i) = (self.pos + n, i + n);
+                    if self.pos == self.max {
+                        self.hasher.update(&data[from..i]);
+                        from = i;
+                        self.emit();
+                    }
+                }
+                Err(n) => {
+                    // The chunk ends before byte `i + n`, which starts the next.
+                    (self.pos, i) = (self.pos + n, i + n);
+                    self.hasher.update(&data[from..i]);
+                    from = i;
+                    self.emit();
+                }
+            }
+        }
+        self.hasher.update(&data[from..]);
+    }
+
+    /// Tests the pairs of `src` (the chunk at an even position, all in one
+    /// mask zone): `Ok(len)` if none is a cut, `Err(n)` for a cut before
+    /// its byte `n`.
+    fn pairs(&mut self, src: &[u8], large: usize) -> Result<usize, usize> {
+        let (mask_ls, mask) = (self.masks[large], self.masks[large + 1]);
+        let mut hash = self.hash;
+        for (k, pair) in src.chunks_exact(2).enumerate() {
+            hash = (hash << 2).wrapping_add(self.gear_ls[pair[0] as usize]);
+            if hash & mask_ls == 0 {
+                self.hash = hash;
+                return Err(2 * k);
+            }
+            hash = hash.wrapping_add(self.gear[pair[1] as usize]);
+            if hash & mask == 0 {
+                self.hash = hash;
+                return Err(2 * k + 1);
+            }
+        }
+        self.hash = hash;
+        Ok(src.len())
+    }
+
+    /// Tests one byte: `Ok(1)`, or `Err(0)` for a cut before it. A byte at
+    /// an even position that ends the stream is not tested.
+    fn one(&mut self, b: u8, large: usize, final_byte: bool) -> Result<usize, usize> {
+        let hit = if self.pos & 1 == 0 {
+            if final_byte {
+                return Ok(1);
+            }
+            self.hash = (self.hash << 2).wrapping_add(self.gear_ls[b as usize]);
+            self.hash & self.masks[large] == 0
+        } else {
+            self.hash = self.hash.wrapping_add(self.gear[b as usize]);
+            self.hash & self.masks[large + 1] == 0
+        };
+        if hit { Err(0) } else { Ok(1) }
+    }
+
+    /// Ends the current chunk at `pos` bytes.
+    fn emit(&mut self) {
+        self.chunks.push(ChunkRef {
+            hash: *self.hasher.finalize().as_bytes(),
+            len: self.pos as u32,
+        });
+        self.hasher.reset();
+        (self.pos, self.hash) = (0, 0);
+    }
+}
 
 /// Why chunking could not start. Not retryable: the parameters are wrong.
 #[derive(Debug, Error)]
@@ -108,24 +221,73 @@ impl Chunker {
     ///
     /// # Errors
     /// The first read error of `source`.
-    pub fn chunk<R: Read>(&mut self, source: R, mut progress: impl FnMut(u64)) -> io::Result<Chunked> {
+    pub fn chunk<R: Read>(&mut self, source: R, progress: impl FnMut(u64)) -> io::Result<Chunked> {
         if self.min == self.max {
             return self.fixed(source, progress);
         }
-        let mut chunks = Vec::new();
-        let mut consumed = 0u64;
-        let size = self.split(source, |c, _, _| {
-            chunks.push(*c);
-            consumed += u64::from(c.len);
+        self.streamed(source, progress)
+    }
+
+    /// [`Chunker::chunk`] for content-defined chunks without `split`'s
+    /// look-ahead buffer: the gear hash of `fastcdc::v2020::cut` is carried
+    /// from one read of [`FIXED_PIECE`] bytes to the next (its whole state
+    /// is the hash and the position in the chunk) and BLAKE3 is fed as the
+    /// bytes go by, so the buffer stays in the cache (see
+    /// [`Chunker::fixed`]). The same cut points as `cut` on a window of
+    /// `max` bytes, byte pairs and all: a byte at an even position is tested
+    /// only when another follows it (`cut` tests positions in pairs, and
+    /// never a lone last byte), so the last byte of each read waits for the
+    /// next one. Tests check the chunks against `split` and `StreamCDC`.
+    fn streamed<R: Read>(&mut self, mut source: R, mut progress: impl FnMut(u64)) -> io::Result<Chunked> {
+        let (gear, gear_ls) = v2020::get_gear_with_seed(0);
+        let gear: &[u64; 256] = gear.as_ref().try_into().expect("256 entries");
+        let gear_ls: &[u64; 256] = gear_ls.as_ref().try_into().expect("256 entries");
+        if self.buf.len() < FIXED_PIECE + 1 {
+            self.buf.resize(FIXED_PIECE + 1, 0);
+        }
+        let mut cut = Cut {
+            min: self.min,
+            center: self.avg,
+            max: self.max,
+            masks: [self.mask_s << 1, self.mask_s, self.mask_l << 1, self.mask_l],
+            gear,
+            gear_ls,
+            pos: 0,
+            hash: 0,
+            hasher: blake3::Hasher::new(),
+            chunks: Vec::new(),
+        };
+        let (mut held, mut size, mut consumed) = (0usize, 0u64, 0u64);
+        loop {
+            let n = match source.read(&mut self.buf[held..held + FIXED_PIECE]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let (avail, end) = (held + n, n == 0);
+            let upto = if end { avail } else { avail - 1 };
+            cut.feed(&self.buf[..upto], end);
+            if end {
+                break;
+            }
+            self.buf.copy_within(upto..avail, 0);
+            held = avail - upto;
+            (size, consumed) = (size + n as u64, consumed + n as u64);
             if consumed >= READ_BLOCK as u64 {
                 progress(consumed);
                 consumed = 0;
             }
-        })?;
+        }
+        if cut.pos > 0 {
+            cut.emit();
+        }
         if consumed > 0 {
             progress(consumed);
         }
-        Ok(Chunked { chunks, size })
+        Ok(Chunked {
+            chunks: cut.chunks,
+            size,
+        })
     }
 
     /// [`Chunker::chunk`] with `min == max` (fixed blocks, what `verify`
@@ -306,6 +468,41 @@ mod tests {
     }
 
     #[test]
+    fn streamed_cut_points_are_splits_at_every_stream_end_and_read_size() {
+        // The smallest bounds fastcdc accepts, so that cuts are frequent and
+        // a cut candidate on a stream's last byte (never tested by `cut`)
+        // comes up many times over these thousands of streams.
+        let p = ChunkParams {
+            min: 64,
+            avg: 256,
+            max: 1024,
+        };
+        let (mut reference, mut c) = (Chunker::new(p).unwrap(), Chunker::new(p).unwrap());
+        let mut chunks = 0;
+        for seed in 0..4000u64 {
+            let len = (seed * 7919 % 3000) as usize;
+            let data = noise(seed, len);
+            let mut cut = vec![];
+            reference.split(&data[..], |c, _, _| cut.push(*c)).unwrap();
+            let steps = vec![1 + (seed % 5) as usize, 1 + (seed % 977) as usize, 64];
+            let ours = c
+                .chunk(
+                    Jagged {
+                        data: &data,
+                        steps,
+                        i: 0,
+                    },
+                    |_| {},
+                )
+                .unwrap();
+            assert_eq!(ours.chunks, cut, "seed {seed} len {len}");
+            assert_eq!(ours.size, len as u64);
+            chunks += cut.len();
+        }
+        assert!(chunks > 10_000, "{chunks} chunks");
+    }
+
+    #[test]
     fn fixed_blocks_are_the_blocks_split_cuts_whatever_the_reads() {
         // Fixed blocks smaller and larger than the piece they are read
         // through; streams around the block size; reads of every size.
@@ -464,7 +661,9 @@ mod tests {
 
             let mut joined = Vec::with_capacity(len);
             let mut next = 0u64;
+            let mut cut = vec![];
             let total = c.split(&data[..], |chunk, offset, bytes| {
+                cut.push(*chunk);
                 assert_eq!(offset, next);
                 assert_eq!(chunk.hash, *blake3::hash(bytes).as_bytes());
                 assert!(bytes.len() <= 4096 && !bytes.is_empty());
@@ -473,6 +672,8 @@ mod tests {
             }).unwrap();
             prop_assert_eq!(total, len as u64);
             prop_assert_eq!(&joined, &data);
+            // `chunk` streams its cut; `split` cuts with a look-ahead buffer.
+            prop_assert_eq!(&whole.chunks, &cut);
             prop_assert_eq!(whole.chunks.iter().map(|c| u64::from(c.len)).sum::<u64>(), len as u64);
             // All chunks but the last respect the minimum.
             if let Some((_, init)) = whole.chunks.split_last() {
