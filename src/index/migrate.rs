@@ -260,7 +260,7 @@ impl Index {
     /// the sender paid the rewrite (~0.2 s on issue 17's corpus) in front
     /// of every pass. Left alone, the next pass reuses the pages the last
     /// one freed: the file settles at its live pages plus one pass's
-    /// (measured: 1.7× after 10 passes changing 1%) and stops growing.
+    /// (measured: 1.6–1.9× after 9–10 passes changing 1%) and stops growing.
     /// Compacting costs about as much as reading the file once.
     /// Skipped, to be tried after a later commit, while any transaction is
     /// open in this process (an [`super::Entries`] iterator holds one).
