@@ -185,6 +185,9 @@ pub fn run_hook(hook: &Hook, arg: &str, extra: &[&str], env: &HookEnv, event: &s
         .stdout(stdout)
         .stderr(stderr)
         .process_group(0);
+    // The open files limit the daemon was started with, not the one it
+    // raised for itself.
+    crate::fdlimit::restore_in_child(&mut cmd);
     // ETXTBSY: the script was just written (by an admin's editor, or another
     // thread's fork still holds it open for writing); it clears at once.
     let mut spawned = cmd.spawn();

@@ -15,6 +15,7 @@ pub mod config;
 pub mod daemon;
 pub mod delta;
 pub mod failover;
+pub mod fdlimit;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hooks;

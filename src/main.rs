@@ -7,6 +7,7 @@ use clap::Parser;
 
 fn main() {
     lean_malloc();
+    hamirror::fdlimit::raise();
     let args = match hamirror::cli::Cli::try_parse() {
         Ok(a) => a,
         Err(e) => {
