@@ -65,6 +65,12 @@ impl Cut<'_> {
                 // `cut` looks at nothing before the minimum.
                 let skip = (self.min - self.pos).min(data.len() - i);
                 (self.pos, i) = (self.pos + skip, i + skip);
+                if self.pos == self.max {
+                    // Fixed blocks: the minimum is the whole block.
+                    self.hasher.update(&data[from..i]);
+                    from = i;
+                    self.emit();
+                }
                 continue;
             }
             let large = usize::from(self.pos >= self.center) * 2;
@@ -217,28 +223,26 @@ impl Chunker {
     }
 
     /// Chunks and hashes everything `source` yields. `progress` is called
-    /// with the number of bytes consumed, once per buffer refill.
+    /// with the number of bytes consumed, about once per [`READ_BLOCK`].
+    ///
+    /// Without `split`'s look-ahead buffer: the gear hash of
+    /// `fastcdc::v2020::cut` is carried from one read of [`FIXED_PIECE`]
+    /// bytes to the next (its whole state is the hash and the position in
+    /// the chunk) and BLAKE3 is fed as the bytes go by, so the buffer stays
+    /// in the cache while the kernel copies into it (on this project's
+    /// 2-core EPYC, 512 KiB of L2 a core, reading issue 17's corpus from
+    /// the page cache took 1.1 s through 128 KiB and 2.8–3.9 s through
+    /// 256 KiB–2 MiB; docs/BENCHMARKS.md). The same cut points as `cut` on
+    /// a window of `max` bytes, byte pairs and all: a byte at an even
+    /// position is tested only when another follows it (`cut` tests
+    /// positions in pairs, and never a lone last byte), so the last byte of
+    /// each read waits for the next one. Fixed blocks (min = max, what
+    /// `verify` asks for) are the case where the minimum is the maximum.
+    /// Tests check the chunks against `split` and `StreamCDC`.
     ///
     /// # Errors
     /// The first read error of `source`.
-    pub fn chunk<R: Read>(&mut self, source: R, progress: impl FnMut(u64)) -> io::Result<Chunked> {
-        if self.min == self.max {
-            return self.fixed(source, progress);
-        }
-        self.streamed(source, progress)
-    }
-
-    /// [`Chunker::chunk`] for content-defined chunks without `split`'s
-    /// look-ahead buffer: the gear hash of `fastcdc::v2020::cut` is carried
-    /// from one read of [`FIXED_PIECE`] bytes to the next (its whole state
-    /// is the hash and the position in the chunk) and BLAKE3 is fed as the
-    /// bytes go by, so the buffer stays in the cache (see
-    /// [`Chunker::fixed`]). The same cut points as `cut` on a window of
-    /// `max` bytes, byte pairs and all: a byte at an even position is tested
-    /// only when another follows it (`cut` tests positions in pairs, and
-    /// never a lone last byte), so the last byte of each read waits for the
-    /// next one. Tests check the chunks against `split` and `StreamCDC`.
-    fn streamed<R: Read>(&mut self, mut source: R, mut progress: impl FnMut(u64)) -> io::Result<Chunked> {
+    pub fn chunk<R: Read>(&mut self, mut source: R, mut progress: impl FnMut(u64)) -> io::Result<Chunked> {
         let (gear, gear_ls) = v2020::get_gear_with_seed(0);
         let gear: &[u64; 256] = gear.as_ref().try_into().expect("256 entries");
         let gear_ls: &[u64; 256] = gear_ls.as_ref().try_into().expect("256 entries");
@@ -288,57 +292,6 @@ impl Chunker {
             chunks: cut.chunks,
             size,
         })
-    }
-
-    /// [`Chunker::chunk`] with `min == max` (fixed blocks, what `verify`
-    /// asks for): the cut is known, so the stream passes through a small
-    /// buffer, hashed incrementally. A buffer of [`FIXED_PIECE`] stays in
-    /// the cache while the kernel copies into it and BLAKE3 reads it; the
-    /// large one `split` needs for its look-ahead does not (on this
-    /// project's 2-core EPYC, 512 KiB of L2 a core, reading issue 17's
-    /// corpus from the page cache took 1.1 s through 128 KiB and 2.8–3.7 s
-    /// through 256 KiB–2 MiB; docs/BENCHMARKS.md). The same blocks as
-    /// `split` cuts (a test checks it).
-    fn fixed<R: Read>(&mut self, mut source: R, mut progress: impl FnMut(u64)) -> io::Result<Chunked> {
-        if self.buf.len() < FIXED_PIECE {
-            self.buf.resize(FIXED_PIECE, 0);
-        }
-        let mut chunks = Vec::new();
-        let mut hasher = blake3::Hasher::new();
-        let (mut size, mut in_block, mut consumed) = (0u64, 0usize, 0u64);
-        loop {
-            let want = FIXED_PIECE.min(self.max - in_block);
-            let n = match source.read(&mut self.buf[..want]) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            hasher.update(&self.buf[..n]);
-            (size, in_block, consumed) = (size + n as u64, in_block + n, consumed + n as u64);
-            if in_block == self.max {
-                chunks.push(ChunkRef {
-                    hash: *hasher.finalize().as_bytes(),
-                    len: in_block as u32,
-                });
-                hasher.reset();
-                in_block = 0;
-            }
-            if consumed >= READ_BLOCK as u64 {
-                progress(consumed);
-                consumed = 0;
-            }
-        }
-        if in_block > 0 {
-            chunks.push(ChunkRef {
-                hash: *hasher.finalize().as_bytes(),
-                len: in_block as u32,
-            });
-        }
-        if consumed > 0 {
-            progress(consumed);
-        }
-        Ok(Chunked { chunks, size })
     }
 
     /// Cuts `source` into chunks and calls `sink(chunk, offset, bytes)` for
